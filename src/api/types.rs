@@ -1,0 +1,259 @@
+//! The `Container` resource: the one manifest that works both dropped into the
+//! watched directory and applied with `kubectl`. Field names follow Kubernetes
+//! conventions; doc comments become the CRD's `kubectl explain` text.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Desired state of a container on one node.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "rundmc.io",
+    version = "v1alpha1",
+    kind = "Container",
+    namespaced,
+    status = "ContainerStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    shortname = "ctr",
+    doc = "An OCI container that the rundmc agent on spec.nodeName keeps running.",
+    printcolumn(name = "Node", type_ = "string", json_path = ".spec.nodeName"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Restarts", type_ = "integer", json_path = ".status.restartCount"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Handle",
+        type_ = "string",
+        json_path = ".status.handle",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Rootfs",
+        type_ = "string",
+        json_path = ".spec.rootfs",
+        priority = "1"
+    ),
+    selectable = ".spec.nodeName"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerSpec {
+    /// The node whose agent runs this container (custom resources only; ignored in files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Absolute path of a read-only image directory on the node. Each container
+    /// gets its own writable overlay on top of it.
+    pub rootfs: String,
+    /// The container's hostname. Defaults to the handle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Environment variables for every process in the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// The main process. Without it the container idles on its init.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessSpec>,
+    /// When to restart the main process after it exits: Always, OnFailure or Never.
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    /// Running, or Stopped: processes stopped, container kept.
+    #[serde(default)]
+    pub state: DesiredState,
+    /// Bind mounts from the node into the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
+    /// Resource limits, applied in place when only they change.
+    #[serde(default, skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
+    /// All capabilities and no masked paths. Needs --allow-privileged for custom resources.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
+    /// Share the node's network namespace instead of a private one with loopback only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_network: bool,
+    /// Free key/values, reported back in status and info.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
+    /// Seconds between SIGTERM and SIGKILL when stopping. Defaults to 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_grace_period_seconds: Option<i64>,
+}
+
+/// One environment variable.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct EnvVar {
+    /// Variable name.
+    pub name: String,
+    /// Variable value.
+    #[serde(default)]
+    pub value: String,
+}
+
+/// A process to run in the container.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessSpec {
+    /// The command and its arguments; the first is looked up in the container's PATH.
+    pub args: Vec<String>,
+    /// Working directory inside the container. Defaults to `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// `uid:gid`, `uid`, or a user name from the rootfs' /etc/passwd. Defaults to root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Extra environment for this process, after the container's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+}
+
+/// When the main process is restarted after it exits.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RestartPolicy {
+    /// Always restart, with crash-loop backoff.
+    #[default]
+    Always,
+    /// Restart only after a non-zero exit.
+    OnFailure,
+    /// Never restart.
+    Never,
+}
+
+/// What the container should be doing.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DesiredState {
+    /// The main process runs.
+    #[default]
+    Running,
+    /// Every process but init is stopped; the container and its files are kept.
+    Stopped,
+}
+
+/// A bind mount from the node.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Mount {
+    /// Absolute path on the node.
+    pub source: String,
+    /// Absolute path in the container.
+    pub destination: String,
+    /// Mount read-only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+}
+
+/// Resource limits. Quantities use Kubernetes notation (`64Mi`, `500m`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct Limits {
+    /// Memory limit in bytes, e.g. `64Mi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
+    /// CPU limit in cores, e.g. `500m` or `2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Quantity>,
+    /// Maximum number of processes and threads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<i64>,
+}
+
+impl Limits {
+    /// True when no limit is set.
+    pub fn is_empty(&self) -> bool {
+        self.memory.is_none() && self.cpu.is_none() && self.pids.is_none()
+    }
+}
+
+/// Observed state, written by rundmc only.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStatus {
+    /// Pending, Creating, Running, Stopped, Succeeded, Failed or Terminating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready and friends, Kubernetes-style.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The container's handle: its runc id and depot directory name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handle: Option<String>,
+    /// How many times the main process was restarted.
+    #[serde(default)]
+    pub restart_count: i64,
+    /// How the main process last ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_termination: Option<Termination>,
+    /// Human-readable detail about the current phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The spec's properties, reported back.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// The container's lifecycle phase.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// Declared, not yet acted on.
+    Pending,
+    /// Being created.
+    Creating,
+    /// The main process (or the idle init) is running.
+    Running,
+    /// Stopped on request; the container is kept.
+    Stopped,
+    /// The main process exited 0 and will not be restarted.
+    Succeeded,
+    /// The main process failed and will not be restarted, or the container cannot be made.
+    Failed,
+    /// Being destroyed.
+    Terminating,
+}
+
+/// A Kubernetes-style condition.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Condition type, e.g. Ready.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// "True", "False" or "Unknown".
+    pub status: String,
+    /// One-word CamelCase reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Human-readable detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The generation this condition was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When status last changed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+}
+
+/// How a process ended.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Termination {
+    /// Exit code; 128+signal when killed by a signal.
+    pub exit_code: i32,
+    /// Signal name when killed by a signal, e.g. SIGKILL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// Completed, Error, OOMKilled, Signaled or Lost.
+    pub reason: String,
+    /// When it ended (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+}

@@ -1,0 +1,291 @@
+//! Validation of a `ContainerSpec`. Every error names the field it is about,
+//! in the dotted form users see in `kubectl explain` (`spec.limits.memory`).
+//! Pure: nothing here touches the disk.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use super::quantity;
+use super::types::{ContainerSpec, EnvVar, Limits, Mount, ProcessSpec};
+
+/// Smallest memory limit runc accepts in practice.
+pub const MIN_MEMORY_BYTES: u64 = 4 << 20;
+
+/// One problem with one field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted path of the field, e.g. `spec.mounts[1].source`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// All the problems found in one spec, in field order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationErrors(pub Vec<FieldError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+impl std::error::Error for ValidationErrors {}
+
+/// Limits as the kernel takes them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// Memory limit in bytes.
+    pub memory_bytes: Option<u64>,
+    /// CPU limit in millicores.
+    pub cpu_millis: Option<u64>,
+    /// Maximum number of tasks.
+    pub pids: Option<i64>,
+}
+
+/// Check a spec; `Ok` means the containerizer can build a bundle from it.
+pub fn validate(spec: &ContainerSpec) -> Result<(), ValidationErrors> {
+    let mut errs = Vec::new();
+    if spec.rootfs.is_empty() {
+        errs.push(FieldError::new("spec.rootfs", "is required"));
+    } else {
+        check_abs(&mut errs, "spec.rootfs", &spec.rootfs);
+    }
+    if let Some(h) = &spec.hostname {
+        check_hostname(&mut errs, h);
+    }
+    check_env(&mut errs, "spec.env", &spec.env);
+    if let Some(p) = &spec.process {
+        check_process(&mut errs, p);
+    }
+    check_mounts(&mut errs, &spec.mounts);
+    if let Err(e) = resources(&spec.limits) {
+        errs.push(e);
+    }
+    if spec.termination_grace_period_seconds.is_some_and(|s| s < 0) {
+        errs.push(FieldError::new("spec.terminationGracePeriodSeconds", "must not be negative"));
+    }
+    if spec.properties.keys().any(String::is_empty) {
+        errs.push(FieldError::new("spec.properties", "keys must not be empty"));
+    }
+    if errs.is_empty() { Ok(()) } else { Err(ValidationErrors(errs)) }
+}
+
+/// Parse the limits, naming the first bad field.
+pub fn resources(limits: &Limits) -> Result<Resources, FieldError> {
+    let memory_bytes = match &limits.memory {
+        None => None,
+        Some(q) => {
+            let b = quantity::bytes(&q.0).map_err(|e| FieldError::new("spec.limits.memory", e.to_string()))?;
+            if b < MIN_MEMORY_BYTES {
+                return Err(FieldError::new(
+                    "spec.limits.memory",
+                    format!("{:?} is below the minimum of 4Mi", q.0),
+                ));
+            }
+            Some(b)
+        }
+    };
+    let cpu_millis = match &limits.cpu {
+        None => None,
+        Some(q) => {
+            let m = quantity::millicores(&q.0).map_err(|e| FieldError::new("spec.limits.cpu", e.to_string()))?;
+            if m == 0 {
+                return Err(FieldError::new("spec.limits.cpu", format!("{:?} must be more than zero", q.0)));
+            }
+            Some(m)
+        }
+    };
+    if limits.pids.is_some_and(|p| p < 1) {
+        return Err(FieldError::new("spec.limits.pids", "must be at least 1"));
+    }
+    Ok(Resources { memory_bytes, cpu_millis, pids: limits.pids })
+}
+
+fn check_abs(errs: &mut Vec<FieldError>, field: &str, path: &str) {
+    if !path.starts_with('/') {
+        errs.push(FieldError::new(field, format!("{path:?} is not an absolute path")));
+    } else if path.split('/').any(|c| c == "..") {
+        errs.push(FieldError::new(field, format!("{path:?} must not contain \"..\"")));
+    } else if path.contains('\0') {
+        errs.push(FieldError::new(field, "must not contain NUL"));
+    }
+}
+
+fn check_hostname(errs: &mut Vec<FieldError>, h: &str) {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
+    if h.is_empty() || h.len() > 64 || !h.chars().all(ok_char) || h.starts_with(['-', '.']) {
+        errs.push(FieldError::new(
+            "spec.hostname",
+            format!("{h:?} is not a hostname (1-64 of letters, digits, '-' and '.')"),
+        ));
+    }
+}
+
+fn check_env(errs: &mut Vec<FieldError>, field: &str, env: &[EnvVar]) {
+    for (i, var) in env.iter().enumerate() {
+        if var.name.is_empty() || var.name.contains(['=', '\0']) {
+            errs.push(FieldError::new(
+                format!("{field}[{i}].name"),
+                format!("{:?} is not a variable name (non-empty, no '=')", var.name),
+            ));
+        }
+        if var.value.contains('\0') {
+            errs.push(FieldError::new(format!("{field}[{i}].value"), "must not contain NUL"));
+        }
+    }
+}
+
+fn check_process(errs: &mut Vec<FieldError>, p: &ProcessSpec) {
+    if p.args.is_empty() || p.args[0].is_empty() {
+        errs.push(FieldError::new("spec.process.args", "needs at least the command"));
+    }
+    if p.args.iter().any(|a| a.contains('\0')) {
+        errs.push(FieldError::new("spec.process.args", "must not contain NUL"));
+    }
+    if let Some(dir) = &p.working_dir {
+        check_abs(errs, "spec.process.workingDir", dir);
+    }
+    if let Some(user) = &p.user {
+        if let Err(msg) = check_user(user) {
+            errs.push(FieldError::new("spec.process.user", msg));
+        }
+    }
+    check_env(errs, "spec.process.env", &p.env);
+}
+
+/// `uid`, `uid:gid` or a passwd name.
+pub fn check_user(user: &str) -> Result<(), String> {
+    let numeric = |s: &str| !s.is_empty() && s.parse::<u32>().is_ok();
+    let name = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 32
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            && !s.starts_with('-')
+    };
+    let ok = match user.split_once(':') {
+        Some((u, g)) => numeric(u) && numeric(g),
+        None => numeric(user) || name(user),
+    };
+    if ok { Ok(()) } else { Err(format!("{user:?} is not uid, uid:gid or a user name")) }
+}
+
+fn check_mounts(errs: &mut Vec<FieldError>, mounts: &[Mount]) {
+    let mut seen = BTreeSet::new();
+    for (i, m) in mounts.iter().enumerate() {
+        check_abs(errs, &format!("spec.mounts[{i}].source"), &m.source);
+        let dest_field = format!("spec.mounts[{i}].destination");
+        check_abs(errs, &dest_field, &m.destination);
+        let dest = m.destination.trim_end_matches('/');
+        if dest.is_empty() {
+            errs.push(FieldError::new(&dest_field, "must not be \"/\""));
+        } else if !seen.insert(dest.to_string()) {
+            errs.push(FieldError::new(&dest_field, format!("{:?} is mounted twice", m.destination)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::types::ProcessSpec;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec { rootfs: "/var/lib/rundmc/rootfs/busybox".into(), ..Default::default() }
+    }
+
+    fn fields(spec: &ContainerSpec) -> Vec<String> {
+        match validate(spec) {
+            Ok(()) => vec![],
+            Err(e) => e.0.into_iter().map(|f| f.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn minimal_spec_is_valid() {
+        assert_eq!(fields(&spec()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn bad_memory_names_the_field() {
+        let mut s = spec();
+        s.limits.memory = Some(Quantity("64Q".into()));
+        assert_eq!(fields(&s), vec![r#"spec.limits.memory: "64Q" is not a quantity"#]);
+        s.limits.memory = Some(Quantity("1Ki".into()));
+        assert_eq!(fields(&s), vec![r#"spec.limits.memory: "1Ki" is below the minimum of 4Mi"#]);
+    }
+
+    #[test]
+    fn every_field_is_checked() {
+        let mut s = spec();
+        s.rootfs = "relative".into();
+        s.hostname = Some("-bad".into());
+        s.env = vec![EnvVar { name: "A=B".into(), value: String::new() }];
+        s.process = Some(ProcessSpec {
+            args: vec![],
+            working_dir: Some("tmp".into()),
+            user: Some("1000:x".into()),
+            env: vec![],
+        });
+        s.mounts = vec![
+            Mount { source: "/srv".into(), destination: "/data".into(), read_only: false },
+            Mount { source: "srv/..".into(), destination: "/data/".into(), read_only: false },
+        ];
+        s.limits.cpu = Some(Quantity("0".into()));
+        s.limits.pids = Some(0);
+        s.termination_grace_period_seconds = Some(-1);
+        let got: Vec<String> = fields(&s).iter().map(|e| e.split(':').next().unwrap_or("").to_string()).collect();
+        assert_eq!(
+            got,
+            vec![
+                "spec.rootfs",
+                "spec.hostname",
+                "spec.env[0].name",
+                "spec.process.args",
+                "spec.process.workingDir",
+                "spec.process.user",
+                "spec.mounts[1].source",
+                "spec.mounts[1].destination",
+                "spec.limits.cpu",
+                "spec.terminationGracePeriodSeconds",
+            ]
+        );
+    }
+
+    #[test]
+    fn resources_parse() {
+        let limits = Limits {
+            memory: Some(Quantity("64Mi".into())),
+            cpu: Some(Quantity("500m".into())),
+            pids: Some(100),
+        };
+        assert_eq!(
+            resources(&limits),
+            Ok(Resources { memory_bytes: Some(64 << 20), cpu_millis: Some(500), pids: Some(100) })
+        );
+    }
+
+    #[test]
+    fn users() {
+        for ok in ["0", "1000:1000", "nobody", "www-data"] {
+            assert_eq!(check_user(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", ":", "1000:", "a:b", "-x", "a b"] {
+            assert!(check_user(bad).is_err(), "{bad}");
+        }
+    }
+}
