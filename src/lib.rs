@@ -4,3 +4,5 @@
 
 pub mod api;
 pub mod runtime;
+pub mod containerizer;
+pub mod fsutil;

@@ -1,8 +1,35 @@
+//! `rundmc-init`: PID 1 of every rundmc container.
+//!
+//! It blocks every signal it can, so nothing sent to it from inside or
+//! outside the container (TERM, INT, HUP...) ends it; only SIGKILL from the
+//! host does, which is how destroy ends a container. It waits for signals
+//! with `rt_sigtimedwait` and, whenever one arrives, reaps every exited child:
+//! orphans re-parented to it by the kernel never linger as zombies.
+//!
+//! It is freestanding (no std, no libc, no allocator) and statically linked,
+//! so it runs in any image and a thousand containers share its few pages.
+
 #![no_std]
 #![no_main]
 
-#[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! { loop {} }
+mod sys;
 
+/// Entry point, called from `_start` with an aligned stack.
 #[unsafe(no_mangle)]
-pub extern "C" fn _start() -> ! { loop {} }
+extern "C" fn rundmc_init_main() -> ! {
+    sys::block_all_signals();
+    loop {
+        reap_all();
+        sys::wait_for_any_signal();
+    }
+}
+
+/// Reap every child that has exited, without blocking.
+fn reap_all() {
+    while sys::reap_one() {}
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    sys::exit(1)
+}

@@ -1,0 +1,83 @@
+//! Bundle rules: the pure pipeline that turns a `ContainerSpec` into an OCI
+//! runtime config, one rule per concern, applied in order. Everything the
+//! rules need from the machine (mount flags of bind sources, resolved user)
+//! is gathered beforehand into [`BundleInput`], so this room does no I/O and
+//! is tested by pinning its output.
+
+use std::path::PathBuf;
+
+use oci_spec::runtime::Spec;
+use serde_json::Value;
+
+use crate::api::{ContainerSpec, Handle, Resources};
+
+mod process;
+mod rules;
+
+pub use process::{ExecUser, ProcessInput, process_spec};
+pub use rules::{DEFAULT_CAPABILITIES, INIT_PATH, RULES, all_capabilities};
+
+/// Everything the rules read. Built by the containerizer from the spec and
+/// a few facts about the machine.
+#[derive(Debug, Clone)]
+pub struct BundleInput<'a> {
+    /// The container's handle.
+    pub handle: &'a Handle,
+    /// The validated spec.
+    pub spec: &'a ContainerSpec,
+    /// The spec's parsed limits.
+    pub resources: Resources,
+    /// Host path of `rundmc-init`, bind-mounted read-only as PID 1.
+    pub init_binary: PathBuf,
+    /// The cgroup under which every container's cgroup is made, e.g. `rundmc`.
+    pub cgroup_parent: String,
+    /// For each of `spec.mounts`, the flags of the mount holding its source
+    /// that the bind must keep (`nosuid`, `nodev`, `noexec`).
+    pub bind_flags: Vec<Vec<String>>,
+}
+
+/// A bundle rule: one concern's part of the config.
+pub type Rule = fn(&BundleInput<'_>, &mut Spec);
+
+/// Run every rule, in order, over an empty config.
+pub fn generate(input: &BundleInput<'_>) -> Spec {
+    let mut spec = rules::empty_spec();
+    for (_, rule) in RULES {
+        rule(input, &mut spec);
+    }
+    spec
+}
+
+/// The config as JSON with every set-valued array sorted, so that the same
+/// input always gives the same bytes (oci-spec keeps capabilities in
+/// hash sets).
+pub fn canonical_json(spec: &Spec) -> Value {
+    let mut value = serde_json::to_value(spec).unwrap_or(Value::Null);
+    sort_capability_sets(&mut value);
+    value
+}
+
+fn sort_capability_sets(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                if key == "capabilities" {
+                    if let Value::Object(sets) = v {
+                        for set in sets.values_mut() {
+                            if let Value::Array(items) = set {
+                                items.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+                            }
+                        }
+                    }
+                } else {
+                    sort_capability_sets(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(sort_capability_sets),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,302 @@
+//! The rules, one function per concern. Order matters only where a rule
+//! reads what an earlier one wrote (the init process is last, and takes the
+//! capabilities and env set before it).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use oci_spec::runtime::{
+    Capability, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxNamespace,
+    LinuxNamespaceType, LinuxPids, LinuxResources, Linux, Mount, PosixRlimit, PosixRlimitBuilder, PosixRlimitType,
+    Process, Root, Spec, User,
+};
+
+use super::{BundleInput, Rule};
+
+/// Where init is bind-mounted inside every container.
+pub const INIT_PATH: &str = "/.rundmc/init";
+/// The PATH every process gets unless it sets its own.
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// CFS period for CPU limits, in microseconds.
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// The capability set containerd gives an unprivileged container.
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Every capability up to CAP_CHECKPOINT_RESTORE, for privileged containers.
+const ALL_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+];
+
+/// Paths hidden from unprivileged containers (containerd's list).
+const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+    "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+];
+
+/// Paths read-only in unprivileged containers.
+const READONLY_PATHS: &[&str] =
+    &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// The pipeline, in order.
+pub const RULES: &[(&str, Rule)] = &[
+    ("root", root),
+    ("namespaces", namespaces),
+    ("standard_mounts", standard_mounts),
+    ("bind_mounts", bind_mounts),
+    ("hostname_env", hostname_env),
+    ("limits", limits),
+    ("cgroup_path", cgroup_path),
+    ("capabilities", capabilities),
+    ("hardening", hardening),
+    ("init", init),
+];
+
+/// A config with nothing set but the OCI version, for the rules to fill.
+pub fn empty_spec() -> Spec {
+    let mut spec = Spec::default();
+    spec.set_version("1.0.2".to_string());
+    spec.set_mounts(Some(Vec::new()));
+    spec.set_hooks(None);
+    spec.set_annotations(None);
+    let mut linux = Linux::default();
+    linux.set_namespaces(Some(Vec::new()));
+    linux.set_masked_paths(None);
+    linux.set_readonly_paths(None);
+    linux.set_resources(None);
+    spec.set_linux(Some(linux));
+    let mut process = Process::default();
+    process.set_args(None);
+    process.set_env(None);
+    process.set_capabilities(None);
+    process.set_rlimits(None);
+    process.set_no_new_privileges(None);
+    spec.set_process(Some(process));
+    spec
+}
+
+fn linux(spec: &mut Spec) -> &mut Linux {
+    spec.linux_mut().get_or_insert_with(Linux::default)
+}
+
+fn process(spec: &mut Spec) -> &mut Process {
+    spec.process_mut().get_or_insert_with(Process::default)
+}
+
+fn mounts(spec: &mut Spec) -> &mut Vec<Mount> {
+    spec.mounts_mut().get_or_insert_with(Vec::new)
+}
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
+    let mut m = Mount::default();
+    m.set_destination(PathBuf::from(dest));
+    m.set_typ(Some(typ.to_string()));
+    m.set_source(Some(PathBuf::from(source)));
+    m.set_options(Some(options.iter().map(|s| s.to_string()).collect()));
+    m
+}
+
+/// The overlay mount point, relative to the bundle, writable.
+fn root(_: &BundleInput<'_>, spec: &mut Spec) {
+    let mut root = Root::default();
+    root.set_path(PathBuf::from("rootfs"));
+    root.set_readonly(Some(false));
+    spec.set_root(Some(root));
+}
+
+/// pid, mount, uts, ipc, and a private network namespace (runc brings up
+/// its loopback) unless the container shares the host's network.
+fn namespaces(input: &BundleInput<'_>, spec: &mut Spec) {
+    let mut types = vec![
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Ipc,
+    ];
+    if !input.spec.host_network {
+        types.push(LinuxNamespaceType::Network);
+    }
+    let list = types
+        .into_iter()
+        .map(|t| {
+            let mut ns = LinuxNamespace::default();
+            ns.set_typ(t);
+            ns
+        })
+        .collect();
+    linux(spec).set_namespaces(Some(list));
+}
+
+/// /proc, /dev, /dev/pts, /dev/shm, /dev/mqueue and /sys (read-only unless privileged).
+fn standard_mounts(input: &BundleInput<'_>, spec: &mut Spec) {
+    let sys_opts: &[&str] = if input.spec.privileged {
+        &["nosuid", "noexec", "nodev"]
+    } else {
+        &["nosuid", "noexec", "nodev", "ro"]
+    };
+    let list = mounts(spec);
+    list.push(mount("/proc", "proc", "proc", &[]));
+    list.push(mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]));
+    list.push(mount(
+        "/dev/pts",
+        "devpts",
+        "devpts",
+        &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+    ));
+    list.push(mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]));
+    list.push(mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]));
+    list.push(mount("/sys", "sysfs", "sysfs", sys_opts));
+}
+
+/// The spec's bind mounts, keeping the nosuid/nodev/noexec of their source.
+fn bind_mounts(input: &BundleInput<'_>, spec: &mut Spec) {
+    for (i, m) in input.spec.mounts.iter().enumerate() {
+        let mut options = vec!["rbind".to_string(), "rprivate".to_string()];
+        options.push(if m.read_only { "ro" } else { "rw" }.to_string());
+        if let Some(flags) = input.bind_flags.get(i) {
+            options.extend(flags.iter().cloned());
+        }
+        let mut bind = mount(&m.destination, "bind", &m.source, &[]);
+        bind.set_options(Some(options));
+        mounts(spec).push(bind);
+    }
+}
+
+/// The hostname (the handle, made hostname-safe, by default) and the env.
+fn hostname_env(input: &BundleInput<'_>, spec: &mut Spec) {
+    let hostname = input.spec.hostname.clone().unwrap_or_else(|| {
+        let h: String = input.handle.as_str().chars().take(63).collect();
+        h.replace(['_', '+'], "-")
+    });
+    spec.set_hostname(Some(hostname));
+    let mut env = vec![DEFAULT_PATH.to_string()];
+    env.extend(input.spec.env.iter().map(|v| format!("{}={}", v.name, v.value)));
+    process(spec).set_env(Some(env));
+}
+
+/// Memory, CPU (quota from millicores) and pids; all devices for privileged
+/// containers, none beyond runc's defaults otherwise.
+fn limits(input: &BundleInput<'_>, spec: &mut Spec) {
+    let mut res = LinuxResources::default();
+    let mut deny_all = LinuxDeviceCgroup::default();
+    deny_all.set_allow(input.spec.privileged);
+    deny_all.set_access(Some("rwm".to_string()));
+    res.set_devices(Some(vec![deny_all]));
+    if let Some(bytes) = input.resources.memory_bytes {
+        let mut mem = LinuxMemory::default();
+        mem.set_limit(Some(bytes as i64));
+        res.set_memory(Some(mem));
+    }
+    if let Some(millis) = input.resources.cpu_millis {
+        let mut cpu = LinuxCpu::default();
+        cpu.set_period(Some(CPU_PERIOD_US));
+        cpu.set_quota(Some(cpu_quota_us(millis)));
+        res.set_cpu(Some(cpu));
+    }
+    if let Some(max) = input.resources.pids {
+        let mut pids = LinuxPids::default();
+        pids.set_limit(max);
+        res.set_pids(Some(pids));
+    }
+    linux(spec).set_resources(Some(res));
+}
+
+/// CFS quota for a CPU limit: millicores of each period, at least 1 ms.
+pub fn cpu_quota_us(millis: u64) -> i64 {
+    let quota = millis.saturating_mul(CPU_PERIOD_US) / 1000;
+    quota.max(1000).min(i64::MAX as u64) as i64
+}
+
+/// `/<parent>/<handle>`.
+fn cgroup_path(input: &BundleInput<'_>, spec: &mut Spec) {
+    let path = format!("/{}/{}", input.cgroup_parent.trim_matches('/'), input.handle);
+    linux(spec).set_cgroups_path(Some(PathBuf::from(path)));
+}
+
+/// containerd's default set, or every capability when privileged.
+fn capabilities(input: &BundleInput<'_>, spec: &mut Spec) {
+    let names = if input.spec.privileged { ALL_CAPABILITIES } else { DEFAULT_CAPABILITIES };
+    process(spec).set_capabilities(Some(capability_sets(names)));
+}
+
+/// Bounding, effective and permitted sets of `names`; none inheritable or ambient.
+pub fn capability_sets(names: &[&str]) -> LinuxCapabilities {
+    let set: HashSet<Capability> =
+        names.iter().filter_map(|n| Capability::from_str(n.trim_start_matches("CAP_")).ok()).collect();
+    let mut caps = LinuxCapabilities::default();
+    caps.set_bounding(Some(set.clone()));
+    caps.set_effective(Some(set.clone()));
+    caps.set_permitted(Some(set));
+    caps.set_inheritable(None);
+    caps.set_ambient(None);
+    caps
+}
+
+/// Every capability name rundmc knows, for privileged containers.
+pub fn all_capabilities() -> &'static [&'static str] {
+    ALL_CAPABILITIES
+}
+
+/// Masked and read-only /proc and /sys paths, no-new-privileges and an open
+/// files limit; privileged containers get none of the first three.
+fn hardening(input: &BundleInput<'_>, spec: &mut Spec) {
+    if !input.spec.privileged {
+        let l = linux(spec);
+        l.set_masked_paths(Some(MASKED_PATHS.iter().map(|s| s.to_string()).collect()));
+        l.set_readonly_paths(Some(READONLY_PATHS.iter().map(|s| s.to_string()).collect()));
+        process(spec).set_no_new_privileges(Some(true));
+    }
+    process(spec).set_rlimits(Some(default_rlimits()));
+}
+
+/// RLIMIT_NOFILE 1024 soft, 524288 hard, as systemd sets for services.
+pub fn default_rlimits() -> Vec<PosixRlimit> {
+    // The builder has no validation for these fields, so it cannot fail.
+    PosixRlimitBuilder::default()
+        .typ(PosixRlimitType::RlimitNofile)
+        .soft(1024u64)
+        .hard(524_288u64)
+        .build()
+        .map(|r| vec![r])
+        .unwrap_or_default()
+}
+
+/// PID 1 is rundmc-init, bind-mounted read-only from the host, as root.
+fn init(input: &BundleInput<'_>, spec: &mut Spec) {
+    mounts(spec).push(mount(
+        INIT_PATH,
+        "bind",
+        &input.init_binary.to_string_lossy(),
+        &["bind", "ro", "nosuid", "nodev"],
+    ));
+    let p = process(spec);
+    p.set_terminal(Some(false));
+    p.set_args(Some(vec![INIT_PATH.to_string()]));
+    p.set_cwd(PathBuf::from("/"));
+    p.set_user(User::default());
+}

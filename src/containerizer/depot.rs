@@ -1,0 +1,261 @@
+//! The depot: one directory per container, named by its handle, holding the
+//! OCI bundle and everything else rundmc knows about the container. It is the
+//! source of truth; nothing about a container lives anywhere else.
+//!
+//! ```text
+//! <depot>/<handle>/
+//!   config.json     the OCI runtime config
+//!   container.json  the ContainerRecord: spec, its hash, labels. Written last
+//!                   by create: a directory without it is half-made.
+//!   rootfs/         the overlay mount point (lower: the image)
+//!   upper/ work/    the container's own writable layer
+//!   processes/<id>/ one directory per process (see rundmc_shim::protocol)
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::api::{ContainerSpec, Handle};
+use crate::fsutil::{self, FsError};
+
+/// Depot failures.
+#[derive(Debug, Error)]
+pub enum DepotError {
+    /// The handle is taken.
+    #[error("container {0} already exists")]
+    AlreadyExists(Handle),
+    /// No such container.
+    #[error("container {0} does not exist")]
+    NotFound(Handle),
+    /// A file in the depot could not be read or written.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// `container.json` is not what this version writes.
+    #[error("{path}: corrupt container record: {source}")]
+    Corrupt {
+        /// The record.
+        path: PathBuf,
+        /// Why it does not parse.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// What the depot remembers of a container beyond its OCI bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerRecord {
+    /// The container's handle.
+    pub handle: Handle,
+    /// The spec the bundle was made from (limits updated in place).
+    pub spec: ContainerSpec,
+    /// [`spec_hash`] of `spec`.
+    pub spec_hash: String,
+    /// When the container was created, RFC 3339.
+    pub created_at: String,
+    /// Free labels the caller attached at create (e.g. which source declared it).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Paths inside one container's depot directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundlePaths {
+    /// The bundle directory itself.
+    pub dir: PathBuf,
+}
+
+impl BundlePaths {
+    /// The OCI config.
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+    /// The container record.
+    pub fn record(&self) -> PathBuf {
+        self.dir.join("container.json")
+    }
+    /// The overlay mount point.
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+    /// The overlay's upper directory.
+    pub fn upper(&self) -> PathBuf {
+        self.dir.join("upper")
+    }
+    /// The overlay's work directory.
+    pub fn work(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+    /// Where process directories live.
+    pub fn processes(&self) -> PathBuf {
+        self.dir.join("processes")
+    }
+}
+
+/// One directory found in the depot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepotEntry {
+    /// Its handle.
+    pub handle: Handle,
+    /// False for a half-made bundle (no container record): a crash during
+    /// create or destroy left it, and destroy finishes it.
+    pub complete: bool,
+}
+
+/// A stable hash of a spec, to tell at a glance whether it changed.
+pub fn spec_hash(spec: &ContainerSpec) -> String {
+    let bytes = serde_json::to_vec(spec).unwrap_or_default();
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{h:016x}")
+}
+
+/// The depot directory.
+#[derive(Debug, Clone)]
+pub struct Depot {
+    root: PathBuf,
+}
+
+impl Depot {
+    /// Open (creating if needed) the depot at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, DepotError> {
+        let root = root.into();
+        fs::create_dir_all(&root).map_err(fsutil::at(&root))?;
+        Ok(Self { root })
+    }
+
+    /// The depot's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Paths of `handle`'s bundle, whether or not it exists.
+    pub fn paths(&self, handle: &Handle) -> BundlePaths {
+        BundlePaths { dir: self.root.join(handle.as_str()) }
+    }
+
+    /// Reserve `handle` by creating its directory. `mkdir` is atomic, so of
+    /// two creates of one handle exactly one succeeds.
+    pub fn reserve(&self, handle: &Handle) -> Result<BundlePaths, DepotError> {
+        let paths = self.paths(handle);
+        match fs::create_dir(&paths.dir) {
+            Ok(()) => Ok(paths),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                Err(DepotError::AlreadyExists(handle.clone()))
+            }
+            Err(e) => Err(FsError::new(&paths.dir, e).into()),
+        }
+    }
+
+    /// Write the record, marking the bundle complete (or updating it).
+    pub fn write_record(&self, record: &ContainerRecord) -> Result<(), DepotError> {
+        let path = self.paths(&record.handle).record();
+        Ok(fsutil::write_json_atomic(&path, record)?)
+    }
+
+    /// The record of `handle`; `NotFound` when the directory is absent,
+    /// `Ok(None)` when it is half-made.
+    pub fn record(&self, handle: &Handle) -> Result<Option<ContainerRecord>, DepotError> {
+        let paths = self.paths(handle);
+        let path = paths.record();
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| DepotError::Corrupt { path, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if paths.dir.is_dir() {
+                    Ok(None)
+                } else {
+                    Err(DepotError::NotFound(handle.clone()))
+                }
+            }
+            Err(e) => Err(FsError::new(path, e).into()),
+        }
+    }
+
+    /// Every container directory, complete or not, sorted by handle. Names
+    /// that are not handles (temp files, strays) are skipped.
+    pub fn entries(&self) -> Result<Vec<DepotEntry>, DepotError> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.root).map_err(fsutil::at(&self.root))? {
+            let entry = entry.map_err(fsutil::at(&self.root))?;
+            let Ok(handle) = Handle::new(entry.file_name().to_string_lossy().into_owned()) else {
+                continue;
+            };
+            if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
+            let complete = self.paths(&handle).record().is_file();
+            out.push(DepotEntry { handle, complete });
+        }
+        out.sort_by(|a, b| a.handle.cmp(&b.handle));
+        Ok(out)
+    }
+
+    /// Mark the bundle half-made, so that a crash from here on leaves a
+    /// directory that the next destroy or start-up finishes removing.
+    pub fn unmark(&self, handle: &Handle) -> Result<(), DepotError> {
+        Ok(fsutil::remove_file_if_exists(&self.paths(handle).record())?)
+    }
+
+    /// Remove the bundle directory. The caller has unmounted the rootfs.
+    /// Missing is success.
+    pub fn remove(&self, handle: &Handle) -> Result<(), DepotError> {
+        Ok(fsutil::remove_dir_all_if_exists(&self.paths(handle).dir)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp_depot(name: &str) -> Depot {
+        let dir = std::env::temp_dir().join(format!("rundmc-depot-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        Depot::open(dir).unwrap()
+    }
+
+    #[test]
+    fn reserve_is_exclusive_and_half_made_is_visible() {
+        let depot = tmp_depot("reserve");
+        let h = Handle::new("web").unwrap();
+        depot.reserve(&h).unwrap();
+        assert!(matches!(depot.reserve(&h), Err(DepotError::AlreadyExists(_))));
+        assert_eq!(depot.record(&h).unwrap(), None);
+        assert_eq!(depot.entries().unwrap(), vec![DepotEntry { handle: h.clone(), complete: false }]);
+
+        let spec = ContainerSpec { rootfs: "/img".into(), ..Default::default() };
+        let record = ContainerRecord {
+            handle: h.clone(),
+            spec_hash: spec_hash(&spec),
+            spec,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            labels: BTreeMap::new(),
+        };
+        depot.write_record(&record).unwrap();
+        assert_eq!(depot.record(&h).unwrap(), Some(record));
+        assert!(depot.entries().unwrap()[0].complete);
+
+        fs::write(depot.root().join(".web.tmp-1-1"), b"x").unwrap();
+        assert_eq!(depot.entries().unwrap().len(), 1, "temp files are not containers");
+
+        depot.remove(&h).unwrap();
+        depot.remove(&h).unwrap();
+        assert!(matches!(depot.record(&h), Err(DepotError::NotFound(_))));
+        fs::remove_dir_all(depot.root()).unwrap();
+    }
+
+    #[test]
+    fn spec_hash_changes_with_spec() {
+        let a = ContainerSpec { rootfs: "/a".into(), ..Default::default() };
+        let b = ContainerSpec { rootfs: "/b".into(), ..Default::default() };
+        assert_eq!(spec_hash(&a), spec_hash(&a.clone()));
+        assert_ne!(spec_hash(&a), spec_hash(&b));
+    }
+}
