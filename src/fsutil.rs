@@ -25,7 +25,10 @@ pub struct FsError {
 impl FsError {
     /// Attach `path` to an I/O error.
     pub fn new(path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Self { path: path.into(), source }
+        Self {
+            path: path.into(),
+            source,
+        }
     }
 }
 
@@ -39,7 +42,10 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Temporary names start with a dot, which no handle or manifest may.
 fn temp_path(target: &Path) -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = target.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = target
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     target.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
@@ -47,7 +53,11 @@ fn temp_path(target: &Path) -> PathBuf {
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), FsError> {
     let tmp = temp_path(path);
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o644).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)?;
         f.write_all(contents)?;
         f.sync_all()?;
         fs::rename(&tmp, path)
@@ -99,7 +109,10 @@ mod tests {
         write_atomic(&target, b"one").unwrap();
         write_atomic(&target, b"two").unwrap();
         assert_eq!(fs::read(&target).unwrap(), b"two");
-        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
         remove_dir_all_if_exists(&dir).unwrap();
         remove_dir_all_if_exists(&dir).unwrap();

@@ -3,6 +3,6 @@
 //! Kubernetes custom resources. See `DESIGN.md` for the flow and the rooms.
 
 pub mod api;
-pub mod runtime;
 pub mod containerizer;
 pub mod fsutil;
+pub mod runtime;

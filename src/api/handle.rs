@@ -132,10 +132,19 @@ mod tests {
         assert_eq!(Handle::new(""), Err(HandleError::Empty));
         assert_eq!(Handle::new(".."), Err(HandleError::LeadingDot("..".into())));
         assert_eq!(Handle::new(".x"), Err(HandleError::LeadingDot(".x".into())));
-        assert!(matches!(Handle::new("a/b"), Err(HandleError::BadChar { bad: '/', .. })));
-        assert!(matches!(Handle::new("a b"), Err(HandleError::BadChar { bad: ' ', .. })));
+        assert!(matches!(
+            Handle::new("a/b"),
+            Err(HandleError::BadChar { bad: '/', .. })
+        ));
+        assert!(matches!(
+            Handle::new("a b"),
+            Err(HandleError::BadChar { bad: ' ', .. })
+        ));
         assert!(matches!(Handle::new("é"), Err(HandleError::BadChar { .. })));
-        assert!(matches!(Handle::new("a".repeat(129)), Err(HandleError::TooLong(_))));
+        assert!(matches!(
+            Handle::new("a".repeat(129)),
+            Err(HandleError::TooLong(_))
+        ));
         assert!(Handle::new("a".repeat(128)).is_ok());
     }
 

@@ -64,7 +64,11 @@ fn parse_decimal(s: &str) -> Option<(u128, u128)> {
     }
     let int: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
     let denom = 10u128.pow(frac.len() as u32);
-    let frac: u128 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    let frac: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
     Some((int.checked_mul(denom)?.checked_add(frac)?, denom))
 }
 
@@ -122,7 +126,9 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "64Q", "-1", "Mi", "1.2.3", "1e99", "one", "1 Mi", ".", "1e"] {
+        for bad in [
+            "", "64Q", "-1", "Mi", "1.2.3", "1e99", "one", "1 Mi", ".", "1e",
+        ] {
             assert!(bytes(bad).is_err(), "{bad:?} should be rejected");
         }
         assert_eq!(bytes("64Q"), Err(QuantityError::Syntax("64Q".into())));

@@ -22,7 +22,10 @@ pub struct FieldError {
 
 impl FieldError {
     fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -76,12 +79,19 @@ pub fn validate(spec: &ContainerSpec) -> Result<(), ValidationErrors> {
         errs.push(e);
     }
     if spec.termination_grace_period_seconds.is_some_and(|s| s < 0) {
-        errs.push(FieldError::new("spec.terminationGracePeriodSeconds", "must not be negative"));
+        errs.push(FieldError::new(
+            "spec.terminationGracePeriodSeconds",
+            "must not be negative",
+        ));
     }
     if spec.properties.keys().any(String::is_empty) {
         errs.push(FieldError::new("spec.properties", "keys must not be empty"));
     }
-    if errs.is_empty() { Ok(()) } else { Err(ValidationErrors(errs)) }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationErrors(errs))
+    }
 }
 
 /// Parse the limits, naming the first bad field.
@@ -89,7 +99,8 @@ pub fn resources(limits: &Limits) -> Result<Resources, FieldError> {
     let memory_bytes = match &limits.memory {
         None => None,
         Some(q) => {
-            let b = quantity::bytes(&q.0).map_err(|e| FieldError::new("spec.limits.memory", e.to_string()))?;
+            let b = quantity::bytes(&q.0)
+                .map_err(|e| FieldError::new("spec.limits.memory", e.to_string()))?;
             if b < MIN_MEMORY_BYTES {
                 return Err(FieldError::new(
                     "spec.limits.memory",
@@ -102,9 +113,13 @@ pub fn resources(limits: &Limits) -> Result<Resources, FieldError> {
     let cpu_millis = match &limits.cpu {
         None => None,
         Some(q) => {
-            let m = quantity::millicores(&q.0).map_err(|e| FieldError::new("spec.limits.cpu", e.to_string()))?;
+            let m = quantity::millicores(&q.0)
+                .map_err(|e| FieldError::new("spec.limits.cpu", e.to_string()))?;
             if m == 0 {
-                return Err(FieldError::new("spec.limits.cpu", format!("{:?} must be more than zero", q.0)));
+                return Err(FieldError::new(
+                    "spec.limits.cpu",
+                    format!("{:?} must be more than zero", q.0),
+                ));
             }
             Some(m)
         }
@@ -112,14 +127,24 @@ pub fn resources(limits: &Limits) -> Result<Resources, FieldError> {
     if limits.pids.is_some_and(|p| p < 1) {
         return Err(FieldError::new("spec.limits.pids", "must be at least 1"));
     }
-    Ok(Resources { memory_bytes, cpu_millis, pids: limits.pids })
+    Ok(Resources {
+        memory_bytes,
+        cpu_millis,
+        pids: limits.pids,
+    })
 }
 
 fn check_abs(errs: &mut Vec<FieldError>, field: &str, path: &str) {
     if !path.starts_with('/') {
-        errs.push(FieldError::new(field, format!("{path:?} is not an absolute path")));
+        errs.push(FieldError::new(
+            field,
+            format!("{path:?} is not an absolute path"),
+        ));
     } else if path.split('/').any(|c| c == "..") {
-        errs.push(FieldError::new(field, format!("{path:?} must not contain \"..\"")));
+        errs.push(FieldError::new(
+            field,
+            format!("{path:?} must not contain \"..\""),
+        ));
     } else if path.contains('\0') {
         errs.push(FieldError::new(field, "must not contain NUL"));
     }
@@ -144,14 +169,20 @@ fn check_env(errs: &mut Vec<FieldError>, field: &str, env: &[EnvVar]) {
             ));
         }
         if var.value.contains('\0') {
-            errs.push(FieldError::new(format!("{field}[{i}].value"), "must not contain NUL"));
+            errs.push(FieldError::new(
+                format!("{field}[{i}].value"),
+                "must not contain NUL",
+            ));
         }
     }
 }
 
 fn check_process(errs: &mut Vec<FieldError>, p: &ProcessSpec) {
     if p.args.is_empty() || p.args[0].is_empty() {
-        errs.push(FieldError::new("spec.process.args", "needs at least the command"));
+        errs.push(FieldError::new(
+            "spec.process.args",
+            "needs at least the command",
+        ));
     }
     if p.args.iter().any(|a| a.contains('\0')) {
         errs.push(FieldError::new("spec.process.args", "must not contain NUL"));
@@ -159,10 +190,8 @@ fn check_process(errs: &mut Vec<FieldError>, p: &ProcessSpec) {
     if let Some(dir) = &p.working_dir {
         check_abs(errs, "spec.process.workingDir", dir);
     }
-    if let Some(user) = &p.user {
-        if let Err(msg) = check_user(user) {
-            errs.push(FieldError::new("spec.process.user", msg));
-        }
+    if let Some(Err(msg)) = p.user.as_deref().map(check_user) {
+        errs.push(FieldError::new("spec.process.user", msg));
     }
     check_env(errs, "spec.process.env", &p.env);
 }
@@ -173,14 +202,19 @@ pub fn check_user(user: &str) -> Result<(), String> {
     let name = |s: &str| {
         !s.is_empty()
             && s.len() <= 32
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
             && !s.starts_with('-')
     };
     let ok = match user.split_once(':') {
         Some((u, g)) => numeric(u) && numeric(g),
         None => numeric(user) || name(user),
     };
-    if ok { Ok(()) } else { Err(format!("{user:?} is not uid, uid:gid or a user name")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{user:?} is not uid, uid:gid or a user name"))
+    }
 }
 
 fn check_mounts(errs: &mut Vec<FieldError>, mounts: &[Mount]) {
@@ -193,7 +227,10 @@ fn check_mounts(errs: &mut Vec<FieldError>, mounts: &[Mount]) {
         if dest.is_empty() {
             errs.push(FieldError::new(&dest_field, "must not be \"/\""));
         } else if !seen.insert(dest.to_string()) {
-            errs.push(FieldError::new(&dest_field, format!("{:?} is mounted twice", m.destination)));
+            errs.push(FieldError::new(
+                &dest_field,
+                format!("{:?} is mounted twice", m.destination),
+            ));
         }
     }
 }
@@ -205,7 +242,10 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     fn spec() -> ContainerSpec {
-        ContainerSpec { rootfs: "/var/lib/rundmc/rootfs/busybox".into(), ..Default::default() }
+        ContainerSpec {
+            rootfs: "/var/lib/rundmc/rootfs/busybox".into(),
+            ..Default::default()
+        }
     }
 
     fn fields(spec: &ContainerSpec) -> Vec<String> {
@@ -224,9 +264,15 @@ mod tests {
     fn bad_memory_names_the_field() {
         let mut s = spec();
         s.limits.memory = Some(Quantity("64Q".into()));
-        assert_eq!(fields(&s), vec![r#"spec.limits.memory: "64Q" is not a quantity"#]);
+        assert_eq!(
+            fields(&s),
+            vec![r#"spec.limits.memory: "64Q" is not a quantity"#]
+        );
         s.limits.memory = Some(Quantity("1Ki".into()));
-        assert_eq!(fields(&s), vec![r#"spec.limits.memory: "1Ki" is below the minimum of 4Mi"#]);
+        assert_eq!(
+            fields(&s),
+            vec![r#"spec.limits.memory: "1Ki" is below the minimum of 4Mi"#]
+        );
     }
 
     #[test]
@@ -234,7 +280,10 @@ mod tests {
         let mut s = spec();
         s.rootfs = "relative".into();
         s.hostname = Some("-bad".into());
-        s.env = vec![EnvVar { name: "A=B".into(), value: String::new() }];
+        s.env = vec![EnvVar {
+            name: "A=B".into(),
+            value: String::new(),
+        }];
         s.process = Some(ProcessSpec {
             args: vec![],
             working_dir: Some("tmp".into()),
@@ -242,13 +291,24 @@ mod tests {
             env: vec![],
         });
         s.mounts = vec![
-            Mount { source: "/srv".into(), destination: "/data".into(), read_only: false },
-            Mount { source: "srv/..".into(), destination: "/data/".into(), read_only: false },
+            Mount {
+                source: "/srv".into(),
+                destination: "/data".into(),
+                read_only: false,
+            },
+            Mount {
+                source: "srv/..".into(),
+                destination: "/data/".into(),
+                read_only: false,
+            },
         ];
         s.limits.cpu = Some(Quantity("0".into()));
         s.limits.pids = Some(0);
         s.termination_grace_period_seconds = Some(-1);
-        let got: Vec<String> = fields(&s).iter().map(|e| e.split(':').next().unwrap_or("").to_string()).collect();
+        let got: Vec<String> = fields(&s)
+            .iter()
+            .map(|e| e.split(':').next().unwrap_or("").to_string())
+            .collect();
         assert_eq!(
             got,
             vec![
@@ -275,7 +335,11 @@ mod tests {
         };
         assert_eq!(
             resources(&limits),
-            Ok(Resources { memory_bytes: Some(64 << 20), cpu_millis: Some(500), pids: Some(100) })
+            Ok(Resources {
+                memory_bytes: Some(64 << 20),
+                cpu_millis: Some(500),
+                pids: Some(100)
+            })
         );
     }
 

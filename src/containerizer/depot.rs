@@ -137,7 +137,9 @@ impl Depot {
 
     /// Paths of `handle`'s bundle, whether or not it exists.
     pub fn paths(&self, handle: &Handle) -> BundlePaths {
-        BundlePaths { dir: self.root.join(handle.as_str()) }
+        BundlePaths {
+            dir: self.root.join(handle.as_str()),
+        }
     }
 
     /// Reserve `handle` by creating its directory. `mkdir` is atomic, so of
@@ -226,11 +228,23 @@ mod tests {
         let depot = tmp_depot("reserve");
         let h = Handle::new("web").unwrap();
         depot.reserve(&h).unwrap();
-        assert!(matches!(depot.reserve(&h), Err(DepotError::AlreadyExists(_))));
+        assert!(matches!(
+            depot.reserve(&h),
+            Err(DepotError::AlreadyExists(_))
+        ));
         assert_eq!(depot.record(&h).unwrap(), None);
-        assert_eq!(depot.entries().unwrap(), vec![DepotEntry { handle: h.clone(), complete: false }]);
+        assert_eq!(
+            depot.entries().unwrap(),
+            vec![DepotEntry {
+                handle: h.clone(),
+                complete: false
+            }]
+        );
 
-        let spec = ContainerSpec { rootfs: "/img".into(), ..Default::default() };
+        let spec = ContainerSpec {
+            rootfs: "/img".into(),
+            ..Default::default()
+        };
         let record = ContainerRecord {
             handle: h.clone(),
             spec_hash: spec_hash(&spec),
@@ -243,7 +257,11 @@ mod tests {
         assert!(depot.entries().unwrap()[0].complete);
 
         fs::write(depot.root().join(".web.tmp-1-1"), b"x").unwrap();
-        assert_eq!(depot.entries().unwrap().len(), 1, "temp files are not containers");
+        assert_eq!(
+            depot.entries().unwrap().len(),
+            1,
+            "temp files are not containers"
+        );
 
         depot.remove(&h).unwrap();
         depot.remove(&h).unwrap();
@@ -253,8 +271,14 @@ mod tests {
 
     #[test]
     fn spec_hash_changes_with_spec() {
-        let a = ContainerSpec { rootfs: "/a".into(), ..Default::default() };
-        let b = ContainerSpec { rootfs: "/b".into(), ..Default::default() };
+        let a = ContainerSpec {
+            rootfs: "/a".into(),
+            ..Default::default()
+        };
+        let b = ContainerSpec {
+            rootfs: "/b".into(),
+            ..Default::default()
+        };
         assert_eq!(spec_hash(&a), spec_hash(&a.clone()));
         assert_ne!(spec_hash(&a), spec_hash(&b));
     }

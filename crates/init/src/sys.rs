@@ -75,14 +75,30 @@ unsafe fn syscall4(n: usize, a: usize, b: usize, c: usize, d: usize) -> isize {
 pub fn block_all_signals() {
     let set = ALL_SIGNALS;
     // SAFETY: `set` outlives the call; the old mask is not wanted.
-    unsafe { syscall4(nr::RT_SIGPROCMASK, SIG_BLOCK, &set as *const u64 as usize, 0, SIGSET_SIZE) };
+    unsafe {
+        syscall4(
+            nr::RT_SIGPROCMASK,
+            SIG_BLOCK,
+            &set as *const u64 as usize,
+            0,
+            SIGSET_SIZE,
+        )
+    };
 }
 
 /// Sleep until any (blocked, hence pending) signal arrives, and consume it.
 pub fn wait_for_any_signal() {
     let set = ALL_SIGNALS;
     // SAFETY: `set` outlives the call; no siginfo or timeout is passed.
-    unsafe { syscall4(nr::RT_SIGTIMEDWAIT, &set as *const u64 as usize, 0, 0, SIGSET_SIZE) };
+    unsafe {
+        syscall4(
+            nr::RT_SIGTIMEDWAIT,
+            &set as *const u64 as usize,
+            0,
+            0,
+            SIGSET_SIZE,
+        )
+    };
 }
 
 /// Reap one exited child; false when none is waiting (or none exist).
@@ -90,7 +106,13 @@ pub fn reap_one() -> bool {
     let mut status: i32 = 0;
     // SAFETY: `status` outlives the call; pid -1 means any child.
     let pid = unsafe {
-        syscall4(nr::WAIT4, usize::MAX, &mut status as *mut i32 as usize, WNOHANG, 0)
+        syscall4(
+            nr::WAIT4,
+            usize::MAX,
+            &mut status as *mut i32 as usize,
+            WNOHANG,
+            0,
+        )
     };
     pid > 0
 }

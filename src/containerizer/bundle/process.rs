@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use oci_spec::runtime::{Process, User};
 
-use super::rules::{DEFAULT_CAPABILITIES, DEFAULT_PATH, all_capabilities, capability_sets, default_rlimits};
+use super::rules::{
+    DEFAULT_CAPABILITIES, DEFAULT_PATH, all_capabilities, capability_sets, default_rlimits,
+};
 use crate::api::{ContainerSpec, EnvVar};
 
 /// A user resolved to ids (from `uid:gid`, or from the rootfs' /etc/passwd).
@@ -24,7 +26,12 @@ pub struct ExecUser {
 impl ExecUser {
     /// root, home /root.
     pub fn root() -> Self {
-        Self { uid: 0, gid: 0, additional_gids: Vec::new(), home: Some("/root".into()) }
+        Self {
+            uid: 0,
+            gid: 0,
+            additional_gids: Vec::new(),
+            home: Some("/root".into()),
+        }
     }
 }
 
@@ -57,7 +64,11 @@ pub fn process_spec(input: &ProcessInput<'_>) -> Process {
         user.set_additional_gids(Some(input.user.additional_gids.clone()));
     }
     p.set_user(user);
-    let caps = if input.container.privileged { all_capabilities() } else { DEFAULT_CAPABILITIES };
+    let caps = if input.container.privileged {
+        all_capabilities()
+    } else {
+        DEFAULT_CAPABILITIES
+    };
     p.set_capabilities(Some(capability_sets(caps)));
     p.set_no_new_privileges(Some(!input.container.privileged));
     p.set_rlimits(Some(default_rlimits()));

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use oci_spec::runtime::{
-    Capability, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxNamespace,
-    LinuxNamespaceType, LinuxPids, LinuxResources, Linux, Mount, PosixRlimit, PosixRlimitBuilder, PosixRlimitType,
-    Process, Root, Spec, User,
+    Capability, Linux, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxNamespace,
+    LinuxNamespaceType, LinuxPids, LinuxResources, Mount, PosixRlimit, PosixRlimitBuilder,
+    PosixRlimitType, Process, Root, Spec, User,
 };
 
 use super::{BundleInput, Rule};
@@ -41,27 +41,73 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
 
 /// Every capability up to CAP_CHECKPOINT_RESTORE, for privileged containers.
 const ALL_CAPABILITIES: &[&str] = &[
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
-    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
-    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
-    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
-    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
 ];
 
 /// Paths hidden from unprivileged containers (containerd's list).
 const MASKED_PATHS: &[&str] = &[
-    "/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
-    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
-    "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
 ];
 
 /// Paths read-only in unprivileged containers.
-const READONLY_PATHS: &[&str] =
-    &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
 
 /// The pipeline, in order.
 pub const RULES: &[(&str, Rule)] = &[
@@ -161,15 +207,37 @@ fn standard_mounts(input: &BundleInput<'_>, spec: &mut Spec) {
     };
     let list = mounts(spec);
     list.push(mount("/proc", "proc", "proc", &[]));
-    list.push(mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]));
+    list.push(mount(
+        "/dev",
+        "tmpfs",
+        "tmpfs",
+        &["nosuid", "strictatime", "mode=755", "size=65536k"],
+    ));
     list.push(mount(
         "/dev/pts",
         "devpts",
         "devpts",
-        &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        &[
+            "nosuid",
+            "noexec",
+            "newinstance",
+            "ptmxmode=0666",
+            "mode=0620",
+            "gid=5",
+        ],
     ));
-    list.push(mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]));
-    list.push(mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]));
+    list.push(mount(
+        "/dev/shm",
+        "tmpfs",
+        "shm",
+        &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+    ));
+    list.push(mount(
+        "/dev/mqueue",
+        "mqueue",
+        "mqueue",
+        &["nosuid", "noexec", "nodev"],
+    ));
     list.push(mount("/sys", "sysfs", "sysfs", sys_opts));
 }
 
@@ -195,7 +263,13 @@ fn hostname_env(input: &BundleInput<'_>, spec: &mut Spec) {
     });
     spec.set_hostname(Some(hostname));
     let mut env = vec![DEFAULT_PATH.to_string()];
-    env.extend(input.spec.env.iter().map(|v| format!("{}={}", v.name, v.value)));
+    env.extend(
+        input
+            .spec
+            .env
+            .iter()
+            .map(|v| format!("{}={}", v.name, v.value)),
+    );
     process(spec).set_env(Some(env));
 }
 
@@ -234,20 +308,30 @@ pub fn cpu_quota_us(millis: u64) -> i64 {
 
 /// `/<parent>/<handle>`.
 fn cgroup_path(input: &BundleInput<'_>, spec: &mut Spec) {
-    let path = format!("/{}/{}", input.cgroup_parent.trim_matches('/'), input.handle);
+    let path = format!(
+        "/{}/{}",
+        input.cgroup_parent.trim_matches('/'),
+        input.handle
+    );
     linux(spec).set_cgroups_path(Some(PathBuf::from(path)));
 }
 
 /// containerd's default set, or every capability when privileged.
 fn capabilities(input: &BundleInput<'_>, spec: &mut Spec) {
-    let names = if input.spec.privileged { ALL_CAPABILITIES } else { DEFAULT_CAPABILITIES };
+    let names = if input.spec.privileged {
+        ALL_CAPABILITIES
+    } else {
+        DEFAULT_CAPABILITIES
+    };
     process(spec).set_capabilities(Some(capability_sets(names)));
 }
 
 /// Bounding, effective and permitted sets of `names`; none inheritable or ambient.
 pub fn capability_sets(names: &[&str]) -> LinuxCapabilities {
-    let set: HashSet<Capability> =
-        names.iter().filter_map(|n| Capability::from_str(n.trim_start_matches("CAP_")).ok()).collect();
+    let set: HashSet<Capability> = names
+        .iter()
+        .filter_map(|n| Capability::from_str(n.trim_start_matches("CAP_")).ok())
+        .collect();
     let mut caps = LinuxCapabilities::default();
     caps.set_bounding(Some(set.clone()));
     caps.set_effective(Some(set.clone()));

@@ -7,7 +7,11 @@ use super::*;
 use crate::api::validate::resources;
 use crate::api::{EnvVar, Limits, Mount, ProcessSpec};
 
-fn input<'a>(handle: &'a Handle, spec: &'a ContainerSpec, bind_flags: Vec<Vec<String>>) -> BundleInput<'a> {
+fn input<'a>(
+    handle: &'a Handle,
+    spec: &'a ContainerSpec,
+    bind_flags: Vec<Vec<String>>,
+) -> BundleInput<'a> {
     BundleInput {
         handle,
         spec,
@@ -22,11 +26,25 @@ fn full_spec() -> ContainerSpec {
     ContainerSpec {
         rootfs: "/var/lib/rundmc/rootfs/busybox".into(),
         hostname: Some("web".into()),
-        env: vec![EnvVar { name: "GREETING".into(), value: "hello".into() }],
-        process: Some(ProcessSpec { args: vec!["/bin/sh".into()], ..Default::default() }),
+        env: vec![EnvVar {
+            name: "GREETING".into(),
+            value: "hello".into(),
+        }],
+        process: Some(ProcessSpec {
+            args: vec!["/bin/sh".into()],
+            ..Default::default()
+        }),
         mounts: vec![
-            Mount { source: "/srv/data".into(), destination: "/data".into(), read_only: true },
-            Mount { source: "/tmp/scratch".into(), destination: "/scratch".into(), read_only: false },
+            Mount {
+                source: "/srv/data".into(),
+                destination: "/data".into(),
+                read_only: true,
+            },
+            Mount {
+                source: "/tmp/scratch".into(),
+                destination: "/scratch".into(),
+                read_only: false,
+            },
         ],
         limits: Limits {
             memory: Some(Quantity("64Mi".into())),
@@ -41,7 +59,10 @@ fn full_spec() -> ContainerSpec {
 #[test]
 fn snapshot_minimal() {
     let h = Handle::new("idle").unwrap();
-    let spec = ContainerSpec { rootfs: "/img".into(), ..Default::default() };
+    let spec = ContainerSpec {
+        rootfs: "/img".into(),
+        ..Default::default()
+    };
     insta::assert_json_snapshot!(canonical_json(&generate(&input(&h, &spec, vec![]))));
 }
 
@@ -80,23 +101,40 @@ fn rules_have_unique_names() {
     names.sort();
     names.dedup();
     assert_eq!(names.len(), RULES.len());
-    assert_eq!(RULES.last().map(|(n, _)| *n), Some("init"), "init runs last");
+    assert_eq!(
+        RULES.last().map(|(n, _)| *n),
+        Some("init"),
+        "init runs last"
+    );
 }
 
 #[test]
 fn cpu_quota_from_millicores() {
     assert_eq!(rules::cpu_quota_us(500), 50_000);
     assert_eq!(rules::cpu_quota_us(2000), 200_000);
-    assert_eq!(rules::cpu_quota_us(1), 1000, "the kernel's minimum quota is 1ms");
+    assert_eq!(
+        rules::cpu_quota_us(1),
+        1000,
+        "the kernel's minimum quota is 1ms"
+    );
 }
 
 #[test]
 fn host_network_drops_the_network_namespace() {
     let h = Handle::new("a").unwrap();
-    let mut spec = ContainerSpec { rootfs: "/img".into(), ..Default::default() };
+    let mut spec = ContainerSpec {
+        rootfs: "/img".into(),
+        ..Default::default()
+    };
     let count = |spec: &ContainerSpec| {
         let cfg = generate(&input(&h, spec, vec![]));
-        cfg.linux().as_ref().unwrap().namespaces().as_ref().unwrap().len()
+        cfg.linux()
+            .as_ref()
+            .unwrap()
+            .namespaces()
+            .as_ref()
+            .unwrap()
+            .len()
     };
     assert_eq!(count(&spec), 5);
     spec.host_network = true;
@@ -106,7 +144,10 @@ fn host_network_drops_the_network_namespace() {
 #[test]
 fn default_hostname_is_hostname_safe() {
     let h = Handle::new("k8s_ns_web+1").unwrap();
-    let spec = ContainerSpec { rootfs: "/img".into(), ..Default::default() };
+    let spec = ContainerSpec {
+        rootfs: "/img".into(),
+        ..Default::default()
+    };
     let cfg = generate(&input(&h, &spec, vec![]));
     assert_eq!(cfg.hostname().as_deref(), Some("k8s-ns-web-1"));
 }
@@ -114,15 +155,26 @@ fn default_hostname_is_hostname_safe() {
 #[test]
 fn process_env_overrides_container_env_in_place() {
     let mut spec = full_spec();
-    spec.env.push(EnvVar { name: "PATH".into(), value: "/bin".into() });
-    let own = [EnvVar { name: "GREETING".into(), value: "bye".into() }];
+    spec.env.push(EnvVar {
+        name: "PATH".into(),
+        value: "/bin".into(),
+    });
+    let own = [EnvVar {
+        name: "GREETING".into(),
+        value: "bye".into(),
+    }];
     let args = ["echo".to_string()];
     let p = process_spec(&ProcessInput {
         container: &spec,
         args: &args,
         env: &own,
         working_dir: Some("/tmp"),
-        user: ExecUser { uid: 1000, gid: 1000, additional_gids: vec![], home: Some("/home/app".into()) },
+        user: ExecUser {
+            uid: 1000,
+            gid: 1000,
+            additional_gids: vec![],
+            home: Some("/home/app".into()),
+        },
     });
     assert_eq!(
         p.env().clone().unwrap(),
@@ -137,9 +189,19 @@ fn process_env_overrides_container_env_in_place() {
 fn capability_names_all_parse() {
     let count = |privileged: bool| {
         let h = Handle::new("a").unwrap();
-        let spec = ContainerSpec { rootfs: "/img".into(), privileged, ..Default::default() };
+        let spec = ContainerSpec {
+            rootfs: "/img".into(),
+            privileged,
+            ..Default::default()
+        };
         let cfg = generate(&input(&h, &spec, vec![]));
-        let caps = cfg.process().as_ref().unwrap().capabilities().clone().unwrap();
+        let caps = cfg
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .clone()
+            .unwrap();
         caps.bounding().as_ref().map(|s| s.len()).unwrap_or(0)
     };
     assert_eq!(count(false), DEFAULT_CAPABILITIES.len());
