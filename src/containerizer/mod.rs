@@ -4,4 +4,7 @@
 //! containers. It knows nothing of where specs come from.
 
 pub mod bundle;
+pub mod cgroup;
 pub mod depot;
+pub mod rootfs;
+pub mod users;

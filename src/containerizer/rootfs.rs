@@ -1,0 +1,226 @@
+//! Each container's root filesystem: an overlay whose lower layer is the
+//! read-only image directory and whose upper and work directories live in
+//! the container's depot directory, so that two containers on one image never
+//! see each other's writes. The kernel calls are behind [`Mounter`].
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::statvfs::{FsFlags, statvfs};
+use thiserror::Error;
+
+/// Rootfs failures.
+#[derive(Debug, Error)]
+pub enum RootfsError {
+    /// mount(2) failed.
+    #[error("mounting overlay of {lower} at {target}: {source}")]
+    Mount {
+        /// The image directory.
+        lower: PathBuf,
+        /// The mount point.
+        target: PathBuf,
+        /// The kernel's answer.
+        #[source]
+        source: nix::Error,
+    },
+    /// umount(2) failed.
+    #[error("unmounting {target}: {source}")]
+    Unmount {
+        /// The mount point.
+        target: PathBuf,
+        /// The kernel's answer.
+        #[source]
+        source: nix::Error,
+    },
+    /// A path could not be examined.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A path overlayfs cannot take as a layer.
+    #[error("{0}: overlay layer paths must not contain ',', ':' or '\\'")]
+    UnsafePath(PathBuf),
+}
+
+/// The mount operations rundmc makes.
+pub trait Mounter: Send + Sync + 'static {
+    /// Mount an overlay of `lower` with `upper`/`work` at `target`.
+    fn mount_overlay(
+        &self,
+        lower: &Path,
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> Result<(), RootfsError>;
+    /// Detach whatever is mounted at `target`; nothing mounted is success.
+    fn unmount(&self, target: &Path) -> Result<(), RootfsError>;
+    /// True when something is mounted exactly at `target`.
+    fn is_mounted(&self, target: &Path) -> Result<bool, RootfsError>;
+}
+
+/// The real kernel.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KernelMounter;
+
+impl Mounter for KernelMounter {
+    fn mount_overlay(
+        &self,
+        lower: &Path,
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> Result<(), RootfsError> {
+        let data = overlay_options(lower, upper, work)?;
+        nix::mount::mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(data.as_str()),
+        )
+        .map_err(|source| RootfsError::Mount {
+            lower: lower.into(),
+            target: target.into(),
+            source,
+        })
+    }
+
+    fn unmount(&self, target: &Path) -> Result<(), RootfsError> {
+        match nix::mount::umount2(target, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => Ok(()),
+            Err(source) => Err(RootfsError::Unmount {
+                target: target.into(),
+                source,
+            }),
+        }
+    }
+
+    fn is_mounted(&self, target: &Path) -> Result<bool, RootfsError> {
+        let path = Path::new("/proc/self/mountinfo");
+        let text = fs::read_to_string(path).map_err(|source| RootfsError::Io {
+            path: path.into(),
+            source,
+        })?;
+        Ok(mount_points(&text).any(|p| p == target))
+    }
+}
+
+/// `lowerdir=..,upperdir=..,workdir=..`, refusing paths overlayfs would misparse.
+pub fn overlay_options(lower: &Path, upper: &Path, work: &Path) -> Result<String, RootfsError> {
+    for p in [lower, upper, work] {
+        if p.to_string_lossy().contains([',', ':', '\\']) {
+            return Err(RootfsError::UnsafePath(p.into()));
+        }
+    }
+    Ok(format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    ))
+}
+
+/// Mount points listed in mountinfo text (field 5, octal escapes decoded).
+pub fn mount_points(mountinfo: &str) -> impl Iterator<Item = PathBuf> + '_ {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| {
+            let mut out = String::with_capacity(p.len());
+            let mut rest = p;
+            while let Some(i) = rest.find('\\') {
+                out.push_str(&rest[..i]);
+                match rest
+                    .get(i + 1..i + 4)
+                    .and_then(|o| u8::from_str_radix(o, 8).ok())
+                {
+                    Some(b) => {
+                        out.push(char::from(b));
+                        rest = &rest[i + 4..];
+                    }
+                    None => {
+                        out.push('\\');
+                        rest = &rest[i + 1..];
+                    }
+                }
+            }
+            out.push_str(rest);
+            PathBuf::from(out)
+        })
+}
+
+/// The flags of the filesystem holding `source` that a bind mount of it must
+/// keep: a bind must never lift the host's nosuid, nodev or noexec.
+pub fn inherited_bind_flags(source: &Path) -> Result<Vec<String>, RootfsError> {
+    let st = statvfs(source).map_err(|e| RootfsError::Io {
+        path: source.into(),
+        source: e.into(),
+    })?;
+    let flags = st.flags();
+    Ok([
+        (FsFlags::ST_NOSUID, "nosuid"),
+        (FsFlags::ST_NODEV, "nodev"),
+        (FsFlags::ST_NOEXEC, "noexec"),
+    ]
+    .into_iter()
+    .filter(|(f, _)| flags.contains(*f))
+    .map(|(_, name)| name.to_string())
+    .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_refuse_separators() {
+        let ok = overlay_options(
+            Path::new("/img"),
+            Path::new("/d/upper"),
+            Path::new("/d/work"),
+        )
+        .unwrap();
+        assert_eq!(ok, "lowerdir=/img,upperdir=/d/upper,workdir=/d/work");
+        assert!(matches!(
+            overlay_options(Path::new("/a,b"), Path::new("/u"), Path::new("/w")),
+            Err(RootfsError::UnsafePath(_))
+        ));
+        assert!(overlay_options(Path::new("/a:b"), Path::new("/u"), Path::new("/w")).is_err());
+    }
+
+    #[test]
+    fn parses_mount_points() {
+        let text = "22 1 0:21 / /proc rw - proc proc rw\n\
+                    90 22 0:50 / /var/lib/rundmc/depot/web/rootfs rw - overlay overlay rw\n\
+                    91 22 0:51 / /mnt/with\\040space rw - tmpfs tmpfs rw\n";
+        let points: Vec<_> = mount_points(text).collect();
+        assert_eq!(
+            points,
+            vec![
+                PathBuf::from("/proc"),
+                PathBuf::from("/var/lib/rundmc/depot/web/rootfs"),
+                PathBuf::from("/mnt/with space")
+            ]
+        );
+    }
+
+    #[test]
+    fn bind_flags_follow_the_source_mount() {
+        let dir = std::env::temp_dir().join(format!("rundmc-bindflags-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        assert_eq!(inherited_bind_flags(&dir).unwrap(), Vec::<String>::new());
+        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        nix::mount::mount(Some("tmpfs"), &dir, Some("tmpfs"), flags, None::<&str>).unwrap();
+        let got = inherited_bind_flags(&dir);
+        KernelMounter.unmount(&dir).unwrap();
+        assert!(!KernelMounter.is_mounted(&dir).unwrap());
+        fs::remove_dir(&dir).unwrap();
+        assert_eq!(got.unwrap(), vec!["nosuid", "nodev", "noexec"]);
+    }
+}
