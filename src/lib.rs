@@ -3,6 +3,8 @@
 //! Kubernetes custom resources. See `DESIGN.md` for the flow and the rooms.
 
 pub mod api;
+pub mod cli;
 pub mod containerizer;
 pub mod fsutil;
+pub mod pidfd;
 pub mod runtime;

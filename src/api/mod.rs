@@ -2,6 +2,7 @@
 //! and validation, and the CRD generated from them. Pure data: this room never
 //! touches containers, files or the network.
 
+pub mod crd;
 pub mod handle;
 pub mod quantity;
 pub mod types;

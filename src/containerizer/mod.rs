@@ -2,9 +2,247 @@
 //! turns specs into bundles, mounts rootfs layers, and drives the OCI
 //! runtime and the process supervisors to create, run in, stop and destroy
 //! containers. It knows nothing of where specs come from.
+//!
+//! One file per verb: [`create`], [`destroy`], [`stop`], [`info`]. The pure
+//! guards on the runtime status live in [`lifecycle`].
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::api::{Handle, ValidationErrors};
+use crate::fsutil::FsError;
+use crate::runtime::{OciRuntime, RuntimeError, Status};
 
 pub mod bundle;
 pub mod cgroup;
+pub mod create;
 pub mod depot;
+pub mod destroy;
+pub mod info;
+pub mod lifecycle;
+pub mod nstar;
 pub mod rootfs;
+pub mod stop;
+pub mod stream;
 pub mod users;
+
+use cgroup::{Cgroup, CgroupError, Hierarchy};
+use depot::{Depot, DepotError};
+use rootfs::{KernelMounter, Mounter, RootfsError};
+use users::UserError;
+
+/// Everything that can go wrong in a containerizer verb. Each names the
+/// container, and where the cause is a spec field, the field.
+#[derive(Debug, Error)]
+pub enum ContainerizerError {
+    /// The spec failed validation.
+    #[error("{handle}: invalid spec: {errors}")]
+    Invalid {
+        /// The container.
+        handle: Handle,
+        /// Every problem, each naming its field.
+        errors: ValidationErrors,
+    },
+    /// `spec.rootfs` is not a directory.
+    #[error("{handle}: spec.rootfs: {path} is not a directory")]
+    RootfsMissing {
+        /// The container.
+        handle: Handle,
+        /// The image path.
+        path: PathBuf,
+    },
+    /// A bind mount source does not exist.
+    #[error("{handle}: spec.mounts[{index}].source: {path} does not exist")]
+    MountSourceMissing {
+        /// The container.
+        handle: Handle,
+        /// Index in `spec.mounts`.
+        index: usize,
+        /// The source path.
+        path: PathBuf,
+    },
+    /// The depot refused.
+    #[error(transparent)]
+    Depot(#[from] DepotError),
+    /// Mounting or unmounting the rootfs failed.
+    #[error("{handle}: {source}")]
+    Rootfs {
+        /// The container.
+        handle: Handle,
+        /// Why.
+        #[source]
+        source: RootfsError,
+    },
+    /// The OCI runtime failed; its own message is inside.
+    #[error("{handle}: {source}")]
+    Runtime {
+        /// The container.
+        handle: Handle,
+        /// Why.
+        #[source]
+        source: RuntimeError,
+    },
+    /// A cgroup operation failed.
+    #[error("{handle}: {source}")]
+    Cgroup {
+        /// The container.
+        handle: Handle,
+        /// Why.
+        #[source]
+        source: CgroupError,
+    },
+    /// The machine's cgroup layout could not be read.
+    #[error("cannot find cgroups: {0}")]
+    CgroupSetup(#[source] CgroupError),
+    /// `spec.process.user` could not be resolved.
+    #[error("{handle}: spec.process.user: {source}")]
+    User {
+        /// The container.
+        handle: Handle,
+        /// Why.
+        #[source]
+        source: UserError,
+    },
+    /// A file outside the depot's own could not be read or written.
+    #[error("{handle}: {source}")]
+    Fs {
+        /// The container.
+        handle: Handle,
+        /// Why.
+        #[source]
+        source: FsError,
+    },
+    /// The verb needs the container in another state.
+    #[error("{handle}: cannot {verb} a container that is {status:?}")]
+    WrongState {
+        /// The container.
+        handle: Handle,
+        /// What was asked.
+        verb: &'static str,
+        /// What it is.
+        status: Option<Status>,
+    },
+    /// Streaming a tar in or out failed.
+    #[error("{handle}: streaming {path}: {message}")]
+    Stream {
+        /// The container.
+        handle: Handle,
+        /// The path in the container.
+        path: String,
+        /// What nstar or the pipe said.
+        message: String,
+    },
+    /// Processes survived SIGKILL (e.g. stuck in the kernel).
+    #[error("{handle}: {count} processes survived SIGKILL")]
+    Unkillable {
+        /// The container.
+        handle: Handle,
+        /// How many.
+        count: usize,
+    },
+}
+
+/// Shorthand for results of containerizer verbs.
+pub type Result<T, E = ContainerizerError> = std::result::Result<T, E>;
+
+/// Where the containerizer keeps and finds things.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The depot directory.
+    pub depot: PathBuf,
+    /// Host path of `rundmc-init`.
+    pub init_binary: PathBuf,
+    /// The cgroup every container's cgroup goes under.
+    pub cgroup_parent: String,
+    /// The `rundmc` binary, run as `rundmc nstar` for stream in/out.
+    pub nstar_binary: PathBuf,
+}
+
+/// The containerizer over an OCI runtime `R` and a mounter `M`.
+pub struct Containerizer<R, M = KernelMounter> {
+    depot: Depot,
+    runtime: R,
+    mounter: M,
+    hierarchy: Hierarchy,
+    config: Config,
+}
+
+impl<R: OciRuntime> Containerizer<R, KernelMounter> {
+    /// A containerizer on the real kernel.
+    pub fn new(config: Config, runtime: R) -> Result<Self> {
+        Self::with_mounter(config, runtime, KernelMounter)
+    }
+}
+
+impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
+    /// A containerizer with its own mounter.
+    pub fn with_mounter(config: Config, runtime: R, mounter: M) -> Result<Self> {
+        let depot = Depot::open(&config.depot)?;
+        let hierarchy = Hierarchy::detect().map_err(ContainerizerError::CgroupSetup)?;
+        Ok(Self {
+            depot,
+            runtime,
+            mounter,
+            hierarchy,
+            config,
+        })
+    }
+
+    /// The depot.
+    pub fn depot(&self) -> &Depot {
+        &self.depot
+    }
+
+    /// The OCI runtime.
+    pub fn runtime(&self) -> &R {
+        &self.runtime
+    }
+
+    /// The cgroup of `handle`.
+    pub fn cgroup(&self, handle: &Handle) -> Cgroup {
+        let path = format!(
+            "/{}/{}",
+            self.config.cgroup_parent.trim_matches('/'),
+            handle
+        );
+        Cgroup::new(self.hierarchy.clone(), path)
+    }
+
+    /// Handles of every complete container in the depot.
+    pub fn handles(&self) -> Result<Vec<Handle>> {
+        Ok(self
+            .depot
+            .entries()?
+            .into_iter()
+            .filter(|e| e.complete)
+            .map(|e| e.handle)
+            .collect())
+    }
+
+    /// The bundle directory of `handle`.
+    pub fn bundle_dir(&self, handle: &Handle) -> PathBuf {
+        self.depot.paths(handle).dir
+    }
+
+    fn runtime_err(handle: &Handle) -> impl FnOnce(RuntimeError) -> ContainerizerError + '_ {
+        move |source| ContainerizerError::Runtime {
+            handle: handle.clone(),
+            source,
+        }
+    }
+
+    fn cgroup_err(handle: &Handle) -> impl FnOnce(CgroupError) -> ContainerizerError + '_ {
+        move |source| ContainerizerError::Cgroup {
+            handle: handle.clone(),
+            source,
+        }
+    }
+
+    fn rootfs_err(handle: &Handle) -> impl FnOnce(RootfsError) -> ContainerizerError + '_ {
+        move |source| ContainerizerError::Rootfs {
+            handle: handle.clone(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! `create`: validate, reserve the handle, mount the rootfs, write the
+//! bundle, start init under the runtime, and only then record the container
+//! as complete. Any failure rolls back through destroy, so a failed create
+//! leaves nothing behind.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use super::bundle::{self, BundleInput};
+use super::depot::{ContainerRecord, spec_hash};
+use super::rootfs::{Mounter, inherited_bind_flags};
+use super::{Containerizer, ContainerizerError, Result};
+use crate::api::{ContainerSpec, Handle, validate};
+use crate::fsutil;
+use crate::runtime::OciRuntime;
+
+impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
+    /// Create `handle` from `spec` and start its init. `labels` are kept in
+    /// the depot record (e.g. which source declared it).
+    pub async fn create(
+        &self,
+        handle: &Handle,
+        spec: &ContainerSpec,
+        labels: BTreeMap<String, String>,
+    ) -> Result<()> {
+        let resources = validate::validate(spec)
+            .and_then(|()| {
+                validate::resources(&spec.limits).map_err(|e| validate::ValidationErrors(vec![e]))
+            })
+            .map_err(|errors| ContainerizerError::Invalid {
+                handle: handle.clone(),
+                errors,
+            })?;
+        let bind_flags = self.check_host_paths(handle, spec)?;
+        self.depot.reserve(handle)?;
+        let input = BundleInput {
+            handle,
+            spec,
+            resources,
+            init_binary: self.config.init_binary.clone(),
+            cgroup_parent: self.config.cgroup_parent.clone(),
+            bind_flags,
+        };
+        if let Err(err) = self.build_and_start(handle, spec, &input, labels).await {
+            if let Err(cleanup) = self.destroy(handle).await {
+                tracing::warn!(%handle, error = %cleanup, "rolling back a failed create");
+            }
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// The rootfs must be a directory and every bind source must exist;
+    /// returns the flags each bind must keep. Nothing is written.
+    fn check_host_paths(&self, handle: &Handle, spec: &ContainerSpec) -> Result<Vec<Vec<String>>> {
+        if !Path::new(&spec.rootfs).is_dir() {
+            return Err(ContainerizerError::RootfsMissing {
+                handle: handle.clone(),
+                path: spec.rootfs.clone().into(),
+            });
+        }
+        spec.mounts
+            .iter()
+            .enumerate()
+            .map(|(index, m)| {
+                let missing = || ContainerizerError::MountSourceMissing {
+                    handle: handle.clone(),
+                    index,
+                    path: m.source.clone().into(),
+                };
+                if fs::symlink_metadata(&m.source).is_err() {
+                    return Err(missing());
+                }
+                inherited_bind_flags(Path::new(&m.source)).map_err(|_| missing())
+            })
+            .collect()
+    }
+
+    async fn build_and_start(
+        &self,
+        handle: &Handle,
+        spec: &ContainerSpec,
+        input: &BundleInput<'_>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<()> {
+        let paths = self.depot.paths(handle);
+        for dir in [
+            paths.rootfs(),
+            paths.upper(),
+            paths.work(),
+            paths.processes(),
+        ] {
+            fs::create_dir(&dir).map_err(|e| ContainerizerError::Fs {
+                handle: handle.clone(),
+                source: fsutil::FsError::new(&dir, e),
+            })?;
+        }
+        self.mounter
+            .mount_overlay(
+                Path::new(&spec.rootfs),
+                &paths.upper(),
+                &paths.work(),
+                &paths.rootfs(),
+            )
+            .map_err(Self::rootfs_err(handle))?;
+        let config = bundle::canonical_json(&bundle::generate(input));
+        fsutil::write_json_atomic(&paths.config(), &config).map_err(|source| {
+            ContainerizerError::Fs {
+                handle: handle.clone(),
+                source,
+            }
+        })?;
+        self.runtime
+            .create(handle.as_str(), &paths.dir)
+            .await
+            .map_err(Self::runtime_err(handle))?;
+        self.runtime
+            .start(handle.as_str())
+            .await
+            .map_err(Self::runtime_err(handle))?;
+        let record = ContainerRecord {
+            handle: handle.clone(),
+            spec: spec.clone(),
+            spec_hash: spec_hash(spec),
+            created_at: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+            labels,
+        };
+        self.depot.write_record(&record)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,115 @@
+//! `destroy`: idempotent and retriable. It first marks the bundle half-made,
+//! then kills everything, deletes the runtime's container, unmounts the
+//! rootfs, removes the cgroup, and removes the bundle last. A crash at any
+//! step leaves a half-made bundle that the next destroy finishes.
+
+use std::time::Duration;
+
+use super::lifecycle::{needs_delete, needs_kill, needs_thaw};
+use super::rootfs::Mounter;
+use super::{Containerizer, ContainerizerError, Result};
+use crate::api::Handle;
+use crate::pidfd::PidFd;
+use crate::runtime::{OciRuntime, RuntimeError, Status};
+
+/// How long init may take to die after SIGKILL before we give up waiting
+/// and let `delete --force` have its turn.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
+    /// Destroy `handle`: processes, runtime container, rootfs mount, cgroup
+    /// and bundle. Destroying what is already gone succeeds.
+    pub async fn destroy(&self, handle: &Handle) -> Result<()> {
+        self.depot.unmark(handle)?;
+        self.delete_from_runtime(handle).await?;
+        let paths = self.depot.paths(handle);
+        let rootfs = paths.rootfs();
+        self.mounter
+            .unmount(&rootfs)
+            .map_err(Self::rootfs_err(handle))?;
+        if self
+            .mounter
+            .is_mounted(&rootfs)
+            .map_err(Self::rootfs_err(handle))?
+        {
+            // Never recurse into a mounted image: it would delete through it.
+            return Err(Self::rootfs_err(handle)(
+                super::rootfs::RootfsError::Unmount {
+                    target: rootfs,
+                    source: nix::Error::EBUSY,
+                },
+            ));
+        }
+        self.cgroup(handle)
+            .remove()
+            .map_err(Self::cgroup_err(handle))?;
+        self.depot.remove(handle)?;
+        Ok(())
+    }
+
+    /// Kill init (which ends every process in the pid namespace), wait for
+    /// it, and delete the container from the runtime.
+    async fn delete_from_runtime(&self, handle: &Handle) -> Result<()> {
+        let state = match self.runtime.state(handle.as_str()).await {
+            Ok(s) => Some(s),
+            Err(RuntimeError::NotFound { .. }) => None,
+            Err(source) => {
+                return Err(ContainerizerError::Runtime {
+                    handle: handle.clone(),
+                    source,
+                });
+            }
+        };
+        let status = state.as_ref().map(|s| s.status);
+        if needs_thaw(status) {
+            self.cgroup(handle)
+                .thaw()
+                .map_err(Self::cgroup_err(handle))?;
+        }
+        let mut died = true;
+        if needs_kill(status) {
+            died = self
+                .kill_init(handle, state.as_ref().and_then(|s| s.pid))
+                .await?;
+        }
+        if needs_delete(status) {
+            // `delete --force` of a live container polls in 100 ms steps:
+            // use it only when init would not die.
+            let force = !died || status == Some(Status::Creating);
+            match self.runtime.delete(handle.as_str(), force).await {
+                Ok(()) | Err(RuntimeError::NotFound { .. }) => {}
+                Err(source) => {
+                    return Err(ContainerizerError::Runtime {
+                        handle: handle.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGKILL init and wait for it to exit; false if it did not in time.
+    async fn kill_init(&self, handle: &Handle, pid: Option<i32>) -> Result<bool> {
+        let pidfd = pid.and_then(|p| PidFd::open(p).ok());
+        match self
+            .runtime
+            .kill(handle.as_str(), libc::SIGKILL, false)
+            .await
+        {
+            Ok(()) | Err(RuntimeError::NotFound { .. }) => {}
+            // Init already gone between state and kill: nothing to wait for.
+            Err(RuntimeError::Failed { .. }) if pidfd.is_none() => return Ok(true),
+            Err(source) => {
+                return Err(ContainerizerError::Runtime {
+                    handle: handle.clone(),
+                    source,
+                });
+            }
+        }
+        match pidfd {
+            Some(fd) => Ok(fd.exited_within(KILL_WAIT).await.unwrap_or(false)),
+            None => Ok(true),
+        }
+    }
+}

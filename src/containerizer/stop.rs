@@ -1,0 +1,92 @@
+//! `stop`: end every process in the container but init, and keep the
+//! container. Each round freezes the cgroup, lists its tasks, signals all
+//! but init and thaws it, so a forking process cannot slip a child past the
+//! list. TERM first, then KILL once the grace period is over.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use super::lifecycle::can_stop;
+use super::rootfs::Mounter;
+use super::{Containerizer, ContainerizerError, Result};
+use crate::api::Handle;
+use crate::pidfd::PidFd;
+use crate::runtime::OciRuntime;
+
+/// Rounds of SIGKILL before processes count as unkillable.
+const KILL_ROUNDS: usize = 10;
+/// How long each SIGKILL round waits for its victims.
+const KILL_ROUND_WAIT: Duration = Duration::from_secs(1);
+
+impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
+    /// Stop every process but init: SIGTERM, then SIGKILL after `grace`
+    /// (at once when `grace` is zero).
+    pub async fn stop(&self, handle: &Handle, grace: Duration) -> Result<()> {
+        let state = self
+            .runtime
+            .state(handle.as_str())
+            .await
+            .map_err(Self::runtime_err(handle))?;
+        if !can_stop(Some(state.status)) {
+            return Err(ContainerizerError::WrongState {
+                handle: handle.clone(),
+                verb: "stop",
+                status: Some(state.status),
+            });
+        }
+        let init = state.pid.unwrap_or(0);
+        if !grace.is_zero() {
+            let victims = self.signal_all_but(handle, init, libc::SIGTERM).await?;
+            if wait_all(victims, grace).await {
+                return Ok(());
+            }
+        }
+        for _ in 0..KILL_ROUNDS {
+            let victims = self.signal_all_but(handle, init, libc::SIGKILL).await?;
+            if victims.is_empty() || wait_all(victims, KILL_ROUND_WAIT).await {
+                return Ok(());
+            }
+        }
+        let left = self
+            .cgroup(handle)
+            .procs()
+            .map_err(Self::cgroup_err(handle))?;
+        Err(ContainerizerError::Unkillable {
+            handle: handle.clone(),
+            count: left.len().saturating_sub(1),
+        })
+    }
+
+    /// Freeze, list, signal every task but `init`, thaw. Returns a pidfd per
+    /// task signalled, opened while frozen so none can be a reused pid.
+    async fn signal_all_but(&self, handle: &Handle, init: i32, signal: i32) -> Result<Vec<PidFd>> {
+        let cgroup = self.cgroup(handle);
+        let result = tokio::task::spawn_blocking(move || {
+            cgroup.freeze()?;
+            // Signal while frozen: no task can fork between list and signal.
+            let victims = cgroup.procs().map(|pids| {
+                pids.into_iter()
+                    .filter(|pid| *pid != init)
+                    .filter_map(|pid| PidFd::open(pid).ok())
+                    .filter(|fd| fd.send_signal(signal).is_ok())
+                    .collect::<Vec<PidFd>>()
+            });
+            // Thaw whatever happened, or the container stays frozen.
+            let thawed = cgroup.thaw();
+            let victims = victims?;
+            thawed.map(|()| victims)
+        })
+        .await;
+        match result {
+            Ok(r) => r.map_err(Self::cgroup_err(handle)),
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        }
+    }
+}
+
+/// Wait for every process to exit; false if any is left after `timeout`.
+async fn wait_all(victims: Vec<PidFd>, timeout: Duration) -> bool {
+    let waits = victims.into_iter().map(|fd| fd.exited_within(timeout));
+    join_all(waits).await.into_iter().all(|r| r.unwrap_or(true))
+}

@@ -1,0 +1,133 @@
+//! Process file descriptors: a handle on one process that a reused pid can
+//! never redirect. Signal through it, and await its exit without polling.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+/// A pidfd on one process.
+#[derive(Debug)]
+pub struct PidFd {
+    fd: OwnedFd,
+    pid: i32,
+}
+
+impl PidFd {
+    /// Open a pidfd on `pid`. Only safe against pid reuse when the caller
+    /// knows `pid` is still the process it means (e.g. it is frozen, or is
+    /// the caller's unreaped child); see [`PidFd::open_verified`] otherwise.
+    pub fn open(pid: i32) -> io::Result<Self> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just handed us this fd; nobody else owns it.
+        Ok(Self {
+            fd: unsafe { OwnedFd::from_raw_fd(fd as RawFd) },
+            pid,
+        })
+    }
+
+    /// Open a pidfd on `pid` only if that process started at `start_time`
+    /// (field 22 of /proc/<pid>/stat). Checked after opening, so the fd is
+    /// known to refer to the right process.
+    pub fn open_verified(pid: i32, start_time: u64) -> io::Result<Self> {
+        let fd = Self::open(pid)?;
+        match proc_start_time(pid)? {
+            Some(t) if t == start_time => Ok(fd),
+            _ => Err(io::Error::from_raw_os_error(libc::ESRCH)),
+        }
+    }
+
+    /// The pid it was opened on.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Send `signal`. ESRCH once the process has exited and been reaped.
+    pub fn send_signal(&self, signal: i32) -> io::Result<()> {
+        // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                signal,
+                std::ptr::null::<u8>(),
+                0,
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Wait until the process has exited (a pidfd polls readable then).
+    pub async fn exited(self) -> io::Result<()> {
+        // SAFETY: `self.fd` is an owned, open pidfd that the AsyncFd owns
+        // from here on and that nothing else closes or replaces.
+        let fd = unsafe { AsyncFd::register_with_interest(self.fd, Interest::READABLE)? };
+        let _guard = fd.readable().await?;
+        Ok(())
+    }
+
+    /// Wait at most `timeout`; true when the process exited.
+    pub async fn exited_within(self, timeout: Duration) -> io::Result<bool> {
+        match tokio::time::timeout(timeout, self.exited()).await {
+            Ok(r) => r.map(|()| true),
+            Err(_) => Ok(false),
+        }
+    }
+}
+
+/// Field 22 of /proc/<pid>/stat (start time in clock ticks); `None` when the
+/// process does not exist.
+pub fn proc_start_time(pid: i32) -> io::Result<Option<u64>> {
+    let text = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(parse_start_time(&text))
+}
+
+/// Start time from a /proc/<pid>/stat line. The command name (field 2) may
+/// hold spaces and parentheses, so fields are counted after the last `)`.
+pub fn parse_start_time(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_survives_odd_names() {
+        let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000 10";
+        assert_eq!(parse_start_time(stat), Some(123456));
+        assert_eq!(parse_start_time("garbage"), None);
+    }
+
+    #[tokio::test]
+    async fn waits_for_exit_and_refuses_strangers() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.2")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let start = proc_start_time(pid).unwrap().unwrap();
+        assert!(
+            PidFd::open_verified(pid, start + 1).is_err(),
+            "wrong start time is refused"
+        );
+        let fd = PidFd::open_verified(pid, start).unwrap();
+        assert!(fd.exited_within(Duration::from_secs(5)).await.unwrap());
+        child.wait().unwrap();
+    }
+}
