@@ -8,3 +8,4 @@ pub mod containerizer;
 pub mod fsutil;
 pub mod pidfd;
 pub mod runtime;
+pub mod source;

@@ -8,6 +8,6 @@ pub mod quantity;
 pub mod types;
 pub mod validate;
 
-pub use handle::{Handle, HandleError};
+pub use handle::{Handle, HandleError, MAX_HANDLE_LEN};
 pub use types::*;
 pub use validate::{FieldError, Resources, ValidationErrors, validate};

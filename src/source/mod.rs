@@ -1,0 +1,5 @@
+//! Sources of desired state: the watched manifest directory and (later) the
+//! Kubernetes API. Sources only parse and validate; they never touch
+//! containers. What they find goes to the desired store.
+
+pub mod manifest;

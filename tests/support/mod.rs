@@ -1,0 +1,269 @@
+//! Shared support for integration tests: the busybox image, the workspace's
+//! binaries, and a throwaway environment (depot, runc root, cgroup parent)
+//! that is torn down with plain runc and umount even when a test fails.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Once;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rundmc::api::{ContainerSpec, Handle};
+use rundmc::containerizer::{Config, Containerizer};
+use rundmc::runtime::{Runc, RuntimeConfig};
+
+static BUILD: Once = Once::new();
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The busybox image directory, built by scripts/mkrootfs.sh when missing.
+pub fn image() -> PathBuf {
+    let dir = std::env::var_os("RUNDMC_TEST_ROOTFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/rootfs/busybox"));
+    if !dir.join(".complete").exists() {
+        let status = Command::new(workspace().join("scripts/mkrootfs.sh"))
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "scripts/mkrootfs.sh {} failed",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// A binary of the workspace, next to `rundmc`. The other packages' binaries
+/// are built on first use when `cargo test` ran without `make test`.
+pub fn binary(name: &str) -> PathBuf {
+    let rundmc = PathBuf::from(env!("CARGO_BIN_EXE_rundmc"));
+    if name == "rundmc" {
+        return rundmc;
+    }
+    let path = rundmc.with_file_name(name);
+    BUILD.call_once(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "rundmc-init", "-p", "rundmc-shim"])
+            .current_dir(workspace())
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "building rundmc-init and rundmc-shim failed"
+        );
+    });
+    assert!(path.exists(), "{} is missing", path.display());
+    path
+}
+
+/// A throwaway place for one test: its own depot, runc root and cgroup parent.
+pub struct Env {
+    pub dir: PathBuf,
+    pub depot: PathBuf,
+    pub runc_root: PathBuf,
+    pub cgroup_parent: String,
+}
+
+impl Env {
+    pub fn new(name: &str) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{name}-{}-{n}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("rundmc-test-{id}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Env {
+            depot: dir.join("depot"),
+            runc_root: dir.join("runc"),
+            cgroup_parent: format!("rundmc-test/{id}"),
+            dir,
+        }
+    }
+
+    pub fn runtime_config(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            binary: "runc".into(),
+            root: self.runc_root.clone(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    pub fn config(&self) -> Config {
+        Config {
+            depot: self.depot.clone(),
+            init_binary: binary("rundmc-init"),
+            cgroup_parent: self.cgroup_parent.clone(),
+            nstar_binary: binary("rundmc"),
+        }
+    }
+
+    pub fn containerizer(&self) -> Containerizer<Runc> {
+        Containerizer::new(self.config(), Runc::new(self.runtime_config())).unwrap()
+    }
+
+    /// `runc --root <ours> ARGS...`
+    pub fn runc(&self, args: &[&str]) -> Output {
+        Command::new("runc")
+            .arg("--root")
+            .arg(&self.runc_root)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// The runc status of `id` ("running", ...), or None when runc has no such container.
+    pub fn runc_status(&self, id: &str) -> Option<String> {
+        let out = self.runc(&["state", id]);
+        if !out.status.success() {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        Some(v["status"].as_str().unwrap().to_string())
+    }
+
+    /// The init pid runc reports for `id`.
+    pub fn init_pid(&self, id: &str) -> i32 {
+        let out = self.runc(&["state", id]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["pid"].as_i64().unwrap() as i32
+    }
+
+    /// `runc exec` in the foreground: (exit code, stdout, stderr).
+    pub fn exec(&self, id: &str, args: &[&str]) -> (i32, String, String) {
+        let mut all = vec!["exec", id];
+        all.extend_from_slice(args);
+        let out = self.runc(&all);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `runc exec --detach`: start a background process in the container.
+    pub fn exec_detached(&self, id: &str, args: &[&str]) {
+        let mut all = vec!["exec", "--detach", id];
+        all.extend_from_slice(args);
+        let out = self.runc(&all);
+        assert!(
+            out.status.success(),
+            "runc exec -d failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The container's directory in a v1 controller (or the v2 unified dir).
+    pub fn cgroup_dir(&self, controller: &str, handle: &str) -> PathBuf {
+        let rel = format!("{}/{handle}", self.cgroup_parent);
+        let v1 = Path::new("/sys/fs/cgroup").join(controller);
+        if v1.is_dir() {
+            v1.join(rel)
+        } else {
+            Path::new("/sys/fs/cgroup").join(rel)
+        }
+    }
+}
+
+impl Drop for Env {
+    /// Tear down whatever a failed test left: containers, mounts, cgroups, files.
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("runc")
+            .arg("--root")
+            .arg(&self.runc_root)
+            .args(["list", "-q"])
+            .output()
+        {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = self.runc(&["delete", "--force", id]);
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(&self.depot) {
+            for e in entries.flatten() {
+                let _ =
+                    nix::mount::umount2(&e.path().join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        for base in [
+            "/sys/fs/cgroup/memory",
+            "/sys/fs/cgroup/cpu",
+            "/sys/fs/cgroup/cpuacct",
+            "/sys/fs/cgroup/pids",
+            "/sys/fs/cgroup/freezer",
+            "/sys/fs/cgroup/devices",
+            "/sys/fs/cgroup/blkio",
+            "/sys/fs/cgroup/cpuset",
+            "/sys/fs/cgroup/systemd",
+            "/sys/fs/cgroup",
+        ] {
+            let parent = Path::new(base).join(&self.cgroup_parent);
+            if let Ok(entries) = std::fs::read_dir(&parent) {
+                for e in entries.flatten().filter(|e| e.path().is_dir()) {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&parent);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A spec on the test image.
+pub fn spec() -> ContainerSpec {
+    ContainerSpec {
+        rootfs: image().to_string_lossy().into_owned(),
+        ..Default::default()
+    }
+}
+
+/// A handle, panicking on a bad one (tests only).
+pub fn handle(s: &str) -> Handle {
+    Handle::new(s).unwrap()
+}
+
+/// Processes in state Z whose parent is `ppid`.
+pub fn zombie_children(ppid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let mut f = rest.split(' ');
+        let (state, parent) = (f.next(), f.next().and_then(|p| p.parse::<i32>().ok()));
+        if state == Some("Z") && parent == Some(ppid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Whether anything is mounted at `path` in the test's mount namespace.
+pub fn is_mounted(path: &Path) -> bool {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    text.lines()
+        .any(|l| l.split(' ').nth(4).map(Path::new) == Some(path))
+}
+
+/// Poll `f` until true or `timeout` (tests only; the code under test never polls).
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
