@@ -7,5 +7,6 @@ pub mod cli;
 pub mod containerizer;
 pub mod fsutil;
 pub mod pidfd;
+pub mod reconcile;
 pub mod runtime;
 pub mod source;

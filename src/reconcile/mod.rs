@@ -1,0 +1,5 @@
+//! Reconciling: the desired store, the work queue, the pure planner and the
+//! controller loop that observes, plans and executes for one handle at a time.
+
+pub mod backoff;
+pub mod plan;
