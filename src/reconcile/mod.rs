@@ -4,3 +4,4 @@
 pub mod backoff;
 pub mod plan;
 pub mod queue;
+pub mod store;

@@ -1,0 +1,392 @@
+//! The desired store: what every source declares, keyed by handle and tagged
+//! by the source it came from. Sources write it; the controller reads it.
+//! A declaration that turns invalid keeps its last good spec, so a typo
+//! never takes a running service down.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::api::{ContainerSpec, Handle};
+use crate::source::manifest::{Manifest, ManifestError, file_handle};
+
+/// Which kind of source declared a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SourceKind {
+    /// The watched manifest directory.
+    File,
+    /// Container custom resources.
+    Kube,
+}
+
+impl SourceKind {
+    /// The value of the depot label that records it.
+    pub fn label(self) -> &'static str {
+        match self {
+            SourceKind::File => "file",
+            SourceKind::Kube => "kube",
+        }
+    }
+
+    /// The kind named by a depot label.
+    pub fn from_label(s: &str) -> Option<Self> {
+        match s {
+            "file" => Some(SourceKind::File),
+            "kube" => Some(SourceKind::Kube),
+            _ => None,
+        }
+    }
+}
+
+/// The depot label key naming a container's source kind.
+pub const SOURCE_LABEL: &str = "rundmc.io/source";
+
+/// Where exactly a declaration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A document of a manifest file.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// 1-based document index.
+        document: usize,
+    },
+    /// A custom resource.
+    Kube {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// Its uid.
+        uid: String,
+    },
+}
+
+impl Origin {
+    /// The kind of source.
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            Origin::File { .. } => SourceKind::File,
+            Origin::Kube { .. } => SourceKind::Kube,
+        }
+    }
+}
+
+/// One declared container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    /// Its handle.
+    pub handle: Handle,
+    /// Where it was declared.
+    pub origin: Origin,
+    /// The last valid spec; `None` if the declaration was never valid.
+    pub spec: Option<ContainerSpec>,
+    /// Bumped on every spec change (`metadata.generation` for resources).
+    pub generation: i64,
+    /// Why the current declaration cannot be applied, if it cannot.
+    pub error: Option<String>,
+    /// The declaration is being deleted (a resource with a deletion timestamp).
+    pub deleting: bool,
+}
+
+/// What a store update changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Handles whose declaration was added, removed or changed.
+    pub handles: Vec<Handle>,
+    /// Manifest files whose own errors (those naming no container) changed.
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<Handle, Desired>,
+    file_errors: BTreeMap<PathBuf, Vec<String>>,
+    synced: HashSet<SourceKind>,
+}
+
+/// The store, shared by sources and workers.
+#[derive(Debug, Default)]
+pub struct Store {
+    inner: RwLock<Inner>,
+}
+
+/// Every file of the manifest directory, sorted by path, with its documents.
+pub type FileSnapshot = Vec<(PathBuf, Vec<Result<Manifest, ManifestError>>)>;
+
+impl Store {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The declaration of `handle`.
+    pub fn get(&self, handle: &Handle) -> Option<Desired> {
+        self.read().entries.get(handle).cloned()
+    }
+
+    /// Every declared handle.
+    pub fn handles(&self) -> Vec<Handle> {
+        self.read().entries.keys().cloned().collect()
+    }
+
+    /// Errors of a manifest file that name no container.
+    pub fn file_errors(&self, path: &std::path::Path) -> Vec<String> {
+        self.read()
+            .file_errors
+            .get(path)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Record that `kind` has delivered its first complete listing: until
+    /// then, a container it made is never destroyed for being undeclared.
+    pub fn mark_synced(&self, kind: SourceKind) {
+        self.write().synced.insert(kind);
+    }
+
+    /// Whether `kind` has delivered its first complete listing.
+    pub fn is_synced(&self, kind: SourceKind) -> bool {
+        self.read().synced.contains(&kind)
+    }
+
+    /// Insert or replace one declaration; true when it changed.
+    pub fn upsert(&self, desired: Desired) -> bool {
+        let mut inner = self.write();
+        let changed = inner.entries.get(&desired.handle) != Some(&desired);
+        inner.entries.insert(desired.handle.clone(), desired);
+        changed
+    }
+
+    /// Remove one declaration; true when there was one.
+    pub fn remove(&self, handle: &Handle) -> bool {
+        self.write().entries.remove(handle).is_some()
+    }
+
+    /// Replace everything the directory declares with `snapshot`.
+    pub fn apply_files(&self, snapshot: FileSnapshot) -> Changes {
+        let mut inner = self.write();
+        let previous: HashMap<Handle, Desired> = inner
+            .entries
+            .iter()
+            .filter(|(_, d)| d.origin.kind() == SourceKind::File)
+            .map(|(h, d)| (h.clone(), d.clone()))
+            .collect();
+        let (entries, file_errors) = resolve_files(&previous, snapshot);
+        let mut changes = Changes::default();
+        for (h, d) in &entries {
+            if previous.get(h) != Some(d) {
+                changes.handles.push(h.clone());
+            }
+        }
+        for h in previous.keys().filter(|h| !entries.contains_key(*h)) {
+            changes.handles.push(h.clone());
+            inner.entries.remove(h);
+        }
+        let paths: HashSet<&PathBuf> = inner.file_errors.keys().chain(file_errors.keys()).collect();
+        changes.files = paths
+            .into_iter()
+            .filter(|p| inner.file_errors.get(*p) != file_errors.get(*p))
+            .cloned()
+            .collect();
+        changes.files.sort();
+        changes.handles.sort();
+        inner.entries.extend(entries);
+        inner.file_errors = file_errors;
+        changes
+    }
+}
+
+/// The declarations and file-level errors of a directory snapshot. The
+/// first document (by path, then position) to claim a name wins.
+fn resolve_files(
+    previous: &HashMap<Handle, Desired>,
+    snapshot: FileSnapshot,
+) -> (HashMap<Handle, Desired>, BTreeMap<PathBuf, Vec<String>>) {
+    let mut entries: HashMap<Handle, Desired> = HashMap::new();
+    let mut claims: HashMap<Handle, (PathBuf, usize)> = HashMap::new();
+    let mut file_errors: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+    for (path, docs) in snapshot {
+        for doc in docs {
+            let (handle, document, spec, error) = match doc {
+                Ok(m) => (m.handle, m.document, Some(m.container.spec), None),
+                Err(e) => match e.name.as_deref().map(file_handle) {
+                    Some(Ok(h)) => (h, e.document, None, Some(e.to_string())),
+                    _ => {
+                        file_errors
+                            .entry(path.clone())
+                            .or_default()
+                            .push(e.to_string());
+                        continue;
+                    }
+                },
+            };
+            if let Some((first, first_doc)) = claims.get(&handle) {
+                let msg = format!(
+                    "{}: document {document}: metadata.name: {:?} is already declared in {} document {first_doc}",
+                    path.display(),
+                    handle.as_str(),
+                    first.display()
+                );
+                file_errors.entry(path.clone()).or_default().push(msg);
+                continue;
+            }
+            claims.insert(handle.clone(), (path.clone(), document));
+            let prev = previous.get(&handle);
+            let spec_changed =
+                spec.is_some() && prev.and_then(|p| p.spec.as_ref()) != spec.as_ref();
+            let generation =
+                prev.map(|p| p.generation).unwrap_or(0) + i64::from(spec_changed || prev.is_none());
+            let desired = Desired {
+                spec: spec.or_else(|| prev.and_then(|p| p.spec.clone())),
+                handle: handle.clone(),
+                origin: Origin::File {
+                    path: path.clone(),
+                    document,
+                },
+                generation,
+                error,
+                deleting: false,
+            };
+            entries.insert(handle, desired);
+        }
+    }
+    (entries, file_errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::source::manifest::parse;
+
+    fn doc(name: &str, rootfs: &str) -> String {
+        format!(
+            "apiVersion: rundmc.io/v1alpha1\nkind: Container\nmetadata:\n  name: {name}\nspec:\n  rootfs: {rootfs}\n"
+        )
+    }
+
+    fn snap(files: &[(&str, String)]) -> FileSnapshot {
+        files
+            .iter()
+            .map(|(p, text)| (PathBuf::from(p), parse(Path::new(p), text)))
+            .collect()
+    }
+
+    fn h(s: &str) -> Handle {
+        Handle::new(s).unwrap()
+    }
+
+    #[test]
+    fn adds_changes_and_removes() {
+        let store = Store::new();
+        let c = store.apply_files(snap(&[
+            ("/m/a.yaml", doc("web", "/img")),
+            ("/m/b.yaml", doc("db", "/img")),
+        ]));
+        assert_eq!(c.handles, vec![h("db"), h("web")]);
+        assert_eq!(store.get(&h("web")).unwrap().generation, 1);
+
+        let c = store.apply_files(snap(&[
+            ("/m/a.yaml", doc("web", "/img2")),
+            ("/m/b.yaml", doc("db", "/img")),
+        ]));
+        assert_eq!(c.handles, vec![h("web")], "only the changed one");
+        assert_eq!(store.get(&h("web")).unwrap().generation, 2);
+
+        let c = store.apply_files(snap(&[("/m/a.yaml", doc("web", "/img2"))]));
+        assert_eq!(c.handles, vec![h("db")]);
+        assert!(store.get(&h("db")).is_none());
+        let c = store.apply_files(snap(&[("/m/a.yaml", doc("web", "/img2"))]));
+        assert_eq!(c, Changes::default(), "a resync changes nothing");
+    }
+
+    #[test]
+    fn invalid_keeps_the_last_good_spec() {
+        let store = Store::new();
+        store.apply_files(snap(&[("/m/a.yaml", doc("web", "/img"))]));
+        let c = store.apply_files(snap(&[("/m/a.yaml", doc("web", "relative"))]));
+        assert_eq!(c.handles, vec![h("web")]);
+        let d = store.get(&h("web")).unwrap();
+        assert_eq!(d.spec.unwrap().rootfs, "/img", "last good spec");
+        assert_eq!(d.generation, 1, "the running spec did not change");
+        assert!(
+            d.error
+                .unwrap()
+                .contains("/m/a.yaml: document 1: spec.rootfs")
+        );
+
+        store.apply_files(snap(&[("/m/a.yaml", doc("web", "/img"))]));
+        assert_eq!(store.get(&h("web")).unwrap().error, None, "fixed");
+    }
+
+    #[test]
+    fn never_valid_has_no_spec() {
+        let store = Store::new();
+        store.apply_files(snap(&[("/m/a.yaml", doc("web", "relative"))]));
+        let d = store.get(&h("web")).unwrap();
+        assert_eq!(d.spec, None);
+        assert!(d.error.is_some());
+    }
+
+    #[test]
+    fn duplicate_names_first_by_path_wins() {
+        let store = Store::new();
+        let c = store.apply_files(snap(&[
+            ("/m/a.yaml", doc("web", "/a")),
+            ("/m/b.yaml", doc("web", "/b")),
+        ]));
+        assert_eq!(store.get(&h("web")).unwrap().spec.unwrap().rootfs, "/a");
+        assert_eq!(c.files, vec![PathBuf::from("/m/b.yaml")]);
+        let errs = store.file_errors(Path::new("/m/b.yaml"));
+        assert_eq!(
+            errs,
+            vec![
+                r#"/m/b.yaml: document 1: metadata.name: "web" is already declared in /m/a.yaml document 1"#
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_naming_no_container_belong_to_the_file() {
+        let store = Store::new();
+        let c = store.apply_files(snap(&[("/m/junk.yaml", "kind: [".to_string())]));
+        assert_eq!(c.files, vec![PathBuf::from("/m/junk.yaml")]);
+        assert_eq!(store.file_errors(Path::new("/m/junk.yaml")).len(), 1);
+        let c = store.apply_files(snap(&[]));
+        assert_eq!(
+            c.files,
+            vec![PathBuf::from("/m/junk.yaml")],
+            "cleared errors are a change too"
+        );
+        assert!(store.file_errors(Path::new("/m/junk.yaml")).is_empty());
+    }
+
+    #[test]
+    fn other_sources_are_untouched() {
+        let store = Store::new();
+        store.upsert(Desired {
+            handle: h("k8s_ns_web"),
+            origin: Origin::Kube {
+                namespace: "ns".into(),
+                name: "web".into(),
+                uid: "u".into(),
+            },
+            spec: None,
+            generation: 1,
+            error: None,
+            deleting: false,
+        });
+        store.apply_files(snap(&[]));
+        assert!(store.get(&h("k8s_ns_web")).is_some());
+    }
+}
