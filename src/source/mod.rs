@@ -2,4 +2,5 @@
 //! Kubernetes API. Sources only parse and validate; they never touch
 //! containers. What they find goes to the desired store.
 
+pub mod dir;
 pub mod manifest;

@@ -1,0 +1,243 @@
+//! The directory source: every `*.yaml`/`*.yml` file of one directory,
+//! watched with inotify (through notify) and relisted in full periodically
+//! as a safety net, as kubelet's file source does. Each scan yields the whole
+//! directory; files whose size, mtime and inode did not change are not
+//! parsed again.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use super::manifest::{self, Manifest, ManifestError};
+use crate::reconcile::store::{Changes, FileSnapshot, SourceKind, Store};
+
+/// Files larger than this are refused.
+pub const MAX_MANIFEST_BYTES: u64 = 10 << 20;
+
+/// What identifies one version of a file without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileKey {
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+/// The directory source.
+#[derive(Debug)]
+pub struct DirSource {
+    dir: PathBuf,
+    relist: Duration,
+    cache: HashMap<PathBuf, (FileKey, Vec<Result<Manifest, ManifestError>>)>,
+}
+
+/// Whether a directory entry name is a manifest: `*.yaml` or `*.yml`, and
+/// not a dotfile or an editor's temp or backup file.
+pub fn is_manifest_name(name: &str) -> bool {
+    let temp = name.starts_with('.') || name.starts_with('#') || name.ends_with('~');
+    !temp && (name.ends_with(".yaml") || name.ends_with(".yml"))
+}
+
+impl DirSource {
+    /// Watch `dir`, relisting every `relist`.
+    pub fn new(dir: impl Into<PathBuf>, relist: Duration) -> Self {
+        Self {
+            dir: dir.into(),
+            relist,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// Read every manifest in the directory, sorted by path. Unreadable or
+    /// oversized files become errors on that file.
+    pub fn scan(&mut self) -> FileSnapshot {
+        let mut paths: Vec<(PathBuf, fs::Metadata)> = match fs::read_dir(&self.dir) {
+            Ok(rd) => rd
+                .flatten()
+                .filter(|e| is_manifest_name(&e.file_name().to_string_lossy()))
+                .filter_map(|e| {
+                    let path = e.path();
+                    // Follows symlinks: a linked manifest counts; a subdirectory does not.
+                    fs::metadata(&path)
+                        .ok()
+                        .filter(|m| m.is_file())
+                        .map(|m| (path, m))
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot list the manifest directory");
+                Vec::new()
+            }
+        };
+        paths.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut fresh = HashMap::with_capacity(paths.len());
+        let mut snapshot = Vec::with_capacity(paths.len());
+        for (path, meta) in paths {
+            let key = FileKey {
+                ino: meta.ino(),
+                size: meta.size(),
+                mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            };
+            let docs = match self.cache.remove(&path) {
+                Some((k, docs)) if k == key => docs,
+                _ => read_manifest(&path, meta.size()),
+            };
+            snapshot.push((path.clone(), docs.clone()));
+            fresh.insert(path, (key, docs));
+        }
+        self.cache = fresh;
+        snapshot
+    }
+
+    /// Scan now, then on every change in the directory and every relist
+    /// period; apply each scan to `store` and send what changed.
+    pub async fn run(mut self, store: Arc<Store>, changes: mpsc::Sender<Changes>) {
+        if let Err(e) = fs::create_dir_all(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot create the manifest directory");
+        }
+        let (tx, mut events) = mpsc::unbounded_channel::<()>();
+        let _watcher = watch(&self.dir, tx);
+        let first = store.apply_files(self.scan());
+        store.mark_synced(SourceKind::File);
+        if changes.send(first).await.is_err() {
+            return;
+        }
+        let mut relist = tokio::time::interval(self.relist);
+        relist.tick().await;
+        loop {
+            tokio::select! {
+                event = events.recv() => {
+                    if event.is_none() { return; }
+                    // Everything that arrived meanwhile is covered by this one scan.
+                    while events.try_recv().is_ok() {}
+                }
+                _ = relist.tick() => {}
+            }
+            let c = store.apply_files(self.scan());
+            if (!c.handles.is_empty() || !c.files.is_empty()) && changes.send(c).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Read and parse one file, refusing oversized ones.
+fn read_manifest(path: &Path, size: u64) -> Vec<Result<Manifest, ManifestError>> {
+    let fail = |message: String| {
+        vec![Err(ManifestError {
+            path: path.into(),
+            document: 0,
+            line: None,
+            field: None,
+            message,
+            name: None,
+        })]
+    };
+    if size > MAX_MANIFEST_BYTES {
+        return fail(format!(
+            "{size} bytes is over the {MAX_MANIFEST_BYTES}-byte limit for a manifest"
+        ));
+    }
+    let mut text = String::new();
+    let read =
+        fs::File::open(path).and_then(|f| f.take(MAX_MANIFEST_BYTES + 1).read_to_string(&mut text));
+    match read {
+        Ok(_) => manifest::parse(path, &text),
+        Err(e) => fail(format!("cannot read: {e}")),
+    }
+}
+
+/// Start an inotify watch on `dir` that pokes `tx` on every event that can
+/// change what the directory declares. Writes in progress are skipped: the
+/// close that ends them is the event.
+fn watch(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Option<RecommendedWatcher> {
+    let handler = move |res: notify::Result<Event>| {
+        let relevant = match res {
+            Ok(ev) => matches!(
+                ev.kind,
+                EventKind::Create(_)
+                    | EventKind::Remove(_)
+                    | EventKind::Modify(ModifyKind::Name(_))
+                    | EventKind::Modify(ModifyKind::Any)
+                    | EventKind::Access(AccessKind::Close(AccessMode::Write))
+            ),
+            Err(_) => true,
+        };
+        if relevant {
+            let _ = tx.send(());
+        }
+    };
+    match notify::recommended_watcher(handler)
+        .and_then(|mut w| w.watch(dir, RecursiveMode::NonRecursive).map(|()| w))
+    {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the manifest directory; relisting only");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_names() {
+        for yes in ["web.yaml", "a.b.yml", "x-1.yaml"] {
+            assert!(is_manifest_name(yes), "{yes}");
+        }
+        for no in [
+            ".web.yaml",
+            ".web.yaml.swp",
+            "web.yaml~",
+            "#web.yaml#",
+            "web.json",
+            "web.yaml.tmp",
+            "README",
+        ] {
+            assert!(!is_manifest_name(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn scan_reads_sorted_skips_junk_and_caches() {
+        let dir = std::env::temp_dir().join(format!("rundmc-dirsrc-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("sub.yaml")).unwrap();
+        let doc = |n: &str| {
+            format!(
+                "apiVersion: rundmc.io/v1alpha1\nkind: Container\nmetadata:\n  name: {n}\nspec:\n  rootfs: /img\n"
+            )
+        };
+        fs::write(dir.join("b.yaml"), doc("b")).unwrap();
+        fs::write(dir.join("a.yml"), doc("a")).unwrap();
+        fs::write(dir.join(".hidden.yaml"), doc("h")).unwrap();
+        fs::write(
+            dir.join("big.yaml"),
+            vec![b'#'; (MAX_MANIFEST_BYTES + 1) as usize],
+        )
+        .unwrap();
+        let mut src = DirSource::new(&dir, Duration::from_secs(20));
+        let snap = src.scan();
+        let names: Vec<_> = snap
+            .iter()
+            .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["a.yml", "b.yaml", "big.yaml"]);
+        let big = snap[2].1[0].as_ref().unwrap_err();
+        assert!(
+            big.to_string().contains("over the 10485760-byte limit"),
+            "{big}"
+        );
+        assert_eq!(src.scan(), snap, "a second scan gives the same");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
