@@ -8,5 +8,6 @@ pub mod containerizer;
 pub mod fsutil;
 pub mod pidfd;
 pub mod reconcile;
+pub mod report;
 pub mod runtime;
 pub mod source;

@@ -1,0 +1,186 @@
+//! Status: computed purely from what was declared and observed, then
+//! written back where the declaration came from. This file owns the
+//! computation; writers live beside it.
+
+use std::time::SystemTime;
+
+use crate::api::{Condition, ContainerSpec, ContainerStatus, DesiredState, Phase, Termination};
+use crate::reconcile::plan::{ContainerObs, MainObs, Observed, Waiting, should_restart};
+
+/// Why a Ready or Valid condition is what it is (kubelet's words where one fits).
+pub mod reason {
+    /// The main process (or init, for idle containers) runs.
+    pub const STARTED: &str = "Started";
+    /// Stopped on request.
+    pub const STOPPED: &str = "Stopped";
+    /// Waiting out crash-loop backoff.
+    pub const CRASH_LOOP: &str = "CrashLoopBackOff";
+    /// Exited 0, not restarted.
+    pub const COMPLETED: &str = "Completed";
+    /// Exited non-zero, not restarted.
+    pub const ERROR: &str = "Error";
+    /// Killed by the OOM killer.
+    pub const OOM_KILLED: &str = "OOMKilled";
+    /// Its supervisor died without recording an exit.
+    pub const LOST: &str = "Lost";
+    /// Being made.
+    pub const CREATING: &str = "Creating";
+    /// Being destroyed.
+    pub const TERMINATING: &str = "Terminating";
+    /// The last reconcile failed.
+    pub const FAILED: &str = "Failed";
+    /// The manifest is invalid; the last good spec runs.
+    pub const INVALID_MANIFEST: &str = "InvalidManifest";
+    /// The manifest is valid.
+    pub const VALID: &str = "Valid";
+}
+
+/// Condition types.
+pub const READY: &str = "Ready";
+/// Whether the current declaration could be applied.
+pub const VALID: &str = "Valid";
+
+/// Everything status is computed from.
+#[derive(Debug)]
+pub struct StatusInput<'a> {
+    /// The spec being run (the last good one).
+    pub spec: Option<&'a ContainerSpec>,
+    /// The declaration's generation.
+    pub generation: i64,
+    /// The declaration's error, if invalid or refused: (reason, message).
+    pub invalid: Option<(&'a str, &'a str)>,
+    /// Being deleted.
+    pub terminating: bool,
+    /// What was observed after acting.
+    pub observed: &'a Observed<'a>,
+    /// The last termination of the main process.
+    pub last_termination: Option<Termination>,
+    /// Why the plan is waiting.
+    pub waiting: Option<Waiting>,
+    /// The error of this reconcile, if it failed.
+    pub error: Option<&'a str>,
+    /// The handle.
+    pub handle: &'a str,
+    /// The status written last time, for transition times.
+    pub previous: Option<&'a ContainerStatus>,
+    /// Now.
+    pub now: SystemTime,
+}
+
+/// Phase, Ready's status, its reason and a message.
+fn phase(input: &StatusInput<'_>) -> (Phase, bool, &'static str, Option<String>) {
+    if input.terminating {
+        return (Phase::Terminating, false, reason::TERMINATING, None);
+    }
+    if let Some(err) = input.error {
+        let phase = if matches!(input.observed.container, ContainerObs::Present { .. }) {
+            Phase::Running
+        } else {
+            Phase::Pending
+        };
+        return (phase, false, reason::FAILED, Some(err.to_string()));
+    }
+    let Some(spec) = input.spec else {
+        return (Phase::Pending, false, reason::INVALID_MANIFEST, None);
+    };
+    let healthy = matches!(
+        input.observed.container,
+        ContainerObs::Present {
+            runtime: Some(crate::runtime::Status::Running),
+            ..
+        }
+    );
+    if !healthy {
+        return (Phase::Creating, false, reason::CREATING, None);
+    }
+    if spec.process.is_none() {
+        return (Phase::Running, true, reason::STARTED, None);
+    }
+    if spec.state == DesiredState::Stopped {
+        return (Phase::Stopped, false, reason::STOPPED, None);
+    }
+    match (input.observed.main, input.waiting) {
+        (MainObs::Running, _) => (Phase::Running, true, reason::STARTED, None),
+        (MainObs::NotStarted, _) => (Phase::Creating, false, reason::CREATING, None),
+        (MainObs::Exited { .. }, Some(Waiting::BackOff { delay, .. })) => (
+            Phase::Running,
+            false,
+            reason::CRASH_LOOP,
+            Some(format!(
+                "back-off {} restarting failed main process",
+                humantime::format_duration(delay)
+            )),
+        ),
+        (MainObs::Exited { code, .. }, None) => {
+            let term_reason = input.last_termination.as_ref().map(|t| t.reason.as_str());
+            let r = match term_reason {
+                Some(reason::OOM_KILLED) => reason::OOM_KILLED,
+                Some(reason::LOST) => reason::LOST,
+                _ if code == Some(0) => reason::COMPLETED,
+                _ => reason::ERROR,
+            };
+            let restarting = should_restart(spec.restart_policy, code);
+            let phase = match (restarting, code) {
+                (true, _) => Phase::Running,
+                (false, Some(0)) => Phase::Succeeded,
+                (false, _) => Phase::Failed,
+            };
+            (phase, false, r, None)
+        }
+    }
+}
+
+/// The status of one container.
+pub fn compute(input: &StatusInput<'_>) -> ContainerStatus {
+    let (phase, ready, ready_reason, message) = phase(input);
+    let mut conditions = vec![condition(
+        input,
+        READY,
+        ready,
+        ready_reason,
+        message.clone(),
+    )];
+    if let Some((why, msg)) = input.invalid {
+        conditions.push(condition(input, VALID, false, why, Some(msg.to_string())));
+    }
+    ContainerStatus {
+        phase: Some(phase),
+        observed_generation: Some(input.generation),
+        conditions,
+        handle: Some(input.handle.to_string()),
+        restart_count: i64::from(input.observed.history.restarts),
+        last_termination: input.last_termination.clone(),
+        message,
+        properties: input.spec.map(|s| s.properties.clone()).unwrap_or_default(),
+    }
+}
+
+/// A condition whose transition time is kept while its status holds.
+fn condition(
+    input: &StatusInput<'_>,
+    type_: &str,
+    status: bool,
+    why: &str,
+    message: Option<String>,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_string();
+    let previous = input
+        .previous
+        .and_then(|p| p.conditions.iter().find(|c| c.type_ == type_));
+    let last_transition_time = match previous {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => Some(humantime::format_rfc3339_seconds(input.now).to_string()),
+    };
+    Condition {
+        type_: type_.to_string(),
+        status,
+        reason: Some(why.to_string()),
+        message,
+        observed_generation: Some(input.generation),
+        last_transition_time,
+    }
+}
+
+#[cfg(test)]
+#[path = "status_tests.rs"]
+mod tests;

@@ -1,0 +1,199 @@
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::api::{ProcessSpec, RestartPolicy};
+use crate::reconcile::plan::MainHistory;
+use crate::runtime::Status;
+
+fn spec() -> ContainerSpec {
+    ContainerSpec {
+        rootfs: "/img".into(),
+        process: Some(ProcessSpec {
+            args: vec!["x".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn obs(spec: &ContainerSpec, main: MainObs) -> Observed<'_> {
+    Observed {
+        container: ContainerObs::Present {
+            spec,
+            runtime: Some(Status::Running),
+        },
+        main,
+        history: MainHistory {
+            restarts: 2,
+            ..Default::default()
+        },
+    }
+}
+
+fn exited(code: i32) -> MainObs {
+    MainObs::Exited {
+        code: Some(code),
+        finished_at: SystemTime::UNIX_EPOCH,
+        ran_for: Duration::ZERO,
+    }
+}
+
+fn input<'a>(spec: &'a ContainerSpec, observed: &'a Observed<'a>) -> StatusInput<'a> {
+    StatusInput {
+        spec: Some(spec),
+        generation: 3,
+        invalid: None,
+        terminating: false,
+        observed,
+        last_termination: None,
+        waiting: None,
+        error: None,
+        handle: "web",
+        previous: None,
+        now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+    }
+}
+
+fn summary(s: &ContainerStatus) -> (Phase, String, String) {
+    let ready = &s.conditions[0];
+    (
+        s.phase.unwrap(),
+        ready.status.clone(),
+        ready.reason.clone().unwrap(),
+    )
+}
+
+#[test]
+fn running_is_ready() {
+    let s = spec();
+    let o = obs(&s, MainObs::Running);
+    let st = compute(&input(&s, &o));
+    assert_eq!(
+        summary(&st),
+        (Phase::Running, "True".into(), "Started".into())
+    );
+    assert_eq!(st.observed_generation, Some(3));
+    assert_eq!(st.conditions[0].observed_generation, Some(3));
+    assert_eq!(st.restart_count, 2);
+    assert_eq!(st.handle.as_deref(), Some("web"));
+}
+
+#[test]
+fn crash_loop_is_running_but_not_ready() {
+    let s = spec();
+    let o = obs(&s, exited(1));
+    let mut i = input(&s, &o);
+    i.waiting = Some(Waiting::BackOff {
+        delay: Duration::from_secs(20),
+        remaining: Duration::from_secs(5),
+    });
+    let st = compute(&i);
+    assert_eq!(
+        summary(&st),
+        (Phase::Running, "False".into(), "CrashLoopBackOff".into())
+    );
+    assert_eq!(
+        st.message.as_deref(),
+        Some("back-off 20s restarting failed main process")
+    );
+}
+
+#[test]
+fn terminal_exits() {
+    let never = ContainerSpec {
+        restart_policy: RestartPolicy::Never,
+        ..spec()
+    };
+    let ok = obs(&never, exited(0));
+    assert_eq!(
+        summary(&compute(&input(&never, &ok))),
+        (Phase::Succeeded, "False".into(), "Completed".into())
+    );
+    let bad = obs(&never, exited(3));
+    assert_eq!(
+        summary(&compute(&input(&never, &bad))),
+        (Phase::Failed, "False".into(), "Error".into())
+    );
+    let mut oom = input(&never, &bad);
+    oom.last_termination = Some(Termination {
+        exit_code: 137,
+        signal: Some("SIGKILL".into()),
+        reason: "OOMKilled".into(),
+        finished_at: None,
+    });
+    assert_eq!(
+        summary(&compute(&oom)),
+        (Phase::Failed, "False".into(), "OOMKilled".into())
+    );
+}
+
+#[test]
+fn stopped_idle_and_terminating() {
+    let stopped = ContainerSpec {
+        state: DesiredState::Stopped,
+        ..spec()
+    };
+    let o = obs(&stopped, exited(143));
+    assert_eq!(
+        summary(&compute(&input(&stopped, &o))),
+        (Phase::Stopped, "False".into(), "Stopped".into())
+    );
+    let idle = ContainerSpec {
+        process: None,
+        ..spec()
+    };
+    let o = obs(&idle, MainObs::NotStarted);
+    assert_eq!(
+        summary(&compute(&input(&idle, &o))),
+        (Phase::Running, "True".into(), "Started".into())
+    );
+    let mut t = input(&idle, &o);
+    t.terminating = true;
+    assert_eq!(summary(&compute(&t)).0, Phase::Terminating);
+}
+
+#[test]
+fn invalid_manifest_keeps_running_with_a_condition() {
+    let s = spec();
+    let o = obs(&s, MainObs::Running);
+    let mut i = input(&s, &o);
+    i.invalid = Some((
+        "InvalidManifest",
+        "/m/web.yaml: document 1: spec.rootfs: bad",
+    ));
+    let st = compute(&i);
+    assert_eq!(
+        summary(&st),
+        (Phase::Running, "True".into(), "Started".into())
+    );
+    let valid = &st.conditions[1];
+    assert_eq!(
+        (valid.type_.as_str(), valid.status.as_str()),
+        ("Valid", "False")
+    );
+    assert!(valid.message.as_deref().unwrap().contains("spec.rootfs"));
+}
+
+#[test]
+fn transition_time_holds_while_status_holds() {
+    let s = spec();
+    let o = obs(&s, MainObs::Running);
+    let first = compute(&input(&s, &o));
+    let mut later = input(&s, &o);
+    later.now += Duration::from_secs(60);
+    later.previous = Some(&first);
+    assert_eq!(
+        compute(&later),
+        first,
+        "a resync computes the identical status"
+    );
+    let o2 = obs(&s, exited(1));
+    let mut changed = input(&s, &o2);
+    changed.now += Duration::from_secs(60);
+    changed.previous = Some(&first);
+    let st = compute(&changed);
+    assert_ne!(
+        st.conditions[0].last_transition_time,
+        first.conditions[0].last_transition_time
+    );
+}
