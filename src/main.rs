@@ -2,17 +2,25 @@
 
 use anyhow::Context;
 use clap::Parser;
-use rundmc::cli::{Cli, Command, NstarDirection};
+use rundmc::cli::{Cli, Command, LogFormat, NstarDirection};
 use rundmc::containerizer::nstar;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Agent(args) => {
+            init_logging(args.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(rundmc::cli::agent::run(args)).context("rundmc agent")?;
+            // Exit-watch tasks may still wait on supervisors: do not wait for them.
+            runtime.shutdown_background();
+            Ok(())
+        }
         Command::Crd => {
-            print!(
-                "{}",
-                rundmc::api::crd::crd_yaml().context("rendering the CRD")?
-            );
+            print!("{}", rundmc::api::crd::crd_yaml().context("rendering the CRD")?);
             Ok(())
         }
         // Runs before any thread exists: setns(CLONE_NEWNS) needs that.
@@ -24,5 +32,16 @@ fn main() -> anyhow::Result<()> {
             nstar::run(direction, args.pid, &args.path, args.user).context("nstar")?;
             Ok(())
         }
+    }
+}
+
+/// Log to stderr, as text or JSON, filtered by RUST_LOG (default: info).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
     }
 }

@@ -261,8 +261,11 @@ pub struct Termination {
     /// Signal name when killed by a signal, e.g. SIGKILL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
-    /// Completed, Error, OOMKilled, Signaled or Lost.
+    /// Completed, Error, OOMKilled, StartError or Lost.
     pub reason: String,
+    /// Detail, e.g. the runtime's message when the process never started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// When it ended (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub mod agent;
+
 /// rundmc keeps this machine's containers equal to what is declared for it.
 #[derive(Debug, Parser)]
 #[command(name = "rundmc", version, about)]
@@ -17,6 +19,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Keep this machine's containers equal to the manifests (and resources) declared for it.
+    Agent(AgentArgs),
     /// Print the Container CustomResourceDefinition as YAML.
     Crd,
     /// Stream a tar into or out of a container's mount namespace (internal).
@@ -55,4 +59,78 @@ fn parse_uid_gid(s: &str) -> Result<(u32, u32), String> {
         u.parse().map_err(|_| "bad uid")?,
         g.parse().map_err(|_| "bad gid")?,
     ))
+}
+
+/// `rundmc agent` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    /// Directory of Container manifests to keep running.
+    #[arg(long, default_value = "/etc/rundmc/manifests")]
+    pub manifests: PathBuf,
+    /// The depot: one OCI bundle per container. The source of truth.
+    #[arg(long, default_value = "/var/lib/rundmc/depot")]
+    pub depot: PathBuf,
+    /// Where status files and the event log go.
+    #[arg(long, default_value = "/run/rundmc")]
+    pub state_dir: PathBuf,
+    /// The OCI runtime's state root (its --root).
+    #[arg(long, default_value = "/run/rundmc/runc")]
+    pub runtime_root: PathBuf,
+    /// The OCI runtime binary: runc, crun, or a path.
+    #[arg(long, default_value = "runc")]
+    pub runtime: PathBuf,
+    /// This node's name (default: the hostname).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Reconcile everything this often, to catch what events miss.
+    #[arg(long, default_value = "30s")]
+    pub resync_period: humantime::Duration,
+    /// List the manifest directory in full this often, besides watching it.
+    #[arg(long, default_value = "20s")]
+    pub relist_period: humantime::Duration,
+    /// Containers reconciled in parallel.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// The cgroup under which every container's cgroup is made.
+    #[arg(long, default_value = "rundmc")]
+    pub cgroup_parent: String,
+    /// rundmc-init (default: beside rundmc, then /usr/lib/rundmc).
+    #[arg(long)]
+    pub init_binary: Option<PathBuf>,
+    /// rundmc-shim (default: beside rundmc, then /usr/lib/rundmc).
+    #[arg(long)]
+    pub shim_binary: Option<PathBuf>,
+    /// Upper bound on any one runtime call.
+    #[arg(long, default_value = "60s")]
+    pub runtime_timeout: humantime::Duration,
+    /// First crash-loop backoff delay (kubelet: 10s).
+    #[arg(long, default_value = "10s")]
+    pub crash_loop_initial: humantime::Duration,
+    /// Largest crash-loop backoff delay (kubelet: 5m); a run twice as long resets it.
+    #[arg(long, default_value = "5m")]
+    pub crash_loop_max: humantime::Duration,
+    /// Events kept in events.jsonl.
+    #[arg(long, default_value_t = 1000)]
+    pub events_keep: usize,
+}
+
+impl AgentArgs {
+    /// The node name, defaulting to the hostname.
+    pub fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| {
+            nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+        })
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
 }

@@ -25,12 +25,15 @@ pub mod nstar;
 pub mod rootfs;
 pub mod stop;
 pub mod stream;
+pub mod run;
+pub mod update;
 pub mod users;
 
 use cgroup::{Cgroup, CgroupError, Hierarchy};
 use depot::{Depot, DepotError};
 use rootfs::{KernelMounter, Mounter, RootfsError};
 use users::UserError;
+use crate::process::{ProcessError, Tracker};
 
 /// Everything that can go wrong in a containerizer verb. Each names the
 /// container, and where the cause is a spec field, the field.
@@ -133,6 +136,33 @@ pub enum ContainerizerError {
         /// What nstar or the pipe said.
         message: String,
     },
+    /// A process could not be started, found or signalled.
+    #[error("{handle}: {source}")]
+    Process {
+        /// The container.
+        handle: Handle,
+        /// Why.
+        #[source]
+        source: ProcessError,
+    },
+    /// A process id that is not a valid name.
+    #[error("{handle}: process id {id:?}: {reason}")]
+    BadProcessId {
+        /// The container.
+        handle: Handle,
+        /// The id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A process with this id already exists in the container.
+    #[error("{handle}: process {id} already exists")]
+    ProcessExists {
+        /// The container.
+        handle: Handle,
+        /// The id.
+        id: String,
+    },
     /// Processes survived SIGKILL (e.g. stuck in the kernel).
     #[error("{handle}: {count} processes survived SIGKILL")]
     Unkillable {
@@ -157,6 +187,8 @@ pub struct Config {
     pub cgroup_parent: String,
     /// The `rundmc` binary, run as `rundmc nstar` for stream in/out.
     pub nstar_binary: PathBuf,
+    /// The `rundmc-shim` supervisor binary.
+    pub shim_binary: PathBuf,
 }
 
 /// The containerizer over an OCI runtime `R` and a mounter `M`.
@@ -165,6 +197,7 @@ pub struct Containerizer<R, M = KernelMounter> {
     runtime: R,
     mounter: M,
     hierarchy: Hierarchy,
+    tracker: Tracker,
     config: Config,
 }
 

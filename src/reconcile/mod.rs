@@ -2,6 +2,8 @@
 //! controller loop that observes, plans and executes for one handle at a time.
 
 pub mod backoff;
+pub mod history;
+pub mod observe;
 pub mod plan;
 pub mod queue;
 pub mod store;

@@ -15,7 +15,7 @@ mod process;
 mod rules;
 
 pub use process::{ExecUser, ProcessInput, process_spec};
-pub use rules::{DEFAULT_CAPABILITIES, INIT_PATH, RULES, all_capabilities};
+pub use rules::{DEFAULT_CAPABILITIES, INIT_PATH, RULES, all_capabilities, limit_resources};
 
 /// Everything the rules read. Built by the containerizer from the spec and
 /// a few facts about the machine.

@@ -13,6 +13,7 @@ use oci_spec::runtime::{
 };
 
 use super::{BundleInput, Rule};
+use crate::api::Resources;
 
 /// Where init is bind-mounted inside every container.
 pub const INIT_PATH: &str = "/.rundmc/init";
@@ -276,28 +277,39 @@ fn hostname_env(input: &BundleInput<'_>, spec: &mut Spec) {
 /// Memory, CPU (quota from millicores) and pids; all devices for privileged
 /// containers, none beyond runc's defaults otherwise.
 fn limits(input: &BundleInput<'_>, spec: &mut Spec) {
-    let mut res = LinuxResources::default();
+    let mut res = limit_resources(&input.resources, false);
     let mut deny_all = LinuxDeviceCgroup::default();
     deny_all.set_allow(input.spec.privileged);
     deny_all.set_access(Some("rwm".to_string()));
     res.set_devices(Some(vec![deny_all]));
-    if let Some(bytes) = input.resources.memory_bytes {
+    linux(spec).set_resources(Some(res));
+}
+
+/// The cgroup limits of `resources`. With `clear_unset`, a limit that is
+/// not set becomes -1 (no limit), which is what `runc update` needs to lift
+/// one; a fresh bundle simply leaves it out.
+pub fn limit_resources(resources: &Resources, clear_unset: bool) -> LinuxResources {
+    let mut res = LinuxResources::default();
+    let memory = resources.memory_bytes.map(|b| b as i64).or(clear_unset.then_some(-1));
+    if let Some(limit) = memory {
         let mut mem = LinuxMemory::default();
-        mem.set_limit(Some(bytes as i64));
+        mem.set_limit(Some(limit));
         res.set_memory(Some(mem));
     }
-    if let Some(millis) = input.resources.cpu_millis {
+    let quota = resources.cpu_millis.map(cpu_quota_us).or(clear_unset.then_some(-1));
+    if let Some(quota) = quota {
         let mut cpu = LinuxCpu::default();
         cpu.set_period(Some(CPU_PERIOD_US));
-        cpu.set_quota(Some(cpu_quota_us(millis)));
+        cpu.set_quota(Some(quota));
         res.set_cpu(Some(cpu));
     }
-    if let Some(max) = input.resources.pids {
-        let mut pids = LinuxPids::default();
-        pids.set_limit(max);
-        res.set_pids(Some(pids));
+    let pids = resources.pids.or(clear_unset.then_some(-1));
+    if let Some(max) = pids {
+        let mut p = LinuxPids::default();
+        p.set_limit(max);
+        res.set_pids(Some(p));
     }
-    linux(spec).set_resources(Some(res));
+    res
 }
 
 /// CFS quota for a CPU limit: millicores of each period, at least 1 ms.

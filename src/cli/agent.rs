@@ -1,0 +1,151 @@
+//! `rundmc agent`: wires the rooms together — the runc adapter and the
+//! containerizer, the desired store and work queue, the directory source,
+//! the controller and the reporters — and runs until SIGTERM or SIGINT,
+//! which stop the agent and leave every container and process running.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use super::AgentArgs;
+use crate::containerizer::{Config, Containerizer, ContainerizerError};
+use crate::fsutil::FsError;
+use crate::reconcile::backoff::CrashLoopBackoff;
+use crate::reconcile::controller::{Controller, ControllerConfig};
+use crate::reconcile::queue::WorkQueue;
+use crate::reconcile::store::{Changes, Store};
+use crate::report::Reporters;
+use crate::report::events::{EventLog, EventType, reason};
+use crate::report::files::StatusFiles;
+use crate::runtime::{Runc, RuntimeConfig};
+use crate::source::dir::DirSource;
+
+/// Why the agent could not start.
+#[derive(Debug, Error)]
+pub enum AgentError {
+    /// The containerizer could not be set up.
+    #[error(transparent)]
+    Containerizer(#[from] ContainerizerError),
+    /// A state file or directory could not be made.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// A helper binary is missing.
+    #[error("{what} not found at {path}; pass {flag}")]
+    MissingBinary {
+        /// Which binary.
+        what: &'static str,
+        /// Where it was looked for.
+        path: PathBuf,
+        /// The flag that sets it.
+        flag: &'static str,
+    },
+    /// Signal handlers could not be installed.
+    #[error("installing signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+/// A binary shipped beside `rundmc` (or in /usr/lib/rundmc), unless given.
+fn sibling(given: &Option<PathBuf>, name: &'static str, flag: &'static str) -> Result<PathBuf, AgentError> {
+    if let Some(p) = given {
+        return Ok(p.clone());
+    }
+    let beside = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join(name)));
+    let candidates = beside.into_iter().chain([PathBuf::from("/usr/lib/rundmc").join(name)]);
+    let mut last = PathBuf::from(name);
+    for c in candidates {
+        if c.is_file() {
+            return Ok(c);
+        }
+        last = c;
+    }
+    Err(AgentError::MissingBinary { what: name, path: last, flag })
+}
+
+/// Run the agent until a stop signal.
+pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
+    let runtime = Runc::new(RuntimeConfig {
+        binary: args.runtime.clone(),
+        root: args.runtime_root.clone(),
+        timeout: args.runtime_timeout.into(),
+    });
+    let config = Config {
+        depot: args.depot.clone(),
+        init_binary: sibling(&args.init_binary, "rundmc-init", "--init-binary")?,
+        shim_binary: sibling(&args.shim_binary, "rundmc-shim", "--shim-binary")?,
+        cgroup_parent: args.cgroup_parent.clone(),
+        nstar_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("rundmc")),
+    };
+    let containerizer = Arc::new(Containerizer::new(config, runtime)?);
+    let reporters = Arc::new(Reporters {
+        files: StatusFiles::open(args.state_dir.join("status"))?,
+        events: EventLog::open(args.state_dir.join("events.jsonl"), args.events_keep)?,
+    });
+    let store = Arc::new(Store::new());
+    let queue = WorkQueue::new();
+    let controller = Controller::new(
+        Arc::clone(&containerizer),
+        Arc::clone(&store),
+        Arc::clone(&queue),
+        Arc::clone(&reporters),
+        ControllerConfig {
+            workers: args.workers,
+            resync_period: args.resync_period.into(),
+            crash_loop: CrashLoopBackoff {
+                initial: args.crash_loop_initial.into(),
+                max: args.crash_loop_max.into(),
+                reset_after: Duration::from(args.crash_loop_max) * 2,
+            },
+        },
+    );
+    let (tx, mut changes) = mpsc::channel::<Changes>(64);
+    let dir = DirSource::new(&args.manifests, args.relist_period.into());
+    tokio::spawn(dir.run(Arc::clone(&store), tx));
+    tracing::info!(manifests = %args.manifests.display(), depot = %args.depot.display(), node = %args.node_name(), "rundmc agent starting");
+
+    // The first listing comes before anything is reconciled, so nothing
+    // declared is mistaken for undeclared.
+    if let Some(first) = changes.recv().await {
+        dispatch(&store, &queue, &reporters, first).await;
+    }
+    controller.enqueue_all();
+    let dispatcher = {
+        let (store, queue, reporters) = (Arc::clone(&store), Arc::clone(&queue), Arc::clone(&reporters));
+        tokio::spawn(async move {
+            while let Some(c) = changes.recv().await {
+                dispatch(&store, &queue, &reporters, c).await;
+            }
+        })
+    };
+    let workers = tokio::spawn(Arc::clone(&controller).run());
+    let mut term = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping the agent, leaving containers running"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping the agent, leaving containers running"),
+    }
+    queue.shutdown();
+    dispatcher.abort();
+    // Let in-flight reconciles finish their step, but not forever.
+    let _ = tokio::time::timeout(Duration::from_secs(10), workers).await;
+    Ok(())
+}
+
+/// Hand a source's changes to the queue, and report errors that belong to
+/// no container (and new manifest errors of those that do).
+async fn dispatch(store: &Store, queue: &WorkQueue, reporters: &Reporters, changes: Changes) {
+    for path in &changes.files {
+        reporters.file_errors(path, &store.file_errors(path));
+    }
+    for handle in changes.handles {
+        if let Some(d) = store.get(&handle) {
+            if let Some(err) = &d.error {
+                reporters.event(Some(&d), &handle, EventType::Warning, reason::INVALID_MANIFEST, err.clone()).await;
+            }
+        }
+        queue.add(handle);
+    }
+}

@@ -1,0 +1,372 @@
+//! The controller: workers take handles off the queue, observe, plan,
+//! execute the plan's steps through the containerizer, and report status
+//! and events where the declaration came from. One handle is reconciled by
+//! one worker at a time; any number of sources feed the same store and queue.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use super::backoff::CrashLoopBackoff;
+use super::history::{MainFile, run_id};
+use super::observe::{Observation, observe};
+use super::plan::{self, Plan, Step, Waiting};
+use super::queue::WorkQueue;
+use super::store::{Desired, SOURCE_LABEL, SourceKind, Store};
+use crate::api::{ContainerSpec, Handle};
+use crate::containerizer::run::RunSpec;
+use crate::containerizer::{Containerizer, ContainerizerError};
+use crate::process::ProcessError;
+use crate::report::Reporters;
+use crate::report::events::{EventType, reason};
+use crate::report::status::{self, StatusInput};
+use crate::runtime::OciRuntime;
+
+/// Tunables of the controller.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Parallel reconciles.
+    pub workers: usize,
+    /// Reconcile everything this often, to catch what events miss.
+    pub resync_period: Duration,
+    /// Crash-loop backoff of main processes.
+    pub crash_loop: CrashLoopBackoff,
+}
+
+/// The reconcile loop over one containerizer.
+pub struct Controller<R: OciRuntime> {
+    containerizer: Arc<Containerizer<R>>,
+    store: Arc<Store>,
+    queue: Arc<WorkQueue>,
+    reporters: Arc<Reporters>,
+    config: ControllerConfig,
+    /// Runs whose exit is being awaited, as (handle, process id).
+    watching: Arc<Mutex<HashSet<(Handle, String)>>>,
+    /// Runs whose end (or backoff) has been announced by an event.
+    announced: Mutex<HashSet<(Handle, String, &'static str)>>,
+}
+
+/// What one reconcile did, for the worker loop.
+type Outcome = Result<Option<Duration>, ContainerizerError>;
+
+impl<R: OciRuntime> Controller<R> {
+    /// A controller; call [`Controller::run`] to start it.
+    pub fn new(
+        containerizer: Arc<Containerizer<R>>,
+        store: Arc<Store>,
+        queue: Arc<WorkQueue>,
+        reporters: Arc<Reporters>,
+        config: ControllerConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            containerizer,
+            store,
+            queue,
+            reporters,
+            config,
+            watching: Arc::new(Mutex::new(HashSet::new())),
+            announced: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Queue every handle that is declared or in the depot.
+    pub fn enqueue_all(&self) {
+        let mut handles: HashSet<Handle> = self.store.handles().into_iter().collect();
+        if let Ok(entries) = self.containerizer.depot().entries() {
+            handles.extend(entries.into_iter().map(|e| e.handle));
+        }
+        for h in handles {
+            self.queue.add(h);
+        }
+    }
+
+    /// Run the workers and the resync ticker until the queue shuts down.
+    pub async fn run(self: Arc<Self>) {
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..self.config.workers.max(1) {
+            let me = Arc::clone(&self);
+            workers.spawn(async move { me.work().await });
+        }
+        let me = Arc::clone(&self);
+        let resync = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(me.config.resync_period);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                me.enqueue_all();
+            }
+        });
+        while workers.join_next().await.is_some() {}
+        resync.abort();
+    }
+
+    async fn work(&self) {
+        while let Some(handle) = self.queue.next().await {
+            let outcome = self.reconcile(&handle).await;
+            self.queue.done(&handle);
+            match outcome {
+                Ok(requeue) => {
+                    self.queue.forget(&handle);
+                    if let Some(after) = requeue {
+                        self.queue.add_after(handle, after);
+                    }
+                }
+                Err(e) => {
+                    let delay = self.queue.retry(handle.clone(), jitter());
+                    tracing::warn!(%handle, error = %e, retry_in = ?delay, "reconcile failed");
+                }
+            }
+        }
+    }
+
+    /// Bring `handle` to its declaration.
+    pub async fn reconcile(&self, handle: &Handle) -> Outcome {
+        let desired = self.store.get(handle);
+        let obs = observe(&self.containerizer, handle).await?;
+        let Some(want) = self.effective_spec(desired.as_ref(), &obs) else {
+            if let Some(d) = &desired {
+                self.report(d, &obs, None, None).await;
+            }
+            return Ok(None);
+        };
+        let now = SystemTime::now();
+        let plan = plan::plan(want.as_ref(), &obs.observed(), &self.config.crash_loop, now);
+        let result = self.execute(handle, desired.as_ref(), want.as_ref(), &obs, &plan).await;
+        let after = observe(&self.containerizer, handle).await?;
+        self.watch_main(handle, &after);
+        self.announce_exit(handle, desired.as_ref(), &after, plan.waiting).await;
+        if let Some(d) = &desired {
+            let err = result.as_ref().err().map(ToString::to_string);
+            self.report(d, &after, plan.waiting, err.as_deref()).await;
+        } else if obs.record.is_some() || obs.half_made {
+            self.reporters.forget(handle).await;
+        }
+        result.map(|()| plan.requeue_after)
+    }
+
+    /// The spec to plan for: `Some(None)` means "not declared, destroy it";
+    /// `None` means "leave it be" (its source has not listed yet, or its
+    /// declaration was never valid and nothing runs).
+    fn effective_spec(&self, desired: Option<&Desired>, obs: &Observation) -> Option<Option<ContainerSpec>> {
+        match desired {
+            Some(d) if d.deleting => Some(None),
+            Some(d) => match (&d.spec, &obs.record) {
+                (Some(spec), _) => Some(Some(spec.clone())),
+                // Never valid: keep what runs (e.g. from before a restart).
+                (None, Some(r)) => Some(Some(r.spec.clone())),
+                (None, None) => None,
+            },
+            None => {
+                let kind = obs
+                    .record
+                    .as_ref()
+                    .and_then(|r| r.labels.get(SOURCE_LABEL))
+                    .and_then(|l| SourceKind::from_label(l));
+                match kind {
+                    Some(k) if !self.store.is_synced(k) => None,
+                    // Half-made or unlabelled: ours, and undeclared.
+                    _ => Some(None),
+                }
+            }
+        }
+    }
+
+    async fn execute(
+        &self,
+        handle: &Handle,
+        desired: Option<&Desired>,
+        want: Option<&ContainerSpec>,
+        obs: &Observation,
+        plan: &Plan,
+    ) -> Result<(), ContainerizerError> {
+        for step in &plan.steps {
+            match (*step, want) {
+                (Step::Destroy, _) => self.destroy(handle, desired, obs).await?,
+                (Step::Create, Some(spec)) => self.create(handle, desired, spec).await?,
+                (Step::UpdateLimits, Some(spec)) => self.update_limits(handle, desired, spec).await?,
+                (Step::UpdateRecord, Some(spec)) => self.containerizer.update_record(handle, spec)?,
+                (Step::StartMain, Some(spec)) => self.start_main(handle, desired, spec, None).await?,
+                (Step::RestartMain { delay }, Some(spec)) => self.start_main(handle, desired, spec, Some(delay)).await?,
+                (Step::StopMain, Some(spec)) => self.stop_main(handle, desired, spec).await?,
+                (_, None) => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn destroy(&self, handle: &Handle, desired: Option<&Desired>, obs: &Observation) -> Result<(), ContainerizerError> {
+        if let Some(record) = &obs.record {
+            if obs.runtime.is_some() {
+                let grace = grace_period(&record.spec);
+                self.event(desired, handle, EventType::Normal, reason::KILLING, format!("Stopping container with a grace period of {grace:?}")).await;
+                if let Err(e) = self.containerizer.stop(handle, grace).await {
+                    tracing::debug!(%handle, error = %e, "stop before destroy");
+                }
+            }
+        }
+        self.containerizer.destroy(handle).await?;
+        self.event(desired, handle, EventType::Normal, reason::DESTROYED, "Container destroyed").await;
+        Ok(())
+    }
+
+    async fn create(&self, handle: &Handle, desired: Option<&Desired>, spec: &ContainerSpec) -> Result<(), ContainerizerError> {
+        let kind = desired.map(|d| d.origin.kind()).unwrap_or(SourceKind::File);
+        let labels = BTreeMap::from([(SOURCE_LABEL.to_string(), kind.label().to_string())]);
+        match self.containerizer.create(handle, spec, labels).await {
+            Ok(()) => {
+                self.event(desired, handle, EventType::Normal, reason::CREATED, format!("Created container from {}", spec.rootfs)).await;
+                Ok(())
+            }
+            Err(e) => {
+                self.event(desired, handle, EventType::Warning, reason::FAILED, format!("Error: {e}")).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn update_limits(&self, handle: &Handle, desired: Option<&Desired>, spec: &ContainerSpec) -> Result<(), ContainerizerError> {
+        self.containerizer.update_limits(handle, spec).await?;
+        self.event(desired, handle, EventType::Normal, reason::UPDATED, "Updated limits in place").await;
+        Ok(())
+    }
+
+    async fn start_main(
+        &self,
+        handle: &Handle,
+        desired: Option<&Desired>,
+        spec: &ContainerSpec,
+        restart_delay: Option<Duration>,
+    ) -> Result<(), ContainerizerError> {
+        let Some(process) = &spec.process else { return Ok(()) };
+        let bundle = self.containerizer.bundle_dir(handle);
+        let file = MainFile::load(&bundle);
+        let next = match restart_delay {
+            Some(delay) => file.restart(delay),
+            None => file.start(),
+        };
+        // Recorded before the start, so a crash in between never leaves a
+        // run the next agent would not know about: it just starts the next.
+        next.save(&bundle).map_err(|source| ContainerizerError::Fs { handle: handle.clone(), source })?;
+        if next.runs > 2 {
+            let _ = std::fs::remove_dir_all(self.containerizer.process_dir(handle, &run_id(next.runs - 2)));
+        }
+        let run = RunSpec {
+            id: Some(run_id(next.runs)),
+            args: process.args.clone(),
+            env: process.env.clone(),
+            working_dir: process.working_dir.clone(),
+            user: process.user.clone(),
+            ..RunSpec::default()
+        };
+        match self.containerizer.run(handle, &run).await {
+            Ok(p) => {
+                let msg = format!("Started main process {} (pid {})", p.id(), p.pid().unwrap_or(0));
+                self.event(desired, handle, EventType::Normal, reason::STARTED, msg).await;
+                Ok(())
+            }
+            Err(ContainerizerError::Process { source: source @ ProcessError::StartFailed { .. }, .. }) => {
+                // Recorded in the run's exit file; the restart policy takes it from here.
+                self.event(desired, handle, EventType::Warning, reason::FAILED, format!("Error: {source}")).await;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn stop_main(&self, handle: &Handle, desired: Option<&Desired>, spec: &ContainerSpec) -> Result<(), ContainerizerError> {
+        let bundle = self.containerizer.bundle_dir(handle);
+        let file = MainFile { stopped: true, ..MainFile::load(&bundle) };
+        file.save(&bundle).map_err(|source| ContainerizerError::Fs { handle: handle.clone(), source })?;
+        let grace = grace_period(spec);
+        self.event(desired, handle, EventType::Normal, reason::KILLING, format!("Stopping processes with a grace period of {grace:?}")).await;
+        self.containerizer.stop(handle, grace).await
+    }
+
+    /// Make sure the current run's exit wakes this handle's reconcile: a
+    /// task awaits the supervisor's pidfd, so exits arrive in milliseconds.
+    fn watch_main(&self, handle: &Handle, obs: &Observation) {
+        let (Some(p), plan::MainObs::Running) = (&obs.main_process, obs.main) else { return };
+        let key = (handle.clone(), p.id().to_string());
+        if !lock(&self.watching).insert(key.clone()) {
+            return;
+        }
+        let process = p.clone();
+        let queue = Arc::clone(&self.queue);
+        let watching = Arc::clone(&self.watching);
+        tokio::spawn(async move {
+            let _ = process.wait().await;
+            lock(&watching).remove(&key);
+            queue.add(key.0);
+        });
+    }
+
+    /// Announce, once per run, an OOM kill and a crash-loop backoff.
+    async fn announce_exit(&self, handle: &Handle, desired: Option<&Desired>, obs: &Observation, waiting: Option<Waiting>) {
+        let (Some(p), Some(term)) = (&obs.main_process, &obs.last_termination) else { return };
+        if !matches!(obs.main, plan::MainObs::Exited { .. }) {
+            return;
+        }
+        let id = p.id().to_string();
+        if term.reason == status::reason::OOM_KILLED && self.first_time(handle, &id, reason::OOM_KILLED) {
+            let msg = format!("Main process {id} was killed by the OOM killer");
+            self.event(desired, handle, EventType::Warning, reason::OOM_KILLED, msg).await;
+        }
+        if let Some(Waiting::BackOff { delay, .. }) = waiting {
+            if self.first_time(handle, &id, reason::BACK_OFF) {
+                let msg = format!(
+                    "Back-off {} restarting failed main process (exit code {})",
+                    humantime::format_duration(delay),
+                    term.exit_code
+                );
+                self.event(desired, handle, EventType::Warning, reason::BACK_OFF, msg).await;
+            }
+        }
+    }
+
+    fn first_time(&self, handle: &Handle, id: &str, what: &'static str) -> bool {
+        let mut announced = lock(&self.announced);
+        // Only the current run's announcements are worth remembering.
+        announced.retain(|(h, i, _)| h != handle || i == id);
+        announced.insert((handle.clone(), id.to_string(), what))
+    }
+
+    async fn report(&self, d: &Desired, obs: &Observation, waiting: Option<Waiting>, error: Option<&str>) {
+        let spec = d.spec.as_ref().or(obs.record.as_ref().map(|r| &r.spec));
+        let invalid = d.error.as_deref().map(|m| (status::reason::INVALID_MANIFEST, m));
+        let observed = obs.observed();
+        let previous = self.reporters.previous(d).await;
+        let st = status::compute(&StatusInput {
+            spec,
+            generation: d.generation,
+            invalid,
+            terminating: d.deleting,
+            observed: &observed,
+            last_termination: obs.last_termination.clone(),
+            waiting,
+            error,
+            handle: d.handle.as_str(),
+            previous: previous.as_ref(),
+            now: SystemTime::now(),
+        });
+        self.reporters.status(d, &st).await;
+    }
+
+    async fn event(&self, desired: Option<&Desired>, handle: &Handle, type_: EventType, why: &str, message: impl Into<String>) {
+        self.reporters.event(desired, handle, type_, why, message.into()).await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The spec's grace period, 10 s by default.
+fn grace_period(spec: &ContainerSpec) -> Duration {
+    Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(10).max(0) as u64)
+}
+
+/// A number in [0, 1) for retry jitter, from the clock's nanoseconds.
+fn jitter() -> f64 {
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    f64::from(nanos % 1000) / 1000.0
+}

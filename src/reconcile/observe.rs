@@ -1,0 +1,137 @@
+//! Observation: what one handle looks like right now, read from the depot,
+//! the runtime's state and the main process's directory, all in-process.
+
+use std::time::{Duration, SystemTime};
+
+use super::history::MainFile;
+use super::plan::{ContainerObs, MainObs, Observed};
+use crate::api::{Handle, Termination};
+use crate::containerizer::depot::{ContainerRecord, DepotError};
+use crate::containerizer::rootfs::Mounter;
+use crate::containerizer::{Containerizer, ContainerizerError};
+use crate::process::{ExitRecord, ProcState, Process};
+use crate::report::status::reason;
+use crate::runtime::{OciRuntime, RuntimeError, Status};
+
+/// One handle, observed.
+#[derive(Debug)]
+pub struct Observation {
+    /// The depot record; `None` when absent or half-made.
+    pub record: Option<ContainerRecord>,
+    /// A depot directory without a record.
+    pub half_made: bool,
+    /// The runtime's status.
+    pub runtime: Option<Status>,
+    /// The main process's history.
+    pub main_file: MainFile,
+    /// The main process's state.
+    pub main: MainObs,
+    /// The current run's process, when it has started.
+    pub main_process: Option<Process>,
+    /// How the last run of the main process ended.
+    pub last_termination: Option<Termination>,
+}
+
+impl Observation {
+    /// The planner's view.
+    pub fn observed(&self) -> Observed<'_> {
+        let container = match (&self.record, self.half_made) {
+            (Some(r), _) => ContainerObs::Present { spec: &r.spec, runtime: self.runtime },
+            (None, true) => ContainerObs::HalfMade,
+            (None, false) => ContainerObs::Absent,
+        };
+        Observed { container, main: self.main, history: self.main_file.history() }
+    }
+}
+
+/// Observe `handle`.
+pub async fn observe<R: OciRuntime, M: Mounter>(
+    c: &Containerizer<R, M>,
+    handle: &Handle,
+) -> Result<Observation, ContainerizerError> {
+    let (record, half_made) = match c.depot().record(handle) {
+        Ok(Some(r)) => (Some(r), false),
+        Ok(None) => (None, true),
+        Err(DepotError::NotFound(_)) => (None, false),
+        Err(e) => return Err(e.into()),
+    };
+    let mut obs = Observation {
+        record,
+        half_made,
+        runtime: None,
+        main_file: MainFile::default(),
+        main: MainObs::NotStarted,
+        main_process: None,
+        last_termination: None,
+    };
+    if obs.record.is_none() {
+        return Ok(obs);
+    }
+    obs.runtime = match c.runtime().state(handle.as_str()).await {
+        Ok(s) => Some(s.status),
+        Err(RuntimeError::NotFound { .. }) => None,
+        Err(source) => return Err(ContainerizerError::Runtime { handle: handle.clone(), source }),
+    };
+    let bundle = c.bundle_dir(handle);
+    obs.main_file = MainFile::load(&bundle);
+    if let Some(id) = obs.main_file.current_id() {
+        if let Ok(p) = c.attach(handle, &id) {
+            let (main, term) = main_state(&p);
+            obs.main = main;
+            obs.last_termination = term;
+            obs.main_process = Some(p);
+        }
+    }
+    if obs.last_termination.is_none() && obs.main_file.runs > 1 {
+        let previous = super::history::run_id(obs.main_file.runs - 1);
+        if let Ok(p) = c.attach(handle, &previous) {
+            obs.last_termination = main_state(&p).1;
+        }
+    }
+    Ok(obs)
+}
+
+/// The planner's view of one run, and how it ended.
+fn main_state(p: &Process) -> (MainObs, Option<Termination>) {
+    let started = std::fs::metadata(p.dir().join(rundmc_shim::protocol::SHIM_JSON))
+        .and_then(|m| m.modified())
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    match p.state() {
+        Ok(ProcState::Running) | Err(_) => (MainObs::Running, None),
+        Ok(ProcState::Exited(rec)) => {
+            let finished = humantime::parse_rfc3339(&rec.finished_at).unwrap_or(started);
+            let ran_for = finished.duration_since(started).unwrap_or_default();
+            (MainObs::Exited { code: Some(rec.exit_code), finished_at: finished, ran_for }, Some(termination(&rec)))
+        }
+        Ok(ProcState::Lost { reason: why }) => {
+            let term = Termination {
+                exit_code: -1,
+                signal: None,
+                reason: reason::LOST.to_string(),
+                message: Some(why),
+                finished_at: None,
+            };
+            (MainObs::Exited { code: None, finished_at: started, ran_for: Duration::ZERO }, Some(term))
+        }
+    }
+}
+
+/// The status's view of an exit record.
+pub fn termination(rec: &ExitRecord) -> Termination {
+    let why = if rec.start_error.is_some() {
+        "StartError"
+    } else if rec.oom_killed {
+        reason::OOM_KILLED
+    } else if rec.exit_code == 0 {
+        reason::COMPLETED
+    } else {
+        reason::ERROR
+    };
+    Termination {
+        exit_code: rec.exit_code,
+        signal: rec.signal_name.clone(),
+        reason: why.to_string(),
+        message: rec.start_error.clone(),
+        finished_at: Some(rec.finished_at.clone()),
+    }
+}
