@@ -15,6 +15,8 @@ use crate::runtime::{OciRuntime, RuntimeError, Status};
 /// How long init may take to die after SIGKILL before we give up waiting
 /// and let `delete --force` have its turn.
 const KILL_WAIT: Duration = Duration::from_secs(10);
+/// How long supervisors get to record their processes' exits.
+const SHIM_GRACE: Duration = Duration::from_secs(5);
 
 impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     /// Destroy `handle`: processes, runtime container, rootfs mount, cgroup
@@ -23,6 +25,11 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         self.depot.unmark(handle)?;
         self.delete_from_runtime(handle).await?;
         let paths = self.depot.paths(handle);
+        // Every process died with init: let their supervisors record it and
+        // go, so no supervisor outlives the bundle.
+        crate::process::cleanup(&paths.processes(), SHIM_GRACE)
+            .await
+            .map_err(|source| ContainerizerError::Process { handle: handle.clone(), source })?;
         let rootfs = paths.rootfs();
         self.mounter
             .unmount(&rootfs)
