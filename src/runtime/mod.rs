@@ -10,12 +10,17 @@ use std::time::Duration;
 
 use oci_spec::runtime::LinuxResources;
 
-// pub mod argv; (in progress on branch runtime)
+pub mod argv;
+pub mod cgroup;
+pub mod command;
 pub mod error;
-// pub mod runc; (in progress on branch runtime)
+pub mod output;
+pub mod runc;
+pub mod state_dir;
 
+pub use command::{CommandRunner, TokioRunner};
 pub use error::RuntimeError;
-// pub use runc::Runc;
+pub use runc::Runc;
 
 /// Where and how to run the runtime binary.
 #[derive(Debug, Clone)]
@@ -93,13 +98,26 @@ pub enum Event {
 /// configured timeout. Errors carry the runtime's own message.
 pub trait OciRuntime: Send + Sync + 'static {
     /// `create` the container from `bundle`, with stdio on /dev/null.
-    fn create(&self, id: &str, bundle: &Path) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// `start` a created container.
     fn start(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// `kill` with a signal; `all` signals every process in the container.
-    fn kill(&self, id: &str, signal: i32, all: bool) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn kill(
+        &self,
+        id: &str,
+        signal: i32,
+        all: bool,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// `delete`; `force` kills a running container first.
-    fn delete(&self, id: &str, force: bool) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn delete(
+        &self,
+        id: &str,
+        force: bool,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// `state`; `RuntimeError::NotFound` when the runtime has no such container.
     fn state(&self, id: &str) -> impl Future<Output = Result<State, RuntimeError>> + Send;
     /// Every container under the root.
@@ -121,5 +139,11 @@ pub trait OciRuntime: Send + Sync + 'static {
     /// writing the process's host pid to `pid_file` and runtime errors as
     /// JSON to `log_file`. Pure: the process supervisor runs it, so that the
     /// process is its child and not the agent's.
-    fn exec_argv(&self, id: &str, process_json: &Path, pid_file: &Path, log_file: &Path) -> Vec<OsString>;
+    fn exec_argv(
+        &self,
+        id: &str,
+        process_json: &Path,
+        pid_file: &Path,
+        log_file: &Path,
+    ) -> Vec<OsString>;
 }
