@@ -306,6 +306,9 @@ async fn forward_events(id: String, stream: LineStream, log: CallLog, tx: mpsc::
         let message = log.error().unwrap_or_default();
         tracing::warn!(%id, %status, %message, "runtime events stream ended");
     }
+    // The log goes before the receiver learns that the stream ended.
+    drop(log);
+    drop(tx);
 }
 
 /// Relay in-process OOM notifications until the cgroup goes away or the
