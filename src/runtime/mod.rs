@@ -10,12 +10,17 @@ use std::time::Duration;
 
 use oci_spec::runtime::LinuxResources;
 
-// pub mod argv; (in progress on branch runtime)
+pub mod argv;
+pub mod cgroup;
+pub mod command;
 pub mod error;
-// pub mod runc; (in progress on branch runtime)
+pub mod output;
+pub mod runc;
+pub mod state_dir;
 
+pub use command::{CommandRunner, TokioRunner};
 pub use error::RuntimeError;
-// pub use runc::Runc;
+pub use runc::Runc;
 
 /// Where and how to run the runtime binary.
 #[derive(Debug, Clone)]

@@ -1,0 +1,282 @@
+//! The one door through which the runtime adapter starts processes: the
+//! [`CommandRunner`] trait, and [`TokioRunner`], its implementation on tokio.
+//! Each child runs in a process group of its own, so that a timeout or a
+//! dropped call kills it together with anything it forked and left behind
+//! (a hung `runc` may hold `runc init` children).
+
+use std::ffi::OsString;
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use thiserror::Error;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
+
+/// What the child gets on stdin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// `/dev/null`.
+    Null,
+    /// These bytes, then end of file.
+    Bytes(Vec<u8>),
+}
+
+/// Where the child's stdout and stderr go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capture {
+    /// Pipes, read to the end and returned.
+    Pipes,
+    /// `/dev/null`: for a `create`, whose container init inherits the
+    /// runtime's stdio and would hold our pipes open for its whole life.
+    Discard,
+}
+
+/// One run of a program to completion.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The program, then its arguments.
+    pub argv: Vec<OsString>,
+    /// What goes to stdin.
+    pub input: Input,
+    /// Where stdout and stderr go.
+    pub capture: Capture,
+    /// When it passes, the child's process group is killed.
+    pub timeout: Duration,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The exit status.
+    pub status: ExitStatus,
+    /// Everything written to stdout (empty with [`Capture::Discard`]).
+    pub stdout: Vec<u8>,
+    /// Everything written to stderr (empty with [`Capture::Discard`]).
+    pub stderr: Vec<u8>,
+}
+
+/// A running program's stdout, line by line. Dropping `lines` kills the
+/// program; `exit` then reports how it ended.
+#[derive(Debug)]
+pub struct LineStream {
+    /// Each line of stdout, without its newline.
+    pub lines: mpsc::Receiver<String>,
+    /// The exit status once the program is gone (`None` if it could not be
+    /// waited for).
+    pub exit: oneshot::Receiver<Option<ExitStatus>>,
+}
+
+/// Why a program could not be run to the end.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// The argv was empty.
+    #[error("empty command line")]
+    Empty,
+    /// The program could not be started.
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// It ran past its timeout and was killed.
+    #[error("{program} did not finish within {after:?}")]
+    TimedOut {
+        /// The program.
+        program: PathBuf,
+        /// The timeout.
+        after: Duration,
+    },
+    /// Its pipes or its exit status could not be read.
+    #[error("i/o with {program}: {source}")]
+    Io {
+        /// The program.
+        program: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Starts processes for the runtime adapter.
+pub trait CommandRunner: Send + Sync + 'static {
+    /// Run `invocation` to completion, or kill it when its timeout passes.
+    fn run(
+        &self,
+        invocation: Invocation,
+    ) -> impl Future<Output = Result<Finished, RunError>> + Send;
+
+    /// Start `argv` with stdin and stderr on /dev/null and stream its stdout
+    /// by line. Must be called within a tokio runtime.
+    fn stream(&self, argv: Vec<OsString>) -> Result<LineStream, RunError>;
+}
+
+/// [`CommandRunner`] on `tokio::process`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioRunner;
+
+/// Kills a child's whole process group when dropped, unless disarmed after
+/// the child was reaped (its pid, and so its group id, may be reused then).
+struct GroupGuard {
+    pgid: Option<Pid>,
+}
+
+impl GroupGuard {
+    fn new(child: &Child) -> Self {
+        let pgid = child
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .map(Pid::from_raw);
+        GroupGuard { pgid }
+    }
+
+    fn kill(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            // ESRCH means the group is already empty, which is what we want.
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.pgid = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn program_of(argv: &[OsString]) -> Result<PathBuf, RunError> {
+    argv.first().map(PathBuf::from).ok_or(RunError::Empty)
+}
+
+fn spawn(argv: &[OsString], stdin: Stdio, out: Stdio, err: Stdio) -> Result<Child, RunError> {
+    let program = program_of(argv)?;
+    Command::new(&program)
+        .args(&argv[1..])
+        .stdin(stdin)
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| RunError::Spawn { program, source })
+}
+
+async fn read_all<R: AsyncRead + Unpin>(pipe: Option<R>) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    if let Some(mut pipe) = pipe {
+        pipe.read_to_end(&mut buf).await?;
+    }
+    Ok(buf)
+}
+
+async fn write_all(pipe: Option<tokio::process::ChildStdin>, bytes: &[u8]) -> io::Result<()> {
+    if let Some(mut pipe) = pipe {
+        match pipe.write_all(bytes).await {
+            // The child need not read all of its input.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+async fn drive(child: &mut Child, input: &[u8]) -> io::Result<Finished> {
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let (written, out, err) =
+        tokio::join!(write_all(stdin, input), read_all(stdout), read_all(stderr));
+    written?;
+    let status = child.wait().await?;
+    Ok(Finished {
+        status,
+        stdout: out?,
+        stderr: err?,
+    })
+}
+
+impl CommandRunner for TokioRunner {
+    async fn run(&self, invocation: Invocation) -> Result<Finished, RunError> {
+        let program = program_of(&invocation.argv)?;
+        let (stdin, bytes) = match invocation.input {
+            Input::Null => (Stdio::null(), Vec::new()),
+            Input::Bytes(bytes) => (Stdio::piped(), bytes),
+        };
+        let (out, err) = match invocation.capture {
+            Capture::Pipes => (Stdio::piped(), Stdio::piped()),
+            Capture::Discard => (Stdio::null(), Stdio::null()),
+        };
+        let mut child = spawn(&invocation.argv, stdin, out, err)?;
+        let mut guard = GroupGuard::new(&child);
+        match tokio::time::timeout(invocation.timeout, drive(&mut child, &bytes)).await {
+            Ok(Ok(finished)) => {
+                guard.disarm();
+                Ok(finished)
+            }
+            Ok(Err(source)) => Err(RunError::Io { program, source }),
+            Err(_elapsed) => {
+                guard.kill();
+                // Reap it, so that no zombie is left behind either.
+                let _ = child.wait().await;
+                Err(RunError::TimedOut {
+                    program,
+                    after: invocation.timeout,
+                })
+            }
+        }
+    }
+
+    fn stream(&self, argv: Vec<OsString>) -> Result<LineStream, RunError> {
+        let mut child = spawn(&argv, Stdio::null(), Stdio::piped(), Stdio::null())?;
+        let stdout = child.stdout.take();
+        let (line_tx, lines) = mpsc::channel(16);
+        let (exit_tx, exit) = oneshot::channel();
+        tokio::spawn(async move {
+            let mut guard = GroupGuard::new(&child);
+            if let Some(stdout) = stdout {
+                forward_lines(stdout, &line_tx).await;
+            }
+            // Either the program closed its stdout or nobody listens anymore;
+            // in the second case it must not outlive the listener.
+            let status = tokio::select! {
+                status = child.wait() => status.ok(),
+                () = line_tx.closed() => {
+                    guard.kill();
+                    child.wait().await.ok()
+                }
+            };
+            guard.disarm();
+            let _ = exit_tx.send(status);
+        });
+        Ok(LineStream { lines, exit })
+    }
+}
+
+async fn forward_lines<R: AsyncRead + Unpin>(pipe: R, tx: &mpsc::Sender<String>) {
+    let mut reader = BufReader::new(pipe).lines();
+    loop {
+        tokio::select! {
+            () = tx.closed() => return,
+            line = reader.next_line() => match line {
+                Ok(Some(line)) => {
+                    if tx.send(line).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) | Err(_) => return,
+            },
+        }
+    }
+}

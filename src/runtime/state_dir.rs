@@ -1,0 +1,433 @@
+//! Reading the runtime's own state directory in-process, so that `state`
+//! and `list` cost a few file reads instead of a runtime process each.
+//!
+//! Both runc and crun keep one directory per container under `--root`:
+//! runc writes `<root>/<id>/state.json` (its libcontainer state: `id`,
+//! `init_process_pid`, `init_process_start`, `config.labels` holding
+//! `bundle=<dir>`, `cgroup_paths`), crun writes `<root>/<id>/status` (`pid`,
+//! `process-start-time`, `cgroup-path`, `bundle`). Both write these files
+//! atomically (temporary file, then rename), keep `<root>/<id>/exec.fifo`
+//! between `create` and `start`, and derive the status the same way, which
+//! [`derive_status`] repeats: the init is alive when `/proc/<pid>/stat`
+//! exists, shows the recorded start time (field 22) and is not a zombie;
+//! alive with `exec.fifo` present is created; a frozen cgroup is paused.
+//!
+//! Whenever a directory is not in one of these shapes the caller is told so
+//! ([`Lookup::Empty`], [`Lookup::Unparsable`], `None` from [`list`]) and
+//! asks the runtime binary instead.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::cgroup::{self, Cgroup};
+use super::{State, Status};
+
+/// Which runtime wrote a container's state directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `state.json`.
+    Runc,
+    /// `status`.
+    Crun,
+}
+
+/// What a state directory records about one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The container id.
+    pub id: String,
+    /// Who wrote it.
+    pub layout: Layout,
+    /// The init's host pid.
+    pub pid: i32,
+    /// The init's start time in clock ticks since boot, as in
+    /// `/proc/<pid>/stat` field 22 (0: unknown, crun only).
+    pub start_time: u64,
+    /// The bundle directory.
+    pub bundle: PathBuf,
+    /// The container's cgroup, when recorded.
+    pub cgroup: Option<Cgroup>,
+}
+
+/// The outcome of looking for one container's state directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// A recognised record.
+    Found(Record),
+    /// No directory `<root>/<id>`: the runtime has no such container.
+    Missing,
+    /// A directory without a state file (a `create` in progress, or a
+    /// runtime of another layout).
+    Empty,
+    /// A state file that is not in a known shape.
+    Unparsable,
+}
+
+#[derive(Deserialize)]
+struct RuncStateFile {
+    id: String,
+    init_process_pid: i32,
+    init_process_start: u64,
+    config: RuncConfig,
+    #[serde(default)]
+    cgroup_paths: HashMap<String, PathBuf>,
+}
+
+#[derive(Deserialize)]
+struct RuncConfig {
+    #[serde(default)]
+    labels: Option<Vec<String>>,
+}
+
+/// Parse runc's `state.json`. The bundle comes from the `bundle=` label.
+pub fn parse_runc_state(bytes: &[u8]) -> Result<Record, serde_json::Error> {
+    let file: RuncStateFile = serde_json::from_slice(bytes)?;
+    let bundle = file
+        .config
+        .labels
+        .unwrap_or_default()
+        .iter()
+        .find_map(|label| label.strip_prefix("bundle="))
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    Ok(Record {
+        id: file.id,
+        layout: Layout::Runc,
+        pid: file.init_process_pid,
+        start_time: file.init_process_start,
+        bundle,
+        cgroup: Cgroup::from_runc_paths(&file.cgroup_paths),
+    })
+}
+
+#[derive(Deserialize)]
+struct CrunStatusFile {
+    pid: i32,
+    #[serde(rename = "process-start-time", default)]
+    start_time: u64,
+    #[serde(rename = "cgroup-path", default)]
+    cgroup_path: String,
+    bundle: PathBuf,
+}
+
+/// Parse crun's `status` file; crun does not record the id in it, the
+/// directory's name is the id. `unified` tells whether cgroups are v2.
+pub fn parse_crun_status(
+    id: &str,
+    bytes: &[u8],
+    unified: bool,
+) -> Result<Record, serde_json::Error> {
+    let file: CrunStatusFile = serde_json::from_slice(bytes)?;
+    let cgroup =
+        (!file.cgroup_path.is_empty()).then(|| Cgroup::from_path(unified, &file.cgroup_path));
+    Ok(Record {
+        id: id.to_owned(),
+        layout: Layout::Crun,
+        pid: file.pid,
+        start_time: file.start_time,
+        bundle: file.bundle,
+        cgroup,
+    })
+}
+
+/// The fields of `/proc/<pid>/stat` that tell whether a pid is still the
+/// process a runtime started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Field 3: R, S, D, Z, X, ...
+    pub state: char,
+    /// Field 22: start time in clock ticks since boot.
+    pub start_time: u64,
+}
+
+/// Parse `/proc/<pid>/stat`. The command name (field 2) may hold spaces and
+/// parentheses, so fields are counted from its last `)`.
+pub fn parse_proc_stat(text: &str) -> Option<ProcStat> {
+    let after_comm = &text[text.rfind(')')? + 1..];
+    let mut fields = after_comm.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // Field 3 was taken; field 22 is 19 further on.
+    let start_time = fields.nth(18)?.parse().ok()?;
+    Some(ProcStat { state, start_time })
+}
+
+/// Is the recorded init still alive? `proc` is its `/proc/<pid>/stat`, if
+/// that exists. crun skips the start time check when none was recorded.
+pub fn init_alive(record: &Record, proc: Option<&ProcStat>) -> bool {
+    let Some(proc) = proc else { return false };
+    if record.layout == Layout::Crun && record.start_time == 0 {
+        return true;
+    }
+    proc.start_time == record.start_time && !matches!(proc.state, 'Z' | 'X' | 'x')
+}
+
+/// The status, as each runtime derives it: runc looks at the freezer
+/// first, crun at the liveness of init and the exec fifo first.
+pub fn derive_status(layout: Layout, alive: bool, exec_fifo: bool, frozen: bool) -> Status {
+    match layout {
+        Layout::Runc if frozen => Status::Paused,
+        _ if !alive => Status::Stopped,
+        _ if exec_fifo => Status::Created,
+        _ if frozen => Status::Paused,
+        _ => Status::Running,
+    }
+}
+
+/// Look up container `id` under `root`.
+pub fn lookup(root: &Path, id: &str) -> Lookup {
+    let dir = root.join(id);
+    match fs::read(dir.join("state.json")) {
+        Ok(bytes) => return parse_runc_state(&bytes).map_or(Lookup::Unparsable, Lookup::Found),
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(_) => return Lookup::Unparsable,
+    }
+    match fs::read(dir.join("status")) {
+        Ok(bytes) => parse_crun_status(id, &bytes, cgroup::unified())
+            .map_or(Lookup::Unparsable, Lookup::Found),
+        Err(e) if e.kind() == ErrorKind::NotFound => match dir.try_exists() {
+            Ok(true) => Lookup::Empty,
+            Ok(false) => Lookup::Missing,
+            Err(_) => Lookup::Unparsable,
+        },
+        Err(_) => Lookup::Unparsable,
+    }
+}
+
+/// Read what the kernel says about a recorded container: its init's
+/// `/proc` entry, the exec fifo, the freezer.
+pub fn observe(root: &Path, record: &Record) -> State {
+    let proc = fs::read_to_string(format!("/proc/{}/stat", record.pid))
+        .ok()
+        .and_then(|text| parse_proc_stat(&text));
+    let alive = record.pid > 0 && init_alive(record, proc.as_ref());
+    let exec_fifo = root.join(&record.id).join("exec.fifo").exists();
+    let frozen = record
+        .cgroup
+        .as_ref()
+        .is_some_and(|cg| cg.frozen(record.layout == Layout::Runc));
+    let status = derive_status(record.layout, alive, exec_fifo, frozen);
+    State {
+        id: record.id.clone(),
+        pid: (status != Status::Stopped).then_some(record.pid),
+        status,
+        bundle: record.bundle.clone(),
+    }
+}
+
+/// Every container under `root`, sorted by id; `None` when some directory
+/// holds a state file this module cannot read, and the runtime must be
+/// asked. Directories without a state file are skipped, as runc and crun
+/// skip them, and so are dot-names (rundmc's per-call log files).
+pub fn list(root: &Path) -> Option<Vec<State>> {
+    let entries = match fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Some(Vec::new()),
+        Err(_) => return None,
+    };
+    let mut states = Vec::new();
+    for entry in entries {
+        let entry = entry.ok()?;
+        let name = entry.file_name();
+        let Some(id) = name.to_str() else { continue };
+        if id.starts_with('.') || !entry.file_type().ok()?.is_dir() {
+            continue;
+        }
+        match lookup(root, id) {
+            Lookup::Found(record) => states.push(observe(root, &record)),
+            Lookup::Missing | Lookup::Empty => {}
+            Lookup::Unparsable => return None,
+        }
+    }
+    states.sort_by(|a, b| a.id.cmp(&b.id));
+    Some(states)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RUNC_STATE: &[u8] = include_bytes!("testdata/runc-state-running.json");
+    const CRUN_RUNNING: &[u8] = include_bytes!("testdata/crun-status-running");
+    const CRUN_CREATED: &[u8] = include_bytes!("testdata/crun-status-created");
+    const PROC_STAT: &str = include_str!("testdata/proc-stat-sleep");
+
+    #[test]
+    fn runc_state_json_gives_pid_start_bundle_and_cgroups() {
+        let record = parse_runc_state(RUNC_STATE).unwrap();
+        assert_eq!(record.id, "x-runc");
+        assert_eq!(record.layout, Layout::Runc);
+        assert_eq!((record.pid, record.start_time), (12265, 74190));
+        assert_eq!(record.bundle, Path::new("/tmp/rt-exp/b"));
+        let Some(Cgroup::V1(dirs)) = record.cgroup else {
+            panic!("v1 cgroup expected")
+        };
+        assert_eq!(
+            dirs.get("freezer").unwrap(),
+            Path::new("/sys/fs/cgroup/freezer/rundmc-exp/c1")
+        );
+        assert_eq!(
+            dirs.get("memory").unwrap(),
+            Path::new("/sys/fs/cgroup/memory/rundmc-exp/c1")
+        );
+    }
+
+    #[test]
+    fn runc_v2_state_has_one_unified_cgroup_dir() {
+        let mut json: serde_json::Value = serde_json::from_slice(RUNC_STATE).unwrap();
+        json["cgroup_paths"] = serde_json::json!({"": "/sys/fs/cgroup/rundmc/web"});
+        let record = parse_runc_state(&serde_json::to_vec(&json).unwrap()).unwrap();
+        assert_eq!(
+            record.cgroup,
+            Some(Cgroup::V2("/sys/fs/cgroup/rundmc/web".into()))
+        );
+    }
+
+    #[test]
+    fn runc_state_without_labels_has_an_empty_bundle() {
+        let mut json: serde_json::Value = serde_json::from_slice(RUNC_STATE).unwrap();
+        json["config"]["labels"] = serde_json::Value::Null;
+        let record = parse_runc_state(&serde_json::to_vec(&json).unwrap()).unwrap();
+        assert_eq!(record.bundle, PathBuf::new());
+    }
+
+    #[test]
+    fn a_foreign_state_json_is_an_error() {
+        assert!(parse_runc_state(br#"{"id":"x","status":"running","pid":3}"#).is_err());
+    }
+
+    #[test]
+    fn crun_status_gives_pid_start_bundle_and_cgroup() {
+        let record = parse_crun_status("x-crun", CRUN_RUNNING, false).unwrap();
+        assert_eq!(record.id, "x-crun");
+        assert_eq!(record.layout, Layout::Crun);
+        assert_eq!((record.pid, record.start_time), (12354, 74321));
+        assert_eq!(record.bundle, Path::new("/tmp/rt-exp/b"));
+        let Some(Cgroup::V1(dirs)) = record.cgroup else {
+            panic!("v1 cgroup expected")
+        };
+        assert_eq!(
+            dirs.get("freezer").unwrap(),
+            Path::new("/sys/fs/cgroup/freezer/rundmc-exp/c1")
+        );
+        let created = parse_crun_status("k1", CRUN_CREATED, true).unwrap();
+        assert_eq!(
+            created.cgroup,
+            Some(Cgroup::V2("/sys/fs/cgroup/rundmc-exp/k1".into()))
+        );
+        assert_eq!(created.bundle, Path::new("/tmp/rt-exp/k"));
+    }
+
+    #[test]
+    fn proc_stat_gives_state_and_start_time() {
+        let stat = parse_proc_stat(PROC_STAT).unwrap();
+        assert_eq!(
+            stat,
+            ProcStat {
+                state: 'S',
+                start_time: 74190
+            }
+        );
+    }
+
+    #[test]
+    fn proc_stat_survives_parentheses_and_spaces_in_the_name() {
+        let text = "42 (we ird) (x) Z 1 42 42 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 999 0 0";
+        assert_eq!(
+            parse_proc_stat(text),
+            Some(ProcStat {
+                state: 'Z',
+                start_time: 999
+            })
+        );
+        assert_eq!(parse_proc_stat("42 (short) S 1 2"), None);
+        assert_eq!(parse_proc_stat(""), None);
+    }
+
+    fn record(layout: Layout, start_time: u64) -> Record {
+        Record {
+            id: "c".into(),
+            layout,
+            pid: 7,
+            start_time,
+            bundle: "/b".into(),
+            cgroup: None,
+        }
+    }
+
+    #[test]
+    fn init_is_alive_only_with_matching_start_and_not_a_zombie() {
+        let runc = record(Layout::Runc, 100);
+        assert!(init_alive(
+            &runc,
+            Some(&ProcStat {
+                state: 'S',
+                start_time: 100
+            })
+        ));
+        assert!(!init_alive(
+            &runc,
+            Some(&ProcStat {
+                state: 'S',
+                start_time: 101
+            })
+        ));
+        assert!(!init_alive(
+            &runc,
+            Some(&ProcStat {
+                state: 'Z',
+                start_time: 100
+            })
+        ));
+        assert!(!init_alive(
+            &runc,
+            Some(&ProcStat {
+                state: 'X',
+                start_time: 100
+            })
+        ));
+        assert!(!init_alive(&runc, None));
+    }
+
+    #[test]
+    fn crun_without_a_recorded_start_time_trusts_the_pid() {
+        let crun = record(Layout::Crun, 0);
+        assert!(init_alive(
+            &crun,
+            Some(&ProcStat {
+                state: 'S',
+                start_time: 5
+            })
+        ));
+        assert!(!init_alive(&crun, None));
+        let runc = record(Layout::Runc, 0);
+        assert!(!init_alive(
+            &runc,
+            Some(&ProcStat {
+                state: 'S',
+                start_time: 5
+            })
+        ));
+    }
+
+    #[test]
+    fn status_derivation_follows_each_runtime() {
+        use Layout::{Crun, Runc};
+        // (alive, exec_fifo, frozen)
+        assert_eq!(derive_status(Runc, true, false, false), Status::Running);
+        assert_eq!(derive_status(Runc, true, true, false), Status::Created);
+        assert_eq!(derive_status(Runc, true, false, true), Status::Paused);
+        assert_eq!(derive_status(Runc, false, false, false), Status::Stopped);
+        assert_eq!(derive_status(Runc, false, true, false), Status::Stopped);
+        // runc asks the freezer first, crun the exec fifo.
+        assert_eq!(derive_status(Runc, true, true, true), Status::Paused);
+        assert_eq!(derive_status(Crun, true, true, true), Status::Created);
+        assert_eq!(derive_status(Runc, false, false, true), Status::Paused);
+        assert_eq!(derive_status(Crun, false, false, true), Status::Stopped);
+        assert_eq!(derive_status(Crun, true, false, true), Status::Paused);
+        assert_eq!(derive_status(Crun, true, false, false), Status::Running);
+    }
+}
