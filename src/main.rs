@@ -14,13 +14,18 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(rundmc::cli::agent::run(args)).context("rundmc agent")?;
+            runtime
+                .block_on(rundmc::cli::agent::run(args))
+                .context("rundmc agent")?;
             // Exit-watch tasks may still wait on supervisors: do not wait for them.
             runtime.shutdown_background();
             Ok(())
         }
         Command::Crd => {
-            print!("{}", rundmc::api::crd::crd_yaml().context("rendering the CRD")?);
+            print!(
+                "{}",
+                rundmc::api::crd::crd_yaml().context("rendering the CRD")?
+            );
             Ok(())
         }
         // Runs before any thread exists: setns(CLONE_NEWNS) needs that.
@@ -29,7 +34,11 @@ fn main() -> anyhow::Result<()> {
                 NstarDirection::In => nstar::Direction::In,
                 NstarDirection::Out => nstar::Direction::Out,
             };
-            nstar::run(direction, args.pid, &args.path, args.user).context("nstar")?;
+            // The agent shows stderr to the user: one line, no backtrace.
+            if let Err(e) = nstar::run(direction, args.pid, &args.path, args.user) {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
             Ok(())
         }
     }
@@ -39,7 +48,9 @@ fn main() -> anyhow::Result<()> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -19,11 +19,26 @@ fn a_dropped_file_runs_and_its_output_lands_in_the_log() {
     let _agent = a.start();
     a.write("web.yaml", &manifest("web", SERVICE));
     a.wait("web running", T, || a.running("web"));
-    a.wait("output in the log", T, || a.main_log("web").contains("stdout F hello from main"));
-    assert_eq!(a.condition("web", "Ready").map(|c| c.0).as_deref(), Some("True"));
-    assert_eq!(a.status_field("web", "observedGeneration").as_deref(), Some("1"));
-    let reasons: Vec<String> = a.events().iter().map(|e| e["reason"].as_str().unwrap_or("").to_string()).collect();
-    assert!(reasons.contains(&"Created".to_string()) && reasons.contains(&"Started".to_string()), "{reasons:?}");
+    a.wait("output in the log", T, || {
+        a.main_log("web").contains("stdout F hello from main")
+    });
+    assert_eq!(
+        a.condition("web", "Ready").map(|c| c.0).as_deref(),
+        Some("True")
+    );
+    assert_eq!(
+        a.status_field("web", "observedGeneration").as_deref(),
+        Some("1")
+    );
+    let reasons: Vec<String> = a
+        .events()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        reasons.contains(&"Created".to_string()) && reasons.contains(&"Started".to_string()),
+        "{reasons:?}"
+    );
 }
 
 #[test]
@@ -36,14 +51,29 @@ fn env_edits_recreate_and_limit_edits_apply_in_place() {
     let (init, main) = (a.env.init_pid("web"), a.main_pid("web").unwrap());
 
     a.write("web.yaml", &manifest("web", &limits("96Mi")));
-    let mem = a.env.cgroup_dir("memory", "web").join("memory.limit_in_bytes");
-    a.wait("new memory limit", T, || std::fs::read_to_string(&mem).is_ok_and(|v| v.trim() == (96u64 << 20).to_string()));
+    let mem = a
+        .env
+        .cgroup_dir("memory", "web")
+        .join("memory.limit_in_bytes");
+    a.wait("new memory limit", T, || {
+        std::fs::read_to_string(&mem).is_ok_and(|v| v.trim() == (96u64 << 20).to_string())
+    });
     assert_eq!(a.env.init_pid("web"), init, "same init");
     assert_eq!(a.main_pid("web"), Some(main), "same main pid: no restart");
-    a.wait("generation 2 observed", T, || a.status_field("web", "observedGeneration").as_deref() == Some("2"));
+    a.wait("generation 2 observed", T, || {
+        a.status_field("web", "observedGeneration").as_deref() == Some("2")
+    });
 
-    a.write("web.yaml", &manifest("web", &limits("96Mi").replace("value: hello", "value: howdy")));
-    a.wait("recreated with the new env", T, || a.running("web") && a.main_log("web").contains("howdy from main"));
+    a.write(
+        "web.yaml",
+        &manifest(
+            "web",
+            &limits("96Mi").replace("value: hello", "value: howdy"),
+        ),
+    );
+    a.wait("recreated with the new env", T, || {
+        a.running("web") && a.main_log("web").contains("howdy from main")
+    });
     assert_ne!(a.env.init_pid("web"), init, "a new container");
 }
 
@@ -55,16 +85,34 @@ fn stopped_keeps_init_and_running_starts_again() {
     a.wait("web running", T, || a.running("web"));
     let (init, main) = (a.env.init_pid("web"), a.main_pid("web").unwrap());
 
-    a.write("web.yaml", &manifest("web", &format!("{SERVICE}  state: Stopped\n")));
-    a.wait("phase Stopped", T, || a.status_field("web", "phase").as_deref() == Some("Stopped"));
-    assert!(!std::path::Path::new(&format!("/proc/{main}")).exists(), "main process gone");
-    assert_eq!(a.env.runc_status("web").as_deref(), Some("running"), "init alive");
+    a.write(
+        "web.yaml",
+        &manifest("web", &format!("{SERVICE}  state: Stopped\n")),
+    );
+    a.wait("phase Stopped", T, || {
+        a.status_field("web", "phase").as_deref() == Some("Stopped")
+    });
+    assert!(
+        !std::path::Path::new(&format!("/proc/{main}")).exists(),
+        "main process gone"
+    );
+    assert_eq!(
+        a.env.runc_status("web").as_deref(),
+        Some("running"),
+        "init alive"
+    );
     assert_eq!(a.env.init_pid("web"), init);
 
     a.write("web.yaml", &manifest("web", SERVICE));
-    a.wait("running again", T, || a.running("web") && a.main_pid("web") != Some(main));
+    a.wait("running again", T, || {
+        a.running("web") && a.main_pid("web") != Some(main)
+    });
     assert_eq!(a.env.init_pid("web"), init, "the same container");
-    assert_eq!(a.status_field("web", "restartCount").as_deref(), Some("0"), "a start is not a restart");
+    assert_eq!(
+        a.status_field("web", "restartCount").as_deref(),
+        Some("0"),
+        "a start is not a restart"
+    );
 }
 
 #[test]
@@ -74,7 +122,9 @@ fn deleting_the_file_destroys_the_container() {
     a.write("web.yaml", &manifest("web", SERVICE));
     a.wait("web running", T, || a.running("web"));
     a.remove("web.yaml");
-    a.wait("destroyed", T, || a.env.runc_status("web").is_none() && !a.env.depot.join("web").exists());
+    a.wait("destroyed", T, || {
+        a.env.runc_status("web").is_none() && !a.env.depot.join("web").exists()
+    });
     assert!(!is_mounted(&a.env.depot.join("web/rootfs")));
     assert!(a.status("web").is_none(), "its status file is gone");
     assert!(a.events().iter().any(|e| e["reason"] == "Destroyed"));
@@ -89,28 +139,60 @@ fn invalid_files_are_reported_and_never_take_a_service_down() {
     a.write("junk.yaml", "this: [is not yaml\n");
     a.wait("good running", T, || a.running("good"));
     let bad_path = a.manifests.join("bad.yaml");
-    let expect = format!("{}: document 1: spec.limits.memory: \"64Q\" is not a quantity", bad_path.display());
-    a.wait("bad reported", T, || a.condition("bad", "Valid").is_some_and(|c| c.2 == expect));
+    let expect = format!(
+        "{}: document 1: spec.limits.memory: \"64Q\" is not a quantity",
+        bad_path.display()
+    );
+    a.wait("bad reported", T, || {
+        a.condition("bad", "Valid").is_some_and(|c| c.2 == expect)
+    });
     assert!(a.env.runc_status("bad").is_none(), "nothing created for it");
-    assert!(a.events().iter().any(|e| e["reason"] == "InvalidManifest" && e["message"] == expect.as_str()));
+    assert!(
+        a.events()
+            .iter()
+            .any(|e| e["reason"] == "InvalidManifest" && e["message"] == expect.as_str())
+    );
     let junk = a.state.join("status/files/junk.yaml.yaml");
     a.wait("junk reported under its path", T, || junk.exists());
-    assert!(std::fs::read_to_string(&junk).unwrap().contains("junk.yaml: document 1, line"));
+    assert!(
+        std::fs::read_to_string(&junk)
+            .unwrap()
+            .contains("junk.yaml: document 1, line")
+    );
 
     let init = a.env.init_pid("good");
-    a.write("good.yaml", &manifest("good", &format!("{SERVICE}  hostname: -nope\n")));
-    a.wait("good flagged invalid", T, || a.condition("good", "Valid").is_some_and(|c| c.0 == "False" && c.2.contains("spec.hostname")));
+    a.write(
+        "good.yaml",
+        &manifest("good", &format!("{SERVICE}  hostname: -nope\n")),
+    );
+    a.wait("good flagged invalid", T, || {
+        a.condition("good", "Valid")
+            .is_some_and(|c| c.0 == "False" && c.2.contains("spec.hostname"))
+    });
     assert!(a.running("good"), "the last good spec keeps running");
     assert_eq!(a.env.init_pid("good"), init);
-    assert_eq!(a.condition("good", "Ready").map(|c| c.0).as_deref(), Some("True"));
+    assert_eq!(
+        a.condition("good", "Ready").map(|c| c.0).as_deref(),
+        Some("True")
+    );
 }
 
 #[test]
 fn a_crash_loop_restarts_with_growing_backoff() {
     let a = AgentEnv::new("agent-crash");
     let _agent = a.start();
-    a.write("crash.yaml", &manifest("crash", "  process:\n    args: [\"/bin/sh\", \"-c\", \"echo boom; exit 3\"]\n"));
-    let restarts = || a.status_field("crash", "restartCount").and_then(|r| r.parse::<u32>().ok()).unwrap_or(0);
+    a.write(
+        "crash.yaml",
+        &manifest(
+            "crash",
+            "  process:\n    args: [\"/bin/sh\", \"-c\", \"echo boom; exit 3\"]\n",
+        ),
+    );
+    let restarts = || {
+        a.status_field("crash", "restartCount")
+            .and_then(|r| r.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
     a.wait("three restarts", T, || restarts() >= 3);
     let term = a.status("crash").unwrap()["status"]["lastTermination"].clone();
     assert_eq!(term["exitCode"].as_i64(), Some(3));
@@ -122,9 +204,19 @@ fn a_crash_loop_restarts_with_growing_backoff() {
         .map(|e| humantime::parse_rfc3339(e["time"].as_str().unwrap()).unwrap())
         .collect();
     assert!(starts.len() >= 4, "{starts:?}");
-    let gaps: Vec<Duration> = starts.windows(2).map(|w| w[1].duration_since(w[0]).unwrap()).collect();
-    assert!(gaps[2] > gaps[1] && gaps[1] > gaps[0], "backoff grows: {gaps:?}");
-    assert!(a.events().iter().any(|e| e["handle"] == "crash" && e["reason"] == "BackOff"));
+    let gaps: Vec<Duration> = starts
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]).unwrap())
+        .collect();
+    assert!(
+        gaps[2] > gaps[1] && gaps[1] > gaps[0],
+        "backoff grows: {gaps:?}"
+    );
+    assert!(
+        a.events()
+            .iter()
+            .any(|e| e["handle"] == "crash" && e["reason"] == "BackOff")
+    );
 }
 
 #[test]
@@ -135,18 +227,28 @@ fn a_killed_agent_restarts_without_restarting_anything() {
         a.write(&format!("{n}.yaml"), &manifest(n, SERVICE));
     }
     a.write("idle.yaml", &manifest("idle", ""));
-    a.wait("all running", T, || ["one", "two", "three"].iter().all(|n| a.running(n)));
-    let before: Vec<(i32, Option<i32>)> =
-        ["one", "two", "three", "idle"].iter().map(|n| (a.env.init_pid(n), a.main_pid(n))).collect();
+    a.wait("all running", T, || {
+        ["one", "two", "three"].iter().all(|n| a.running(n))
+    });
+    let before: Vec<(i32, Option<i32>)> = ["one", "two", "three", "idle"]
+        .iter()
+        .map(|n| (a.env.init_pid(n), a.main_pid(n)))
+        .collect();
     agent.kill9();
 
     let _agent = a.start();
     std::thread::sleep(Duration::from_secs(3));
-    let after: Vec<(i32, Option<i32>)> =
-        ["one", "two", "three", "idle"].iter().map(|n| (a.env.init_pid(n), a.main_pid(n))).collect();
+    let after: Vec<(i32, Option<i32>)> = ["one", "two", "three", "idle"]
+        .iter()
+        .map(|n| (a.env.init_pid(n), a.main_pid(n)))
+        .collect();
     assert_eq!(before, after, "same inits and same main processes");
     let listed = a.env.runc(&["list", "-q"]);
-    assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 4, "no duplicates");
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).lines().count(),
+        4,
+        "no duplicates"
+    );
     for n in ["one", "two", "three"] {
         assert_eq!(a.status_field(n, "restartCount").as_deref(), Some("0"));
     }
@@ -162,7 +264,10 @@ fn sigterm_stops_the_agent_and_leaves_containers_running() {
     assert!(agent.terminate().success(), "clean exit\n{}", a.agent_log());
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(a.env.runc_status("web").as_deref(), Some("running"));
-    assert!(std::path::Path::new(&format!("/proc/{main}")).exists(), "main process still runs");
+    assert!(
+        std::path::Path::new(&format!("/proc/{main}")).exists(),
+        "main process still runs"
+    );
 }
 
 #[test]
@@ -176,7 +281,9 @@ fn a_container_destroyed_behind_the_agents_back_is_recreated() {
     std::thread::sleep(Duration::from_millis(200));
     a.env.runc(&["delete", "web"]);
     // The resync period is 2 s in these tests.
-    a.wait("recreated", Duration::from_secs(15), || a.running("web") && a.env.init_pid("web") != init);
+    a.wait("recreated", Duration::from_secs(15), || {
+        a.running("web") && a.env.init_pid("web") != init
+    });
 }
 
 #[test]
@@ -185,14 +292,25 @@ fn fifty_files_at_once_all_run_and_all_go() {
     let _agent = a.start();
     let names: Vec<String> = (0..50).map(|i| format!("c{i:02}")).collect();
     for n in &names {
-        a.write(&format!("{n}.yaml"), &manifest(n, "  process:\n    args: [\"sleep\", \"100000\"]\n"));
+        a.write(
+            &format!("{n}.yaml"),
+            &manifest(n, "  process:\n    args: [\"sleep\", \"100000\"]\n"),
+        );
     }
-    a.wait("all fifty running", Duration::from_secs(120), || names.iter().all(|n| a.running(n)));
+    a.wait("all fifty running", Duration::from_secs(120), || {
+        names.iter().all(|n| a.running(n))
+    });
     for n in &names {
         a.remove(&format!("{n}.yaml"));
     }
     a.wait("depot empty", Duration::from_secs(120), || {
-        std::fs::read_dir(&a.env.depot).map(|d| d.count() == 0).unwrap_or(false)
+        std::fs::read_dir(&a.env.depot)
+            .map(|d| d.count() == 0)
+            .unwrap_or(false)
     });
-    assert!(String::from_utf8_lossy(&a.env.runc(&["list", "-q"]).stdout).trim().is_empty());
+    assert!(
+        String::from_utf8_lossy(&a.env.runc(&["list", "-q"]).stdout)
+            .trim()
+            .is_empty()
+    );
 }

@@ -294,25 +294,27 @@ async fn pids_limit_holds() {
     let c = env.containerizer();
     let h = handle("few");
     let mut s = spec();
-    s.limits.pids = Some(8);
+    s.limits.pids = Some(16);
     c.create(&h, &s, BTreeMap::new()).await.unwrap();
-    let (_, out, _) = env.exec(
-        "few",
-        &[
-            "sh",
-            "-c",
-            "n=0; for i in $(seq 1 20); do sleep 30 & n=$((n+1)); done 2>/dev/null; echo started",
-        ],
-    );
-    assert!(out.contains("started"), "{out}");
+    // Forty background sleeps, stdio closed so the exec returns. The shell
+    // dies at its first failed fork, which is the point.
+    let script = "for i in $(seq 1 40); do sleep 30 </dev/null >/dev/null 2>&1 & done";
+    env.exec("few", &["sh", "-c", script]);
     let m = c.metrics(&h).unwrap();
-    assert_eq!(m.pids_limit, Some(8));
+    assert_eq!(m.pids_limit, Some(16));
     assert!(
-        m.pids_current <= 8,
+        m.pids_current <= 16,
         "pids.current {} exceeds the limit",
         m.pids_current
     );
-    assert!(m.pids_current >= 2);
+    assert!(
+        m.pids_current >= 10,
+        "the sleeps that fit did start: {}",
+        m.pids_current
+    );
+    let events =
+        std::fs::read_to_string(env.cgroup_dir("pids", "few").join("pids.events")).unwrap();
+    assert_ne!(events.trim(), "max 0", "forks were refused at the limit");
     c.destroy(&h).await.unwrap();
 }
 
@@ -355,6 +357,9 @@ async fn stream_in_then_out_is_byte_identical() {
         let mut header = tar::Header::new_gnu();
         header.set_size(payload.len() as u64);
         header.set_mode(0o640);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_700_000_000);
         header.set_cksum();
         b.append_data(&mut header, "blob.bin", &payload[..])
             .unwrap();

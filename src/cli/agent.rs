@@ -49,12 +49,20 @@ pub enum AgentError {
 }
 
 /// A binary shipped beside `rundmc` (or in /usr/lib/rundmc), unless given.
-fn sibling(given: &Option<PathBuf>, name: &'static str, flag: &'static str) -> Result<PathBuf, AgentError> {
+fn sibling(
+    given: &Option<PathBuf>,
+    name: &'static str,
+    flag: &'static str,
+) -> Result<PathBuf, AgentError> {
     if let Some(p) = given {
         return Ok(p.clone());
     }
-    let beside = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join(name)));
-    let candidates = beside.into_iter().chain([PathBuf::from("/usr/lib/rundmc").join(name)]);
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join(name)));
+    let candidates = beside
+        .into_iter()
+        .chain([PathBuf::from("/usr/lib/rundmc").join(name)]);
     let mut last = PathBuf::from(name);
     for c in candidates {
         if c.is_file() {
@@ -62,7 +70,11 @@ fn sibling(given: &Option<PathBuf>, name: &'static str, flag: &'static str) -> R
         }
         last = c;
     }
-    Err(AgentError::MissingBinary { what: name, path: last, flag })
+    Err(AgentError::MissingBinary {
+        what: name,
+        path: last,
+        flag,
+    })
 }
 
 /// Run the agent until a stop signal.
@@ -113,7 +125,11 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     }
     controller.enqueue_all();
     let dispatcher = {
-        let (store, queue, reporters) = (Arc::clone(&store), Arc::clone(&queue), Arc::clone(&reporters));
+        let (store, queue, reporters) = (
+            Arc::clone(&store),
+            Arc::clone(&queue),
+            Arc::clone(&reporters),
+        );
         tokio::spawn(async move {
             while let Some(c) = changes.recv().await {
                 dispatch(&store, &queue, &reporters, c).await;
@@ -143,7 +159,15 @@ async fn dispatch(store: &Store, queue: &WorkQueue, reporters: &Reporters, chang
     for handle in changes.handles {
         if let Some(d) = store.get(&handle) {
             if let Some(err) = &d.error {
-                reporters.event(Some(&d), &handle, EventType::Warning, reason::INVALID_MANIFEST, err.clone()).await;
+                reporters
+                    .event(
+                        Some(&d),
+                        &handle,
+                        EventType::Warning,
+                        reason::INVALID_MANIFEST,
+                        err.clone(),
+                    )
+                    .await;
             }
         }
         queue.add(handle);

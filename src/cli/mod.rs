@@ -121,7 +121,10 @@ impl AgentArgs {
     /// The node name, defaulting to the hostname.
     pub fn node_name(&self) -> String {
         self.node_name.clone().unwrap_or_else(|| {
-            nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into())
         })
     }
 }

@@ -41,6 +41,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             init_binary: self.config.init_binary.clone(),
             cgroup_parent: self.config.cgroup_parent.clone(),
             bind_flags,
+            nofile_hard: nofile_hard(),
         };
         if let Err(err) = self.build_and_start(handle, spec, &input, labels).await {
             if let Err(cleanup) = self.destroy(handle).await {
@@ -129,4 +130,11 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         self.depot.write_record(&record)?;
         Ok(())
     }
+}
+
+/// The agent's hard RLIMIT_NOFILE, which containers inherit as their ceiling.
+pub fn nofile_hard() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard)
+        .unwrap_or(1024)
 }

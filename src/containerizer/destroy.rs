@@ -29,7 +29,10 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         // go, so no supervisor outlives the bundle.
         crate::process::cleanup(&paths.processes(), SHIM_GRACE)
             .await
-            .map_err(|source| ContainerizerError::Process { handle: handle.clone(), source })?;
+            .map_err(|source| ContainerizerError::Process {
+                handle: handle.clone(),
+                source,
+            })?;
         let rootfs = paths.rootfs();
         self.mounter
             .unmount(&rootfs)

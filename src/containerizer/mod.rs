@@ -23,17 +23,17 @@ pub mod info;
 pub mod lifecycle;
 pub mod nstar;
 pub mod rootfs;
+pub mod run;
 pub mod stop;
 pub mod stream;
-pub mod run;
 pub mod update;
 pub mod users;
 
+use crate::process::{ProcessError, Tracker};
 use cgroup::{Cgroup, CgroupError, Hierarchy};
 use depot::{Depot, DepotError};
 use rootfs::{KernelMounter, Mounter, RootfsError};
 use users::UserError;
-use crate::process::{ProcessError, Tracker};
 
 /// Everything that can go wrong in a containerizer verb. Each names the
 /// container, and where the cause is a spec field, the field.
@@ -213,11 +213,13 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     pub fn with_mounter(config: Config, runtime: R, mounter: M) -> Result<Self> {
         let depot = Depot::open(&config.depot)?;
         let hierarchy = Hierarchy::detect().map_err(ContainerizerError::CgroupSetup)?;
+        let tracker = Tracker::new(&config.shim_binary);
         Ok(Self {
             depot,
             runtime,
             mounter,
             hierarchy,
+            tracker,
             config,
         })
     }

@@ -39,20 +39,43 @@ pub struct RunSpec {
 impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     /// Run a process in `handle`; returns once it runs (or why it cannot).
     pub async fn run(&self, handle: &Handle, spec: &RunSpec) -> Result<Process> {
-        let record = self.depot.record(handle)?.ok_or_else(|| super::depot::DepotError::NotFound(handle.clone()))?;
-        let state = self.runtime.state(handle.as_str()).await.map_err(Self::runtime_err(handle))?;
+        let record = self
+            .depot
+            .record(handle)?
+            .ok_or_else(|| super::depot::DepotError::NotFound(handle.clone()))?;
+        let state = self
+            .runtime
+            .state(handle.as_str())
+            .await
+            .map_err(Self::runtime_err(handle))?;
         if !can_exec(Some(state.status)) {
-            return Err(ContainerizerError::WrongState { handle: handle.clone(), verb: "run in", status: Some(state.status) });
+            return Err(ContainerizerError::WrongState {
+                handle: handle.clone(),
+                verb: "run in",
+                status: Some(state.status),
+            });
         }
         let paths = self.depot.paths(handle);
-        let user = users::resolve(&paths.rootfs(), spec.user.as_deref())
-            .map_err(|source| ContainerizerError::User { handle: handle.clone(), source })?;
+        let user = users::resolve(&paths.rootfs(), spec.user.as_deref()).map_err(|source| {
+            ContainerizerError::User {
+                handle: handle.clone(),
+                source,
+            }
+        })?;
         let id = spec.id.clone().unwrap_or_else(generate_id);
-        Handle::new(id.clone()).map_err(|e| ContainerizerError::BadProcessId { handle: handle.clone(), id: id.clone(), reason: e.to_string() })?;
+        Handle::new(id.clone()).map_err(|e| ContainerizerError::BadProcessId {
+            handle: handle.clone(),
+            id: id.clone(),
+            reason: e.to_string(),
+        })?;
         let dir = paths.processes().join(&id);
-        std::fs::create_dir_all(paths.processes()).map_err(|e| self.fs_err(handle, &paths.processes(), e))?;
+        std::fs::create_dir_all(paths.processes())
+            .map_err(|e| self.fs_err(handle, &paths.processes(), e))?;
         std::fs::create_dir(&dir).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => ContainerizerError::ProcessExists { handle: handle.clone(), id: id.clone() },
+            std::io::ErrorKind::AlreadyExists => ContainerizerError::ProcessExists {
+                handle: handle.clone(),
+                id: id.clone(),
+            },
             _ => self.fs_err(handle, &dir, e),
         })?;
         let process = bundle::process_spec(&ProcessInput {
@@ -61,10 +84,20 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             env: &spec.env,
             working_dir: spec.working_dir.as_deref(),
             user,
+            nofile_hard: super::create::nofile_hard(),
         });
-        fsutil::write_json_atomic(&dir.join(PROCESS_JSON), &process)
-            .map_err(|source| ContainerizerError::Fs { handle: handle.clone(), source })?;
-        let argv = self.runtime.exec_argv(handle.as_str(), &dir.join(PROCESS_JSON), &dir.join(PID_FILE), &dir.join(RUNTIME_LOG));
+        fsutil::write_json_atomic(&dir.join(PROCESS_JSON), &process).map_err(|source| {
+            ContainerizerError::Fs {
+                handle: handle.clone(),
+                source,
+            }
+        })?;
+        let argv = self.runtime.exec_argv(
+            handle.as_str(),
+            &dir.join(PROCESS_JSON),
+            &dir.join(PID_FILE),
+            &dir.join(RUNTIME_LOG),
+        );
         let mut launch = Launch::new(&id, &dir, argv);
         launch.stdin = spec.stdin;
         launch.oom_file = Some(self.cgroup(handle).oom_counter_file());
@@ -74,26 +107,48 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         if let Some(n) = spec.log_max_files {
             launch.log_max_files = n;
         }
-        self.tracker.spawn(launch).await.map_err(|source| ContainerizerError::Process { handle: handle.clone(), source })
+        self.tracker
+            .spawn(launch)
+            .await
+            .map_err(|source| ContainerizerError::Process {
+                handle: handle.clone(),
+                source,
+            })
     }
 
     /// Reattach to process `id` of `handle` from its directory alone.
     pub fn attach(&self, handle: &Handle, id: &str) -> Result<Process> {
-        Handle::new(id).map_err(|e| ContainerizerError::BadProcessId { handle: handle.clone(), id: id.into(), reason: e.to_string() })?;
-        Process::attach(self.process_dir(handle, id)).map_err(|source| ContainerizerError::Process { handle: handle.clone(), source })
+        Handle::new(id).map_err(|e| ContainerizerError::BadProcessId {
+            handle: handle.clone(),
+            id: id.into(),
+            reason: e.to_string(),
+        })?;
+        Process::attach(self.process_dir(handle, id)).map_err(|source| {
+            ContainerizerError::Process {
+                handle: handle.clone(),
+                source,
+            }
+        })
     }
 
     /// Send `signal` to process `id` of `handle`.
     pub fn signal(&self, handle: &Handle, id: &str, signal: i32) -> Result<()> {
         self.attach(handle, id)?
             .signal(signal)
-            .map_err(|source| ContainerizerError::Process { handle: handle.clone(), source })
+            .map_err(|source| ContainerizerError::Process {
+                handle: handle.clone(),
+                source,
+            })
     }
 
     /// Every process of `handle`, with its state.
     pub fn processes(&self, handle: &Handle) -> Result<Vec<ProcessInfo>> {
-        crate::process::list(&self.depot.paths(handle).processes())
-            .map_err(|source| ContainerizerError::Process { handle: handle.clone(), source })
+        crate::process::list(&self.depot.paths(handle).processes()).map_err(|source| {
+            ContainerizerError::Process {
+                handle: handle.clone(),
+                source,
+            }
+        })
     }
 
     /// The directory of process `id`.
@@ -101,8 +156,16 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         self.depot.paths(handle).processes().join(id)
     }
 
-    fn fs_err(&self, handle: &Handle, path: &std::path::Path, e: std::io::Error) -> ContainerizerError {
-        ContainerizerError::Fs { handle: handle.clone(), source: fsutil::FsError::new(path, e) }
+    fn fs_err(
+        &self,
+        handle: &Handle,
+        path: &std::path::Path,
+        e: std::io::Error,
+    ) -> ContainerizerError {
+        ContainerizerError::Fs {
+            handle: handle.clone(),
+            source: fsutil::FsError::new(path, e),
+        }
     }
 }
 

@@ -131,10 +131,13 @@ impl<R: OciRuntime> Controller<R> {
         };
         let now = SystemTime::now();
         let plan = plan::plan(want.as_ref(), &obs.observed(), &self.config.crash_loop, now);
-        let result = self.execute(handle, desired.as_ref(), want.as_ref(), &obs, &plan).await;
+        let result = self
+            .execute(handle, desired.as_ref(), want.as_ref(), &obs, &plan)
+            .await;
         let after = observe(&self.containerizer, handle).await?;
         self.watch_main(handle, &after);
-        self.announce_exit(handle, desired.as_ref(), &after, plan.waiting).await;
+        self.announce_exit(handle, desired.as_ref(), &after, plan.waiting)
+            .await;
         if let Some(d) = &desired {
             let err = result.as_ref().err().map(ToString::to_string);
             self.report(d, &after, plan.waiting, err.as_deref()).await;
@@ -147,7 +150,11 @@ impl<R: OciRuntime> Controller<R> {
     /// The spec to plan for: `Some(None)` means "not declared, destroy it";
     /// `None` means "leave it be" (its source has not listed yet, or its
     /// declaration was never valid and nothing runs).
-    fn effective_spec(&self, desired: Option<&Desired>, obs: &Observation) -> Option<Option<ContainerSpec>> {
+    fn effective_spec(
+        &self,
+        desired: Option<&Desired>,
+        obs: &Observation,
+    ) -> Option<Option<ContainerSpec>> {
         match desired {
             Some(d) if d.deleting => Some(None),
             Some(d) => match (&d.spec, &obs.record) {
@@ -183,10 +190,18 @@ impl<R: OciRuntime> Controller<R> {
             match (*step, want) {
                 (Step::Destroy, _) => self.destroy(handle, desired, obs).await?,
                 (Step::Create, Some(spec)) => self.create(handle, desired, spec).await?,
-                (Step::UpdateLimits, Some(spec)) => self.update_limits(handle, desired, spec).await?,
-                (Step::UpdateRecord, Some(spec)) => self.containerizer.update_record(handle, spec)?,
-                (Step::StartMain, Some(spec)) => self.start_main(handle, desired, spec, None).await?,
-                (Step::RestartMain { delay }, Some(spec)) => self.start_main(handle, desired, spec, Some(delay)).await?,
+                (Step::UpdateLimits, Some(spec)) => {
+                    self.update_limits(handle, desired, spec).await?
+                }
+                (Step::UpdateRecord, Some(spec)) => {
+                    self.containerizer.update_record(handle, spec)?
+                }
+                (Step::StartMain, Some(spec)) => {
+                    self.start_main(handle, desired, spec, None).await?
+                }
+                (Step::RestartMain { delay }, Some(spec)) => {
+                    self.start_main(handle, desired, spec, Some(delay)).await?
+                }
                 (Step::StopMain, Some(spec)) => self.stop_main(handle, desired, spec).await?,
                 (_, None) => {}
             }
@@ -194,39 +209,89 @@ impl<R: OciRuntime> Controller<R> {
         Ok(())
     }
 
-    async fn destroy(&self, handle: &Handle, desired: Option<&Desired>, obs: &Observation) -> Result<(), ContainerizerError> {
+    async fn destroy(
+        &self,
+        handle: &Handle,
+        desired: Option<&Desired>,
+        obs: &Observation,
+    ) -> Result<(), ContainerizerError> {
         if let Some(record) = &obs.record {
             if obs.runtime.is_some() {
                 let grace = grace_period(&record.spec);
-                self.event(desired, handle, EventType::Normal, reason::KILLING, format!("Stopping container with a grace period of {grace:?}")).await;
+                self.event(
+                    desired,
+                    handle,
+                    EventType::Normal,
+                    reason::KILLING,
+                    format!("Stopping container with a grace period of {grace:?}"),
+                )
+                .await;
                 if let Err(e) = self.containerizer.stop(handle, grace).await {
                     tracing::debug!(%handle, error = %e, "stop before destroy");
                 }
             }
         }
         self.containerizer.destroy(handle).await?;
-        self.event(desired, handle, EventType::Normal, reason::DESTROYED, "Container destroyed").await;
+        self.event(
+            desired,
+            handle,
+            EventType::Normal,
+            reason::DESTROYED,
+            "Container destroyed",
+        )
+        .await;
         Ok(())
     }
 
-    async fn create(&self, handle: &Handle, desired: Option<&Desired>, spec: &ContainerSpec) -> Result<(), ContainerizerError> {
+    async fn create(
+        &self,
+        handle: &Handle,
+        desired: Option<&Desired>,
+        spec: &ContainerSpec,
+    ) -> Result<(), ContainerizerError> {
         let kind = desired.map(|d| d.origin.kind()).unwrap_or(SourceKind::File);
         let labels = BTreeMap::from([(SOURCE_LABEL.to_string(), kind.label().to_string())]);
         match self.containerizer.create(handle, spec, labels).await {
             Ok(()) => {
-                self.event(desired, handle, EventType::Normal, reason::CREATED, format!("Created container from {}", spec.rootfs)).await;
+                self.event(
+                    desired,
+                    handle,
+                    EventType::Normal,
+                    reason::CREATED,
+                    format!("Created container from {}", spec.rootfs),
+                )
+                .await;
                 Ok(())
             }
             Err(e) => {
-                self.event(desired, handle, EventType::Warning, reason::FAILED, format!("Error: {e}")).await;
+                self.event(
+                    desired,
+                    handle,
+                    EventType::Warning,
+                    reason::FAILED,
+                    format!("Error: {e}"),
+                )
+                .await;
                 Err(e)
             }
         }
     }
 
-    async fn update_limits(&self, handle: &Handle, desired: Option<&Desired>, spec: &ContainerSpec) -> Result<(), ContainerizerError> {
+    async fn update_limits(
+        &self,
+        handle: &Handle,
+        desired: Option<&Desired>,
+        spec: &ContainerSpec,
+    ) -> Result<(), ContainerizerError> {
         self.containerizer.update_limits(handle, spec).await?;
-        self.event(desired, handle, EventType::Normal, reason::UPDATED, "Updated limits in place").await;
+        self.event(
+            desired,
+            handle,
+            EventType::Normal,
+            reason::UPDATED,
+            "Updated limits in place",
+        )
+        .await;
         Ok(())
     }
 
@@ -237,7 +302,9 @@ impl<R: OciRuntime> Controller<R> {
         spec: &ContainerSpec,
         restart_delay: Option<Duration>,
     ) -> Result<(), ContainerizerError> {
-        let Some(process) = &spec.process else { return Ok(()) };
+        let Some(process) = &spec.process else {
+            return Ok(());
+        };
         let bundle = self.containerizer.bundle_dir(handle);
         let file = MainFile::load(&bundle);
         let next = match restart_delay {
@@ -246,9 +313,16 @@ impl<R: OciRuntime> Controller<R> {
         };
         // Recorded before the start, so a crash in between never leaves a
         // run the next agent would not know about: it just starts the next.
-        next.save(&bundle).map_err(|source| ContainerizerError::Fs { handle: handle.clone(), source })?;
+        next.save(&bundle)
+            .map_err(|source| ContainerizerError::Fs {
+                handle: handle.clone(),
+                source,
+            })?;
         if next.runs > 2 {
-            let _ = std::fs::remove_dir_all(self.containerizer.process_dir(handle, &run_id(next.runs - 2)));
+            let _ = std::fs::remove_dir_all(
+                self.containerizer
+                    .process_dir(handle, &run_id(next.runs - 2)),
+            );
         }
         let run = RunSpec {
             id: Some(run_id(next.runs)),
@@ -260,32 +334,68 @@ impl<R: OciRuntime> Controller<R> {
         };
         match self.containerizer.run(handle, &run).await {
             Ok(p) => {
-                let msg = format!("Started main process {} (pid {})", p.id(), p.pid().unwrap_or(0));
-                self.event(desired, handle, EventType::Normal, reason::STARTED, msg).await;
+                let msg = format!(
+                    "Started main process {} (pid {})",
+                    p.id(),
+                    p.pid().unwrap_or(0)
+                );
+                self.event(desired, handle, EventType::Normal, reason::STARTED, msg)
+                    .await;
                 Ok(())
             }
-            Err(ContainerizerError::Process { source: source @ ProcessError::StartFailed { .. }, .. }) => {
+            Err(ContainerizerError::Process {
+                source: source @ ProcessError::StartFailed { .. },
+                ..
+            }) => {
                 // Recorded in the run's exit file; the restart policy takes it from here.
-                self.event(desired, handle, EventType::Warning, reason::FAILED, format!("Error: {source}")).await;
+                self.event(
+                    desired,
+                    handle,
+                    EventType::Warning,
+                    reason::FAILED,
+                    format!("Error: {source}"),
+                )
+                .await;
                 Ok(())
             }
             Err(e) => Err(e),
         }
     }
 
-    async fn stop_main(&self, handle: &Handle, desired: Option<&Desired>, spec: &ContainerSpec) -> Result<(), ContainerizerError> {
+    async fn stop_main(
+        &self,
+        handle: &Handle,
+        desired: Option<&Desired>,
+        spec: &ContainerSpec,
+    ) -> Result<(), ContainerizerError> {
         let bundle = self.containerizer.bundle_dir(handle);
-        let file = MainFile { stopped: true, ..MainFile::load(&bundle) };
-        file.save(&bundle).map_err(|source| ContainerizerError::Fs { handle: handle.clone(), source })?;
+        let file = MainFile {
+            stopped: true,
+            ..MainFile::load(&bundle)
+        };
+        file.save(&bundle)
+            .map_err(|source| ContainerizerError::Fs {
+                handle: handle.clone(),
+                source,
+            })?;
         let grace = grace_period(spec);
-        self.event(desired, handle, EventType::Normal, reason::KILLING, format!("Stopping processes with a grace period of {grace:?}")).await;
+        self.event(
+            desired,
+            handle,
+            EventType::Normal,
+            reason::KILLING,
+            format!("Stopping processes with a grace period of {grace:?}"),
+        )
+        .await;
         self.containerizer.stop(handle, grace).await
     }
 
     /// Make sure the current run's exit wakes this handle's reconcile: a
     /// task awaits the supervisor's pidfd, so exits arrive in milliseconds.
     fn watch_main(&self, handle: &Handle, obs: &Observation) {
-        let (Some(p), plan::MainObs::Running) = (&obs.main_process, obs.main) else { return };
+        let (Some(p), plan::MainObs::Running) = (&obs.main_process, obs.main) else {
+            return;
+        };
         let key = (handle.clone(), p.id().to_string());
         if !lock(&self.watching).insert(key.clone()) {
             return;
@@ -301,15 +411,26 @@ impl<R: OciRuntime> Controller<R> {
     }
 
     /// Announce, once per run, an OOM kill and a crash-loop backoff.
-    async fn announce_exit(&self, handle: &Handle, desired: Option<&Desired>, obs: &Observation, waiting: Option<Waiting>) {
-        let (Some(p), Some(term)) = (&obs.main_process, &obs.last_termination) else { return };
+    async fn announce_exit(
+        &self,
+        handle: &Handle,
+        desired: Option<&Desired>,
+        obs: &Observation,
+        waiting: Option<Waiting>,
+    ) {
+        let (Some(p), Some(term)) = (&obs.main_process, &obs.last_termination) else {
+            return;
+        };
         if !matches!(obs.main, plan::MainObs::Exited { .. }) {
             return;
         }
         let id = p.id().to_string();
-        if term.reason == status::reason::OOM_KILLED && self.first_time(handle, &id, reason::OOM_KILLED) {
+        if term.reason == status::reason::OOM_KILLED
+            && self.first_time(handle, &id, reason::OOM_KILLED)
+        {
             let msg = format!("Main process {id} was killed by the OOM killer");
-            self.event(desired, handle, EventType::Warning, reason::OOM_KILLED, msg).await;
+            self.event(desired, handle, EventType::Warning, reason::OOM_KILLED, msg)
+                .await;
         }
         if let Some(Waiting::BackOff { delay, .. }) = waiting {
             if self.first_time(handle, &id, reason::BACK_OFF) {
@@ -318,7 +439,8 @@ impl<R: OciRuntime> Controller<R> {
                     humantime::format_duration(delay),
                     term.exit_code
                 );
-                self.event(desired, handle, EventType::Warning, reason::BACK_OFF, msg).await;
+                self.event(desired, handle, EventType::Warning, reason::BACK_OFF, msg)
+                    .await;
             }
         }
     }
@@ -330,9 +452,18 @@ impl<R: OciRuntime> Controller<R> {
         announced.insert((handle.clone(), id.to_string(), what))
     }
 
-    async fn report(&self, d: &Desired, obs: &Observation, waiting: Option<Waiting>, error: Option<&str>) {
+    async fn report(
+        &self,
+        d: &Desired,
+        obs: &Observation,
+        waiting: Option<Waiting>,
+        error: Option<&str>,
+    ) {
         let spec = d.spec.as_ref().or(obs.record.as_ref().map(|r| &r.spec));
-        let invalid = d.error.as_deref().map(|m| (status::reason::INVALID_MANIFEST, m));
+        let invalid = d
+            .error
+            .as_deref()
+            .map(|m| (status::reason::INVALID_MANIFEST, m));
         let observed = obs.observed();
         let previous = self.reporters.previous(d).await;
         let st = status::compute(&StatusInput {
@@ -351,8 +482,17 @@ impl<R: OciRuntime> Controller<R> {
         self.reporters.status(d, &st).await;
     }
 
-    async fn event(&self, desired: Option<&Desired>, handle: &Handle, type_: EventType, why: &str, message: impl Into<String>) {
-        self.reporters.event(desired, handle, type_, why, message.into()).await;
+    async fn event(
+        &self,
+        desired: Option<&Desired>,
+        handle: &Handle,
+        type_: EventType,
+        why: &str,
+        message: impl Into<String>,
+    ) {
+        self.reporters
+            .event(desired, handle, type_, why, message.into())
+            .await;
     }
 }
 
@@ -367,6 +507,9 @@ fn grace_period(spec: &ContainerSpec) -> Duration {
 
 /// A number in [0, 1) for retry jitter, from the clock's nanoseconds.
 fn jitter() -> f64 {
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     f64::from(nanos % 1000) / 1000.0
 }

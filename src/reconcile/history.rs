@@ -59,7 +59,12 @@ impl MainFile {
 
     /// The next run, after a create or a stop.
     pub fn start(self) -> Self {
-        Self { runs: self.runs + 1, last_delay_ms: None, stopped: false, ..self }
+        Self {
+            runs: self.runs + 1,
+            last_delay_ms: None,
+            stopped: false,
+            ..self
+        }
     }
 
     /// The next run, restarting after an exit that waited `delay`.
@@ -88,9 +93,14 @@ mod tests {
         assert_eq!(f.current_id(), None);
         let f = f.start();
         assert_eq!(f.current_id().as_deref(), Some("main-1"));
-        let f = f.restart(Duration::from_secs(10)).restart(Duration::from_secs(20));
+        let f = f
+            .restart(Duration::from_secs(10))
+            .restart(Duration::from_secs(20));
         assert_eq!((f.runs, f.restarts, f.last_delay_ms), (3, 2, Some(20_000)));
         let f = MainFile { stopped: true, ..f }.start();
-        assert_eq!((f.runs, f.restarts, f.last_delay_ms, f.stopped), (4, 2, None, false));
+        assert_eq!(
+            (f.runs, f.restarts, f.last_delay_ms, f.stopped),
+            (4, 2, None, false)
+        );
     }
 }

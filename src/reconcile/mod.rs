@@ -2,6 +2,7 @@
 //! controller loop that observes, plans and executes for one handle at a time.
 
 pub mod backoff;
+pub mod controller;
 pub mod history;
 pub mod observe;
 pub mod plan;

@@ -36,11 +36,18 @@ impl Observation {
     /// The planner's view.
     pub fn observed(&self) -> Observed<'_> {
         let container = match (&self.record, self.half_made) {
-            (Some(r), _) => ContainerObs::Present { spec: &r.spec, runtime: self.runtime },
+            (Some(r), _) => ContainerObs::Present {
+                spec: &r.spec,
+                runtime: self.runtime,
+            },
             (None, true) => ContainerObs::HalfMade,
             (None, false) => ContainerObs::Absent,
         };
-        Observed { container, main: self.main, history: self.main_file.history() }
+        Observed {
+            container,
+            main: self.main,
+            history: self.main_file.history(),
+        }
     }
 }
 
@@ -70,7 +77,12 @@ pub async fn observe<R: OciRuntime, M: Mounter>(
     obs.runtime = match c.runtime().state(handle.as_str()).await {
         Ok(s) => Some(s.status),
         Err(RuntimeError::NotFound { .. }) => None,
-        Err(source) => return Err(ContainerizerError::Runtime { handle: handle.clone(), source }),
+        Err(source) => {
+            return Err(ContainerizerError::Runtime {
+                handle: handle.clone(),
+                source,
+            });
+        }
     };
     let bundle = c.bundle_dir(handle);
     obs.main_file = MainFile::load(&bundle);
@@ -101,7 +113,14 @@ fn main_state(p: &Process) -> (MainObs, Option<Termination>) {
         Ok(ProcState::Exited(rec)) => {
             let finished = humantime::parse_rfc3339(&rec.finished_at).unwrap_or(started);
             let ran_for = finished.duration_since(started).unwrap_or_default();
-            (MainObs::Exited { code: Some(rec.exit_code), finished_at: finished, ran_for }, Some(termination(&rec)))
+            (
+                MainObs::Exited {
+                    code: Some(rec.exit_code),
+                    finished_at: finished,
+                    ran_for,
+                },
+                Some(termination(&rec)),
+            )
         }
         Ok(ProcState::Lost { reason: why }) => {
             let term = Termination {
@@ -111,7 +130,14 @@ fn main_state(p: &Process) -> (MainObs, Option<Termination>) {
                 message: Some(why),
                 finished_at: None,
             };
-            (MainObs::Exited { code: None, finished_at: started, ran_for: Duration::ZERO }, Some(term))
+            (
+                MainObs::Exited {
+                    code: None,
+                    finished_at: started,
+                    ran_for: Duration::ZERO,
+                },
+                Some(term),
+            )
         }
     }
 }

@@ -43,7 +43,14 @@ impl Reporters {
     }
 
     /// Record an event about `handle`.
-    pub async fn event(&self, desired: Option<&Desired>, handle: &Handle, type_: EventType, reason: &str, message: String) {
+    pub async fn event(
+        &self,
+        desired: Option<&Desired>,
+        handle: &Handle,
+        type_: EventType,
+        reason: &str,
+        message: String,
+    ) {
         let _ = desired;
         match type_ {
             EventType::Normal => tracing::info!(%handle, reason, "{message}"),
@@ -68,7 +75,12 @@ impl Reporters {
             tracing::warn!(path = %path.display(), error = %e, "cannot write file status");
         }
         for message in errors {
-            let ev = Event::now(&path.display().to_string(), EventType::Warning, events::reason::INVALID_MANIFEST, message.clone());
+            let ev = Event::now(
+                &path.display().to_string(),
+                EventType::Warning,
+                events::reason::INVALID_MANIFEST,
+                message.clone(),
+            );
             if let Err(e) = self.events.record(&ev) {
                 tracing::warn!(error = %e, "cannot record event");
             }

@@ -119,6 +119,7 @@ fn terminal_exits() {
         exit_code: 137,
         signal: Some("SIGKILL".into()),
         reason: "OOMKilled".into(),
+        message: None,
         finished_at: None,
     });
     assert_eq!(

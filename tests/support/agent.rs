@@ -29,7 +29,12 @@ impl AgentEnv {
         let manifests = env.dir.join("manifests");
         let state = env.dir.join("state");
         std::fs::create_dir_all(&manifests).unwrap();
-        AgentEnv { env, manifests, state, extra: Vec::new() }
+        AgentEnv {
+            env,
+            manifests,
+            state,
+            extra: Vec::new(),
+        }
     }
 
     /// Start `rundmc agent` on this environment.
@@ -55,7 +60,14 @@ impl AgentEnv {
             .arg(binary("rundmc-init"))
             .arg("--shim-binary")
             .arg(binary("rundmc-shim"))
-            .args(["--resync-period", "2s", "--crash-loop-initial", "300ms", "--crash-loop-max", "3s"])
+            .args([
+                "--resync-period",
+                "2s",
+                "--crash-loop-initial",
+                "300ms",
+                "--crash-loop-max",
+                "3s",
+            ])
             .args(&self.extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -78,7 +90,8 @@ impl AgentEnv {
 
     /// The status file of `name`, parsed.
     pub fn status(&self, name: &str) -> Option<serde_yaml::Value> {
-        let text = std::fs::read_to_string(self.state.join("status").join(format!("{name}.yaml"))).ok()?;
+        let text =
+            std::fs::read_to_string(self.state.join("status").join(format!("{name}.yaml"))).ok()?;
         serde_yaml::from_str(&text).ok()
     }
 
@@ -96,7 +109,9 @@ impl AgentEnv {
     pub fn condition(&self, name: &str, type_: &str) -> Option<(String, String, String)> {
         let v = self.status(name)?;
         let conds = v.get("status")?.get("conditions")?.as_sequence()?;
-        let c = conds.iter().find(|c| c.get("type").and_then(|t| t.as_str()) == Some(type_))?;
+        let c = conds
+            .iter()
+            .find(|c| c.get("type").and_then(|t| t.as_str()) == Some(type_))?;
         let s = |k: &str| c.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
         Some((s("status"), s("reason"), s("message")))
     }
@@ -104,26 +119,42 @@ impl AgentEnv {
     /// Every event in events.jsonl.
     pub fn events(&self) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(self.state.join("events.jsonl")).unwrap_or_default();
-        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// The current main process's directory of `name`.
     pub fn main_dir(&self, name: &str) -> Option<PathBuf> {
-        let main: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(self.env.depot.join(name).join("main.json")).ok()?).ok()?;
+        let main: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(self.env.depot.join(name).join("main.json")).ok()?,
+        )
+        .ok()?;
         let runs = main["runs"].as_u64()?;
-        Some(self.env.depot.join(name).join("processes").join(format!("main-{runs}")))
+        Some(
+            self.env
+                .depot
+                .join(name)
+                .join("processes")
+                .join(format!("main-{runs}")),
+        )
     }
 
     /// The main process's host pid.
     pub fn main_pid(&self, name: &str) -> Option<i32> {
         let dir = self.main_dir(name)?;
-        std::fs::read_to_string(dir.join("pid")).ok()?.trim().parse().ok()
+        std::fs::read_to_string(dir.join("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// Its output log so far.
     pub fn main_log(&self, name: &str) -> String {
-        self.main_dir(name).and_then(|d| std::fs::read_to_string(d.join("output.log")).ok()).unwrap_or_default()
+        self.main_dir(name)
+            .and_then(|d| std::fs::read_to_string(d.join("output.log")).ok())
+            .unwrap_or_default()
     }
 
     /// The agent's own log, for failure messages.
@@ -133,13 +164,19 @@ impl AgentEnv {
 
     /// Wait for `cond`, failing with the agent's log when it never holds.
     pub fn wait(&self, what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
-        assert!(eventually(timeout, cond), "timed out waiting for {what}\n--- agent log ---\n{}", self.agent_log());
+        assert!(
+            eventually(timeout, cond),
+            "timed out waiting for {what}\n--- agent log ---\n{}",
+            self.agent_log()
+        );
     }
 
     /// Whether `name` is running in runc with a live main process.
     pub fn running(&self, name: &str) -> bool {
         self.env.runc_status(name).as_deref() == Some("running")
-            && self.main_pid(name).is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+            && self
+                .main_pid(name)
+                .is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
             && self.status_field(name, "phase").as_deref() == Some("Running")
     }
 }
@@ -153,8 +190,11 @@ impl Agent {
 
     /// SIGTERM, and wait for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM)
-            .unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
         self.child.wait().unwrap()
     }
 }

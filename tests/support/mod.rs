@@ -101,6 +101,7 @@ impl Env {
             init_binary: binary("rundmc-init"),
             cgroup_parent: self.cgroup_parent.clone(),
             nstar_binary: binary("rundmc"),
+            shim_binary: binary("rundmc-shim"),
         }
     }
 
@@ -148,15 +149,22 @@ impl Env {
     }
 
     /// `runc exec --detach`: start a background process in the container.
+    /// Its stdio is /dev/null: the process would hold captured pipes open.
     pub fn exec_detached(&self, id: &str, args: &[&str]) {
-        let mut all = vec!["exec", "--detach", id];
-        all.extend_from_slice(args);
-        let out = self.runc(&all);
-        assert!(
-            out.status.success(),
-            "runc exec -d failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let err_path = self.dir.join("exec-detached.err");
+        let err = std::fs::File::create(&err_path).unwrap();
+        let status = Command::new("runc")
+            .arg("--root")
+            .arg(&self.runc_root)
+            .args(["exec", "--detach", id])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(err)
+            .status()
+            .unwrap();
+        let msg = std::fs::read_to_string(&err_path).unwrap_or_default();
+        assert!(status.success(), "runc exec -d failed: {msg}");
     }
 
     /// The container's directory in a v1 controller (or the v2 unified dir).

@@ -34,6 +34,8 @@ pub struct BundleInput<'a> {
     /// For each of `spec.mounts`, the flags of the mount holding its source
     /// that the bind must keep (`nosuid`, `nodev`, `noexec`).
     pub bind_flags: Vec<Vec<String>>,
+    /// The hard open-files limit (the agent's own; a container cannot exceed it).
+    pub nofile_hard: u64,
 }
 
 /// A bundle rule: one concern's part of the config.

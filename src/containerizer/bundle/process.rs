@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use oci_spec::runtime::{Process, User};
 
 use super::rules::{
-    DEFAULT_CAPABILITIES, DEFAULT_PATH, all_capabilities, capability_sets, default_rlimits,
+    DEFAULT_CAPABILITIES, DEFAULT_PATH, all_capabilities, capability_sets, nofile_rlimits,
 };
 use crate::api::{ContainerSpec, EnvVar};
 
@@ -48,6 +48,8 @@ pub struct ProcessInput<'a> {
     pub working_dir: Option<&'a str>,
     /// The resolved user.
     pub user: ExecUser,
+    /// The hard open-files limit to give it.
+    pub nofile_hard: u64,
 }
 
 /// The process.json for `runc exec --process`.
@@ -71,7 +73,7 @@ pub fn process_spec(input: &ProcessInput<'_>) -> Process {
     };
     p.set_capabilities(Some(capability_sets(caps)));
     p.set_no_new_privileges(Some(!input.container.privileged));
-    p.set_rlimits(Some(default_rlimits()));
+    p.set_rlimits(Some(nofile_rlimits(input.nofile_hard)));
     p
 }
 

@@ -290,13 +290,19 @@ fn limits(input: &BundleInput<'_>, spec: &mut Spec) {
 /// one; a fresh bundle simply leaves it out.
 pub fn limit_resources(resources: &Resources, clear_unset: bool) -> LinuxResources {
     let mut res = LinuxResources::default();
-    let memory = resources.memory_bytes.map(|b| b as i64).or(clear_unset.then_some(-1));
+    let memory = resources
+        .memory_bytes
+        .map(|b| b as i64)
+        .or(clear_unset.then_some(-1));
     if let Some(limit) = memory {
         let mut mem = LinuxMemory::default();
         mem.set_limit(Some(limit));
         res.set_memory(Some(mem));
     }
-    let quota = resources.cpu_millis.map(cpu_quota_us).or(clear_unset.then_some(-1));
+    let quota = resources
+        .cpu_millis
+        .map(cpu_quota_us)
+        .or(clear_unset.then_some(-1));
     if let Some(quota) = quota {
         let mut cpu = LinuxCpu::default();
         cpu.set_period(Some(CPU_PERIOD_US));
@@ -367,16 +373,18 @@ fn hardening(input: &BundleInput<'_>, spec: &mut Spec) {
         l.set_readonly_paths(Some(READONLY_PATHS.iter().map(|s| s.to_string()).collect()));
         process(spec).set_no_new_privileges(Some(true));
     }
-    process(spec).set_rlimits(Some(default_rlimits()));
+    process(spec).set_rlimits(Some(nofile_rlimits(input.nofile_hard)));
 }
 
-/// RLIMIT_NOFILE 1024 soft, 524288 hard, as systemd sets for services.
-pub fn default_rlimits() -> Vec<PosixRlimit> {
+/// RLIMIT_NOFILE: 1024 soft (what select(2)-era programs expect) and the
+/// agent's own hard limit, which a container cannot raise: runc sets limits
+/// after dropping to the container's capabilities.
+pub fn nofile_rlimits(hard: u64) -> Vec<PosixRlimit> {
     // The builder has no validation for these fields, so it cannot fail.
     PosixRlimitBuilder::default()
         .typ(PosixRlimitType::RlimitNofile)
-        .soft(1024u64)
-        .hard(524_288u64)
+        .soft(hard.min(1024))
+        .hard(hard)
         .build()
         .map(|r| vec![r])
         .unwrap_or_default()

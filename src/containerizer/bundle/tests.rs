@@ -19,6 +19,7 @@ fn input<'a>(
         init_binary: PathBuf::from("/usr/lib/rundmc/rundmc-init"),
         cgroup_parent: "rundmc".into(),
         bind_flags,
+        nofile_hard: 65536,
     }
 }
 
@@ -175,6 +176,7 @@ fn process_env_overrides_container_env_in_place() {
             additional_gids: vec![],
             home: Some("/home/app".into()),
         },
+        nofile_hard: 65536,
     });
     assert_eq!(
         p.env().clone().unwrap(),
