@@ -113,8 +113,10 @@ async fn lifecycle(binary: &'static str) {
     rt.start(id).await.unwrap();
     let running = rt.state(id).await.unwrap();
     assert_eq!((running.status, running.pid), (Status::Running, Some(pid)));
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    assert_eq!(cmdline, b"sleep\x001000\x00");
+    // start returns once init may go on; its execve of sleep follows.
+    wait_until(Duration::from_secs(5), "init to exec sleep 1000", || {
+        std::fs::read(format!("/proc/{pid}/cmdline")).unwrap() == b"sleep\x001000\x00"
+    });
     assert!(rt.list().await.unwrap().contains(&running));
 
     // exec_argv is complete: another program runs it as is.
