@@ -64,27 +64,9 @@ fn state_of_document(doc: &Value) -> State {
     }
 }
 
-async fn lifecycle(binary: &'static str) {
-    let sb = Sandbox::new(binary, "life");
-    let rt = sb.runtime();
-    let id = "life";
-    let bundle = sb.bundle(id, &BundleSpec::default());
-
-    rt.create(id, &bundle).await.unwrap();
-    let created = rt.state(id).await.unwrap();
-    assert_eq!(created.status, Status::Created);
-    assert_eq!(created.bundle, bundle);
-    let pid = created.pid.expect("a created container has an init pid");
-    assert!(Path::new(&format!("/proc/{pid}")).exists());
-
-    rt.start(id).await.unwrap();
-    let running = rt.state(id).await.unwrap();
-    assert_eq!((running.status, running.pid), (Status::Running, Some(pid)));
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    assert_eq!(cmdline, b"sleep\x001000\x00");
-    assert!(rt.list().await.unwrap().contains(&running));
-
-    // exec_argv is complete: another program runs it as is.
+/// Run `exec_argv` of `echo hello from $(hostname)` with std's Command, as
+/// the process supervisor would: (its stdout, the pid it wrote).
+fn run_exec_argv(sb: &Sandbox, rt: &Runc, id: &str) -> (String, i32) {
     let work = sb.dir.join("exec");
     std::fs::create_dir_all(&work).unwrap();
     let process = serde_json::json!({
@@ -107,12 +89,39 @@ async fn lifecycle(binary: &'static str) {
         "exec: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from life\n");
-    let exec_pid: i32 = std::fs::read_to_string(work.join("pid"))
+    let pid = std::fs::read_to_string(work.join("pid"))
         .unwrap()
         .trim()
         .parse()
         .unwrap();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), pid)
+}
+
+async fn lifecycle(binary: &'static str) {
+    let sb = Sandbox::new(binary, "life");
+    let rt = sb.runtime();
+    let id = "life";
+    let bundle = sb.bundle(id, &BundleSpec::default());
+
+    rt.create(id, &bundle).await.unwrap();
+    let created = rt.state(id).await.unwrap();
+    assert_eq!(created.status, Status::Created);
+    assert_eq!(created.bundle, bundle);
+    let pid = created.pid.expect("a created container has an init pid");
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+
+    rt.start(id).await.unwrap();
+    let running = rt.state(id).await.unwrap();
+    assert_eq!((running.status, running.pid), (Status::Running, Some(pid)));
+    // start returns once init may go on; its execve of sleep follows.
+    wait_until(Duration::from_secs(5), "init to exec sleep 1000", || {
+        std::fs::read(format!("/proc/{pid}/cmdline")).unwrap() == b"sleep\x001000\x00"
+    });
+    assert!(rt.list().await.unwrap().contains(&running));
+
+    // exec_argv is complete: another program runs it as is.
+    let (stdout, exec_pid) = run_exec_argv(&sb, &rt, id);
+    assert_eq!(stdout, "hello from life\n");
     assert!(exec_pid > 0 && exec_pid != pid);
 
     rt.kill(id, 9, false).await.unwrap();

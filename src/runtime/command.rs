@@ -280,3 +280,124 @@ async fn forward_lines<R: AsyncRead + Unpin>(pipe: R, tx: &mpsc::Sender<String>)
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("rundmc-runner-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn sh(script: &str, input: Input, timeout: Duration) -> Invocation {
+        let argv = vec!["/bin/sh".into(), "-c".into(), script.into()];
+        Invocation {
+            argv,
+            input,
+            capture: Capture::Pipes,
+            timeout,
+        }
+    }
+
+    fn alive(pid: &str) -> bool {
+        Path::new("/proc").join(pid).join("cmdline").exists()
+            && !std::fs::read(Path::new("/proc").join(pid).join("cmdline"))
+                .unwrap_or_default()
+                .is_empty()
+    }
+
+    #[tokio::test]
+    async fn run_feeds_stdin_and_captures_both_outputs_and_the_code() {
+        let invocation = sh(
+            "cat; echo oops >&2; exit 3",
+            Input::Bytes(b"{\"x\":1}".to_vec()),
+            Duration::from_secs(10),
+        );
+        let finished = TokioRunner.run(invocation).await.unwrap();
+        assert_eq!(finished.status.code(), Some(3));
+        assert_eq!(finished.stdout, b"{\"x\":1}");
+        assert_eq!(finished.stderr, b"oops\n");
+    }
+
+    #[tokio::test]
+    async fn discarded_output_is_not_waited_for() {
+        // A background sleep would hold an inherited pipe open for a minute.
+        let dir = scratch("discard");
+        let pid_file = dir.join("sleeper");
+        let script = format!("sleep 60 & echo $! > {}", pid_file.display());
+        let mut invocation = sh(&script, Input::Null, Duration::from_secs(10));
+        invocation.capture = Capture::Discard;
+        let started = std::time::Instant::now();
+        let finished = TokioRunner.run(invocation).await.unwrap();
+        let sleeper: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        nix::sys::signal::kill(Pid::from_raw(sleeper), Signal::SIGKILL).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(finished.status.success());
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_child_and_what_it_forked() {
+        let dir = scratch("timeout");
+        let pid_file = dir.join("grandchild");
+        let script = format!("sleep 60 & echo $! > {}; wait", pid_file.display());
+        let err = TokioRunner
+            .run(sh(&script, Input::Null, Duration::from_millis(300)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RunError::TimedOut { .. }), "{err}");
+        let grandchild = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .to_owned();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while alive(&grandchild) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "grandchild {grandchild} survived"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_a_spawn_error() {
+        let invocation = Invocation {
+            argv: vec!["/nonexistent/runc".into()],
+            input: Input::Null,
+            capture: Capture::Pipes,
+            timeout: Duration::from_secs(1),
+        };
+        let err = TokioRunner.run(invocation).await.unwrap_err();
+        assert!(
+            matches!(err, RunError::Spawn { ref program, .. } if program == Path::new("/nonexistent/runc"))
+        );
+    }
+
+    #[tokio::test]
+    async fn stream_gives_lines_and_dropping_it_kills_the_program() {
+        let argv = vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "echo one; echo two; exec sleep 60".into(),
+        ];
+        let LineStream { mut lines, exit } = TokioRunner.stream(argv).unwrap();
+        assert_eq!(lines.recv().await.as_deref(), Some("one"));
+        assert_eq!(lines.recv().await.as_deref(), Some("two"));
+        drop(lines);
+        let status = tokio::time::timeout(Duration::from_secs(5), exit)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(!status.success(), "killed, not exited: {status:?}");
+    }
+}

@@ -38,13 +38,25 @@ const EVENTS_BUFFER: usize = 16;
 /// Numbers the per-call log files of this process.
 static LOG_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// runc or crun, driven through its command line.
-#[derive(Debug, Clone)]
+/// runc or crun, driven through its command line. Cloning shares the
+/// runner.
+#[derive(Debug)]
 pub struct Runc<R = TokioRunner> {
     binary: PathBuf,
     root: PathBuf,
     timeout: Duration,
     runner: Arc<R>,
+}
+
+impl<R> Clone for Runc<R> {
+    fn clone(&self) -> Self {
+        Runc {
+            binary: self.binary.clone(),
+            root: self.root.clone(),
+            timeout: self.timeout,
+            runner: Arc::clone(&self.runner),
+        }
+    }
 }
 
 /// A per-call log file, removed when dropped (also when the call is
