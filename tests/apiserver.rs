@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use apiserver::{FakeApiServer, Outage};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, VersionMatch, WatchEvent,
@@ -158,12 +158,31 @@ async fn create_get_list_and_conflicts() {
         list.metadata.resource_version,
         Some(f.server.resource_version().to_string())
     );
+    let mut labelled = container("labelled", "node-2");
+    labelled.metadata.labels = Some([("app".to_string(), "db".to_string())].into());
+    api.create(&PostParams::default(), &labelled).await.unwrap();
+    let dbs = api
+        .list(&ListParams::default().labels("app in (db,cache)"))
+        .await
+        .unwrap();
+    assert_eq!(
+        dbs.items.iter().map(|c| c.name_any()).collect::<Vec<_>>(),
+        ["labelled"]
+    );
+    let all: Api<Container> = Api::all(f.client.clone());
+    assert_eq!(
+        all.list(&ListParams::default()).await.unwrap().items.len(),
+        2
+    );
 
     let dup = api_error(api.create(&PostParams::default(), &web).await.unwrap_err());
     assert_eq!((dup.code, dup.reason.as_str()), (409, "AlreadyExists"));
     let missing = api_error(api.get("nope").await.unwrap_err());
     assert_eq!((missing.code, missing.reason.as_str()), (404, "NotFound"));
     assert_eq!(missing.message, "containers.rundmc.io \"nope\" not found");
+    let namespaces: Api<Namespace> = Api::all(f.client.clone());
+    let default = namespaces.get("default").await.unwrap();
+    assert_eq!(default.status.unwrap().phase.as_deref(), Some("Active"));
     let elsewhere: Api<Container> = Api::namespaced(f.client.clone(), "no-such-ns");
     let err = api_error(
         elsewhere
@@ -387,11 +406,16 @@ async fn strategic_merge_is_refused_and_json_patch_works() {
     assert_eq!(patched.finalizers(), [FINALIZER]);
 
     let nodes: Api<Node> = Api::all(f.client.clone());
-    let node: Node = serde_json::from_value(
-        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"}}),
-    )
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.1"}]},
+    }))
     .unwrap();
-    nodes.create(&PostParams::default(), &node).await.unwrap();
+    let created = nodes.create(&PostParams::default(), &node).await.unwrap();
+    assert!(
+        created.status.is_some(),
+        "a Node keeps the status it is created with"
+    );
     let labels = json!({"metadata": {"labels": {"rundmc.io/agent": "true"}}});
     let node = nodes
         .patch(
@@ -452,6 +476,19 @@ async fn delete_waits_for_finalizers_and_watch_sees_it() {
         api.get("web").await.is_ok(),
         "still there while the finalizer is"
     );
+    let rv = f.server.resource_version();
+    let again = api
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
+    assert_eq!(
+        again.metadata.generation,
+        Some(2),
+        "a second delete changes nothing"
+    );
+    assert_eq!(f.server.resource_version(), rv);
 
     let more = json!({"metadata": {"finalizers": [FINALIZER, "other/x"]}});
     let err = api_error(

@@ -23,6 +23,9 @@ pub struct Kind {
     /// Has a `/status` subresource: status is reset on main-resource writes
     /// and everything but status is reset on status writes.
     pub status_subresource: bool,
+    /// Status in a create body is kept (Nodes); otherwise a kind with a
+    /// status subresource drops it.
+    pub status_on_create: bool,
     /// `metadata.generation` is kept (set to 1 on create, bumped on changes
     /// outside metadata and status, and when deletion starts).
     pub tracks_generation: bool,
@@ -49,6 +52,7 @@ impl Kind {
             singular: kind.to_lowercase(),
             namespaced,
             status_subresource: false,
+            status_on_create: false,
             tracks_generation: false,
             custom: false,
             field_labels: Vec::new(),
@@ -68,6 +72,12 @@ impl Kind {
     /// With a `/status` subresource.
     pub fn with_status(mut self) -> Kind {
         self.status_subresource = true;
+        self
+    }
+
+    /// Keeps status in create bodies.
+    pub fn with_status_on_create(mut self) -> Kind {
+        self.status_on_create = true;
         self
     }
 
@@ -189,11 +199,14 @@ const CORE_EVENT_FIELDS: &[&str] = &[
 pub fn default_kinds() -> Vec<Kind> {
     vec![
         container_kind(),
+        // Deleting a namespace deletes the object at once; there is no
+        // namespace controller to empty it first.
         Kind::builtin("", "v1", "Namespace", "namespaces", false).with_status(),
         // Nodes: only metadata.name and spec.unschedulable are field labels
         // (pkg/apis/core/v1/conversion.go).
         Kind::builtin("", "v1", "Node", "nodes", false)
             .with_status()
+            .with_status_on_create()
             .with_fields(&["spec.unschedulable"]),
         Kind::builtin("", "v1", "Event", "events", true)
             .with_fields(CORE_EVENT_FIELDS)

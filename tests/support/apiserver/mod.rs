@@ -9,11 +9,13 @@
 //!
 //! Where the fake simplifies, the module that does so says how.
 //!
-//! Rooms: `kinds` (served kinds), `store` (objects, revisions, strategies),
-//! `fields` (managedFields / apply), `patch` (patch bodies), `selectors`,
-//! `watch` (streams), `routes` (URL → target), `handlers` (verbs),
-//! `writes` (create, update, patch, delete), `discovery` (/version, /api, /apis), `server` (listener, connections,
-//! outages), `controls` (the test-facing handle methods), `kubeconfig`.
+//! Rooms: `kinds` (served kinds), `store` (objects, revisions, history),
+//! `strategy` (registry rules on writes), `fields` (managedFields, apply),
+//! `patch` (patch bodies), `selectors`, `watch` (streams), `routes` (URL to
+//! target), `handlers` (dispatch, reads), `writes` (create, update, patch,
+//! delete), `discovery` (/version, /api, /apis, /openapi), `server`
+//! (listener, connections, outages), `controls` (the test-facing handle
+//! methods), `kubeconfig`.
 
 // Shared by several test crates, each of which uses a different subset.
 #![allow(dead_code)]
@@ -30,6 +32,7 @@ pub mod selectors;
 pub mod server;
 pub mod status;
 pub mod store;
+pub mod strategy;
 pub mod watch;
 pub mod writes;
 
@@ -144,7 +147,7 @@ impl Builder {
         let ns_kind = store.kind_index("", "v1", "namespaces");
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             if let Some(k) = ns_kind {
-                let obj = serde_json::json!({"metadata": {"name": ns}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+                let obj = serde_json::json!({"metadata": {"name": ns}});
                 let w = store::WriteCtx {
                     manager: "kube-apiserver",
                     status: false,

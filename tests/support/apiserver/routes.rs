@@ -28,6 +28,9 @@ pub enum Route {
     /// `/api/v1` or `/apis/{group}/{version}`.
     Resources(String, String),
     Resource(Target),
+    /// `/openapi/v2` or `/openapi/v3`: empty documents, so kubectl's
+    /// client-side checks pass (the fake validates no schemas).
+    OpenApi(u8),
     NotFound,
 }
 
@@ -36,6 +39,8 @@ pub fn route(path: &str, store: &Store) -> Route {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match segs.as_slice() {
         ["version"] => Route::Version,
+        ["openapi", "v2"] => Route::OpenApi(2),
+        ["openapi", "v3"] => Route::OpenApi(3),
         ["api"] => Route::CoreVersions,
         ["apis"] => Route::Groups,
         ["api", "v1"] => Route::Resources(String::new(), "v1".into()),

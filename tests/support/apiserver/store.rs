@@ -19,6 +19,12 @@ use serde_json::{Value, json};
 use super::fields::{self, Scope, Writer};
 use super::kinds::Kind;
 use super::status::ApiError;
+use super::strategy::{
+    self, check_finalizers, finalizers, is_crd, meta_str, now, prepare_for_update, remove_meta,
+    same_ignoring_times, scope_of, set_meta, spec_part,
+};
+
+pub use super::strategy::Preconditions;
 
 /// (kind index, namespace or "" for cluster-scoped, name).
 pub type ObjKey = (usize, String, String);
@@ -74,72 +80,6 @@ pub struct Store {
     outbox: Vec<Change>,
     seq: u64,
     random: RandomState,
-}
-
-/// Now, as the apiserver formats `metav1.Time` (seconds, UTC).
-pub fn now() -> String {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    k8s_openapi::jiff::Timestamp::from_second(now.as_second())
-        .map(|t| t.to_string())
-        .unwrap_or_else(|_| now.to_string())
-}
-
-fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
-    obj.get("metadata")?.get(field)?.as_str()
-}
-
-fn finalizers(obj: &Value) -> Vec<String> {
-    obj.pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .map(|f| {
-            f.iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn set_meta(obj: &mut Value, field: &str, value: Value) {
-    if !obj.get("metadata").is_some_and(Value::is_object) {
-        obj["metadata"] = json!({});
-    }
-    obj["metadata"][field] = value;
-}
-
-fn remove_meta(obj: &mut Value, field: &str) {
-    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove(field);
-    }
-}
-
-/// Everything outside metadata and status: what bumps generation.
-fn spec_part(obj: &Value) -> Value {
-    let mut v = obj.clone();
-    if let Some(map) = v.as_object_mut() {
-        map.remove("metadata");
-        map.remove("status");
-    }
-    v
-}
-
-/// Equal but for managedFields timestamps: such a write is a no-op.
-fn same_ignoring_times(a: &Value, b: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(list) = v
-            .pointer_mut("/metadata/managedFields")
-            .and_then(Value::as_array_mut)
-        {
-            list.iter_mut()
-                .filter_map(Value::as_object_mut)
-                .for_each(|e| {
-                    e.remove("time");
-                });
-        }
-        v
-    };
-    strip(a) == strip(b)
 }
 
 impl Store {
@@ -298,11 +238,7 @@ impl Store {
         ] {
             remove_meta(&mut obj, field);
         }
-        if kind.status_subresource
-            && let Some(map) = obj.as_object_mut()
-        {
-            map.remove("status");
-        }
+        strategy::prepare_for_create(&kind, &mut obj);
         let uid = self.uid();
         set_meta(&mut obj, "uid", json!(uid));
         set_meta(&mut obj, "creationTimestamp", json!(now()));
@@ -367,7 +303,7 @@ impl Store {
             }
             _ => {}
         }
-        let mut new = strategy(&kind, &old, candidate, w.status);
+        let mut new = prepare_for_update(&kind, &old, candidate, w.status);
         check_finalizers(&kind, name, &old, &new)?;
         if w.managed == Managed::Update {
             let scope = scope_of(&kind, w.status);
@@ -520,19 +456,7 @@ impl Store {
 
     /// A new CRD: its status says Established, and its kind gets served.
     fn crd_created(&mut self, crd: &mut Value) {
-        let names = crd.pointer("/spec/names").cloned().unwrap_or(json!({}));
-        let versions: Vec<Value> = crd
-            .pointer("/spec/versions")
-            .and_then(Value::as_array)
-            .map(|vs| vs.iter().filter_map(|v| v.get("name").cloned()).collect())
-            .unwrap_or_default();
-        let now = now();
-        let condition = |t: &str, reason: &str| json!({"type": t, "status": "True", "reason": reason, "message": "", "lastTransitionTime": now});
-        crd["status"] = json!({
-            "acceptedNames": names,
-            "storedVersions": versions,
-            "conditions": [condition("NamesAccepted", "NoConflicts"), condition("Established", "InitialNamesAccepted")],
-        });
+        strategy::establish_crd(crd);
         if let Some(kind) = Kind::from_crd(crd)
             && self
                 .kind_index(&kind.group, &kind.version, &kind.plural)
@@ -540,124 +464,5 @@ impl Store {
         {
             self.kinds.push(kind);
         }
-    }
-}
-
-fn is_crd(kind: &Kind) -> bool {
-    kind.group == "apiextensions.k8s.io" && kind.plural == "customresourcedefinitions"
-}
-
-/// The part of an object a write may change.
-pub fn scope_of(kind: &Kind, status: bool) -> Scope {
-    match (kind.status_subresource, status) {
-        (false, _) => Scope::All,
-        (true, false) => Scope::NoStatus,
-        (true, true) => Scope::StatusOnly,
-    }
-}
-
-/// The registry's PrepareForUpdate: reset what this write may not change and
-/// keep the server-owned metadata.
-fn strategy(kind: &Kind, old: &Value, candidate: Value, status: bool) -> Value {
-    let mut new = match (kind.status_subresource, status) {
-        (true, true) => {
-            let mut new = old.clone();
-            set_or_remove(&mut new, "status", candidate.get("status"));
-            if let Some(mf) = candidate.pointer("/metadata/managedFields") {
-                set_meta(&mut new, "managedFields", mf.clone());
-            }
-            new
-        }
-        (true, false) => {
-            let mut new = candidate;
-            set_or_remove(&mut new, "status", old.get("status"));
-            new
-        }
-        (false, _) => candidate,
-    };
-    new["apiVersion"] = old["apiVersion"].clone();
-    new["kind"] = old["kind"].clone();
-    if !new.get("metadata").is_some_and(Value::is_object) {
-        new["metadata"] = json!({});
-    }
-    let keep = [
-        "name",
-        "namespace",
-        "uid",
-        "creationTimestamp",
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-        "generation",
-        "resourceVersion",
-    ];
-    for field in keep {
-        match old.get("metadata").and_then(|m| m.get(field)) {
-            Some(v) => set_meta(&mut new, field, v.clone()),
-            None => remove_meta(&mut new, field),
-        }
-    }
-    new
-}
-
-fn set_or_remove(obj: &mut Value, field: &str, value: Option<&Value>) {
-    match value {
-        Some(v) => obj[field] = v.clone(),
-        None => {
-            if let Some(map) = obj.as_object_mut() {
-                map.remove(field);
-            }
-        }
-    }
-}
-
-/// No finalizer may be added to an object being deleted (ValidateObjectMetaUpdate).
-fn check_finalizers(kind: &Kind, name: &str, old: &Value, new: &Value) -> Result<(), ApiError> {
-    if meta_str(old, "deletionTimestamp").is_none() {
-        return Ok(());
-    }
-    let before = finalizers(old);
-    let added: Vec<String> = finalizers(new)
-        .into_iter()
-        .filter(|f| !before.contains(f))
-        .collect();
-    if added.is_empty() {
-        return Ok(());
-    }
-    let summary = format!(
-        "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
-    );
-    Err(ApiError::invalid(
-        kind,
-        name,
-        "metadata.finalizers",
-        "FieldValueForbidden",
-        &summary,
-    ))
-}
-
-/// DeleteOptions.preconditions.
-#[derive(Clone, Debug, Default)]
-pub struct Preconditions {
-    pub uid: Option<String>,
-    pub resource_version: Option<String>,
-}
-
-impl Preconditions {
-    fn check(&self, kind: &Kind, name: &str, obj: &Value) -> Result<(), ApiError> {
-        let actual_uid = meta_str(obj, "uid").unwrap_or_default();
-        if let Some(uid) = self.uid.as_deref().filter(|u| *u != actual_uid) {
-            let what = format!(
-                "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual_uid}"
-            );
-            return Err(ApiError::precondition(kind, name, &what));
-        }
-        let actual_rv = meta_str(obj, "resourceVersion").unwrap_or_default();
-        if let Some(rv) = self.resource_version.as_deref().filter(|r| *r != actual_rv) {
-            let what = format!(
-                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual_rv}"
-            );
-            return Err(ApiError::precondition(kind, name, &what));
-        }
-        Ok(())
     }
 }

@@ -11,7 +11,8 @@ use super::handlers::Req;
 use super::patch::{self, PatchType};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
-use super::store::{Managed, Preconditions, WriteCtx, scope_of};
+use super::store::{Managed, Preconditions, WriteCtx};
+use super::strategy::scope_of;
 
 fn parse_object(req: &Req) -> Result<Value, ApiError> {
     if req.query.contains_key("dryRun") {
@@ -149,7 +150,7 @@ fn apply(req: &Req) -> Result<(u16, Value), ApiError> {
     let applied = patch::apply_body(&req.kind, req.name(), &req.body)?;
     let (k, ns, name) = (req.target.kind, req.ns(), req.name());
     let api_version = req.kind.api_version();
-    let now = super::store::now();
+    let now = super::strategy::now();
     let writer = Writer {
         manager: &manager,
         subresource: if req.status() { "status" } else { "" },
