@@ -934,3 +934,31 @@ async fn direct_store_access_and_waiting() {
     assert!(f.server.remove::<Container>("default", "seeded"));
     assert!(f.server.get::<Container>("default", "seeded").is_none());
 }
+
+#[tokio::test]
+async fn streaming_list_watcher_gets_initial_events_then_bookmark() {
+    let f = fixture().await;
+    let api = containers(&f);
+    api.create(&PostParams::default(), &container("a", "node-1"))
+        .await
+        .unwrap();
+    let config = watcher::Config::default().streaming_lists();
+    let mut events = forward(watcher(api.clone(), config));
+    assert!(matches!(recv(&mut events).await, Ok(watcher::Event::Init)));
+    let Ok(watcher::Event::InitApply(a)) = recv(&mut events).await else {
+        panic!("initial ADDED expected")
+    };
+    assert_eq!(a.name_any(), "a");
+    assert!(
+        matches!(recv(&mut events).await, Ok(watcher::Event::InitDone)),
+        "the initial-events-end bookmark closes the initial state"
+    );
+    api.create(&PostParams::default(), &container("b", "node-1"))
+        .await
+        .unwrap();
+    let Ok(watcher::Event::Apply(b)) = recv(&mut events).await else {
+        panic!("live event expected")
+    };
+    assert_eq!(b.name_any(), "b");
+    assert_eq!(f.server.count("list", "containers", None), 0, "no LIST");
+}

@@ -31,7 +31,7 @@ use super::server::Outage;
 use super::status::ApiError;
 use super::store::Store;
 use super::watch::{WatchSpec, body_stream, bookmark_frame, error_frame, frame};
-use super::{Shared, discovery, writes};
+use super::{Shared, State, discovery, writes};
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
@@ -344,79 +344,87 @@ async fn wait_for_rv(shared: &Shared, n: u64) -> Result<(), ApiError> {
     }
 }
 
+/// Where a watch starts and what it sends first.
+struct WatchStart {
+    /// Replay changes after this revision; `None`: start now.
+    from: Option<u64>,
+    /// Synthetic ADDED events for the current state first.
+    initial_events: bool,
+    /// `sendInitialEvents=true`: close the initial events with a bookmark.
+    initial_end_bookmark: bool,
+}
+
 fn watch(req: &Req) -> Result<Response<Body>, ApiError> {
     let (fields, labels) = selectors(req)?;
-    let rv = req
-        .query
-        .get("resourceVersion")
-        .map(String::as_str)
-        .unwrap_or("");
-    let from = match rv {
+    let q = |k: &str| req.query.get(k).map(String::as_str);
+    let from = match q("resourceVersion").unwrap_or("") {
         "" | "0" => None,
         n => Some(parse_rv(n)?),
     };
-    let send_initial = req.query.get("sendInitialEvents").map(String::as_str);
-    let initial_events = match send_initial {
-        Some(v) => v == "true",
-        None => from.is_none(),
+    let start = WatchStart {
+        from,
+        initial_events: q("sendInitialEvents").map_or(from.is_none(), |v| v == "true"),
+        initial_end_bookmark: q("sendInitialEvents") == Some("true"),
     };
     let spec = WatchSpec {
         kind: req.target.kind,
         namespace: req.target.namespace.clone(),
         fields,
         labels,
-        bookmarks: req
-            .query
-            .get("allowWatchBookmarks")
-            .is_some_and(|v| v == "true"),
+        bookmarks: q("allowWatchBookmarks") == Some("true"),
     };
-    let timeout = req
-        .query
-        .get("timeoutSeconds")
+    let timeout = q("timeoutSeconds")
         .and_then(|t| t.parse().ok())
         .map(Duration::from_secs);
     let (tx, rx) = mpsc::unbounded_channel();
-    req.shared.with(|s| {
-        // sendInitialEvents (WatchList) is served whatever the emulated
-        // version; the real gate's default differs by release.
-        if let Some(n) = from {
-            match s.store.changes_since(spec.kind, n) {
-                Err(oldest) => {
-                    let msg = format!("too old resource version: {n} ({oldest})");
-                    let _ = tx.send(error_frame(&ApiError::expired(msg)));
-                    return;
-                }
-                Ok(changes) if !initial_events => {
-                    for change in &changes {
-                        if let Some((t, obj)) = spec.event_for(change) {
-                            let _ = tx.send(frame(t, obj));
-                        }
-                    }
-                }
-                Ok(_) => {}
-            }
-        }
-        if initial_events {
-            let current = s
-                .store
-                .list(spec.kind, spec.namespace.as_deref(), None)
-                .unwrap_or_default();
-            for obj in current.iter().filter(|o| spec.selects(o)) {
-                let _ = tx.send(frame("ADDED", obj));
-            }
-            if send_initial == Some("true") && spec.bookmarks {
-                let rv = s.store.resource_version();
-                let _ = tx.send(bookmark_frame(&s.store.kinds[spec.kind], rv, true));
-            }
-        }
-        s.hub.register(spec, tx);
-    });
+    req.shared.with(|s| start_watch(s, spec, &start, tx));
     let body = StreamBody::new(body_stream(rx, timeout));
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
         .body(BodyExt::boxed(body))
         .expect("static response parts"))
+}
+
+/// Sends the replayed or initial events and registers the watch, under the
+/// state lock so that no change slips between the two. sendInitialEvents
+/// (WatchList) is served whatever the emulated version; the real feature
+/// gate's default differs by release.
+fn start_watch(
+    s: &mut State,
+    spec: WatchSpec,
+    start: &WatchStart,
+    tx: mpsc::UnboundedSender<Bytes>,
+) {
+    if let Some(n) = start.from {
+        match s.store.changes_since(spec.kind, n) {
+            Err(oldest) => {
+                let msg = format!("too old resource version: {n} ({oldest})");
+                let _ = tx.send(error_frame(&ApiError::expired(msg)));
+                return;
+            }
+            Ok(changes) if !start.initial_events => {
+                for (t, obj) in changes.iter().filter_map(|c| spec.event_for(c)) {
+                    let _ = tx.send(frame(t, obj));
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+    if start.initial_events {
+        let current = s
+            .store
+            .list(spec.kind, spec.namespace.as_deref(), None)
+            .unwrap_or_default();
+        for obj in current.iter().filter(|o| spec.selects(o)) {
+            let _ = tx.send(frame("ADDED", obj));
+        }
+        if start.initial_end_bookmark && spec.bookmarks {
+            let rv = s.store.resource_version();
+            let _ = tx.send(bookmark_frame(&s.store.kinds[spec.kind], rv, true));
+        }
+    }
+    s.hub.register(spec, tx);
 }
 
 /// A JSON response.

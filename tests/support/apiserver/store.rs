@@ -16,12 +16,12 @@ use std::hash::{BuildHasher, RandomState};
 
 use serde_json::{Value, json};
 
-use super::fields::{self, Scope, Writer};
+use super::fields::{self, Writer};
 use super::kinds::Kind;
 use super::status::ApiError;
 use super::strategy::{
-    self, check_finalizers, finalizers, is_crd, meta_str, now, prepare_for_update, remove_meta,
-    same_ignoring_times, scope_of, set_meta, spec_part,
+    self, check_finalizers, check_resource_version, finalizers, is_crd, meta_str, now,
+    prepare_for_update, remove_meta, same_ignoring_times, scope_of, set_meta, spec_part,
 };
 
 pub use super::strategy::Preconditions;
@@ -196,77 +196,43 @@ impl Store {
                 "resourceVersion should not be set on objects to be created",
             ));
         }
-        let name = match (meta_str(&obj, "name"), meta_str(&obj, "generateName")) {
-            (Some(n), _) if !n.is_empty() => n.to_string(),
-            (_, Some(prefix)) if !prefix.is_empty() => self.generated_name(prefix),
-            _ => {
-                let summary = "Required value: name or generateName is required";
-                return Err(ApiError::invalid(
-                    &kind,
-                    "",
-                    "metadata.name",
-                    "FieldValueRequired",
-                    summary,
-                ));
-            }
-        };
-        let key = (
-            k,
-            if kind.namespaced {
-                ns.to_string()
-            } else {
-                String::new()
-            },
-            name.clone(),
-        );
+        let name = self.object_name(&kind, &obj)?;
+        let ns = if kind.namespaced { ns } else { "" };
+        let key = (k, ns.to_string(), name.clone());
         if self.objects.contains_key(&key) {
             return Err(ApiError::already_exists(&kind, &name));
         }
-        obj["apiVersion"] = json!(kind.api_version());
-        obj["kind"] = json!(kind.kind);
-        set_meta(&mut obj, "name", json!(name));
-        if kind.namespaced {
-            set_meta(&mut obj, "namespace", json!(ns));
-        } else {
-            remove_meta(&mut obj, "namespace");
-        }
-        for field in [
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "generation",
-            "selfLink",
-        ] {
-            remove_meta(&mut obj, field);
-        }
-        strategy::prepare_for_create(&kind, &mut obj);
+        strategy::prepare_for_create(&kind, ns, &name, &mut obj);
         let uid = self.uid();
         set_meta(&mut obj, "uid", json!(uid));
-        set_meta(&mut obj, "creationTimestamp", json!(now()));
-        if kind.tracks_generation {
-            set_meta(&mut obj, "generation", json!(1));
-        }
         if w.managed == Managed::Update {
             remove_meta(&mut obj, "managedFields");
-            let scope = if kind.status_subresource {
-                Scope::NoStatus
-            } else {
-                Scope::All
-            };
-            let now = now();
-            let api_version = kind.api_version();
-            let writer = Writer {
-                manager: w.manager,
-                subresource: "",
-                api_version: &api_version,
-                now: &now,
-            };
-            fields::record_update(&json!({}), &mut obj, scope, &writer);
+            record_update(&kind, w, &json!({}), &mut obj);
         }
         if is_crd(&kind) {
             self.crd_created(&mut obj);
         }
         self.commit(key.clone(), EventType::Added, obj, None);
         Ok(self.objects[&key].clone())
+    }
+
+    /// metadata.name, or one made from metadata.generateName.
+    fn object_name(&mut self, kind: &Kind, obj: &Value) -> Result<String, ApiError> {
+        match (meta_str(obj, "name"), meta_str(obj, "generateName")) {
+            (Some(n), _) if !n.is_empty() => Ok(n.to_string()),
+            (_, Some(prefix)) if !prefix.is_empty() => Ok(self.generated_name(prefix)),
+            _ => {
+                let summary = "Required value: name or generateName is required";
+                let field = "metadata.name";
+                Err(ApiError::invalid(
+                    kind,
+                    "",
+                    field,
+                    "FieldValueRequired",
+                    summary,
+                ))
+            }
+        }
     }
 
     /// Replaces an object through the main resource or `/status`, applying
@@ -287,36 +253,11 @@ impl Store {
             .get(&key)
             .cloned()
             .ok_or_else(|| ApiError::not_found(&kind, name))?;
-        match meta_str(&candidate, "resourceVersion").filter(|rv| !rv.is_empty()) {
-            Some(rv) if Some(rv) != meta_str(&old, "resourceVersion") => {
-                return Err(ApiError::conflict(&kind, name));
-            }
-            None if w.require_rv => {
-                let summary = "Invalid value: 0x0: must be specified for an update";
-                return Err(ApiError::invalid(
-                    &kind,
-                    name,
-                    "metadata.resourceVersion",
-                    "FieldValueInvalid",
-                    summary,
-                ));
-            }
-            _ => {}
-        }
+        check_resource_version(&kind, name, &old, &candidate, w.require_rv)?;
         let mut new = prepare_for_update(&kind, &old, candidate, w.status);
         check_finalizers(&kind, name, &old, &new)?;
         if w.managed == Managed::Update {
-            let scope = scope_of(&kind, w.status);
-            let now = now();
-            let api_version = kind.api_version();
-            let subresource = if w.status { "status" } else { "" };
-            let writer = Writer {
-                manager: w.manager,
-                subresource,
-                api_version: &api_version,
-                now: &now,
-            };
-            fields::record_update(&old, &mut new, scope, &writer);
+            record_update(&kind, w, &old, &mut new);
         }
         if kind.tracks_generation && spec_part(&old) != spec_part(&new) {
             let generation = old
@@ -465,4 +406,17 @@ impl Store {
             self.kinds.push(kind);
         }
     }
+}
+
+/// Records an Update by the writer in `new`'s managedFields.
+fn record_update(kind: &Kind, w: &WriteCtx, old: &Value, new: &mut Value) {
+    let now = now();
+    let api_version = kind.api_version();
+    let writer = Writer {
+        manager: w.manager,
+        subresource: if w.status { "status" } else { "" },
+        api_version: &api_version,
+        now: &now,
+    };
+    fields::record_update(old, new, scope_of(kind, w.status), &writer);
 }

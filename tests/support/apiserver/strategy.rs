@@ -194,10 +194,33 @@ impl Preconditions {
     }
 }
 
-/// The registry's PrepareForCreate: status is the server's to set on kinds
-/// with a status subresource (dropped for custom resources, Active for
-/// namespaces), except Nodes, whose kubelet creates them with status.
-pub fn prepare_for_create(kind: &Kind, obj: &mut Value) {
+/// The registry's PrepareForCreate plus metadata stamping: apiVersion,
+/// kind, name and namespace from the request, server-owned metadata
+/// dropped, creationTimestamp and generation set. Status is the server's to
+/// set on kinds with a status subresource (dropped for custom resources,
+/// Active for namespaces), except Nodes, whose kubelet creates them with it.
+pub fn prepare_for_create(kind: &Kind, ns: &str, name: &str, obj: &mut Value) {
+    obj["apiVersion"] = json!(kind.api_version());
+    obj["kind"] = json!(kind.kind);
+    set_meta(obj, "name", json!(name));
+    if kind.namespaced {
+        set_meta(obj, "namespace", json!(ns));
+    } else {
+        remove_meta(obj, "namespace");
+    }
+    let server_owned = [
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "selfLink",
+    ];
+    for field in server_owned {
+        remove_meta(obj, field);
+    }
+    set_meta(obj, "creationTimestamp", json!(now()));
+    if kind.tracks_generation {
+        set_meta(obj, "generation", json!(1));
+    }
     if kind.status_subresource
         && !kind.status_on_create
         && let Some(map) = obj.as_object_mut()
@@ -207,6 +230,34 @@ pub fn prepare_for_create(kind: &Kind, obj: &mut Value) {
     if kind.group.is_empty() && kind.plural == "namespaces" {
         obj["status"] = json!({"phase": "Active"});
         obj["spec"] = json!({"finalizers": ["kubernetes"]});
+    }
+}
+
+/// Optimistic concurrency: a resourceVersion in the body must be the
+/// current one; custom resources also refuse updates without one.
+pub fn check_resource_version(
+    kind: &Kind,
+    name: &str,
+    old: &Value,
+    candidate: &Value,
+    require_rv: bool,
+) -> Result<(), ApiError> {
+    match meta_str(candidate, "resourceVersion").filter(|rv| !rv.is_empty()) {
+        Some(rv) if Some(rv) != meta_str(old, "resourceVersion") => {
+            Err(ApiError::conflict(kind, name))
+        }
+        None if require_rv => {
+            let summary = "Invalid value: 0x0: must be specified for an update";
+            let field = "metadata.resourceVersion";
+            Err(ApiError::invalid(
+                kind,
+                name,
+                field,
+                "FieldValueInvalid",
+                summary,
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
