@@ -3,4 +3,5 @@
 //! Kubernetes custom resources. See `DESIGN.md` for the flow and the rooms.
 
 pub mod api;
+pub mod process;
 pub mod runtime;
