@@ -125,25 +125,18 @@ impl Tracker {
                 shim: self.shim.clone(),
                 source,
             })?;
-        let stdout = launcher.stdout.take();
-        let line = tokio::time::timeout(self.ready_timeout, async {
-            let mut line = String::new();
-            if let Some(out) = stdout {
-                BufReader::new(out).read_line(&mut line).await.map(|_| line)
-            } else {
-                Ok(line)
-            }
-        })
-        .await;
+        let Some(line) = self.read_ready(&mut launcher).await else {
+            // Not a launcher that forks at once: do not wait on it forever.
+            let _ = launcher.start_kill();
+            let _ = launcher.wait().await;
+            return Err(self.give_up(&launch));
+        };
+        let line = line.map_err(ProcessError::io(&launch.dir))?;
         // The launcher exits as soon as it has forked: reap it.
         let status = launcher
             .wait()
             .await
             .map_err(ProcessError::io(&self.shim))?;
-        let line = match line {
-            Ok(read) => read.map_err(ProcessError::io(&launch.dir))?,
-            Err(_) => return Err(self.give_up(&launch)),
-        };
         if line.trim().is_empty() {
             let detail = tail(&log_path);
             return Err(ProcessError::NoReady {
@@ -164,6 +157,22 @@ impl Tracker {
                 source,
             }),
         }
+    }
+
+    /// The ready line, or `None` when none came within the timeout.
+    async fn read_ready(
+        &self,
+        launcher: &mut tokio::process::Child,
+    ) -> Option<std::io::Result<String>> {
+        let stdout = launcher.stdout.take()?;
+        let read = async {
+            let mut line = String::new();
+            BufReader::new(stdout)
+                .read_line(&mut line)
+                .await
+                .map(|_| line)
+        };
+        tokio::time::timeout(self.ready_timeout, read).await.ok()
     }
 
     /// A supervisor that never said ready is killed, so nothing runs unseen.
@@ -206,7 +215,9 @@ pub struct ProcessInfo {
 }
 
 /// Every process under `processes_dir` (`<depot>/<handle>/processes`),
-/// sorted by id. A missing directory is an empty list.
+/// sorted by id. A missing directory is an empty list. A directory without
+/// `shim.json` is [`ProcState::Lost`]; while a spawn into it is in flight
+/// that is transient (the supervisor writes it before it says ready).
 pub fn list(processes_dir: &Path) -> Result<Vec<ProcessInfo>, ProcessError> {
     let mut infos = Vec::new();
     for dir in process_dirs(processes_dir)? {

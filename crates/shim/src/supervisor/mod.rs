@@ -44,7 +44,7 @@ pub fn start(args: Args) -> ! {
                 message: message.clone(),
             });
             let record = exit_record_for_start_error(message);
-            if let Err(e) = write_atomic(&args.dir, EXIT_JSON, &record) {
+            if let Err(e) = write_atomic(&args.dir, EXIT_JSON, &record, true) {
                 eprintln!("rundmc-shim: writing {EXIT_JSON}: {e}");
             }
             1
@@ -75,7 +75,7 @@ fn supervise(args: &Args) -> Result<(), Failure> {
         pid: std::process::id() as i32,
         start_time: procstat::own_start_time().map_err(start_err("reading /proc/self/stat"))?,
     };
-    write_atomic(&args.dir, SHIM_JSON, &record).map_err(start_err("writing shim.json"))?;
+    write_atomic(&args.dir, SHIM_JSON, &record, false).map_err(start_err("writing shim.json"))?;
     let oom_before = args.oom_file.as_deref().and_then(read_oom_kills);
 
     let (mut pump, child_stdio) = open_stdio(args).map_err(start_err("setting up stdio"))?;
@@ -98,7 +98,7 @@ fn supervise(args: &Args) -> Result<(), Failure> {
     pump.drain().map_err(Failure::Supervise)?;
     let oom_after = args.oom_file.as_deref().and_then(read_oom_kills);
     let record = exit_record(ending, oom_before, oom_after);
-    write_atomic(&args.dir, EXIT_JSON, &record).map_err(Failure::Supervise)
+    write_atomic(&args.dir, EXIT_JSON, &record, true).map_err(Failure::Supervise)
 }
 
 /// The process's ends of its stdio, handed to the runtime.
@@ -214,15 +214,27 @@ fn ready(line: &Ready) {
     }
 }
 
-/// Writes `value` as JSON to `dir/name`: temp file, fsync, rename, fsync dir.
-fn write_atomic(dir: &Path, name: &str, value: &impl serde::Serialize) -> io::Result<()> {
+/// Writes `value` as JSON to `dir/name`: temp file, fsync, rename; readers
+/// see the old file or the whole new one. With `durable` the directory is
+/// fsynced too, so the rename survives a machine crash: worth its
+/// milliseconds for `exit.json` (read after a reboot), not for `shim.json`
+/// (its supervisor cannot outlive one) on the path to the ready line.
+fn write_atomic(
+    dir: &Path,
+    name: &str,
+    value: &impl serde::Serialize,
+    durable: bool,
+) -> io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut file = File::create(&tmp)?;
-    serde_json::to_writer(&mut file, value)?;
+    file.write_all(&serde_json::to_vec(value)?)?;
     file.sync_all()?;
     drop(file);
     fs::rename(&tmp, dir.join(name))?;
-    File::open(dir)?.sync_all()
+    if durable {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
