@@ -2,6 +2,10 @@
 //! and following it: new records are delivered as the supervisor writes
 //! them, woken by inotify on the process directory, never by sleep-polling.
 //! A follow ends when the process has ended and every record is delivered.
+//!
+//! Rotation: a follower finishes the file it holds before moving to the new
+//! `output.log`; a follower that falls more than one whole rotation behind
+//! skips the files in between (as `kubectl logs -f` does).
 
 use std::collections::VecDeque;
 use std::fs::File;
