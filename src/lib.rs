@@ -7,6 +7,7 @@ pub mod cli;
 pub mod containerizer;
 pub mod fsutil;
 pub mod pidfd;
+pub mod process;
 pub mod reconcile;
 pub mod report;
 pub mod runtime;

@@ -1,0 +1,60 @@
+//! Telling a process from another that reused its pid: its start time,
+//! field 22 of `/proc/<pid>/stat` (clock ticks since boot), recorded when the
+//! process is first seen and compared later.
+
+use std::io;
+
+/// Field 22 of a `/proc/<pid>/stat` line. The command name (field 2) may
+/// hold spaces and parentheses, so fields are counted after its last `)`.
+pub fn parse_start_time(stat: &str) -> Option<u64> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    // After the comm come field 3 (state) onwards; field 22 is the 20th of them.
+    after_comm.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The state letter (field 3) of a `/proc/<pid>/stat` line, e.g. `Z`.
+pub fn parse_state(stat: &str) -> Option<char> {
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
+/// The start time of `pid`, read from `/proc/<pid>/stat`.
+pub fn start_time(pid: i32) -> io::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_start_time(&stat).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("/proc/{pid}/stat: no start time"),
+        )
+    })
+}
+
+/// The start time of the calling process.
+pub fn own_start_time() -> io::Result<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    parse_start_time(&stat)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "/proc/self/stat: no start time"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_field_22_past_a_tricky_comm() {
+        let stat = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 200 18446744073709551615";
+        assert_eq!(parse_start_time(stat), Some(987654));
+        assert_eq!(parse_state(stat), Some('S'));
+        assert_eq!(parse_start_time("1 (x) S 1 2"), None);
+        assert_eq!(parse_start_time("no paren"), None);
+    }
+
+    #[test]
+    fn own_start_time_matches_proc_self() {
+        let me = std::process::id() as i32;
+        assert_eq!(own_start_time().unwrap(), start_time(me).unwrap());
+    }
+}
