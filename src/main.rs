@@ -15,7 +15,7 @@ fn main() -> anyhow::Result<()> {
                 .build()
                 .context("starting the async runtime")?;
             runtime
-                .block_on(rundmc::cli::agent::run(args))
+                .block_on(rundmc::cli::agent::run(*args))
                 .context("rundmc agent")?;
             // Exit-watch tasks may still wait on supervisors: do not wait for them.
             runtime.shutdown_background();

@@ -157,18 +157,18 @@ async fn dispatch(store: &Store, queue: &WorkQueue, reporters: &Reporters, chang
         reporters.file_errors(path, &store.file_errors(path));
     }
     for handle in changes.handles {
-        if let Some(d) = store.get(&handle) {
-            if let Some(err) = &d.error {
-                reporters
-                    .event(
-                        Some(&d),
-                        &handle,
-                        EventType::Warning,
-                        reason::INVALID_MANIFEST,
-                        err.clone(),
-                    )
-                    .await;
-            }
+        if let Some(d) = store.get(&handle)
+            && let Some(err) = &d.error
+        {
+            reporters
+                .event(
+                    Some(&d),
+                    &handle,
+                    EventType::Warning,
+                    reason::INVALID_MANIFEST,
+                    err.clone(),
+                )
+                .await;
         }
         queue.add(handle);
     }

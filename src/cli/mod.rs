@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Keep this machine's containers equal to the manifests (and resources) declared for it.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Print the Container CustomResourceDefinition as YAML.
     Crd,
     /// Stream a tar into or out of a container's mount namespace (internal).

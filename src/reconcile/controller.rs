@@ -215,20 +215,20 @@ impl<R: OciRuntime> Controller<R> {
         desired: Option<&Desired>,
         obs: &Observation,
     ) -> Result<(), ContainerizerError> {
-        if let Some(record) = &obs.record {
-            if obs.runtime.is_some() {
-                let grace = grace_period(&record.spec);
-                self.event(
-                    desired,
-                    handle,
-                    EventType::Normal,
-                    reason::KILLING,
-                    format!("Stopping container with a grace period of {grace:?}"),
-                )
-                .await;
-                if let Err(e) = self.containerizer.stop(handle, grace).await {
-                    tracing::debug!(%handle, error = %e, "stop before destroy");
-                }
+        if let Some(record) = &obs.record
+            && obs.runtime.is_some()
+        {
+            let grace = grace_period(&record.spec);
+            self.event(
+                desired,
+                handle,
+                EventType::Normal,
+                reason::KILLING,
+                format!("Stopping container with a grace period of {grace:?}"),
+            )
+            .await;
+            if let Err(e) = self.containerizer.stop(handle, grace).await {
+                tracing::debug!(%handle, error = %e, "stop before destroy");
             }
         }
         self.containerizer.destroy(handle).await?;
@@ -432,16 +432,16 @@ impl<R: OciRuntime> Controller<R> {
             self.event(desired, handle, EventType::Warning, reason::OOM_KILLED, msg)
                 .await;
         }
-        if let Some(Waiting::BackOff { delay, .. }) = waiting {
-            if self.first_time(handle, &id, reason::BACK_OFF) {
-                let msg = format!(
-                    "Back-off {} restarting failed main process (exit code {})",
-                    humantime::format_duration(delay),
-                    term.exit_code
-                );
-                self.event(desired, handle, EventType::Warning, reason::BACK_OFF, msg)
-                    .await;
-            }
+        if let Some(Waiting::BackOff { delay, .. }) = waiting
+            && self.first_time(handle, &id, reason::BACK_OFF)
+        {
+            let msg = format!(
+                "Back-off {} restarting failed main process (exit code {})",
+                humantime::format_duration(delay),
+                term.exit_code
+            );
+            self.event(desired, handle, EventType::Warning, reason::BACK_OFF, msg)
+                .await;
         }
     }
 

@@ -86,13 +86,13 @@ pub async fn observe<R: OciRuntime, M: Mounter>(
     };
     let bundle = c.bundle_dir(handle);
     obs.main_file = MainFile::load(&bundle);
-    if let Some(id) = obs.main_file.current_id() {
-        if let Ok(p) = c.attach(handle, &id) {
-            let (main, term) = main_state(&p);
-            obs.main = main;
-            obs.last_termination = term;
-            obs.main_process = Some(p);
-        }
+    if let Some(id) = obs.main_file.current_id()
+        && let Ok(p) = c.attach(handle, &id)
+    {
+        let (main, term) = main_state(&p);
+        obs.main = main;
+        obs.last_termination = term;
+        obs.main_process = Some(p);
     }
     if obs.last_termination.is_none() && obs.main_file.runs > 1 {
         let previous = super::history::run_id(obs.main_file.runs - 1);
