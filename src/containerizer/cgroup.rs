@@ -234,39 +234,53 @@ impl Cgroup {
         self.set_frozen(false)
     }
 
-    fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
-        let (file, value, want, state_file) = match self.hierarchy {
+    /// The freezer's control file, the value for `frozen`, the file that
+    /// reports the state, and the line that says it was reached.
+    fn freezer_files(&self, frozen: bool) -> (PathBuf, &'static str, PathBuf, &'static str) {
+        match self.hierarchy {
             Hierarchy::V1 { .. } => {
                 let f = self.dir("freezer").join("freezer.state");
-                let (v, w) = if frozen {
-                    ("FROZEN", "FROZEN")
-                } else {
-                    ("THAWED", "THAWED")
-                };
-                (f.clone(), v, w, f)
+                let v = if frozen { "FROZEN" } else { "THAWED" };
+                (f.clone(), v, f, v)
             }
             Hierarchy::V2 { .. } => {
                 let d = self.dir("");
-                let w = if frozen { "frozen 1" } else { "frozen 0" };
-                (
-                    d.join("cgroup.freeze"),
-                    if frozen { "1" } else { "0" },
-                    w,
-                    d.join("cgroup.events"),
-                )
+                let (v, w) = if frozen {
+                    ("1", "frozen 1")
+                } else {
+                    ("0", "frozen 0")
+                };
+                (d.join("cgroup.freeze"), v, d.join("cgroup.events"), w)
             }
-        };
+        }
+    }
+
+    fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
+        let (file, value, state_file, want) = self.freezer_files(frozen);
         write(&file, value)?;
-        // The kernel offers no event for "frozen" on v1; freezing takes
-        // microseconds, so a short bounded wait is enough.
-        for attempt in 0..2000u32 {
+        // The kernel offers no event for "frozen" on v1, and a v1 freeze can
+        // stick in FREEZING (a task in vfork, say): like runc, wait briefly,
+        // and every so often thaw for a moment to unstick it and try again.
+        for attempt in 1..=1000u32 {
             if read(&state_file)?.lines().any(|l| l.trim() == want) {
                 return Ok(());
             }
-            if attempt % 20 == 19 {
+            if frozen && attempt % 50 == 0 {
+                let (thaw_file, thaw, _, _) = self.freezer_files(false);
+                write(&thaw_file, thaw)?;
+                std::thread::sleep(Duration::from_micros(100));
                 write(&file, value)?;
             }
-            std::thread::sleep(Duration::from_micros(500));
+            std::thread::sleep(Duration::from_micros(if attempt < 100 {
+                100
+            } else {
+                1000
+            }));
+        }
+        if frozen {
+            // Never leave a container half-frozen behind an error.
+            let (thaw_file, thaw, _, _) = self.freezer_files(false);
+            let _ = write(&thaw_file, thaw);
         }
         Err(CgroupError::FreezeTimeout {
             path: state_file,

@@ -63,8 +63,10 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     async fn signal_all_but(&self, handle: &Handle, init: i32, signal: i32) -> Result<Vec<PidFd>> {
         let cgroup = self.cgroup(handle);
         let result = tokio::task::spawn_blocking(move || {
-            cgroup.freeze()?;
             // Signal while frozen: no task can fork between list and signal.
+            // A freeze that will not take (it thaws itself on failure) still
+            // gets its round, unfrozen; the next round catches escapees.
+            let frozen = cgroup.freeze();
             let victims = cgroup.procs().map(|pids| {
                 pids.into_iter()
                     .filter(|pid| *pid != init)
@@ -72,8 +74,14 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
                     .filter(|fd| fd.send_signal(signal).is_ok())
                     .collect::<Vec<PidFd>>()
             });
-            // Thaw whatever happened, or the container stays frozen.
-            let thawed = cgroup.thaw();
+            if let Err(e) = &frozen {
+                tracing::warn!(error = %e, "signalling without the freezer");
+            }
+            let thawed = if frozen.is_ok() {
+                cgroup.thaw()
+            } else {
+                Ok(())
+            };
             let victims = victims?;
             thawed.map(|()| victims)
         })

@@ -182,6 +182,13 @@ impl Env {
 impl Drop for Env {
     /// Tear down whatever a failed test left: containers, mounts, cgroups, files.
     fn drop(&mut self) {
+        // A test that failed mid-stop may leave a container frozen.
+        let freezer = Path::new("/sys/fs/cgroup/freezer").join(&self.cgroup_parent);
+        if let Ok(entries) = std::fs::read_dir(&freezer) {
+            for e in entries.flatten() {
+                let _ = std::fs::write(e.path().join("freezer.state"), "THAWED");
+            }
+        }
         if let Ok(out) = Command::new("runc")
             .arg("--root")
             .arg(&self.runc_root)
