@@ -394,3 +394,156 @@ async fn stream_in_then_out_is_byte_identical() {
     assert!(err.to_string().contains("/no/such/path"), "{err}");
     c.destroy(&h).await.unwrap();
 }
+
+/// Run `args` to completion: (exit code, stdout lines).
+async fn run_to_end(
+    c: &rundmc::containerizer::Containerizer<rundmc::runtime::Runc>,
+    h: &Handle,
+    spec: rundmc::containerizer::run::RunSpec,
+) -> (i32, Vec<String>) {
+    let p = c.run(h, &spec).await.unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(20), p.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let rundmc::process::Exit::Exited(rec) = exit else {
+        panic!("lost: {exit:?}")
+    };
+    let lines = p
+        .logs()
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.stream == rundmc::process::Stream::Stdout)
+        .map(|l| String::from_utf8_lossy(&l.content).into_owned())
+        .collect();
+    (rec.exit_code, lines)
+}
+
+fn cmd(args: &[&str]) -> rundmc::containerizer::run::RunSpec {
+    rundmc::containerizer::run::RunSpec {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn run_gives_output_and_exit_codes() {
+    let env = Env::new("run");
+    let c = env.containerizer();
+    let h = handle("runner");
+    c.create(&h, &spec(), BTreeMap::new()).await.unwrap();
+    assert_eq!(
+        run_to_end(&c, &h, cmd(&["echo", "hello", "world"])).await,
+        (0, vec!["hello world".into()])
+    );
+    assert_eq!(run_to_end(&c, &h, cmd(&["sh", "-c", "exit 3"])).await.0, 3);
+    let listed = c.processes(&h).unwrap();
+    assert_eq!(listed.len(), 2, "both runs are listed");
+
+    // Not found in the image: the runtime's own message comes back.
+    let err = c.run(&h, &cmd(&["/no/such/binary"])).await.unwrap_err();
+    assert!(err.to_string().contains("/no/such/binary"), "{err}");
+    c.destroy(&h).await.unwrap();
+}
+
+#[tokio::test]
+async fn env_working_dir_and_user_are_applied() {
+    let env = Env::new("runenv");
+    let c = env.containerizer();
+    let h = handle("who");
+    let mut s = spec();
+    s.env = vec![rundmc::api::EnvVar {
+        name: "GREETING".into(),
+        value: "hello".into(),
+    }];
+    c.create(&h, &s, BTreeMap::new()).await.unwrap();
+
+    let mut numeric = cmd(&["sh", "-c", "echo $GREETING $EXTRA; pwd; id -u; id -g"]);
+    numeric.env = vec![rundmc::api::EnvVar {
+        name: "EXTRA".into(),
+        value: "there".into(),
+    }];
+    numeric.working_dir = Some("/tmp".into());
+    numeric.user = Some("1234:5678".into());
+    let (code, lines) = run_to_end(&c, &h, numeric).await;
+    assert_eq!(
+        (code, lines),
+        (
+            0,
+            vec![
+                "hello there".into(),
+                "/tmp".into(),
+                "1234".into(),
+                "5678".into()
+            ]
+        )
+    );
+
+    let mut named = cmd(&["sh", "-c", "id -u; id -g; echo $HOME"]);
+    named.user = Some("app".into());
+    let (code, lines) = run_to_end(&c, &h, named).await;
+    assert_eq!(
+        (code, lines),
+        (0, vec!["1000".into(), "1000".into(), "/home/app".into()])
+    );
+
+    let mut unknown = cmd(&["true"]);
+    unknown.user = Some("ghost".into());
+    let err = c.run(&h, &unknown).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("spec.process.user: user \"ghost\""),
+        "{err}"
+    );
+    c.destroy(&h).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_oom_kill_is_reported_on_the_process() {
+    let env = Env::new("runoom");
+    let c = env.containerizer();
+    let h = handle("hogger");
+    let mut s = spec();
+    s.limits.memory = Some(Quantity("16Mi".into()));
+    c.create(&h, &s, BTreeMap::new()).await.unwrap();
+    let p = c
+        .run(&h, &cmd(&["sh", "-c", "tail /dev/zero"]))
+        .await
+        .unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(30), p.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let rundmc::process::Exit::Exited(rec) = exit else {
+        panic!("lost: {exit:?}")
+    };
+    assert_eq!(
+        (rec.exit_code, rec.signal_name.as_deref(), rec.oom_killed),
+        (137, Some("SIGKILL"), true)
+    );
+    assert!(c.metrics(&h).unwrap().oom_kills >= 1);
+    c.destroy(&h).await.unwrap();
+}
+
+#[tokio::test]
+async fn destroy_ends_supervisors_and_leaves_no_zombies() {
+    let env = Env::new("rundestroy");
+    let c = env.containerizer();
+    let h = handle("busy");
+    c.create(&h, &spec(), BTreeMap::new()).await.unwrap();
+    let a = c.run(&h, &cmd(&["sleep", "1000"])).await.unwrap();
+    let b = c.run(&h, &cmd(&["sleep", "1000"])).await.unwrap();
+    let shims = [a.supervisor().pid, b.supervisor().pid];
+    c.destroy(&h).await.unwrap();
+    for pid in shims {
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false);
+        assert!(!alive, "supervisor {pid} is gone");
+    }
+    assert!(!env.depot.join("busy").exists(), "no files or fifos left");
+    assert_eq!(
+        zombie_children(std::process::id() as i32),
+        Vec::<i32>::new()
+    );
+}
