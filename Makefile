@@ -1,10 +1,13 @@
 # rundmc — see README.md. Every target installs what is missing first.
 SHELL := /bin/bash
 ROOTFS ?= $(CURDIR)/target/rootfs/busybox
+# The image the example manifests name.
+IMAGE ?= /var/lib/rundmc/rootfs/busybox
 STATE ?= $(CURDIR)/state
+DEMO_CGROUP ?= rundmc-demo
 export RUNDMC_TEST_ROOTFS := $(ROOTFS)
 
-.PHONY: all deps rootfs build build-debug test lint run bench clean
+.PHONY: all deps rootfs build build-debug test lint run clean-run bench clean
 
 all: build
 
@@ -28,12 +31,26 @@ lint: deps
 test: rootfs build-debug
 	cargo test --workspace --no-fail-fast
 
-run: rootfs build
-	@echo "not yet: the agent lands with issue 4"; exit 1
+# The agent on manifests/examples, state under ./state. Ctrl-C stops the
+# agent and leaves the containers running; `make clean-run` removes them.
+run: build
+	@scripts/mkrootfs.sh $(IMAGE)
+	@mkdir -p $(STATE)
+	@echo "rundmc agent on manifests/examples (Ctrl-C stops the agent; containers keep running)"
+	@echo "  status:   $(STATE)/run/status/<name>.yaml"
+	@echo "  events:   $(STATE)/run/events.jsonl"
+	@echo "  logs:     $(STATE)/depot/<name>/processes/main-<n>/output.log"
+	@echo "  runc:     runc --root $(STATE)/runc list"
+	@echo "  clean up: make clean-run"
+	target/release/rundmc agent --manifests $(CURDIR)/manifests/examples \
+		--depot $(STATE)/depot --state-dir $(STATE)/run --runtime-root $(STATE)/runc \
+		--cgroup-parent $(DEMO_CGROUP)
+
+clean-run:
+	scripts/clean-state.sh $(STATE) $(DEMO_CGROUP)
 
 bench: rootfs build
 	@echo "not yet: benchmarks land with issue 6"; exit 1
 
-clean:
+clean: clean-run
 	cargo clean
-	rm -rf $(STATE)

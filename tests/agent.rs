@@ -314,3 +314,18 @@ fn fifty_files_at_once_all_run_and_all_go() {
             .is_empty()
     );
 }
+
+#[test]
+fn the_example_manifests_are_valid() {
+    let dir = support::workspace().join("manifests/examples");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in rundmc::source::manifest::parse(&path, &text) {
+            names.push(doc.unwrap_or_else(|e| panic!("{e}")).handle.to_string());
+        }
+    }
+    names.sort();
+    assert_eq!(names, ["crashloop", "idle", "limited", "ticker", "web"]);
+}
