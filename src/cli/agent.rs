@@ -19,7 +19,7 @@ use crate::reconcile::controller::{Controller, ControllerConfig};
 use crate::reconcile::queue::WorkQueue;
 use crate::reconcile::store::{Changes, Store};
 use crate::report::Reporters;
-use crate::report::events::{EventLog, EventType, reason};
+use crate::report::events::{EventLog, EventType};
 use crate::report::files::StatusFiles;
 use crate::runtime::{Runc, RuntimeConfig};
 use crate::source::dir::DirSource;
@@ -165,8 +165,8 @@ async fn dispatch(store: &Store, queue: &WorkQueue, reporters: &Reporters, chang
                     Some(&d),
                     &handle,
                     EventType::Warning,
-                    reason::INVALID_MANIFEST,
-                    err.clone(),
+                    err.reason,
+                    err.message.clone(),
                 )
                 .await;
         }

@@ -460,10 +460,7 @@ impl<R: OciRuntime> Controller<R> {
         error: Option<&str>,
     ) {
         let spec = d.spec.as_ref().or(obs.record.as_ref().map(|r| &r.spec));
-        let invalid = d
-            .error
-            .as_deref()
-            .map(|m| (status::reason::INVALID_MANIFEST, m));
+        let invalid = d.error.as_ref().map(|e| (e.reason, e.message.as_str()));
         let observed = obs.observed();
         let previous = self.reporters.previous(d).await;
         let st = status::compute(&StatusInput {

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::api::{ContainerSpec, Handle};
+use crate::api::{ContainerSpec, ContainerStatus, Handle};
+use crate::source::admission::Admission;
 use crate::source::manifest::{Manifest, ManifestError, file_handle};
 
 /// Which kind of source declared a container.
@@ -72,6 +73,17 @@ impl Origin {
     }
 }
 
+/// Why a declaration cannot be applied as it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclError {
+    /// `InvalidManifest` or `Forbidden`.
+    pub reason: &'static str,
+    /// What is wrong, naming where and which field.
+    pub message: String,
+}
+
+use crate::report::events::reason::{FORBIDDEN, INVALID_MANIFEST as INVALID};
+
 /// One declared container.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Desired {
@@ -84,9 +96,11 @@ pub struct Desired {
     /// Bumped on every spec change (`metadata.generation` for resources).
     pub generation: i64,
     /// Why the current declaration cannot be applied, if it cannot.
-    pub error: Option<String>,
+    pub error: Option<DeclError>,
     /// The declaration is being deleted (a resource with a deletion timestamp).
     pub deleting: bool,
+    /// The resource carries rundmc's cleanup finalizer.
+    pub finalizer: bool,
 }
 
 /// What a store update changed.
@@ -103,6 +117,7 @@ struct Inner {
     entries: HashMap<Handle, Desired>,
     file_errors: BTreeMap<PathBuf, Vec<String>>,
     synced: HashSet<SourceKind>,
+    reported: HashMap<Handle, ContainerStatus>,
 }
 
 /// The store, shared by sources and workers.
@@ -171,8 +186,51 @@ impl Store {
         self.write().entries.remove(handle).is_some()
     }
 
-    /// Replace everything the directory declares with `snapshot`.
-    pub fn apply_files(&self, snapshot: FileSnapshot) -> Changes {
+    /// The status the declaration's source holds now (a resource's
+    /// `.status`), to write only what changed.
+    pub fn reported(&self, handle: &Handle) -> Option<ContainerStatus> {
+        self.read().reported.get(handle).cloned()
+    }
+
+    /// Remember the status the source holds for `handle`.
+    pub fn set_reported(&self, handle: &Handle, status: Option<ContainerStatus>) {
+        let mut inner = self.write();
+        match status {
+            Some(s) => inner.reported.insert(handle.clone(), s),
+            None => inner.reported.remove(handle),
+        };
+    }
+
+    /// Replace every declaration of `kind` with `entries` (a source's full
+    /// relist); what it no longer declares is removed.
+    pub fn replace_kind(&self, kind: SourceKind, entries: Vec<Desired>) -> Changes {
+        let mut inner = self.write();
+        let mut changes = Changes::default();
+        let fresh: HashMap<Handle, Desired> =
+            entries.into_iter().map(|d| (d.handle.clone(), d)).collect();
+        let gone: Vec<Handle> = inner
+            .entries
+            .iter()
+            .filter(|(h, d)| d.origin.kind() == kind && !fresh.contains_key(*h))
+            .map(|(h, _)| h.clone())
+            .collect();
+        for h in gone {
+            inner.entries.remove(&h);
+            changes.handles.push(h);
+        }
+        for (h, d) in fresh {
+            if inner.entries.get(&h) != Some(&d) {
+                changes.handles.push(h.clone());
+                inner.entries.insert(h, d);
+            }
+        }
+        changes.handles.sort();
+        changes
+    }
+
+    /// Replace everything the directory declares with `snapshot`. With an
+    /// admission policy, what it refuses keeps its last admitted spec.
+    pub fn apply_files(&self, snapshot: FileSnapshot, admission: Option<&Admission>) -> Changes {
         let mut inner = self.write();
         let previous: HashMap<Handle, Desired> = inner
             .entries
@@ -180,7 +238,7 @@ impl Store {
             .filter(|(_, d)| d.origin.kind() == SourceKind::File)
             .map(|(h, d)| (h.clone(), d.clone()))
             .collect();
-        let (entries, file_errors) = resolve_files(&previous, snapshot);
+        let (entries, file_errors) = resolve_files(&previous, snapshot, admission);
         let mut changes = Changes::default();
         for (h, d) in &entries {
             if previous.get(h) != Some(d) {
@@ -210,6 +268,7 @@ impl Store {
 fn resolve_files(
     previous: &HashMap<Handle, Desired>,
     snapshot: FileSnapshot,
+    admission: Option<&Admission>,
 ) -> (HashMap<Handle, Desired>, BTreeMap<PathBuf, Vec<String>>) {
     let mut entries: HashMap<Handle, Desired> = HashMap::new();
     let mut claims: HashMap<Handle, (PathBuf, usize)> = HashMap::new();
@@ -217,9 +276,35 @@ fn resolve_files(
     for (path, docs) in snapshot {
         for doc in docs {
             let (handle, document, spec, error) = match doc {
-                Ok(m) => (m.handle, m.document, Some(m.container.spec), None),
+                Ok(m) => match admission.map(|a| {
+                    a.check(&m.container.spec, |p: &std::path::Path| {
+                        std::fs::canonicalize(p)
+                    })
+                }) {
+                    Some(Err(why)) => {
+                        let message = format!("{}: document {}: {why}", path.display(), m.document);
+                        (
+                            m.handle,
+                            m.document,
+                            None,
+                            Some(DeclError {
+                                reason: FORBIDDEN,
+                                message,
+                            }),
+                        )
+                    }
+                    _ => (m.handle, m.document, Some(m.container.spec), None),
+                },
                 Err(e) => match e.name.as_deref().map(file_handle) {
-                    Some(Ok(h)) => (h, e.document, None, Some(e.to_string())),
+                    Some(Ok(h)) => (
+                        h,
+                        e.document,
+                        None,
+                        Some(DeclError {
+                            reason: INVALID,
+                            message: e.to_string(),
+                        }),
+                    ),
                     _ => {
                         file_errors
                             .entry(path.clone())
@@ -255,6 +340,7 @@ fn resolve_files(
                 generation,
                 error,
                 deleting: false,
+                finalizer: false,
             };
             entries.insert(handle, desired);
         }
@@ -286,62 +372,108 @@ mod tests {
         Handle::new(s).unwrap()
     }
 
+    impl Store {
+        fn apply_files_t(&self, snapshot: FileSnapshot) -> Changes {
+            self.apply_files(snapshot, None)
+        }
+    }
+
     #[test]
     fn adds_changes_and_removes() {
         let store = Store::new();
-        let c = store.apply_files(snap(&[
+        let c = store.apply_files_t(snap(&[
             ("/m/a.yaml", doc("web", "/img")),
             ("/m/b.yaml", doc("db", "/img")),
         ]));
         assert_eq!(c.handles, vec![h("db"), h("web")]);
         assert_eq!(store.get(&h("web")).unwrap().generation, 1);
 
-        let c = store.apply_files(snap(&[
+        let c = store.apply_files_t(snap(&[
             ("/m/a.yaml", doc("web", "/img2")),
             ("/m/b.yaml", doc("db", "/img")),
         ]));
         assert_eq!(c.handles, vec![h("web")], "only the changed one");
         assert_eq!(store.get(&h("web")).unwrap().generation, 2);
 
-        let c = store.apply_files(snap(&[("/m/a.yaml", doc("web", "/img2"))]));
+        let c = store.apply_files_t(snap(&[("/m/a.yaml", doc("web", "/img2"))]));
         assert_eq!(c.handles, vec![h("db")]);
         assert!(store.get(&h("db")).is_none());
-        let c = store.apply_files(snap(&[("/m/a.yaml", doc("web", "/img2"))]));
+        let c = store.apply_files_t(snap(&[("/m/a.yaml", doc("web", "/img2"))]));
         assert_eq!(c, Changes::default(), "a resync changes nothing");
     }
 
     #[test]
     fn invalid_keeps_the_last_good_spec() {
         let store = Store::new();
-        store.apply_files(snap(&[("/m/a.yaml", doc("web", "/img"))]));
-        let c = store.apply_files(snap(&[("/m/a.yaml", doc("web", "relative"))]));
+        store.apply_files_t(snap(&[("/m/a.yaml", doc("web", "/img"))]));
+        let c = store.apply_files_t(snap(&[("/m/a.yaml", doc("web", "relative"))]));
         assert_eq!(c.handles, vec![h("web")]);
         let d = store.get(&h("web")).unwrap();
         assert_eq!(d.spec.unwrap().rootfs, "/img", "last good spec");
         assert_eq!(d.generation, 1, "the running spec did not change");
-        assert!(
-            d.error
-                .unwrap()
-                .contains("/m/a.yaml: document 1: spec.rootfs")
-        );
+        let err = d.error.unwrap();
+        assert_eq!(err.reason, "InvalidManifest");
+        assert!(err.message.contains("/m/a.yaml: document 1: spec.rootfs"));
 
-        store.apply_files(snap(&[("/m/a.yaml", doc("web", "/img"))]));
+        store.apply_files_t(snap(&[("/m/a.yaml", doc("web", "/img"))]));
         assert_eq!(store.get(&h("web")).unwrap().error, None, "fixed");
     }
 
     #[test]
     fn never_valid_has_no_spec() {
         let store = Store::new();
-        store.apply_files(snap(&[("/m/a.yaml", doc("web", "relative"))]));
+        store.apply_files_t(snap(&[("/m/a.yaml", doc("web", "relative"))]));
         let d = store.get(&h("web")).unwrap();
         assert_eq!(d.spec, None);
         assert!(d.error.is_some());
     }
 
     #[test]
+    fn admission_refuses_and_keeps_the_last_admitted_spec() {
+        let store = Store::new();
+        let policy = Admission::default();
+        store.apply_files(snap(&[("/m/a.yaml", doc("web", "/img"))]), Some(&policy));
+        let privileged = format!("{}  privileged: true\n", doc("web", "/img2"));
+        store.apply_files(snap(&[("/m/a.yaml", privileged)]), Some(&policy));
+        let d = store.get(&h("web")).unwrap();
+        assert_eq!(d.spec.unwrap().rootfs, "/img", "the admitted spec stays");
+        let err = d.error.unwrap();
+        assert_eq!(err.reason, "Forbidden");
+        assert!(
+            err.message
+                .starts_with("/m/a.yaml: document 1: spec.privileged:"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn a_relist_replaces_one_kind_only() {
+        let store = Store::new();
+        store.apply_files_t(snap(&[("/m/a.yaml", doc("web", "/img"))]));
+        let kube = |name: &str| Desired {
+            handle: h(&format!("k8s_ns_{name}")),
+            origin: Origin::Kube {
+                namespace: "ns".into(),
+                name: name.into(),
+                uid: name.into(),
+            },
+            spec: None,
+            generation: 1,
+            error: None,
+            deleting: false,
+            finalizer: true,
+        };
+        store.replace_kind(SourceKind::Kube, vec![kube("a"), kube("b")]);
+        let c = store.replace_kind(SourceKind::Kube, vec![kube("b"), kube("c")]);
+        assert_eq!(c.handles, vec![h("k8s_ns_a"), h("k8s_ns_c")]);
+        assert!(store.get(&h("web")).is_some(), "files untouched");
+    }
+
+    #[test]
     fn duplicate_names_first_by_path_wins() {
         let store = Store::new();
-        let c = store.apply_files(snap(&[
+        let c = store.apply_files_t(snap(&[
             ("/m/a.yaml", doc("web", "/a")),
             ("/m/b.yaml", doc("web", "/b")),
         ]));
@@ -359,10 +491,10 @@ mod tests {
     #[test]
     fn errors_naming_no_container_belong_to_the_file() {
         let store = Store::new();
-        let c = store.apply_files(snap(&[("/m/junk.yaml", "kind: [".to_string())]));
+        let c = store.apply_files_t(snap(&[("/m/junk.yaml", "kind: [".to_string())]));
         assert_eq!(c.files, vec![PathBuf::from("/m/junk.yaml")]);
         assert_eq!(store.file_errors(Path::new("/m/junk.yaml")).len(), 1);
-        let c = store.apply_files(snap(&[]));
+        let c = store.apply_files_t(snap(&[]));
         assert_eq!(
             c.files,
             vec![PathBuf::from("/m/junk.yaml")],
@@ -385,8 +517,9 @@ mod tests {
             generation: 1,
             error: None,
             deleting: false,
+            finalizer: false,
         });
-        store.apply_files(snap(&[]));
+        store.apply_files_t(snap(&[]));
         assert!(store.get(&h("k8s_ns_web")).is_some());
     }
 }

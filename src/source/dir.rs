@@ -16,6 +16,7 @@ use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
+use super::admission::Admission;
 use super::manifest::{self, Manifest, ManifestError};
 use crate::reconcile::store::{Changes, FileSnapshot, SourceKind, Store};
 
@@ -35,6 +36,7 @@ struct FileKey {
 pub struct DirSource {
     dir: PathBuf,
     relist: Duration,
+    admission: Option<Admission>,
     cache: HashMap<PathBuf, (FileKey, Vec<Result<Manifest, ManifestError>>)>,
 }
 
@@ -51,6 +53,7 @@ impl DirSource {
         Self {
             dir: dir.into(),
             relist,
+            admission: None,
             cache: HashMap::new(),
         }
     }
@@ -104,7 +107,7 @@ impl DirSource {
         }
         let (tx, mut events) = mpsc::unbounded_channel::<()>();
         let _watcher = watch(&self.dir, tx);
-        let first = store.apply_files(self.scan());
+        let first = store.apply_files(self.scan(), self.admission.as_ref());
         store.mark_synced(SourceKind::File);
         if changes.send(first).await.is_err() {
             return;
@@ -120,7 +123,7 @@ impl DirSource {
                 }
                 _ = relist.tick() => {}
             }
-            let c = store.apply_files(self.scan());
+            let c = store.apply_files(self.scan(), self.admission.as_ref());
             if (!c.handles.is_empty() || !c.files.is_empty()) && changes.send(c).await.is_err() {
                 return;
             }

@@ -2,5 +2,6 @@
 //! Kubernetes API. Sources only parse and validate; they never touch
 //! containers. What they find goes to the desired store.
 
+pub mod admission;
 pub mod dir;
 pub mod manifest;
