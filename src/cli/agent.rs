@@ -21,8 +21,12 @@ use crate::reconcile::store::{Changes, Store};
 use crate::report::Reporters;
 use crate::report::events::{EventLog, EventType};
 use crate::report::files::StatusFiles;
+use crate::report::kube::KubeReporter;
 use crate::runtime::{Runc, RuntimeConfig};
+use crate::source::admission::Admission;
 use crate::source::dir::DirSource;
+use crate::source::kube::KubeSource;
+use kube::config::{KubeConfigOptions, Kubeconfig};
 
 /// Why the agent could not start.
 #[derive(Debug, Error)]
@@ -43,6 +47,9 @@ pub enum AgentError {
         /// The flag that sets it.
         flag: &'static str,
     },
+    /// No usable Kubernetes client configuration.
+    #[error("Kubernetes client configuration: {0}")]
+    KubeConfig(String),
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -77,6 +84,26 @@ fn sibling(
     })
 }
 
+/// A client from `--kubeconfig`, else `KUBECONFIG` or in-cluster config.
+/// kube's own retries are off: the work queue retries with its own backoff,
+/// and a request must never hang a worker for minutes.
+async fn kube_client(args: &AgentArgs) -> Result<kube::Client, AgentError> {
+    let mut config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig =
+                Kubeconfig::read_from(path).map_err(|e| AgentError::KubeConfig(e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| AgentError::KubeConfig(e.to_string()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| AgentError::KubeConfig(e.to_string()))?,
+    };
+    config.default_retry = false;
+    kube::Client::try_from(config).map_err(|e| AgentError::KubeConfig(e.to_string()))
+}
+
 /// Run the agent until a stop signal.
 pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     let runtime = Runc::new(RuntimeConfig {
@@ -92,11 +119,20 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         nstar_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("rundmc")),
     };
     let containerizer = Arc::new(Containerizer::new(config, runtime)?);
+    let store = Arc::new(Store::new());
+    let node = args.node_name();
+    let client = match args.kube {
+        true => Some(kube_client(&args).await?),
+        false => None,
+    };
     let reporters = Arc::new(Reporters {
         files: StatusFiles::open(args.state_dir.join("status"))?,
         events: EventLog::open(args.state_dir.join("events.jsonl"), args.events_keep)?,
+        kube: client
+            .clone()
+            .map(|c| KubeReporter::new(c, node.clone(), Arc::clone(&store))),
+        store: Arc::clone(&store),
     });
-    let store = Arc::new(Store::new());
     let queue = WorkQueue::new();
     let controller = Controller::new(
         Arc::clone(&containerizer),
@@ -114,9 +150,18 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         },
     );
     let (tx, mut changes) = mpsc::channel::<Changes>(64);
-    let dir = DirSource::new(&args.manifests, args.relist_period.into());
+    let admission = Admission {
+        allow_privileged: args.allow_privileged,
+        allowed_host_paths: args.allowed_host_paths.clone(),
+    };
+    let dir = DirSource::new(&args.manifests, args.relist_period.into())
+        .with_admission(args.admit_files.then(|| admission.clone()));
+    if let Some(client) = client {
+        let source = KubeSource::new(client, node.clone(), admission);
+        tokio::spawn(source.run(Arc::clone(&store), tx.clone()));
+    }
     tokio::spawn(dir.run(Arc::clone(&store), tx));
-    tracing::info!(manifests = %args.manifests.display(), depot = %args.depot.display(), node = %args.node_name(), "rundmc agent starting");
+    tracing::info!(manifests = %args.manifests.display(), depot = %args.depot.display(), %node, kube = args.kube, "rundmc agent starting");
 
     // The first listing comes before anything is reconciled, so nothing
     // declared is mistaken for undeclared.

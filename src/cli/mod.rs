@@ -115,6 +115,23 @@ pub struct AgentArgs {
     /// Events kept in events.jsonl.
     #[arg(long, default_value_t = 1000)]
     pub events_keep: usize,
+    /// Also run the Container resources whose spec.nodeName is this node.
+    #[arg(long)]
+    pub kube: bool,
+    /// kubeconfig to use (default: KUBECONFIG, then in-cluster config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Let resources from the API ask for privileged containers.
+    #[arg(long)]
+    pub allow_privileged: bool,
+    /// Host paths (and what is below them) that resources from the API may
+    /// bind-mount, checked after resolving symlinks. Comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_host_paths: Vec<PathBuf>,
+    /// Hold manifest files to the same admission as resources (by default
+    /// the node's own directory is trusted).
+    #[arg(long)]
+    pub admit_files: bool,
 }
 
 impl AgentArgs {

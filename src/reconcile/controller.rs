@@ -46,8 +46,22 @@ pub struct Controller<R: OciRuntime> {
     announced: Mutex<HashSet<(Handle, String, &'static str)>>,
 }
 
-/// What one reconcile did, for the worker loop.
-type Outcome = Result<Option<Duration>, ContainerizerError>;
+/// Why a reconcile failed; it is retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// A containerizer verb failed.
+    #[error(transparent)]
+    Containerizer(#[from] ContainerizerError),
+    /// The API server refused or could not be reached.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// What one reconcile did, for the worker loop: when to look again.
+type Outcome = Result<Option<Duration>, ReconcileError>;
+
+/// How soon a status that could not be written is tried again.
+const REPORT_RETRY: Duration = Duration::from_secs(5);
 
 impl<R: OciRuntime> Controller<R> {
     /// A controller; call [`Controller::run`] to start it.
@@ -124,10 +138,11 @@ impl<R: OciRuntime> Controller<R> {
         let desired = self.store.get(handle);
         let obs = observe(&self.containerizer, handle).await?;
         let Some(want) = self.effective_spec(desired.as_ref(), &obs) else {
-            if let Some(d) = &desired {
-                self.report(d, &obs, None, None).await;
-            }
-            return Ok(None);
+            let reported = match &desired {
+                Some(d) => self.report(d, &obs, None, None).await,
+                None => true,
+            };
+            return Ok((!reported).then_some(REPORT_RETRY));
         };
         let now = SystemTime::now();
         let plan = plan::plan(want.as_ref(), &obs.observed(), &self.config.crash_loop, now);
@@ -138,13 +153,21 @@ impl<R: OciRuntime> Controller<R> {
         self.watch_main(handle, &after);
         self.announce_exit(handle, desired.as_ref(), &after, plan.waiting)
             .await;
+        let mut requeue = plan.requeue_after;
         if let Some(d) = &desired {
+            if d.deleting && after.record.is_none() && !after.half_made && result.is_ok() {
+                // Destroyed: only now may the resource go.
+                self.reporters.remove_finalizer(d).await?;
+                return Ok(None);
+            }
             let err = result.as_ref().err().map(ToString::to_string);
-            self.report(d, &after, plan.waiting, err.as_deref()).await;
+            if !self.report(d, &after, plan.waiting, err.as_deref()).await {
+                requeue = Some(requeue.map_or(REPORT_RETRY, |r| r.min(REPORT_RETRY)));
+            }
         } else if obs.record.is_some() || obs.half_made {
             self.reporters.forget(handle).await;
         }
-        result.map(|()| plan.requeue_after)
+        result.map(|()| requeue)
     }
 
     /// The spec to plan for: `Some(None)` means "not declared, destroy it";
@@ -185,7 +208,7 @@ impl<R: OciRuntime> Controller<R> {
         want: Option<&ContainerSpec>,
         obs: &Observation,
         plan: &Plan,
-    ) -> Result<(), ContainerizerError> {
+    ) -> Result<(), ReconcileError> {
         for step in &plan.steps {
             match (*step, want) {
                 (Step::Destroy, _) => self.destroy(handle, desired, obs).await?,
@@ -248,7 +271,11 @@ impl<R: OciRuntime> Controller<R> {
         handle: &Handle,
         desired: Option<&Desired>,
         spec: &ContainerSpec,
-    ) -> Result<(), ContainerizerError> {
+    ) -> Result<(), ReconcileError> {
+        if let Some(d) = desired {
+            // Before anything exists, so that deletion always waits for us.
+            self.reporters.add_finalizer(d).await?;
+        }
         let kind = desired.map(|d| d.origin.kind()).unwrap_or(SourceKind::File);
         let labels = BTreeMap::from([(SOURCE_LABEL.to_string(), kind.label().to_string())]);
         match self.containerizer.create(handle, spec, labels).await {
@@ -272,7 +299,7 @@ impl<R: OciRuntime> Controller<R> {
                     format!("Error: {e}"),
                 )
                 .await;
-                Err(e)
+                Err(e.into())
             }
         }
     }
@@ -458,11 +485,11 @@ impl<R: OciRuntime> Controller<R> {
         obs: &Observation,
         waiting: Option<Waiting>,
         error: Option<&str>,
-    ) {
+    ) -> bool {
         let spec = d.spec.as_ref().or(obs.record.as_ref().map(|r| &r.spec));
         let invalid = d.error.as_ref().map(|e| (e.reason, e.message.as_str()));
         let observed = obs.observed();
-        let previous = self.reporters.previous(d).await;
+        let previous = self.reporters.previous(d);
         let st = status::compute(&StatusInput {
             spec,
             generation: d.generation,
@@ -476,7 +503,7 @@ impl<R: OciRuntime> Controller<R> {
             previous: previous.as_ref(),
             now: SystemTime::now(),
         });
-        self.reporters.status(d, &st).await;
+        self.reporters.status(d, spec, &st).await
     }
 
     async fn event(

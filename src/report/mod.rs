@@ -1,48 +1,70 @@
 //! Reporting back where each declaration came from: status (computed in
-//! [`status`], written as status files or resource status), events, and
-//! metrics. [`Reporters`] routes by the declaration's source.
+//! [`status`]; written as status files, resource status, or mirror status),
+//! events (the event log, or Kubernetes Events), and finalizers.
+//! [`Reporters`] routes by the declaration's source.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use crate::api::{ContainerStatus, Handle};
-use crate::reconcile::store::{Desired, Origin};
+use crate::api::{ContainerSpec, ContainerStatus, Handle};
+use crate::reconcile::store::{Desired, Origin, Store};
 
 pub mod events;
 pub mod files;
+pub mod kube;
 pub mod status;
 
 use events::{Event, EventLog, EventType};
 use files::StatusFiles;
+use kube::KubeReporter;
 
 /// Where status and events go.
-#[derive(Debug)]
 pub struct Reporters {
     /// Status files of file-sourced containers.
     pub files: StatusFiles,
-    /// The event log of file-sourced containers (and of undeclared ones).
+    /// The event log of file-sourced (and undeclared) containers.
     pub events: EventLog,
+    /// The API server, when the agent runs with `--kube`.
+    pub kube: Option<KubeReporter>,
+    /// The desired store, which holds what resources report now.
+    pub store: Arc<Store>,
 }
 
 impl Reporters {
     /// The status last reported for `d`.
-    pub async fn previous(&self, d: &Desired) -> Option<ContainerStatus> {
+    pub fn previous(&self, d: &Desired) -> Option<ContainerStatus> {
         match &d.origin {
             Origin::File { .. } => self.files.previous(d.handle.as_str()),
-            Origin::Kube { .. } => None,
+            Origin::Kube { .. } => self.store.reported(&d.handle),
         }
     }
 
-    /// Report `status` for `d`, if it changed.
-    pub async fn status(&self, d: &Desired, status: &ContainerStatus) {
+    /// Report `status` for `d` where it came from (and to its mirror); false
+    /// when a write failed and should be tried again.
+    pub async fn status(
+        &self,
+        d: &Desired,
+        spec: Option<&ContainerSpec>,
+        status: &ContainerStatus,
+    ) -> bool {
+        let mut ok = true;
         if let Origin::File { path, document } = &d.origin {
             let source = format!("{}#{document}", path.display());
             if let Err(e) = self.files.write(d.handle.as_str(), &source, status) {
                 tracing::warn!(handle = %d.handle, error = %e, "cannot write status file");
+                ok = false;
             }
         }
+        if let Some(kube) = &self.kube
+            && let Err(e) = kube.status(d, spec, status).await
+        {
+            tracing::warn!(handle = %d.handle, error = %e, "cannot write status to the API server");
+            ok = false;
+        }
+        ok
     }
 
-    /// Record an event about `handle`.
+    /// Record an event about `handle`, declared by `desired` if it is.
     pub async fn event(
         &self,
         desired: Option<&Desired>,
@@ -51,14 +73,21 @@ impl Reporters {
         reason: &str,
         message: String,
     ) {
-        let _ = desired;
         match type_ {
             EventType::Normal => tracing::info!(%handle, reason, "{message}"),
             EventType::Warning => tracing::warn!(%handle, reason, "{message}"),
         }
-        let ev = Event::now(handle.as_str(), type_, reason, message);
-        if let Err(e) = self.events.record(&ev) {
-            tracing::warn!(error = %e, "cannot record event");
+        let is_kube = matches!(desired.map(|d| &d.origin), Some(Origin::Kube { .. }));
+        if let (Some(kube), Some(d)) = (&self.kube, desired)
+            && let Err(e) = kube.event(d, type_, reason, &message).await
+        {
+            tracing::warn!(%handle, error = %e, "cannot record a Kubernetes event");
+        }
+        if !is_kube {
+            let ev = Event::now(handle.as_str(), type_, reason, message);
+            if let Err(e) = self.events.record(&ev) {
+                tracing::warn!(error = %e, "cannot record event");
+            }
         }
     }
 
@@ -66,6 +95,37 @@ impl Reporters {
     pub async fn forget(&self, handle: &Handle) {
         if let Err(e) = self.files.remove(handle.as_str()) {
             tracing::warn!(%handle, error = %e, "cannot remove status file");
+        }
+        if let Some(kube) = &self.kube
+            && let Err(e) = kube.forget_mirror(handle).await
+        {
+            tracing::warn!(%handle, error = %e, "cannot delete the mirror");
+        }
+    }
+
+    /// Add the cleanup finalizer to `d`'s resource, if it is one without it.
+    pub async fn add_finalizer(&self, d: &Desired) -> Result<(), ::kube::Error> {
+        match (&self.kube, &d.origin) {
+            (
+                Some(kube),
+                Origin::Kube {
+                    namespace, name, ..
+                },
+            ) if !d.finalizer => kube.add_finalizer(namespace, name).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Remove the cleanup finalizer from `d`'s resource, if it carries it.
+    pub async fn remove_finalizer(&self, d: &Desired) -> Result<(), ::kube::Error> {
+        match (&self.kube, &d.origin) {
+            (
+                Some(kube),
+                Origin::Kube {
+                    namespace, name, ..
+                },
+            ) if d.finalizer => kube.remove_finalizer(namespace, name).await,
+            _ => Ok(()),
         }
     }
 

@@ -33,6 +33,8 @@ pub mod reason {
     pub const INVALID_MANIFEST: &str = "InvalidManifest";
     /// The manifest is valid.
     pub const VALID: &str = "Valid";
+    /// The node's admission policy refuses the spec.
+    pub const FORBIDDEN: &str = "Forbidden";
 }
 
 /// Condition types.
@@ -81,7 +83,14 @@ fn phase(input: &StatusInput<'_>) -> (Phase, bool, &'static str, Option<String>)
         return (phase, false, reason::FAILED, Some(err.to_string()));
     }
     let Some(spec) = input.spec else {
-        return (Phase::Pending, false, reason::INVALID_MANIFEST, None);
+        // Never valid or never admitted: say why on Ready too.
+        let (why, msg) = input.invalid.unwrap_or((reason::INVALID_MANIFEST, ""));
+        let why = if why == reason::FORBIDDEN {
+            reason::FORBIDDEN
+        } else {
+            reason::INVALID_MANIFEST
+        };
+        return (Phase::Pending, false, why, Some(msg.to_string()));
     };
     let healthy = matches!(
         input.observed.container,

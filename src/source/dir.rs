@@ -58,6 +58,13 @@ impl DirSource {
         }
     }
 
+    /// Hold the directory's manifests to the node's admission policy too
+    /// (by default the directory is trusted).
+    pub fn with_admission(mut self, admission: Option<Admission>) -> Self {
+        self.admission = admission;
+        self
+    }
+
     /// Read every manifest in the directory, sorted by path. Unreadable or
     /// oversized files become errors on that file.
     pub fn scan(&mut self) -> FileSnapshot {

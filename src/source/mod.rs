@@ -4,4 +4,5 @@
 
 pub mod admission;
 pub mod dir;
+pub mod kube;
 pub mod manifest;

@@ -1,0 +1,344 @@
+//! The Kubernetes source: `Container` resources whose `spec.nodeName` is
+//! this node, through kube-runtime's watcher. Where the server supports
+//! field selectors on custom resources (1.31 and later, with the CRD's
+//! `selectableFields`), the node filter runs server-side; elsewhere it runs
+//! here. Which applies is found by asking, not configured. Disconnects, 410
+//! Gone and an unreachable server are routine: the watcher relists, and
+//! nothing is removed from the store until a complete relist says so.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use kube::api::{Api, ListParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use tokio::sync::mpsc;
+
+use super::admission::Admission;
+use crate::api::{Container, Handle, validate};
+use crate::reconcile::store::{Changes, DeclError, Desired, Origin, SourceKind, Store};
+use crate::report::events::reason::{FORBIDDEN, INVALID_MANIFEST};
+
+/// The finalizer that makes deletion wait until the container is destroyed.
+pub const FINALIZER: &str = "rundmc.io/cleanup";
+/// Marks a mirror of a file-sourced container; its value is the handle.
+pub const MIRROR_OF: &str = "rundmc.io/mirror-of";
+
+/// Where the node filter runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeFilter {
+    /// The server filters with `fieldSelector=spec.nodeName=<node>`.
+    Server,
+    /// The server lists everything; this side keeps its own.
+    Client,
+}
+
+/// What one resource means to this node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Seen {
+    /// A declaration for this node.
+    Declared(Box<Desired>),
+    /// The mirror of a file-sourced container (its status is ours to keep).
+    Mirror(Handle),
+    /// Another node's, or not a valid object.
+    Ignored,
+}
+
+/// Read one resource: the handle, the spec (or why it cannot run here),
+/// keeping `previous`'s spec when the new one is refused.
+pub fn declare(
+    obj: &Container,
+    node: &str,
+    admission: &Admission,
+    previous: Option<&Desired>,
+) -> Seen {
+    let meta = &obj.metadata;
+    if let Some(h) = meta.annotations.as_ref().and_then(|a| a.get(MIRROR_OF)) {
+        return Handle::new(h.clone())
+            .map(Seen::Mirror)
+            .unwrap_or(Seen::Ignored);
+    }
+    if obj.spec.node_name.as_deref() != Some(node) {
+        return Seen::Ignored;
+    }
+    let (Some(namespace), Some(name)) = (meta.namespace.clone(), meta.name.clone()) else {
+        return Seen::Ignored;
+    };
+    let Ok(handle) = Handle::for_resource(&namespace, &name) else {
+        return Seen::Ignored;
+    };
+    let error = validate(&obj.spec)
+        .map_err(|e| DeclError {
+            reason: INVALID_MANIFEST,
+            message: format!("{namespace}/{name}: {e}"),
+        })
+        .and_then(|()| {
+            admission
+                .check(&obj.spec, |p: &Path| std::fs::canonicalize(p))
+                .map_err(|e| DeclError {
+                    reason: FORBIDDEN,
+                    message: format!("{namespace}/{name}: {e}"),
+                })
+        })
+        .err();
+    let spec = match error {
+        None => Some(obj.spec.clone()),
+        Some(_) => previous.and_then(|p| p.spec.clone()),
+    };
+    Seen::Declared(Box::new(Desired {
+        handle,
+        origin: Origin::Kube {
+            namespace,
+            name,
+            uid: meta.uid.clone().unwrap_or_default(),
+        },
+        spec,
+        generation: meta.generation.unwrap_or(1),
+        error,
+        deleting: meta.deletion_timestamp.is_some(),
+        finalizer: meta.finalizers.iter().flatten().any(|f| f == FINALIZER),
+    }))
+}
+
+/// The Kubernetes source for one node.
+pub struct KubeSource {
+    api: Api<Container>,
+    node: String,
+    admission: Admission,
+}
+
+impl KubeSource {
+    /// Watch `Container`s for `node` through `client`.
+    pub fn new(client: kube::Client, node: String, admission: Admission) -> Self {
+        Self {
+            api: Api::all(client),
+            node,
+            admission,
+        }
+    }
+
+    /// Find where the node filter can run, retrying while the server is away.
+    pub async fn detect_filter(&self) -> NodeFilter {
+        let params = ListParams::default().fields(&self.selector()).limit(1);
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match self.api.list_metadata(&params).await {
+                Ok(_) => return NodeFilter::Server,
+                Err(kube::Error::Api(e)) if e.code == 400 => return NodeFilter::Client,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "cannot reach the Kubernetes API");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    fn selector(&self) -> String {
+        format!("spec.nodeName={}", self.node)
+    }
+
+    /// Watch until `changes` closes: every event updates `store`, and what
+    /// changed is sent on.
+    pub async fn run(self, store: Arc<Store>, changes: mpsc::Sender<Changes>) {
+        let filter = self.detect_filter().await;
+        tracing::info!(node = %self.node, ?filter, "watching Container resources");
+        let mut config = watcher::Config::default();
+        if filter == NodeFilter::Server {
+            config = config.fields(&self.selector());
+        }
+        let mut stream = watcher::watcher(self.api.clone(), config)
+            .default_backoff()
+            .boxed();
+        let mut buffer: Vec<Container> = Vec::new();
+        while let Some(event) = stream.next().await {
+            let c = match event {
+                Ok(Event::Init) => {
+                    buffer.clear();
+                    continue;
+                }
+                Ok(Event::InitApply(obj)) => {
+                    buffer.push(obj);
+                    continue;
+                }
+                Ok(Event::InitDone) => self.relisted(&store, std::mem::take(&mut buffer)),
+                Ok(Event::Apply(obj)) => self.applied(&store, &obj),
+                Ok(Event::Delete(obj)) => self.deleted(&store, &obj),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Container watch interrupted; it resumes by itself");
+                    continue;
+                }
+            };
+            if !c.handles.is_empty() && changes.send(c).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn see(&self, store: &Store, obj: &Container) -> Seen {
+        let previous = obj
+            .metadata
+            .namespace
+            .as_deref()
+            .zip(obj.metadata.name.as_deref())
+            .and_then(|(ns, n)| Handle::for_resource(ns, n).ok())
+            .and_then(|h| store.get(&h));
+        declare(obj, &self.node, &self.admission, previous.as_ref())
+    }
+
+    fn relisted(&self, store: &Store, objects: Vec<Container>) -> Changes {
+        let mut declared = Vec::new();
+        for obj in &objects {
+            match self.see(store, obj) {
+                Seen::Declared(d) => {
+                    store.set_reported(&d.handle, obj.status.clone());
+                    declared.push(*d);
+                }
+                Seen::Mirror(h) => store.set_reported(&h, obj.status.clone()),
+                Seen::Ignored => {}
+            }
+        }
+        let changes = store.replace_kind(SourceKind::Kube, declared);
+        store.mark_synced(SourceKind::Kube);
+        changes
+    }
+
+    fn applied(&self, store: &Store, obj: &Container) -> Changes {
+        match self.see(store, obj) {
+            Seen::Declared(d) => {
+                store.set_reported(&d.handle, obj.status.clone());
+                let handle = d.handle.clone();
+                let changed = store.upsert(*d);
+                Changes {
+                    handles: if changed { vec![handle] } else { vec![] },
+                    files: vec![],
+                }
+            }
+            Seen::Mirror(h) => {
+                store.set_reported(&h, obj.status.clone());
+                Changes::default()
+            }
+            // No longer this node's (its nodeName changed): forget it.
+            Seen::Ignored => self.deleted(store, obj),
+        }
+    }
+
+    fn deleted(&self, store: &Store, obj: &Container) -> Changes {
+        let meta = &obj.metadata;
+        let handle = meta
+            .namespace
+            .as_deref()
+            .zip(meta.name.as_deref())
+            .and_then(|(ns, n)| Handle::for_resource(ns, n).ok());
+        match handle {
+            Some(h)
+                if store
+                    .get(&h)
+                    .is_some_and(|d| d.origin.kind() == SourceKind::Kube) =>
+            {
+                store.remove(&h);
+                store.set_reported(&h, None);
+                Changes {
+                    handles: vec![h],
+                    files: vec![],
+                }
+            }
+            _ => Changes::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ContainerSpec;
+
+    fn container(node: &str, spec: ContainerSpec) -> Container {
+        let mut c = Container::new(
+            "web",
+            ContainerSpec {
+                node_name: Some(node.into()),
+                ..spec
+            },
+        );
+        c.metadata.namespace = Some("team-a".into());
+        c.metadata.uid = Some("uid-1".into());
+        c.metadata.generation = Some(4);
+        c.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        c
+    }
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            rootfs: "/img".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn this_nodes_resources_are_declared() {
+        let Seen::Declared(d) =
+            declare(&container("n1", spec()), "n1", &Admission::default(), None)
+        else {
+            panic!("not declared")
+        };
+        assert_eq!(d.handle.as_str(), "k8s_team-a_web");
+        assert_eq!(d.generation, 4);
+        assert!(d.finalizer && !d.deleting && d.error.is_none());
+        assert_eq!(d.spec.unwrap().rootfs, "/img");
+        assert_eq!(
+            declare(&container("n2", spec()), "n1", &Admission::default(), None),
+            Seen::Ignored
+        );
+    }
+
+    #[test]
+    fn refused_and_invalid_keep_the_previous_spec() {
+        let ok = declare(&container("n1", spec()), "n1", &Admission::default(), None);
+        let Seen::Declared(prev) = ok else { panic!() };
+        let privileged = ContainerSpec {
+            privileged: true,
+            rootfs: "/img2".into(),
+            ..spec()
+        };
+        let Seen::Declared(d) = declare(
+            &container("n1", privileged),
+            "n1",
+            &Admission::default(),
+            Some(&prev),
+        ) else {
+            panic!()
+        };
+        let err = d.error.unwrap();
+        assert_eq!(err.reason, "Forbidden");
+        assert!(
+            err.message.starts_with("team-a/web: spec.privileged:"),
+            "{}",
+            err.message
+        );
+        assert_eq!(d.spec.unwrap().rootfs, "/img", "the admitted spec stays");
+
+        let bad = ContainerSpec {
+            rootfs: "relative".into(),
+            ..spec()
+        };
+        let Seen::Declared(d) = declare(&container("n1", bad), "n1", &Admission::default(), None)
+        else {
+            panic!()
+        };
+        assert_eq!(d.error.unwrap().reason, "InvalidManifest");
+        assert_eq!(d.spec, None, "never valid");
+    }
+
+    #[test]
+    fn mirrors_are_recognised_not_declared() {
+        let mut c = container("n1", spec());
+        c.metadata.annotations = Some([(MIRROR_OF.to_string(), "web".to_string())].into());
+        assert_eq!(
+            declare(&c, "n1", &Admission::default(), None),
+            Seen::Mirror(Handle::new("web").unwrap())
+        );
+    }
+}
