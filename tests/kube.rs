@@ -1,0 +1,567 @@
+//! The agent with `--kube`, against the fake API server in
+//! `tests/support/apiserver` (real wire protocol on loopback), driven the
+//! way a cluster user would: resources applied and edited through
+//! `kube::Client`, checked with what `kubectl get` and `kubectl describe`
+//! would show, and with runc.
+
+#[path = "support/apiserver/mod.rs"]
+mod apiserver;
+mod support;
+
+use std::time::Duration;
+
+use apiserver::FakeApiServer;
+use k8s_openapi::api::core::v1::Node;
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use rundmc::api::{Container, ContainerSpec, Phase};
+use support::agent::{Agent, AgentEnv, manifest};
+
+const T: Duration = Duration::from_secs(30);
+const NODE: &str = "node-1";
+
+struct Cluster {
+    server: FakeApiServer,
+    client: Client,
+    env: AgentEnv,
+}
+
+impl Cluster {
+    async fn new(name: &str, server: FakeApiServer) -> Self {
+        let mut env = AgentEnv::new(name);
+        let kubeconfig = env.env.dir.join("kubeconfig");
+        let client = server.client(&kubeconfig).await;
+        let mut node = Node::default();
+        node.metadata.name = Some(NODE.into());
+        server.insert(&node);
+        env.extra = ["--kube", "--node-name", NODE, "--kubeconfig"]
+            .map(String::from)
+            .to_vec();
+        env.extra.push(kubeconfig.display().to_string());
+        Cluster {
+            server,
+            client,
+            env,
+        }
+    }
+
+    fn start(&self) -> Agent {
+        self.env.start()
+    }
+
+    fn api(&self) -> Api<Container> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    async fn apply(&self, c: &Container) {
+        let name = c.metadata.name.clone().unwrap();
+        self.api()
+            .patch(
+                &name,
+                &PatchParams::apply("kubectl").force(),
+                &Patch::Apply(c),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Wait until `name` satisfies `cond`, then return it.
+    async fn wait(
+        &self,
+        what: &str,
+        name: &str,
+        cond: impl FnMut(&Container) -> bool,
+    ) -> Container {
+        match self
+            .server
+            .wait_for_object::<Container>("default", name, T, cond)
+            .await
+        {
+            Ok(c) => c,
+            Err(_) => panic!(
+                "timed out waiting for {what}; object: {:?}\n--- agent log ---\n{}",
+                self.server.get::<Container>("default", name),
+                self.env.agent_log()
+            ),
+        }
+    }
+
+    /// Wait, off the async runtime, for a condition on the node.
+    async fn until(&self, what: &str, cond: impl FnMut() -> bool + Send + 'static) {
+        let ok = tokio::task::spawn_blocking(move || support::eventually(T, cond))
+            .await
+            .unwrap();
+        assert!(
+            ok,
+            "timed out waiting for {what}\n--- agent log ---\n{}",
+            self.env.agent_log()
+        );
+    }
+}
+
+fn container(name: &str, node: &str, extra: impl FnOnce(&mut ContainerSpec)) -> Container {
+    let mut spec = ContainerSpec {
+        node_name: Some(node.into()),
+        rootfs: support::image().display().to_string(),
+        process: Some(rundmc::api::ProcessSpec {
+            args: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo hi $GREETING; exec sleep 100000".into(),
+            ],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    extra(&mut spec);
+    Container::new(name, spec)
+}
+
+fn ready(c: &Container) -> bool {
+    c.status.as_ref().is_some_and(|s| {
+        s.phase == Some(Phase::Running)
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+            && s.observed_generation == c.metadata.generation
+    })
+}
+
+fn runc_status(env: &AgentEnv, id: &str) -> Option<String> {
+    env.env.runc_status(id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_for_this_node_runs_and_another_nodes_is_ignored() {
+    let k = Cluster::new("kube-basic", FakeApiServer::start().await).await;
+    let _agent = k.start();
+    k.apply(&container("web", NODE, |_| {})).await;
+    k.apply(&container("elsewhere", "node-2", |_| {})).await;
+
+    let web = k.wait("web Ready", "web", ready).await;
+    let status = web.status.unwrap();
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(status.handle.as_deref(), Some("k8s_default_web"));
+    assert!(
+        web.metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"rundmc.io/cleanup".to_string())
+    );
+    assert_eq!(
+        runc_status(&k.env, "k8s_default_web").as_deref(),
+        Some("running")
+    );
+
+    let other = k.server.get::<Container>("default", "elsewhere").unwrap();
+    assert!(
+        other.status.is_none() && other.metadata.finalizers.is_none(),
+        "another node's is untouched"
+    );
+    assert_eq!(runc_status(&k.env, "k8s_default_elsewhere"), None);
+
+    let events = k.server.events();
+    let reasons: Vec<_> = events.iter().filter_map(|e| e.reason.clone()).collect();
+    assert!(
+        reasons.contains(&"Created".into()) && reasons.contains(&"Started".into()),
+        "{reasons:?}"
+    );
+    let started = events
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("Started"))
+        .unwrap();
+    assert_eq!(started.reporting_instance.as_deref(), Some(NODE));
+    assert_eq!(
+        started.regarding.as_ref().and_then(|r| r.name.as_deref()),
+        Some("web")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_edit_bumps_the_generation_and_updates_the_container() {
+    let k = Cluster::new("kube-edit", FakeApiServer::start().await).await;
+    let _agent = k.start();
+    k.apply(&container("web", NODE, |_| {})).await;
+    k.wait("web Ready", "web", ready).await;
+    let init = k.env.env.init_pid("k8s_default_web");
+
+    let edited = container("web", NODE, |s| {
+        s.env = vec![rundmc::api::EnvVar {
+            name: "GREETING".into(),
+            value: "v2".into(),
+        }]
+    });
+    k.apply(&edited).await;
+    let web = k
+        .wait("generation 2 Ready", "web", |c| {
+            c.metadata.generation == Some(2) && ready(c)
+        })
+        .await;
+    assert_eq!(web.status.unwrap().observed_generation, Some(2));
+    assert_ne!(
+        k.env.env.init_pid("k8s_default_web"),
+        init,
+        "recreated for the new env"
+    );
+    assert!(k.env.main_log("k8s_default_web").contains("hi v2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_destroys_the_container_before_the_finalizer_goes() {
+    let k = Cluster::new("kube-delete", FakeApiServer::start().await).await;
+    let _agent = k.start();
+    k.apply(&container("web", NODE, |_| {})).await;
+    k.wait("web Ready", "web", ready).await;
+    k.api()
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    // While the finalizer holds the object, the container may still exist;
+    // the moment the object is gone, the container must be gone already.
+    let mut seen_terminating = false;
+    k.server
+        .wait_for(T, |s| {
+            let obj = s.get::<Container>("default", "web");
+            if let Some(o) = &obj {
+                seen_terminating |= o.metadata.deletion_timestamp.is_some();
+            }
+            obj.is_none()
+        })
+        .await
+        .unwrap();
+    assert!(seen_terminating, "deletion waited on the finalizer");
+    assert_eq!(
+        runc_status(&k.env, "k8s_default_web"),
+        None,
+        "no runc container"
+    );
+    assert!(
+        !k.env.env.depot.join("k8s_default_web").exists(),
+        "no bundle"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_privileged_resource_is_refused_with_a_condition_and_an_event() {
+    let k = Cluster::new("kube-refuse", FakeApiServer::start().await).await;
+    let _agent = k.start();
+    k.apply(&container("root", NODE, |s| s.privileged = true))
+        .await;
+    let obj = k
+        .wait("refused", "root", |c| {
+            c.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "False")
+            })
+        })
+        .await;
+    let ready = obj
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.reason.as_deref(), Some("Forbidden"));
+    assert!(
+        ready.message.unwrap().contains("spec.privileged"),
+        "names the field"
+    );
+    assert_eq!(
+        runc_status(&k.env, "k8s_default_root"),
+        None,
+        "nothing created"
+    );
+    assert!(!k.env.env.depot.join("k8s_default_root").exists());
+    k.server
+        .wait_for(T, |s| {
+            s.events().iter().any(|e| {
+                e.reason.as_deref() == Some("Forbidden") && e.type_.as_deref() == Some("Warning")
+            })
+        })
+        .await
+        .expect("a Warning Forbidden event");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_cut_by_410_recovers_without_duplicates_or_lost_updates() {
+    let k = Cluster::new("kube-410", FakeApiServer::start().await).await;
+    let _agent = k.start();
+    k.apply(&container("web", NODE, |_| {})).await;
+    k.wait("web Ready", "web", ready).await;
+    let init = k.env.env.init_pid("k8s_default_web");
+
+    // The update lands while the watch is cut and history is compacted.
+    k.server.cut_watches();
+    let limited = container("web", NODE, |s| {
+        s.limits.memory = Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity(
+            "48Mi".into(),
+        ))
+    });
+    k.apply(&limited).await;
+    k.server.compact();
+    k.server.cut_watches();
+
+    let mem = k
+        .env
+        .env
+        .cgroup_dir("memory", "k8s_default_web")
+        .join("memory.limit_in_bytes");
+    k.until("the new limit", move || {
+        std::fs::read_to_string(&mem).is_ok_and(|v| v.trim() == (48u64 << 20).to_string())
+    })
+    .await;
+    k.wait("generation 2 observed", "web", |c| {
+        c.status
+            .as_ref()
+            .is_some_and(|s| s.observed_generation == Some(2))
+    })
+    .await;
+    assert_eq!(
+        k.env.env.init_pid("k8s_default_web"),
+        init,
+        "updated in place, not duplicated"
+    );
+    let listed = k.env.env.runc(&["list", "-q"]);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_server_gets_the_client_side_filter() {
+    let k = Cluster::new(
+        "kube-124",
+        FakeApiServer::builder().version(24).start().await,
+    )
+    .await;
+    let _agent = k.start();
+    k.apply(&container("web", NODE, |_| {})).await;
+    k.apply(&container("elsewhere", "node-2", |_| {})).await;
+    k.wait("web Ready", "web", ready).await;
+    assert_eq!(runc_status(&k.env, "k8s_default_elsewhere"), None);
+    let watches: Vec<_> = k
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.resource == "containers" && r.verb == "watch")
+        .collect();
+    assert!(!watches.is_empty());
+    assert!(
+        watches
+            .iter()
+            .all(|r| !r.query.contains_key("fieldSelector")),
+        "the filter runs client-side"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_server_filters_server_side() {
+    let k = Cluster::new("kube-131", FakeApiServer::start().await).await;
+    let _agent = k.start();
+    k.apply(&container("web", NODE, |_| {})).await;
+    k.wait("web Ready", "web", ready).await;
+    let watches: Vec<_> = k
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.resource == "containers" && r.verb == "watch")
+        .collect();
+    assert!(
+        watches
+            .iter()
+            .all(|r| r.query.get("fieldSelector").map(String::as_str)
+                == Some("spec.nodeName=node-1"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_container_gets_a_mirror_that_follows_its_status() {
+    let k = Cluster::new("kube-mirror", FakeApiServer::start().await).await;
+    let _agent = k.start();
+    k.env.write(
+        "static.yaml",
+        &manifest("static", "  process:\n    args: [\"sleep\", \"100000\"]\n"),
+    );
+    let mirror = k.wait("mirror Running", "static-node-1", ready).await;
+    let annotations = mirror.metadata.annotations.clone().unwrap();
+    assert_eq!(
+        annotations.get("rundmc.io/mirror-of").map(String::as_str),
+        Some("static")
+    );
+    assert!(
+        annotations
+            .get("rundmc.io/source")
+            .unwrap()
+            .ends_with("static.yaml#1")
+    );
+    let owner = &mirror.metadata.owner_references.clone().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("Node", NODE));
+    assert_eq!(mirror.spec.node_name.as_deref(), Some(NODE));
+
+    // Edits to a mirror are never acted on.
+    let mut edited = mirror.clone();
+    edited.spec.process = Some(rundmc::api::ProcessSpec {
+        args: vec!["false".into()],
+        ..Default::default()
+    });
+    edited.metadata.managed_fields = None;
+    edited.metadata.resource_version = None;
+    k.api()
+        .patch(
+            "static-node-1",
+            &PatchParams::apply("someone").force(),
+            &Patch::Apply(&edited),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        k.env.status_field("static", "restartCount").as_deref(),
+        Some("0")
+    );
+    assert!(k.env.running("static"), "still the file's spec");
+
+    // Its status follows: stop it through the file.
+    k.env.write(
+        "static.yaml",
+        &manifest(
+            "static",
+            "  process:\n    args: [\"sleep\", \"100000\"]\n  state: Stopped\n",
+        ),
+    );
+    k.wait("mirror Stopped", "static-node-1", |c| {
+        c.status.as_ref().and_then(|s| s.phase) == Some(Phase::Stopped)
+    })
+    .await;
+    k.env.remove("static.yaml");
+    k.server
+        .wait_for(T, |s| {
+            s.get::<Container>("default", "static-node-1").is_none()
+        })
+        .await
+        .expect("mirror deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_adopts_everything_without_a_status_write_storm() {
+    let k = Cluster::new("kube-restart", FakeApiServer::start().await).await;
+    let mut agent = k.start();
+    for n in ["a", "b", "c"] {
+        k.apply(&container(n, NODE, |_| {})).await;
+    }
+    for n in ["a", "b", "c"] {
+        k.wait("Ready", n, ready).await;
+    }
+    let pids: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| k.env.main_pid(&format!("k8s_default_{n}")))
+        .collect();
+    agent.kill9();
+    k.server.reset_requests();
+    let _agent = k.start();
+    // Let it list, adopt, and pass a resync (2 s in tests).
+    k.server
+        .wait_for(T, |s| {
+            s.count("list", "containers", None) + s.count("watch", "containers", None) >= 2
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| k.env.main_pid(&format!("k8s_default_{n}")))
+        .collect();
+    assert_eq!(pids, after, "nothing restarted");
+    let status_writes = k.server.count("patch", "containers", Some("status"));
+    assert_eq!(
+        status_writes,
+        0,
+        "no status was rewritten: {:?}",
+        k.server
+            .requests()
+            .iter()
+            .filter(|r| r.verb == "patch")
+            .map(|r| &r.path)
+            .collect::<Vec<_>>()
+    );
+    let events = k
+        .server
+        .events()
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("Started"))
+        .count();
+    assert_eq!(events, 3, "no new Started events");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_leaves_containers_running_and_the_agent_catches_up() {
+    let k = Cluster::new("kube-outage", FakeApiServer::start().await).await;
+    let _agent = k.start();
+    k.apply(&container("web", NODE, |_| {})).await;
+    k.wait("web Ready", "web", ready).await;
+    let main = k.env.main_pid("k8s_default_web");
+    k.server.set_unavailable(true).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        k.env.main_pid("k8s_default_web"),
+        main,
+        "untouched while the server is away"
+    );
+    assert_eq!(
+        runc_status(&k.env, "k8s_default_web").as_deref(),
+        Some("running")
+    );
+    // A resource created while the agent could not see it.
+    k.server.insert(&{
+        let mut c = container("late", NODE, |_| {});
+        c.metadata.namespace = Some("default".into());
+        c
+    });
+    k.server.set_unavailable(false).await;
+    k.wait("late Ready", "late", ready).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_paths_are_admitted_only_when_allowed() {
+    let mut k = Cluster::new("kube-paths", FakeApiServer::start().await).await;
+    let allowed = k.env.env.dir.join("shared");
+    std::fs::create_dir_all(allowed.join("data")).unwrap();
+    std::os::unix::fs::symlink("/etc", allowed.join("escape")).unwrap();
+    k.env.extra.extend([
+        "--allowed-host-paths".to_string(),
+        allowed.display().to_string(),
+    ]);
+    let _agent = k.start();
+    let mount = |src: std::path::PathBuf| {
+        move |s: &mut ContainerSpec| {
+            s.mounts = vec![rundmc::api::Mount {
+                source: src.display().to_string(),
+                destination: "/data".into(),
+                read_only: true,
+            }]
+        }
+    };
+    k.apply(&container("inside", NODE, mount(allowed.join("data"))))
+        .await;
+    k.apply(&container("escapes", NODE, mount(allowed.join("escape"))))
+        .await;
+    k.wait("inside Ready", "inside", ready).await;
+    let refused = k
+        .wait("escape refused", "escapes", |c| {
+            c.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.reason.as_deref() == Some("Forbidden"))
+            })
+        })
+        .await;
+    let msg = refused.status.unwrap().conditions[0]
+        .message
+        .clone()
+        .unwrap();
+    assert!(
+        msg.contains("spec.mounts[0].source") && msg.contains("resolved to /etc"),
+        "{msg}"
+    );
+    assert_eq!(runc_status(&k.env, "k8s_default_escapes"), None);
+}
