@@ -11,4 +11,5 @@ pub mod process;
 pub mod reconcile;
 pub mod report;
 pub mod runtime;
+pub mod server;
 pub mod source;

@@ -329,3 +329,50 @@ fn the_example_manifests_are_valid() {
     names.sort();
     assert_eq!(names, ["crashloop", "idle", "limited", "ticker", "web"]);
 }
+
+#[test]
+fn metrics_health_and_readiness_are_served() {
+    let mut a = AgentEnv::new("agent-metrics");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    a.extra = vec!["--metrics-addr".into(), format!("127.0.0.1:{port}")];
+    let _agent = a.start();
+    a.write(
+        "web.yaml",
+        &manifest("web", &format!("{SERVICE}  limits: {{memory: 64Mi}}\n")),
+    );
+    a.wait("web running", T, || a.running("web"));
+    let get = |path: &str| -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let code = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (code, text)
+    };
+    assert_eq!(get("/healthz").0, 200);
+    assert_eq!(get("/readyz").0, 200);
+    let (code, metrics) = get("/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("rundmc_container_memory_limit_bytes{handle=\"web\"} 67108864"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rundmc_reconciles_total{result=\"ok\"}"),
+        "{metrics}"
+    );
+    assert_eq!(get("/nope").0, 404);
+}

@@ -17,12 +17,14 @@ use crate::fsutil::FsError;
 use crate::reconcile::backoff::CrashLoopBackoff;
 use crate::reconcile::controller::{Controller, ControllerConfig};
 use crate::reconcile::queue::WorkQueue;
-use crate::reconcile::store::{Changes, Store};
+use crate::reconcile::store::{Changes, SourceKind, Store};
 use crate::report::Reporters;
 use crate::report::events::{EventLog, EventType};
 use crate::report::files::StatusFiles;
 use crate::report::kube::KubeReporter;
+use crate::report::metrics::{AgentMetrics, ContainerCollector};
 use crate::runtime::{Runc, RuntimeConfig};
+use crate::server::Endpoint;
 use crate::source::admission::Admission;
 use crate::source::dir::DirSource;
 use crate::source::kube::KubeSource;
@@ -50,6 +52,9 @@ pub enum AgentError {
     /// No usable Kubernetes client configuration.
     #[error("Kubernetes client configuration: {0}")]
     KubeConfig(String),
+    /// The metrics endpoint could not start.
+    #[error(transparent)]
+    Server(#[from] crate::server::ServerError),
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -120,6 +125,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     };
     let containerizer = Arc::new(Containerizer::new(config, runtime)?);
     let store = Arc::new(Store::new());
+    let metrics = AgentMetrics::default();
     let node = args.node_name();
     let client = match args.kube {
         true => Some(kube_client(&args).await?),
@@ -147,6 +153,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
                 max: args.crash_loop_max.into(),
                 reset_after: Duration::from(args.crash_loop_max) * 2,
             },
+            metrics: metrics.clone(),
         },
     );
     let (tx, mut changes) = mpsc::channel::<Changes>(64);
@@ -181,6 +188,10 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             }
         })
     };
+    if let Some(addr) = args.metrics_addr {
+        let bound = serve_metrics(addr, &containerizer, &store, &metrics, args.kube).await?;
+        tracing::info!(%bound, "serving /metrics, /healthz and /readyz");
+    }
     let workers = tokio::spawn(Arc::clone(&controller).run());
     let mut term = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
@@ -193,6 +204,45 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     // Let in-flight reconciles finish their step, but not forever.
     let _ = tokio::time::timeout(Duration::from_secs(10), workers).await;
     Ok(())
+}
+
+/// Serve the agent's metrics, per-container usage read from cgroups at
+/// scrape time, and readiness: every enabled source has listed once.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    containerizer: &Arc<Containerizer<Runc>>,
+    store: &Arc<Store>,
+    metrics: &AgentMetrics,
+    kube: bool,
+) -> Result<std::net::SocketAddr, AgentError> {
+    let c = Arc::clone(containerizer);
+    let usage = move || {
+        let handles = c.handles().unwrap_or_default();
+        handles
+            .into_iter()
+            .filter_map(|h| c.metrics(&h).ok().map(|m| (h.to_string(), m)))
+            .collect()
+    };
+    let store = Arc::clone(store);
+    let ready = move || {
+        if !store.is_synced(SourceKind::File) {
+            return Err("the manifest directory has not been listed yet".to_string());
+        }
+        if kube && !store.is_synced(SourceKind::Kube) {
+            return Err("Container resources have not been listed yet".to_string());
+        }
+        Ok(())
+    };
+    let registry =
+        crate::report::metrics::registry(metrics, ContainerCollector::new(Box::new(usage)));
+    Ok(crate::server::serve(
+        addr,
+        Endpoint {
+            registry,
+            ready: Box::new(ready),
+        },
+    )
+    .await?)
 }
 
 /// Hand a source's changes to the queue, and report errors that belong to

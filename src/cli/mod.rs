@@ -132,6 +132,9 @@ pub struct AgentArgs {
     /// the node's own directory is trusted).
     #[arg(long)]
     pub admit_files: bool,
+    /// Serve /metrics, /healthz and /readyz on this address (e.g. 0.0.0.0:9710).
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl AgentArgs {

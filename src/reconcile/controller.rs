@@ -19,6 +19,7 @@ use crate::containerizer::{Containerizer, ContainerizerError};
 use crate::process::ProcessError;
 use crate::report::Reporters;
 use crate::report::events::{EventType, reason};
+use crate::report::metrics::{AgentMetrics, ResultLabel};
 use crate::report::status::{self, StatusInput};
 use crate::runtime::OciRuntime;
 
@@ -31,6 +32,8 @@ pub struct ControllerConfig {
     pub resync_period: Duration,
     /// Crash-loop backoff of main processes.
     pub crash_loop: CrashLoopBackoff,
+    /// Where reconcile counts and timings go.
+    pub metrics: AgentMetrics,
 }
 
 /// The reconcile loop over one containerizer.
@@ -116,7 +119,12 @@ impl<R: OciRuntime> Controller<R> {
 
     async fn work(&self) {
         while let Some(handle) = self.queue.next().await {
+            let started = std::time::Instant::now();
             let outcome = self.reconcile(&handle).await;
+            let m = &self.config.metrics;
+            m.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+            let result = if outcome.is_ok() { "ok" } else { "error" };
+            m.reconciles.get_or_create(&ResultLabel { result }).inc();
             self.queue.done(&handle);
             match outcome {
                 Ok(requeue) => {
@@ -335,7 +343,10 @@ impl<R: OciRuntime> Controller<R> {
         let bundle = self.containerizer.bundle_dir(handle);
         let file = MainFile::load(&bundle);
         let next = match restart_delay {
-            Some(delay) => file.restart(delay),
+            Some(delay) => {
+                self.config.metrics.restarts.inc();
+                file.restart(delay)
+            }
             None => file.start(),
         };
         // Recorded before the start, so a crash in between never leaves a

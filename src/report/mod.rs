@@ -12,6 +12,7 @@ use crate::reconcile::store::{Desired, Origin, Store};
 pub mod events;
 pub mod files;
 pub mod kube;
+pub mod metrics;
 pub mod status;
 
 use events::{Event, EventLog, EventType};

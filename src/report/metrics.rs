@@ -1,0 +1,192 @@
+//! Metrics: the agent's own counters, and each container's resource usage
+//! read from its cgroup at scrape time (nothing is collected while nobody
+//! scrapes). Exposed in Prometheus text format by the server room.
+
+use std::fmt;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::containerizer::cgroup::Metrics as Usage;
+
+/// `result` label of reconciles.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
+/// `handle` label of per-container series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandleLabel {
+    handle: String,
+}
+
+/// The agent's own metrics.
+#[derive(Debug, Clone)]
+pub struct AgentMetrics {
+    /// Reconciles by result.
+    pub reconciles: Family<ResultLabel, Counter>,
+    /// How long reconciles take.
+    pub reconcile_seconds: Histogram,
+    /// Main-process restarts after exits.
+    pub restarts: Counter,
+}
+
+impl Default for AgentMetrics {
+    fn default() -> Self {
+        Self {
+            reconciles: Family::default(),
+            reconcile_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            restarts: Counter::default(),
+        }
+    }
+}
+
+/// Reads every container's usage on demand.
+pub type UsageSource = Box<dyn Fn() -> Vec<(String, Usage)> + Send + Sync>;
+
+/// Per-container usage, collected at scrape time.
+pub struct ContainerCollector {
+    source: UsageSource,
+}
+
+impl fmt::Debug for ContainerCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ContainerCollector")
+    }
+}
+
+impl ContainerCollector {
+    /// A collector over `source`.
+    pub fn new(source: UsageSource) -> Self {
+        Self { source }
+    }
+}
+
+impl Collector for ContainerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let usage = (self.source)();
+        let counters: [(&str, &str, fn(&Usage) -> f64); 2] = [
+            (
+                "rundmc_container_cpu_usage_seconds",
+                "CPU time used by the container",
+                |u| u.cpu_usage_ns as f64 / 1e9,
+            ),
+            (
+                "rundmc_container_oom_kills",
+                "OOM kills in the container",
+                |u| u.oom_kills as f64,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                ConstCounter::new(0.0).metric_type(),
+            )?;
+            for (handle, u) in &usage {
+                ConstCounter::new(value(u)).encode(family.encode_family(&HandleLabel {
+                    handle: handle.clone(),
+                })?)?;
+            }
+        }
+        let gauges: [(&str, &str, fn(&Usage) -> Option<f64>); 4] = [
+            (
+                "rundmc_container_memory_usage_bytes",
+                "Memory in use",
+                |u| Some(u.memory_usage_bytes as f64),
+            ),
+            ("rundmc_container_memory_limit_bytes", "Memory limit", |u| {
+                u.memory_limit_bytes.map(|b| b as f64)
+            }),
+            ("rundmc_container_pids", "Tasks in the container", |u| {
+                Some(u.pids_current as f64)
+            }),
+            ("rundmc_container_pids_limit", "Task limit", |u| {
+                u.pids_limit.map(|p| p as f64)
+            }),
+        ];
+        for (name, help, value) in gauges {
+            let mut family =
+                encoder.encode_descriptor(name, help, None, ConstGauge::new(0.0).metric_type())?;
+            for (handle, u) in &usage {
+                if let Some(v) = value(u) {
+                    ConstGauge::new(v).encode(family.encode_family(&HandleLabel {
+                        handle: handle.clone(),
+                    })?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A registry holding the agent's metrics and the container collector.
+pub fn registry(agent: &AgentMetrics, containers: ContainerCollector) -> Registry {
+    let mut r = Registry::default();
+    r.register(
+        "rundmc_reconciles",
+        "Reconciles by result",
+        agent.reconciles.clone(),
+    );
+    r.register(
+        "rundmc_reconcile_duration_seconds",
+        "Time per reconcile",
+        agent.reconcile_seconds.clone(),
+    );
+    r.register(
+        "rundmc_main_restarts",
+        "Main-process restarts after exits",
+        agent.restarts.clone(),
+    );
+    r.register_collector(Box::new(containers));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_agent_and_container_metrics() {
+        let agent = AgentMetrics::default();
+        agent
+            .reconciles
+            .get_or_create(&ResultLabel { result: "ok" })
+            .inc();
+        agent.restarts.inc();
+        let usage = Usage {
+            cpu_usage_ns: 1_500_000_000,
+            memory_usage_bytes: 4096,
+            memory_limit_bytes: Some(64 << 20),
+            pids_current: 3,
+            pids_limit: None,
+            oom_kills: 1,
+        };
+        let collector =
+            ContainerCollector::new(Box::new(move || vec![("web".to_string(), usage.clone())]));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry(&agent, collector)).unwrap();
+        for line in [
+            "rundmc_reconciles_total{result=\"ok\"} 1",
+            "rundmc_main_restarts_total 1",
+            "rundmc_container_cpu_usage_seconds_total{handle=\"web\"} 1.5",
+            "rundmc_container_memory_limit_bytes{handle=\"web\"} 67108864",
+            "rundmc_container_pids{handle=\"web\"} 3",
+            "rundmc_container_oom_kills_total{handle=\"web\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(
+            !text.contains("rundmc_container_pids_limit{"),
+            "no limit, no series"
+        );
+    }
+}
