@@ -48,6 +48,9 @@ impl Default for AgentMetrics {
     }
 }
 
+/// A per-container series: name, help, and how to read it from usage.
+type Series<T> = (&'static str, &'static str, fn(&Usage) -> T);
+
 /// Reads every container's usage on demand.
 pub type UsageSource = Box<dyn Fn() -> Vec<(String, Usage)> + Send + Sync>;
 
@@ -72,7 +75,7 @@ impl ContainerCollector {
 impl Collector for ContainerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let usage = (self.source)();
-        let counters: [(&str, &str, fn(&Usage) -> f64); 2] = [
+        let counters: [Series<f64>; 2] = [
             (
                 "rundmc_container_cpu_usage_seconds",
                 "CPU time used by the container",
@@ -97,7 +100,7 @@ impl Collector for ContainerCollector {
                 })?)?;
             }
         }
-        let gauges: [(&str, &str, fn(&Usage) -> Option<f64>); 4] = [
+        let gauges: [Series<Option<f64>>; 4] = [
             (
                 "rundmc_container_memory_usage_bytes",
                 "Memory in use",
