@@ -1,0 +1,132 @@
+{{/*
+Names and labels shared by every template.
+*/}}
+
+{{/* The chart name, overridable with nameOverride. */}}
+{{- define "rundmc.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The full name of the release's objects: the release name, prefixed with the
+chart name unless it already contains it.
+*/}}
+{{- define "rundmc.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := include "rundmc.name" . }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* chart-version, as the helm.sh/chart label wants it. */}}
+{{- define "rundmc.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The labels that select the agent's pods; they never change on upgrade. */}}
+{{- define "rundmc.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "rundmc.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Kubernetes' recommended labels, on every object. */}}
+{{- define "rundmc.labels" -}}
+{{ include "rundmc.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/component: node-agent
+app.kubernetes.io/part-of: rundmc
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ include "rundmc.chart" . }}
+{{- end }}
+
+{{/* The ServiceAccount the agent runs as. */}}
+{{- define "rundmc.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "rundmc.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* repository:tag, the tag defaulting to the chart's appVersion. */}}
+{{- define "rundmc.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+Host directories mounted at the same path besides the fixed ones, as a dict
+path -> readOnly: hostPaths read-only, allowedHostPaths read-write (a path in
+both is mounted once, read-write).
+*/}}
+{{- define "rundmc.extraHostPaths" -}}
+{{- $paths := dict }}
+{{- range .Values.hostPaths }}
+{{- $_ := set $paths (clean .) true }}
+{{- end }}
+{{- range .Values.allowedHostPaths }}
+{{- $_ := set $paths (clean .) false }}
+{{- end }}
+{{- toJson $paths }}
+{{- end }}
+
+{{/* A volume name for a host path: "host-" and a short hash of the path. */}}
+{{- define "rundmc.hostPathVolume" -}}
+{{- printf "host-%s" (sha256sum . | trunc 10) }}
+{{- end }}
+
+{{/* The agent's command line, one argument per line as a YAML list. */}}
+{{- define "rundmc.args" -}}
+- agent
+- --kube
+- --node-name
+- $(NODE_NAME)
+- --manifests
+- {{ .Values.paths.manifests | quote }}
+- --depot
+- {{ printf "%s/depot" (clean .Values.paths.lib) | quote }}
+- --state-dir
+- {{ clean .Values.paths.run | quote }}
+- --runtime-root
+- {{ printf "%s/runc" (clean .Values.paths.run) | quote }}
+- --runtime
+- {{ .Values.runtime | quote }}
+- --resync-period
+- {{ .Values.resyncPeriod | quote }}
+- --workers
+- {{ .Values.workers | quote }}
+- --log-format
+- {{ .Values.logFormat | quote }}
+- --cgroup-parent
+- {{ .Values.cgroupParent | quote }}
+- --metrics-addr
+- {{ include "rundmc.metricsAddr" . | quote }}
+{{- if .Values.allowPrivileged }}
+- --allow-privileged
+{{- end }}
+{{- with .Values.allowedHostPaths }}
+{{- $cleaned := list }}
+{{- range . }}
+{{- $cleaned = append $cleaned (clean .) }}
+{{- end }}
+- --allowed-host-paths
+- {{ join "," $cleaned | quote }}
+{{- end }}
+{{- range .Values.extraArgs }}
+- {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/* host:port for --metrics-addr, an IPv6 host in brackets. */}}
+{{- define "rundmc.metricsAddr" -}}
+{{- $host := .Values.metrics.bindAddress }}
+{{- if contains ":" $host }}
+{{- $host = printf "[%s]" $host }}
+{{- end }}
+{{- printf "%s:%v" $host .Values.metrics.port }}
+{{- end }}

@@ -1,0 +1,545 @@
+//! The Helm chart (`charts/rundmc`) and the plain deploy YAML
+//! (`manifests/deploy/`), linted and rendered by Helm's own library through
+//! `scripts/helm_chart.py`: what an operator installs is what these check.
+
+#[path = "support/chart.rs"]
+mod chart;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use chart::{Rendered, helm_chart, objects, render, strings, success, workspace};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Values that turn on every optional part of the chart at once.
+const EVERYTHING: &[&str] = &[
+    "--set",
+    "allowPrivileged=true",
+    "--set",
+    "allowedHostPaths={/srv/data,/opt/shared/}",
+    "--set",
+    "hostPaths={/opt/images}",
+    "--set",
+    "extraArgs={--crash-loop-max,2m}",
+    "--set",
+    "env[0].name=RUST_LOG,env[0].value=debug",
+    "--set",
+    "imagePullSecrets[0].name=registry",
+    "--set",
+    "podAnnotations.team=platform",
+    "--set",
+    "serviceAccount.annotations.owner=platform",
+    "--set",
+    "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=rundmc",
+    "--set",
+    "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
+];
+
+#[test]
+fn chart_lints_clean() {
+    for args in [&[][..], &["--kube-version", "v1.24.0"][..], EVERYTHING] {
+        let out = helm_chart("lint", args);
+        assert!(
+            out.status.success(),
+            "helm lint {args:?} found problems:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn values_outside_the_schema_are_refused() {
+    for command in ["lint", "template"] {
+        let out = helm_chart(command, &["--set", "logFormat=xml"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{command} accepted logFormat=xml");
+        assert!(stderr.contains("/logFormat"), "{command}: {stderr}");
+    }
+    let out = helm_chart("template", &["--set", "paths.lib=var/lib/rundmc"]);
+    assert!(!out.status.success(), "a relative depot path was accepted");
+    // A misspelt value is an error, not silently ignored.
+    let out = helm_chart("template", &["--set", "allowPriviledged=true"]);
+    assert!(!out.status.success(), "an unknown value was accepted");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("allowPriviledged"), "{stderr}");
+}
+
+#[test]
+fn daemonset_runs_the_agent_for_its_own_node() {
+    let r = render(&[]);
+    let args = r.args();
+    assert_eq!(args[0], "agent");
+    assert!(args.contains(&"--kube".to_string()), "{args:?}");
+    assert_eq!(r.flag("--node-name").as_deref(), Some("$(NODE_NAME)"));
+    let node_name = r.agent()["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "NODE_NAME")
+        .expect("no NODE_NAME env");
+    assert_eq!(
+        node_name["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
+    assert_eq!(r.flag("--runtime").as_deref(), Some("runc"));
+    assert_eq!(r.flag("--log-format").as_deref(), Some("json"));
+    // Admission stays closed unless the operator opens it.
+    assert_eq!(r.flag("--allow-privileged"), None);
+    assert!(!args.contains(&"--allow-privileged".to_string()));
+    assert_eq!(r.flag("--allowed-host-paths"), None);
+
+    let pod = r.pod();
+    assert_eq!(pod["hostPID"], true);
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
+    assert_eq!(r.agent()["securityContext"]["privileged"], true);
+    assert_eq!(pod["priorityClassName"], "system-node-critical");
+    assert_eq!(
+        pod["tolerations"],
+        serde_json::json!([{"operator": "Exists"}])
+    );
+    assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() > 0);
+    let requests = &r.agent()["resources"]["requests"];
+    assert_eq!(
+        (requests["cpu"].as_str(), requests["memory"].as_str()),
+        (Some("50m"), Some("64Mi"))
+    );
+    assert!(r.agent()["resources"]["limits"]["memory"].is_null());
+}
+
+#[test]
+fn agent_paths_are_host_paths_at_the_same_place() {
+    let custom = [
+        "--set",
+        "paths.lib=/data/rundmc",
+        "--set",
+        "paths.run=/var/run/rdmc/",
+        "--set",
+        "paths.manifests=/srv/manifests",
+    ];
+    for (args, lib, run, manifests) in [
+        (
+            &[][..],
+            "/var/lib/rundmc",
+            "/run/rundmc",
+            "/etc/rundmc/manifests",
+        ),
+        (
+            &custom[..],
+            "/data/rundmc",
+            "/var/run/rdmc",
+            "/srv/manifests",
+        ),
+    ] {
+        let r = render(args);
+        assert_eq!(r.flag("--depot"), Some(format!("{lib}/depot")));
+        assert_eq!(r.flag("--state-dir").as_deref(), Some(run));
+        assert_eq!(r.flag("--runtime-root"), Some(format!("{run}/runc")));
+        assert_eq!(r.flag("--manifests").as_deref(), Some(manifests));
+        for (path, propagation) in [(lib, "Bidirectional"), (run, "Bidirectional")] {
+            let (mount, volume) = r
+                .host_mount(path)
+                .unwrap_or_else(|| panic!("{path} not mounted"));
+            assert_eq!(mount["mountPropagation"], propagation, "{path}");
+            assert_ne!(mount["readOnly"], true, "{path}");
+            assert_eq!(volume["hostPath"]["path"], path);
+        }
+        let (mount, volume) = r.host_mount(manifests).expect("manifests not mounted");
+        assert_eq!(mount["readOnly"], true);
+        assert_eq!(volume["hostPath"]["path"], manifests);
+        let (_, volume) = r.host_mount("/sys/fs/cgroup").expect("cgroups not mounted");
+        assert_eq!(volume["hostPath"]["path"], "/sys/fs/cgroup");
+    }
+}
+
+#[test]
+fn probes_and_metrics_use_the_agents_metrics_port() {
+    for (args, port) in [(&[][..], 9710), (&["--set", "metrics.port=9100"][..], 9100)] {
+        let r = render(args);
+        assert_eq!(r.flag("--metrics-addr"), Some(format!("0.0.0.0:{port}")));
+        let ports = r.agent()["ports"].as_array().unwrap();
+        let metrics = ports
+            .iter()
+            .find(|p| p["name"] == "metrics")
+            .expect("no metrics port");
+        assert_eq!(metrics["containerPort"], port);
+        for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+            let get = &r.agent()[probe]["httpGet"];
+            assert_eq!(
+                (get["path"].as_str(), get["port"].as_str()),
+                (Some(path), Some("metrics"))
+            );
+        }
+        let service = r.one("Service");
+        assert_eq!(service["spec"]["clusterIP"], "None");
+        let service_port = &service["spec"]["ports"][0];
+        assert_eq!(service_port["name"], "metrics");
+        assert_eq!(service_port["port"], port);
+        assert_eq!(service_port["targetPort"], "metrics");
+        assert_selects(&service["spec"]["selector"], &r);
+    }
+    let r = render(&["--set", "metrics.bindAddress=::"]);
+    assert_eq!(r.flag("--metrics-addr").as_deref(), Some("[::]:9710"));
+}
+
+/// `selector` picks the DaemonSet's pods, and the DaemonSet's own selector too.
+fn assert_selects(selector: &Value, r: &Rendered) {
+    let labels = &r.one("DaemonSet")["spec"]["template"]["metadata"]["labels"];
+    let selector = selector.as_object().expect("empty selector");
+    assert!(!selector.is_empty());
+    for (key, value) in selector {
+        assert_eq!(&labels[key], value, "pod label {key}");
+    }
+    assert_eq!(
+        &r.one("DaemonSet")["spec"]["selector"]["matchLabels"],
+        &Value::Object(selector.clone())
+    );
+}
+
+#[test]
+fn service_monitor_only_when_asked() {
+    assert!(render(&[]).all("ServiceMonitor").is_empty());
+    let r = render(&[
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.serviceMonitor.labels.release=prometheus",
+    ]);
+    let monitor = r.one("ServiceMonitor");
+    assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    let service_labels = &r.one("Service")["metadata"]["labels"];
+    for (key, value) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(&service_labels[key], value, "service label {key}");
+    }
+}
+
+#[test]
+fn update_strategy_takes_one_node_at_a_time() {
+    let strategy = render(&[]).one("DaemonSet")["spec"]["updateStrategy"].clone();
+    assert_eq!(strategy["type"], "RollingUpdate");
+    assert_eq!(strategy["rollingUpdate"]["maxUnavailable"], 1);
+    assert_eq!(strategy["rollingUpdate"]["maxSurge"], 0);
+
+    let out = helm_chart(
+        "template",
+        &["--set", "updateStrategy.rollingUpdate.maxSurge=1"],
+    );
+    assert!(!out.status.success(), "maxSurge=1 was accepted");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("maxSurge must be 0"));
+
+    let r = render(&["--set", "updateStrategy.type=OnDelete"]);
+    let strategy = &r.one("DaemonSet")["spec"]["updateStrategy"];
+    assert_eq!(strategy, &serde_json::json!({"type": "OnDelete"}));
+}
+
+/// (API group, resource, verb) for every grant of a ClusterRole.
+fn grants(role: &Value) -> BTreeSet<(String, String, String)> {
+    let mut out = BTreeSet::new();
+    for rule in role["rules"].as_array().unwrap() {
+        assert!(rule.get("resourceNames").is_none(), "{rule}");
+        assert!(rule.get("nonResourceURLs").is_none(), "{rule}");
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                for verb in strings(&rule["verbs"]) {
+                    out.insert((group.clone(), resource.clone(), verb));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn rbac_grants_exactly_what_the_agent_needs() {
+    let want: &[(&str, &str, &[&str])] = &[
+        (
+            "rundmc.io",
+            "containers",
+            &[
+                "get", "list", "watch", "patch", "update", "create", "delete",
+            ],
+        ),
+        (
+            "rundmc.io",
+            "containers/status",
+            &["get", "patch", "update"],
+        ),
+        ("rundmc.io", "containers/finalizers", &["update"]),
+        ("events.k8s.io", "events", &["create", "patch"]),
+        ("", "events", &["create", "patch"]),
+        ("", "nodes", &["get", "list", "watch"]),
+    ];
+    let want: BTreeSet<_> = want
+        .iter()
+        .flat_map(|(g, r, verbs)| {
+            verbs
+                .iter()
+                .map(|v| (g.to_string(), r.to_string(), v.to_string()))
+        })
+        .collect();
+
+    for (args, name, namespace) in [
+        (&[][..], "rundmc", "rundmc-system"),
+        (
+            &["--name", "edge", "--namespace", "agents"][..],
+            "edge-rundmc",
+            "agents",
+        ),
+    ] {
+        let r = render(args);
+        let role = r.one("ClusterRole");
+        assert_eq!(grants(role), want);
+        let binding = r.one("ClusterRoleBinding");
+        assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+        assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+        let account = r.one("ServiceAccount");
+        assert_eq!(account["metadata"]["name"], name);
+        assert_eq!(account["metadata"]["namespace"], namespace);
+        assert_eq!(
+            binding["subjects"],
+            serde_json::json!([{"kind": "ServiceAccount", "name": name, "namespace": namespace}])
+        );
+        assert_eq!(r.pod()["serviceAccountName"], name);
+        assert_eq!(r.one("DaemonSet")["metadata"]["namespace"], namespace);
+    }
+
+    let r = render(&[
+        "--set",
+        "rbac.create=false",
+        "--set",
+        "serviceAccount.create=false",
+    ]);
+    assert!(r.all("ClusterRole").is_empty() && r.all("ClusterRoleBinding").is_empty());
+    assert!(r.all("ServiceAccount").is_empty());
+    assert_eq!(r.pod()["serviceAccountName"], "default");
+}
+
+#[test]
+fn values_change_the_agent_flags() {
+    let r = render(&["--set", "runtime=crun"]);
+    assert_eq!(r.flag("--runtime").as_deref(), Some("crun"));
+
+    let r = render(&["--set", "allowPrivileged=true"]);
+    assert!(r.args().contains(&"--allow-privileged".to_string()));
+
+    let r = render(&[
+        "--set",
+        "logFormat=text",
+        "--set",
+        "workers=8",
+        "--set",
+        "resyncPeriod=1m",
+    ]);
+    assert_eq!(r.flag("--log-format").as_deref(), Some("text"));
+    assert_eq!(r.flag("--workers").as_deref(), Some("8"));
+    assert_eq!(r.flag("--resync-period").as_deref(), Some("1m"));
+
+    let r = render(EVERYTHING);
+    assert_eq!(
+        r.flag("--allowed-host-paths").as_deref(),
+        Some("/srv/data,/opt/shared")
+    );
+    assert!(
+        r.args()
+            .ends_with(&["--crash-loop-max".to_string(), "2m".to_string()])
+    );
+    // runc resolves bind-mount sources in the agent's mount namespace: every
+    // allowed path is in the pod at the same place, writable; image dirs read-only.
+    for (path, read_only) in [
+        ("/srv/data", false),
+        ("/opt/shared", false),
+        ("/opt/images", true),
+    ] {
+        let (mount, volume) = r
+            .host_mount(path)
+            .unwrap_or_else(|| panic!("{path} not mounted"));
+        assert_eq!(mount["readOnly"], read_only, "{path}");
+        assert_eq!(mount["mountPropagation"], "HostToContainer", "{path}");
+        assert_eq!(volume["hostPath"]["path"], path);
+    }
+    let env = r.agent()["env"].as_array().unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "RUST_LOG" && e["value"] == "debug")
+    );
+}
+
+#[test]
+fn a_path_both_allowed_and_an_image_dir_is_mounted_once_writable() {
+    let r = render(&[
+        "--set",
+        "hostPaths={/srv/data}",
+        "--set",
+        "allowedHostPaths={/srv/data}",
+    ]);
+    let mounts = r.agent()["volumeMounts"].as_array().unwrap();
+    let at: Vec<_> = mounts
+        .iter()
+        .filter(|m| m["mountPath"] == "/srv/data")
+        .collect();
+    assert_eq!(at.len(), 1);
+    assert_eq!(at[0]["readOnly"], false);
+}
+
+/// `object` read as the Kubernetes type `T` and written back: a field that
+/// type does not know, or a value of the wrong shape, does not survive.
+fn round_trip<T: DeserializeOwned + Serialize>(object: &Value) -> Value {
+    let typed: T = serde_json::from_value(object.clone())
+        .unwrap_or_else(|e| panic!("{} {}: {e}", object["kind"], object["metadata"]["name"]));
+    serde_json::to_value(typed).unwrap()
+}
+
+fn assert_valid_object(object: &Value) {
+    let back = match object["kind"].as_str().unwrap() {
+        "Namespace" => round_trip::<Namespace>(object),
+        "CustomResourceDefinition" => round_trip::<CustomResourceDefinition>(object),
+        "ServiceAccount" => round_trip::<ServiceAccount>(object),
+        "ClusterRole" => round_trip::<ClusterRole>(object),
+        "ClusterRoleBinding" => round_trip::<ClusterRoleBinding>(object),
+        "Service" => round_trip::<Service>(object),
+        "DaemonSet" => round_trip::<DaemonSet>(object),
+        other => panic!("no Kubernetes type to check kind {other}"),
+    };
+    assert_eq!(
+        &back, object,
+        "{} has fields Kubernetes does not know",
+        object["kind"]
+    );
+}
+
+#[test]
+fn rendered_objects_are_well_formed_kubernetes_objects() {
+    let deploy = std::fs::read_to_string(workspace().join("manifests/deploy/rundmc.yaml")).unwrap();
+    let mut all = objects(&deploy);
+    all.extend(render(EVERYTHING).objects);
+    all.extend(render(&["--set", "hostNetwork=false", "--set", "priorityClassName="]).objects);
+    let kinds: BTreeSet<_> = all.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds.len(), 7, "{kinds:?}");
+    for object in &all {
+        assert_valid_object(object);
+    }
+}
+
+#[test]
+fn chart_ships_the_generated_crd() {
+    let dir = workspace().join("charts/rundmc/crds");
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(files, ["container.yaml"]);
+    let shipped = std::fs::read_to_string(dir.join("container.yaml")).unwrap();
+    let generated = std::fs::read_to_string(workspace().join("crds/container.yaml")).unwrap();
+    assert!(
+        shipped == generated,
+        "charts/rundmc/crds/container.yaml differs from crds/container.yaml: \
+         run `cp crds/container.yaml charts/rundmc/crds/`, then \
+         `scripts/helm_chart.py deploy charts/rundmc > manifests/deploy/rundmc.yaml`"
+    );
+    // And Helm loads it from there, as one CRD.
+    let rendered = success("template", &["--include-crds"]);
+    let crds = objects(&rendered);
+    let crds: Vec<_> = crds
+        .iter()
+        .filter(|o| o["kind"] == "CustomResourceDefinition")
+        .collect();
+    assert_eq!(crds.len(), 1);
+    assert_eq!(crds[0], &objects(&generated)[0]);
+}
+
+#[test]
+fn deploy_yaml_is_the_default_render() {
+    let committed =
+        std::fs::read_to_string(workspace().join("manifests/deploy/rundmc.yaml")).unwrap();
+    let rendered = success("deploy", &[]);
+    assert!(
+        committed == rendered,
+        "manifests/deploy/rundmc.yaml is stale: run \
+         `scripts/helm_chart.py deploy charts/rundmc > manifests/deploy/rundmc.yaml`"
+    );
+    let files: Vec<_> = std::fs::read_dir(workspace().join("manifests/deploy"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(files, ["rundmc.yaml"]);
+
+    let deployed = objects(&committed);
+    let namespace = &deployed[0];
+    assert_eq!(namespace["kind"], "Namespace");
+    assert_eq!(
+        namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "privileged"
+    );
+    assert_eq!(deployed[1]["kind"], "CustomResourceDefinition");
+    let name = namespace["metadata"]["name"].clone();
+    for object in &deployed[2..] {
+        let cluster_scoped =
+            ["ClusterRole", "ClusterRoleBinding"].contains(&object["kind"].as_str().unwrap());
+        if !cluster_scoped {
+            assert_eq!(object["metadata"]["namespace"], name, "{}", object["kind"]);
+        }
+    }
+    assert_eq!(&deployed[2..], &render(&[]).objects[..]);
+}
+
+#[test]
+fn notes_say_how_to_run_the_examples() {
+    let notes = success("notes", &[]);
+    assert!(notes.contains("kubectl get containers -o wide"), "{notes}");
+    // The command the notes give puts spec.nodeName into each example.
+    let line = notes
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("sed "))
+        .expect("no sed line in NOTES.txt");
+    let (edit, apply) = line.split_once(" | ").unwrap();
+    assert_eq!(apply, "kubectl apply -f -");
+    let edit = edit.replace("manifests/examples/web.yaml", "\"$1\"");
+    let examples = workspace().join("manifests/examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        let out = Command::new("sh")
+            .args(["-c", &edit, "sh"])
+            .arg(&path)
+            .env("NODE", "node-7")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_node_set(&path, &String::from_utf8(out.stdout).unwrap());
+        seen += 1;
+    }
+    assert!(seen >= 5, "only {seen} examples");
+}
+
+/// The edited example is the original with `spec.nodeName: node-7`.
+fn assert_node_set(path: &Path, edited: &str) {
+    let original = std::fs::read_to_string(path).unwrap();
+    let mut want: rundmc::api::Container = serde_yaml::from_str(&original).unwrap();
+    let got: rundmc::api::Container = serde_yaml::from_str(edited).unwrap_or_else(|e| {
+        panic!(
+            "{}: edited example does not parse: {e}\n{edited}",
+            path.display()
+        )
+    });
+    want.spec.node_name = Some("node-7".into());
+    assert_eq!(got, want, "{}", path.display());
+}
