@@ -31,3 +31,9 @@ if [ "$(id -u)" != 0 ]; then
     echo "deps: rundmc drives runc, mounts overlays and writes cgroups: run as root" >&2
     exit 1
 fi
+# tests/chart.rs lints and renders the Helm chart with Helm's own library.
+if ! python3 -c 'import helm_python' >/dev/null 2>&1; then
+    echo "deps: installing helm-python-sdk"
+    python3 -m pip --version >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-pip >/dev/null; }
+    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet helm-python-sdk==0.2.2
+fi

@@ -543,3 +543,44 @@ fn assert_node_set(path: &Path, edited: &str) {
     want.spec.node_name = Some("node-7".into());
     assert_eq!(got, want, "{}", path.display());
 }
+
+/// The DaemonSet's command line is one the agent accepts, with every option on.
+#[test]
+fn the_rendered_args_parse_with_the_agents_own_parser() {
+    use clap::Parser;
+    for sets in [
+        vec![],
+        vec![
+            "--set",
+            "allowPrivileged=true",
+            "--set",
+            "runtime=crun",
+            "--set-json",
+            "allowedHostPaths=[\"/srv/a\",\"/opt/b\"]",
+        ],
+    ] {
+        let rendered = render(&sets);
+        let mut argv = vec!["rundmc".to_string()];
+        argv.extend(
+            rendered
+                .args()
+                .into_iter()
+                .map(|a| a.replace("$(NODE_NAME)", "node-1")),
+        );
+        let cli =
+            rundmc::cli::Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        let rundmc::cli::Command::Agent(args) = cli.command else {
+            panic!("not the agent: {argv:?}")
+        };
+        assert!(args.kube && args.metrics_addr.is_some(), "{argv:?}");
+        assert_eq!(args.node_name.as_deref(), Some("node-1"));
+        if !sets.is_empty() {
+            assert!(args.allow_privileged);
+            assert_eq!(
+                args.allowed_host_paths,
+                vec![std::path::PathBuf::from("/srv/a"), "/opt/b".into()]
+            );
+            assert_eq!(args.runtime, std::path::PathBuf::from("crun"));
+        }
+    }
+}
