@@ -547,3 +547,20 @@ async fn destroy_ends_supervisors_and_leaves_no_zombies() {
         Vec::<i32>::new()
     );
 }
+
+#[tokio::test]
+async fn supervisors_leave_the_agents_cgroup() {
+    let env = Env::new("shimcg");
+    let c = env.containerizer();
+    let h = handle("moved");
+    c.create(&h, &spec(), BTreeMap::new()).await.unwrap();
+    let p = c.run(&h, &cmd(&["sleep", "1000"])).await.unwrap();
+    let shim = p.supervisor().pid;
+    let cgroups = std::fs::read_to_string(format!("/proc/{shim}/cgroup")).unwrap();
+    let want = format!("/{}", env.shim_cgroup());
+    for line in cgroups.lines() {
+        // Every hierarchy (v1 controllers, named ones, cgroup2): id:controllers:path.
+        assert!(line.ends_with(&want), "{line} is not in {want}\n{cgroups}");
+    }
+    c.destroy(&h).await.unwrap();
+}

@@ -121,6 +121,11 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         init_binary: sibling(&args.init_binary, "rundmc-init", "--init-binary")?,
         shim_binary: sibling(&args.shim_binary, "rundmc-shim", "--shim-binary")?,
         cgroup_parent: args.cgroup_parent.clone(),
+        shim_cgroup: Some(
+            args.shim_cgroup
+                .clone()
+                .unwrap_or_else(|| format!("{}-shims", args.cgroup_parent)),
+        ),
         nstar_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("rundmc")),
     };
     let containerizer = Arc::new(Containerizer::new(config, runtime)?);

@@ -97,6 +97,10 @@ pub struct AgentArgs {
     /// The cgroup under which every container's cgroup is made.
     #[arg(long, default_value = "rundmc")]
     pub cgroup_parent: String,
+    /// The cgroup supervisors move into once started, so that stopping the
+    /// agent's service or pod never kills them (default: <cgroup-parent>-shims).
+    #[arg(long)]
+    pub shim_cgroup: Option<String>,
     /// rundmc-init (default: beside rundmc, then /usr/lib/rundmc).
     #[arg(long)]
     pub init_binary: Option<PathBuf>,

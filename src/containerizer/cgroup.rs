@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use super::mountinfo;
+
 /// Cgroup failures.
 #[derive(Debug, Error)]
 pub enum CgroupError {
@@ -82,22 +84,18 @@ impl Hierarchy {
     pub fn from_mountinfo(text: &str) -> Result<Self, CgroupError> {
         let mut controllers = BTreeMap::new();
         let mut unified = None;
-        for line in text.lines() {
-            let Some((pre, post)) = line.split_once(" - ") else {
-                continue;
-            };
-            let mount_point = pre.split(' ').nth(4).map(unescape_mount_path);
-            let mut post = post.split(' ');
-            let (fstype, super_opts) = (post.next(), post.nth(1));
-            match (fstype, mount_point) {
-                (Some("cgroup2"), Some(mp)) => unified = unified.or(Some(mp)),
-                (Some("cgroup"), Some(mp)) => {
-                    for opt in super_opts.unwrap_or("").split(',') {
-                        if V1_CONTROLLERS.contains(&opt) {
-                            controllers
-                                .entry(opt.to_string())
-                                .or_insert_with(|| mp.clone());
-                        }
+        for m in mountinfo::parse(text) {
+            match m.fstype.as_str() {
+                "cgroup2" => unified = unified.or(Some(m.mount_point)),
+                "cgroup" => {
+                    for opt in m
+                        .super_options
+                        .split(',')
+                        .filter(|o| V1_CONTROLLERS.contains(o))
+                    {
+                        controllers
+                            .entry(opt.to_string())
+                            .or_insert_with(|| m.mount_point.clone());
                     }
                 }
                 _ => {}
@@ -117,27 +115,56 @@ impl Hierarchy {
     }
 }
 
-/// Mount points in mountinfo escape space, tab, newline and backslash as octal.
-fn unescape_mount_path(s: &str) -> PathBuf {
-    let mut out = Vec::with_capacity(s.len());
-    let bytes = s.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .and_then(|d| std::str::from_utf8(d).ok());
-        match (bytes[i], octal.and_then(|d| u8::from_str_radix(d, 8).ok())) {
-            (b'\\', Some(b)) => {
-                out.push(b);
-                i += 4;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
+/// Move `pid` into the cgroup `rel` of every mounted hierarchy (each v1
+/// controller, named ones like systemd's, and cgroup2), creating it where
+/// needed. A process moved so no longer belongs to whoever started it: a
+/// service manager or container runtime that kills its own cgroup on stop
+/// leaves it alone.
+pub fn move_everywhere(pid: i32, rel: &str) -> Result<(), CgroupError> {
+    let path = Path::new("/proc/self/mountinfo");
+    let text = mountinfo::read().map_err(|source| CgroupError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let rel = rel.trim_matches('/');
+    let mut done = std::collections::BTreeSet::new();
+    let mut first_error = None;
+    for m in mountinfo::parse(&text).filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2") {
+        if !done.insert(m.mount_point.clone()) {
+            continue;
+        }
+        // Keep going on failure: every hierarchy left behind is one a stop
+        // of the agent's cgroup could reach, so move into all that can be.
+        let moved = make_dirs(&m.mount_point, rel)
+            .and_then(|dir| write(&dir.join("cgroup.procs"), &pid.to_string()));
+        if let Err(e) = moved {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Create `rel` under a hierarchy's `root`, one level at a time. A v1
+/// cpuset cgroup takes no task until it has cpus and mems, so those are
+/// copied from its parent, as runc does.
+fn make_dirs(root: &Path, rel: &str) -> Result<PathBuf, CgroupError> {
+    let mut dir = root.to_path_buf();
+    for part in rel.split('/').filter(|p| !p.is_empty()) {
+        let parent = dir.clone();
+        dir.push(part);
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(source) => return Err(CgroupError::Io { path: dir, source }),
+        }
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            let own = dir.join(file);
+            if fs::read_to_string(&own).is_ok_and(|v| v.trim().is_empty()) {
+                write(&own, read(&parent.join(file))?.trim())?;
             }
         }
     }
-    PathBuf::from(String::from_utf8_lossy(&out).into_owned())
+    Ok(dir)
 }
 
 /// Resource usage read from a container's cgroup.
@@ -475,6 +502,5 @@ mod tests {
         assert_eq!(parse_max("max"), Some(None));
         assert_eq!(parse_max("100"), Some(Some(100)));
         assert_eq!(parse_max("x"), None);
-        assert_eq!(unescape_mount_path("/a\\040b"), PathBuf::from("/a b"));
     }
 }

@@ -21,6 +21,7 @@ pub mod depot;
 pub mod destroy;
 pub mod info;
 pub mod lifecycle;
+pub mod mountinfo;
 pub mod nstar;
 pub mod rootfs;
 pub mod run;
@@ -189,6 +190,9 @@ pub struct Config {
     pub nstar_binary: PathBuf,
     /// The `rundmc-shim` supervisor binary.
     pub shim_binary: PathBuf,
+    /// The cgroup supervisors are moved into once started, out of the
+    /// agent's own (which a service manager or pod kills with the agent).
+    pub shim_cgroup: Option<String>,
 }
 
 /// The containerizer over an OCI runtime `R` and a mounter `M`.

@@ -3,13 +3,14 @@
 //! the container's depot directory, so that two containers on one image never
 //! see each other's writes. The kernel calls are behind [`Mounter`].
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::statvfs::{FsFlags, statvfs};
 use thiserror::Error;
+
+use super::mountinfo;
 
 /// Rootfs failures.
 #[derive(Debug, Error)]
@@ -102,12 +103,11 @@ impl Mounter for KernelMounter {
     }
 
     fn is_mounted(&self, target: &Path) -> Result<bool, RootfsError> {
-        let path = Path::new("/proc/self/mountinfo");
-        let text = fs::read_to_string(path).map_err(|source| RootfsError::Io {
-            path: path.into(),
+        let text = mountinfo::read().map_err(|source| RootfsError::Io {
+            path: "/proc/self/mountinfo".into(),
             source,
         })?;
-        Ok(mount_points(&text).any(|p| p == target))
+        Ok(mountinfo::parse(&text).any(|m| m.mount_point == target))
     }
 }
 
@@ -124,35 +124,6 @@ pub fn overlay_options(lower: &Path, upper: &Path, work: &Path) -> Result<String
         upper.display(),
         work.display()
     ))
-}
-
-/// Mount points listed in mountinfo text (field 5, octal escapes decoded).
-pub fn mount_points(mountinfo: &str) -> impl Iterator<Item = PathBuf> + '_ {
-    mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| {
-            let mut out = String::with_capacity(p.len());
-            let mut rest = p;
-            while let Some(i) = rest.find('\\') {
-                out.push_str(&rest[..i]);
-                match rest
-                    .get(i + 1..i + 4)
-                    .and_then(|o| u8::from_str_radix(o, 8).ok())
-                {
-                    Some(b) => {
-                        out.push(char::from(b));
-                        rest = &rest[i + 4..];
-                    }
-                    None => {
-                        out.push('\\');
-                        rest = &rest[i + 1..];
-                    }
-                }
-            }
-            out.push_str(rest);
-            PathBuf::from(out)
-        })
 }
 
 /// The flags of the filesystem holding `source` that a bind mount of it must
@@ -192,22 +163,6 @@ mod tests {
             Err(RootfsError::UnsafePath(_))
         ));
         assert!(overlay_options(Path::new("/a:b"), Path::new("/u"), Path::new("/w")).is_err());
-    }
-
-    #[test]
-    fn parses_mount_points() {
-        let text = "22 1 0:21 / /proc rw - proc proc rw\n\
-                    90 22 0:50 / /var/lib/rundmc/depot/web/rootfs rw - overlay overlay rw\n\
-                    91 22 0:51 / /mnt/with\\040space rw - tmpfs tmpfs rw\n";
-        let points: Vec<_> = mount_points(text).collect();
-        assert_eq!(
-            points,
-            vec![
-                PathBuf::from("/proc"),
-                PathBuf::from("/var/lib/rundmc/depot/web/rootfs"),
-                PathBuf::from("/mnt/with space")
-            ]
-        );
     }
 
     #[test]

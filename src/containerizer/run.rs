@@ -107,13 +107,21 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         if let Some(n) = spec.log_max_files {
             launch.log_max_files = n;
         }
-        self.tracker
-            .spawn(launch)
-            .await
-            .map_err(|source| ContainerizerError::Process {
-                handle: handle.clone(),
-                source,
-            })
+        let process =
+            self.tracker
+                .spawn(launch)
+                .await
+                .map_err(|source| ContainerizerError::Process {
+                    handle: handle.clone(),
+                    source,
+                })?;
+        if let Some(cgroup) = &self.config.shim_cgroup {
+            let pid = process.supervisor().pid;
+            if let Err(e) = super::cgroup::move_everywhere(pid, cgroup) {
+                tracing::warn!(%handle, pid, error = %e, "supervisor stays in the agent's cgroup");
+            }
+        }
+        Ok(process)
     }
 
     /// Reattach to process `id` of `handle` from its directory alone.

@@ -56,6 +56,8 @@ impl AgentEnv {
             .arg(&self.env.runc_root)
             .arg("--cgroup-parent")
             .arg(&self.env.cgroup_parent)
+            .arg("--shim-cgroup")
+            .arg(self.env.shim_cgroup())
             .arg("--init-binary")
             .arg(binary("rundmc-init"))
             .arg("--shim-binary")

@@ -102,7 +102,13 @@ impl Env {
             cgroup_parent: self.cgroup_parent.clone(),
             nstar_binary: binary("rundmc"),
             shim_binary: binary("rundmc-shim"),
+            shim_cgroup: Some(self.shim_cgroup()),
         }
+    }
+
+    /// Where this environment's supervisors are moved.
+    pub fn shim_cgroup(&self) -> String {
+        format!("{}-shims", self.cgroup_parent)
     }
 
     pub fn containerizer(&self) -> Containerizer<Runc> {
@@ -205,25 +211,20 @@ impl Drop for Env {
                     nix::mount::umount2(&e.path().join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
             }
         }
-        for base in [
-            "/sys/fs/cgroup/memory",
-            "/sys/fs/cgroup/cpu",
-            "/sys/fs/cgroup/cpuacct",
-            "/sys/fs/cgroup/pids",
-            "/sys/fs/cgroup/freezer",
-            "/sys/fs/cgroup/devices",
-            "/sys/fs/cgroup/blkio",
-            "/sys/fs/cgroup/cpuset",
-            "/sys/fs/cgroup/systemd",
-            "/sys/fs/cgroup",
-        ] {
-            let parent = Path::new(base).join(&self.cgroup_parent);
+        let mounts = rundmc::containerizer::mountinfo::read().unwrap_or_default();
+        let hierarchies: Vec<PathBuf> = rundmc::containerizer::mountinfo::parse(&mounts)
+            .filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2")
+            .map(|m| m.mount_point)
+            .collect();
+        for base in &hierarchies {
+            let parent = base.join(&self.cgroup_parent);
             if let Ok(entries) = std::fs::read_dir(&parent) {
                 for e in entries.flatten().filter(|e| e.path().is_dir()) {
                     let _ = std::fs::remove_dir(e.path());
                 }
             }
             let _ = std::fs::remove_dir(&parent);
+            let _ = std::fs::remove_dir(base.join(self.shim_cgroup()));
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
