@@ -168,14 +168,14 @@ mod tests {
     #[test]
     fn bind_flags_follow_the_source_mount() {
         let dir = std::env::temp_dir().join(format!("rundmc-bindflags-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
         assert_eq!(inherited_bind_flags(&dir).unwrap(), Vec::<String>::new());
         let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         nix::mount::mount(Some("tmpfs"), &dir, Some("tmpfs"), flags, None::<&str>).unwrap();
         let got = inherited_bind_flags(&dir);
         KernelMounter.unmount(&dir).unwrap();
         assert!(!KernelMounter.is_mounted(&dir).unwrap());
-        fs::remove_dir(&dir).unwrap();
+        std::fs::remove_dir(&dir).unwrap();
         assert_eq!(got.unwrap(), vec!["nosuid", "nodev", "noexec"]);
     }
 }
