@@ -161,7 +161,7 @@ impl<R: OciRuntime> Controller<R> {
         self.watch_main(handle, &after);
         self.announce_exit(handle, desired.as_ref(), &after, plan.waiting)
             .await;
-        let mut requeue = plan.requeue_after;
+        let mut requeue = self.next_look(want.as_ref(), &after, plan.requeue_after);
         if let Some(d) = &desired {
             if d.deleting && after.record.is_none() && !after.half_made && result.is_ok() {
                 // Destroyed: only now may the resource go.
@@ -176,6 +176,32 @@ impl<R: OciRuntime> Controller<R> {
             self.reporters.forget(handle).await;
         }
         result.map(|()| requeue)
+    }
+
+    /// When to look again: what the plan asked for, or at once when the
+    /// world moved while it ran (a main process that exited right after its
+    /// start has no exit watch to wake us, so plan again now).
+    fn next_look(
+        &self,
+        want: Option<&ContainerSpec>,
+        after: &Observation,
+        asked: Option<Duration>,
+    ) -> Option<Duration> {
+        let again = plan::plan(
+            want,
+            &after.observed(),
+            &self.config.crash_loop,
+            SystemTime::now(),
+        );
+        let wanted = if again.steps.is_empty() {
+            again.requeue_after
+        } else {
+            Some(Duration::ZERO)
+        };
+        match (asked, wanted) {
+            (Some(a), Some(w)) => Some(a.min(w)),
+            (a, w) => a.or(w),
+        }
     }
 
     /// The spec to plan for: `Some(None)` means "not declared, destroy it";
