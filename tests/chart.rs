@@ -4,6 +4,8 @@
 
 #[path = "support/chart.rs"]
 mod chart;
+#[path = "support/common.rs"]
+mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -1,6 +1,8 @@
 //! The process tracker and `rundmc-shim` against real runc, as root: a
 //! container made with raw runc, processes exec'd into it under supervisors.
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/process_container.rs"]
 mod container;
 

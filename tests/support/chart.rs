@@ -4,16 +4,12 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde::Deserialize;
 use serde_json::Value;
 
-/// The workspace root.
-pub fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+pub use crate::common::workspace;
 
 /// The chart under test.
 pub const CHART: &str = "charts/rundmc";

@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Once;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -14,55 +13,12 @@ use rundmc::api::{ContainerSpec, Handle};
 use rundmc::containerizer::{Config, Containerizer};
 use rundmc::runtime::{Runc, RuntimeConfig};
 
-static BUILD: Once = Once::new();
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// The workspace root.
-pub fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The busybox image directory, built by scripts/mkrootfs.sh when missing.
-pub fn image() -> PathBuf {
-    let dir = std::env::var_os("RUNDMC_TEST_ROOTFS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/rootfs/busybox"));
-    if !dir.join(".complete").exists() {
-        let status = Command::new(workspace().join("scripts/mkrootfs.sh"))
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "scripts/mkrootfs.sh {} failed",
-            dir.display()
-        );
-    }
-    dir
-}
-
-/// A binary of the workspace, next to `rundmc`. The other packages' binaries
-/// are built on first use when `cargo test` ran without `make test`.
-pub fn binary(name: &str) -> PathBuf {
-    let rundmc = PathBuf::from(env!("CARGO_BIN_EXE_rundmc"));
-    if name == "rundmc" {
-        return rundmc;
-    }
-    let path = rundmc.with_file_name(name);
-    BUILD.call_once(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "rundmc-init", "-p", "rundmc-shim"])
-            .current_dir(workspace())
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "building rundmc-init and rundmc-shim failed"
-        );
-    });
-    assert!(path.exists(), "{} is missing", path.display());
-    path
-}
+#[path = "common.rs"]
+mod common;
+#[allow(unused_imports)]
+pub use common::{binary, image, runc_spec, workspace};
 
 /// A throwaway place for one test: its own depot, runc root and cgroup parent.
 pub struct Env {

@@ -14,43 +14,13 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
 use rundmc::process::Launch;
 use serde_json::json;
 
 /// The `rundmc-shim` binary next to this crate's binaries, built if needed.
 pub fn shim_binary() -> PathBuf {
-    static SHIM: OnceLock<PathBuf> = OnceLock::new();
-    SHIM.get_or_init(|| {
-        let bin_dir = Path::new(env!("CARGO_BIN_EXE_rundmc"))
-            .parent()
-            .unwrap()
-            .to_owned();
-        let profile = bin_dir.file_name().unwrap().to_string_lossy().into_owned();
-        let target_dir = bin_dir.parent().unwrap();
-        let mut cargo = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-        cargo
-            .args(["build", "--quiet", "-p", "rundmc-shim", "--manifest-path"])
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-            .env("CARGO_TARGET_DIR", target_dir);
-        if profile != "debug" {
-            cargo.args([
-                "--profile",
-                if profile == "release" {
-                    "release"
-                } else {
-                    &profile
-                },
-            ]);
-        }
-        let status = cargo.status().expect("run cargo build -p rundmc-shim");
-        assert!(status.success(), "cargo build -p rundmc-shim failed");
-        let shim = bin_dir.join("rundmc-shim");
-        assert!(shim.exists(), "{} missing after build", shim.display());
-        shim
-    })
-    .clone()
+    crate::common::binary("rundmc-shim")
 }
 
 /// Runs runc with `--root root` and the args; panics with its stderr on failure.
@@ -220,19 +190,8 @@ impl Drop for TestContainer {
 }
 
 fn write_config(bundle: &Path, id: &str, opts: &Options) {
-    let out = Command::new("runc")
-        .args(["spec", "--bundle"])
-        .arg(bundle)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "runc spec: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let path = bundle.join("config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut config = crate::common::runc_spec(bundle);
     config["process"]["terminal"] = json!(false);
     config["process"]["args"] = json!(["sleep", "100000"]);
     config["linux"]["cgroupsPath"] = json!(format!("/rundmc-test/{id}"));

@@ -22,29 +22,7 @@ static CGROUP_SETUP: Once = Once::new();
 /// 16 MiB, the memory limit of the tests' containers.
 pub const MEMORY_LIMIT: i64 = 16 * 1024 * 1024;
 
-/// The workspace root.
-pub fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The busybox image directory, built by scripts/mkrootfs.sh when missing.
-pub fn image() -> PathBuf {
-    let dir = std::env::var_os("RUNDMC_TEST_ROOTFS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/rootfs/busybox"));
-    if !dir.join(".complete").exists() {
-        let status = Command::new(workspace().join("scripts/mkrootfs.sh"))
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "scripts/mkrootfs.sh {} failed",
-            dir.display()
-        );
-    }
-    dir
-}
+pub use crate::common::image;
 
 /// crun refuses a hybrid cgroup machine on which any controller is bound to
 /// the v2 hierarchy ("cgroups in hybrid mode not supported, drop all
@@ -143,19 +121,8 @@ impl Sandbox {
     /// Write `<dir>/bundles/<id>/config.json` from `runc spec`, edited.
     pub fn bundle(&self, id: &str, spec: &BundleSpec) -> PathBuf {
         let bundle = self.dir.join("bundles").join(id);
-        std::fs::create_dir_all(&bundle).unwrap();
-        let out = Command::new("runc")
-            .args(["spec", "--bundle"])
-            .arg(&bundle)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "runc spec: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         let path = bundle.join("config.json");
-        let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let mut config: Value = crate::common::runc_spec(&bundle);
         let rootfs = spec.rootfs.clone().unwrap_or_else(image);
         config["process"]["terminal"] = json!(false);
         config["process"]["args"] = json!(spec.args);
