@@ -3,20 +3,17 @@
 //! and events where the declaration came from. One handle is reconciled by
 //! one worker at a time; any number of sources feed the same store and queue.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::backoff::CrashLoopBackoff;
-use super::history::{MainFile, run_id};
 use super::observe::{Observation, observe};
 use super::plan::{self, Plan, Step, Waiting};
 use super::queue::WorkQueue;
 use super::store::{Desired, SOURCE_LABEL, SourceKind, Store};
 use crate::api::{ContainerSpec, Handle};
-use crate::containerizer::run::RunSpec;
 use crate::containerizer::{Containerizer, ContainerizerError};
-use crate::process::ProcessError;
 use crate::report::Reporters;
 use crate::report::events::{EventType, reason};
 use crate::report::metrics::{AgentMetrics, ResultLabel};
@@ -38,11 +35,11 @@ pub struct ControllerConfig {
 
 /// The reconcile loop over one containerizer.
 pub struct Controller<R: OciRuntime> {
-    containerizer: Arc<Containerizer<R>>,
+    pub(super) containerizer: Arc<Containerizer<R>>,
     store: Arc<Store>,
     queue: Arc<WorkQueue>,
-    reporters: Arc<Reporters>,
-    config: ControllerConfig,
+    pub(super) reporters: Arc<Reporters>,
+    pub(super) config: ControllerConfig,
     /// Runs whose exit is being awaited, as (handle, process id).
     watching: Arc<Mutex<HashSet<(Handle, String)>>>,
     /// Runs whose end (or backoff) has been announced by an event.
@@ -266,194 +263,6 @@ impl<R: OciRuntime> Controller<R> {
         Ok(())
     }
 
-    async fn destroy(
-        &self,
-        handle: &Handle,
-        desired: Option<&Desired>,
-        obs: &Observation,
-    ) -> Result<(), ContainerizerError> {
-        if let Some(record) = &obs.record
-            && obs.runtime.is_some()
-        {
-            let grace = grace_period(&record.spec);
-            self.event(
-                desired,
-                handle,
-                EventType::Normal,
-                reason::KILLING,
-                format!("Stopping container with a grace period of {grace:?}"),
-            )
-            .await;
-            if let Err(e) = self.containerizer.stop(handle, grace).await {
-                tracing::debug!(%handle, error = %e, "stop before destroy");
-            }
-        }
-        self.containerizer.destroy(handle).await?;
-        self.event(
-            desired,
-            handle,
-            EventType::Normal,
-            reason::DESTROYED,
-            "Container destroyed",
-        )
-        .await;
-        Ok(())
-    }
-
-    async fn create(
-        &self,
-        handle: &Handle,
-        desired: Option<&Desired>,
-        spec: &ContainerSpec,
-    ) -> Result<(), ReconcileError> {
-        if let Some(d) = desired {
-            // Before anything exists, so that deletion always waits for us.
-            self.reporters.add_finalizer(d).await?;
-        }
-        let kind = desired.map(|d| d.origin.kind()).unwrap_or(SourceKind::File);
-        let labels = BTreeMap::from([(SOURCE_LABEL.to_string(), kind.label().to_string())]);
-        match self.containerizer.create(handle, spec, labels).await {
-            Ok(()) => {
-                self.event(
-                    desired,
-                    handle,
-                    EventType::Normal,
-                    reason::CREATED,
-                    format!("Created container from {}", spec.rootfs),
-                )
-                .await;
-                Ok(())
-            }
-            Err(e) => {
-                self.event(
-                    desired,
-                    handle,
-                    EventType::Warning,
-                    reason::FAILED,
-                    format!("Error: {e}"),
-                )
-                .await;
-                Err(e.into())
-            }
-        }
-    }
-
-    async fn update_limits(
-        &self,
-        handle: &Handle,
-        desired: Option<&Desired>,
-        spec: &ContainerSpec,
-    ) -> Result<(), ContainerizerError> {
-        self.containerizer.update_limits(handle, spec).await?;
-        self.event(
-            desired,
-            handle,
-            EventType::Normal,
-            reason::UPDATED,
-            "Updated limits in place",
-        )
-        .await;
-        Ok(())
-    }
-
-    async fn start_main(
-        &self,
-        handle: &Handle,
-        desired: Option<&Desired>,
-        spec: &ContainerSpec,
-        restart_delay: Option<Duration>,
-    ) -> Result<(), ContainerizerError> {
-        let Some(process) = &spec.process else {
-            return Ok(());
-        };
-        let bundle = self.containerizer.bundle_dir(handle);
-        let file = MainFile::load(&bundle);
-        let next = match restart_delay {
-            Some(delay) => {
-                self.config.metrics.restarts.inc();
-                file.restart(delay)
-            }
-            None => file.start(),
-        };
-        // Recorded before the start, so a crash in between never leaves a
-        // run the next agent would not know about: it just starts the next.
-        next.save(&bundle)
-            .map_err(|source| ContainerizerError::Fs {
-                handle: handle.clone(),
-                source,
-            })?;
-        if next.runs > 2 {
-            let _ = std::fs::remove_dir_all(
-                self.containerizer
-                    .process_dir(handle, &run_id(next.runs - 2)),
-            );
-        }
-        let run = RunSpec {
-            id: Some(run_id(next.runs)),
-            args: process.args.clone(),
-            env: process.env.clone(),
-            working_dir: process.working_dir.clone(),
-            user: process.user.clone(),
-            ..RunSpec::default()
-        };
-        match self.containerizer.run(handle, &run).await {
-            Ok(p) => {
-                let msg = format!(
-                    "Started main process {} (pid {})",
-                    p.id(),
-                    p.pid().unwrap_or(0)
-                );
-                self.event(desired, handle, EventType::Normal, reason::STARTED, msg)
-                    .await;
-                Ok(())
-            }
-            Err(ContainerizerError::Process {
-                source: source @ ProcessError::StartFailed { .. },
-                ..
-            }) => {
-                // Recorded in the run's exit file; the restart policy takes it from here.
-                self.event(
-                    desired,
-                    handle,
-                    EventType::Warning,
-                    reason::FAILED,
-                    format!("Error: {source}"),
-                )
-                .await;
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn stop_main(
-        &self,
-        handle: &Handle,
-        desired: Option<&Desired>,
-        spec: &ContainerSpec,
-    ) -> Result<(), ContainerizerError> {
-        let bundle = self.containerizer.bundle_dir(handle);
-        let file = MainFile {
-            stopped: true,
-            ..MainFile::load(&bundle)
-        };
-        file.save(&bundle)
-            .map_err(|source| ContainerizerError::Fs {
-                handle: handle.clone(),
-                source,
-            })?;
-        let grace = grace_period(spec);
-        self.event(
-            desired,
-            handle,
-            EventType::Normal,
-            reason::KILLING,
-            format!("Stopping processes with a grace period of {grace:?}"),
-        )
-        .await;
-        self.containerizer.stop(handle, grace).await
-    }
-
     /// Make sure the current run's exit wakes this handle's reconcile: a
     /// task awaits the supervisor's pidfd, so exits arrive in milliseconds.
     fn watch_main(&self, handle: &Handle, obs: &Observation) {
@@ -543,7 +352,7 @@ impl<R: OciRuntime> Controller<R> {
         self.reporters.status(d, spec, &st).await
     }
 
-    async fn event(
+    pub(super) async fn event(
         &self,
         desired: Option<&Desired>,
         handle: &Handle,
@@ -562,7 +371,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The spec's grace period, 10 s by default.
-fn grace_period(spec: &ContainerSpec) -> Duration {
+pub(super) fn grace_period(spec: &ContainerSpec) -> Duration {
     Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(10).max(0) as u64)
 }
 

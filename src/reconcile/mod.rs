@@ -7,4 +7,5 @@ pub mod history;
 pub mod observe;
 pub mod plan;
 pub mod queue;
+pub mod steps;
 pub mod store;

@@ -1,0 +1,206 @@
+//! The steps of a plan, executed: each one a containerizer verb plus the
+//! events that tell what happened. The controller decides; this file does.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::controller::{Controller, ReconcileError, grace_period};
+use super::history::{MainFile, run_id};
+use super::observe::Observation;
+use super::store::{Desired, SOURCE_LABEL, SourceKind};
+use crate::api::{ContainerSpec, Handle};
+use crate::containerizer::ContainerizerError;
+use crate::containerizer::run::RunSpec;
+use crate::process::ProcessError;
+use crate::report::events::{EventType, reason};
+use crate::runtime::OciRuntime;
+
+impl<R: OciRuntime> Controller<R> {
+    pub(super) async fn destroy(
+        &self,
+        handle: &Handle,
+        desired: Option<&Desired>,
+        obs: &Observation,
+    ) -> Result<(), ContainerizerError> {
+        if let Some(record) = &obs.record
+            && obs.runtime.is_some()
+        {
+            let grace = grace_period(&record.spec);
+            self.event(
+                desired,
+                handle,
+                EventType::Normal,
+                reason::KILLING,
+                format!("Stopping container with a grace period of {grace:?}"),
+            )
+            .await;
+            if let Err(e) = self.containerizer.stop(handle, grace).await {
+                tracing::debug!(%handle, error = %e, "stop before destroy");
+            }
+        }
+        self.containerizer.destroy(handle).await?;
+        self.event(
+            desired,
+            handle,
+            EventType::Normal,
+            reason::DESTROYED,
+            "Container destroyed",
+        )
+        .await;
+        Ok(())
+    }
+
+    pub(super) async fn create(
+        &self,
+        handle: &Handle,
+        desired: Option<&Desired>,
+        spec: &ContainerSpec,
+    ) -> Result<(), ReconcileError> {
+        if let Some(d) = desired {
+            // Before anything exists, so that deletion always waits for us.
+            self.reporters.add_finalizer(d).await?;
+        }
+        let kind = desired.map(|d| d.origin.kind()).unwrap_or(SourceKind::File);
+        let labels = BTreeMap::from([(SOURCE_LABEL.to_string(), kind.label().to_string())]);
+        match self.containerizer.create(handle, spec, labels).await {
+            Ok(()) => {
+                self.event(
+                    desired,
+                    handle,
+                    EventType::Normal,
+                    reason::CREATED,
+                    format!("Created container from {}", spec.rootfs),
+                )
+                .await;
+                Ok(())
+            }
+            Err(e) => {
+                self.event(
+                    desired,
+                    handle,
+                    EventType::Warning,
+                    reason::FAILED,
+                    format!("Error: {e}"),
+                )
+                .await;
+                Err(e.into())
+            }
+        }
+    }
+
+    pub(super) async fn update_limits(
+        &self,
+        handle: &Handle,
+        desired: Option<&Desired>,
+        spec: &ContainerSpec,
+    ) -> Result<(), ContainerizerError> {
+        self.containerizer.update_limits(handle, spec).await?;
+        self.event(
+            desired,
+            handle,
+            EventType::Normal,
+            reason::UPDATED,
+            "Updated limits in place",
+        )
+        .await;
+        Ok(())
+    }
+
+    pub(super) async fn start_main(
+        &self,
+        handle: &Handle,
+        desired: Option<&Desired>,
+        spec: &ContainerSpec,
+        restart_delay: Option<Duration>,
+    ) -> Result<(), ContainerizerError> {
+        let Some(process) = &spec.process else {
+            return Ok(());
+        };
+        let bundle = self.containerizer.bundle_dir(handle);
+        let file = MainFile::load(&bundle);
+        let next = match restart_delay {
+            Some(delay) => {
+                self.config.metrics.restarts.inc();
+                file.restart(delay)
+            }
+            None => file.start(),
+        };
+        // Recorded before the start, so a crash in between never leaves a
+        // run the next agent would not know about: it just starts the next.
+        next.save(&bundle)
+            .map_err(|source| ContainerizerError::Fs {
+                handle: handle.clone(),
+                source,
+            })?;
+        if next.runs > 2 {
+            let _ = std::fs::remove_dir_all(
+                self.containerizer
+                    .process_dir(handle, &run_id(next.runs - 2)),
+            );
+        }
+        let run = RunSpec {
+            id: Some(run_id(next.runs)),
+            args: process.args.clone(),
+            env: process.env.clone(),
+            working_dir: process.working_dir.clone(),
+            user: process.user.clone(),
+            ..RunSpec::default()
+        };
+        match self.containerizer.run(handle, &run).await {
+            Ok(p) => {
+                let msg = format!(
+                    "Started main process {} (pid {})",
+                    p.id(),
+                    p.pid().unwrap_or(0)
+                );
+                self.event(desired, handle, EventType::Normal, reason::STARTED, msg)
+                    .await;
+                Ok(())
+            }
+            Err(ContainerizerError::Process {
+                source: source @ ProcessError::StartFailed { .. },
+                ..
+            }) => {
+                // Recorded in the run's exit file; the restart policy takes it from here.
+                self.event(
+                    desired,
+                    handle,
+                    EventType::Warning,
+                    reason::FAILED,
+                    format!("Error: {source}"),
+                )
+                .await;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) async fn stop_main(
+        &self,
+        handle: &Handle,
+        desired: Option<&Desired>,
+        spec: &ContainerSpec,
+    ) -> Result<(), ContainerizerError> {
+        let bundle = self.containerizer.bundle_dir(handle);
+        let file = MainFile {
+            stopped: true,
+            ..MainFile::load(&bundle)
+        };
+        file.save(&bundle)
+            .map_err(|source| ContainerizerError::Fs {
+                handle: handle.clone(),
+                source,
+            })?;
+        let grace = grace_period(spec);
+        self.event(
+            desired,
+            handle,
+            EventType::Normal,
+            reason::KILLING,
+            format!("Stopping processes with a grace period of {grace:?}"),
+        )
+        .await;
+        self.containerizer.stop(handle, grace).await
+    }
+}
