@@ -60,16 +60,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     /// Kill init (which ends every process in the pid namespace), wait for
     /// it, and delete the container from the runtime.
     async fn delete_from_runtime(&self, handle: &Handle) -> Result<()> {
-        let state = match self.runtime.state(handle.as_str()).await {
-            Ok(s) => Some(s),
-            Err(RuntimeError::NotFound { .. }) => None,
-            Err(source) => {
-                return Err(ContainerizerError::Runtime {
-                    handle: handle.clone(),
-                    source,
-                });
-            }
-        };
+        let state = self.runtime_state(handle).await?;
         let status = state.as_ref().map(|s| s.status);
         if needs_thaw(status) {
             self.cgroup(handle)

@@ -8,9 +8,9 @@ use serde::Serialize;
 
 use super::cgroup::Metrics;
 use super::rootfs::Mounter;
-use super::{Containerizer, ContainerizerError, Result};
+use super::{Containerizer, Result};
 use crate::api::{Handle, Limits};
-use crate::runtime::{OciRuntime, RuntimeError, Status};
+use crate::runtime::{OciRuntime, Status};
 
 /// A container as the depot and the runtime describe it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -45,16 +45,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             .depot
             .record(handle)?
             .ok_or_else(|| super::depot::DepotError::NotFound(handle.clone()))?;
-        let state = match self.runtime.state(handle.as_str()).await {
-            Ok(s) => Some(s),
-            Err(RuntimeError::NotFound { .. }) => None,
-            Err(source) => {
-                return Err(ContainerizerError::Runtime {
-                    handle: handle.clone(),
-                    source,
-                });
-            }
-        };
+        let state = self.runtime_state(handle).await?;
         Ok(Info {
             handle: handle.clone(),
             status: state.as_ref().map(|s| s.status),

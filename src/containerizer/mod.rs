@@ -259,6 +259,19 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             .collect())
     }
 
+    /// The runtime's state of `handle`; `None` when the runtime has no such
+    /// container, which is an answer, not an error.
+    pub async fn runtime_state(&self, handle: &Handle) -> Result<Option<crate::runtime::State>> {
+        match self.runtime.state(handle.as_str()).await {
+            Ok(s) => Ok(Some(s)),
+            Err(RuntimeError::NotFound { .. }) => Ok(None),
+            Err(source) => Err(ContainerizerError::Runtime {
+                handle: handle.clone(),
+                source,
+            }),
+        }
+    }
+
     /// The bundle directory of `handle`.
     pub fn bundle_dir(&self, handle: &Handle) -> PathBuf {
         self.depot.paths(handle).dir

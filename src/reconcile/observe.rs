@@ -11,7 +11,7 @@ use crate::containerizer::rootfs::Mounter;
 use crate::containerizer::{Containerizer, ContainerizerError};
 use crate::process::{ExitRecord, ProcState, Process};
 use crate::report::status::reason;
-use crate::runtime::{OciRuntime, RuntimeError, Status};
+use crate::runtime::{OciRuntime, Status};
 
 /// One handle, observed.
 #[derive(Debug)]
@@ -74,16 +74,7 @@ pub async fn observe<R: OciRuntime, M: Mounter>(
     if obs.record.is_none() {
         return Ok(obs);
     }
-    obs.runtime = match c.runtime().state(handle.as_str()).await {
-        Ok(s) => Some(s.status),
-        Err(RuntimeError::NotFound { .. }) => None,
-        Err(source) => {
-            return Err(ContainerizerError::Runtime {
-                handle: handle.clone(),
-                source,
-            });
-        }
-    };
+    obs.runtime = c.runtime_state(handle).await?.map(|s| s.status);
     let bundle = c.bundle_dir(handle);
     obs.main_file = MainFile::load(&bundle);
     if let Some(id) = obs.main_file.current_id()
