@@ -57,10 +57,11 @@ pub struct StatusView {
 }
 
 impl AgentEnv {
-    /// An environment under `dir` whose agent runs `runtime`, counting its
-    /// CPU in `cpu`.
+    /// An environment under `dir` (its state directory and runtime root
+    /// under `run_dir`) whose agent runs `runtime`, counting its CPU in `cpu`.
     pub fn new(
         dir: PathBuf,
+        run_dir: &Path,
         runtime: &str,
         cgroup_parent: String,
         bins: &Path,
@@ -71,8 +72,8 @@ impl AgentEnv {
             runtime: runtime.to_owned(),
             manifests: dir.join("manifests"),
             depot: dir.join("depot"),
-            state: dir.join("state"),
-            root: dir.join("root"),
+            state: run_dir.join("state"),
+            root: run_dir.join("root"),
             dir,
             cgroup_parent,
             bins: bins.to_owned(),

@@ -117,7 +117,10 @@ fn until_each(names: &[String], t0: Instant, done: impl Fn(&str) -> bool) -> Res
         check_interrupted()?;
         if t0.elapsed() > TIMEOUT {
             let left = when.iter().filter(|w| w.is_none()).count();
-            return Err(anyhow!("{left} of {} not done after {TIMEOUT:?}", names.len()));
+            return Err(anyhow!(
+                "{left} of {} not done after {TIMEOUT:?}",
+                names.len()
+            ));
         }
         std::thread::sleep(POLL);
     }
@@ -128,7 +131,10 @@ fn raw_round(raw: &Raw, names: &[String], parallelism: usize, b: &mut Bursts) ->
     let ids: Vec<String> = names.iter().map(|n| format!("r{n}")).collect();
     let up = in_parallel(&ids, parallelism, |id| {
         raw.create_and_run(id)?;
-        wait_for(id, TIMEOUT, Duration::from_millis(1), || raw.output_landed(id)).map(drop)
+        wait_for(id, TIMEOUT, Duration::from_millis(1), || {
+            raw.output_landed(id)
+        })
+        .map(drop)
     })?;
     record(&mut b.raw_up, up);
     pause(Duration::from_millis(200))?;

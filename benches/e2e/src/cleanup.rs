@@ -18,8 +18,8 @@ use crate::sys::{self, PidFd};
 /// What the run has made so far.
 #[derive(Debug, Default)]
 pub struct Registry {
-    /// The run's directory.
-    pub base: Option<PathBuf>,
+    /// The run's directories.
+    pub bases: Vec<PathBuf>,
     /// (runtime binary, `--root`) of every runtime used.
     pub roots: Vec<(String, PathBuf)>,
     /// Cgroup parents of containers.
@@ -49,7 +49,7 @@ pub fn sweep() -> Vec<String> {
         remove_containers(runtime, root);
     }
     kill_in_cgroups(&reg.cpu_cgroups, |_| true);
-    if let Some(base) = &reg.base {
+    for base in &reg.bases {
         for m in mounts_under(base) {
             let _ = sys::unmount(&m);
         }
@@ -62,7 +62,7 @@ pub fn sweep() -> Vec<String> {
     for c in &reg.cpu_cgroups {
         let _ = fs::remove_dir(c);
     }
-    if let Some(base) = &reg.base {
+    for base in &reg.bases {
         let _ = fs::remove_dir_all(base);
     }
     for m in &reg.v1_mounts {
@@ -174,7 +174,7 @@ fn unmount_v1_if_empty(mount: &Path) {
 /// What is still there after the sweep.
 fn left_behind(reg: &Registry) -> Vec<String> {
     let mut left = Vec::new();
-    if let Some(base) = &reg.base {
+    for base in &reg.bases {
         left.extend(
             mounts_under(base)
                 .into_iter()

@@ -8,14 +8,17 @@ use std::process::{Command, Stdio};
 use crate::{cleanup, reaper};
 
 /// (what, value) rows describing this machine and checkout.
-pub fn describe(base: &Path) -> Vec<(String, String)> {
+pub fn describe(base: &Path, run_base: &Path) -> Vec<(String, String)> {
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
         .find_map(|l| l.strip_prefix("model name"))
         .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
         .unwrap_or_default();
-    let cores = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+    let cores = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
     let mem = fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
         .lines()
@@ -24,8 +27,14 @@ pub fn describe(base: &Path) -> Vec<(String, String)> {
         .map(|k| format!("{:.1} GiB", k as f64 / 1024.0 / 1024.0))
         .unwrap_or_default();
     vec![
-        ("Date (UTC)".into(), first_line("date", &["-u", "+%Y-%m-%d %H:%M"])),
-        ("Commit".into(), first_line("git", &["describe", "--always", "--dirty"])),
+        (
+            "Date (UTC)".into(),
+            first_line("date", &["-u", "+%Y-%m-%d %H:%M"]),
+        ),
+        (
+            "Commit".into(),
+            first_line("git", &["describe", "--always", "--dirty"]),
+        ),
         ("CPU".into(), format!("{cores} × {model}")),
         ("Memory".into(), mem),
         ("OS".into(), os_name()),
@@ -33,13 +42,23 @@ pub fn describe(base: &Path) -> Vec<(String, String)> {
         ("runc".into(), first_line("runc", &["--version"])),
         ("crun".into(), first_line("crun", &["--version"])),
         ("cgroups".into(), cgroup_layout()),
-        ("Bench directory".into(), format!("{} ({})", base.display(), fs_type(base))),
+        (
+            "Depots and bundles".into(),
+            format!("{} ({})", base.display(), fs_type(base)),
+        ),
+        (
+            "State dirs and runtime roots".into(),
+            format!("{} ({})", run_base.display(), fs_type(run_base)),
+        ),
         ("Load average at start".into(), read_trim("/proc/loadavg")),
     ]
 }
 
 fn read_trim(path: &str) -> String {
-    fs::read_to_string(path).unwrap_or_default().trim().to_owned()
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }
 
 fn first_line(cmd: &str, args: &[&str]) -> String {
@@ -82,6 +101,25 @@ fn fs_type(path: &Path) -> String {
         .max_by_key(|(p, _)| p.components().count())
         .map(|(_, t)| t)
         .unwrap_or_default()
+}
+
+/// A tmpfs for state directories and runtime roots, standing in for /run
+/// (a tmpfs on every systemd machine, and where the agent's defaults put
+/// them): /run itself when it is a tmpfs, else /dev/shm.
+pub fn tmpfs_run_dir() -> anyhow::Result<PathBuf> {
+    for dir in ["/run", "/dev/shm"] {
+        if fs_type(Path::new(dir)) == "tmpfs" && is_mount_point(dir) {
+            return Ok(PathBuf::from(dir));
+        }
+    }
+    anyhow::bail!("neither /run nor /dev/shm is a tmpfs")
+}
+
+fn is_mount_point(dir: &str) -> bool {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(dir))
 }
 
 /// Makes crun usable here, or says why it cannot be. crun refuses a hybrid

@@ -138,7 +138,11 @@ fn main() {
                 eprintln!("rundmc-bench: writing {}: {e}", args.out.display());
                 std::process::exit(1);
             }
-            eprintln!("rundmc-bench: wrote {} in {:.1} min", args.out.display(), results.took.as_secs_f64() / 60.0);
+            eprintln!(
+                "rundmc-bench: wrote {} in {:.1} min",
+                args.out.display(),
+                results.took.as_secs_f64() / 60.0
+            );
             if !left.is_empty() {
                 std::process::exit(1);
             }
@@ -161,7 +165,10 @@ fn cleanup_note(left: &[String]) -> String {
 /// Where one run puts things and what it names them.
 struct Run<'a> {
     args: &'a Args,
+    /// Depots and bundles: on disk, as /var/lib is.
     base: PathBuf,
+    /// State directories and runtime roots: on a tmpfs, as /run is.
+    run_base: PathBuf,
     tag: String,
     cpu: CpuCgroup,
 }
@@ -170,21 +177,34 @@ fn run(args: &Args) -> Result<Results> {
     preflight(args)?;
     let tag = format!("rundmc-bench-{}", std::process::id());
     let base = std::env::temp_dir().join(&tag);
-    cleanup::register(|r| r.base = Some(base.clone()));
-    std::fs::create_dir_all(&base)?;
+    let run_base = machine::tmpfs_run_dir()?.join(&tag);
+    for dir in [&base, &run_base] {
+        cleanup::register(|r| r.bases.push(dir.clone()));
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let cpu = CpuCgroup::create(&tag)?;
     cleanup::register(|r| r.cpu_cgroups.push(cpu.dir().to_owned()));
-    let run = Run { args, base, tag, cpu };
+    let run = Run {
+        args,
+        base,
+        run_base,
+        tag,
+        cpu,
+    };
     let mut results = Results {
-        machine: machine::describe(&run.base),
+        machine: machine::describe(&run.base, &run.run_base),
         ..Results::default()
     };
-    let (runc, exits) = phase("runc", || runtime_phase(&run, "runc", args.sizes.rounds, true))?;
+    let (runc, exits) = phase("runc", || {
+        runtime_phase(&run, "runc", args.sizes.rounds, true)
+    })?;
     results.runtimes.push(runc);
     results.exits = exits;
     match machine::prepare_crun() {
         Ok(()) => {
-            let (crun, _) = phase("crun", || runtime_phase(&run, "crun", args.sizes.crun_rounds, false))?;
+            let (crun, _) = phase("crun", || {
+                runtime_phase(&run, "crun", args.sizes.crun_rounds, false)
+            })?;
             results.runtimes.push(crun);
         }
         Err(why) => results.notes.push(format!("crun skipped: {why}")),
@@ -200,11 +220,17 @@ fn preflight(args: &Args) -> Result<()> {
     }
     for bin in ["rundmc", "rundmc-init", "rundmc-shim"] {
         if !args.bins.join(bin).is_file() {
-            bail!("{} not found; build with `cargo build --release --workspace`", args.bins.join(bin).display());
+            bail!(
+                "{} not found; build with `cargo build --release --workspace`",
+                args.bins.join(bin).display()
+            );
         }
     }
     if !args.image.join("bin/sh").exists() {
-        bail!("{} is not an image; build it with scripts/mkrootfs.sh", args.image.display());
+        bail!(
+            "{} is not an image; build it with scripts/mkrootfs.sh",
+            args.image.display()
+        );
     }
     Ok(())
 }
@@ -213,14 +239,25 @@ fn phase<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     eprintln!("rundmc-bench: {name}...");
     let t0 = Instant::now();
     let out = f().with_context(|| format!("{name} phase"))?;
-    eprintln!("rundmc-bench: {name} done in {:.0} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "rundmc-bench: {name} done in {:.0} s",
+        t0.elapsed().as_secs_f64()
+    );
     Ok(out)
 }
 
 impl Run<'_> {
     fn agent_env(&self, name: &str, runtime: &str) -> Result<AgentEnv> {
         let parent = format!("{}-{name}", self.tag);
-        let env = AgentEnv::new(self.base.join(name), runtime, parent.clone(), &self.args.bins, &self.args.image, self.cpu.clone())?;
+        let env = AgentEnv::new(
+            self.base.join(name),
+            &self.run_base.join(name),
+            runtime,
+            parent.clone(),
+            &self.args.bins,
+            &self.args.image,
+            self.cpu.clone(),
+        )?;
         cleanup::register(|r| {
             r.roots.push((runtime.to_owned(), env.root.clone()));
             r.cgroup_parents.push(parent);
@@ -233,7 +270,14 @@ impl Run<'_> {
         let template = vec!["template".to_string()];
         env.create_all(&template, "Always", Duration::from_secs(60))?;
         let parent = format!("{}-{name}", self.tag);
-        let raw = Raw::new(&env.runtime, &self.base.join(name), parent.clone(), &self.args.image, &env.depot.join("template"))?;
+        let raw = Raw::new(
+            &env.runtime,
+            &self.base.join(name),
+            &self.run_base.join(name),
+            parent.clone(),
+            &self.args.image,
+            &env.depot.join("template"),
+        )?;
         cleanup::register(|r| {
             r.roots.push((env.runtime.clone(), raw.root.clone()));
             r.cgroup_parents.push(parent);
@@ -243,7 +287,12 @@ impl Run<'_> {
     }
 }
 
-fn runtime_phase(run: &Run, runtime: &str, rounds: usize, exits: bool) -> Result<(RuntimeResults, Option<exit::Exits>)> {
+fn runtime_phase(
+    run: &Run,
+    runtime: &str,
+    rounds: usize,
+    exits: bool,
+) -> Result<(RuntimeResults, Option<exit::Exits>)> {
     let s = run.args.sizes;
     let env = run.agent_env(&format!("{runtime}-agent"), runtime)?;
     let mut agent = env.start(&["--workers", &WORKERS.to_string()])?;
@@ -252,15 +301,32 @@ fn runtime_phase(run: &Run, runtime: &str, rounds: usize, exits: bool) -> Result
     eprintln!("  {}", brief("drop to running, agent", &latency.agent_drop));
     eprintln!("  {}", brief("drop to running, raw", &latency.raw_drop));
     let bursts = burst::measure(&env, &raw, s.burst, WORKERS, rounds)?;
-    eprintln!("  {}", brief("burst containers/s, agent", &bursts.agent_up.rates));
-    eprintln!("  {}", brief("burst containers/s, raw", &bursts.raw_up.rates));
-    let exits = if exits { Some(exit::measure(&env, s.exits)?) } else { None };
+    eprintln!(
+        "  {}",
+        brief("burst containers/s, agent", &bursts.agent_up.rates)
+    );
+    eprintln!(
+        "  {}",
+        brief("burst containers/s, raw", &bursts.raw_up.rates)
+    );
+    let exits = if exits {
+        Some(exit::measure(&env, s.exits)?)
+    } else {
+        None
+    };
     if let Some(e) = &exits {
         eprintln!("  {}", brief("exit detection", &e.in_status));
     }
     agent.terminate();
     let runtime = runtime.to_owned();
-    Ok((RuntimeResults { runtime, latency, bursts }, exits))
+    Ok((
+        RuntimeResults {
+            runtime,
+            latency,
+            bursts,
+        },
+        exits,
+    ))
 }
 
 fn steady_phase(run: &Run, results: &mut Results) -> Result<()> {
@@ -268,31 +334,57 @@ fn steady_phase(run: &Run, results: &mut Results) -> Result<()> {
     let env = run.agent_env("steady", "runc")?;
     let mut agent = env.start(&[])?;
     pause(Duration::from_secs(3))?;
-    results.idle.push(steady::idle(&env, &agent, 0, s.idle_secs)?);
-    let names = |from: usize, to: usize| -> Vec<String> { (from..to).map(|i| format!("s{i:03}")).collect() };
+    results
+        .idle
+        .push(steady::idle(&env, &agent, 0, s.idle_secs)?);
+    let names = |from: usize, to: usize| -> Vec<String> {
+        (from..to).map(|i| format!("s{i:03}")).collect()
+    };
     let [small, large] = s.steady;
     let first = names(0, small);
     env.create_all(&first, "Always", Duration::from_secs(600))?;
     pause(Duration::from_secs(2))?;
-    results.idle.push(steady::idle(&env, &agent, small, s.idle_secs)?);
+    results
+        .idle
+        .push(steady::idle(&env, &agent, small, s.idle_secs)?);
     results.shim_init = Some(steady::shim_and_init(&env, &first[0])?);
-    let mut restarts = Restarts { containers: small, ..Restarts::default() };
+    let mut restarts = Restarts {
+        containers: small,
+        ..Restarts::default()
+    };
     for _ in 0..s.restarts {
         agent = steady::restart(&env, &mut agent, &first, &[], &mut restarts)?;
     }
-    let (a, r) = steady::resync(&env, &mut agent, &first, Duration::from_secs(2), &mut restarts)?;
+    let (a, r) = steady::resync(
+        &env,
+        &mut agent,
+        &first,
+        Duration::from_secs(2),
+        &mut restarts,
+    )?;
     agent = steady::restart(&env, &mut { a }, &first, &[], &mut restarts)?;
     results.resyncs.push(r);
     results.restarts.push(restarts);
-    let mut restarts = Restarts { containers: large, ..Restarts::default() };
+    let mut restarts = Restarts {
+        containers: large,
+        ..Restarts::default()
+    };
     let all = names(0, large);
     env.create_all(&names(small, large), "Always", Duration::from_secs(600))?;
     pause(Duration::from_secs(2))?;
-    results.idle.push(steady::idle(&env, &agent, large, s.idle_secs)?);
+    results
+        .idle
+        .push(steady::idle(&env, &agent, large, s.idle_secs)?);
     for _ in 0..s.restarts.min(2) {
         agent = steady::restart(&env, &mut agent, &all, &[], &mut restarts)?;
     }
-    let (a, r) = steady::resync(&env, &mut agent, &all, Duration::from_secs(3), &mut restarts)?;
+    let (a, r) = steady::resync(
+        &env,
+        &mut agent,
+        &all,
+        Duration::from_secs(3),
+        &mut restarts,
+    )?;
     agent = a;
     results.resyncs.push(r);
     results.restarts.push(restarts);

@@ -71,9 +71,7 @@ pub fn pidfd_targets(pid: i32) -> HashSet<i32> {
     };
     entries
         .filter_map(|e| e.ok())
-        .filter(|e| {
-            fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:[pidfd]")
-        })
+        .filter(|e| fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:[pidfd]"))
         .filter_map(|e| {
             let info = format!("/proc/{pid}/fdinfo/{}", e.file_name().to_string_lossy());
             parse_fdinfo_pid(&fs::read_to_string(info).ok()?)
@@ -143,7 +141,8 @@ impl CpuCgroup {
         let file = self
             .dir
             .join(if self.v2 { "cpu.stat" } else { "cpuacct.usage" });
-        let text = fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        let text =
+            fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
         let ns = if self.v2 {
             parse_usage_usec(&text).map(|us| us * 1000)
         } else {
@@ -175,7 +174,8 @@ mod tests {
                 pss_kib: 312
             })
         );
-        let stat = "4242 (rundmc (x)) S 1 4242 4242 0 -1 4194560 900 0 0 0 17 5 3 2 20 0 9 0 123 0 0";
+        let stat =
+            "4242 (rundmc (x)) S 1 4242 4242 0 -1 4194560 900 0 0 0 17 5 3 2 20 0 9 0 123 0 0";
         assert_eq!(parse_stat_ticks(stat), Some((22, 5)));
         assert_eq!(
             parse_fdinfo_pid("pos:\t0\nflags:\t02004002\nPid:\t1234\nNSpid:\t1234\n"),

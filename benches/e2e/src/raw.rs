@@ -33,22 +33,25 @@ pub struct Raw {
 }
 
 impl Raw {
-    /// A baseline under `dir` copying the bundle of the agent's container
-    /// at `agent_bundle` and its first main process.
+    /// A baseline with its bundles under `dir` and its runtime root under
+    /// `run_dir`, copying the bundle of the agent's container at
+    /// `agent_bundle` and its first main process.
     pub fn new(
         runtime: &str,
         dir: &Path,
+        run_dir: &Path,
         cgroup_parent: String,
         image: &Path,
         agent_bundle: &Path,
     ) -> Result<Raw> {
         let read = |p: PathBuf| -> Result<Value> {
-            let text = fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            let text =
+                fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
             serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
         };
         let raw = Raw {
             runtime: runtime.to_owned(),
-            root: dir.join("root"),
+            root: run_dir.join("root"),
             bundles: dir.join("bundles"),
             cgroup_parent,
             image: image.to_owned(),
@@ -81,7 +84,8 @@ impl Raw {
     }
 
     fn run(&self, id: &str, mut cmd: Command, verb: &str) -> Result<()> {
-        let status = crate::reaper::status(&mut cmd).with_context(|| format!("running {}", self.runtime))?;
+        let status =
+            crate::reaper::status(&mut cmd).with_context(|| format!("running {}", self.runtime))?;
         if !status.success() {
             let stderr =
                 fs::read_to_string(self.bundles.join(format!("{id}.stderr"))).unwrap_or_default();
@@ -125,7 +129,15 @@ impl Raw {
         let output = fs::File::create(dir.join("output.log"))?;
         let mut cmd = self.command(
             id,
-            &["exec", "--detach", "--pid-file", &main_pid, "--process", &process, id],
+            &[
+                "exec",
+                "--detach",
+                "--pid-file",
+                &main_pid,
+                "--process",
+                &process,
+                id,
+            ],
         )?;
         cmd.stdout(output.try_clone()?).stderr(output);
         self.run(id, cmd, "exec")

@@ -47,11 +47,19 @@ pub struct Results {
 }
 
 fn f1(v: f64) -> String {
-    if v.is_nan() { "–".into() } else { format!("{v:.1}") }
+    if v.is_nan() {
+        "–".into()
+    } else {
+        format!("{v:.1}")
+    }
 }
 
 fn x(v: f64) -> String {
-    if v.is_nan() { "–".into() } else { format!("{v:.2}×") }
+    if v.is_nan() {
+        "–".into()
+    } else {
+        format!("{v:.2}×")
+    }
 }
 
 fn mib(kib: u64) -> String {
@@ -144,34 +152,73 @@ fn target_rows(r: &Results) -> Vec<TargetRow> {
         rows.push(("Drop to running p95 ≤ 1.3× raw", x(r95), Some(r95 <= 1.3)));
         let b = &rt.bursts;
         let share = ratio(b.agent_up.rates.p50(), b.raw_up.rates.p50());
-        let text = format!("{:.0}% ({} vs {} containers/s)", share * 100.0, f1(b.agent_up.rates.p50()), f1(b.raw_up.rates.p50()));
+        let text = format!(
+            "{:.0}% ({} vs {} containers/s)",
+            share * 100.0,
+            f1(b.agent_up.rates.p50()),
+            f1(b.raw_up.rates.p50())
+        );
         rows.push(("Burst ≥ 90% of raw throughput", text, Some(share >= 0.9)));
         let t1 = ratio(l.agent_teardown.p50(), l.raw_teardown.p50());
         rows.push(("Teardown (one) p50 ≤ 1.3× raw", x(t1), Some(t1 <= 1.3)));
         let tn = ratio(b.agent_down.each.p50(), b.raw_down.each.p50());
-        rows.push(("Teardown (of N, each) p50 ≤ 1.3× raw", x(tn), Some(tn <= 1.3)));
+        rows.push((
+            "Teardown (of N, each) p50 ≤ 1.3× raw",
+            x(tn),
+            Some(tn <= 1.3),
+        ));
     }
     let exit = r.exits.as_ref().map(|e| e.in_status.p50());
-    rows.push(("Exit detection p50 ≤ 10 ms", exit.map(|v| format!("{} ms", f1(v))).unwrap_or_default(), exit.map(|v| v <= 10.0)));
+    rows.push((
+        "Exit detection p50 ≤ 10 ms",
+        exit.map(|v| format!("{} ms", f1(v))).unwrap_or_default(),
+        exit.map(|v| v <= 10.0),
+    ));
     idle_rows(r, &mut rows);
     if let Some((shim, init)) = r.shim_init {
-        rows.push(("Supervisor ≤ 1 MiB PSS", format!("{} KiB", shim.pss_kib), Some(shim.pss_kib <= 1024)));
-        rows.push(("Init ≤ 200 KiB PSS", format!("{} KiB", init.pss_kib), Some(init.pss_kib <= 200)));
+        rows.push((
+            "Supervisor ≤ 1 MiB PSS",
+            format!("{} KiB", shim.pss_kib),
+            Some(shim.pss_kib <= 1024),
+        ));
+        rows.push((
+            "Init ≤ 200 KiB PSS",
+            format!("{} KiB", init.pss_kib),
+            Some(init.pss_kib <= 200),
+        ));
     }
     let resync = r.resyncs.iter().find(|x| x.containers == 300);
-    rows.push(("Full resync of 300 ≤ 100 ms CPU", resync.map(|x| format!("{} ms", f1(x.cgroup_ms))).unwrap_or_default(), resync.map(|x| x.cgroup_ms <= 100.0)));
+    rows.push((
+        "Full resync of 300 ≤ 100 ms CPU",
+        resync
+            .map(|x| format!("{} ms", f1(x.cgroup_ms)))
+            .unwrap_or_default(),
+        resync.map(|x| x.cgroup_ms <= 100.0),
+    ));
     rows
 }
 
 fn idle_rows(r: &Results, rows: &mut Vec<TargetRow>) {
     let at = |n: usize| r.idle.iter().find(|i| i.containers == n);
     let cpu = at(300).map(|i| i.cgroup_pct);
-    rows.push(("Idle CPU with 300 ≤ 1% of a core", cpu.map(|c| format!("{c:.2}%")).unwrap_or_default(), cpu.map(|c| c <= 1.0)));
+    rows.push((
+        "Idle CPU with 300 ≤ 1% of a core",
+        cpu.map(|c| format!("{c:.2}%")).unwrap_or_default(),
+        cpu.map(|c| c <= 1.0),
+    ));
     let rss0 = at(0).map(|i| i.mem.rss_kib);
-    rows.push(("Agent RSS idle ≤ 20 MiB", rss0.map(mib).unwrap_or_default(), rss0.map(|k| k <= 20 * 1024)));
+    rows.push((
+        "Agent RSS idle ≤ 20 MiB",
+        rss0.map(mib).unwrap_or_default(),
+        rss0.map(|k| k <= 20 * 1024),
+    ));
     if let (Some(a), Some(b)) = (at(0), at(300)) {
         let per = (b.mem.rss_kib as f64 - a.mem.rss_kib as f64) / 300.0;
-        rows.push(("Agent RSS ≤ 64 KiB more per container", format!("{per:.1} KiB"), Some(per <= 64.0)));
+        rows.push((
+            "Agent RSS ≤ 64 KiB more per container",
+            format!("{per:.1} KiB"),
+            Some(per <= 64.0),
+        ));
     }
 }
 
@@ -235,35 +282,85 @@ fn exit_table(s: &mut String, r: &Results) {
     let Some(e) = &r.exits else { return };
     s.push_str("\n## Exit detection (runc, ms after SIGKILL)\n\n| until | n | p50 | p95 | max |\n|---|---|---|---|---|\n");
     for (what, v) in [
-        ("the supervisor's `exit.json` is in place", &e.recorded_by_supervisor),
+        (
+            "the supervisor's `exit.json` is in place",
+            &e.recorded_by_supervisor,
+        ),
         ("the status file records the termination", &e.in_status),
     ] {
-        let _ = writeln!(s, "| {what} | {} | {} | {} | {} |", v.len(), f1(v.p50()), f1(v.p95()), f1(v.max()));
+        let _ = writeln!(
+            s,
+            "| {what} | {} | {} | {} | {} |",
+            v.len(),
+            f1(v.p50()),
+            f1(v.p95()),
+            f1(v.max())
+        );
     }
 }
 
 fn steady_tables(s: &mut String, r: &Results) {
     s.push_str("\n## Steady state (runc)\n\n| containers | idle window | CPU, agent cgroup | CPU, agent process | agent RSS | agent PSS |\n|---|---|---|---|---|---|\n");
     for i in &r.idle {
-        let _ = writeln!(s, "| {} | {:.0} s | {:.3}% of a core | {:.3}% of a core | {} | {} |", i.containers, i.seconds, i.cgroup_pct, i.process_pct, mib(i.mem.rss_kib), mib(i.mem.pss_kib));
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} s | {:.3}% of a core | {:.3}% of a core | {} | {} |",
+            i.containers,
+            i.seconds,
+            i.cgroup_pct,
+            i.process_pct,
+            mib(i.mem.rss_kib),
+            mib(i.mem.pss_kib)
+        );
     }
     if let Some((shim, init)) = r.shim_init {
         s.push_str("\n| one process | RSS | PSS |\n|---|---|---|\n");
-        let _ = writeln!(s, "| supervisor (`rundmc-shim`) | {} KiB | {} KiB |", shim.rss_kib, shim.pss_kib);
-        let _ = writeln!(s, "| init (`rundmc-init`) | {} KiB | {} KiB |", init.rss_kib, init.pss_kib);
+        let _ = writeln!(
+            s,
+            "| supervisor (`rundmc-shim`) | {} KiB | {} KiB |",
+            shim.rss_kib, shim.pss_kib
+        );
+        let _ = writeln!(
+            s,
+            "| init (`rundmc-init`) | {} KiB | {} KiB |",
+            init.rss_kib, init.pss_kib
+        );
     }
     s.push_str("\n| restart with | n | ready p50 ms | ready p95 ms | nothing restarted |\n|---|---|---|---|---|\n");
     for x in &r.restarts {
-        let proof = if x.violations.is_empty() { "yes: same pids, statuses, events".to_string() } else { format!("**no**: {}", x.violations.join("; ")) };
-        let _ = writeln!(s, "| {} containers | {} | {} | {} | {proof} |", x.containers, x.ready.len(), f1(x.ready.p50()), f1(x.ready.p95()));
+        let proof = if x.violations.is_empty() {
+            "yes: same pids, statuses, events".to_string()
+        } else {
+            format!("**no**: {}", x.violations.join("; "))
+        };
+        let _ = writeln!(
+            s,
+            "| {} containers | {} | {} | {} | {proof} |",
+            x.containers,
+            x.ready.len(),
+            f1(x.ready.p50()),
+            f1(x.ready.p95())
+        );
     }
     s.push_str("\n| resync of | period | CPU per resync, agent cgroup | CPU per resync, agent process |\n|---|---|---|---|\n");
     for x in &r.resyncs {
-        let _ = writeln!(s, "| {} containers | {:?} | {} ms | {} ms |", x.containers, x.period, f1(x.cgroup_ms), f1(x.process_ms));
+        let _ = writeln!(
+            s,
+            "| {} containers | {:?} | {} ms | {} ms |",
+            x.containers,
+            x.period,
+            f1(x.cgroup_ms),
+            f1(x.process_ms)
+        );
     }
 }
 
 /// `Samples` of a figure, for the terminal.
 pub fn brief(what: &str, v: &Samples) -> String {
-    format!("{what}: n={} p50={} p95={}", v.len(), f1(v.p50()), f1(v.p95()))
+    format!(
+        "{what}: n={} p50={} p95={}",
+        v.len(),
+        f1(v.p50()),
+        f1(v.p95())
+    )
 }

@@ -111,9 +111,12 @@ pub fn restart(
     if shims.len() != names.len() {
         bail!("{} of {} supervisors found", shims.len(), names.len());
     }
-    wait_for("every supervisor watched", Duration::from_secs(120), Duration::from_millis(5), || {
-        procfs::pidfd_targets(fresh.pid).is_superset(&shims)
-    })
+    wait_for(
+        "every supervisor watched",
+        Duration::from_secs(120),
+        Duration::from_millis(5),
+        || procfs::pidfd_targets(fresh.pid).is_superset(&shims),
+    )
     .with_context(|| env.log_tail())?;
     out.ready
         .0
@@ -133,8 +136,10 @@ fn check_nothing_restarted(
     let after = pids(env, names);
     for (name, was) in before {
         if after.get(name) != Some(was) {
-            out.violations
-                .push(format!("{name}: pids (init, supervisor, main) {was:?} -> {:?}", after.get(name)));
+            out.violations.push(format!(
+                "{name}: pids (init, supervisor, main) {was:?} -> {:?}",
+                after.get(name)
+            ));
         }
         match env.status(name) {
             Some(s) if s.phase == "Running" && s.restart_count == 0 => {}
@@ -162,7 +167,9 @@ pub fn resync(
     let flags = ["--resync-period", &p, "--relist-period", "1h"];
     let fresh = restart(env, agent, names, &flags, restarts)?;
     let since = fresh.started.elapsed();
-    let k = ((since.as_secs_f64() / period.as_secs_f64()) - 0.5).ceil().max(1.0);
+    let k = ((since.as_secs_f64() / period.as_secs_f64()) - 0.5)
+        .ceil()
+        .max(1.0);
     let start = fresh.started + period.mul_f64(k + 0.5);
     pause(start.saturating_duration_since(Instant::now()))?;
     let (u0, (p0, _)) = (env.cpu().usage_ns()?, procfs::cpu_seconds(fresh.pid)?);

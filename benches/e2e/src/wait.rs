@@ -68,15 +68,25 @@ mod tests {
     #[test]
     fn waits_until_the_condition_holds_or_times_out() {
         let mut n = 0;
-        let took = wait_for("n to reach 3", Duration::from_secs(5), Duration::ZERO, || {
-            n += 1;
-            n >= 3
-        })
+        let took = wait_for(
+            "n to reach 3",
+            Duration::from_secs(5),
+            Duration::ZERO,
+            || {
+                n += 1;
+                n >= 3
+            },
+        )
         .unwrap();
         assert_eq!(n, 3);
         assert!(took < Duration::from_secs(5));
-        let err = wait_for("never", Duration::from_millis(5), Duration::from_millis(1), || false)
-            .unwrap_err();
+        let err = wait_for(
+            "never",
+            Duration::from_millis(5),
+            Duration::from_millis(1),
+            || false,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("waiting for never"), "{err}");
     }
 }

@@ -214,11 +214,12 @@ fn ready(line: &Ready) {
     }
 }
 
-/// Writes `value` as JSON to `dir/name`: temp file, fsync, rename; readers
-/// see the old file or the whole new one. With `durable` the directory is
-/// fsynced too, so the rename survives a machine crash: worth its
-/// milliseconds for `exit.json` (read after a reboot), not for `shim.json`
-/// (its supervisor cannot outlive one) on the path to the ready line.
+/// Writes `value` as JSON to `dir/name`: temp file, rename; readers see the
+/// old file or the whole new one. With `durable` the file is fsynced before
+/// the rename and the directory after it, so it survives a machine crash:
+/// worth its milliseconds for `exit.json` (read after a reboot), not for
+/// `shim.json` on the path to the ready line: its supervisor cannot outlive
+/// a reboot, and the page cache outlives any process that crashes.
 fn write_atomic(
     dir: &Path,
     name: &str,
@@ -228,7 +229,9 @@ fn write_atomic(
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut file = File::create(&tmp)?;
     file.write_all(&serde_json::to_vec(value)?)?;
-    file.sync_all()?;
+    if durable {
+        file.sync_all()?;
+    }
     drop(file);
     fs::rename(&tmp, dir.join(name))?;
     if durable {
