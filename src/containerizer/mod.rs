@@ -7,6 +7,7 @@
 //! guards on the runtime status live in [`lifecycle`].
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use thiserror::Error;
 
@@ -196,7 +197,8 @@ pub struct Config {
 pub struct Containerizer<R, M = KernelMounter> {
     depot: Depot,
     runtime: R,
-    mounter: M,
+    /// Shared with the blocking threads that unmount and remove.
+    mounter: Arc<M>,
     hierarchy: Hierarchy,
     tracker: Tracker,
     config: Config,
@@ -218,7 +220,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         Ok(Self {
             depot,
             runtime,
-            mounter,
+            mounter: Arc::new(mounter),
             hierarchy,
             tracker,
             config,

@@ -4,7 +4,7 @@
 //! nothing behind. `make bench` runs it; as root:
 //!
 //! ```text
-//! rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--quick]
+//! rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--quick] [--samples N] [--phases runc,crun,steady]
 //! ```
 //!
 //! `--quick` runs every figure with a handful of samples, to try changes.
@@ -82,6 +82,16 @@ struct Args {
     bins: PathBuf,
     out: PathBuf,
     sizes: Sizes,
+    /// Which phases to run: runc, crun, steady.
+    phases: Vec<String>,
+}
+
+const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--quick] [--samples N] [--phases runc,crun,steady]";
+
+fn number(p: PathBuf) -> Result<usize> {
+    p.to_string_lossy()
+        .parse()
+        .with_context(|| format!("{} is not a number", p.display()))
 }
 
 fn parse_args() -> Result<Args> {
@@ -94,6 +104,7 @@ fn parse_args() -> Result<Args> {
         bins: own_dir,
         out: PathBuf::from("BENCHMARKS.md"),
         sizes: FULL,
+        phases: vec!["runc".into(), "crun".into(), "steady".into()],
     };
     let mut it = std::env::args_os().skip(1);
     while let Some(a) = it.next() {
@@ -103,7 +114,12 @@ fn parse_args() -> Result<Args> {
             Some("--bin-dir") => args.bins = value()?,
             Some("--out") => args.out = value()?,
             Some("--quick") => args.sizes = QUICK,
-            _ => bail!("usage: rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--quick]"),
+            Some("--samples") => args.sizes.samples = number(value()?)?,
+            Some("--phases") => {
+                let list = value()?.to_string_lossy().into_owned();
+                args.phases = list.split(',').map(str::to_owned).collect();
+            }
+            _ => bail!("usage: {USAGE}"),
         }
     }
     args.image = std::path::absolute(&args.image)?;
@@ -195,21 +211,28 @@ fn run(args: &Args) -> Result<Results> {
         machine: machine::describe(&run.base, &run.run_base),
         ..Results::default()
     };
-    let (runc, exits) = phase("runc", || {
-        runtime_phase(&run, "runc", args.sizes.rounds, true)
-    })?;
-    results.runtimes.push(runc);
-    results.exits = exits;
-    match machine::prepare_crun() {
-        Ok(()) => {
-            let (crun, _) = phase("crun", || {
-                runtime_phase(&run, "crun", args.sizes.crun_rounds, false)
-            })?;
-            results.runtimes.push(crun);
-        }
-        Err(why) => results.notes.push(format!("crun skipped: {why}")),
+    let wants = |p: &str| args.phases.iter().any(|x| x == p);
+    if wants("runc") {
+        let (runc, exits) = phase("runc", || {
+            runtime_phase(&run, "runc", args.sizes.rounds, true)
+        })?;
+        results.runtimes.push(runc);
+        results.exits = exits;
     }
-    phase("steady state", || steady_phase(&run, &mut results))?;
+    if wants("crun") {
+        match machine::prepare_crun() {
+            Ok(()) => {
+                let (crun, _) = phase("crun", || {
+                    runtime_phase(&run, "crun", args.sizes.crun_rounds, false)
+                })?;
+                results.runtimes.push(crun);
+            }
+            Err(why) => results.notes.push(format!("crun skipped: {why}")),
+        }
+    }
+    if wants("steady") {
+        phase("steady state", || steady_phase(&run, &mut results))?;
+    }
     Ok(results)
 }
 
