@@ -40,9 +40,8 @@
 //!    process; when the first writer of `stdin` closes, the process sees EOF.
 //! 5. When the process exits the shim reaps it, drains what output is left
 //!    (without waiting for end of file: the process's own children may hold
-//!    the pipes), writes `exit.json` atomically (temp file, rename; no fsync:
-//!    a reboot ends every container, and the agent makes each anew, process
-//!    directories included), reaps any other child it adopted and exits 0.
+//!    the pipes), writes `exit.json` atomically (temp file, fsync, rename,
+//!    fsync of the directory), reaps any other child it adopted and exits 0.
 //!
 //! The agent's side: `control` and `stdin` are opened `O_WRONLY|O_NONBLOCK`;
 //! `ENXIO` means no shim holds them open, i.e. the supervisor is gone. The
