@@ -9,23 +9,6 @@ use crate::{cleanup, reaper};
 
 /// (what, value) rows describing this machine and checkout.
 pub fn describe(base: &Path, run_base: &Path) -> Vec<(String, String)> {
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
-        .unwrap_or_default();
-    let cores = cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("processor"))
-        .count();
-    let mem = fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|k| format!("{:.1} GiB", k as f64 / 1024.0 / 1024.0))
-        .unwrap_or_default();
     vec![
         (
             "Date (UTC)".into(),
@@ -35,8 +18,8 @@ pub fn describe(base: &Path, run_base: &Path) -> Vec<(String, String)> {
             "Commit".into(),
             first_line("git", &["describe", "--always", "--dirty"]),
         ),
-        ("CPU".into(), format!("{cores} × {model}")),
-        ("Memory".into(), mem),
+        ("CPU".into(), cpu()),
+        ("Memory".into(), memory()),
         ("OS".into(), os_name()),
         ("Kernel".into(), read_trim("/proc/sys/kernel/osrelease")),
         ("runc".into(), first_line("runc", &["--version"])),
@@ -52,6 +35,30 @@ pub fn describe(base: &Path, run_base: &Path) -> Vec<(String, String)> {
         ),
         ("Load average at start".into(), read_trim("/proc/loadavg")),
     ]
+}
+
+fn cpu() -> String {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_default();
+    let cores = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    format!("{cores} × {model}")
+}
+
+fn memory() -> String {
+    fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|k| format!("{:.1} GiB", k as f64 / 1024.0 / 1024.0))
+        .unwrap_or_default()
 }
 
 fn read_trim(path: &str) -> String {
@@ -126,16 +133,20 @@ fn is_mount_point(dir: &str) -> bool {
 /// machine whose cgroup2 hierarchy holds any controller ("cgroups in hybrid
 /// mode not supported, drop all controllers from cgroupv2"); mounting each
 /// such controller (hugetlb on Debian 12) as a v1 hierarchy moves it off
-/// cgroup2. The mount is registered and undone by the sweep.
-pub fn prepare_crun() -> Result<(), String> {
+/// cgroup2. The mount is registered and undone by the sweep. Says what it
+/// did.
+pub fn prepare_crun() -> Result<String, String> {
     let found = reaper::status(Command::new("crun").arg("--version").stdout(Stdio::null()))
         .is_ok_and(|s| s.success());
     if !found {
         return Err("crun is not installed".into());
     }
     let Ok(bound) = fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers") else {
-        return Ok(());
+        return Ok("crun: not a hybrid cgroup machine; nothing to prepare.".into());
     };
+    if bound.trim().is_empty() {
+        return Ok("crun: no controller is bound to cgroup2 here (each is mounted as v1); nothing to prepare.".into());
+    }
     for controller in bound.split_whitespace() {
         let dir = Path::new("/sys/fs/cgroup").join(controller);
         fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
@@ -152,5 +163,8 @@ pub fn prepare_crun() -> Result<(), String> {
         }
         cleanup::register(|r| r.v1_mounts.push(dir.clone()));
     }
-    Ok(())
+    Ok(format!(
+        "crun: cgroup2 held `{}`; the run mounted each as a cgroup v1 hierarchy under /sys/fs/cgroup, and unmounted it after.",
+        bound.trim()
+    ))
 }

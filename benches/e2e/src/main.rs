@@ -4,10 +4,13 @@
 //! nothing behind. `make bench` runs it; as root:
 //!
 //! ```text
-//! rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--quick] [--samples N] [--phases runc,crun,steady]
+//! rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE]
+//!              [--quick] [--samples N] [--phases runc,crun,steady]
 //! ```
 //!
-//! `--quick` runs every figure with a handful of samples, to try changes.
+//! `--quick` runs every figure with a handful of samples, to try changes;
+//! `--phases` runs only some. `--findings` (default
+//! `benches/e2e/FINDINGS.md`) is hand-written analysis appended as it is.
 
 mod agent;
 mod burst;
@@ -15,6 +18,7 @@ mod cleanup;
 mod exit;
 mod latency;
 mod machine;
+mod phases;
 mod procfs;
 mod raw;
 mod reaper;
@@ -25,19 +29,12 @@ mod sys;
 mod wait;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use agent::{Agent, AgentEnv};
-use procfs::CpuCgroup;
-use raw::Raw;
-use report::{Results, RuntimeResults, brief};
-use steady::Restarts;
-use wait::pause;
-
-/// Agent workers, and raw threads in the bursts.
-const WORKERS: usize = 4;
+use phases::Run;
+use report::Results;
 
 /// How much of everything to do.
 #[derive(Debug, Clone, Copy)]
@@ -54,12 +51,12 @@ struct Sizes {
 }
 
 const FULL: Sizes = Sizes {
-    samples: 30,
+    samples: 60,
     warmup: 2,
     burst: 100,
-    rounds: 3,
-    crun_rounds: 2,
-    exits: 30,
+    rounds: 4,
+    crun_rounds: 3,
+    exits: 40,
     idle_secs: 30,
     steady: [100, 300],
     restarts: 5,
@@ -84,9 +81,11 @@ struct Args {
     sizes: Sizes,
     /// Which phases to run: runc, crun, steady.
     phases: Vec<String>,
+    /// Hand-written findings appended to the report, when the file exists.
+    findings: PathBuf,
 }
 
-const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--quick] [--samples N] [--phases runc,crun,steady]";
+const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--phases runc,crun,steady]";
 
 fn number(p: PathBuf) -> Result<usize> {
     p.to_string_lossy()
@@ -105,6 +104,7 @@ fn parse_args() -> Result<Args> {
         out: PathBuf::from("BENCHMARKS.md"),
         sizes: FULL,
         phases: vec!["runc".into(), "crun".into(), "steady".into()],
+        findings: PathBuf::from("benches/e2e/FINDINGS.md"),
     };
     let mut it = std::env::args_os().skip(1);
     while let Some(a) = it.next() {
@@ -113,6 +113,7 @@ fn parse_args() -> Result<Args> {
             Some("--image") => args.image = value()?,
             Some("--bin-dir") => args.bins = value()?,
             Some("--out") => args.out = value()?,
+            Some("--findings") => args.findings = value()?,
             Some("--quick") => args.sizes = QUICK,
             Some("--samples") => args.sizes.samples = number(value()?)?,
             Some("--phases") => {
@@ -146,28 +147,33 @@ fn main() {
     for l in &left {
         eprintln!("rundmc-bench: left behind: {l}");
     }
-    match outcome {
-        Ok((args, mut results)) => {
-            results.took = started.elapsed();
-            results.notes.push(cleanup_note(&left));
-            if let Err(e) = std::fs::write(&args.out, report::render(&results)) {
-                eprintln!("rundmc-bench: writing {}: {e}", args.out.display());
-                std::process::exit(1);
-            }
-            eprintln!(
-                "rundmc-bench: wrote {} in {:.1} min",
-                args.out.display(),
-                results.took.as_secs_f64() / 60.0
-            );
-            if !left.is_empty() {
-                std::process::exit(1);
-            }
-        }
-        Err(e) => {
-            eprintln!("rundmc-bench: {e:#}");
-            std::process::exit(1);
-        }
+    let written = outcome.and_then(|(args, results)| write_report(&args, results, &left, started));
+    if let Err(e) = written {
+        eprintln!("rundmc-bench: {e:#}");
+        std::process::exit(1);
     }
+    if !left.is_empty() {
+        std::process::exit(1);
+    }
+}
+
+fn write_report(
+    args: &Args,
+    mut results: Results,
+    left: &[String],
+    started: Instant,
+) -> Result<()> {
+    results.took = started.elapsed();
+    results.findings = std::fs::read_to_string(&args.findings).ok();
+    results.notes.push(cleanup_note(left));
+    std::fs::write(&args.out, report::render(&results))
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!(
+        "rundmc-bench: wrote {} in {:.1} min",
+        args.out.display(),
+        results.took.as_secs_f64() / 60.0
+    );
+    Ok(())
 }
 
 fn cleanup_note(left: &[String]) -> String {
@@ -178,35 +184,9 @@ fn cleanup_note(left: &[String]) -> String {
     }
 }
 
-/// Where one run puts things and what it names them.
-struct Run<'a> {
-    args: &'a Args,
-    /// Depots and bundles: on disk, as /var/lib is.
-    base: PathBuf,
-    /// State directories and runtime roots: on a tmpfs, as /run is.
-    run_base: PathBuf,
-    tag: String,
-    cpu: CpuCgroup,
-}
-
 fn run(args: &Args) -> Result<Results> {
     preflight(args)?;
-    let tag = format!("rundmc-bench-{}", std::process::id());
-    let base = std::env::temp_dir().join(&tag);
-    let run_base = machine::tmpfs_run_dir()?.join(&tag);
-    for dir in [&base, &run_base] {
-        cleanup::register(|r| r.bases.push(dir.clone()));
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let cpu = CpuCgroup::create(&tag)?;
-    cleanup::register(|r| r.cpu_cgroups.push(cpu.dir().to_owned()));
-    let run = Run {
-        args,
-        base,
-        run_base,
-        tag,
-        cpu,
-    };
+    let run = Run::set_up(args)?;
     let mut results = Results {
         machine: machine::describe(&run.base, &run.run_base),
         ..Results::default()
@@ -214,16 +194,17 @@ fn run(args: &Args) -> Result<Results> {
     let wants = |p: &str| args.phases.iter().any(|x| x == p);
     if wants("runc") {
         let (runc, exits) = phase("runc", || {
-            runtime_phase(&run, "runc", args.sizes.rounds, true)
+            phases::runtime_phase(&run, "runc", args.sizes.rounds, true)
         })?;
         results.runtimes.push(runc);
         results.exits = exits;
     }
     if wants("crun") {
         match machine::prepare_crun() {
-            Ok(()) => {
+            Ok(done) => {
+                results.notes.push(done);
                 let (crun, _) = phase("crun", || {
-                    runtime_phase(&run, "crun", args.sizes.crun_rounds, false)
+                    phases::runtime_phase(&run, "crun", args.sizes.crun_rounds, false)
                 })?;
                 results.runtimes.push(crun);
             }
@@ -231,7 +212,7 @@ fn run(args: &Args) -> Result<Results> {
         }
     }
     if wants("steady") {
-        phase("steady state", || steady_phase(&run, &mut results))?;
+        phase("steady state", || phases::steady_phase(&run, &mut results))?;
     }
     Ok(results)
 }
@@ -267,157 +248,4 @@ fn phase<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         t0.elapsed().as_secs_f64()
     );
     Ok(out)
-}
-
-impl Run<'_> {
-    fn agent_env(&self, name: &str, runtime: &str) -> Result<AgentEnv> {
-        let parent = format!("{}-{name}", self.tag);
-        let env = AgentEnv::new(
-            self.base.join(name),
-            &self.run_base.join(name),
-            runtime,
-            parent.clone(),
-            &self.args.bins,
-            &self.args.image,
-            self.cpu.clone(),
-        )?;
-        cleanup::register(|r| {
-            r.roots.push((runtime.to_owned(), env.root.clone()));
-            r.cgroup_parents.push(parent);
-        });
-        Ok(env)
-    }
-
-    /// A raw baseline copying the bundle of a container the agent makes.
-    fn raw_beside(&self, env: &AgentEnv, name: &str) -> Result<Raw> {
-        let template = vec!["template".to_string()];
-        env.create_all(&template, "Always", Duration::from_secs(60))?;
-        let parent = format!("{}-{name}", self.tag);
-        let raw = Raw::new(
-            &env.runtime,
-            &self.base.join(name),
-            &self.run_base.join(name),
-            parent.clone(),
-            &self.args.image,
-            &env.depot.join("template"),
-        )?;
-        cleanup::register(|r| {
-            r.roots.push((env.runtime.clone(), raw.root.clone()));
-            r.cgroup_parents.push(parent);
-        });
-        env.remove_all(&template, Duration::from_secs(60))?;
-        Ok(raw)
-    }
-}
-
-fn runtime_phase(
-    run: &Run,
-    runtime: &str,
-    rounds: usize,
-    exits: bool,
-) -> Result<(RuntimeResults, Option<exit::Exits>)> {
-    let s = run.args.sizes;
-    let env = run.agent_env(&format!("{runtime}-agent"), runtime)?;
-    let mut agent = env.start(&["--workers", &WORKERS.to_string()])?;
-    let raw = run.raw_beside(&env, &format!("{runtime}-raw"))?;
-    let latency = latency::measure(&env, &raw, s.samples, s.warmup)?;
-    eprintln!("  {}", brief("drop to running, agent", &latency.agent_drop));
-    eprintln!("  {}", brief("drop to running, raw", &latency.raw_drop));
-    let bursts = burst::measure(&env, &raw, s.burst, WORKERS, rounds)?;
-    eprintln!(
-        "  {}",
-        brief("burst containers/s, agent", &bursts.agent_up.rates)
-    );
-    eprintln!(
-        "  {}",
-        brief("burst containers/s, raw", &bursts.raw_up.rates)
-    );
-    let exits = if exits {
-        Some(exit::measure(&env, s.exits)?)
-    } else {
-        None
-    };
-    if let Some(e) = &exits {
-        eprintln!("  {}", brief("exit detection", &e.in_status));
-    }
-    agent.terminate();
-    let runtime = runtime.to_owned();
-    Ok((
-        RuntimeResults {
-            runtime,
-            latency,
-            bursts,
-        },
-        exits,
-    ))
-}
-
-fn steady_phase(run: &Run, results: &mut Results) -> Result<()> {
-    let s = run.args.sizes;
-    let env = run.agent_env("steady", "runc")?;
-    let mut agent = env.start(&[])?;
-    pause(Duration::from_secs(3))?;
-    results
-        .idle
-        .push(steady::idle(&env, &agent, 0, s.idle_secs)?);
-    let names = |from: usize, to: usize| -> Vec<String> {
-        (from..to).map(|i| format!("s{i:03}")).collect()
-    };
-    let [small, large] = s.steady;
-    let first = names(0, small);
-    env.create_all(&first, "Always", Duration::from_secs(600))?;
-    pause(Duration::from_secs(2))?;
-    results
-        .idle
-        .push(steady::idle(&env, &agent, small, s.idle_secs)?);
-    results.shim_init = Some(steady::shim_and_init(&env, &first[0])?);
-    let mut restarts = Restarts {
-        containers: small,
-        ..Restarts::default()
-    };
-    for _ in 0..s.restarts {
-        agent = steady::restart(&env, &mut agent, &first, &[], &mut restarts)?;
-    }
-    let (a, r) = steady::resync(
-        &env,
-        &mut agent,
-        &first,
-        Duration::from_secs(2),
-        &mut restarts,
-    )?;
-    agent = steady::restart(&env, &mut { a }, &first, &[], &mut restarts)?;
-    results.resyncs.push(r);
-    results.restarts.push(restarts);
-    let mut restarts = Restarts {
-        containers: large,
-        ..Restarts::default()
-    };
-    let all = names(0, large);
-    env.create_all(&names(small, large), "Always", Duration::from_secs(600))?;
-    pause(Duration::from_secs(2))?;
-    results
-        .idle
-        .push(steady::idle(&env, &agent, large, s.idle_secs)?);
-    for _ in 0..s.restarts.min(2) {
-        agent = steady::restart(&env, &mut agent, &all, &[], &mut restarts)?;
-    }
-    let (a, r) = steady::resync(
-        &env,
-        &mut agent,
-        &all,
-        Duration::from_secs(3),
-        &mut restarts,
-    )?;
-    agent = a;
-    results.resyncs.push(r);
-    results.restarts.push(restarts);
-    eprintln!("  idle: {:?}", results.idle);
-    eprintln!("  resyncs: {:?}", results.resyncs);
-    env.remove_all(&all, Duration::from_secs(600))?;
-    finish(agent);
-    Ok(())
-}
-
-fn finish(mut agent: Agent) {
-    agent.terminate();
 }

@@ -42,6 +42,8 @@ pub struct Results {
     pub resyncs: Vec<Resync>,
     /// What was skipped or went wrong, and why.
     pub notes: Vec<String>,
+    /// Hand-written findings (`benches/e2e/FINDINGS.md`), appended as they are.
+    pub findings: Option<String>,
     /// How long the run took.
     pub took: Duration,
 }
@@ -81,6 +83,11 @@ pub fn render(r: &Results) -> String {
     burst_table(&mut s, r);
     exit_table(&mut s, r);
     steady_tables(&mut s, r);
+    if let Some(f) = &r.findings {
+        s.push('\n');
+        s.push_str(f.trim_end());
+        s.push('\n');
+    }
     if !r.notes.is_empty() {
         s.push_str("\n## Notes from this run\n\n");
         for n in &r.notes {
@@ -98,33 +105,45 @@ compare are the ratios, agent ÷ raw, measured side by side.\n\n";
 const METHOD: &str = "
 ## Method
 
-- **Agent**: `target/release/rundmc agent` on a fresh manifest directory, depot, state directory and \
-runtime root, default flags (4 workers), in a CPU-accounting cgroup of its own. Manifests are written \
-atomically (temp file, rename). The main process is `/bin/sh -c \"echo ready; exec sleep 100000\"`.
-- **Raw**: the same runtime binary by hand, on a copy of the agent's own `config.json` (hostname and \
-cgroup path made its own) and its main `process.json`: `mkdir`, overlay mount of the image, \
-`create --pid-file`, `start`, `exec --detach` with stdout to a file. Teardown: `kill KILL`, wait for init \
-on a pidfd, `delete` (never `--force`), unmount, remove.
+- **Agent**: `target/release/rundmc agent` with default flags (4 workers, resync 30 s, relist 20 s) \
+on a fresh manifest directory, depot, state directory and runtime root, in a CPU-accounting cgroup of \
+its own. Manifests are written atomically (temp file, rename). The main process is \
+`/bin/sh -c \"echo ready; exec sleep 100000\"`.
+- **Raw**: the same runtime binary driven by hand on a copy of the agent's own `config.json` \
+(hostname and cgroup path made its own) and its main `process.json`: `mkdir`, overlay mount of the \
+image, `create --pid-file`, `start`, `exec --detach` with stdout to a file. Teardown: `kill KILL`, \
+wait for init on a pidfd, `delete` (never `--force`), unmount, remove.
+- **Where files live**: depots and bundles on disk (as /var/lib), state directories and runtime roots \
+on a tmpfs (as /run, where the agent's defaults put them; this VM's /run is not a tmpfs, so /dev/shm \
+stands in), for agent and raw alike.
+- **Orphans**: the harness is a child subreaper and reaps at once what `exec --detach` orphans, as \
+systemd would. This VM's PID 1 reaps only every second or two, and a dying pid namespace waits for \
+every member to be reaped, which would otherwise add seconds to raw teardown.
 - **Drop to running**: from the manifest's rename into the watched directory until the main process's \
-first line is in its log (raw: from `mkdir` until the line is in its file). Polled every 1 ms. Agent \
-and raw samples alternate, the order flipping every sample; two warm-up samples are dropped.
+first line is in its log (raw: from `mkdir` until the line is in its file), polled every 1 ms. Agent \
+and raw samples alternate, the order flipping every sample; two warm-up samples are dropped. Ratio \
+p50 = agent p50 ÷ raw p50; likewise p95.
 - **Teardown of one**: from the manifest's removal until the container's depot directory is gone (raw: \
 kill + wait + delete + unmount + remove).
 - **Burst / teardown of N**: N manifests written (removed) at once until every main process's first line \
-is in its log (every depot directory is gone); raw: the same N containers by as many threads as the agent \
-has workers. Containers/s = N ÷ time to the last one; each container's time counts from the round's start.
+is in its log (every depot directory is gone); raw: the same N containers by as many threads as the \
+agent has workers. Containers/s = N ÷ time to the last one, median over rounds; each container's time \
+counts from the round's start. Rounds alternate which side goes first.
 - **Exit detection**: containers with `restartPolicy: Never`; each main process SIGKILLed from the host; \
-inotify marks when the supervisor renames `exit.json` into place and when the agent renames a status file \
-that records the termination into place.
+inotify marks when the supervisor renames `exit.json` into place and when the agent renames a status \
+file that records the termination into place.
 - **Idle CPU**: CPU of the agent's cgroup (the agent, every runtime process it spawned, and the \
 supervisors, in ns) and of the agent process alone (`/proc/<pid>/stat`, 10 ms ticks) over the window, \
-with default periods (resync 30 s, relist 20 s). **RSS/PSS** from `/proc/<pid>/smaps_rollup`.
+with the default periods. **RSS/PSS** from `/proc/<pid>/smaps_rollup`. Raw runc keeps no process \
+running, so these figures are absolute.
 - **Restart**: the agent SIGKILLed with everything running and started again; ready = it holds a \
 pidfd on every main process's supervisor (it awaits every exit again), read from `/proc/<pid>/fdinfo`. \
 Proof that nothing restarted: init, supervisor and main pids unchanged, every status `Running` with \
 `restartCount: 0`, no new `Created`/`Started` event.
 - **Resync**: the agent restarted with `--resync-period P --relist-period 1h`; cgroup CPU over a window \
 of 10 periods whose edges fall half-way between ticks, divided by 10.
+- **Micro-benchmark**: `cargo bench --bench process_spawn` compares the supervisor's spawn with a bare \
+`runc exec -d` into one container; it is not part of this run.
 ";
 
 fn targets(s: &mut String, r: &Results) {
@@ -143,30 +162,8 @@ type TargetRow = (&'static str, String, Option<bool>);
 
 fn target_rows(r: &Results) -> Vec<TargetRow> {
     let mut rows = Vec::new();
-    let runc = r.runtimes.iter().find(|x| x.runtime == "runc");
-    if let Some(rt) = runc {
-        let l = &rt.latency;
-        let r50 = ratio(l.agent_drop.p50(), l.raw_drop.p50());
-        let r95 = ratio(l.agent_drop.p95(), l.raw_drop.p95());
-        rows.push(("Drop to running p50 ≤ 1.15× raw", x(r50), Some(r50 <= 1.15)));
-        rows.push(("Drop to running p95 ≤ 1.3× raw", x(r95), Some(r95 <= 1.3)));
-        let b = &rt.bursts;
-        let share = ratio(b.agent_up.rates.p50(), b.raw_up.rates.p50());
-        let text = format!(
-            "{:.0}% ({} vs {} containers/s)",
-            share * 100.0,
-            f1(b.agent_up.rates.p50()),
-            f1(b.raw_up.rates.p50())
-        );
-        rows.push(("Burst ≥ 90% of raw throughput", text, Some(share >= 0.9)));
-        let t1 = ratio(l.agent_teardown.p50(), l.raw_teardown.p50());
-        rows.push(("Teardown (one) p50 ≤ 1.3× raw", x(t1), Some(t1 <= 1.3)));
-        let tn = ratio(b.agent_down.each.p50(), b.raw_down.each.p50());
-        rows.push((
-            "Teardown (of N, each) p50 ≤ 1.3× raw",
-            x(tn),
-            Some(tn <= 1.3),
-        ));
+    if let Some(rt) = r.runtimes.iter().find(|x| x.runtime == "runc") {
+        runc_rows(rt, &mut rows);
     }
     let exit = r.exits.as_ref().map(|e| e.in_status.p50());
     rows.push((
@@ -176,16 +173,10 @@ fn target_rows(r: &Results) -> Vec<TargetRow> {
     ));
     idle_rows(r, &mut rows);
     if let Some((shim, init)) = r.shim_init {
-        rows.push((
-            "Supervisor ≤ 1 MiB PSS",
-            format!("{} KiB", shim.pss_kib),
-            Some(shim.pss_kib <= 1024),
-        ));
-        rows.push((
-            "Init ≤ 200 KiB PSS",
-            format!("{} KiB", init.pss_kib),
-            Some(init.pss_kib <= 200),
-        ));
+        let kib = |m: Mem| format!("{} KiB", m.pss_kib);
+        let shim_ok = Some(shim.pss_kib <= 1024);
+        rows.push(("Supervisor ≤ 1 MiB PSS", kib(shim), shim_ok));
+        rows.push(("Init ≤ 200 KiB PSS", kib(init), Some(init.pss_kib <= 200)));
     }
     let resync = r.resyncs.iter().find(|x| x.containers == 300);
     rows.push((
@@ -196,6 +187,32 @@ fn target_rows(r: &Results) -> Vec<TargetRow> {
         resync.map(|x| x.cgroup_ms <= 100.0),
     ));
     rows
+}
+
+/// The targets stated as ratios to raw runc.
+fn runc_rows(rt: &RuntimeResults, rows: &mut Vec<TargetRow>) {
+    let (l, b) = (&rt.latency, &rt.bursts);
+    let r50 = ratio(l.agent_drop.p50(), l.raw_drop.p50());
+    let r95 = ratio(l.agent_drop.p95(), l.raw_drop.p95());
+    rows.push(("Drop to running p50 ≤ 1.15× raw", x(r50), Some(r50 <= 1.15)));
+    rows.push(("Drop to running p95 ≤ 1.3× raw", x(r95), Some(r95 <= 1.3)));
+    let (agent, raw) = (b.agent_up.rates.p50(), b.raw_up.rates.p50());
+    let share = ratio(agent, raw);
+    let text = format!(
+        "{:.0}% ({} vs {} containers/s)",
+        share * 100.0,
+        f1(agent),
+        f1(raw)
+    );
+    rows.push(("Burst ≥ 90% of raw throughput", text, Some(share >= 0.9)));
+    let t1 = ratio(l.agent_teardown.p50(), l.raw_teardown.p50());
+    rows.push(("Teardown (one) p50 ≤ 1.3× raw", x(t1), Some(t1 <= 1.3)));
+    let tn = ratio(b.agent_down.each.p50(), b.raw_down.each.p50());
+    rows.push((
+        "Teardown (of N, each) p50 ≤ 1.3× raw",
+        x(tn),
+        Some(tn <= 1.3),
+    ));
 }
 
 fn idle_rows(r: &Results, rows: &mut Vec<TargetRow>) {
@@ -326,6 +343,10 @@ fn steady_tables(s: &mut String, r: &Results) {
             init.rss_kib, init.pss_kib
         );
     }
+    restart_and_resync_tables(s, r);
+}
+
+fn restart_and_resync_tables(s: &mut String, r: &Results) {
     s.push_str("\n| restart with | n | ready p50 ms | ready p95 ms | nothing restarted |\n|---|---|---|---|---|\n");
     for x in &r.restarts {
         let proof = if x.violations.is_empty() {
