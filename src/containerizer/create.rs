@@ -106,7 +106,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             )
             .map_err(Self::rootfs_err(handle))?;
         let config = bundle::canonical_json(&bundle::generate(input));
-        fsutil::write_json_atomic(&paths.config(), &config).map_err(|source| {
+        super::volatile::write_json(&paths.config(), &config).map_err(|source| {
             ContainerizerError::Fs {
                 handle: handle.clone(),
                 source,

@@ -6,7 +6,8 @@
 //! <depot>/<handle>/
 //!   config.json     the OCI runtime config
 //!   container.json  the ContainerRecord: spec, its hash, labels. Written last
-//!                   by create: a directory without it is half-made.
+//!                   by create: a directory without it (or with it empty, as
+//!                   a machine crash may leave it) is half-made.
 //!   rootfs/         the overlay mount point (lower: the image)
 //!   upper/ work/    the container's own writable layer
 //!   processes/<id>/ one directory per process (see rundmc_shim::protocol)
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::volatile;
 use crate::api::{ContainerSpec, Handle};
 use crate::fsutil::{self, FsError};
 
@@ -156,17 +158,22 @@ impl Depot {
     }
 
     /// Write the record, marking the bundle complete (or updating it).
+    /// Atomic but not durable (see [`volatile`]): after a machine crash the
+    /// container is recreated anyway, and a record the crash left empty
+    /// reads as half-made.
     pub fn write_record(&self, record: &ContainerRecord) -> Result<(), DepotError> {
         let path = self.paths(&record.handle).record();
-        Ok(fsutil::write_json_atomic(&path, record)?)
+        Ok(volatile::write_json(&path, record)?)
     }
 
     /// The record of `handle`; `NotFound` when the directory is absent,
-    /// `Ok(None)` when it is half-made.
+    /// `Ok(None)` when it is half-made (no record, or one a machine crash
+    /// left unwritten).
     pub fn record(&self, handle: &Handle) -> Result<Option<ContainerRecord>, DepotError> {
         let paths = self.paths(handle);
         let path = paths.record();
         match fs::read(&path) {
+            Ok(bytes) if volatile::is_unwritten(&bytes) => Ok(None),
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(|source| DepotError::Corrupt { path, source }),
@@ -193,7 +200,8 @@ impl Depot {
             if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                 continue;
             }
-            let complete = self.paths(&handle).record().is_file();
+            let complete = fs::metadata(self.paths(&handle).record())
+                .is_ok_and(|m| m.is_file() && m.len() > 0);
             out.push(DepotEntry { handle, complete });
         }
         out.sort_by(|a, b| a.handle.cmp(&b.handle));
@@ -262,6 +270,10 @@ mod tests {
             1,
             "temp files are not containers"
         );
+
+        fs::write(depot.paths(&h).record(), b"").unwrap();
+        assert_eq!(depot.record(&h).unwrap(), None, "a crash's empty record");
+        assert!(!depot.entries().unwrap()[0].complete);
 
         depot.remove(&h).unwrap();
         depot.remove(&h).unwrap();

@@ -3,10 +3,13 @@
 //! rootfs, removes the cgroup, and removes the bundle last. A crash at any
 //! step leaves a half-made bundle that the next destroy finishes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::cgroup::Cgroup;
+use super::depot::Depot;
 use super::lifecycle::{needs_delete, needs_kill, needs_thaw};
-use super::rootfs::Mounter;
+use super::rootfs::{Mounter, RootfsError};
 use super::{Containerizer, ContainerizerError, Result};
 use crate::api::Handle;
 use crate::pidfd::PidFd;
@@ -33,28 +36,13 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
                 handle: handle.clone(),
                 source,
             })?;
-        let rootfs = paths.rootfs();
-        self.mounter
-            .unmount(&rootfs)
-            .map_err(Self::rootfs_err(handle))?;
-        if self
-            .mounter
-            .is_mounted(&rootfs)
-            .map_err(Self::rootfs_err(handle))?
-        {
-            // Never recurse into a mounted image: it would delete through it.
-            return Err(Self::rootfs_err(handle)(
-                super::rootfs::RootfsError::Unmount {
-                    target: rootfs,
-                    source: nix::Error::EBUSY,
-                },
-            ));
-        }
-        self.cgroup(handle)
-            .remove()
-            .map_err(Self::cgroup_err(handle))?;
-        self.depot.remove(handle)?;
-        Ok(())
+        // Unmounting and removing a tree wait on the disk: on a blocking
+        // thread, so that other reconciles keep the async workers.
+        let mounter = Arc::clone(&self.mounter);
+        let (depot, cgroup, handle) = (self.depot.clone(), self.cgroup(handle), handle.clone());
+        tokio::task::spawn_blocking(move || remove_files(&*mounter, &depot, &cgroup, &handle))
+            .await
+            .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
     }
 
     /// Kill init (which ends every process in the pid namespace), wait for
@@ -113,4 +101,34 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             None => Ok(true),
         }
     }
+}
+
+/// Unmount the rootfs, then remove the cgroup and the bundle directory.
+fn remove_files<M: Mounter>(
+    mounter: &M,
+    depot: &Depot,
+    cgroup: &Cgroup,
+    handle: &Handle,
+) -> Result<()> {
+    let rootfs_err = |source| ContainerizerError::Rootfs {
+        handle: handle.clone(),
+        source,
+    };
+    let rootfs = depot.paths(handle).rootfs();
+    mounter.unmount(&rootfs).map_err(rootfs_err)?;
+    if mounter.is_mounted(&rootfs).map_err(rootfs_err)? {
+        // Never recurse into a mounted image: it would delete through it.
+        return Err(rootfs_err(RootfsError::Unmount {
+            target: rootfs,
+            source: nix::Error::EBUSY,
+        }));
+    }
+    cgroup
+        .remove()
+        .map_err(|source| ContainerizerError::Cgroup {
+            handle: handle.clone(),
+            source,
+        })?;
+    depot.remove(handle)?;
+    Ok(())
 }

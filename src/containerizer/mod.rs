@@ -7,6 +7,7 @@
 //! guards on the runtime status live in [`lifecycle`].
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use thiserror::Error;
 
@@ -29,6 +30,7 @@ pub mod stop;
 pub mod stream;
 pub mod update;
 pub mod users;
+pub mod volatile;
 
 use crate::process::{ProcessError, Tracker};
 use cgroup::{Cgroup, CgroupError, Hierarchy};
@@ -199,7 +201,8 @@ pub struct Config {
 pub struct Containerizer<R, M = KernelMounter> {
     depot: Depot,
     runtime: R,
-    mounter: M,
+    /// Shared with the blocking threads that unmount and remove.
+    mounter: Arc<M>,
     hierarchy: Hierarchy,
     tracker: Tracker,
     config: Config,
@@ -221,7 +224,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         Ok(Self {
             depot,
             runtime,
-            mounter,
+            mounter: Arc::new(mounter),
             hierarchy,
             tracker,
             config,

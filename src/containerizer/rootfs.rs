@@ -103,12 +103,44 @@ impl Mounter for KernelMounter {
     }
 
     fn is_mounted(&self, target: &Path) -> Result<bool, RootfsError> {
+        // Two statx calls, where reading mountinfo costs time in proportion
+        // to the mounts on the machine (one overlay per container).
+        let parent = target.parent().unwrap_or(target);
+        match (mount_id(target), mount_id(parent)) {
+            (Ok(Some(own)), Ok(Some(above))) => return Ok(own != above),
+            (Err(e), _) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            _ => {}
+        }
         let text = mountinfo::read().map_err(|source| RootfsError::Io {
             path: "/proc/self/mountinfo".into(),
             source,
         })?;
         Ok(mountinfo::parse(&text).any(|m| m.mount_point == target))
     }
+}
+
+/// The id of the mount `path` is on (not following a final symlink);
+/// `None` when the kernel does not report mount ids (before 5.8).
+fn mount_id(path: &Path) -> io::Result<Option<u64>> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statx is plain data; zeroed is a valid value.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a statx buffer to fill.
+    let r = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_MNT_ID,
+            &mut st,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((st.stx_mask & libc::STATX_MNT_ID != 0).then_some(st.stx_mnt_id))
 }
 
 /// `lowerdir=..,upperdir=..,workdir=..`, refusing paths overlayfs would misparse.
@@ -171,10 +203,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         assert_eq!(inherited_bind_flags(&dir).unwrap(), Vec::<String>::new());
         let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        assert!(!KernelMounter.is_mounted(&dir).unwrap());
         nix::mount::mount(Some("tmpfs"), &dir, Some("tmpfs"), flags, None::<&str>).unwrap();
         let got = inherited_bind_flags(&dir);
+        let mounted = KernelMounter.is_mounted(&dir).unwrap();
         KernelMounter.unmount(&dir).unwrap();
+        assert!(mounted, "a tmpfs on it");
         assert!(!KernelMounter.is_mounted(&dir).unwrap());
+        assert!(!KernelMounter.is_mounted(&dir.join("missing")).unwrap());
         std::fs::remove_dir(&dir).unwrap();
         assert_eq!(got.unwrap(), vec!["nosuid", "nodev", "noexec"]);
     }

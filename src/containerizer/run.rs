@@ -86,7 +86,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             user,
             nofile_hard: super::create::nofile_hard(),
         });
-        fsutil::write_json_atomic(&dir.join(PROCESS_JSON), &process).map_err(|source| {
+        super::volatile::write_json(&dir.join(PROCESS_JSON), &process).map_err(|source| {
             ContainerizerError::Fs {
                 handle: handle.clone(),
                 source,

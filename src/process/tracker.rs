@@ -300,20 +300,26 @@ pub async fn cleanup(processes_dir: &Path, grace: Duration) -> Result<CleanupRep
             let _ = tokio::time::timeout(Duration::from_secs(5), shim.exited()).await;
         }
     }
-    for dir in &dirs {
+    // Removing trees waits on the disk: on a blocking thread.
+    let processes_dir = processes_dir.to_owned();
+    report.removed = tokio::task::spawn_blocking(move || remove_all(&dirs, &processes_dir))
+        .await
+        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))?;
+    Ok(report)
+}
+
+/// Removes each process directory, then `processes_dir`; how many were removed.
+fn remove_all(dirs: &[PathBuf], processes_dir: &Path) -> Result<usize, ProcessError> {
+    for dir in dirs {
         std::fs::remove_dir_all(dir).map_err(ProcessError::io(dir))?;
-        report.removed += 1;
     }
     match std::fs::remove_dir(processes_dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(ProcessError::Io {
-                path: processes_dir.to_owned(),
-                source: e,
-            });
-        }
-        _ => {}
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ProcessError::Io {
+            path: processes_dir.to_owned(),
+            source: e,
+        }),
+        _ => Ok(dirs.len()),
     }
-    Ok(report)
 }
 
 #[cfg(test)]

@@ -170,14 +170,7 @@ fn read_manifest(path: &Path, size: u64) -> Vec<Result<Manifest, ManifestError>>
 fn watch(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Option<RecommendedWatcher> {
     let handler = move |res: notify::Result<Event>| {
         let relevant = match res {
-            Ok(ev) => matches!(
-                ev.kind,
-                EventKind::Create(_)
-                    | EventKind::Remove(_)
-                    | EventKind::Modify(ModifyKind::Name(_))
-                    | EventKind::Modify(ModifyKind::Any)
-                    | EventKind::Access(AccessKind::Close(AccessMode::Write))
-            ),
+            Ok(ev) => is_relevant(&ev),
             Err(_) => true,
         };
         if relevant {
@@ -193,6 +186,32 @@ fn watch(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Option<RecommendedWatcher
             None
         }
     }
+}
+
+/// Whether an event can change what the directory declares. Events that
+/// name only files that are not manifests are not: an atomic writer's temp
+/// file (`.web.yaml.tmp`) makes three (create, close, rename away), and each
+/// would cost a scan of the whole directory. A rename counts when either of
+/// its names is a manifest's; an event naming no file (a queue overflow)
+/// always counts.
+fn is_relevant(ev: &Event) -> bool {
+    if ev.need_rescan() {
+        return true;
+    }
+    let kind = matches!(
+        ev.kind,
+        EventKind::Create(_)
+            | EventKind::Remove(_)
+            | EventKind::Modify(ModifyKind::Name(_))
+            | EventKind::Modify(ModifyKind::Any)
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
+    );
+    let names_a_manifest = ev.paths.is_empty()
+        || ev.paths.iter().any(|p| {
+            p.file_name()
+                .is_some_and(|n| is_manifest_name(&n.to_string_lossy()))
+        });
+    kind && names_a_manifest
 }
 
 #[cfg(test)]
@@ -215,6 +234,43 @@ mod tests {
         ] {
             assert!(!is_manifest_name(no), "{no}");
         }
+    }
+
+    #[test]
+    fn only_events_naming_a_manifest_are_relevant() {
+        use notify::event::{CreateKind, Flag, RenameMode};
+        let ev = |kind: EventKind, paths: &[&str]| Event {
+            kind,
+            paths: paths.iter().map(PathBuf::from).collect(),
+            attrs: Default::default(),
+        };
+        let close = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        let rename = |m| EventKind::Modify(ModifyKind::Name(m));
+        let create = EventKind::Create(CreateKind::File);
+        assert!(!is_relevant(&ev(create, &["/m/.web.yaml.tmp"])));
+        assert!(!is_relevant(&ev(close, &["/m/.web.yaml.tmp"])));
+        assert!(!is_relevant(&ev(
+            rename(RenameMode::From),
+            &["/m/.web.yaml.tmp"]
+        )));
+        assert!(is_relevant(&ev(rename(RenameMode::To), &["/m/web.yaml"])));
+        assert!(is_relevant(&ev(
+            rename(RenameMode::Both),
+            &["/m/.web.yaml.tmp", "/m/web.yaml"]
+        )));
+        assert!(is_relevant(&ev(rename(RenameMode::From), &["/m/web.yml"])));
+        assert!(is_relevant(&ev(close, &["/m/web.yaml"])));
+        assert!(is_relevant(&ev(
+            EventKind::Remove(notify::event::RemoveKind::File),
+            &["/m/web.yaml"]
+        )));
+        assert!(!is_relevant(&ev(
+            EventKind::Access(AccessKind::Read),
+            &["/m/web.yaml"]
+        )));
+        assert!(is_relevant(&ev(create, &[])), "no path: cannot tell");
+        let overflow = ev(EventKind::Other, &[]).set_flag(Flag::Rescan);
+        assert!(is_relevant(&overflow));
     }
 
     #[test]

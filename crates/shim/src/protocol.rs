@@ -24,7 +24,7 @@
 //!
 //! 1. It forks; the original process (the launcher) exits at once. The child
 //!    calls `setsid`, becomes a child subreaper and writes `shim.json`
-//!    (temp file, fsync, rename).
+//!    (temp file, rename; no fsync: it cannot outlive a reboot).
 //! 2. It makes the stdout/stderr pipes, the `control` fifo and, with
 //!    `--stdin`, the `stdin` fifo (else the process's stdin is `/dev/null`),
 //!    and runs the runtime argv with the process's stdio on those pipes.

@@ -214,11 +214,15 @@ fn ready(line: &Ready) {
     }
 }
 
-/// Writes `value` as JSON to `dir/name`: temp file, fsync, rename; readers
-/// see the old file or the whole new one. With `durable` the directory is
-/// fsynced too, so the rename survives a machine crash: worth its
-/// milliseconds for `exit.json` (read after a reboot), not for `shim.json`
-/// (its supervisor cannot outlive one) on the path to the ready line.
+/// Writes `value` as JSON to `dir/name`: temp file, rename; readers see the
+/// old file or the whole new one, and the page cache outlives any process
+/// that crashes. With `durable` the file is fsynced before the rename and
+/// the directory after it, so that it survives a machine crash. `shim.json`
+/// is not durable: it names a supervisor a reboot ends, and an fsync costs
+/// milliseconds on the path to the ready line (BENCHMARKS.md). `exit.json`
+/// is, for now: its fsyncs also delay the exit of a process that ends at
+/// once until after the agent's post-start look, which the agent's
+/// controller relies on to notice such an exit (see BENCHMARKS.md).
 fn write_atomic(
     dir: &Path,
     name: &str,
@@ -228,7 +232,9 @@ fn write_atomic(
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut file = File::create(&tmp)?;
     file.write_all(&serde_json::to_vec(value)?)?;
-    file.sync_all()?;
+    if durable {
+        file.sync_all()?;
+    }
     drop(file);
     fs::rename(&tmp, dir.join(name))?;
     if durable {

@@ -1,0 +1,178 @@
+//! Many containers at once. Burst: every manifest written together (raw:
+//! the same containers made by as many threads as the agent has workers),
+//! until every main process has put out its first line. Teardown: every
+//! manifest removed together (raw: kill + delete by as many threads) until
+//! every container's directory is gone. Each container's time counts from
+//! the start of the round; rounds alternate which side goes first.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+
+use crate::agent::AgentEnv;
+use crate::raw::Raw;
+use crate::stats::Samples;
+use crate::wait::{check_interrupted, pause, wait_for};
+
+const POLL: Duration = Duration::from_millis(2);
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+/// One side's rounds.
+#[derive(Debug, Default, Clone)]
+pub struct Side {
+    /// Containers per second, one per round.
+    pub rates: Samples,
+    /// Each container's time from the round's start, every round, ms.
+    pub each: Samples,
+}
+
+/// Burst and teardown, agent and raw.
+#[derive(Debug, Default, Clone)]
+pub struct Bursts {
+    /// Containers per round.
+    pub size: usize,
+    /// Raw threads (= agent workers).
+    pub parallelism: usize,
+    /// Agent burst.
+    pub agent_up: Side,
+    /// Raw burst.
+    pub raw_up: Side,
+    /// Agent teardown.
+    pub agent_down: Side,
+    /// Raw teardown.
+    pub raw_down: Side,
+}
+
+/// `rounds` rounds of `size` containers each way.
+pub fn measure(
+    env: &AgentEnv,
+    raw: &Raw,
+    size: usize,
+    parallelism: usize,
+    rounds: usize,
+) -> Result<Bursts> {
+    let mut b = Bursts {
+        size,
+        parallelism,
+        ..Bursts::default()
+    };
+    for r in 0..rounds {
+        let names: Vec<String> = (0..size).map(|i| format!("b{r}-{i}")).collect();
+        let agent_first = r % 2 == 0;
+        if agent_first {
+            agent_round(env, &names, &mut b)?;
+        }
+        raw_round(raw, &names, parallelism, &mut b)?;
+        if !agent_first {
+            agent_round(env, &names, &mut b)?;
+        }
+    }
+    Ok(b)
+}
+
+fn record(side: &mut Side, each: Vec<Duration>) {
+    let total = each.iter().max().copied().unwrap_or_default();
+    side.rates
+        .0
+        .push(each.len() as f64 / total.as_secs_f64().max(1e-9));
+    side.each.0.extend(Samples::from_durations(&each).0);
+}
+
+fn agent_round(env: &AgentEnv, names: &[String], b: &mut Bursts) -> Result<()> {
+    let yamls: Vec<String> = names.iter().map(|n| env.manifest(n, "Always")).collect();
+    let t0 = Instant::now();
+    for (n, y) in names.iter().zip(&yamls) {
+        env.write(n, y)?;
+    }
+    let up = until_each(names, t0, |n| env.output_landed(n)).with_context(|| env.log_tail())?;
+    record(&mut b.agent_up, up);
+    wait_for("every status Running", TIMEOUT, POLL, || {
+        env.all_running(names)
+    })?;
+    pause(Duration::from_millis(200))?;
+    let t0 = Instant::now();
+    for n in names {
+        env.remove(n)?;
+    }
+    let down = until_each(names, t0, |n| env.gone(n)).with_context(|| env.log_tail())?;
+    record(&mut b.agent_down, down);
+    wait_for("every status file gone", TIMEOUT, POLL, || {
+        names.iter().all(|n| !env.status_path(n).exists())
+    })?;
+    pause(Duration::from_millis(200))
+}
+
+/// Polls each pending name until `done` holds for it; returns each one's
+/// time from `t0`.
+fn until_each(names: &[String], t0: Instant, done: impl Fn(&str) -> bool) -> Result<Vec<Duration>> {
+    let mut when: Vec<Option<Duration>> = vec![None; names.len()];
+    while when.iter().any(Option::is_none) {
+        for (i, n) in names.iter().enumerate() {
+            if when[i].is_none() && done(n) {
+                when[i] = Some(t0.elapsed());
+            }
+        }
+        check_interrupted()?;
+        if t0.elapsed() > TIMEOUT {
+            let left = when.iter().filter(|w| w.is_none()).count();
+            return Err(anyhow!(
+                "{left} of {} not done after {TIMEOUT:?}",
+                names.len()
+            ));
+        }
+        std::thread::sleep(POLL);
+    }
+    Ok(when.into_iter().flatten().collect())
+}
+
+fn raw_round(raw: &Raw, names: &[String], parallelism: usize, b: &mut Bursts) -> Result<()> {
+    let ids: Vec<String> = names.iter().map(|n| format!("r{n}")).collect();
+    let up = in_parallel(&ids, parallelism, |id| {
+        raw.create_and_run(id)?;
+        wait_for(id, TIMEOUT, Duration::from_millis(1), || {
+            raw.output_landed(id)
+        })
+        .map(drop)
+    })?;
+    record(&mut b.raw_up, up);
+    pause(Duration::from_millis(200))?;
+    let down = in_parallel(&ids, parallelism, |id| raw.destroy(id))?;
+    record(&mut b.raw_down, down);
+    pause(Duration::from_millis(200))
+}
+
+/// Runs `job` on every id with `parallelism` threads; returns each id's
+/// finishing time from the start.
+fn in_parallel(
+    ids: &[String],
+    parallelism: usize,
+    job: impl Fn(&str) -> Result<()> + Sync,
+) -> Result<Vec<Duration>> {
+    let next = AtomicUsize::new(0);
+    let done = Mutex::new(Vec::with_capacity(ids.len()));
+    let errors = Mutex::new(Vec::new());
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..parallelism.max(1) {
+            s.spawn(|| {
+                while let Some(id) = ids.get(next.fetch_add(1, Ordering::SeqCst)) {
+                    match job(id) {
+                        Ok(()) => lock(&done).push(t0.elapsed()),
+                        Err(e) => lock(&errors).push(format!("{id}: {e:#}")),
+                    }
+                }
+            });
+        }
+    });
+    let errors = errors.into_inner().unwrap_or_else(|e| e.into_inner());
+    if let Some(first) = errors.first() {
+        return Err(anyhow!("{} raw jobs failed; first: {first}", errors.len()));
+    }
+    Ok(done.into_inner().unwrap_or_else(|e| e.into_inner()))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,176 @@
+//! The raw baseline: the OCI runtime driven by hand on the agent's own
+//! bundle. Each container gets what the agent gives it — a directory, an
+//! overlay of the image, the agent's `config.json` (hostname and cgroup
+//! path made its own) — then `create`, `start` and a detached `exec` of the
+//! agent's own `process.json`, its output going to a file. Teardown is
+//! `kill KILL`, a wait for init, `delete` (never `--force` on a live
+//! container), unmount, remove.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::sys::{self, PidFd};
+
+/// How long init may take to die after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// runc or crun, by hand.
+pub struct Raw {
+    /// `runc` or `crun`.
+    pub runtime: String,
+    /// Its `--root`.
+    pub root: PathBuf,
+    bundles: PathBuf,
+    cgroup_parent: String,
+    image: PathBuf,
+    config: Value,
+    process: Value,
+}
+
+impl Raw {
+    /// A baseline with its bundles under `dir` and its runtime root under
+    /// `run_dir`, copying the bundle of the agent's container at
+    /// `agent_bundle` and its first main process.
+    pub fn new(
+        runtime: &str,
+        dir: &Path,
+        run_dir: &Path,
+        cgroup_parent: String,
+        image: &Path,
+        agent_bundle: &Path,
+    ) -> Result<Raw> {
+        let read = |p: PathBuf| -> Result<Value> {
+            let text =
+                fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
+        };
+        let raw = Raw {
+            runtime: runtime.to_owned(),
+            root: run_dir.join("root"),
+            bundles: dir.join("bundles"),
+            cgroup_parent,
+            image: image.to_owned(),
+            config: read(agent_bundle.join("config.json"))?,
+            process: read(agent_bundle.join("processes/main-1/process.json"))?,
+        };
+        fs::create_dir_all(&raw.bundles)
+            .with_context(|| format!("creating {}", raw.bundles.display()))?;
+        Ok(raw)
+    }
+
+    fn bundle(&self, id: &str) -> PathBuf {
+        self.bundles.join(id)
+    }
+
+    fn command(&self, id: &str, args: &[&str]) -> Result<Command> {
+        let errors = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.bundles.join(format!("{id}.stderr")))
+            .context("opening the runtime's stderr file")?;
+        let mut cmd = Command::new(&self.runtime);
+        cmd.arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(errors);
+        Ok(cmd)
+    }
+
+    fn run(&self, id: &str, mut cmd: Command, verb: &str) -> Result<()> {
+        let status =
+            crate::reaper::status(&mut cmd).with_context(|| format!("running {}", self.runtime))?;
+        if !status.success() {
+            let stderr =
+                fs::read_to_string(self.bundles.join(format!("{id}.stderr"))).unwrap_or_default();
+            bail!("{} {verb} {id}: {status}: {}", self.runtime, stderr.trim());
+        }
+        Ok(())
+    }
+
+    /// Makes the bundle and rootfs of `id`, then create, start and exec.
+    /// Returns once the runtime's exec has returned.
+    pub fn create_and_run(&self, id: &str) -> Result<()> {
+        let dir = self.bundle(id);
+        for sub in ["rootfs", "upper", "work"] {
+            fs::create_dir_all(dir.join(sub))
+                .with_context(|| format!("creating {}/{sub}", dir.display()))?;
+        }
+        sys::mount_overlay(
+            &self.image,
+            &dir.join("upper"),
+            &dir.join("work"),
+            &dir.join("rootfs"),
+        )
+        .with_context(|| format!("mounting the overlay of {id}"))?;
+        let mut config = self.config.clone();
+        config["hostname"] = Value::from(id);
+        config["linux"]["cgroupsPath"] = Value::from(format!("/{}/{id}", self.cgroup_parent));
+        fs::write(dir.join("config.json"), serde_json::to_vec(&config)?)?;
+        fs::write(dir.join("process.json"), serde_json::to_vec(&self.process)?)?;
+        let (bundle, init_pid) = (path_str(&dir)?, path_str(&dir.join("init.pid"))?);
+        let create = ["create", "--bundle", &bundle, "--pid-file", &init_pid, id];
+        self.run(id, self.command(id, &create)?, "create")?;
+        self.run(id, self.command(id, &["start", id])?, "start")?;
+        self.exec(id, &dir)
+    }
+
+    fn exec(&self, id: &str, dir: &Path) -> Result<()> {
+        let (process, main_pid) = (
+            path_str(&dir.join("process.json"))?,
+            path_str(&dir.join("main.pid"))?,
+        );
+        let output = fs::File::create(dir.join("output.log"))?;
+        let mut cmd = self.command(
+            id,
+            &[
+                "exec",
+                "--detach",
+                "--pid-file",
+                &main_pid,
+                "--process",
+                &process,
+                id,
+            ],
+        )?;
+        cmd.stdout(output.try_clone()?).stderr(output);
+        self.run(id, cmd, "exec")
+    }
+
+    /// The process's first output line has landed in its file.
+    pub fn output_landed(&self, id: &str) -> bool {
+        fs::metadata(self.bundle(id).join("output.log")).is_ok_and(|m| m.len() > 0)
+    }
+
+    /// kill KILL, wait for init, delete, unmount, remove.
+    pub fn destroy(&self, id: &str) -> Result<()> {
+        let dir = self.bundle(id);
+        let init = fs::read_to_string(dir.join("init.pid"))
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+            .and_then(|pid| PidFd::open(pid).ok());
+        self.run(id, self.command(id, &["kill", id, "KILL"])?, "kill")?;
+        if let Some(fd) = init
+            && !fd.exited_within(KILL_WAIT)
+        {
+            bail!("{id}: init survived SIGKILL for {KILL_WAIT:?}");
+        }
+        self.run(id, self.command(id, &["delete", id])?, "delete")?;
+        sys::unmount(&dir.join("rootfs")).with_context(|| format!("unmounting {id}"))?;
+        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        let _ = fs::remove_file(self.bundles.join(format!("{id}.stderr")));
+        Ok(())
+    }
+}
+
+fn path_str(p: &Path) -> Result<String> {
+    p.to_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{} is not UTF-8", p.display()))
+}
