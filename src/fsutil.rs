@@ -1,7 +1,16 @@
-//! Crash-safe file writes shared by every room that keeps state on disk:
-//! write to a temporary file beside the target, fsync it, rename it over the
-//! target, fsync the directory. A reader sees the old file or the new one,
-//! never half of either.
+//! Atomic file writes shared by every room that keeps state on disk: write
+//! a temporary file beside the target and rename it over the target, so a
+//! reader sees the old file or the new one, never half of either.
+//!
+//! [`Durability::Durable`] also fsyncs the file and the directory, so the
+//! write survives a machine crash. [`Durability::Volatile`] does not: it is
+//! for files a reboot makes worthless anyway (a reboot ends every container,
+//! and the agent then finds its runtime state gone and recreates it,
+//! rewriting every bundle file), where an fsync would only add milliseconds
+//! to the path from a manifest to a running process. The page cache outlives
+//! any process crash, so only a machine crash can lose such a write, and
+//! what it can leave, an empty file renamed into place, [`is_unwritten`]
+//! recognises.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -49,8 +58,26 @@ fn temp_path(target: &Path) -> PathBuf {
     target.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
-/// Atomically replace `path` with `contents` (mode 0644).
+/// Whether a write must survive a machine crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the file and its directory.
+    Durable,
+    /// Atomic only; see the module's doc.
+    Volatile,
+}
+
+/// Atomically replace `path` with `contents` (mode 0644), durably.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), FsError> {
+    write_atomic_with(path, contents, Durability::Durable)
+}
+
+/// Atomically replace `path` with `contents` (mode 0644).
+pub fn write_atomic_with(
+    path: &Path,
+    contents: &[u8],
+    durability: Durability,
+) -> Result<(), FsError> {
     let tmp = temp_path(path);
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -59,21 +86,41 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), FsError> {
             .mode(0o644)
             .open(&tmp)?;
         f.write_all(contents)?;
-        f.sync_all()?;
+        if durability == Durability::Durable {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)
     })();
     if let Err(source) = result {
         let _ = fs::remove_file(&tmp);
         return Err(FsError::new(path, source));
     }
-    sync_dir(path.parent().unwrap_or(Path::new("/")))
+    match durability {
+        Durability::Durable => sync_dir(path.parent().unwrap_or(Path::new("/"))),
+        Durability::Volatile => Ok(()),
+    }
+}
+
+/// Atomically replace `path` with `value` as pretty JSON, durably.
+pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), FsError> {
+    write_json_with(path, value, Durability::Durable)
 }
 
 /// Atomically replace `path` with `value` as pretty JSON.
-pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), FsError> {
+pub fn write_json_with<T: serde::Serialize>(
+    path: &Path,
+    value: &T,
+    durability: Durability,
+) -> Result<(), FsError> {
     let bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| FsError::new(path, io::Error::new(io::ErrorKind::InvalidData, e)))?;
-    write_atomic(path, &bytes)
+    write_atomic_with(path, &bytes, durability)
+}
+
+/// True for what a machine crash leaves of a volatile write renamed into
+/// place before its data reached the disk: nothing, or only NUL bytes.
+pub fn is_unwritten(bytes: &[u8]) -> bool {
+    bytes.iter().all(|b| *b == 0)
 }
 
 /// fsync a directory so that renames and creations in it are durable.

@@ -106,12 +106,12 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             )
             .map_err(Self::rootfs_err(handle))?;
         let config = bundle::canonical_json(&bundle::generate(input));
-        super::volatile::write_json(&paths.config(), &config).map_err(|source| {
-            ContainerizerError::Fs {
+        fsutil::write_json_with(&paths.config(), &config, fsutil::Durability::Volatile).map_err(
+            |source| ContainerizerError::Fs {
                 handle: handle.clone(),
                 source,
-            }
-        })?;
+            },
+        )?;
         self.runtime
             .create(handle.as_str(), &paths.dir)
             .await

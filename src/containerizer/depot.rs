@@ -21,9 +21,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::volatile;
 use crate::api::{ContainerSpec, Handle};
-use crate::fsutil::{self, FsError};
+use crate::fsutil::{self, Durability, FsError};
 
 /// Depot failures.
 #[derive(Debug, Error)]
@@ -158,12 +157,16 @@ impl Depot {
     }
 
     /// Write the record, marking the bundle complete (or updating it).
-    /// Atomic but not durable (see [`volatile`]): after a machine crash the
+    /// Atomic but not durable (see [`fsutil`]): after a machine crash the
     /// container is recreated anyway, and a record the crash left empty
     /// reads as half-made.
     pub fn write_record(&self, record: &ContainerRecord) -> Result<(), DepotError> {
         let path = self.paths(&record.handle).record();
-        Ok(volatile::write_json(&path, record)?)
+        Ok(fsutil::write_json_with(
+            &path,
+            record,
+            Durability::Volatile,
+        )?)
     }
 
     /// The record of `handle`; `NotFound` when the directory is absent,
@@ -173,7 +176,7 @@ impl Depot {
         let paths = self.paths(handle);
         let path = paths.record();
         match fs::read(&path) {
-            Ok(bytes) if volatile::is_unwritten(&bytes) => Ok(None),
+            Ok(bytes) if fsutil::is_unwritten(&bytes) => Ok(None),
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(|source| DepotError::Corrupt { path, source }),

@@ -30,7 +30,6 @@ pub mod stop;
 pub mod stream;
 pub mod update;
 pub mod users;
-pub mod volatile;
 
 use crate::process::{ProcessError, Tracker};
 use cgroup::{Cgroup, CgroupError, Hierarchy};

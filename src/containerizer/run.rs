@@ -86,11 +86,14 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             user,
             nofile_hard: super::create::nofile_hard(),
         });
-        super::volatile::write_json(&dir.join(PROCESS_JSON), &process).map_err(|source| {
-            ContainerizerError::Fs {
-                handle: handle.clone(),
-                source,
-            }
+        fsutil::write_json_with(
+            &dir.join(PROCESS_JSON),
+            &process,
+            fsutil::Durability::Volatile,
+        )
+        .map_err(|source| ContainerizerError::Fs {
+            handle: handle.clone(),
+            source,
         })?;
         let argv = self.runtime.exec_argv(
             handle.as_str(),

@@ -154,7 +154,12 @@ impl<R: OciRuntime> Controller<R> {
         let result = self
             .execute(handle, desired.as_ref(), want.as_ref(), &obs, &plan)
             .await;
-        let after = observe(&self.containerizer, handle).await?;
+        let had_container = obs.record.is_some() || obs.half_made;
+        // Nothing done, nothing to look at again: a resync costs one look.
+        let after = match plan.steps.is_empty() {
+            true => obs,
+            false => observe(&self.containerizer, handle).await?,
+        };
         self.watch_main(handle, &after);
         self.announce_exit(handle, desired.as_ref(), &after, plan.waiting)
             .await;
@@ -169,7 +174,7 @@ impl<R: OciRuntime> Controller<R> {
             if !self.report(d, &after, plan.waiting, err.as_deref()).await {
                 requeue = Some(requeue.map_or(REPORT_RETRY, |r| r.min(REPORT_RETRY)));
             }
-        } else if obs.record.is_some() || obs.half_made {
+        } else if had_container {
             self.reporters.forget(handle).await;
         }
         result.map(|()| requeue)

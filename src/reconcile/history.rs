@@ -38,9 +38,10 @@ impl MainFile {
             .unwrap_or_default()
     }
 
-    /// Write it atomically into `bundle`.
+    /// Write it atomically into `bundle`. Not fsynced: after a machine crash
+    /// the container is recreated and its history starts again anyway.
     pub fn save(&self, bundle: &Path) -> Result<(), FsError> {
-        fsutil::write_json_atomic(&bundle.join(MAIN_JSON), self)
+        fsutil::write_json_with(&bundle.join(MAIN_JSON), self, fsutil::Durability::Volatile)
     }
 
     /// The process id of the current run, if there was one.

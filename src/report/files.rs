@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::api::ContainerStatus;
-use crate::fsutil::{self, FsError};
+use crate::fsutil::{self, Durability, FsError};
 
 /// The status file of one container: its status, and where it was declared.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,10 +85,9 @@ impl StatusFiles {
             return Ok(false);
         }
         let path = self.path(name);
-        fsutil::write_atomic(
-            &path,
-            serde_yaml::to_string(&file).unwrap_or_default().as_bytes(),
-        )?;
+        let yaml = serde_yaml::to_string(&file).unwrap_or_default();
+        // Rebuilt by the next agent from what it observes: no fsync needed.
+        fsutil::write_atomic_with(&path, yaml.as_bytes(), Durability::Volatile)?;
         written.insert(name.to_string(), file);
         Ok(true)
     }
@@ -116,10 +115,8 @@ impl StatusFiles {
             source: manifest.display().to_string(),
             errors: errors.to_vec(),
         };
-        fsutil::write_atomic(
-            &path,
-            serde_yaml::to_string(&file).unwrap_or_default().as_bytes(),
-        )
+        let yaml = serde_yaml::to_string(&file).unwrap_or_default();
+        fsutil::write_atomic_with(&path, yaml.as_bytes(), Durability::Volatile)
     }
 }
 

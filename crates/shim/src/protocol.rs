@@ -40,8 +40,9 @@
 //!    process; when the first writer of `stdin` closes, the process sees EOF.
 //! 5. When the process exits the shim reaps it, drains what output is left
 //!    (without waiting for end of file: the process's own children may hold
-//!    the pipes), writes `exit.json` atomically (temp file, fsync, rename,
-//!    fsync of the directory), reaps any other child it adopted and exits 0.
+//!    the pipes), writes `exit.json` atomically (temp file, rename; no fsync:
+//!    like the process, it cannot outlive a reboot), reaps any other child it
+//!    adopted and exits 0.
 //!
 //! The agent's side: `control` and `stdin` are opened `O_WRONLY|O_NONBLOCK`;
 //! `ENXIO` means no shim holds them open, i.e. the supervisor is gone. The

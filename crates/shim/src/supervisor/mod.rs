@@ -44,7 +44,7 @@ pub fn start(args: Args) -> ! {
                 message: message.clone(),
             });
             let record = exit_record_for_start_error(message);
-            if let Err(e) = write_atomic(&args.dir, EXIT_JSON, &record, true) {
+            if let Err(e) = write_atomic(&args.dir, EXIT_JSON, &record) {
                 eprintln!("rundmc-shim: writing {EXIT_JSON}: {e}");
             }
             1
@@ -75,7 +75,7 @@ fn supervise(args: &Args) -> Result<(), Failure> {
         pid: std::process::id() as i32,
         start_time: procstat::own_start_time().map_err(start_err("reading /proc/self/stat"))?,
     };
-    write_atomic(&args.dir, SHIM_JSON, &record, false).map_err(start_err("writing shim.json"))?;
+    write_atomic(&args.dir, SHIM_JSON, &record).map_err(start_err("writing shim.json"))?;
     let oom_before = args.oom_file.as_deref().and_then(read_oom_kills);
 
     let (mut pump, child_stdio) = open_stdio(args).map_err(start_err("setting up stdio"))?;
@@ -98,7 +98,7 @@ fn supervise(args: &Args) -> Result<(), Failure> {
     pump.drain().map_err(Failure::Supervise)?;
     let oom_after = args.oom_file.as_deref().and_then(read_oom_kills);
     let record = exit_record(ending, oom_before, oom_after);
-    write_atomic(&args.dir, EXIT_JSON, &record, true).map_err(Failure::Supervise)
+    write_atomic(&args.dir, EXIT_JSON, &record).map_err(Failure::Supervise)
 }
 
 /// The process's ends of its stdio, handed to the runtime.
@@ -216,31 +216,15 @@ fn ready(line: &Ready) {
 
 /// Writes `value` as JSON to `dir/name`: temp file, rename; readers see the
 /// old file or the whole new one, and the page cache outlives any process
-/// that crashes. With `durable` the file is fsynced before the rename and
-/// the directory after it, so that it survives a machine crash. `shim.json`
-/// is not durable: it names a supervisor a reboot ends, and an fsync costs
-/// milliseconds on the path to the ready line (BENCHMARKS.md). `exit.json`
-/// is, for now: its fsyncs also delay the exit of a process that ends at
-/// once until after the agent's post-start look, which the agent's
-/// controller relies on to notice such an exit (see BENCHMARKS.md).
-fn write_atomic(
-    dir: &Path,
-    name: &str,
-    value: &impl serde::Serialize,
-    durable: bool,
-) -> io::Result<()> {
+/// that crashes. Never fsynced: `shim.json` and `exit.json` describe
+/// processes a reboot ends, and the agent recreates their containers after
+/// one; an fsync would only add milliseconds to starts and exits.
+fn write_atomic(dir: &Path, name: &str, value: &impl serde::Serialize) -> io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut file = File::create(&tmp)?;
     file.write_all(&serde_json::to_vec(value)?)?;
-    if durable {
-        file.sync_all()?;
-    }
     drop(file);
-    fs::rename(&tmp, dir.join(name))?;
-    if durable {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    fs::rename(&tmp, dir.join(name))
 }
 
 #[cfg(test)]
