@@ -376,3 +376,28 @@ fn metrics_health_and_readiness_are_served() {
     );
     assert_eq!(get("/nope").0, 404);
 }
+
+#[test]
+fn removal_is_graceful_the_main_process_gets_sigterm_first() {
+    let a = AgentEnv::new("agent-graceful");
+    let _agent = a.start();
+    let shared = a.env.dir.join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let spec = format!(
+        "  mounts: [{{source: {}, destination: /out}}]\n  process:\n    args: [\"/bin/sh\", \"-c\", \"trap 'echo bye > /out/bye; exit 0' TERM; echo up; while true; do sleep 0.1; done\"]\n",
+        shared.display()
+    );
+    a.write("polite.yaml", &manifest("polite", &spec));
+    a.wait("running and trapping", T, || {
+        a.running("polite") && a.main_log("polite").contains("up")
+    });
+    a.remove("polite.yaml");
+    a.wait("destroyed", T, || {
+        a.env.runc_status("polite").is_none() && !a.env.depot.join("polite").exists()
+    });
+    assert_eq!(
+        std::fs::read_to_string(shared.join("bye")).unwrap(),
+        "bye\n",
+        "it ran its TERM handler"
+    );
+}

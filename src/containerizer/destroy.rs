@@ -80,20 +80,33 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
 
     /// SIGKILL init and wait for it to exit; false if it did not in time.
     async fn kill_init(&self, handle: &Handle, pid: Option<i32>) -> Result<bool> {
+        // Init, proven to be the container's by its place in the container's
+        // cgroup, is killed through a pidfd: no `runc kill` to spawn.
         let pidfd = pid.and_then(|p| PidFd::open(p).ok());
-        match self
-            .runtime
-            .kill(handle.as_str(), libc::SIGKILL, false)
-            .await
-        {
-            Ok(()) | Err(RuntimeError::NotFound { .. }) => {}
-            // Init already gone between state and kill: nothing to wait for.
-            Err(RuntimeError::Failed { .. }) if pidfd.is_none() => return Ok(true),
-            Err(source) => {
-                return Err(ContainerizerError::Runtime {
-                    handle: handle.clone(),
-                    source,
-                });
+        let ours = pid.is_some_and(|p| {
+            self.cgroup(handle)
+                .procs()
+                .is_ok_and(|procs| procs.contains(&p))
+        });
+        let signalled = match (&pidfd, ours) {
+            (Some(fd), true) => fd.send_signal(libc::SIGKILL).is_ok(),
+            _ => false,
+        };
+        if !signalled {
+            match self
+                .runtime
+                .kill(handle.as_str(), libc::SIGKILL, false)
+                .await
+            {
+                Ok(()) | Err(RuntimeError::NotFound { .. }) => {}
+                // Init already gone between state and kill: nothing to wait for.
+                Err(RuntimeError::Failed { .. }) if pidfd.is_none() => return Ok(true),
+                Err(source) => {
+                    return Err(ContainerizerError::Runtime {
+                        handle: handle.clone(),
+                        source,
+                    });
+                }
             }
         }
         match pidfd {

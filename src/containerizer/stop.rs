@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
+use super::cgroup::CgroupError;
 use super::lifecycle::can_stop;
 use super::rootfs::Mounter;
 use super::{Containerizer, ContainerizerError, Result};
@@ -37,13 +38,17 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         }
         let init = state.pid.unwrap_or(0);
         if !grace.is_zero() {
-            let victims = self.signal_all_but(handle, init, libc::SIGTERM).await?;
+            let victims = self
+                .signal_all_but(handle, init, libc::SIGTERM, true)
+                .await?;
             if wait_all(victims, grace).await {
                 return Ok(());
             }
         }
         for _ in 0..KILL_ROUNDS {
-            let victims = self.signal_all_but(handle, init, libc::SIGKILL).await?;
+            let victims = self
+                .signal_all_but(handle, init, libc::SIGKILL, true)
+                .await?;
             if victims.is_empty() || wait_all(victims, KILL_ROUND_WAIT).await {
                 return Ok(());
             }
@@ -58,15 +63,43 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         })
     }
 
-    /// Freeze, list, signal every task but `init`, thaw. Returns a pidfd per
-    /// task signalled, opened while frozen so none can be a reused pid.
-    async fn signal_all_but(&self, handle: &Handle, init: i32, signal: i32) -> Result<Vec<PidFd>> {
+    /// Give every process but init SIGTERM and up to `grace` to exit, before
+    /// a destroy, whose SIGKILL of init ends whatever is left: one round, and
+    /// no freezer, since no escapee outlives its pid namespace.
+    pub async fn terminate(&self, handle: &Handle, grace: Duration) -> Result<()> {
+        let Some(state) = self.runtime_state(handle).await? else {
+            return Ok(());
+        };
+        if !can_stop(Some(state.status)) || grace.is_zero() {
+            return Ok(());
+        }
+        let victims = self
+            .signal_all_but(handle, state.pid.unwrap_or(0), libc::SIGTERM, false)
+            .await?;
+        wait_all(victims, grace).await;
+        Ok(())
+    }
+
+    /// Freeze (when `freeze`), list, signal every task but `init`, thaw.
+    /// Returns a pidfd per task signalled, opened while frozen so none can
+    /// be a reused pid.
+    async fn signal_all_but(
+        &self,
+        handle: &Handle,
+        init: i32,
+        signal: i32,
+        freeze: bool,
+    ) -> Result<Vec<PidFd>> {
         let cgroup = self.cgroup(handle);
         let result = tokio::task::spawn_blocking(move || {
             // Signal while frozen: no task can fork between list and signal.
             // A freeze that will not take (it thaws itself on failure) still
             // gets its round, unfrozen; the next round catches escapees.
-            let frozen = cgroup.freeze();
+            let frozen = if freeze {
+                cgroup.freeze()
+            } else {
+                Err(CgroupError::NotMounted)
+            };
             let victims = cgroup.procs().map(|pids| {
                 pids.into_iter()
                     .filter(|pid| *pid != init)
@@ -74,7 +107,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
                     .filter(|fd| fd.send_signal(signal).is_ok())
                     .collect::<Vec<PidFd>>()
             });
-            if let Err(e) = &frozen {
+            if let (true, Err(e)) = (freeze, &frozen) {
                 tracing::warn!(error = %e, "signalling without the freezer");
             }
             let thawed = if frozen.is_ok() {

@@ -34,7 +34,7 @@ impl<R: OciRuntime> Controller<R> {
                 format!("Stopping container with a grace period of {grace:?}"),
             )
             .await;
-            if let Err(e) = self.containerizer.stop(handle, grace).await {
+            if let Err(e) = self.containerizer.terminate(handle, grace).await {
                 tracing::debug!(%handle, error = %e, "stop before destroy");
             }
         }
