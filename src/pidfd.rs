@@ -5,6 +5,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+use rundmc_shim::procstat;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
@@ -37,8 +38,8 @@ impl PidFd {
     /// known to refer to the right process.
     pub fn open_verified(pid: i32, start_time: u64) -> io::Result<Self> {
         let fd = Self::open(pid)?;
-        match proc_start_time(pid)? {
-            Some(t) if t == start_time => Ok(fd),
+        match procstat::start_time(pid) {
+            Ok(t) if t == start_time => Ok(fd),
             _ => Err(io::Error::from_raw_os_error(libc::ESRCH)),
         }
     }
@@ -67,17 +68,31 @@ impl PidFd {
         }
     }
 
+    /// Whether the process has exited, without waiting (a zombie counts).
+    pub fn has_exited(&self) -> bool {
+        let mut fds = [libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: one valid pollfd, zero timeout.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
+        n > 0 && fds[0].revents != 0
+    }
+
     /// Wait until the process has exited (a pidfd polls readable then).
-    pub async fn exited(self) -> io::Result<()> {
-        // SAFETY: `self.fd` is an owned, open pidfd that the AsyncFd owns
-        // from here on and that nothing else closes or replaces.
-        let fd = unsafe { AsyncFd::register_with_interest(self.fd, Interest::READABLE)? };
+    /// Waits on a duplicate, so it can be awaited more than once.
+    pub async fn exited(&self) -> io::Result<()> {
+        let dup = self.fd.try_clone()?;
+        // SAFETY: `dup` is an owned, open pidfd that the AsyncFd owns from
+        // here on and that nothing else closes or replaces.
+        let fd = unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE)? };
         let _guard = fd.readable().await?;
         Ok(())
     }
 
     /// Wait at most `timeout`; true when the process exited.
-    pub async fn exited_within(self, timeout: Duration) -> io::Result<bool> {
+    pub async fn exited_within(&self, timeout: Duration) -> io::Result<bool> {
         match tokio::time::timeout(timeout, self.exited()).await {
             Ok(r) => r.map(|()| true),
             Err(_) => Ok(false),
@@ -85,34 +100,9 @@ impl PidFd {
     }
 }
 
-/// Field 22 of /proc/<pid>/stat (start time in clock ticks); `None` when the
-/// process does not exist.
-pub fn proc_start_time(pid: i32) -> io::Result<Option<u64>> {
-    let text = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    Ok(parse_start_time(&text))
-}
-
-/// Start time from a /proc/<pid>/stat line. The command name (field 2) may
-/// hold spaces and parentheses, so fields are counted after the last `)`.
-pub fn parse_start_time(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn start_time_survives_odd_names() {
-        let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000 10";
-        assert_eq!(parse_start_time(stat), Some(123456));
-        assert_eq!(parse_start_time("garbage"), None);
-    }
 
     #[tokio::test]
     async fn waits_for_exit_and_refuses_strangers() {
@@ -121,13 +111,19 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
-        let start = proc_start_time(pid).unwrap().unwrap();
+        let start = procstat::start_time(pid).unwrap();
         assert!(
             PidFd::open_verified(pid, start + 1).is_err(),
             "wrong start time is refused"
         );
         let fd = PidFd::open_verified(pid, start).unwrap();
+        assert!(!fd.has_exited(), "sleep is still running");
         assert!(fd.exited_within(Duration::from_secs(5)).await.unwrap());
+        assert!(
+            fd.has_exited(),
+            "an exited, unreaped child counts as exited"
+        );
+        assert!(fd.exited_within(Duration::from_millis(1)).await.unwrap());
         child.wait().unwrap();
     }
 }

@@ -128,6 +128,6 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
 
 /// Wait for every process to exit; false if any is left after `timeout`.
 async fn wait_all(victims: Vec<PidFd>, timeout: Duration) -> bool {
-    let waits = victims.into_iter().map(|fd| fd.exited_within(timeout));
+    let waits = victims.iter().map(|fd| fd.exited_within(timeout));
     join_all(waits).await.into_iter().all(|r| r.unwrap_or(true))
 }

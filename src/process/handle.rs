@@ -13,7 +13,7 @@ use rundmc_shim::protocol::{
 use tokio::net::unix::pipe;
 
 use super::files::{read_json, read_pid};
-use super::shim::{LiveShim, read_record};
+use super::shim::{open_live, read_record};
 use super::{Exit, ProcState, ProcessError};
 
 /// A process under a `rundmc-shim` supervisor.
@@ -71,7 +71,7 @@ impl Process {
         if let Some(rec) = self.exit_record()? {
             return Ok(ProcState::Exited(rec));
         }
-        if LiveShim::open(&self.shim).is_some() {
+        if open_live(&self.shim).is_some() {
             return Ok(ProcState::Running);
         }
         // It may have written exit.json just before it ended.
@@ -91,7 +91,7 @@ impl Process {
         if let Some(rec) = self.exit_record()? {
             return Ok(Exit::Exited(rec));
         }
-        if let Some(shim) = LiveShim::open(&self.shim) {
+        if let Some(shim) = open_live(&self.shim) {
             shim.exited().await.map_err(ProcessError::io(&self.dir))?;
         }
         Ok(match self.exit_record()? {

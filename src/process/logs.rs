@@ -20,7 +20,8 @@ use rundmc_shim::protocol::{EXIT_JSON, OUTPUT_LOG};
 use tokio::sync::Notify;
 
 use super::ProcessError;
-use super::shim::{LiveShim, read_record};
+use super::shim::{open_live, read_record};
+use crate::pidfd::PidFd;
 
 /// One record of the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +117,7 @@ pub struct Follower {
     buf: Vec<u8>,
     lines: VecDeque<LogLine>,
     wake: Arc<Notify>,
-    shim: Option<LiveShim>,
+    shim: Option<PidFd>,
     finished: bool,
     _watcher: notify::RecommendedWatcher,
 }
@@ -140,7 +141,7 @@ impl Follower {
                 path: dir.to_owned(),
                 source,
             })?;
-        let shim = read_record(dir)?.and_then(|r| LiveShim::open(&r));
+        let shim = read_record(dir)?.and_then(|r| open_live(&r));
         let current_path = dir.join(OUTPUT_LOG);
         let mut current = open_log(&current_path)?;
         let mut older = VecDeque::new();

@@ -11,8 +11,9 @@ use std::time::Duration;
 use rundmc_shim::protocol::{DEFAULT_LOG_MAX_BYTES, DEFAULT_LOG_MAX_FILES, Ready, SHIM_LOG};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::shim::{LiveShim, read_record};
+use super::shim::{open_live, read_record};
 use super::{ProcState, Process, ProcessError};
+use crate::pidfd::PidFd;
 
 /// How long [`Tracker::spawn`] waits for the supervisor's ready line by default.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -178,9 +179,9 @@ impl Tracker {
     /// A supervisor that never said ready is killed, so nothing runs unseen.
     fn give_up(&self, launch: &Launch) -> ProcessError {
         if let Ok(Some(rec)) = read_record(&launch.dir)
-            && let Some(shim) = LiveShim::open(&rec)
+            && let Some(shim) = open_live(&rec)
         {
-            let _ = shim.kill();
+            let _ = shim.send_signal(libc::SIGKILL);
         }
         ProcessError::ReadyTimeout {
             id: launch.id.clone(),
@@ -282,10 +283,10 @@ pub struct CleanupReport {
 /// get `grace` to record their exits; the rest are SIGKILLed.
 pub async fn cleanup(processes_dir: &Path, grace: Duration) -> Result<CleanupReport, ProcessError> {
     let dirs = process_dirs(processes_dir)?;
-    let shims: Vec<LiveShim> = dirs
+    let shims: Vec<PidFd> = dirs
         .iter()
         .filter_map(|d| read_record(d).ok().flatten())
-        .filter_map(|r| LiveShim::open(&r))
+        .filter_map(|r| open_live(&r))
         .collect();
     let deadline = tokio::time::Instant::now() + grace;
     let mut report = CleanupReport::default();
@@ -294,8 +295,8 @@ pub async fn cleanup(processes_dir: &Path, grace: Duration) -> Result<CleanupRep
             .await
             .is_err()
         {
-            if shim.kill().is_ok() {
-                report.killed_supervisors.push(shim.pid);
+            if shim.send_signal(libc::SIGKILL).is_ok() {
+                report.killed_supervisors.push(shim.pid());
             }
             let _ = tokio::time::timeout(Duration::from_secs(5), shim.exited()).await;
         }
