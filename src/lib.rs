@@ -3,9 +3,11 @@
 //! Kubernetes custom resources. See `DESIGN.md` for the flow and the rooms.
 
 pub mod api;
+pub mod cgroup;
 pub mod cli;
 pub mod containerizer;
 pub mod fsutil;
+pub mod mountinfo;
 pub mod pidfd;
 pub mod process;
 pub mod reconcile;

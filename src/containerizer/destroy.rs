@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::cgroup::Cgroup;
 use super::depot::Depot;
 use super::lifecycle::{needs_delete, needs_kill, needs_thaw};
 use super::rootfs::{Mounter, RootfsError};
 use super::{Containerizer, ContainerizerError, Result};
 use crate::api::Handle;
+use crate::cgroup::Cgroup;
 use crate::pidfd::PidFd;
 use crate::runtime::{OciRuntime, RuntimeError, Status};
 

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::cgroup::Metrics;
 use super::rootfs::Mounter;
 use super::{Containerizer, Result};
 use crate::api::{Handle, Limits};
+use crate::cgroup::Metrics;
 use crate::runtime::{OciRuntime, Status};
 
 /// A container as the depot and the runtime describe it.

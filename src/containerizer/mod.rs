@@ -16,13 +16,11 @@ use crate::fsutil::FsError;
 use crate::runtime::{OciRuntime, RuntimeError, Status};
 
 pub mod bundle;
-pub mod cgroup;
 pub mod create;
 pub mod depot;
 pub mod destroy;
 pub mod info;
 pub mod lifecycle;
-pub mod mountinfo;
 pub mod nstar;
 pub mod rootfs;
 pub mod run;
@@ -31,8 +29,8 @@ pub mod stream;
 pub mod update;
 pub mod users;
 
+use crate::cgroup::{Cgroup, CgroupError, Hierarchy};
 use crate::process::{ProcessError, Tracker};
-use cgroup::{Cgroup, CgroupError, Hierarchy};
 use depot::{Depot, DepotError};
 use rootfs::{KernelMounter, Mounter, RootfsError};
 use users::UserError;
@@ -247,7 +245,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             self.config.cgroup_parent.trim_matches('/'),
             handle
         );
-        Cgroup::new(self.hierarchy.clone(), path)
+        self.hierarchy.cgroup(&path)
     }
 
     /// Handles of every complete container in the depot.

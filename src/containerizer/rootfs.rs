@@ -10,7 +10,7 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sys::statvfs::{FsFlags, statvfs};
 use thiserror::Error;
 
-use super::mountinfo;
+use crate::mountinfo;
 
 /// Rootfs failures.
 #[derive(Debug, Error)]

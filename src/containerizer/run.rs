@@ -103,7 +103,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         );
         let mut launch = Launch::new(&id, &dir, argv);
         launch.stdin = spec.stdin;
-        launch.oom_file = Some(self.cgroup(handle).oom_counter_file());
+        launch.oom_file = self.cgroup(handle).oom_counter_file().ok();
         if let Some(b) = spec.log_max_bytes {
             launch.log_max_bytes = b;
         }
@@ -120,7 +120,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
                 })?;
         if let Some(cgroup) = &self.config.shim_cgroup {
             let pid = process.supervisor().pid;
-            if let Err(e) = super::cgroup::move_everywhere(pid, cgroup) {
+            if let Err(e) = crate::cgroup::move_everywhere(pid, cgroup) {
                 tracing::warn!(%handle, pid, error = %e, "supervisor stays in the agent's cgroup");
             }
         }

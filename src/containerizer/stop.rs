@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use super::cgroup::CgroupError;
 use super::lifecycle::can_stop;
 use super::rootfs::Mounter;
 use super::{Containerizer, ContainerizerError, Result};
 use crate::api::Handle;
+use crate::cgroup::CgroupError;
 use crate::pidfd::PidFd;
 use crate::runtime::OciRuntime;
 

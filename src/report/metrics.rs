@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::containerizer::cgroup::Metrics as Usage;
+use crate::cgroup::Metrics as Usage;
 
 /// `result` label of reconciles.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -57,6 +57,15 @@ pub enum RuntimeError {
         #[source]
         source: serde_json::Error,
     },
+    /// The container's cgroup, read in-process, could not be read.
+    #[error("container {id}: {source}")]
+    Cgroup {
+        /// The container id.
+        id: String,
+        /// The cgroup failure, naming the file.
+        #[source]
+        source: crate::cgroup::CgroupError,
+    },
     /// A file of the runtime's (state or log) could not be read or written.
     #[error("{path}: {source}")]
     Io {

@@ -11,7 +11,6 @@ use std::time::Duration;
 use oci_spec::runtime::LinuxResources;
 
 pub mod argv;
-pub mod cgroup;
 pub mod command;
 pub mod error;
 pub mod output;
@@ -75,6 +74,20 @@ pub struct Stats {
     pub pids_current: u64,
     /// Task limit, 0 when unlimited.
     pub pids_limit: u64,
+}
+
+impl From<crate::cgroup::Metrics> for Stats {
+    /// Usage read from the cgroup in-process, in `runc events --stats`
+    /// terms: an unlimited memory limit is `u64::MAX`, unlimited pids 0.
+    fn from(m: crate::cgroup::Metrics) -> Self {
+        Stats {
+            cpu_usage_ns: m.cpu_usage_ns,
+            memory_usage_bytes: m.memory_usage_bytes,
+            memory_limit_bytes: m.memory_limit_bytes.unwrap_or(u64::MAX),
+            pids_current: m.pids_current,
+            pids_limit: m.pids_limit.unwrap_or(0),
+        }
+    }
 }
 
 /// An event from `runc events`.

@@ -27,12 +27,12 @@ use std::time::Duration;
 use oci_spec::runtime::LinuxResources;
 use tokio::sync::mpsc;
 
-use super::cgroup::{self, OomWatch};
 use super::command::{
     Capture, CommandRunner, Finished, Input, Invocation, LineStream, RunError, TokioRunner,
 };
 use super::state_dir::{self, Layout, Lookup, Record};
 use super::{Event, OciRuntime, RuntimeConfig, RuntimeError, State, Stats, argv, output};
+use crate::cgroup::{Cgroup, OomWatch};
 
 /// How many events may wait for a slow receiver.
 const EVENTS_BUFFER: usize = 16;
@@ -257,7 +257,7 @@ impl<R: CommandRunner> Runc<R> {
         })
     }
 
-    fn cgroup_of(&self, record: &Record) -> Result<cgroup::Cgroup, RuntimeError> {
+    fn cgroup_of(&self, record: &Record) -> Result<Cgroup, RuntimeError> {
         record.cgroup.clone().ok_or_else(|| RuntimeError::Io {
             path: self.root.join(&record.id),
             source: std::io::Error::new(
@@ -282,9 +282,9 @@ impl<R: CommandRunner> Runc<R> {
 
     fn events_in_process(&self, record: &Record) -> Result<mpsc::Receiver<Event>, RuntimeError> {
         let cgroup = self.cgroup_of(record)?;
-        let watch = OomWatch::new(&cgroup).map_err(|e| RuntimeError::Io {
-            path: e.path,
-            source: e.source,
+        let watch = OomWatch::new(&cgroup).map_err(|source| RuntimeError::Cgroup {
+            id: record.id.clone(),
+            source,
         })?;
         let (tx, rx) = mpsc::channel(EVENTS_BUFFER);
         tokio::spawn(forward_ooms(record.id.clone(), watch, tx));
@@ -379,10 +379,13 @@ impl<R: CommandRunner> OciRuntime for Runc<R> {
             Some(Record {
                 cgroup: Some(cgroup),
                 ..
-            }) => cgroup.stats().map_err(|e| RuntimeError::Io {
-                path: e.path,
-                source: e.source,
-            }),
+            }) => cgroup
+                .metrics()
+                .map(Stats::from)
+                .map_err(|source| RuntimeError::Cgroup {
+                    id: id.to_owned(),
+                    source,
+                }),
             _ => self.stats_spawned(id).await,
         }
     }

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::cgroup::{self, Cgroup};
 use super::{State, Status};
+use crate::cgroup::{Cgroup, Hierarchy};
 
 /// Which runtime wrote a container's state directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,15 +115,15 @@ struct CrunStatusFile {
 }
 
 /// Parse crun's `status` file; crun does not record the id in it, the
-/// directory's name is the id. `unified` tells whether cgroups are v2.
+/// directory's name is the id. crun records the cgroup path relative to
+/// the roots of `hierarchy`.
 pub fn parse_crun_status(
     id: &str,
     bytes: &[u8],
-    unified: bool,
+    hierarchy: &Hierarchy,
 ) -> Result<Record, serde_json::Error> {
     let file: CrunStatusFile = serde_json::from_slice(bytes)?;
-    let cgroup =
-        (!file.cgroup_path.is_empty()).then(|| Cgroup::from_path(unified, &file.cgroup_path));
+    let cgroup = (!file.cgroup_path.is_empty()).then(|| hierarchy.cgroup(&file.cgroup_path));
     Ok(Record {
         id: id.to_owned(),
         layout: Layout::Crun,
@@ -186,7 +186,7 @@ pub fn lookup(root: &Path, id: &str) -> Lookup {
         Err(_) => return Lookup::Unparsable,
     }
     match fs::read(dir.join("status")) {
-        Ok(bytes) => parse_crun_status(id, &bytes, cgroup::unified())
+        Ok(bytes) => parse_crun_status(id, &bytes, Hierarchy::host())
             .map_or(Lookup::Unparsable, Lookup::Found),
         Err(e) if e.kind() == ErrorKind::NotFound => match dir.try_exists() {
             Ok(true) => Lookup::Empty,
@@ -301,7 +301,15 @@ mod tests {
 
     #[test]
     fn crun_status_gives_pid_start_bundle_and_cgroup() {
-        let record = parse_crun_status("x-crun", CRUN_RUNNING, false).unwrap();
+        let v1 = Hierarchy::V1 {
+            controllers: ["freezer", "memory"]
+                .map(|c| (c.to_string(), Path::new("/sys/fs/cgroup").join(c)))
+                .into(),
+        };
+        let v2 = Hierarchy::V2 {
+            root: "/sys/fs/cgroup".into(),
+        };
+        let record = parse_crun_status("x-crun", CRUN_RUNNING, &v1).unwrap();
         assert_eq!(record.id, "x-crun");
         assert_eq!(record.layout, Layout::Crun);
         assert_eq!((record.pid, record.start_time), (12354, 74321));
@@ -313,7 +321,7 @@ mod tests {
             dirs.get("freezer").unwrap(),
             Path::new("/sys/fs/cgroup/freezer/rundmc-exp/c1")
         );
-        let created = parse_crun_status("k1", CRUN_CREATED, true).unwrap();
+        let created = parse_crun_status("k1", CRUN_CREATED, &v2).unwrap();
         assert_eq!(
             created.cgroup,
             Some(Cgroup::V2("/sys/fs/cgroup/rundmc-exp/k1".into()))

@@ -167,8 +167,8 @@ impl Drop for Env {
                     nix::mount::umount2(&e.path().join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
             }
         }
-        let mounts = rundmc::containerizer::mountinfo::read().unwrap_or_default();
-        let hierarchies: Vec<PathBuf> = rundmc::containerizer::mountinfo::parse(&mounts)
+        let mounts = rundmc::mountinfo::read().unwrap_or_default();
+        let hierarchies: Vec<PathBuf> = rundmc::mountinfo::parse(&mounts)
             .filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2")
             .map(|m| m.mount_point)
             .collect();
