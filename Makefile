@@ -7,7 +7,7 @@ STATE ?= $(CURDIR)/state
 DEMO_CGROUP ?= rundmc-demo
 export RUNDMC_TEST_ROOTFS := $(ROOTFS)
 
-.PHONY: all deps rootfs build build-debug test lint run clean-run bench clean
+.PHONY: all deps rootfs build build-debug test lint run clean-run bench image clean
 
 all: build
 
@@ -54,6 +54,14 @@ clean-run:
 bench: rootfs build
 	target/release/rundmc-bench --image $(ROOTFS) --bin-dir $(CURDIR)/target/release \
 		--out $(CURDIR)/BENCHMARKS.md --findings $(CURDIR)/benches/e2e/FINDINGS.md
+
+# The agent's container image, built without a container engine: one
+# archive that is an OCI image layout and a Docker archive (docker load,
+# podman load, ctr images import, skopeo copy oci-archive:...).
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+image: build
+	scripts/mkimage.py --bin-dir $(CURDIR)/target/release \
+		--out $(CURDIR)/target/image/rundmc-$(VERSION).tar --tag rundmc/rundmc:$(VERSION)
 
 clean: clean-run
 	cargo clean
