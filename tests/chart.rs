@@ -557,6 +557,8 @@ fn the_rendered_args_parse_with_the_agents_own_parser() {
             "allowPrivileged=true",
             "--set",
             "runtime=crun",
+            "--set",
+            "mirrorNamespace=rundmc-system",
             "--set-json",
             "allowedHostPaths=[\"/srv/a\",\"/opt/b\"]",
         ],
@@ -583,6 +585,9 @@ fn the_rendered_args_parse_with_the_agents_own_parser() {
                 vec![std::path::PathBuf::from("/srv/a"), "/opt/b".into()]
             );
             assert_eq!(args.runtime, std::path::PathBuf::from("crun"));
+            assert_eq!(args.mirror_namespace, "rundmc-system");
+        } else {
+            assert_eq!(args.mirror_namespace, "default");
         }
     }
 }

@@ -11,7 +11,7 @@ mod support;
 use std::time::Duration;
 
 use apiserver::FakeApiServer;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use rundmc::api::{Container, ContainerSpec, Phase};
@@ -437,6 +437,41 @@ async fn a_file_container_gets_a_mirror_that_follows_its_status() {
     k.server
         .wait_for(T, |s| {
             s.get::<Container>("default", "static-node-1").is_none()
+        })
+        .await
+        .expect("mirror deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrors_are_published_in_the_namespace_given() {
+    let mut k = Cluster::new("kube-mirror-ns", FakeApiServer::start().await).await;
+    k.env
+        .extra
+        .extend(["--mirror-namespace", "rundmc-system"].map(String::from));
+    let mut namespace = Namespace::default();
+    namespace.metadata.name = Some("rundmc-system".into());
+    k.server.insert(&namespace);
+    let _agent = k.start();
+    k.env.write(
+        "static.yaml",
+        &manifest("static", "  process:\n    args: [\"sleep\", \"100000\"]\n"),
+    );
+    let mirror = k
+        .server
+        .wait_for_object::<Container>("rundmc-system", "static-node-1", T, ready)
+        .await
+        .unwrap_or_else(|_| panic!("no Running mirror in rundmc-system\n{}", k.env.agent_log()));
+    assert_eq!(mirror.metadata.namespace.as_deref(), Some("rundmc-system"));
+    assert!(
+        k.server
+            .get::<Container>("default", "static-node-1")
+            .is_none()
+    );
+    k.env.remove("static.yaml");
+    k.server
+        .wait_for(T, |s| {
+            s.get::<Container>("rundmc-system", "static-node-1")
+                .is_none()
         })
         .await
         .expect("mirror deleted");

@@ -139,9 +139,14 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     let reporters = Arc::new(Reporters {
         files: StatusFiles::open(args.state_dir.join("status"))?,
         events: EventLog::open(args.state_dir.join("events.jsonl"), args.events_keep)?,
-        kube: client
-            .clone()
-            .map(|c| KubeReporter::new(c, node.clone(), Arc::clone(&store))),
+        kube: client.clone().map(|c| {
+            KubeReporter::new(
+                c,
+                node.clone(),
+                args.mirror_namespace.clone(),
+                Arc::clone(&store),
+            )
+        }),
         store: Arc::clone(&store),
     });
     let queue = WorkQueue::new();

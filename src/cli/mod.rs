@@ -53,6 +53,22 @@ pub enum NstarDirection {
     Out,
 }
 
+/// A Kubernetes namespace name: an RFC 1123 label.
+fn parse_namespace(s: &str) -> Result<String, String> {
+    let valid_chars = s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let valid_ends = !s.starts_with('-') && !s.ends_with('-');
+    if !s.is_empty() && s.len() <= 63 && valid_chars && valid_ends {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a namespace name: at most 63 lowercase letters, digits or '-', \
+             starting and ending with a letter or digit"
+        ))
+    }
+}
+
 fn parse_uid_gid(s: &str) -> Result<(u32, u32), String> {
     let (u, g) = s.split_once(':').ok_or("expected uid:gid")?;
     Ok((
@@ -125,6 +141,9 @@ pub struct AgentArgs {
     /// kubeconfig to use (default: KUBECONFIG, then in-cluster config).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// Namespace the mirrors of file-sourced containers are published in.
+    #[arg(long, default_value = "default", value_parser = parse_namespace)]
+    pub mirror_namespace: String,
     /// Let resources from the API ask for privileged containers.
     #[arg(long)]
     pub allow_privileged: bool,
@@ -160,4 +179,27 @@ pub enum LogFormat {
     Text,
     /// One JSON object a line.
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_rfc1123_labels() {
+        for good in ["default", "rundmc-system", "a", "x1"] {
+            assert_eq!(parse_namespace(good).as_deref(), Ok(good));
+        }
+        for bad in ["", "Default", "-a", "a-", "a_b", "a.b", &"a".repeat(64)] {
+            assert!(parse_namespace(bad).is_err(), "{bad:?}");
+        }
+        let err = Cli::try_parse_from(["rundmc", "agent", "--mirror-namespace", "Kube_System"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--mirror-namespace")
+                && err.contains("\"Kube_System\" is not a namespace name"),
+            "{err}"
+        );
+    }
 }

@@ -27,8 +27,6 @@ pub const MANAGER: &str = "rundmc";
 pub const FINALIZER_MANAGER: &str = "rundmc-finalizer";
 /// Annotation of a mirror: the manifest file and document it reflects.
 pub const MIRROR_SOURCE: &str = "rundmc.io/source";
-/// Namespace mirrors are published in.
-pub const MIRROR_NAMESPACE: &str = "default";
 
 #[derive(Debug, Clone)]
 struct Mirror {
@@ -41,6 +39,8 @@ struct Mirror {
 pub struct KubeReporter {
     client: Client,
     node: String,
+    /// Where mirrors are published.
+    mirror_namespace: String,
     store: Arc<Store>,
     recorder: Recorder,
     node_uid: OnceCell<String>,
@@ -52,8 +52,8 @@ fn apply_params(manager: &str) -> PatchParams {
 }
 
 impl KubeReporter {
-    /// A reporter for `node`.
-    pub fn new(client: Client, node: String, store: Arc<Store>) -> Self {
+    /// A reporter for `node`, publishing mirrors in `mirror_namespace`.
+    pub fn new(client: Client, node: String, mirror_namespace: String, store: Arc<Store>) -> Self {
         let reporter = Reporter {
             controller: "rundmc".into(),
             instance: Some(node.clone()),
@@ -62,6 +62,7 @@ impl KubeReporter {
         Self {
             client,
             node,
+            mirror_namespace,
             store,
             recorder,
             node_uid: OnceCell::new(),
@@ -89,7 +90,7 @@ impl KubeReporter {
                 let Some(spec) = spec else { return Ok(()) };
                 let source = format!("{}#{document}", path.display());
                 let name = self.ensure_mirror(&d.handle, spec, &source).await?;
-                self.write_status(MIRROR_NAMESPACE, &name, &d.handle, status)
+                self.write_status(&self.mirror_namespace, &name, &d.handle, status)
                     .await
             }
         }
@@ -159,7 +160,7 @@ impl KubeReporter {
                 uid,
             } => reference(namespace, name, uid),
             Origin::File { .. } => match self.lock().get(&d.handle) {
-                Some(m) => reference(MIRROR_NAMESPACE, &m.name, &m.uid),
+                Some(m) => reference(&self.mirror_namespace, &m.name, &m.uid),
                 None => return Ok(()),
             },
         };
@@ -201,7 +202,7 @@ impl KubeReporter {
         let name = format!("{handle}-{}", self.node);
         let mut metadata = json!({
             "name": name,
-            "namespace": MIRROR_NAMESPACE,
+            "namespace": self.mirror_namespace,
             "annotations": {MIRROR_OF: handle.as_str(), MIRROR_SOURCE: source},
             "labels": {"app.kubernetes.io/managed-by": "rundmc", "rundmc.io/mirror": "true"},
         });
@@ -210,7 +211,7 @@ impl KubeReporter {
         }
         let body = json!({"apiVersion": Container::api_version(&()), "kind": "Container", "metadata": metadata, "spec": spec});
         let applied = self
-            .api(MIRROR_NAMESPACE)
+            .api(&self.mirror_namespace)
             .patch(&name, &apply_params(MANAGER), &Patch::Apply(body))
             .await?;
         let uid = applied.metadata.uid.unwrap_or_default();
@@ -248,7 +249,7 @@ impl KubeReporter {
         let name = format!("{handle}-{}", self.node);
         self.lock().remove(handle);
         match self
-            .api(MIRROR_NAMESPACE)
+            .api(&self.mirror_namespace)
             .delete(&name, &DeleteParams::default())
             .await
         {

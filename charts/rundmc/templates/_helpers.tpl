@@ -104,6 +104,8 @@ both is mounted once, read-write).
 - {{ .Values.logFormat | quote }}
 - --cgroup-parent
 - {{ .Values.cgroupParent | quote }}
+- --mirror-namespace
+- {{ .Values.mirrorNamespace | quote }}
 - --metrics-addr
 - {{ include "rundmc.metricsAddr" . | quote }}
 {{- if .Values.allowPrivileged }}
