@@ -562,5 +562,21 @@ async fn supervisors_leave_the_agents_cgroup() {
         // Every hierarchy (v1 controllers, named ones, cgroup2): id:controllers:path.
         assert!(line.ends_with(&want), "{line} is not in {want}\n{cgroups}");
     }
+    // The process it started is in its container's cgroup all the same.
+    let pid = p.pid().unwrap();
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let container = format!("/{}/moved", env.cgroup_parent);
+    assert!(
+        cgroups
+            .lines()
+            .any(|l| l.contains(":memory:") || l.starts_with("0::")),
+        "{cgroups}"
+    );
+    for line in cgroups
+        .lines()
+        .filter(|l| l.contains(":memory:") || l.contains(":pids:") || l.starts_with("0::"))
+    {
+        assert!(line.ends_with(&container), "{line} is not in {container}");
+    }
     c.destroy(&h).await.unwrap();
 }

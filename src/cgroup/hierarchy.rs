@@ -113,32 +113,39 @@ impl Hierarchy {
     }
 }
 
-/// Move `pid` into the cgroup `rel` of every mounted hierarchy (each v1
-/// controller, named ones like systemd's, and cgroup2), creating it where
-/// needed. A process moved so no longer belongs to whoever started it: a
+/// The cgroup `rel` made in every mounted hierarchy.
+#[derive(Debug, Default)]
+pub struct Everywhere {
+    /// The `cgroup.procs` file of each hierarchy where it exists.
+    pub procs_files: Vec<PathBuf>,
+    /// Why it could not be made in the others.
+    pub errors: Vec<CgroupError>,
+}
+
+/// Make the cgroup `rel` in every mounted hierarchy (each v1 controller,
+/// named ones like systemd's, and cgroup2) where it is missing. A process
+/// that moves into all of them no longer belongs to whoever started it: a
 /// service manager or container runtime that kills its own cgroup on stop
-/// leaves it alone.
-pub fn move_everywhere(pid: i32, rel: &str) -> Result<(), CgroupError> {
+/// leaves it alone. Keeps going past a hierarchy that fails, since every
+/// one left behind is one such a stop could reach.
+pub fn make_everywhere(rel: &str) -> Result<Everywhere, CgroupError> {
     let text = mountinfo::read().map_err(|source| CgroupError::Io {
         path: "/proc/self/mountinfo".into(),
         source,
     })?;
     let rel = rel.trim_matches('/');
     let mut done = BTreeSet::new();
-    let mut first_error = None;
+    let mut made = Everywhere::default();
     for m in mountinfo::parse(&text).filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2") {
         if !done.insert(m.mount_point.clone()) {
             continue;
         }
-        // Keep going on failure: every hierarchy left behind is one a stop
-        // of the agent's cgroup could reach, so move into all that can be.
-        let moved = make_dirs(&m.mount_point, rel)
-            .and_then(|dir| write(&dir.join("cgroup.procs"), &pid.to_string()));
-        if let Err(e) = moved {
-            first_error.get_or_insert(e);
+        match make_dirs(&m.mount_point, rel) {
+            Ok(dir) => made.procs_files.push(dir.join("cgroup.procs")),
+            Err(e) => made.errors.push(e),
         }
     }
-    first_error.map_or(Ok(()), Err)
+    Ok(made)
 }
 
 /// Create `rel` under a hierarchy's `root`, one level at a time. A v1

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-pub use hierarchy::{Hierarchy, move_everywhere};
+pub use hierarchy::{Everywhere, Hierarchy, make_everywhere};
 pub use oom::OomWatch;
 use parse::{kv_value, read, read_max, read_u64};
 

@@ -189,8 +189,8 @@ pub struct Config {
     pub nstar_binary: PathBuf,
     /// The `rundmc-shim` supervisor binary.
     pub shim_binary: PathBuf,
-    /// The cgroup supervisors are moved into once started, out of the
-    /// agent's own (which a service manager or pod kills with the agent).
+    /// The cgroup supervisors move into as they start, out of the agent's
+    /// own (which a service manager or pod kills with the agent).
     pub shim_cgroup: Option<String>,
 }
 
@@ -201,6 +201,8 @@ pub struct Containerizer<R, M = KernelMounter> {
     /// Shared with the blocking threads that unmount and remove.
     mounter: Arc<M>,
     hierarchy: Hierarchy,
+    /// `cgroup.procs` of the supervisors' cgroup, in every hierarchy.
+    shim_cgroups: Vec<PathBuf>,
     tracker: Tracker,
     config: Config,
 }
@@ -218,11 +220,17 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         let depot = Depot::open(&config.depot)?;
         let hierarchy = Hierarchy::detect().map_err(ContainerizerError::CgroupSetup)?;
         let tracker = Tracker::new(&config.shim_binary);
+        let shim_cgroups = config
+            .shim_cgroup
+            .as_deref()
+            .map(make_shim_cgroup)
+            .unwrap_or_default();
         Ok(Self {
             depot,
             runtime,
             mounter: Arc::new(mounter),
             hierarchy,
+            shim_cgroups,
             tracker,
             config,
         })
@@ -295,6 +303,23 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         move |source| ContainerizerError::Rootfs {
             handle: handle.clone(),
             source,
+        }
+    }
+}
+
+/// Make the supervisors' cgroup in every hierarchy; where that fails, they
+/// stay in the agent's cgroup there, which is worth a warning, not a stop.
+fn make_shim_cgroup(rel: &str) -> Vec<PathBuf> {
+    match crate::cgroup::make_everywhere(rel) {
+        Ok(made) => {
+            for e in &made.errors {
+                tracing::warn!(cgroup = rel, error = %e, "supervisors stay in the agent's cgroup there");
+            }
+            made.procs_files
+        }
+        Err(e) => {
+            tracing::warn!(cgroup = rel, error = %e, "supervisors stay in the agent's cgroup");
+            Vec::new()
         }
     }
 }

@@ -104,6 +104,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         let mut launch = Launch::new(&id, &dir, argv);
         launch.stdin = spec.stdin;
         launch.oom_file = self.cgroup(handle).oom_counter_file().ok();
+        launch.join_cgroups = self.shim_cgroups.clone();
         if let Some(b) = spec.log_max_bytes {
             launch.log_max_bytes = b;
         }
@@ -118,12 +119,6 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
                     handle: handle.clone(),
                     source,
                 })?;
-        if let Some(cgroup) = &self.config.shim_cgroup {
-            let pid = process.supervisor().pid;
-            if let Err(e) = crate::cgroup::move_everywhere(pid, cgroup) {
-                tracing::warn!(%handle, pid, error = %e, "supervisor stays in the agent's cgroup");
-            }
-        }
         Ok(process)
     }
 

@@ -45,6 +45,9 @@ pub struct Launch {
     pub log_max_files: u32,
     /// The container's `memory.oom_control` (v1) or `memory.events` (v2).
     pub oom_file: Option<PathBuf>,
+    /// `cgroup.procs` files the supervisor moves itself into before it
+    /// starts anything, out of the agent's cgroup.
+    pub join_cgroups: Vec<PathBuf>,
 }
 
 impl Launch {
@@ -62,6 +65,7 @@ impl Launch {
             log_max_bytes: DEFAULT_LOG_MAX_BYTES,
             log_max_files: DEFAULT_LOG_MAX_FILES,
             oom_file: None,
+            join_cgroups: Vec::new(),
         }
     }
 
@@ -81,6 +85,9 @@ impl Launch {
         ]);
         if let Some(oom) = &self.oom_file {
             args.extend(["--oom-file".into(), oom.clone().into_os_string()]);
+        }
+        for procs in &self.join_cgroups {
+            args.extend(["--join-cgroup".into(), procs.clone().into_os_string()]);
         }
         args.extend([
             "--dir".into(),

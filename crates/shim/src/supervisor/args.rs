@@ -1,6 +1,6 @@
 //! The shim's command line, parsed by hand to keep the binary small:
 //! `rundmc-shim [--stdin] [--log-max-bytes N] [--log-max-files N]
-//! [--oom-file PATH] --dir DIR -- RUNTIME-ARGV...`.
+//! [--oom-file PATH] [--join-cgroup PROCS-FILE]... --dir DIR -- RUNTIME-ARGV...`.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -16,6 +16,8 @@ pub struct Args {
     pub log_max_bytes: u64,
     pub log_max_files: u32,
     pub oom_file: Option<PathBuf>,
+    /// `cgroup.procs` files the supervisor moves itself into first.
+    pub join_cgroups: Vec<PathBuf>,
     pub runtime_argv: Vec<OsString>,
 }
 
@@ -40,7 +42,7 @@ impl fmt::Display for ArgsError {
 }
 
 pub const USAGE: &str = "usage: rundmc-shim [--stdin] [--log-max-bytes N] [--log-max-files N] \
-[--oom-file PATH] --dir DIR -- RUNTIME-ARGV...";
+[--oom-file PATH] [--join-cgroup PROCS-FILE]... --dir DIR -- RUNTIME-ARGV...";
 
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, ArgsError> {
@@ -52,6 +54,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, ArgsError
         log_max_bytes: DEFAULT_LOG_MAX_BYTES,
         log_max_files: DEFAULT_LOG_MAX_FILES,
         oom_file: None,
+        join_cgroups: Vec::new(),
         runtime_argv: Vec::new(),
     };
     while let Some(arg) = it.next() {
@@ -65,6 +68,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, ArgsError
             "--stdin" => parsed.stdin = true,
             "--dir" => dir = Some(PathBuf::from(value()?)),
             "--oom-file" => parsed.oom_file = Some(PathBuf::from(value()?)),
+            "--join-cgroup" => parsed.join_cgroups.push(PathBuf::from(value()?)),
             "--log-max-bytes" => parsed.log_max_bytes = number(&flag, value()?)?,
             "--log-max-files" => parsed.log_max_files = number(&flag, value()?)?,
             _ => return Err(ArgsError::Unknown(flag)),
@@ -106,6 +110,10 @@ mod tests {
             "3",
             "--oom-file",
             "/cg/memory.events",
+            "--join-cgroup",
+            "/sys/fs/cgroup/memory/shims/cgroup.procs",
+            "--join-cgroup",
+            "/sys/fs/cgroup/pids/shims/cgroup.procs",
             "--dir",
             "/d",
             "--",
@@ -119,6 +127,13 @@ mod tests {
         assert_eq!((a.log_max_bytes, a.log_max_files), (1024, 3));
         assert_eq!(a.oom_file, Some(PathBuf::from("/cg/memory.events")));
         assert_eq!(a.dir, PathBuf::from("/d"));
+        assert_eq!(
+            a.join_cgroups,
+            [
+                PathBuf::from("/sys/fs/cgroup/memory/shims/cgroup.procs"),
+                PathBuf::from("/sys/fs/cgroup/pids/shims/cgroup.procs")
+            ]
+        );
         assert_eq!(a.runtime_argv, os(&["runc", "exec", "--", "x"]));
     }
 
@@ -127,6 +142,7 @@ mod tests {
         let a = parse(os(&["--dir", "/d", "--", "runc"])).unwrap();
         assert!(!a.stdin);
         assert_eq!(a.log_max_bytes, DEFAULT_LOG_MAX_BYTES);
+        assert!(a.join_cgroups.is_empty());
         assert_eq!(parse(os(&["--", "runc"])), Err(ArgsError::Missing("--dir")));
         assert!(matches!(
             parse(os(&["--dir", "/d"])),

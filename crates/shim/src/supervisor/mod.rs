@@ -70,6 +70,7 @@ fn start_err(what: &str) -> impl FnOnce(io::Error) -> Failure + '_ {
 }
 
 fn supervise(args: &Args) -> Result<(), Failure> {
+    join_cgroups(&args.join_cgroups);
     sys::detach().map_err(start_err("setsid/subreaper"))?;
     let record = ShimRecord {
         pid: std::process::id() as i32,
@@ -99,6 +100,22 @@ fn supervise(args: &Args) -> Result<(), Failure> {
     let oom_after = args.oom_file.as_deref().and_then(read_oom_kills);
     let record = exit_record(ending, oom_before, oom_after);
     write_atomic(&args.dir, EXIT_JSON, &record).map_err(Failure::Supervise)
+}
+
+/// Moves the supervisor into the given cgroups before anything else, so it
+/// is never in the agent's cgroup once the agent knows of it: stopping the
+/// agent's service or pod, which kills that cgroup, leaves it be. A failure
+/// is logged and not fatal: the process runs all the same.
+fn join_cgroups(procs_files: &[std::path::PathBuf]) {
+    let pid = std::process::id().to_string();
+    for file in procs_files {
+        if let Err(e) = fs::write(file, &pid) {
+            eprintln!(
+                "rundmc-shim: joining {}: {e}; staying in the agent's cgroup there",
+                file.display()
+            );
+        }
+    }
 }
 
 /// The process's ends of its stdio, handed to the runtime.
