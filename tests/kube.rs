@@ -478,6 +478,40 @@ async fn mirrors_are_published_in_the_namespace_given() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_stays_observed_at_its_own_generation_across_a_restart() {
+    let k = Cluster::new("kube-mirror-gen", FakeApiServer::start().await).await;
+    let mut agent = k.start();
+    let args = "  process:\n    args: [\"sleep\", \"100000\"]\n";
+    k.env.write("static.yaml", &manifest("static", args));
+    k.wait("mirror Running", "static-node-1", ready).await;
+    // A spec edit through the file: the mirror's generation moves on.
+    let edited = format!("{args}    env: [{{name: EDITION, value: \"2\"}}]\n");
+    k.env.write("static.yaml", &manifest("static", &edited));
+    let mirror = k
+        .wait("mirror of the edit Ready", "static-node-1", |c| {
+            c.metadata.generation == Some(2) && ready(c)
+        })
+        .await;
+    assert_eq!(mirror.status.unwrap().observed_generation, Some(2));
+
+    // A restarted agent counts its file's edits from scratch; what it
+    // writes to the mirror must still be observed at the mirror's own.
+    agent.kill9();
+    k.server.reset_requests();
+    let _agent = k.start();
+    k.server
+        .wait_for(T, |s| s.count("patch", "containers", None) >= 1)
+        .await
+        .expect("the restarted agent applies its mirror");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mirror = k
+        .server
+        .get::<Container>("default", "static-node-1")
+        .unwrap();
+    assert!(ready(&mirror), "{:?}", mirror.status);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_agent_adopts_everything_without_a_status_write_storm() {
     let k = Cluster::new("kube-restart", FakeApiServer::start().await).await;
     let mut agent = k.start();

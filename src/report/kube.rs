@@ -16,6 +16,7 @@ use serde_json::json;
 use tokio::sync::OnceCell;
 
 use super::events::EventType;
+use super::status::at_generation;
 use crate::api::{Container, ContainerSpec, ContainerStatus, Handle};
 use crate::containerizer::depot::spec_hash;
 use crate::reconcile::store::{Desired, Origin, Store};
@@ -32,6 +33,8 @@ pub const MIRROR_SOURCE: &str = "rundmc.io/source";
 struct Mirror {
     name: String,
     uid: String,
+    /// The mirror object's `metadata.generation`, as the server answered.
+    generation: i64,
     spec_hash: String,
 }
 
@@ -89,8 +92,9 @@ impl KubeReporter {
             Origin::File { path, document } => {
                 let Some(spec) = spec else { return Ok(()) };
                 let source = format!("{}#{document}", path.display());
-                let name = self.ensure_mirror(&d.handle, spec, &source).await?;
-                self.write_status(&self.mirror_namespace, &name, &d.handle, status)
+                let (name, generation) = self.ensure_mirror(&d.handle, spec, &source).await?;
+                let status = at_generation(status, generation);
+                self.write_status(&self.mirror_namespace, &name, &d.handle, &status)
                     .await
             }
         }
@@ -184,20 +188,20 @@ impl KubeReporter {
     }
 
     /// Apply the mirror of a file-sourced container when its spec changed
-    /// (or on first sight); returns its name.
+    /// (or on first sight); returns its name and generation.
     async fn ensure_mirror(
         &self,
         handle: &Handle,
         spec: &ContainerSpec,
         source: &str,
-    ) -> Result<String, kube::Error> {
+    ) -> Result<(String, i64), kube::Error> {
         let spec = ContainerSpec {
             node_name: Some(self.node.clone()),
             ..spec.clone()
         };
         let hash = spec_hash(&spec);
         if let Some(m) = self.lock().get(handle).filter(|m| m.spec_hash == hash) {
-            return Ok(m.name.clone());
+            return Ok((m.name.clone(), m.generation));
         }
         let name = format!("{handle}-{}", self.node);
         let mut metadata = json!({
@@ -215,15 +219,17 @@ impl KubeReporter {
             .patch(&name, &apply_params(MANAGER), &Patch::Apply(body))
             .await?;
         let uid = applied.metadata.uid.unwrap_or_default();
+        let generation = applied.metadata.generation.unwrap_or(1);
         self.lock().insert(
             handle.clone(),
             Mirror {
                 name: name.clone(),
                 uid,
+                generation,
                 spec_hash: hash,
             },
         );
-        Ok(name)
+        Ok((name, generation))
     }
 
     /// The Node as owner of mirrors; looked up once.

@@ -164,6 +164,18 @@ pub fn compute(input: &StatusInput<'_>) -> ContainerStatus {
     }
 }
 
+/// `status` as observed at `generation`: the status and every condition.
+/// A mirror's generation is the API server's count of its spec changes,
+/// which a restarted agent cannot derive from the manifest file.
+pub fn at_generation(status: &ContainerStatus, generation: i64) -> ContainerStatus {
+    let mut status = status.clone();
+    status.observed_generation = Some(generation);
+    for condition in &mut status.conditions {
+        condition.observed_generation = Some(generation);
+    }
+    status
+}
+
 /// A condition whose transition time is kept while its status holds.
 fn condition(
     input: &StatusInput<'_>,

@@ -198,3 +198,35 @@ fn transition_time_holds_while_status_holds() {
         first.conditions[0].last_transition_time
     );
 }
+
+#[test]
+fn a_status_can_be_restated_at_another_generation() {
+    let st = ContainerStatus {
+        observed_generation: Some(1),
+        conditions: vec![
+            Condition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                observed_generation: Some(1),
+                ..Default::default()
+            },
+            Condition {
+                type_: "Valid".into(),
+                status: "False".into(),
+                observed_generation: Some(1),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    let moved = at_generation(&st, 7);
+    assert_eq!(moved.observed_generation, Some(7));
+    assert!(
+        moved
+            .conditions
+            .iter()
+            .all(|c| c.observed_generation == Some(7))
+    );
+    assert_eq!(moved.conditions.len(), 2);
+    assert_eq!(at_generation(&moved, 1), st, "nothing else changes");
+}
