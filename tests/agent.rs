@@ -122,12 +122,15 @@ fn deleting_the_file_destroys_the_container() {
     a.write("web.yaml", &manifest("web", SERVICE));
     a.wait("web running", T, || a.running("web"));
     a.remove("web.yaml");
-    a.wait("destroyed", T, || {
-        a.env.runc_status("web").is_none() && !a.env.depot.join("web").exists()
+    // The bundle goes last of the container; its status file and the
+    // Destroyed event follow it.
+    a.wait("destroyed and reported", T, || {
+        a.env.runc_status("web").is_none()
+            && !a.env.depot.join("web").exists()
+            && a.status("web").is_none()
+            && a.events().iter().any(|e| e["reason"] == "Destroyed")
     });
     assert!(!is_mounted(&a.env.depot.join("web/rootfs")));
-    assert!(a.status("web").is_none(), "its status file is gone");
-    assert!(a.events().iter().any(|e| e["reason"] == "Destroyed"));
 }
 
 #[test]

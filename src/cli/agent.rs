@@ -116,19 +116,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         root: args.runtime_root.clone(),
         timeout: args.runtime_timeout.into(),
     });
-    let config = Config {
-        depot: args.depot.clone(),
-        init_binary: sibling(&args.init_binary, "rundmc-init", "--init-binary")?,
-        shim_binary: sibling(&args.shim_binary, "rundmc-shim", "--shim-binary")?,
-        cgroup_parent: args.cgroup_parent.clone(),
-        shim_cgroup: Some(
-            args.shim_cgroup
-                .clone()
-                .unwrap_or_else(|| format!("{}-shims", args.cgroup_parent)),
-        ),
-        nstar_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("rundmc")),
-    };
-    let containerizer = Arc::new(Containerizer::new(config, runtime)?);
+    let containerizer = Arc::new(Containerizer::new(containerizer_config(&args)?, runtime)?);
     let store = Arc::new(Store::new());
     let metrics = AgentMetrics::default();
     let node = args.node_name();
@@ -140,12 +128,8 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         files: StatusFiles::open(args.state_dir.join("status"))?,
         events: EventLog::open(args.state_dir.join("events.jsonl"), args.events_keep)?,
         kube: client.clone().map(|c| {
-            KubeReporter::new(
-                c,
-                node.clone(),
-                args.mirror_namespace.clone(),
-                Arc::clone(&store),
-            )
+            let namespace = args.mirror_namespace.clone();
+            KubeReporter::new(c, node.clone(), namespace, Arc::clone(&store))
         }),
         store: Arc::clone(&store),
     });
@@ -155,29 +139,9 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         Arc::clone(&store),
         Arc::clone(&queue),
         Arc::clone(&reporters),
-        ControllerConfig {
-            workers: args.workers,
-            resync_period: args.resync_period.into(),
-            crash_loop: CrashLoopBackoff {
-                initial: args.crash_loop_initial.into(),
-                max: args.crash_loop_max.into(),
-                reset_after: Duration::from(args.crash_loop_max) * 2,
-            },
-            metrics: metrics.clone(),
-        },
+        controller_config(&args, metrics.clone()),
     );
-    let (tx, mut changes) = mpsc::channel::<Changes>(64);
-    let admission = Admission {
-        allow_privileged: args.allow_privileged,
-        allowed_host_paths: args.allowed_host_paths.clone(),
-    };
-    let dir = DirSource::new(&args.manifests, args.relist_period.into())
-        .with_admission(args.admit_files.then(|| admission.clone()));
-    if let Some(client) = client {
-        let source = KubeSource::new(client, node.clone(), admission);
-        tokio::spawn(source.run(Arc::clone(&store), tx.clone()));
-    }
-    tokio::spawn(dir.run(Arc::clone(&store), tx));
+    let mut changes = start_sources(&args, client, &node, &store);
     tracing::info!(manifests = %args.manifests.display(), depot = %args.depot.display(), %node, kube = args.kube, "rundmc agent starting");
 
     // The first listing comes before anything is reconciled, so nothing
@@ -186,33 +150,98 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         dispatch(&store, &queue, &reporters, first).await;
     }
     controller.enqueue_all();
-    let dispatcher = {
-        let (store, queue, reporters) = (
-            Arc::clone(&store),
-            Arc::clone(&queue),
-            Arc::clone(&reporters),
-        );
-        tokio::spawn(async move {
-            while let Some(c) = changes.recv().await {
-                dispatch(&store, &queue, &reporters, c).await;
-            }
-        })
-    };
+    let dispatcher = tokio::spawn(dispatch_all(
+        changes,
+        store.clone(),
+        queue.clone(),
+        reporters,
+    ));
     if let Some(addr) = args.metrics_addr {
         let bound = serve_metrics(addr, &containerizer, &store, &metrics, args.kube).await?;
         tracing::info!(%bound, "serving /metrics, /healthz and /readyz");
     }
     let workers = tokio::spawn(Arc::clone(&controller).run());
+    until_stopped().await?;
+    queue.shutdown();
+    dispatcher.abort();
+    // Let in-flight reconciles finish their step, but not forever.
+    let _ = tokio::time::timeout(Duration::from_secs(10), workers).await;
+    Ok(())
+}
+
+/// The containerizer's settings from the flags.
+fn containerizer_config(args: &AgentArgs) -> Result<Config, AgentError> {
+    Ok(Config {
+        depot: args.depot.clone(),
+        init_binary: sibling(&args.init_binary, "rundmc-init", "--init-binary")?,
+        shim_binary: sibling(&args.shim_binary, "rundmc-shim", "--shim-binary")?,
+        cgroup_parent: args.cgroup_parent.clone(),
+        shim_cgroup: Some(
+            args.shim_cgroup
+                .clone()
+                .unwrap_or_else(|| format!("{}-shims", args.cgroup_parent)),
+        ),
+        nstar_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("rundmc")),
+    })
+}
+
+/// The controller's settings from the flags.
+fn controller_config(args: &AgentArgs, metrics: AgentMetrics) -> ControllerConfig {
+    ControllerConfig {
+        workers: args.workers,
+        resync_period: args.resync_period.into(),
+        crash_loop: CrashLoopBackoff {
+            initial: args.crash_loop_initial.into(),
+            max: args.crash_loop_max.into(),
+            reset_after: Duration::from(args.crash_loop_max) * 2,
+        },
+        metrics,
+    }
+}
+
+/// Start the directory source, and the Kubernetes one with a client; both
+/// feed the store and send what changed on the returned channel.
+fn start_sources(
+    args: &AgentArgs,
+    client: Option<kube::Client>,
+    node: &str,
+    store: &Arc<Store>,
+) -> mpsc::Receiver<Changes> {
+    let (tx, changes) = mpsc::channel::<Changes>(64);
+    let admission = Admission {
+        allow_privileged: args.allow_privileged,
+        allowed_host_paths: args.allowed_host_paths.clone(),
+    };
+    let dir = DirSource::new(&args.manifests, args.relist_period.into())
+        .with_admission(args.admit_files.then(|| admission.clone()));
+    if let Some(client) = client {
+        let source = KubeSource::new(client, node.to_owned(), admission);
+        tokio::spawn(source.run(Arc::clone(store), tx.clone()));
+    }
+    tokio::spawn(dir.run(Arc::clone(store), tx));
+    changes
+}
+
+/// Hand every change from the sources to the queue and the reporters.
+async fn dispatch_all(
+    mut changes: mpsc::Receiver<Changes>,
+    store: Arc<Store>,
+    queue: Arc<WorkQueue>,
+    reporters: Arc<Reporters>,
+) {
+    while let Some(c) = changes.recv().await {
+        dispatch(&store, &queue, &reporters, c).await;
+    }
+}
+
+/// Wait for SIGTERM or SIGINT.
+async fn until_stopped() -> Result<(), AgentError> {
     let mut term = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: stopping the agent, leaving containers running"),
         _ = int.recv() => tracing::info!("SIGINT: stopping the agent, leaving containers running"),
     }
-    queue.shutdown();
-    dispatcher.abort();
-    // Let in-flight reconciles finish their step, but not forever.
-    let _ = tokio::time::timeout(Duration::from_secs(10), workers).await;
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! running container with the runtime's exec, each under its own
 //! `rundmc-shim` supervisor so that it outlives the agent.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::bundle::{self, ProcessInput};
 use super::lifecycle::can_exec;
@@ -43,18 +43,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             .depot
             .record(handle)?
             .ok_or_else(|| super::depot::DepotError::NotFound(handle.clone()))?;
-        let state = self
-            .runtime
-            .state(handle.as_str())
-            .await
-            .map_err(Self::runtime_err(handle))?;
-        if !can_exec(Some(state.status)) {
-            return Err(ContainerizerError::WrongState {
-                handle: handle.clone(),
-                verb: "run in",
-                status: Some(state.status),
-            });
-        }
+        self.check_can_exec(handle).await?;
         let paths = self.depot.paths(handle);
         let user = users::resolve(&paths.rootfs(), spec.user.as_deref()).map_err(|source| {
             ContainerizerError::User {
@@ -63,21 +52,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             }
         })?;
         let id = spec.id.clone().unwrap_or_else(generate_id);
-        Handle::new(id.clone()).map_err(|e| ContainerizerError::BadProcessId {
-            handle: handle.clone(),
-            id: id.clone(),
-            reason: e.to_string(),
-        })?;
-        let dir = paths.processes().join(&id);
-        std::fs::create_dir_all(paths.processes())
-            .map_err(|e| self.fs_err(handle, &paths.processes(), e))?;
-        std::fs::create_dir(&dir).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => ContainerizerError::ProcessExists {
-                handle: handle.clone(),
-                id: id.clone(),
-            },
-            _ => self.fs_err(handle, &dir, e),
-        })?;
+        let dir = self.make_process_dir(handle, &paths.processes(), &id)?;
         let process = bundle::process_spec(&ProcessInput {
             container: &record.spec,
             args: &spec.args,
@@ -95,13 +70,61 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             handle: handle.clone(),
             source,
         })?;
+        let launch = self.launch(handle, spec, &id, &dir);
+        self.tracker
+            .spawn(launch)
+            .await
+            .map_err(|source| ContainerizerError::Process {
+                handle: handle.clone(),
+                source,
+            })
+    }
+
+    /// Refuse unless the runtime says the container can take an exec.
+    async fn check_can_exec(&self, handle: &Handle) -> Result<()> {
+        let state = self
+            .runtime
+            .state(handle.as_str())
+            .await
+            .map_err(Self::runtime_err(handle))?;
+        if can_exec(Some(state.status)) {
+            return Ok(());
+        }
+        Err(ContainerizerError::WrongState {
+            handle: handle.clone(),
+            verb: "run in",
+            status: Some(state.status),
+        })
+    }
+
+    /// Make `processes/<id>`, refusing a bad or taken id.
+    fn make_process_dir(&self, handle: &Handle, processes: &Path, id: &str) -> Result<PathBuf> {
+        Handle::new(id).map_err(|e| ContainerizerError::BadProcessId {
+            handle: handle.clone(),
+            id: id.into(),
+            reason: e.to_string(),
+        })?;
+        let dir = processes.join(id);
+        std::fs::create_dir_all(processes).map_err(|e| self.fs_err(handle, processes, e))?;
+        std::fs::create_dir(&dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => ContainerizerError::ProcessExists {
+                handle: handle.clone(),
+                id: id.into(),
+            },
+            _ => self.fs_err(handle, &dir, e),
+        })?;
+        Ok(dir)
+    }
+
+    /// What the supervisor of process `id` is started with.
+    fn launch(&self, handle: &Handle, spec: &RunSpec, id: &str, dir: &Path) -> Launch {
         let argv = self.runtime.exec_argv(
             handle.as_str(),
             &dir.join(PROCESS_JSON),
             &dir.join(PID_FILE),
             &dir.join(RUNTIME_LOG),
         );
-        let mut launch = Launch::new(&id, &dir, argv);
+        let mut launch = Launch::new(id, dir, argv);
         launch.stdin = spec.stdin;
         launch.oom_file = self.cgroup(handle).oom_counter_file().ok();
         launch.join_cgroups = self.shim_cgroups.clone();
@@ -111,15 +134,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         if let Some(n) = spec.log_max_files {
             launch.log_max_files = n;
         }
-        let process =
-            self.tracker
-                .spawn(launch)
-                .await
-                .map_err(|source| ContainerizerError::Process {
-                    handle: handle.clone(),
-                    source,
-                })?;
-        Ok(process)
+        launch
     }
 
     /// Reattach to process `id` of `handle` from its directory alone.

@@ -116,30 +116,9 @@ impl<R: OciRuntime> Controller<R> {
         let Some(process) = &spec.process else {
             return Ok(());
         };
-        let bundle = self.containerizer.bundle_dir(handle);
-        let file = MainFile::load(&bundle);
-        let next = match restart_delay {
-            Some(delay) => {
-                self.config.metrics.restarts.inc();
-                file.restart(delay)
-            }
-            None => file.start(),
-        };
-        // Recorded before the start, so a crash in between never leaves a
-        // run the next agent would not know about: it just starts the next.
-        next.save(&bundle)
-            .map_err(|source| ContainerizerError::Fs {
-                handle: handle.clone(),
-                source,
-            })?;
-        if next.runs > 2 {
-            let _ = std::fs::remove_dir_all(
-                self.containerizer
-                    .process_dir(handle, &run_id(next.runs - 2)),
-            );
-        }
+        let runs = self.record_next_run(handle, restart_delay)?;
         let run = RunSpec {
-            id: Some(run_id(next.runs)),
+            id: Some(run_id(runs)),
             args: process.args.clone(),
             env: process.env.clone(),
             working_dir: process.working_dir.clone(),
@@ -174,6 +153,39 @@ impl<R: OciRuntime> Controller<R> {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Record the next run of the main process in `main.json`, before it
+    /// starts, so a crash in between never leaves a run the next agent would
+    /// not know about: it just starts the next. Keeps the previous run's
+    /// directory (for its logs) and removes the one before. Returns the
+    /// run's number.
+    fn record_next_run(
+        &self,
+        handle: &Handle,
+        restart_delay: Option<Duration>,
+    ) -> Result<u32, ContainerizerError> {
+        let bundle = self.containerizer.bundle_dir(handle);
+        let file = MainFile::load(&bundle);
+        let next = match restart_delay {
+            Some(delay) => {
+                self.config.metrics.restarts.inc();
+                file.restart(delay)
+            }
+            None => file.start(),
+        };
+        next.save(&bundle)
+            .map_err(|source| ContainerizerError::Fs {
+                handle: handle.clone(),
+                source,
+            })?;
+        if next.runs > 2 {
+            let old = self
+                .containerizer
+                .process_dir(handle, &run_id(next.runs - 2));
+            let _ = std::fs::remove_dir_all(old);
+        }
+        Ok(next.runs)
     }
 
     pub(super) async fn stop_main(

@@ -4,7 +4,7 @@
 //! never takes a running service down.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::api::{ContainerSpec, ContainerStatus, Handle};
@@ -275,77 +275,109 @@ fn resolve_files(
     let mut file_errors: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
     for (path, docs) in snapshot {
         for doc in docs {
-            let (handle, document, spec, error) = match doc {
-                Ok(m) => match admission.map(|a| {
-                    a.check(&m.container.spec, |p: &std::path::Path| {
-                        std::fs::canonicalize(p)
-                    })
-                }) {
-                    Some(Err(why)) => {
-                        let message = format!("{}: document {}: {why}", path.display(), m.document);
-                        (
-                            m.handle,
-                            m.document,
-                            None,
-                            Some(DeclError {
-                                reason: FORBIDDEN,
-                                message,
-                            }),
-                        )
-                    }
-                    _ => (m.handle, m.document, Some(m.container.spec), None),
-                },
-                Err(e) => match e.name.as_deref().map(file_handle) {
-                    Some(Ok(h)) => (
-                        h,
-                        e.document,
-                        None,
-                        Some(DeclError {
-                            reason: INVALID,
-                            message: e.to_string(),
-                        }),
-                    ),
-                    _ => {
-                        file_errors
-                            .entry(path.clone())
-                            .or_default()
-                            .push(e.to_string());
-                        continue;
-                    }
-                },
+            let decl = match judge(&path, doc, admission) {
+                Ok(decl) => decl,
+                Err(message) => {
+                    file_errors.entry(path.clone()).or_default().push(message);
+                    continue;
+                }
             };
-            if let Some((first, first_doc)) = claims.get(&handle) {
+            if let Some((first, first_doc)) = claims.get(&decl.handle) {
                 let msg = format!(
-                    "{}: document {document}: metadata.name: {:?} is already declared in {} document {first_doc}",
+                    "{}: document {}: metadata.name: {:?} is already declared in {} document {first_doc}",
                     path.display(),
-                    handle.as_str(),
+                    decl.document,
+                    decl.handle.as_str(),
                     first.display()
                 );
                 file_errors.entry(path.clone()).or_default().push(msg);
                 continue;
             }
-            claims.insert(handle.clone(), (path.clone(), document));
-            let prev = previous.get(&handle);
-            let spec_changed =
-                spec.is_some() && prev.and_then(|p| p.spec.as_ref()) != spec.as_ref();
-            let generation =
-                prev.map(|p| p.generation).unwrap_or(0) + i64::from(spec_changed || prev.is_none());
-            let desired = Desired {
-                spec: spec.or_else(|| prev.and_then(|p| p.spec.clone())),
-                handle: handle.clone(),
-                origin: Origin::File {
-                    path: path.clone(),
-                    document,
-                },
-                generation,
-                error,
-                deleting: false,
-                finalizer: false,
-            };
-            entries.insert(handle, desired);
+            claims.insert(decl.handle.clone(), (path.clone(), decl.document));
+            let prev = previous.get(&decl.handle);
+            let desired = decl.into_desired(&path, prev);
+            entries.insert(desired.handle.clone(), desired);
         }
     }
     (entries, file_errors)
+}
+
+/// One document of a manifest file, judged: the container it declares,
+/// with its spec when valid and admitted, or the error that keeps it out.
+struct FileDecl {
+    handle: Handle,
+    document: usize,
+    spec: Option<ContainerSpec>,
+    error: Option<DeclError>,
+}
+
+impl FileDecl {
+    /// The declaration, keeping the last good spec (and its generation)
+    /// while the file is in error.
+    fn into_desired(self, path: &Path, prev: Option<&Desired>) -> Desired {
+        let spec_changed =
+            self.spec.is_some() && prev.and_then(|p| p.spec.as_ref()) != self.spec.as_ref();
+        let generation =
+            prev.map(|p| p.generation).unwrap_or(0) + i64::from(spec_changed || prev.is_none());
+        Desired {
+            spec: self.spec.or_else(|| prev.and_then(|p| p.spec.clone())),
+            handle: self.handle,
+            origin: Origin::File {
+                path: path.to_owned(),
+                document: self.document,
+            },
+            generation,
+            error: self.error,
+            deleting: false,
+            finalizer: false,
+        }
+    }
+}
+
+/// Judge one parsed document. `Err` is an error that names no container,
+/// which belongs to the file.
+fn judge(
+    path: &Path,
+    doc: Result<Manifest, ManifestError>,
+    admission: Option<&Admission>,
+) -> Result<FileDecl, String> {
+    let m = match doc {
+        Ok(m) => m,
+        Err(e) => {
+            let Some(Ok(handle)) = e.name.as_deref().map(file_handle) else {
+                return Err(e.to_string());
+            };
+            let error = DeclError {
+                reason: INVALID,
+                message: e.to_string(),
+            };
+            return Ok(FileDecl {
+                handle,
+                document: e.document,
+                spec: None,
+                error: Some(error),
+            });
+        }
+    };
+    let admitted =
+        admission.map(|a| a.check(&m.container.spec, |p: &Path| std::fs::canonicalize(p)));
+    let (spec, error) = match admitted {
+        Some(Err(why)) => {
+            let message = format!("{}: document {}: {why}", path.display(), m.document);
+            let error = DeclError {
+                reason: FORBIDDEN,
+                message,
+            };
+            (None, Some(error))
+        }
+        _ => (Some(m.container.spec), None),
+    };
+    Ok(FileDecl {
+        handle: m.handle,
+        document: m.document,
+        spec,
+        error,
+    })
 }
 
 #[cfg(test)]
