@@ -414,12 +414,28 @@ async fn a_file_container_gets_a_mirror_that_follows_its_status() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Like kubelet with mirror pods, the agent publishes it anew from the file.
+    let restored = k
+        .wait("mirror restored", "static-node-1", |c| {
+            c.metadata.uid != mirror.metadata.uid && ready(c)
+        })
+        .await;
+    assert_eq!(restored.spec.process, mirror.spec.process);
     assert_eq!(
         k.env.status_field("static", "restartCount").as_deref(),
         Some("0")
     );
     assert!(k.env.running("static"), "still the file's spec");
+
+    // A deleted mirror comes back too.
+    k.api()
+        .delete("static-node-1", &DeleteParams::default())
+        .await
+        .unwrap();
+    k.wait("mirror back after its deletion", "static-node-1", |c| {
+        c.metadata.uid != restored.metadata.uid && ready(c)
+    })
+    .await;
 
     // Its status follows: stop it through the file.
     k.env.write(

@@ -118,6 +118,55 @@ struct Inner {
     file_errors: BTreeMap<PathBuf, Vec<String>>,
     synced: HashSet<SourceKind>,
     reported: HashMap<Handle, ContainerStatus>,
+    mirrors: HashMap<Handle, Mirror>,
+}
+
+/// The mirror object this agent published for a file-sourced container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mirror {
+    /// Its name.
+    pub name: String,
+    /// Its uid, which tells it from an older object of the same name;
+    /// empty while it is being (re)created.
+    pub uid: String,
+    /// Its `metadata.generation` after this agent's last apply.
+    pub generation: i64,
+    /// The hash of the spec this agent applies (set before the apply, so
+    /// the watch event of that apply, however early, matches it).
+    pub spec_hash: String,
+    /// Someone else changed its spec, or deleted it: publish it anew.
+    pub stale: bool,
+}
+
+/// A mirror object as the server shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MirrorSight<'a> {
+    /// It exists at this generation, with a spec of this hash.
+    At {
+        /// `metadata.generation`.
+        generation: i64,
+        /// The hash of its spec.
+        spec_hash: &'a str,
+    },
+    /// It was deleted.
+    Deleted,
+}
+
+impl Mirror {
+    /// Whether the server showing object `uid` so means someone else
+    /// changed or deleted this mirror. Events about other objects of the
+    /// name, events older than this agent's last apply, and the event of
+    /// its own apply arriving before the apply's answer, do not count.
+    pub fn changed_by(&self, uid: &str, sight: MirrorSight<'_>) -> bool {
+        uid == self.uid
+            && match sight {
+                MirrorSight::Deleted => true,
+                MirrorSight::At {
+                    generation,
+                    spec_hash,
+                } => generation > self.generation && spec_hash != self.spec_hash,
+            }
+    }
 }
 
 /// The store, shared by sources and workers.
@@ -199,6 +248,34 @@ impl Store {
             Some(s) => inner.reported.insert(handle.clone(), s),
             None => inner.reported.remove(handle),
         };
+    }
+
+    /// The mirror published for `handle`, if any.
+    pub fn mirror(&self, handle: &Handle) -> Option<Mirror> {
+        self.read().mirrors.get(handle).cloned()
+    }
+
+    /// Remember the mirror just published for `handle` (`None`: removed).
+    pub fn set_mirror(&self, handle: &Handle, mirror: Option<Mirror>) {
+        let mut inner = self.write();
+        match mirror {
+            Some(m) => inner.mirrors.insert(handle.clone(), m),
+            None => inner.mirrors.remove(handle),
+        };
+    }
+
+    /// The server shows mirror object `uid` of `handle` so. True when that
+    /// makes the mirror stale: someone else changed or deleted what this
+    /// agent published.
+    pub fn mirror_seen(&self, handle: &Handle, uid: &str, sight: MirrorSight<'_>) -> bool {
+        let mut inner = self.write();
+        match inner.mirrors.get_mut(handle) {
+            Some(m) if m.changed_by(uid, sight) => {
+                m.stale = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Replace every declaration of `kind` with `entries` (a source's full
@@ -553,5 +630,43 @@ mod tests {
         });
         store.apply_files_t(snap(&[]));
         assert!(store.get(&h("k8s_ns_web")).is_some());
+    }
+
+    #[test]
+    fn a_mirror_is_stale_only_when_someone_else_changed_it() {
+        let m = Mirror {
+            name: "web-node-1".into(),
+            uid: "u1".into(),
+            generation: 2,
+            spec_hash: "ours".into(),
+            stale: false,
+        };
+        let at = |generation, spec_hash| MirrorSight::At {
+            generation,
+            spec_hash,
+        };
+        // The event of our own apply, early (before its answer) or on time.
+        assert!(!m.changed_by("u1", at(3, "ours")));
+        assert!(!m.changed_by("u1", at(2, "ours")));
+        // An event older than our last apply.
+        assert!(!m.changed_by("u1", at(1, "older")));
+        // Someone else's spec edit, or deletion.
+        assert!(m.changed_by("u1", at(3, "theirs")));
+        assert!(m.changed_by("u1", MirrorSight::Deleted));
+        // Another object of the name: one we replaced, or one being made.
+        assert!(!m.changed_by("u0", MirrorSight::Deleted));
+        assert!(!Mirror::default().changed_by("u1", MirrorSight::Deleted));
+
+        let store = Store::new();
+        let handle = h("web");
+        assert!(
+            !store.mirror_seen(&handle, "u1", MirrorSight::Deleted),
+            "none published"
+        );
+        store.set_mirror(&handle, Some(m.clone()));
+        assert!(store.mirror_seen(&handle, "u1", at(3, "theirs")));
+        assert!(store.mirror(&handle).unwrap().stale);
+        store.set_mirror(&handle, None);
+        assert_eq!(store.mirror(&handle), None);
     }
 }

@@ -4,8 +4,7 @@
 //! instance; and read-only mirror `Container` objects for file-sourced
 //! containers, owned by the Node, as kubelet does for static pods.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -19,7 +18,7 @@ use super::events::EventType;
 use super::status::at_generation;
 use crate::api::{Container, ContainerSpec, ContainerStatus, Handle};
 use crate::containerizer::depot::spec_hash;
-use crate::reconcile::store::{Desired, Origin, Store};
+use crate::reconcile::store::{Desired, Mirror, MirrorSight, Origin, Store};
 use crate::source::kube::{FINALIZER, MIRROR_OF};
 
 /// The field manager of everything rundmc writes.
@@ -28,15 +27,6 @@ pub const MANAGER: &str = "rundmc";
 pub const FINALIZER_MANAGER: &str = "rundmc-finalizer";
 /// Annotation of a mirror: the manifest file and document it reflects.
 pub const MIRROR_SOURCE: &str = "rundmc.io/source";
-
-#[derive(Debug, Clone)]
-struct Mirror {
-    name: String,
-    uid: String,
-    /// The mirror object's `metadata.generation`, as the server answered.
-    generation: i64,
-    spec_hash: String,
-}
 
 /// Writes status, finalizers, events and mirrors to the API server.
 pub struct KubeReporter {
@@ -47,7 +37,6 @@ pub struct KubeReporter {
     store: Arc<Store>,
     recorder: Recorder,
     node_uid: OnceCell<String>,
-    mirrors: Mutex<HashMap<Handle, Mirror>>,
 }
 
 fn apply_params(manager: &str) -> PatchParams {
@@ -69,7 +58,6 @@ impl KubeReporter {
             store,
             recorder,
             node_uid: OnceCell::new(),
-            mirrors: Mutex::new(HashMap::new()),
         }
     }
 
@@ -94,8 +82,19 @@ impl KubeReporter {
                 let source = format!("{}#{document}", path.display());
                 let (name, generation) = self.ensure_mirror(&d.handle, spec, &source).await?;
                 let status = at_generation(status, generation);
-                self.write_status(&self.mirror_namespace, &name, &d.handle, &status)
-                    .await
+                let written = self
+                    .write_status(&self.mirror_namespace, &name, &d.handle, &status)
+                    .await;
+                if let Err(kube::Error::Api(e)) = &written
+                    && e.code == 404
+                {
+                    // Deleted behind our back (while the watch was away):
+                    // published anew on the retry.
+                    let uid = self.store.mirror(&d.handle).map(|m| m.uid);
+                    let uid = uid.as_deref().unwrap_or_default();
+                    self.store.mirror_seen(&d.handle, uid, MirrorSight::Deleted);
+                }
+                written
             }
         }
     }
@@ -163,7 +162,7 @@ impl KubeReporter {
                 name,
                 uid,
             } => reference(namespace, name, uid),
-            Origin::File { .. } => match self.lock().get(&d.handle) {
+            Origin::File { .. } => match self.store.mirror(&d.handle) {
                 Some(m) => reference(&self.mirror_namespace, &m.name, &m.uid),
                 None => return Ok(()),
             },
@@ -183,12 +182,10 @@ impl KubeReporter {
         self.recorder.publish(&ev, &reference).await
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Handle, Mirror>> {
-        self.mirrors.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Apply the mirror of a file-sourced container when its spec changed
-    /// (or on first sight); returns its name and generation.
+    /// (or on first sight); returns its name and generation. A mirror
+    /// someone else edited or deleted is deleted and published anew, as
+    /// kubelet does with mirror pods: an apply would leave their fields.
     async fn ensure_mirror(
         &self,
         handle: &Handle,
@@ -200,10 +197,20 @@ impl KubeReporter {
             ..spec.clone()
         };
         let hash = spec_hash(&spec);
-        if let Some(m) = self.lock().get(handle).filter(|m| m.spec_hash == hash) {
-            return Ok((m.name.clone(), m.generation));
-        }
         let name = format!("{handle}-{}", self.node);
+        let mut mirror = match self.store.mirror(handle) {
+            Some(m) if m.stale => {
+                // Forget its uid first, so its deletion is not news.
+                self.store.set_mirror(handle, Some(Mirror::default()));
+                self.delete_mirror(&m.name).await?;
+                Mirror::default()
+            }
+            Some(m) if m.spec_hash == hash => return Ok((m.name, m.generation)),
+            Some(m) => m,
+            None => Mirror::default(),
+        };
+        mirror.spec_hash = hash;
+        self.store.set_mirror(handle, Some(mirror));
         let mut metadata = json!({
             "name": name,
             "namespace": self.mirror_namespace,
@@ -220,15 +227,14 @@ impl KubeReporter {
             .await?;
         let uid = applied.metadata.uid.unwrap_or_default();
         let generation = applied.metadata.generation.unwrap_or(1);
-        self.lock().insert(
-            handle.clone(),
-            Mirror {
-                name: name.clone(),
-                uid,
-                generation,
-                spec_hash: hash,
-            },
-        );
+        let mirror = Mirror {
+            name: name.clone(),
+            uid,
+            generation,
+            spec_hash: spec_hash(&spec),
+            stale: false,
+        };
+        self.store.set_mirror(handle, Some(mirror));
         Ok((name, generation))
     }
 
@@ -252,11 +258,15 @@ impl KubeReporter {
 
     /// Delete the mirror of `handle`, if this agent published one.
     pub async fn forget_mirror(&self, handle: &Handle) -> Result<(), kube::Error> {
-        let name = format!("{handle}-{}", self.node);
-        self.lock().remove(handle);
+        self.store.set_mirror(handle, None);
+        self.delete_mirror(&format!("{handle}-{}", self.node)).await
+    }
+
+    /// Delete mirror object `name`; one already gone is fine.
+    async fn delete_mirror(&self, name: &str) -> Result<(), kube::Error> {
         match self
             .api(&self.mirror_namespace)
-            .delete(&name, &DeleteParams::default())
+            .delete(name, &DeleteParams::default())
             .await
         {
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),

@@ -18,7 +18,10 @@ use tokio::sync::mpsc;
 
 use super::admission::Admission;
 use crate::api::{Container, Handle, validate};
-use crate::reconcile::store::{Changes, DeclError, Desired, Origin, SourceKind, Store};
+use crate::containerizer::depot::spec_hash;
+use crate::reconcile::store::{
+    Changes, DeclError, Desired, MirrorSight, Origin, SourceKind, Store,
+};
 use crate::report::events::reason::{FORBIDDEN, INVALID_MANIFEST};
 
 /// The finalizer that makes deletion wait until the container is destroyed.
@@ -55,13 +58,14 @@ pub fn declare(
     previous: Option<&Desired>,
 ) -> Seen {
     let meta = &obj.metadata;
+    // Another node's, mirrors included (a client-side filter sees them all).
+    if obj.spec.node_name.as_deref() != Some(node) {
+        return Seen::Ignored;
+    }
     if let Some(h) = meta.annotations.as_ref().and_then(|a| a.get(MIRROR_OF)) {
         return Handle::new(h.clone())
             .map(Seen::Mirror)
             .unwrap_or(Seen::Ignored);
-    }
-    if obj.spec.node_name.as_deref() != Some(node) {
-        return Seen::Ignored;
     }
     let (Some(namespace), Some(name)) = (meta.namespace.clone(), meta.name.clone()) else {
         return Seen::Ignored;
@@ -190,17 +194,22 @@ impl KubeSource {
 
     fn relisted(&self, store: &Store, objects: Vec<Container>) -> Changes {
         let mut declared = Vec::new();
+        let mut stale = Vec::new();
         for obj in &objects {
             match self.see(store, obj) {
                 Seen::Declared(d) => {
                     store.set_reported(&d.handle, obj.status.clone());
                     declared.push(*d);
                 }
-                Seen::Mirror(h) => store.set_reported(&h, obj.status.clone()),
+                Seen::Mirror(h) => {
+                    store.set_reported(&h, obj.status.clone());
+                    stale.extend(mirror_seen(store, h, obj, true));
+                }
                 Seen::Ignored => {}
             }
         }
-        let changes = store.replace_kind(SourceKind::Kube, declared);
+        let mut changes = store.replace_kind(SourceKind::Kube, declared);
+        changes.handles.extend(stale);
         store.mark_synced(SourceKind::Kube);
         changes
     }
@@ -218,7 +227,10 @@ impl KubeSource {
             }
             Seen::Mirror(h) => {
                 store.set_reported(&h, obj.status.clone());
-                Changes::default()
+                Changes {
+                    handles: mirror_seen(store, h, obj, true).into_iter().collect(),
+                    files: vec![],
+                }
             }
             // No longer this node's (its nodeName changed): forget it.
             Seen::Ignored => self.deleted(store, obj),
@@ -226,6 +238,12 @@ impl KubeSource {
     }
 
     fn deleted(&self, store: &Store, obj: &Container) -> Changes {
+        if let Seen::Mirror(h) = self.see(store, obj) {
+            return Changes {
+                handles: mirror_seen(store, h, obj, false).into_iter().collect(),
+                files: vec![],
+            };
+        }
         let meta = &obj.metadata;
         let handle = meta
             .namespace
@@ -248,6 +266,25 @@ impl KubeSource {
             _ => Changes::default(),
         }
     }
+}
+
+/// Note that the server shows mirror `obj` of `handle` (`exists`, or just
+/// deleted); the handle to reconcile when someone else changed or deleted
+/// it while its file still declares it, so that it is published anew.
+fn mirror_seen(store: &Store, handle: Handle, obj: &Container, exists: bool) -> Option<Handle> {
+    let uid = obj.metadata.uid.as_deref().unwrap_or_default();
+    let hash = spec_hash(&obj.spec);
+    let sight = match exists {
+        true => MirrorSight::At {
+            generation: obj.metadata.generation.unwrap_or(0),
+            spec_hash: &hash,
+        },
+        false => MirrorSight::Deleted,
+    };
+    let declared = store
+        .get(&handle)
+        .is_some_and(|d| d.origin.kind() == SourceKind::File);
+    (declared && store.mirror_seen(&handle, uid, sight)).then_some(handle)
 }
 
 #[cfg(test)]
