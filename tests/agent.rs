@@ -258,6 +258,34 @@ fn a_killed_agent_restarts_without_restarting_anything() {
 }
 
 #[test]
+fn a_container_with_an_unreadable_record_is_rebuilt() {
+    let a = AgentEnv::new("agent-corrupt");
+    let mut agent = a.start();
+    a.write("web.yaml", &manifest("web", SERVICE));
+    a.wait("web running", T, || a.running("web"));
+    let init = a.env.init_pid("web");
+    agent.kill9();
+    // What a machine crash can leave of an unsynced write, at worst.
+    let record = a.env.depot.join("web/container.json");
+    std::fs::write(&record, b"{\"handle\": \"web\", \"sp").unwrap();
+
+    let _agent = a.start();
+    let whole = || {
+        std::fs::read(&record)
+            .is_ok_and(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).is_ok())
+    };
+    a.wait("web rebuilt, with a whole record, and running", T, || {
+        whole() && a.running("web") && a.env.init_pid("web") != init
+    });
+    // Gone, or a zombie this machine's PID 1 has yet to reap.
+    let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z "),
+        "the old container's init is gone: {stat}"
+    );
+}
+
+#[test]
 fn sigterm_stops_the_agent_and_leaves_containers_running() {
     let a = AgentEnv::new("agent-term");
     let mut agent = a.start();

@@ -60,6 +60,12 @@ pub async fn observe<R: OciRuntime, M: Mounter>(
         Ok(Some(r)) => (Some(r), false),
         Ok(None) => (None, true),
         Err(DepotError::NotFound(_)) => (None, false),
+        // What no write of ours leaves: handled as half-made (destroyed,
+        // and made again if declared), never as an error on every look.
+        Err(DepotError::Corrupt { path, source }) => {
+            tracing::warn!(%handle, path = %path.display(), error = %source, "unreadable container record: rebuilding the container");
+            (None, true)
+        }
         Err(e) => return Err(e.into()),
     };
     let mut obs = Observation {
