@@ -178,6 +178,25 @@ fn invalid_files_are_reported_and_never_take_a_service_down() {
         a.condition("good", "Ready").map(|c| c.0).as_deref(),
         Some("True")
     );
+
+    // A typo the YAML parser cannot get past: the same.
+    let main = a.main_pid("good");
+    a.write(
+        "good.yaml",
+        &format!("{}  hostname: [oops\n", manifest("good", SERVICE)),
+    );
+    let good_path = a.manifests.join("good.yaml");
+    a.wait("good flagged unparsable", T, || {
+        a.condition("good", "Valid").is_some_and(|c| {
+            c.0 == "False"
+                && c.2
+                    .starts_with(&format!("{}: document 1, line", good_path.display()))
+        })
+    });
+    // Given a resync (2 s in tests) to take it down, were it going to.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(a.running("good"), "the last good spec keeps running");
+    assert_eq!((a.env.init_pid("good"), a.main_pid("good")), (init, main));
 }
 
 #[test]

@@ -350,11 +350,17 @@ fn resolve_files(
     let mut entries: HashMap<Handle, Desired> = HashMap::new();
     let mut claims: HashMap<Handle, (PathBuf, usize)> = HashMap::new();
     let mut file_errors: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+    // Files with an error that names no container: a syntax error, an
+    // unreadable or oversized file. What they declared is unknown.
+    let mut broken: BTreeMap<PathBuf, String> = BTreeMap::new();
     for (path, docs) in snapshot {
         for doc in docs {
             let decl = match judge(&path, doc, admission) {
                 Ok(decl) => decl,
                 Err(message) => {
+                    broken
+                        .entry(path.clone())
+                        .or_insert_with(|| message.clone());
                     file_errors.entry(path.clone()).or_default().push(message);
                     continue;
                 }
@@ -376,7 +382,40 @@ fn resolve_files(
             entries.insert(desired.handle.clone(), desired);
         }
     }
+    keep_what_broken_files_declared(previous, &broken, &mut entries);
     (entries, file_errors)
+}
+
+/// A file that turned unreadable keeps declaring what it declared before,
+/// with the file's error: a typo must not take a service down. (A file
+/// that is removed, or parses without some document, declares less.)
+fn keep_what_broken_files_declared(
+    previous: &HashMap<Handle, Desired>,
+    broken: &BTreeMap<PathBuf, String>,
+    entries: &mut HashMap<Handle, Desired>,
+) {
+    for (handle, prev) in previous {
+        let Origin::File { path, .. } = &prev.origin else {
+            continue;
+        };
+        let Some(message) = broken.get(path) else {
+            continue;
+        };
+        if entries.contains_key(handle) {
+            continue;
+        }
+        let error = DeclError {
+            reason: INVALID,
+            message: message.clone(),
+        };
+        entries.insert(
+            handle.clone(),
+            Desired {
+                error: Some(error),
+                ..prev.clone()
+            },
+        );
+    }
 }
 
 /// One document of a manifest file, judged: the container it declares,
@@ -526,6 +565,48 @@ mod tests {
 
         store.apply_files_t(snap(&[("/m/a.yaml", doc("web", "/img"))]));
         assert_eq!(store.get(&h("web")).unwrap().error, None, "fixed");
+    }
+
+    #[test]
+    fn a_file_broken_beyond_parsing_keeps_what_it_declared() {
+        let store = Store::new();
+        let two = format!("{}---\n{}", doc("web", "/img"), doc("db", "/img"));
+        store.apply_files_t(snap(&[
+            ("/m/a.yaml", two),
+            ("/m/b.yaml", doc("other", "/img")),
+        ]));
+        // A syntax error in the first document: the parser sees no more.
+        let typo = format!(
+            "{}  hostname: [oops\n---\n{}",
+            doc("web", "/img"),
+            doc("db", "/img")
+        );
+        let c = store.apply_files_t(snap(&[
+            ("/m/a.yaml", typo),
+            ("/m/b.yaml", doc("other", "/img")),
+        ]));
+        for name in ["web", "db"] {
+            let d = store.get(&h(name)).expect("still declared");
+            assert_eq!(d.spec.unwrap().rootfs, "/img", "{name}: last good spec");
+            assert_eq!(d.generation, 1);
+            let err = d.error.expect("the file's error");
+            assert_eq!(err.reason, "InvalidManifest");
+            assert!(err.message.contains("/m/a.yaml"), "{}", err.message);
+        }
+        assert!(c.handles.contains(&h("web")) && c.handles.contains(&h("db")));
+        assert!(!store.file_errors(Path::new("/m/a.yaml")).is_empty());
+
+        // Fixed, but without db: db goes, as a removed document does.
+        store.apply_files_t(snap(&[
+            ("/m/a.yaml", doc("web", "/img")),
+            ("/m/b.yaml", doc("other", "/img")),
+        ]));
+        assert_eq!(store.get(&h("web")).unwrap().error, None);
+        assert!(store.get(&h("db")).is_none());
+        // A removed file declares nothing, broken or not.
+        store.apply_files_t(snap(&[("/m/a.yaml", "key: [oops\n".to_string())]));
+        assert!(store.get(&h("web")).is_some(), "a.yaml is broken, not gone");
+        assert!(store.get(&h("other")).is_none(), "b.yaml is gone");
     }
 
     #[test]

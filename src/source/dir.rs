@@ -66,8 +66,11 @@ impl DirSource {
     }
 
     /// Read every manifest in the directory, sorted by path. Unreadable or
-    /// oversized files become errors on that file.
-    pub fn scan(&mut self) -> FileSnapshot {
+    /// oversized files become errors on that file. `None` when the
+    /// directory cannot be listed (other than for not existing, which
+    /// declares nothing, as kubelet reads a missing static pod path): what
+    /// it declares is then unknown, and must not read as nothing.
+    pub fn scan(&mut self) -> Option<FileSnapshot> {
         let mut paths: Vec<(PathBuf, fs::Metadata)> = match fs::read_dir(&self.dir) {
             Ok(rd) => rd
                 .flatten()
@@ -81,9 +84,13 @@ impl DirSource {
                         .map(|m| (path, m))
                 })
                 .collect(),
-            Err(e) => {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot list the manifest directory");
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(dir = %self.dir.display(), "the manifest directory does not exist: it declares nothing");
                 Vec::new()
+            }
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot list the manifest directory; keeping what it declared");
+                return None;
             }
         };
         paths.sort_by(|a, b| a.0.cmp(&b.0));
@@ -103,7 +110,7 @@ impl DirSource {
             fresh.insert(path, (key, docs));
         }
         self.cache = fresh;
-        snapshot
+        Some(snapshot)
     }
 
     /// Scan now, then on every change in the directory and every relist
@@ -114,25 +121,30 @@ impl DirSource {
         }
         let (tx, mut events) = mpsc::unbounded_channel::<()>();
         let _watcher = watch(&self.dir, tx);
-        let first = store.apply_files(self.scan(), self.admission.as_ref());
-        store.mark_synced(SourceKind::File);
-        if changes.send(first).await.is_err() {
-            return;
-        }
         let mut relist = tokio::time::interval(self.relist);
         relist.tick().await;
+        // Synced, and the first listing sent, only once one succeeds.
+        let mut synced = false;
         loop {
+            if let Some(snapshot) = self.scan() {
+                let c = store.apply_files(snapshot, self.admission.as_ref());
+                let first = !synced;
+                if first {
+                    store.mark_synced(SourceKind::File);
+                    synced = true;
+                }
+                let news = first || !c.handles.is_empty() || !c.files.is_empty();
+                if news && changes.send(c).await.is_err() {
+                    return;
+                }
+            }
             tokio::select! {
                 event = events.recv() => {
                     if event.is_none() { return; }
-                    // Everything that arrived meanwhile is covered by this one scan.
+                    // Everything that arrived meanwhile is covered by the next scan.
                     while events.try_recv().is_ok() {}
                 }
                 _ = relist.tick() => {}
-            }
-            let c = store.apply_files(self.scan(), self.admission.as_ref());
-            if (!c.handles.is_empty() || !c.files.is_empty()) && changes.send(c).await.is_err() {
-                return;
             }
         }
     }
@@ -292,7 +304,7 @@ mod tests {
         )
         .unwrap();
         let mut src = DirSource::new(&dir, Duration::from_secs(20));
-        let snap = src.scan();
+        let snap = src.scan().unwrap();
         let names: Vec<_> = snap
             .iter()
             .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
@@ -303,7 +315,20 @@ mod tests {
             big.to_string().contains("over the 10485760-byte limit"),
             "{big}"
         );
-        assert_eq!(src.scan(), snap, "a second scan gives the same");
+        assert_eq!(src.scan(), Some(snap), "a second scan gives the same");
+
+        // A directory that cannot be listed declares something unknown; a
+        // missing one declares nothing.
+        let not_a_dir = dir.join("b.yaml");
+        assert_eq!(
+            DirSource::new(&not_a_dir, Duration::from_secs(20)).scan(),
+            None
+        );
+        let missing = dir.join("missing");
+        assert_eq!(
+            DirSource::new(&missing, Duration::from_secs(20)).scan(),
+            Some(vec![])
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }
