@@ -305,6 +305,41 @@ fn a_container_with_an_unreadable_record_is_rebuilt() {
 }
 
 #[test]
+fn a_main_process_whose_supervisor_died_is_replaced_not_duplicated() {
+    let a = AgentEnv::new("agent-lost");
+    let _agent = a.start();
+    a.write("web.yaml", &manifest("web", SERVICE));
+    a.wait("web running", T, || a.running("web"));
+    let init = a.env.init_pid("web");
+    let old = a.main_pid("web").unwrap();
+    let shim_json = a.main_dir("web").unwrap().join("shim.json");
+    let shim: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&shim_json).unwrap()).unwrap();
+    let shim = shim["pid"].as_i64().unwrap() as i32;
+    // SAFETY: kill(2) on the supervisor's pid, read from its own record.
+    assert_eq!(unsafe { libc::kill(shim, libc::SIGKILL) }, 0);
+
+    a.wait("main restarted", T, || {
+        a.main_pid("web").is_some_and(|p| p != old) && a.running("web")
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{old}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z "),
+        "the unsupervised main is gone: {stat}"
+    );
+    // Init and the one main process: nothing runs beside its restart.
+    let procs = a.env.cgroup_dir("pids", "web").join("cgroup.procs");
+    let left: Vec<i32> = std::fs::read_to_string(&procs)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.contains(&init) && left.contains(&a.main_pid("web").unwrap()));
+    assert_eq!(a.env.init_pid("web"), init, "the same container");
+}
+
+#[test]
 fn sigterm_stops_the_agent_and_leaves_containers_running() {
     let a = AgentEnv::new("agent-term");
     let mut agent = a.start();

@@ -189,6 +189,36 @@ fn bad_handles_are_refused_before_the_disk() {
 }
 
 #[tokio::test]
+async fn stop_leaves_no_child_forked_on_term() {
+    let env = Env::new("stopfork");
+    let c = env.containerizer();
+    let h = handle("forker");
+    c.create(&h, &spec(), BTreeMap::new()).await.unwrap();
+    let init = env.init_pid("forker");
+    // On TERM it leaves a child behind and exits at once, well within grace.
+    env.exec_detached(
+        "forker",
+        &[
+            "sh",
+            "-c",
+            "trap 'sleep 1000 & exit 0' TERM; while true; do sleep 0.1; done",
+        ],
+    );
+    let procs = env.cgroup_dir("freezer", "forker").join("cgroup.procs");
+    assert!(eventually(Duration::from_secs(5), || {
+        std::fs::read_to_string(&procs).unwrap().lines().count() >= 3
+    }));
+    c.stop(&h, Duration::from_secs(5)).await.unwrap();
+    let left: Vec<i32> = std::fs::read_to_string(&procs)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(left, vec![init], "only init is left");
+    c.destroy(&h).await.unwrap();
+}
+
+#[tokio::test]
 async fn stop_kills_every_process_but_init_even_forking_ones() {
     let env = Env::new("stop");
     let c = env.containerizer();

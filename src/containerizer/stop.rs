@@ -14,6 +14,7 @@ use crate::api::Handle;
 use crate::cgroup::CgroupError;
 use crate::pidfd::PidFd;
 use crate::runtime::OciRuntime;
+use rundmc_shim::protocol::PID_FILE;
 
 /// Rounds of SIGKILL before processes count as unkillable.
 const KILL_ROUNDS: usize = 10;
@@ -41,9 +42,9 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             let victims = self
                 .signal_all_but(handle, init, libc::SIGTERM, true)
                 .await?;
-            if wait_all(victims, grace).await {
-                return Ok(());
-            }
+            // Whatever is left after it, a child forked on TERM included,
+            // meets the KILL rounds; none left is the usual end.
+            wait_all(victims, grace).await;
         }
         for _ in 0..KILL_ROUNDS {
             let victims = self
@@ -123,6 +124,34 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             Ok(r) => r.map_err(Self::cgroup_err(handle)),
             Err(join) => std::panic::resume_unwind(join.into_panic()),
         }
+    }
+}
+
+impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
+    /// End process `id` if its supervisor was lost while it ran on: left
+    /// alone it would run, unsupervised and unlogged, beside its restart.
+    /// Its pid (from the runtime's pid file) is killed through a pidfd, and
+    /// only while it is in the container's cgroup. True when one was.
+    pub async fn kill_lost(&self, handle: &Handle, id: &str) -> Result<bool> {
+        let pid_file = self.process_dir(handle, id).join(PID_FILE);
+        let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse::<i32>().ok())
+        else {
+            return Ok(false);
+        };
+        let Ok(fd) = PidFd::open(pid) else {
+            return Ok(false);
+        };
+        // Opened first, checked after: the pidfd is the container's process.
+        let procs = self
+            .cgroup(handle)
+            .procs()
+            .map_err(Self::cgroup_err(handle))?;
+        if !procs.contains(&pid) || fd.send_signal(libc::SIGKILL).is_err() {
+            return Ok(false);
+        }
+        Ok(fd.exited_within(KILL_ROUND_WAIT).await.unwrap_or(false))
     }
 }
 

@@ -11,7 +11,7 @@ use super::store::{Desired, SOURCE_LABEL, SourceKind};
 use crate::api::{ContainerSpec, Handle};
 use crate::containerizer::ContainerizerError;
 use crate::containerizer::run::RunSpec;
-use crate::process::ProcessError;
+use crate::process::{ProcState, ProcessError};
 use crate::report::events::{EventType, reason};
 use crate::runtime::OciRuntime;
 
@@ -116,6 +116,9 @@ impl<R: OciRuntime> Controller<R> {
         let Some(process) = &spec.process else {
             return Ok(());
         };
+        if restart_delay.is_some() {
+            self.end_lost_run(handle).await?;
+        }
         let runs = self.record_next_run(handle, restart_delay)?;
         let run = RunSpec {
             id: Some(run_id(runs)),
@@ -153,6 +156,23 @@ impl<R: OciRuntime> Controller<R> {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Before a restart: a main process whose supervisor was lost may run
+    /// on; end it, so that its restart never runs beside it.
+    async fn end_lost_run(&self, handle: &Handle) -> Result<(), ContainerizerError> {
+        let bundle = self.containerizer.bundle_dir(handle);
+        let Some(id) = MainFile::load(&bundle).current_id() else {
+            return Ok(());
+        };
+        let lost = self
+            .containerizer
+            .attach(handle, &id)
+            .is_ok_and(|p| matches!(p.state(), Ok(ProcState::Lost { .. })));
+        if lost && self.containerizer.kill_lost(handle, &id).await? {
+            tracing::warn!(%handle, process = %id, "killed the main process its lost supervisor left running");
+        }
+        Ok(())
     }
 
     /// Record the next run of the main process in `main.json`, before it
