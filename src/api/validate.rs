@@ -76,7 +76,7 @@ pub fn validate(spec: &ContainerSpec) -> Result<(), ValidationErrors> {
     }
     check_mounts(&mut errs, &spec.mounts);
     if let Err(e) = resources(&spec.limits) {
-        errs.push(e);
+        errs.extend(e.0);
     }
     if spec.termination_grace_period_seconds.is_some_and(|s| s < 0) {
         errs.push(FieldError::new(
@@ -94,38 +94,36 @@ pub fn validate(spec: &ContainerSpec) -> Result<(), ValidationErrors> {
     }
 }
 
-/// Parse the limits, naming the first bad field.
-pub fn resources(limits: &Limits) -> Result<Resources, FieldError> {
-    let memory_bytes = match &limits.memory {
-        None => None,
-        Some(q) => {
-            let b = quantity::bytes(&q.0)
-                .map_err(|e| FieldError::new("spec.limits.memory", e.to_string()))?;
-            if b < MIN_MEMORY_BYTES {
-                return Err(FieldError::new(
-                    "spec.limits.memory",
-                    format!("{:?} is below the minimum of 4Mi", q.0),
-                ));
-            }
-            Some(b)
-        }
-    };
-    let cpu_millis = match &limits.cpu {
-        None => None,
-        Some(q) => {
-            let m = quantity::millicores(&q.0)
-                .map_err(|e| FieldError::new("spec.limits.cpu", e.to_string()))?;
-            if m == 0 {
-                return Err(FieldError::new(
-                    "spec.limits.cpu",
-                    format!("{:?} must be more than zero", q.0),
-                ));
-            }
-            Some(m)
-        }
-    };
+/// Parse the limits, naming every bad field.
+pub fn resources(limits: &Limits) -> Result<Resources, ValidationErrors> {
+    let mut errs = Vec::new();
+    let memory_bytes = limits.memory.as_ref().and_then(|q| {
+        let checked = quantity::bytes(&q.0)
+            .map_err(|e| e.to_string())
+            .and_then(|b| match b < MIN_MEMORY_BYTES {
+                true => Err(format!("{:?} is below the minimum of 4Mi", q.0)),
+                false => Ok(b),
+            });
+        checked
+            .map_err(|e| errs.push(FieldError::new("spec.limits.memory", e)))
+            .ok()
+    });
+    let cpu_millis = limits.cpu.as_ref().and_then(|q| {
+        let checked = quantity::millicores(&q.0)
+            .map_err(|e| e.to_string())
+            .and_then(|m| match m == 0 {
+                true => Err(format!("{:?} must be more than zero", q.0)),
+                false => Ok(m),
+            });
+        checked
+            .map_err(|e| errs.push(FieldError::new("spec.limits.cpu", e)))
+            .ok()
+    });
     if limits.pids.is_some_and(|p| p < 1) {
-        return Err(FieldError::new("spec.limits.pids", "must be at least 1"));
+        errs.push(FieldError::new("spec.limits.pids", "must be at least 1"));
+    }
+    if !errs.is_empty() {
+        return Err(ValidationErrors(errs));
     }
     Ok(Resources {
         memory_bytes,
@@ -321,6 +319,7 @@ mod tests {
                 "spec.mounts[1].source",
                 "spec.mounts[1].destination",
                 "spec.limits.cpu",
+                "spec.limits.pids",
                 "spec.terminationGracePeriodSeconds",
             ]
         );

@@ -25,9 +25,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         labels: BTreeMap<String, String>,
     ) -> Result<()> {
         let resources = validate::validate(spec)
-            .and_then(|()| {
-                validate::resources(&spec.limits).map_err(|e| validate::ValidationErrors(vec![e]))
-            })
+            .and_then(|()| validate::resources(&spec.limits))
             .map_err(|errors| ContainerizerError::Invalid {
                 handle: handle.clone(),
                 errors,

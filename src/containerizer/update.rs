@@ -13,9 +13,9 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     /// Apply `spec`'s limits to the running container and record `spec`.
     pub async fn update_limits(&self, handle: &Handle, spec: &ContainerSpec) -> Result<()> {
         let resources =
-            validate::resources(&spec.limits).map_err(|e| ContainerizerError::Invalid {
+            validate::resources(&spec.limits).map_err(|errors| ContainerizerError::Invalid {
                 handle: handle.clone(),
-                errors: validate::ValidationErrors(vec![e]),
+                errors,
             })?;
         let linux = limit_resources(&resources, true);
         self.runtime
