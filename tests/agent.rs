@@ -143,7 +143,7 @@ fn invalid_files_are_reported_and_never_take_a_service_down() {
     a.wait("good running", T, || a.running("good"));
     let bad_path = a.manifests.join("bad.yaml");
     let expect = format!(
-        "{}: document 1: spec.limits.memory: \"64Q\" is not a quantity",
+        "{}: document 1, line 7: spec.limits.memory: \"64Q\" is not a quantity",
         bad_path.display()
     );
     a.wait("bad reported", T, || {

@@ -561,7 +561,10 @@ mod tests {
         assert_eq!(d.generation, 1, "the running spec did not change");
         let err = d.error.unwrap();
         assert_eq!(err.reason, "InvalidManifest");
-        assert!(err.message.contains("/m/a.yaml: document 1: spec.rootfs"));
+        assert!(
+            err.message
+                .contains("/m/a.yaml: document 1, line 6: spec.rootfs")
+        );
 
         store.apply_files_t(snap(&[("/m/a.yaml", doc("web", "/img"))]));
         assert_eq!(store.get(&h("web")).unwrap().error, None, "fixed");

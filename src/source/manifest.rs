@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::yaml_line::line_of;
 use crate::api::{Container, Handle, MAX_HANDLE_LEN, validate};
 
 /// The apiVersion every manifest must carry.
@@ -80,6 +81,9 @@ pub fn parse(path: &Path, text: &str) -> Vec<Result<Manifest, ManifestError>> {
         out.push(parse_document(path, document, value).map_err(|mut e| {
             if e.line.is_none() {
                 e.line = typed_error_line(text, i);
+            }
+            if let (None, Some(field)) = (e.line, &e.field) {
+                e.line = line_of(text, i, field);
             }
             e
         }));
@@ -237,7 +241,7 @@ mod tests {
             errors(&text),
             vec![
                 "ok web".to_string(),
-                r#"/m/web.yaml: document 2: spec.limits.memory: "64Q" is not a quantity"#
+                r#"/m/web.yaml: document 2, line 15: spec.limits.memory: "64Q" is not a quantity"#
                     .to_string()
             ]
         );
@@ -267,17 +271,18 @@ mod tests {
     fn wrong_kind_and_names() {
         assert_eq!(
             errors(&GOOD.replace("kind: Container", "kind: Pod")),
-            vec![r#"/m/web.yaml: document 1: kind: "Pod" is not "Container""#]
+            vec![r#"/m/web.yaml: document 1, line 2: kind: "Pod" is not "Container""#]
         );
         let got = errors(&GOOD.replace("name: web", "name: Web_1"));
         assert!(
-            got[0].starts_with(r#"/m/web.yaml: document 1: metadata.name: "Web_1" must be"#),
+            got[0]
+                .starts_with(r#"/m/web.yaml: document 1, line 4: metadata.name: "Web_1" must be"#),
             "{got:?}"
         );
         let got = errors(&GOOD.replace("rootfs: /img", "rootfs: img"));
         assert_eq!(
             got,
-            vec![r#"/m/web.yaml: document 1: spec.rootfs: "img" is not an absolute path"#]
+            vec![r#"/m/web.yaml: document 1, line 6: spec.rootfs: "img" is not an absolute path"#]
         );
     }
 

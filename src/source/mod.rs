@@ -6,3 +6,4 @@ pub mod admission;
 pub mod dir;
 pub mod kube;
 pub mod manifest;
+pub mod yaml_line;
