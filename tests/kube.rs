@@ -292,16 +292,17 @@ async fn a_watch_cut_by_410_recovers_without_duplicates_or_lost_updates() {
     k.wait("web Ready", "web", ready).await;
     let init = k.env.env.init_pid("k8s_default_web");
 
-    // The update lands while the watch is cut and history is compacted.
-    k.server.cut_watches();
-    let limited = container("web", NODE, |s| {
-        s.limits.memory = Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity(
-            "48Mi".into(),
-        ))
-    });
-    k.apply(&limited).await;
+    // The update lands while the server refuses the agent, and history is
+    // compacted past the agent's resourceVersion before it comes back.
+    k.server.set_unavailable(true).await;
+    let mut limited = k.server.get::<Container>("default", "web").unwrap();
+    limited.spec.limits.memory = Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity(
+        "48Mi".into(),
+    ));
+    let limited = k.server.update(&limited);
+    assert_eq!(limited.metadata.generation, Some(2));
     k.server.compact();
-    k.server.cut_watches();
+    k.server.set_unavailable(false).await;
 
     let mem = k
         .env
@@ -318,6 +319,10 @@ async fn a_watch_cut_by_410_recovers_without_duplicates_or_lost_updates() {
             .is_some_and(|s| s.observed_generation == Some(2))
     })
     .await;
+    assert!(
+        k.server.expired_watches() >= 1,
+        "the agent's watch came back to 410 Expired"
+    );
     assert_eq!(
         k.env.env.init_pid("k8s_default_web"),
         init,

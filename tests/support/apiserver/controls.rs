@@ -271,6 +271,35 @@ impl FakeApiServer {
         }
     }
 
+    /// How many watches were answered 410 Expired.
+    pub fn expired_watches(&self) -> usize {
+        self.shared().peek(|s| s.expired_watches)
+    }
+
+    /// Replaces a stored object as an update would (a spec change bumps
+    /// `metadata.generation`; status is kept), bypassing HTTP: for changes
+    /// made while the server refuses connections.
+    pub fn update<K: Resource<DynamicType = ()> + Serialize + DeserializeOwned>(
+        &self,
+        obj: &K,
+    ) -> K {
+        let k = kind_index::<K>(self);
+        let value = serde_json::to_value(obj).expect("object serializes");
+        let ns = obj.meta().namespace.clone().unwrap_or_default();
+        let name = obj.meta().name.clone().expect("a name");
+        let w = WriteCtx {
+            manager: "fake-apiserver-test",
+            status: false,
+            managed: Managed::Update,
+            require_rv: false,
+        };
+        typed(
+            self.shared()
+                .with(|s| s.store.update(k, &ns, &name, value, &w))
+                .expect("update"),
+        )
+    }
+
     /// Every request answered so far (since the last reset).
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.shared().peek(|s| s.requests.clone())

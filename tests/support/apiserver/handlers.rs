@@ -399,6 +399,7 @@ fn start_watch(
     if let Some(n) = start.from {
         match s.store.changes_since(spec.kind, n) {
             Err(oldest) => {
+                s.expired_watches += 1;
                 let msg = format!("too old resource version: {n} ({oldest})");
                 let _ = tx.send(error_frame(&ApiError::expired(msg)));
                 return;

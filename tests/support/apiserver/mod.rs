@@ -58,6 +58,8 @@ pub struct State {
     pub hub: WatchHub,
     pub requests: Vec<RequestRecord>,
     pub outage: Outage,
+    /// Watches answered 410 Expired (their resourceVersion was compacted).
+    pub expired_watches: usize,
 }
 
 /// What the handle, the listener and the connections share.
@@ -164,6 +166,7 @@ impl Builder {
                 hub: WatchHub::default(),
                 requests: Vec::new(),
                 outage: Outage::None,
+                expired_watches: 0,
             }),
             activity: notify::channel(0).0,
             kill: notify::channel(0).0,
