@@ -171,10 +171,10 @@ async fn concurrent_creates_of_one_handle_one_wins() {
     c.destroy(&h).await.unwrap();
 }
 
-#[test]
-fn bad_handles_are_refused_before_the_disk() {
+#[tokio::test]
+async fn bad_handles_are_refused_before_the_disk() {
     let env = Env::new("badhandle");
-    let _c = env.containerizer();
+    let c = env.containerizer();
     for bad in ["", "..", "../etc", "a/b", "a b", &"x".repeat(200)] {
         assert!(Handle::new(bad).is_err(), "{bad:?}");
     }
@@ -186,6 +186,31 @@ fn bad_handles_are_refused_before_the_disk() {
         })
     );
     assert!(std::fs::read_dir(&env.depot).unwrap().next().is_none());
+
+    // Process ids are handles too: one that would leave its directory is
+    // refused before anything is written.
+    let h = handle("good");
+    c.create(&h, &spec(), BTreeMap::new()).await.unwrap();
+    let processes = env.depot.join("good/processes");
+    let before: Vec<_> = std::fs::read_dir(&processes)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    for bad in ["../escape", "a/b", ".."] {
+        let mut run = cmd(&["true"]);
+        run.id = Some(bad.into());
+        let err = c.run(&h, &run).await.unwrap_err();
+        assert!(
+            matches!(err, ContainerizerError::BadProcessId { .. }),
+            "{bad:?}: {err}"
+        );
+        assert!(c.attach(&h, bad).is_err(), "{bad:?}");
+    }
+    let after: Vec<_> = std::fs::read_dir(&processes)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert_eq!(before, after, "nothing written for them");
+    assert!(!env.depot.join("good/escape").exists());
+    c.destroy(&h).await.unwrap();
 }
 
 #[tokio::test]

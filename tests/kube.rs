@@ -212,33 +212,63 @@ async fn deletion_destroys_the_container_before_the_finalizer_goes() {
     let _agent = k.start();
     k.apply(&container("web", NODE, |_| {})).await;
     k.wait("web Ready", "web", ready).await;
+    // Another controller's finalizer keeps the object after ours goes, to
+    // look at it then; the agent must leave it alone.
+    const HOLD: &str = "test.rundmc.io/hold";
+    let hold = serde_json::json!({
+        "apiVersion": "rundmc.io/v1alpha1", "kind": "Container",
+        "metadata": {"name": "web", "finalizers": [HOLD]},
+    });
+    k.api()
+        .patch(
+            "web",
+            &PatchParams::apply("other-controller"),
+            &Patch::Apply(&hold),
+        )
+        .await
+        .unwrap();
     k.api()
         .delete("web", &DeleteParams::default())
         .await
         .unwrap();
-    // While the finalizer holds the object, the container may still exist;
-    // the moment the object is gone, the container must be gone already.
-    let mut seen_terminating = false;
+    // Checked at each change the server makes: the first state without our
+    // finalizer must already be without the container.
+    let depot = k.env.env.depot.join("k8s_default_web");
+    let mut bundle_when_released = None;
     k.server
         .wait_for(T, |s| {
-            let obj = s.get::<Container>("default", "web");
-            if let Some(o) = &obj {
-                seen_terminating |= o.metadata.deletion_timestamp.is_some();
+            let Some(obj) = s.get::<Container>("default", "web") else {
+                return true;
+            };
+            let ours = obj
+                .metadata
+                .finalizers
+                .iter()
+                .flatten()
+                .any(|f| f == "rundmc.io/cleanup");
+            if !ours {
+                bundle_when_released = Some(depot.exists());
             }
-            obj.is_none()
+            !ours
         })
         .await
         .unwrap();
-    assert!(seen_terminating, "deletion waited on the finalizer");
+    assert_eq!(
+        bundle_when_released,
+        Some(false),
+        "destroyed before released"
+    );
     assert_eq!(
         runc_status(&k.env, "k8s_default_web"),
         None,
         "no runc container"
     );
-    assert!(
-        !k.env.env.depot.join("k8s_default_web").exists(),
-        "no bundle"
-    );
+    let held = k
+        .server
+        .get::<Container>("default", "web")
+        .expect("still held");
+    assert!(held.metadata.deletion_timestamp.is_some());
+    assert_eq!(held.metadata.finalizers, Some(vec![HOLD.to_string()]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,10 +3,12 @@
 //! Each entry (manager, operation, subresource) owns a set of field paths,
 //! encoded as `FieldsV1` (`{"f:spec":{"f:nodeName":{}}}`, with `"."` marking
 //! an owned map). Simplifications against the real structured-merge-diff:
-//! - paths only descend into JSON objects; every list is atomic (one leaf).
-//!   That is what a CRD list without `x-kubernetes-list-type` is, but not what
-//!   `metadata.finalizers` (a set) or `ownerReferences` (a map keyed by uid)
-//!   are on a real server;
+//! - paths descend into JSON objects, and into `metadata.finalizers`, a set
+//!   as on a real server: each item is its own field (`v:"<item>"`), so
+//!   managers own items, an apply adds its items to the others' and removes
+//!   only its own. Every other list is atomic (one leaf): what a CRD list
+//!   without `x-kubernetes-list-type` is, but not what `ownerReferences` (a
+//!   map keyed by uid) is on a real server;
 //! - an owned map is recorded with `"."` wherever it appears, where the real
 //!   server does so only for maps (not structs) in the schema;
 //! - ownership is tracked for everything but apiVersion, kind and metadata
@@ -84,7 +86,25 @@ pub fn paths_of(value: &Value, scope: Scope) -> FieldSet {
     out
 }
 
+/// The lists kept as sets of items: only `metadata.finalizers`.
+fn is_set_list(path: &[String]) -> bool {
+    path == ["metadata", "finalizers"]
+}
+
+/// The path segment of a set item: `v:` and its JSON.
+fn item_segment(item: &Value) -> String {
+    format!("v:{item}")
+}
+
 fn collect(value: &Value, prefix: &mut Path, out: &mut FieldSet) {
+    if let (Value::Array(items), true) = (value, is_set_list(prefix)) {
+        for item in items {
+            prefix.push(item_segment(item));
+            out.insert(prefix.clone());
+            prefix.pop();
+        }
+        return;
+    }
     if let Value::Object(map) = value
         && !map.is_empty()
     {
@@ -103,7 +123,10 @@ fn collect(value: &Value, prefix: &mut Path, out: &mut FieldSet) {
 
 /// The value at `path`, if present.
 pub fn get_path<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter().try_fold(value, |cur, seg| cur.get(seg))
+    path.iter().try_fold(value, |cur, seg| match cur {
+        Value::Array(items) => items.iter().find(|i| item_segment(i) == *seg),
+        _ => cur.get(seg),
+    })
 }
 
 fn is_leaf(value: &Value) -> bool {
@@ -153,11 +176,14 @@ fn decode(node: &Value, prefix: &mut Path, out: &mut FieldSet) {
         out.insert(prefix.clone());
     }
     for (k, v) in map {
-        if let Some(seg) = k.strip_prefix("f:") {
-            prefix.push(seg.to_string());
-            decode(v, prefix, out);
-            prefix.pop();
-        }
+        let seg = match k.strip_prefix("f:") {
+            Some(seg) => seg,
+            None if k.starts_with("v:") => k.as_str(),
+            None => continue,
+        };
+        prefix.push(seg.to_string());
+        decode(v, prefix, out);
+        prefix.pop();
     }
 }
 
@@ -219,8 +245,12 @@ fn encode(fields: &FieldSet) -> Value {
     for path in fields {
         let mut node = &mut root;
         for seg in path {
+            let key = match seg.starts_with("v:") {
+                true => seg.clone(),
+                false => format!("f:{seg}"),
+            };
             node = node
-                .entry(format!("f:{seg}"))
+                .entry(key)
                 .or_insert_with(|| json!({}))
                 .as_object_mut()
                 .expect("encode only inserts objects");
@@ -344,7 +374,9 @@ pub fn apply(
     for path in dropped.into_iter().rev() {
         remove_path(&mut merged, path);
     }
-    merge_into(&mut merged, &restrict(applied, scope));
+    let mut applied = restrict(applied, scope);
+    union_finalizers(&mut merged, &mut applied);
+    merge_into(&mut merged, &applied);
     let entry = take_entry(&mut entries, w, "Apply");
     entry.fields = applied_paths;
     write_entries(&mut merged, &entries);
@@ -369,14 +401,43 @@ fn restrict(applied: &Value, scope: Scope) -> Value {
     )
 }
 
+/// An apply's finalizers join the ones it does not remove (a set), and
+/// an emptied set goes.
+fn union_finalizers(merged: &mut Value, applied: &mut Value) {
+    let Some(Value::Array(new)) = applied.pointer("/metadata/finalizers").cloned() else {
+        return;
+    };
+    let mut all = match merged.pointer("/metadata/finalizers") {
+        Some(Value::Array(items)) => items.clone(),
+        _ => Vec::new(),
+    };
+    for item in new {
+        if !all.contains(&item) {
+            all.push(item);
+        }
+    }
+    for obj in [merged, applied] {
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            match all.is_empty() {
+                true => meta.remove("finalizers"),
+                false => meta.insert("finalizers".into(), Value::Array(all.clone())),
+            };
+        }
+    }
+}
+
 fn remove_path(obj: &mut Value, path: &[String]) {
     let Some((last, parents)) = path.split_last() else {
         return;
     };
-    let Some(Value::Object(parent)) = parents
+    let parent = parents
         .iter()
-        .try_fold(&mut *obj, |cur, seg| cur.get_mut(seg))
-    else {
+        .try_fold(&mut *obj, |cur, seg| cur.get_mut(seg));
+    if let Some(Value::Array(items)) = parent {
+        items.retain(|i| item_segment(i) != *last);
+        return;
+    }
+    let Some(Value::Object(parent)) = parent else {
         return;
     };
     let removable = parent
@@ -513,5 +574,35 @@ mod tests {
                 .fields
                 .contains(&vec!["status".to_string(), "phase".to_string()])
         );
+    }
+
+    #[test]
+    fn finalizers_are_a_set_of_items_each_manager_owns_its_own() {
+        let fin = |v: &Value| v.pointer("/metadata/finalizers").cloned();
+        let ours = json!({"metadata": {"finalizers": ["rundmc.io/cleanup"]}});
+        let live = apply(
+            &json!({"metadata": {}}),
+            &ours,
+            Scope::NoStatus,
+            true,
+            &writer("a"),
+        )
+        .unwrap();
+        let theirs = json!({"metadata": {"finalizers": ["other/hold"]}});
+        let live =
+            apply(&live, &theirs, Scope::NoStatus, false, &writer("b")).expect("no conflict");
+        assert_eq!(fin(&live), Some(json!(["rundmc.io/cleanup", "other/hold"])));
+        let fields = &read_entries(&live)[0].fields;
+        assert!(fields.contains(&vec![
+            "metadata".to_string(),
+            "finalizers".to_string(),
+            r#"v:"rundmc.io/cleanup""#.to_string()
+        ]));
+        // Each removes only its own item.
+        let none = json!({"metadata": {"finalizers": []}});
+        let live = apply(&live, &none, Scope::NoStatus, true, &writer("a")).unwrap();
+        assert_eq!(fin(&live), Some(json!(["other/hold"])));
+        let live = apply(&live, &none, Scope::NoStatus, true, &writer("b")).unwrap();
+        assert_eq!(fin(&live), None, "an emptied set goes");
     }
 }
