@@ -340,6 +340,29 @@ fn a_main_process_whose_supervisor_died_is_replaced_not_duplicated() {
 }
 
 #[test]
+fn an_oom_kill_beside_the_main_process_is_reported() {
+    let a = AgentEnv::new("agent-oom");
+    let _agent = a.start();
+    let spec = format!("{SERVICE}  limits: {{memory: 16Mi}}\n");
+    a.write("web.yaml", &manifest("web", &spec));
+    a.wait("web running", T, || a.running("web"));
+    let main = a.main_pid("web");
+    // A memory hog beside the main process, started behind the agent's back.
+    let (code, _, _) = a
+        .env
+        .exec("web", &["sh", "-c", "x=a; while true; do x=$x$x; done"]);
+    assert_eq!(code, 137, "the hog was OOM-killed");
+    a.wait("an OOMKilled event", T, || {
+        a.events()
+            .iter()
+            .any(|e| e["reason"] == "OOMKilled" && e["handle"] == "web")
+    });
+    assert_eq!(a.main_pid("web"), main, "the main process runs on");
+    assert!(a.running("web"));
+    assert_eq!(a.status_field("web", "restartCount").as_deref(), Some("0"));
+}
+
+#[test]
 fn sigterm_stops_the_agent_and_leaves_containers_running() {
     let a = AgentEnv::new("agent-term");
     let mut agent = a.start();

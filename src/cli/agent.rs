@@ -111,6 +111,7 @@ async fn kube_client(args: &AgentArgs) -> Result<kube::Client, AgentError> {
 
 /// Run the agent until a stop signal.
 pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
+    raise_open_files_limit();
     let runtime = Runc::new(RuntimeConfig {
         binary: args.runtime.clone(),
         root: args.runtime_root.clone(),
@@ -167,6 +168,19 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     // Let in-flight reconciles finish their step, but not forever.
     let _ = tokio::time::timeout(Duration::from_secs(10), workers).await;
     Ok(())
+}
+
+/// Lift the soft limit on open files to the hard one: each running
+/// container holds an OOM watch, and each process in flight a pidfd.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let raised = getrlimit(Resource::RLIMIT_NOFILE).and_then(|(soft, hard)| match soft < hard {
+        true => setrlimit(Resource::RLIMIT_NOFILE, hard, hard),
+        false => Ok(()),
+    });
+    if let Err(e) = raised {
+        tracing::warn!(error = %e, "cannot raise the open-files limit");
+    }
 }
 
 /// The containerizer's settings from the flags.

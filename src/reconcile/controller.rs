@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use super::backoff::CrashLoopBackoff;
 use super::observe::{Observation, observe};
+use super::oom::OomWatches;
 use super::plan::{self, Plan, Step, Waiting};
 use super::queue::WorkQueue;
 use super::store::{Desired, SOURCE_LABEL, SourceKind, Store};
@@ -18,7 +19,7 @@ use crate::report::Reporters;
 use crate::report::events::{EventType, reason};
 use crate::report::metrics::{AgentMetrics, ResultLabel};
 use crate::report::status::{self, StatusInput};
-use crate::runtime::OciRuntime;
+use crate::runtime::{OciRuntime, Status};
 
 /// Tunables of the controller.
 #[derive(Debug, Clone)]
@@ -44,6 +45,8 @@ pub struct Controller<R: OciRuntime> {
     watching: Arc<Mutex<HashSet<(Handle, String)>>>,
     /// Runs whose end (or backoff) has been announced by an event.
     announced: Mutex<HashSet<(Handle, String, &'static str)>>,
+    /// OOM kills in running containers.
+    oom: Arc<OomWatches>,
 }
 
 /// Why a reconcile failed; it is retried with backoff.
@@ -80,6 +83,7 @@ impl<R: OciRuntime> Controller<R> {
             config,
             watching: Arc::new(Mutex::new(HashSet::new())),
             announced: Mutex::new(HashSet::new()),
+            oom: Arc::new(OomWatches::default()),
         })
     }
 
@@ -161,8 +165,13 @@ impl<R: OciRuntime> Controller<R> {
             false => observe(&self.containerizer, handle).await?,
         };
         self.watch_main(handle, &after);
+        if after.runtime == Some(Status::Running) {
+            let cgroup = self.containerizer.cgroup(handle);
+            self.oom.ensure(handle, &cgroup, &self.queue);
+        }
         self.announce_exit(handle, desired.as_ref(), &after, plan.waiting)
             .await;
+        self.announce_oom(handle, desired.as_ref(), &after).await;
         let mut requeue = self.next_look(want.as_ref(), &after, plan.requeue_after);
         if let Some(d) = &desired {
             if d.deleting && after.record.is_none() && !after.half_made && result.is_ok() {
@@ -321,6 +330,19 @@ impl<R: OciRuntime> Controller<R> {
             self.event(desired, handle, EventType::Warning, reason::BACK_OFF, msg)
                 .await;
         }
+    }
+
+    /// Announce an OOM kill the main process survived (one that ended it
+    /// is announced with its exit).
+    async fn announce_oom(&self, handle: &Handle, desired: Option<&Desired>, obs: &Observation) {
+        if !self.oom.take(handle)
+            || !matches!(obs.main, plan::MainObs::Running | plan::MainObs::NotStarted)
+        {
+            return;
+        }
+        let msg = "A process in the container was killed by the OOM killer".to_string();
+        self.event(desired, handle, EventType::Warning, reason::OOM_KILLED, msg)
+            .await;
     }
 
     fn first_time(&self, handle: &Handle, id: &str, what: &'static str) -> bool {

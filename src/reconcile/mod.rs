@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod controller;
 pub mod history;
 pub mod observe;
+pub mod oom;
 pub mod plan;
 pub mod queue;
 pub mod steps;
