@@ -232,6 +232,34 @@ async fn rotation_keeps_only_the_newest_files() {
 }
 
 #[tokio::test]
+async fn a_log_that_cannot_be_written_loses_output_never_the_process() {
+    let c = TestContainer::start("fulldisk", Options::default());
+    let mut launch = c.launch(
+        "loud",
+        &[
+            "sh",
+            "-c",
+            "head -c 2000000 /dev/zero | tr '\\0' x; echo; echo done",
+        ],
+    );
+    // Every write of the log fails as on a full disk.
+    std::os::unix::fs::symlink("/dev/full", launch.dir.join("output.log")).unwrap();
+    launch.log_max_bytes = 1 << 40;
+    let p = tracker().spawn(launch).await.unwrap();
+    let rec = exited(&p).await;
+    assert_eq!(
+        (rec.exit_code, rec.signal),
+        (0, None),
+        "neither blocked nor SIGPIPEd"
+    );
+    let shim_log = std::fs::read_to_string(p.dir().join("shim.log")).unwrap();
+    assert!(
+        shim_log.contains("cannot write the log (No space left on device"),
+        "{shim_log}"
+    );
+}
+
+#[tokio::test]
 async fn exit_codes_and_signals_are_recorded() {
     let c = TestContainer::start("exits", Options::default());
     let t = tracker();

@@ -23,6 +23,10 @@ pub struct Pump {
     pub stdin: Option<StdinRelay>,
     control_buf: Vec<u8>,
     buf: Vec<u8>,
+    /// Output lost to a log that could not be written (a full disk), and
+    /// whether the last write failed.
+    lost_bytes: u64,
+    losing: bool,
 }
 
 /// Copies the `stdin` fifo into the pipe that is the process's stdin. The
@@ -66,6 +70,34 @@ impl Pump {
             stdin,
             control_buf: Vec::new(),
             buf: vec![0; READ_BUF],
+            lost_bytes: 0,
+            losing: false,
+        }
+    }
+
+    /// A log write that failed is output lost, never a reason to stop
+    /// reading: the process must not block on a full pipe nor get SIGPIPE.
+    /// The first loss, and the first write after, are told in shim.log.
+    fn logged(&mut self, written: io::Result<()>, len: usize) {
+        match written {
+            Err(e) => {
+                if !self.losing {
+                    eprintln!(
+                        "rundmc-shim: cannot write the log ({e}); dropping output until it can be"
+                    );
+                }
+                self.losing = true;
+                self.lost_bytes += len as u64;
+            }
+            Ok(()) if self.losing => {
+                eprintln!(
+                    "rundmc-shim: the log is written again; {} bytes of output were lost",
+                    self.lost_bytes
+                );
+                self.losing = false;
+                self.lost_bytes = 0;
+            }
+            Ok(()) => {}
         }
     }
 
@@ -136,9 +168,15 @@ impl Pump {
         match sys::read(fd.as_fd(), &mut self.buf) {
             Ok(0) => {
                 self.outputs[i].1 = None;
-                self.log.finish(stream)
+                let finished = self.log.finish(stream);
+                self.logged(finished, 0);
+                Ok(())
             }
-            Ok(n) => self.log.append(stream, &self.buf[..n]),
+            Ok(n) => {
+                let written = self.log.append(stream, &self.buf[..n]);
+                self.logged(written, n);
+                Ok(())
+            }
             Err(e)
                 if matches!(
                     e.kind(),
@@ -149,7 +187,8 @@ impl Pump {
             }
             Err(e) => {
                 self.outputs[i].1 = None;
-                self.log.finish(stream)?;
+                let finished = self.log.finish(stream);
+                self.logged(finished, 0);
                 Err(e)
             }
         }
@@ -163,13 +202,17 @@ impl Pump {
             while let Some(fd) = &self.outputs[i].1 {
                 match sys::read(fd.as_fd(), &mut self.buf) {
                     Ok(0) => break,
-                    Ok(n) => self.log.append(stream, &self.buf[..n])?,
+                    Ok(n) => {
+                        let written = self.log.append(stream, &self.buf[..n]);
+                        self.logged(written, n);
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => break,
                 }
             }
             self.outputs[i].1 = None;
-            self.log.finish(stream)?;
+            let finished = self.log.finish(stream);
+            self.logged(finished, 0);
         }
         Ok(())
     }
