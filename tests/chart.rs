@@ -559,6 +559,10 @@ fn the_rendered_args_parse_with_the_agents_own_parser() {
             "runtime=crun",
             "--set",
             "mirrorNamespace=rundmc-system",
+            "--set",
+            "allowHostNetwork=true",
+            "--set-json",
+            "allowedRootfsPaths=[\"/opt/images/\"]",
             "--set-json",
             "allowedHostPaths=[\"/srv/a\",\"/opt/b\"]",
         ],
@@ -586,8 +590,18 @@ fn the_rendered_args_parse_with_the_agents_own_parser() {
             );
             assert_eq!(args.runtime, std::path::PathBuf::from("crun"));
             assert_eq!(args.mirror_namespace, "rundmc-system");
+            assert!(args.allow_host_network);
+            assert_eq!(
+                args.allowed_rootfs_paths,
+                vec![std::path::PathBuf::from("/opt/images")]
+            );
         } else {
             assert_eq!(args.mirror_namespace, "default");
+            assert!(!args.allow_host_network);
+            assert_eq!(
+                args.allowed_rootfs_paths,
+                vec![std::path::PathBuf::from("/var/lib/rundmc/rootfs")]
+            );
         }
     }
 }

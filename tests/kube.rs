@@ -38,6 +38,9 @@ impl Cluster {
             .map(String::from)
             .to_vec();
         env.extra.push(kubeconfig.display().to_string());
+        // The test image stands outside the default /var/lib/rundmc/rootfs.
+        let images = support::image().parent().unwrap().display().to_string();
+        env.extra.extend(["--allowed-rootfs-paths".into(), images]);
         Cluster {
             server,
             client,
@@ -312,6 +315,42 @@ async fn a_privileged_resource_is_refused_with_a_condition_and_an_event() {
         })
         .await
         .expect("a Warning Forbidden event");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rootfs_or_host_network_the_node_did_not_grant_is_refused() {
+    let k = Cluster::new("kube-refuse-host", FakeApiServer::start().await).await;
+    let _agent = k.start();
+    k.apply(&container("hostroot", NODE, |s| s.rootfs = "/".into()))
+        .await;
+    k.apply(&container("hostnet", NODE, |s| s.host_network = true))
+        .await;
+    for (name, field) in [("hostroot", "spec.rootfs"), ("hostnet", "spec.hostNetwork")] {
+        let obj = k
+            .wait("refused", name, |c| {
+                c.status.as_ref().is_some_and(|s| {
+                    s.conditions.iter().any(|c| {
+                        c.type_ == "Ready"
+                            && c.status == "False"
+                            && c.reason.as_deref() == Some("Forbidden")
+                    })
+                })
+            })
+            .await;
+        let status = obj.status.unwrap();
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert!(
+            ready.message.as_deref().unwrap_or("").contains(field),
+            "{name}: {ready:?}"
+        );
+        let handle = format!("k8s_default_{name}");
+        assert_eq!(runc_status(&k.env, &handle), None, "nothing created");
+        assert!(!k.env.env.depot.join(&handle).exists());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -224,7 +224,9 @@ fn start_sources(
     let (tx, changes) = mpsc::channel::<Changes>(64);
     let admission = Admission {
         allow_privileged: args.allow_privileged,
-        allowed_host_paths: args.allowed_host_paths.clone(),
+        allow_host_network: args.allow_host_network,
+        allowed_host_paths: resolved(&args.allowed_host_paths),
+        allowed_rootfs_paths: resolved(&args.allowed_rootfs_paths),
     };
     let dir = DirSource::new(&args.manifests, args.relist_period.into())
         .with_admission(args.admit_files.then(|| admission.clone()));
@@ -234,6 +236,15 @@ fn start_sources(
     }
     tokio::spawn(dir.run(Arc::clone(store), tx));
     changes
+}
+
+/// Paths through their symlinks, as the paths checked against them are
+/// (one that does not exist yet stays as given).
+fn resolved(paths: &[PathBuf]) -> Vec<PathBuf> {
+    paths
+        .iter()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        .collect()
 }
 
 /// Hand every change from the sources to the queue and the reporters.

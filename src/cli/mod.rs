@@ -151,6 +151,14 @@ pub struct AgentArgs {
     /// bind-mount, checked after resolving symlinks. Comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub allowed_host_paths: Vec<PathBuf>,
+    /// Let resources from the API use the host's network namespace.
+    #[arg(long)]
+    pub allow_host_network: bool,
+    /// Directories (and what is below them) that resources from the API may
+    /// use as their rootfs image, checked after resolving symlinks.
+    /// Comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "/var/lib/rundmc/rootfs")]
+    pub allowed_rootfs_paths: Vec<PathBuf>,
     /// Hold manifest files to the same admission as resources (by default
     /// the node's own directory is trusted).
     #[arg(long)]

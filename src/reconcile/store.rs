@@ -624,12 +624,16 @@ mod tests {
     #[test]
     fn admission_refuses_and_keeps_the_last_admitted_spec() {
         let store = Store::new();
-        let policy = Admission::default();
-        store.apply_files(snap(&[("/m/a.yaml", doc("web", "/img"))]), Some(&policy));
-        let privileged = format!("{}  privileged: true\n", doc("web", "/img2"));
+        // Rootfs paths are resolved on this machine: real ones, all allowed.
+        let policy = Admission {
+            allowed_rootfs_paths: vec!["/".into()],
+            ..Admission::default()
+        };
+        store.apply_files(snap(&[("/m/a.yaml", doc("web", "/tmp"))]), Some(&policy));
+        let privileged = format!("{}  privileged: true\n", doc("web", "/var/tmp"));
         store.apply_files(snap(&[("/m/a.yaml", privileged)]), Some(&policy));
         let d = store.get(&h("web")).unwrap();
-        assert_eq!(d.spec.unwrap().rootfs, "/img", "the admitted spec stays");
+        assert_eq!(d.spec.unwrap().rootfs, "/tmp", "the admitted spec stays");
         let err = d.error.unwrap();
         assert_eq!(err.reason, "Forbidden");
         assert!(

@@ -1,8 +1,10 @@
 //! Node-side admission: what a declaration may ask of this node only if the
-//! node's owner allows it. `privileged` needs `--allow-privileged`; a bind
-//! mount's source, resolved through symlinks, must lie under one of
-//! `--allowed-host-paths`. Resources from the API are always checked; the
-//! file source is trusted unless told otherwise.
+//! node's owner allows it. `privileged` needs `--allow-privileged`, and
+//! `hostNetwork` `--allow-host-network`; a bind mount's source must lie
+//! under one of `--allowed-host-paths`, and the rootfs under one of
+//! `--allowed-rootfs-paths` (it is a host directory the container reads),
+//! both resolved through symlinks. Resources from the API are always
+//! checked; the file source is trusted unless told otherwise.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -14,8 +16,12 @@ use crate::api::ContainerSpec;
 pub struct Admission {
     /// Allow `privileged: true`.
     pub allow_privileged: bool,
+    /// Allow `hostNetwork: true`.
+    pub allow_host_network: bool,
     /// Bind-mount sources must resolve to one of these or below.
     pub allowed_host_paths: Vec<PathBuf>,
+    /// The rootfs must resolve to one of these or below.
+    pub allowed_rootfs_paths: Vec<PathBuf>,
 }
 
 impl Admission {
@@ -29,27 +35,51 @@ impl Admission {
         if spec.privileged && !self.allow_privileged {
             return Err("spec.privileged: privileged containers are not allowed on this node (--allow-privileged)".into());
         }
+        if spec.host_network && !self.allow_host_network {
+            return Err("spec.hostNetwork: the host's network is not allowed on this node (--allow-host-network)".into());
+        }
+        let rootfs = Under {
+            field: "spec.rootfs".into(),
+            allowed: &self.allowed_rootfs_paths,
+            what: "an allowed rootfs path (--allowed-rootfs-paths)",
+        };
+        rootfs.check(&spec.rootfs, &resolve)?;
         for (i, m) in spec.mounts.iter().enumerate() {
-            let field = format!("spec.mounts[{i}].source");
-            let resolved = resolve(Path::new(&m.source)).map_err(|e| {
-                format!("{field}: {} cannot be resolved on this node: {e}", m.source)
-            })?;
-            if !self
-                .allowed_host_paths
-                .iter()
-                .any(|allowed| resolved.starts_with(allowed))
-            {
-                let shown = if resolved.as_os_str() == m.source.as_str() {
-                    m.source.clone()
-                } else {
-                    format!("{} (resolved to {})", m.source, resolved.display())
-                };
-                return Err(format!(
-                    "{field}: {shown} is not under an allowed host path (--allowed-host-paths)"
-                ));
-            }
+            let source = Under {
+                field: format!("spec.mounts[{i}].source"),
+                allowed: &self.allowed_host_paths,
+                what: "an allowed host path (--allowed-host-paths)",
+            };
+            source.check(&m.source, &resolve)?;
         }
         Ok(())
+    }
+}
+
+/// A host path a field names must resolve to one of `allowed` or below.
+struct Under<'a> {
+    field: String,
+    allowed: &'a [PathBuf],
+    what: &'static str,
+}
+
+impl Under<'_> {
+    fn check(
+        &self,
+        path: &str,
+        resolve: impl Fn(&Path) -> io::Result<PathBuf>,
+    ) -> Result<(), String> {
+        let field = &self.field;
+        let resolved = resolve(Path::new(path))
+            .map_err(|e| format!("{field}: {path} cannot be resolved on this node: {e}"))?;
+        if self.allowed.iter().any(|a| resolved.starts_with(a)) {
+            return Ok(());
+        }
+        let shown = match resolved.as_os_str() == path {
+            true => path.to_owned(),
+            false => format!("{path} (resolved to {})", resolved.display()),
+        };
+        Err(format!("{field}: {shown} is not under {}", self.what))
     }
 }
 
@@ -86,7 +116,10 @@ mod tests {
 
     #[test]
     fn default_refuses_privileged_and_every_host_path() {
-        let none = Admission::default();
+        let none = Admission {
+            allowed_rootfs_paths: vec!["/img".into()],
+            ..Admission::default()
+        };
         assert_eq!(none.check(&spec(false, &[]), resolve), Ok(()));
         assert!(
             none.check(&spec(true, &[]), resolve)
@@ -107,6 +140,8 @@ mod tests {
         let policy = Admission {
             allow_privileged: true,
             allowed_host_paths: vec!["/srv".into()],
+            allowed_rootfs_paths: vec!["/img".into()],
+            ..Admission::default()
         };
         assert_eq!(
             policy.check(&spec(true, &["/srv/data", "/srv"]), resolve),
@@ -129,5 +164,39 @@ mod tests {
                 .unwrap_err()
                 .contains("cannot be resolved")
         );
+    }
+
+    #[test]
+    fn the_rootfs_and_the_hosts_network_are_the_nodes_to_grant() {
+        let policy = Admission {
+            allowed_rootfs_paths: vec!["/img".into()],
+            ..Admission::default()
+        };
+        let mut s = spec(false, &[]);
+        s.rootfs = "/".into();
+        assert_eq!(
+            policy.check(&s, resolve).unwrap_err(),
+            "spec.rootfs: / is not under an allowed rootfs path (--allowed-rootfs-paths)"
+        );
+        s.rootfs = "/srv/link".into();
+        assert!(
+            policy
+                .check(&s, resolve)
+                .unwrap_err()
+                .starts_with("spec.rootfs: /srv/link (resolved to /etc")
+        );
+        s.rootfs = "/img/busybox".into();
+        s.host_network = true;
+        assert!(
+            policy
+                .check(&s, resolve)
+                .unwrap_err()
+                .starts_with("spec.hostNetwork:")
+        );
+        let open = Admission {
+            allow_host_network: true,
+            ..policy
+        };
+        assert_eq!(open.check(&s, resolve), Ok(()));
     }
 }

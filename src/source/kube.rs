@@ -309,43 +309,46 @@ mod tests {
 
     fn spec() -> ContainerSpec {
         ContainerSpec {
-            rootfs: "/img".into(),
+            rootfs: "/tmp".into(),
             ..Default::default()
+        }
+    }
+
+    /// The default policy, but rootfs paths (resolved on this machine, so
+    /// real ones) allowed anywhere.
+    fn policy() -> Admission {
+        Admission {
+            allowed_rootfs_paths: vec!["/".into()],
+            ..Admission::default()
         }
     }
 
     #[test]
     fn this_nodes_resources_are_declared() {
-        let Seen::Declared(d) =
-            declare(&container("n1", spec()), "n1", &Admission::default(), None)
-        else {
+        let Seen::Declared(d) = declare(&container("n1", spec()), "n1", &policy(), None) else {
             panic!("not declared")
         };
         assert_eq!(d.handle.as_str(), "k8s_team-a_web");
         assert_eq!(d.generation, 4);
         assert!(d.finalizer && !d.deleting && d.error.is_none());
-        assert_eq!(d.spec.unwrap().rootfs, "/img");
+        assert_eq!(d.spec.unwrap().rootfs, "/tmp");
         assert_eq!(
-            declare(&container("n2", spec()), "n1", &Admission::default(), None),
+            declare(&container("n2", spec()), "n1", &policy(), None),
             Seen::Ignored
         );
     }
 
     #[test]
     fn refused_and_invalid_keep_the_previous_spec() {
-        let ok = declare(&container("n1", spec()), "n1", &Admission::default(), None);
+        let ok = declare(&container("n1", spec()), "n1", &policy(), None);
         let Seen::Declared(prev) = ok else { panic!() };
         let privileged = ContainerSpec {
             privileged: true,
-            rootfs: "/img2".into(),
+            rootfs: "/var/tmp".into(),
             ..spec()
         };
-        let Seen::Declared(d) = declare(
-            &container("n1", privileged),
-            "n1",
-            &Admission::default(),
-            Some(&prev),
-        ) else {
+        let Seen::Declared(d) = declare(&container("n1", privileged), "n1", &policy(), Some(&prev))
+        else {
             panic!()
         };
         let err = d.error.unwrap();
@@ -355,14 +358,13 @@ mod tests {
             "{}",
             err.message
         );
-        assert_eq!(d.spec.unwrap().rootfs, "/img", "the admitted spec stays");
+        assert_eq!(d.spec.unwrap().rootfs, "/tmp", "the admitted spec stays");
 
         let bad = ContainerSpec {
             rootfs: "relative".into(),
             ..spec()
         };
-        let Seen::Declared(d) = declare(&container("n1", bad), "n1", &Admission::default(), None)
-        else {
+        let Seen::Declared(d) = declare(&container("n1", bad), "n1", &policy(), None) else {
             panic!()
         };
         assert_eq!(d.error.unwrap().reason, "InvalidManifest");
@@ -374,7 +376,7 @@ mod tests {
         let mut c = container("n1", spec());
         c.metadata.annotations = Some([(MIRROR_OF.to_string(), "web".to_string())].into());
         assert_eq!(
-            declare(&c, "n1", &Admission::default(), None),
+            declare(&c, "n1", &policy(), None),
             Seen::Mirror(Handle::new("web").unwrap())
         );
     }

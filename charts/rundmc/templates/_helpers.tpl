@@ -111,6 +111,15 @@ both is mounted once, read-write).
 {{- if .Values.allowPrivileged }}
 - --allow-privileged
 {{- end }}
+{{- if .Values.allowHostNetwork }}
+- --allow-host-network
+{{- end }}
+- --allowed-rootfs-paths
+{{- $rootfs := list }}
+{{- range (default (list (printf "%s/rootfs" (clean .Values.paths.lib))) .Values.allowedRootfsPaths) }}
+{{- $rootfs = append $rootfs (clean .) }}
+{{- end }}
+- {{ join "," $rootfs | quote }}
 {{- with .Values.allowedHostPaths }}
 {{- $cleaned := list }}
 {{- range . }}
