@@ -363,6 +363,38 @@ fn an_oom_kill_beside_the_main_process_is_reported() {
 }
 
 #[test]
+fn main_process_logs_rotate_as_the_flags_say() {
+    let mut a = AgentEnv::new("agent-logrot");
+    a.extra = [
+        "--container-log-max-size",
+        "8Ki",
+        "--container-log-max-files",
+        "3",
+    ]
+    .map(String::from)
+    .to_vec();
+    let _agent = a.start();
+    let chatty = "  process:\n    args: [\"/bin/sh\", \"-c\", \"i=0; while [ $i -lt 2000 ]; do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done; echo last; exec sleep 100000\"]\n";
+    a.write("chatty.yaml", &manifest("chatty", chatty));
+    a.wait("the last line logged", T, || {
+        a.main_log("chatty").contains("stdout F last")
+    });
+    let dir = a.main_dir("chatty").unwrap();
+    let mut logs: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("output.log"))
+        .collect();
+    logs.sort();
+    assert_eq!(logs, ["output.log", "output.log.1", "output.log.2"]);
+    for name in &logs {
+        let size = std::fs::metadata(dir.join(name)).unwrap().len();
+        assert!(size <= 8 * 1024, "{name}: {size} bytes");
+    }
+}
+
+#[test]
 fn sigterm_stops_the_agent_and_leaves_containers_running() {
     let a = AgentEnv::new("agent-term");
     let mut agent = a.start();

@@ -210,6 +210,8 @@ fn controller_config(args: &AgentArgs, metrics: AgentMetrics) -> ControllerConfi
             reset_after: Duration::from(args.crash_loop_max) * 2,
         },
         metrics,
+        log_max_bytes: args.container_log_max_size,
+        log_max_files: args.container_log_max_files,
     }
 }
 

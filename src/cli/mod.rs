@@ -53,6 +53,15 @@ pub enum NstarDirection {
     Out,
 }
 
+/// A size in bytes, as a quantity (`10Mi`, `500k`, `1048576`), at least 1Ki.
+fn parse_size(s: &str) -> Result<u64, String> {
+    match crate::api::quantity::bytes(s) {
+        Ok(n) if n >= 1024 => Ok(n),
+        Ok(_) => Err(format!("{s:?} is below the minimum of 1Ki")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// A Kubernetes namespace name: an RFC 1123 label.
 fn parse_namespace(s: &str) -> Result<String, String> {
     let valid_chars = s
@@ -132,6 +141,14 @@ pub struct AgentArgs {
     /// Largest crash-loop backoff delay (kubelet: 5m); a run twice as long resets it.
     #[arg(long, default_value = "5m")]
     pub crash_loop_max: humantime::Duration,
+    /// Rotate a container's main-process log past this size (kubelet's
+    /// containerLogMaxSize), e.g. 10Mi.
+    #[arg(long, default_value = "10Mi", value_parser = parse_size)]
+    pub container_log_max_size: u64,
+    /// Log files kept per main process, the current one included (kubelet's
+    /// containerLogMaxFiles).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub container_log_max_files: u32,
     /// Events kept in events.jsonl.
     #[arg(long, default_value_t = 1000)]
     pub events_keep: usize,
@@ -210,4 +227,13 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn sizes_are_quantities_of_at_least_1ki() {
+        assert_eq!(parse_size("10Mi"), Ok(10 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("512").unwrap_err().contains("minimum of 1Ki"));
+        assert!(parse_size("lots").is_err());
+    }
+
 }

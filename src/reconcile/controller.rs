@@ -32,6 +32,10 @@ pub struct ControllerConfig {
     pub crash_loop: CrashLoopBackoff,
     /// Where reconcile counts and timings go.
     pub metrics: AgentMetrics,
+    /// Rotate a main process's log past this size.
+    pub log_max_bytes: u64,
+    /// Keep this many log files of a main process, the current one included.
+    pub log_max_files: u32,
 }
 
 /// The reconcile loop over one containerizer.

@@ -126,6 +126,8 @@ impl<R: OciRuntime> Controller<R> {
             env: process.env.clone(),
             working_dir: process.working_dir.clone(),
             user: process.user.clone(),
+            log_max_bytes: Some(self.config.log_max_bytes),
+            log_max_files: Some(self.config.log_max_files),
             ..RunSpec::default()
         };
         match self.containerizer.run(handle, &run).await {
