@@ -533,6 +533,39 @@ async fn a_file_container_gets_a_mirror_that_follows_its_status() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_someone_else_made_is_never_taken_for_a_mirror() {
+    let k = Cluster::new("kube-mirror-taken", FakeApiServer::start().await).await;
+    // A user's Container, for another node, that has the mirror's name.
+    k.apply(&container("static-node-1", "node-2", |_| {})).await;
+    let _agent = k.start();
+    k.env.write(
+        "static.yaml",
+        &manifest("static", "  process:\n    args: [\"sleep\", \"100000\"]\n"),
+    );
+    let deadline = std::time::Instant::now() + T;
+    while !k.env.running("static") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            k.env.agent_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Given a resync (2 s in tests) or two to take it over, were it going to.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let theirs = k
+        .server
+        .get::<Container>("default", "static-node-1")
+        .unwrap();
+    assert_eq!(theirs.spec.node_name.as_deref(), Some("node-2"));
+    let annotations = theirs.metadata.annotations.unwrap_or_default();
+    assert!(
+        !annotations.contains_key("rundmc.io/mirror-of"),
+        "not made a mirror"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirrors_are_published_in_the_namespace_given() {
     let mut k = Cluster::new("kube-mirror-ns", FakeApiServer::start().await).await;
     k.env

@@ -78,14 +78,33 @@ impl Handle {
         Self::new(format!("{}-{hash:016x}", &full[..cut]))
     }
 
+    /// `<self>-<suffix>` as an object name (a DNS subdomain of at most 253
+    /// characters): one that would be longer keeps a prefix and gains a
+    /// hash of the whole, as long handles do.
+    pub fn with_suffix(&self, suffix: &str) -> String {
+        const MAX: usize = 253;
+        let full = format!("{self}-{suffix}");
+        if full.len() <= MAX {
+            return full;
+        }
+        let hash = fnv1a64(full.as_bytes());
+        let mut cut = MAX - 17;
+        while !full.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let prefix = full[..cut].trim_end_matches(['-', '.']);
+        format!("{prefix}-{hash:016x}")
+    }
+
     /// The handle as a string.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
 
-/// FNV-1a: a stable, dependency-free hash for shortening long handles.
-fn fnv1a64(bytes: &[u8]) -> u64 {
+/// FNV-1a: a stable, dependency-free hash, for shortening long names and
+/// telling specs apart (not for security).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
@@ -158,5 +177,21 @@ mod tests {
         let long2 = Handle::for_resource("ns", &format!("{}m", "n".repeat(252))).unwrap();
         assert_eq!(long.as_str().len(), MAX_HANDLE_LEN);
         assert_ne!(long, long2);
+    }
+
+    #[test]
+    fn suffixed_names_fit_an_object_name() {
+        let h = Handle::new("web").unwrap();
+        assert_eq!(h.with_suffix("node-1"), "web-node-1");
+        let long = Handle::new("w".repeat(MAX_HANDLE_LEN)).unwrap();
+        let node = "n".repeat(200);
+        let a = long.with_suffix(&node);
+        assert_eq!(a.len(), 253);
+        assert!(a.starts_with("www") && !a.contains("--"));
+        assert_ne!(
+            a,
+            long.with_suffix(&"m".repeat(200)),
+            "the hash tells them apart"
+        );
     }
 }

@@ -235,5 +235,4 @@ mod tests {
         assert!(parse_size("512").unwrap_err().contains("minimum of 1Ki"));
         assert!(parse_size("lots").is_err());
     }
-
 }

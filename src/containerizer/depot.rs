@@ -111,10 +111,7 @@ pub struct DepotEntry {
 /// A stable hash of a spec, to tell at a glance whether it changed.
 pub fn spec_hash(spec: &ContainerSpec) -> String {
     let bytes = serde_json::to_vec(spec).unwrap_or_default();
-    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    format!("{h:016x}")
+    format!("{:016x}", crate::api::handle::fnv1a64(&bytes))
 }
 
 /// The depot directory.

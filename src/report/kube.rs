@@ -197,7 +197,7 @@ impl KubeReporter {
             ..spec.clone()
         };
         let hash = spec_hash(&spec);
-        let name = format!("{handle}-{}", self.node);
+        let name = handle.with_suffix(&self.node);
         let mut mirror = match self.store.mirror(handle) {
             Some(m) if m.stale => {
                 // Forget its uid first, so its deletion is not news.
@@ -223,7 +223,9 @@ impl KubeReporter {
         let body = json!({"apiVersion": Container::api_version(&()), "kind": "Container", "metadata": metadata, "spec": spec});
         let applied = self
             .api(&self.mirror_namespace)
-            .patch(&name, &apply_params(MANAGER), &Patch::Apply(body))
+            // Not forced: a Container of that name someone else made is
+            // theirs (the apply conflicts), never taken over as a mirror.
+            .patch(&name, &PatchParams::apply(MANAGER), &Patch::Apply(body))
             .await?;
         let uid = applied.metadata.uid.unwrap_or_default();
         let generation = applied.metadata.generation.unwrap_or(1);
@@ -259,7 +261,7 @@ impl KubeReporter {
     /// Delete the mirror of `handle`, if this agent published one.
     pub async fn forget_mirror(&self, handle: &Handle) -> Result<(), kube::Error> {
         self.store.set_mirror(handle, None);
-        self.delete_mirror(&format!("{handle}-{}", self.node)).await
+        self.delete_mirror(&handle.with_suffix(&self.node)).await
     }
 
     /// Delete mirror object `name`; one already gone is fine.
