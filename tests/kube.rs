@@ -663,7 +663,12 @@ async fn a_restarted_agent_adopts_everything_without_a_status_write_storm() {
         .iter()
         .map(|n| k.env.main_pid(&format!("k8s_default_{n}")))
         .collect();
-    assert_eq!(pids, after, "nothing restarted");
+    assert_eq!(
+        pids,
+        after,
+        "nothing restarted\n--- agent log ---\n{}",
+        k.env.agent_log()
+    );
     let status_writes = k.server.count("patch", "containers", Some("status"));
     assert_eq!(
         status_writes,

@@ -148,6 +148,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     // The first listing comes before anything is reconciled, so nothing
     // declared is mistaken for undeclared.
     if let Some(first) = changes.recv().await {
+        tracing::debug!(?first, "first listing");
         dispatch(&store, &queue, &reporters, first).await;
     }
     controller.enqueue_all();

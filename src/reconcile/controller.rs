@@ -148,9 +148,9 @@ impl<R: OciRuntime> Controller<R> {
 
     /// Bring `handle` to its declaration.
     pub async fn reconcile(&self, handle: &Handle) -> Outcome {
-        let desired = self.store.get(handle);
+        let (desired, synced) = self.store.get_with_synced(handle);
         let obs = observe(&self.containerizer, handle).await?;
-        let Some(want) = self.effective_spec(desired.as_ref(), &obs) else {
+        let Some(want) = effective_spec(desired.as_ref(), &synced, &obs) else {
             let reported = match &desired {
                 Some(d) => self.report(d, &obs, None, None).await,
                 None => true,
@@ -159,6 +159,9 @@ impl<R: OciRuntime> Controller<R> {
         };
         let now = SystemTime::now();
         let plan = plan::plan(want.as_ref(), &obs.observed(), &self.config.crash_loop, now);
+        if !plan.steps.is_empty() {
+            tracing::debug!(%handle, steps = ?plan.steps, runtime = ?obs.runtime, main = ?obs.main, declared = desired.is_some(), "plan");
+        }
         let result = self
             .execute(handle, desired.as_ref(), want.as_ref(), &obs, &plan)
             .await;
@@ -216,37 +219,6 @@ impl<R: OciRuntime> Controller<R> {
         match (asked, wanted) {
             (Some(a), Some(w)) => Some(a.min(w)),
             (a, w) => a.or(w),
-        }
-    }
-
-    /// The spec to plan for: `Some(None)` means "not declared, destroy it";
-    /// `None` means "leave it be" (its source has not listed yet, or its
-    /// declaration was never valid and nothing runs).
-    fn effective_spec(
-        &self,
-        desired: Option<&Desired>,
-        obs: &Observation,
-    ) -> Option<Option<ContainerSpec>> {
-        match desired {
-            Some(d) if d.deleting => Some(None),
-            Some(d) => match (&d.spec, &obs.record) {
-                (Some(spec), _) => Some(Some(spec.clone())),
-                // Never valid: keep what runs (e.g. from before a restart).
-                (None, Some(r)) => Some(Some(r.spec.clone())),
-                (None, None) => None,
-            },
-            None => {
-                let kind = obs
-                    .record
-                    .as_ref()
-                    .and_then(|r| r.labels.get(SOURCE_LABEL))
-                    .and_then(|l| SourceKind::from_label(l));
-                match kind {
-                    Some(k) if !self.store.is_synced(k) => None,
-                    // Half-made or unlabelled: ours, and undeclared.
-                    _ => Some(None),
-                }
-            }
         }
     }
 
@@ -413,4 +385,36 @@ fn jitter() -> f64 {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     f64::from(nanos % 1000) / 1000.0
+}
+
+/// The spec to plan for: `Some(None)` means "not declared, destroy it";
+/// `None` means "leave it be" (its source had not listed when the
+/// declaration was read, or its declaration was never valid and nothing
+/// runs). `synced` is read with `desired`, at one instant.
+fn effective_spec(
+    desired: Option<&Desired>,
+    synced: &HashSet<SourceKind>,
+    obs: &Observation,
+) -> Option<Option<ContainerSpec>> {
+    match desired {
+        Some(d) if d.deleting => Some(None),
+        Some(d) => match (&d.spec, &obs.record) {
+            (Some(spec), _) => Some(Some(spec.clone())),
+            // Never valid: keep what runs (e.g. from before a restart).
+            (None, Some(r)) => Some(Some(r.spec.clone())),
+            (None, None) => None,
+        },
+        None => {
+            let kind = obs
+                .record
+                .as_ref()
+                .and_then(|r| r.labels.get(SOURCE_LABEL))
+                .and_then(|l| SourceKind::from_label(l));
+            match kind {
+                Some(k) if !synced.contains(&k) => None,
+                // Half-made or unlabelled: ours, and undeclared.
+                _ => Some(None),
+            }
+        }
+    }
 }

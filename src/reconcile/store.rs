@@ -197,6 +197,14 @@ impl Store {
         self.read().entries.get(handle).cloned()
     }
 
+    /// The declaration of `handle` and which sources had listed, read at
+    /// one instant: a source that lists after this read must not make an
+    /// absence read before it count as "undeclared".
+    pub fn get_with_synced(&self, handle: &Handle) -> (Option<Desired>, HashSet<SourceKind>) {
+        let inner = self.read();
+        (inner.entries.get(handle).cloned(), inner.synced.clone())
+    }
+
     /// Every declared handle.
     pub fn handles(&self) -> Vec<Handle> {
         self.read().entries.keys().cloned().collect()

@@ -208,6 +208,7 @@ impl KubeSource {
                 Seen::Ignored => {}
             }
         }
+        tracing::debug!(listed = objects.len(), declared = ?declared.iter().map(|d| d.handle.as_str()).collect::<Vec<_>>(), "relisted");
         let mut changes = store.replace_kind(SourceKind::Kube, declared);
         changes.handles.extend(stale);
         store.mark_synced(SourceKind::Kube);

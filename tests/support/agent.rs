@@ -71,7 +71,7 @@ impl AgentEnv {
                 "3s",
             ])
             .args(&self.extra)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,rundmc=debug")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
