@@ -296,12 +296,7 @@ fn a_container_with_an_unreadable_record_is_rebuilt() {
     a.wait("web rebuilt, with a whole record, and running", T, || {
         whole() && a.running("web") && a.env.init_pid("web") != init
     });
-    // Gone, or a zombie this machine's PID 1 has yet to reap.
-    let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap_or_default();
-    assert!(
-        stat.is_empty() || stat.contains(") Z "),
-        "the old container's init is gone: {stat}"
-    );
+    assert!(support::ended(init), "the old container's init is gone");
 }
 
 #[test]
@@ -322,18 +317,9 @@ fn a_main_process_whose_supervisor_died_is_replaced_not_duplicated() {
     a.wait("main restarted", T, || {
         a.main_pid("web").is_some_and(|p| p != old) && a.running("web")
     });
-    let stat = std::fs::read_to_string(format!("/proc/{old}/stat")).unwrap_or_default();
-    assert!(
-        stat.is_empty() || stat.contains(") Z "),
-        "the unsupervised main is gone: {stat}"
-    );
+    assert!(support::ended(old), "the unsupervised main is gone");
     // Init and the one main process: nothing runs beside its restart.
-    let procs = a.env.cgroup_dir("pids", "web").join("cgroup.procs");
-    let left: Vec<i32> = std::fs::read_to_string(&procs)
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
+    let left = support::cgroup_pids(&a.env.cgroup_dir("pids", "web").join("cgroup.procs"));
     assert_eq!(left.len(), 2, "{left:?}");
     assert!(left.contains(&init) && left.contains(&a.main_pid("web").unwrap()));
     assert_eq!(a.env.init_pid("web"), init, "the same container");

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use rundmc::api::{Handle, HandleError, Mount};
 use rundmc::containerizer::ContainerizerError;
 use rundmc::containerizer::depot::DepotError;
-use support::{Env, eventually, handle, is_mounted, spec, zombie_children};
+use support::{Env, cgroup_pids, eventually, handle, is_mounted, spec, zombie_children};
 
 #[tokio::test]
 async fn create_runs_our_init_as_pid_1() {
@@ -234,12 +234,7 @@ async fn stop_leaves_no_child_forked_on_term() {
         std::fs::read_to_string(&procs).unwrap().lines().count() >= 3
     }));
     c.stop(&h, Duration::from_secs(5)).await.unwrap();
-    let left: Vec<i32> = std::fs::read_to_string(&procs)
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
-    assert_eq!(left, vec![init], "only init is left");
+    assert_eq!(cgroup_pids(&procs), vec![init], "only init is left");
     c.destroy(&h).await.unwrap();
 }
 
@@ -264,12 +259,7 @@ async fn stop_kills_every_process_but_init_even_forking_ones() {
     }));
 
     c.stop(&h, Duration::from_millis(500)).await.unwrap();
-    let left: Vec<i32> = std::fs::read_to_string(&procs)
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
-    assert_eq!(left, vec![init], "only init is left");
+    assert_eq!(cgroup_pids(&procs), vec![init], "only init is left");
     assert_eq!(
         env.runc_status("stopme").as_deref(),
         Some("running"),

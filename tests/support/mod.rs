@@ -199,6 +199,22 @@ pub fn handle(s: &str) -> Handle {
     Handle::new(s).unwrap()
 }
 
+/// The pids a `cgroup.procs` file lists.
+pub fn cgroup_pids(procs: &Path) -> Vec<i32> {
+    std::fs::read_to_string(procs)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+/// Whether `pid` has ended: gone, or a zombie not yet reaped (this
+/// machine's PID 1 reaps late).
+pub fn ended(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.is_empty() || stat.contains(") Z ")
+}
+
 /// Processes in state Z whose parent is `ppid`.
 pub fn zombie_children(ppid: i32) -> Vec<i32> {
     let mut out = Vec::new();
