@@ -70,7 +70,6 @@ fn start_err(what: &str) -> impl FnOnce(io::Error) -> Failure + '_ {
 }
 
 fn supervise(args: &Args) -> Result<(), Failure> {
-    join_cgroups(&args.join_cgroups);
     sys::detach().map_err(start_err("setsid/subreaper"))?;
     let record = ShimRecord {
         pid: std::process::id() as i32,
@@ -80,7 +79,12 @@ fn supervise(args: &Args) -> Result<(), Failure> {
     let oom_before = args.oom_file.as_deref().and_then(read_oom_kills);
 
     let (mut pump, child_stdio) = open_stdio(args).map_err(start_err("setting up stdio"))?;
-    let status = run_runtime(&args.runtime_argv, child_stdio, &mut pump)?;
+    let status = run_runtime(
+        &args.runtime_argv,
+        child_stdio,
+        &args.join_cgroups,
+        &mut pump,
+    )?;
     if !status.success() {
         let _ = pump.drain();
         let log = fs::read_to_string(args.dir.join(RUNTIME_LOG)).unwrap_or_default();
@@ -102,10 +106,11 @@ fn supervise(args: &Args) -> Result<(), Failure> {
     write_atomic(&args.dir, EXIT_JSON, &record).map_err(Failure::Supervise)
 }
 
-/// Moves the supervisor into the given cgroups before anything else, so it
-/// is never in the agent's cgroup once the agent knows of it: stopping the
-/// agent's service or pod, which kills that cgroup, leaves it be. A failure
-/// is logged and not fatal: the process runs all the same.
+/// Moves the supervisor into the given cgroups, out of the agent's: stopping
+/// the agent's service or pod, which kills that cgroup, leaves it be (the
+/// runtime's exec, forked just before, stays behind; it only lives until the
+/// process runs). A failure is logged and not fatal: the process runs all
+/// the same.
 fn join_cgroups(procs_files: &[std::path::PathBuf]) {
     let pid = std::process::id().to_string();
     for file in procs_files {
@@ -158,9 +163,13 @@ fn fifo(path: &Path, mode: libc::c_int) -> io::Result<OwnedFd> {
 }
 
 /// Runs the runtime's detached exec, serving output meanwhile, and reaps it.
+/// Runs the runtime's detached exec and serves its output until it exits.
+/// The supervisor joins its cgroups (`join`) while the runtime works: off
+/// the path to the process running, and within a millisecond of its fork.
 fn run_runtime(
     argv: &[OsString],
     stdio: ChildStdio,
+    join: &[std::path::PathBuf],
     pump: &mut Pump,
 ) -> Result<ExitStatus, Failure> {
     let mut child = Cmd::new(&argv[0])
@@ -173,6 +182,7 @@ fn run_runtime(
     // The Command held the only other copies of the pipes' child ends.
     let pidfd =
         sys::pidfd_open(child.id() as i32).map_err(start_err("pidfd_open on the runtime"))?;
+    join_cgroups(join);
     pump.run_until(pidfd.as_fd(), None)
         .map_err(start_err("serving output"))?;
     child.wait().map_err(start_err("waiting for the runtime"))
