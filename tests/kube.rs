@@ -761,4 +761,23 @@ async fn host_paths_are_admitted_only_when_allowed() {
         "{msg}"
     );
     assert_eq!(runc_status(&k.env, "k8s_default_escapes"), None);
+
+    // An allowed link is bound by what it resolved to when admitted, so a
+    // link swapped afterwards leads nowhere new.
+    std::os::unix::fs::symlink(allowed.join("data"), allowed.join("link")).unwrap();
+    k.apply(&container("linked", NODE, mount(allowed.join("link"))))
+        .await;
+    k.wait("linked Ready", "linked", ready).await;
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(k.env.env.depot.join("k8s_default_linked/config.json")).unwrap(),
+    )
+    .unwrap();
+    let bound = config["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/data")
+        .unwrap();
+    let data = std::fs::canonicalize(allowed.join("data")).unwrap();
+    assert_eq!(bound["source"], data.display().to_string());
 }

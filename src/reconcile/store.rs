@@ -484,7 +484,7 @@ fn judge(
         }
     };
     let admitted =
-        admission.map(|a| a.check(&m.container.spec, |p: &Path| std::fs::canonicalize(p)));
+        admission.map(|a| a.admit(&m.container.spec, |p: &Path| std::fs::canonicalize(p)));
     let (spec, error) = match admitted {
         Some(Err(why)) => {
             let message = format!("{}: document {}: {why}", path.display(), m.document);
@@ -494,7 +494,8 @@ fn judge(
             };
             (None, Some(error))
         }
-        _ => (Some(m.container.spec), None),
+        Some(Ok(spec)) => (Some(spec), None),
+        None => (Some(m.container.spec), None),
     };
     Ok(FileDecl {
         handle: m.handle,

@@ -32,6 +32,17 @@ impl Admission {
         spec: &ContainerSpec,
         resolve: impl Fn(&Path) -> io::Result<PathBuf>,
     ) -> Result<(), String> {
+        self.admit(spec, resolve).map(drop)
+    }
+
+    /// `spec` as admitted: its rootfs and bind-mount sources replaced by
+    /// the paths they resolved to when checked, so that a symlink swapped
+    /// afterwards cannot lead the container elsewhere. Or why it is refused.
+    pub fn admit(
+        &self,
+        spec: &ContainerSpec,
+        resolve: impl Fn(&Path) -> io::Result<PathBuf>,
+    ) -> Result<ContainerSpec, String> {
         if spec.privileged && !self.allow_privileged {
             return Err("spec.privileged: privileged containers are not allowed on this node (--allow-privileged)".into());
         }
@@ -43,16 +54,17 @@ impl Admission {
             allowed: &self.allowed_rootfs_paths,
             what: "an allowed rootfs path (--allowed-rootfs-paths)",
         };
-        rootfs.check(&spec.rootfs, &resolve)?;
-        for (i, m) in spec.mounts.iter().enumerate() {
+        let mut admitted = spec.clone();
+        admitted.rootfs = rootfs.check(&spec.rootfs, &resolve)?;
+        for (i, m) in admitted.mounts.iter_mut().enumerate() {
             let source = Under {
                 field: format!("spec.mounts[{i}].source"),
                 allowed: &self.allowed_host_paths,
                 what: "an allowed host path (--allowed-host-paths)",
             };
-            source.check(&m.source, &resolve)?;
+            m.source = source.check(&m.source, &resolve)?;
         }
-        Ok(())
+        Ok(admitted)
     }
 }
 
@@ -64,16 +76,20 @@ struct Under<'a> {
 }
 
 impl Under<'_> {
+    /// The path `path` resolved to, when it is allowed.
     fn check(
         &self,
         path: &str,
         resolve: impl Fn(&Path) -> io::Result<PathBuf>,
-    ) -> Result<(), String> {
+    ) -> Result<String, String> {
         let field = &self.field;
         let resolved = resolve(Path::new(path))
             .map_err(|e| format!("{field}: {path} cannot be resolved on this node: {e}"))?;
         if self.allowed.iter().any(|a| resolved.starts_with(a)) {
-            return Ok(());
+            return resolved
+                .into_os_string()
+                .into_string()
+                .map_err(|p| format!("{field}: {path} resolved to {p:?}, which is not UTF-8"));
         }
         let shown = match resolved.as_os_str() == path {
             true => path.to_owned(),
@@ -198,5 +214,20 @@ mod tests {
             ..policy
         };
         assert_eq!(open.check(&s, resolve), Ok(()));
+    }
+
+    #[test]
+    fn the_admitted_spec_names_what_the_paths_resolved_to() {
+        let policy = Admission {
+            allowed_host_paths: vec!["/etc".into()],
+            allowed_rootfs_paths: vec!["/img".into()],
+            ..Admission::default()
+        };
+        let admitted = policy
+            .admit(&spec(false, &["/srv/link/hosts"]), resolve)
+            .unwrap();
+        assert_eq!(admitted.mounts[0].source, "/etc/hosts");
+        assert_eq!(admitted.mounts[0].destination, "/m0");
+        assert_eq!(admitted.rootfs, "/img");
     }
 }

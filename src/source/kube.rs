@@ -73,23 +73,22 @@ pub fn declare(
     let Ok(handle) = Handle::for_resource(&namespace, &name) else {
         return Seen::Ignored;
     };
-    let error = validate(&obj.spec)
+    let admitted = validate(&obj.spec)
         .map_err(|e| DeclError {
             reason: INVALID_MANIFEST,
             message: format!("{namespace}/{name}: {e}"),
         })
         .and_then(|()| {
             admission
-                .check(&obj.spec, |p: &Path| std::fs::canonicalize(p))
+                .admit(&obj.spec, |p: &Path| std::fs::canonicalize(p))
                 .map_err(|e| DeclError {
                     reason: FORBIDDEN,
                     message: format!("{namespace}/{name}: {e}"),
                 })
-        })
-        .err();
-    let spec = match error {
-        None => Some(obj.spec.clone()),
-        Some(_) => previous.and_then(|p| p.spec.clone()),
+        });
+    let (spec, error) = match admitted {
+        Ok(spec) => (Some(spec), None),
+        Err(e) => (previous.and_then(|p| p.spec.clone()), Some(e)),
     };
     Seen::Declared(Box::new(Desired {
         handle,
