@@ -120,6 +120,15 @@ fn container(name: &str, node: &str, extra: impl FnOnce(&mut ContainerSpec)) -> 
     Container::new(name, spec)
 }
 
+/// Refused by node-side admission: `Ready=False` with reason `Forbidden`.
+fn forbidden(c: &Container) -> bool {
+    c.status.as_ref().is_some_and(|s| {
+        s.conditions.iter().any(|c| {
+            c.type_ == "Ready" && c.status == "False" && c.reason.as_deref() == Some("Forbidden")
+        })
+    })
+}
+
 fn ready(c: &Container) -> bool {
     c.status.as_ref().is_some_and(|s| {
         s.phase == Some(Phase::Running)
@@ -280,15 +289,7 @@ async fn a_privileged_resource_is_refused_with_a_condition_and_an_event() {
     let _agent = k.start();
     k.apply(&container("root", NODE, |s| s.privileged = true))
         .await;
-    let obj = k
-        .wait("refused", "root", |c| {
-            c.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "False")
-            })
-        })
-        .await;
+    let obj = k.wait("refused", "root", forbidden).await;
     let ready = obj
         .status
         .unwrap()
@@ -326,17 +327,7 @@ async fn a_rootfs_or_host_network_the_node_did_not_grant_is_refused() {
     k.apply(&container("hostnet", NODE, |s| s.host_network = true))
         .await;
     for (name, field) in [("hostroot", "spec.rootfs"), ("hostnet", "spec.hostNetwork")] {
-        let obj = k
-            .wait("refused", name, |c| {
-                c.status.as_ref().is_some_and(|s| {
-                    s.conditions.iter().any(|c| {
-                        c.type_ == "Ready"
-                            && c.status == "False"
-                            && c.reason.as_deref() == Some("Forbidden")
-                    })
-                })
-            })
-            .await;
+        let obj = k.wait("refused", name, forbidden).await;
         let status = obj.status.unwrap();
         let ready = status
             .conditions
@@ -743,15 +734,7 @@ async fn host_paths_are_admitted_only_when_allowed() {
     k.apply(&container("escapes", NODE, mount(allowed.join("escape"))))
         .await;
     k.wait("inside Ready", "inside", ready).await;
-    let refused = k
-        .wait("escape refused", "escapes", |c| {
-            c.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.reason.as_deref() == Some("Forbidden"))
-            })
-        })
-        .await;
+    let refused = k.wait("escape refused", "escapes", forbidden).await;
     let msg = refused.status.unwrap().conditions[0]
         .message
         .clone()
