@@ -150,6 +150,9 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     if let Some(first) = changes.recv().await {
         tracing::debug!(?first, "first listing");
         dispatch(&store, &queue, &reporters, first).await;
+        if store.is_synced(SourceKind::File) {
+            prune_file_errors(&store, &reporters);
+        }
     }
     controller.enqueue_all();
     let dispatcher = tokio::spawn(dispatch_all(
@@ -257,9 +260,27 @@ async fn dispatch_all(
     queue: Arc<WorkQueue>,
     reporters: Arc<Reporters>,
 ) {
+    let mut pruned = false;
     while let Some(c) = changes.recv().await {
         dispatch(&store, &queue, &reporters, c).await;
+        if !pruned && store.is_synced(SourceKind::File) {
+            prune_file_errors(&store, &reporters);
+            pruned = true;
+        }
     }
+}
+
+/// Once the directory has been listed: remove the statuses of manifest
+/// files that no longer have errors of their own (gone, or fixed, while the
+/// agent was down).
+fn prune_file_errors(store: &Store, reporters: &Reporters) {
+    let keep = store
+        .files_in_error()
+        .iter()
+        .filter_map(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    reporters.files.prune_file_errors(&keep);
 }
 
 /// Wait for SIGTERM or SIGINT.

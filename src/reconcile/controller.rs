@@ -18,7 +18,7 @@ use crate::containerizer::{Containerizer, ContainerizerError};
 use crate::report::Reporters;
 use crate::report::events::{EventType, reason};
 use crate::report::metrics::{AgentMetrics, ResultLabel};
-use crate::report::status::{self, StatusInput};
+use crate::report::status::{self, FailedStep, StatusInput};
 use crate::runtime::{OciRuntime, Status};
 
 /// Tunables of the controller.
@@ -59,6 +59,9 @@ pub enum ReconcileError {
     /// A containerizer verb failed.
     #[error(transparent)]
     Containerizer(#[from] ContainerizerError),
+    /// The main process could not be started: it is not running.
+    #[error(transparent)]
+    StartMain(ContainerizerError),
     /// The API server refused or could not be reached.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
@@ -91,12 +94,16 @@ impl<R: OciRuntime> Controller<R> {
         })
     }
 
-    /// Queue every handle that is declared or in the depot.
+    /// Queue every handle that is declared, in the depot, or reported in
+    /// a status file (so a status whose declaration went while the agent
+    /// was down is removed).
     pub fn enqueue_all(&self) {
         let mut handles: HashSet<Handle> = self.store.handles().into_iter().collect();
         if let Ok(entries) = self.containerizer.depot().entries() {
             handles.extend(entries.into_iter().map(|e| e.handle));
         }
+        let reported = self.reporters.files.names().into_iter();
+        handles.extend(reported.filter_map(|n| Handle::new(n).ok()));
         for h in handles {
             self.queue.add(h);
         }
@@ -157,6 +164,12 @@ impl<R: OciRuntime> Controller<R> {
             };
             return Ok((!reported).then_some(REPORT_RETRY));
         };
+        if desired.is_none() && !obs.exists() && synced.contains(&SourceKind::File) {
+            // Undeclared, and nothing to destroy: what still reports it (a
+            // document that was invalid, then deleted) goes.
+            self.reporters.forget_undeclared(handle).await;
+            return Ok(None);
+        }
         let now = SystemTime::now();
         let plan = plan::plan(want.as_ref(), &obs.observed(), &self.config.crash_loop, now);
         if !plan.steps.is_empty() {
@@ -186,8 +199,12 @@ impl<R: OciRuntime> Controller<R> {
                 self.reporters.remove_finalizer(d).await?;
                 return Ok(None);
             }
-            let err = result.as_ref().err().map(ToString::to_string);
-            if !self.report(d, &after, plan.waiting, err.as_deref()).await {
+            let err = result
+                .as_ref()
+                .err()
+                .map(|e| (failed_step(e), e.to_string()));
+            let err = err.as_ref().map(|(step, msg)| (*step, msg.as_str()));
+            if !self.report(d, &after, plan.waiting, err).await {
                 requeue = Some(requeue.map_or(REPORT_RETRY, |r| r.min(REPORT_RETRY)));
             }
         } else if had_container {
@@ -240,12 +257,14 @@ impl<R: OciRuntime> Controller<R> {
                 (Step::UpdateRecord, Some(spec)) => {
                     self.containerizer.update_record(handle, spec)?
                 }
-                (Step::StartMain, Some(spec)) => {
-                    self.start_main(handle, desired, spec, None).await?
-                }
-                (Step::RestartMain { delay }, Some(spec)) => {
-                    self.start_main(handle, desired, spec, Some(delay)).await?
-                }
+                (Step::StartMain, Some(spec)) => self
+                    .start_main(handle, desired, spec, None)
+                    .await
+                    .map_err(ReconcileError::StartMain)?,
+                (Step::RestartMain { delay }, Some(spec)) => self
+                    .start_main(handle, desired, spec, Some(delay))
+                    .await
+                    .map_err(ReconcileError::StartMain)?,
                 (Step::StopMain, Some(spec)) => self.stop_main(handle, desired, spec).await?,
                 (_, None) => {}
             }
@@ -333,7 +352,7 @@ impl<R: OciRuntime> Controller<R> {
         d: &Desired,
         obs: &Observation,
         waiting: Option<Waiting>,
-        error: Option<&str>,
+        error: Option<(FailedStep, &str)>,
     ) -> bool {
         let spec = d.spec.as_ref().or(obs.record.as_ref().map(|r| &r.spec));
         let invalid = d.error.as_ref().map(|e| (e.reason, e.message.as_str()));
@@ -371,6 +390,14 @@ impl<R: OciRuntime> Controller<R> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Which step an error of a reconcile comes from.
+fn failed_step(e: &ReconcileError) -> FailedStep {
+    match e {
+        ReconcileError::StartMain(_) => FailedStep::MainProcess,
+        _ => FailedStep::Container,
+    }
 }
 
 /// The spec's grace period, 10 s by default.

@@ -33,6 +33,12 @@ pub struct Observation {
 }
 
 impl Observation {
+    /// Whether anything of the container exists: a record, a half-made
+    /// directory or runtime state.
+    pub fn exists(&self) -> bool {
+        self.record.is_some() || self.half_made || self.runtime.is_some()
+    }
+
     /// The planner's view.
     pub fn observed(&self) -> Observed<'_> {
         let container = match (&self.record, self.half_made) {

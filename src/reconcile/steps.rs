@@ -8,10 +8,10 @@ use super::controller::{Controller, ReconcileError, grace_period};
 use super::history::{MainFile, run_id};
 use super::observe::Observation;
 use super::store::{Desired, SOURCE_LABEL, SourceKind};
-use crate::api::{ContainerSpec, Handle};
+use crate::api::{ContainerSpec, Handle, ProcessSpec};
 use crate::containerizer::ContainerizerError;
 use crate::containerizer::run::RunSpec;
-use crate::process::{ProcState, ProcessError};
+use crate::process::{ProcState, Process, ProcessError};
 use crate::report::events::{EventType, reason};
 use crate::runtime::OciRuntime;
 
@@ -116,6 +116,43 @@ impl<R: OciRuntime> Controller<R> {
         let Some(process) = &spec.process else {
             return Ok(());
         };
+        let started = self.start_run(handle, process, restart_delay).await;
+        match started {
+            Ok(Ok(p)) => {
+                let msg = format!(
+                    "Started main process {} (pid {})",
+                    p.id(),
+                    p.pid().unwrap_or(0)
+                );
+                self.event(desired, handle, EventType::Normal, reason::STARTED, msg)
+                    .await;
+                Ok(())
+            }
+            Ok(Err(source)) => {
+                // Recorded in the run's exit file; the restart policy takes it from here.
+                let msg = format!("Error: {source}");
+                self.event(desired, handle, EventType::Warning, reason::FAILED, msg)
+                    .await;
+                Ok(())
+            }
+            Err(e) => {
+                // Not running: say so, as the kubelet's `Failed` event does.
+                let msg = format!("Error: {e}");
+                self.event(desired, handle, EventType::Warning, reason::FAILED, msg)
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Start the next run of the main process. `Ok(Err(_))` when it was
+    /// started and failed at once: recorded in its exit file, it ended.
+    async fn start_run(
+        &self,
+        handle: &Handle,
+        process: &ProcessSpec,
+        restart_delay: Option<Duration>,
+    ) -> Result<Result<Process, ProcessError>, ContainerizerError> {
         if restart_delay.is_some() {
             self.end_lost_run(handle).await?;
         }
@@ -131,31 +168,11 @@ impl<R: OciRuntime> Controller<R> {
             ..RunSpec::default()
         };
         match self.containerizer.run(handle, &run).await {
-            Ok(p) => {
-                let msg = format!(
-                    "Started main process {} (pid {})",
-                    p.id(),
-                    p.pid().unwrap_or(0)
-                );
-                self.event(desired, handle, EventType::Normal, reason::STARTED, msg)
-                    .await;
-                Ok(())
-            }
+            Ok(p) => Ok(Ok(p)),
             Err(ContainerizerError::Process {
                 source: source @ ProcessError::StartFailed { .. },
                 ..
-            }) => {
-                // Recorded in the run's exit file; the restart policy takes it from here.
-                self.event(
-                    desired,
-                    handle,
-                    EventType::Warning,
-                    reason::FAILED,
-                    format!("Error: {source}"),
-                )
-                .await;
-                Ok(())
-            }
+            }) => Ok(Err(source)),
             Err(e) => Err(e),
         }
     }

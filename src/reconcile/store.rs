@@ -219,6 +219,11 @@ impl Store {
             .unwrap_or_default()
     }
 
+    /// The manifest files that have errors naming no container.
+    pub fn files_in_error(&self) -> Vec<PathBuf> {
+        self.read().file_errors.keys().cloned().collect()
+    }
+
     /// Record that `kind` has delivered its first complete listing: until
     /// then, a container it made is never destroyed for being undeclared.
     pub fn mark_synced(&self, kind: SourceKind) {

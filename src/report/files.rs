@@ -2,7 +2,7 @@
 //! written atomically and only when the status changed. Errors of a manifest
 //! that name no container go to `<state>/status/files/<file name>.yaml`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -118,6 +118,43 @@ impl StatusFiles {
         let yaml = serde_yaml::to_string(&file).unwrap_or_default();
         fsutil::write_atomic_with(&path, yaml.as_bytes(), Durability::Volatile)
     }
+
+    /// The names of every container status file on disk: after a restart,
+    /// these are checked against what is declared, so a status of a
+    /// declaration that went while the agent was down is removed too.
+    pub fn names(&self) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".yaml").map(str::to_string)
+            })
+            .collect()
+    }
+
+    /// Remove the file-error statuses of manifest files other than those
+    /// named in `keep` (file names): errors of a file that is gone, or that
+    /// was fixed, while the agent was down.
+    pub fn prune_file_errors(&self, keep: &HashSet<String>) {
+        let dir = self.dir.join("files");
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(manifest) = name.strip_suffix(".yaml") else {
+                continue;
+            };
+            if !keep.contains(manifest)
+                && let Err(err) = fsutil::remove_file_if_exists(&e.path())
+            {
+                tracing::warn!(error = %err, "cannot remove a stale file status");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -156,6 +193,16 @@ mod tests {
             .write_file_errors(Path::new("/m/junk.yaml"), &[])
             .unwrap();
         assert!(!dir.join("files/junk.yaml.yaml").exists());
+
+        for junk in ["gone.yaml", "kept.yml"] {
+            files
+                .write_file_errors(&Path::new("/m").join(junk), &["bad".into()])
+                .unwrap();
+        }
+        files.prune_file_errors(&HashSet::from(["kept.yml".to_string()]));
+        assert!(!dir.join("files/gone.yaml.yaml").exists());
+        assert!(dir.join("files/kept.yml.yaml").is_file());
+        assert_eq!(files.names(), vec!["web".to_string()]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -104,6 +104,22 @@ impl Reporters {
         }
     }
 
+    /// `handle` is undeclared and nothing of it exists, but something may
+    /// still report it: a declaration that never made a container (an
+    /// invalid document) and has since gone. Its status file goes, and its
+    /// mirror if one is known.
+    pub async fn forget_undeclared(&self, handle: &Handle) {
+        if let Err(e) = self.files.remove(handle.as_str()) {
+            tracing::warn!(%handle, error = %e, "cannot remove status file");
+        }
+        if let Some(kube) = &self.kube
+            && self.store.mirror(handle).is_some()
+            && let Err(e) = kube.forget_mirror(handle).await
+        {
+            tracing::warn!(%handle, error = %e, "cannot delete the mirror");
+        }
+    }
+
     /// Add the cleanup finalizer to `d`'s resource, if it is one without it.
     pub async fn add_finalizer(&self, d: &Desired) -> Result<(), ::kube::Error> {
         match (&self.kube, &d.origin) {

@@ -29,6 +29,9 @@ pub mod reason {
     pub const TERMINATING: &str = "Terminating";
     /// The last reconcile failed.
     pub const FAILED: &str = "Failed";
+    /// The main process could not be started (kubelet's waiting reason
+    /// for a container it could not create).
+    pub const CREATE_CONTAINER_ERROR: &str = "CreateContainerError";
     /// The manifest is invalid; the last good spec runs.
     pub const INVALID_MANIFEST: &str = "InvalidManifest";
     /// The manifest is valid.
@@ -41,6 +44,15 @@ pub mod reason {
 pub const READY: &str = "Ready";
 /// Whether the current declaration could be applied.
 pub const VALID: &str = "Valid";
+
+/// Which step of a reconcile failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailedStep {
+    /// Making, changing or destroying the container.
+    Container,
+    /// Starting the main process: it is not running.
+    MainProcess,
+}
 
 /// Everything status is computed from.
 #[derive(Debug)]
@@ -59,8 +71,8 @@ pub struct StatusInput<'a> {
     pub last_termination: Option<Termination>,
     /// Why the plan is waiting.
     pub waiting: Option<Waiting>,
-    /// The error of this reconcile, if it failed.
-    pub error: Option<&'a str>,
+    /// The error of this reconcile, if it failed, and the step that did.
+    pub error: Option<(FailedStep, &'a str)>,
     /// The handle.
     pub handle: &'a str,
     /// The status written last time, for transition times.
@@ -74,13 +86,8 @@ fn phase(input: &StatusInput<'_>) -> (Phase, bool, &'static str, Option<String>)
     if input.terminating {
         return (Phase::Terminating, false, reason::TERMINATING, None);
     }
-    if let Some(err) = input.error {
-        let phase = if matches!(input.observed.container, ContainerObs::Present { .. }) {
-            Phase::Running
-        } else {
-            Phase::Pending
-        };
-        return (phase, false, reason::FAILED, Some(err.to_string()));
+    if let Some((step, err)) = input.error {
+        return failed(input, step, err);
     }
     let Some(spec) = input.spec else {
         // Never valid or never admitted: say why on Ready too.
@@ -137,6 +144,25 @@ fn phase(input: &StatusInput<'_>) -> (Phase, bool, &'static str, Option<String>)
             (phase, false, r, None)
         }
     }
+}
+
+/// Phase and Ready of a failed reconcile. A main process that could not be
+/// started is not running: the phase is Pending until it first ran, as a
+/// pod's is while its container waits in `CreateContainerError`.
+fn failed(
+    input: &StatusInput<'_>,
+    step: FailedStep,
+    err: &str,
+) -> (Phase, bool, &'static str, Option<String>) {
+    let present = matches!(input.observed.container, ContainerObs::Present { .. });
+    let ever_ran = input.observed.history.restarts > 0 || input.last_termination.is_some();
+    let (phase, why) = match step {
+        FailedStep::MainProcess if ever_ran => (Phase::Running, reason::CREATE_CONTAINER_ERROR),
+        FailedStep::MainProcess => (Phase::Pending, reason::CREATE_CONTAINER_ERROR),
+        FailedStep::Container if present => (Phase::Running, reason::FAILED),
+        FailedStep::Container => (Phase::Pending, reason::FAILED),
+    };
+    (phase, false, why, Some(err.to_string()))
 }
 
 /// The status of one container.

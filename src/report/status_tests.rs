@@ -230,3 +230,44 @@ fn a_status_can_be_restated_at_another_generation() {
     assert_eq!(moved.conditions.len(), 2);
     assert_eq!(at_generation(&moved, 1), st, "nothing else changes");
 }
+
+#[test]
+fn a_main_process_that_cannot_start_is_pending_until_it_first_ran() {
+    let s = spec();
+    let mut o = obs(&s, MainObs::NotStarted);
+    o.history.restarts = 0;
+    let mut i = input(&s, &o);
+    i.error = Some((
+        FailedStep::MainProcess,
+        "web: spec.process.user: no user nobody2",
+    ));
+    let st = compute(&i);
+    assert_eq!(
+        summary(&st),
+        (
+            Phase::Pending,
+            "False".into(),
+            "CreateContainerError".into()
+        )
+    );
+    assert!(st.message.unwrap().contains("no user nobody2"));
+
+    let o = obs(&s, MainObs::NotStarted);
+    let mut i = input(&s, &o);
+    i.error = Some((FailedStep::MainProcess, "disk full"));
+    assert_eq!(
+        summary(&compute(&i)),
+        (
+            Phase::Running,
+            "False".into(),
+            "CreateContainerError".into()
+        ),
+        "a restart that cannot start: the container ran before"
+    );
+
+    i.error = Some((FailedStep::Container, "runc failed"));
+    assert_eq!(
+        summary(&compute(&i)),
+        (Phase::Running, "False".into(), "Failed".into())
+    );
+}

@@ -71,17 +71,14 @@ impl DirSource {
     /// declares nothing, as kubelet reads a missing static pod path): what
     /// it declares is then unknown, and must not read as nothing.
     pub fn scan(&mut self) -> Option<FileSnapshot> {
-        let mut paths: Vec<(PathBuf, fs::Metadata)> = match fs::read_dir(&self.dir) {
+        let mut paths: Vec<(PathBuf, Entry)> = match fs::read_dir(&self.dir) {
             Ok(rd) => rd
                 .flatten()
                 .filter(|e| is_manifest_name(&e.file_name().to_string_lossy()))
                 .filter_map(|e| {
                     let path = e.path();
-                    // Follows symlinks: a linked manifest counts; a subdirectory does not.
-                    fs::metadata(&path)
-                        .ok()
-                        .filter(|m| m.is_file())
-                        .map(|m| (path, m))
+                    let entry = Entry::of(&path)?;
+                    Some((path, entry))
                 })
                 .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -96,7 +93,15 @@ impl DirSource {
         paths.sort_by(|a, b| a.0.cmp(&b.0));
         let mut fresh = HashMap::with_capacity(paths.len());
         let mut snapshot = Vec::with_capacity(paths.len());
-        for (path, meta) in paths {
+        for (path, entry) in paths {
+            let meta = match entry {
+                Entry::File(meta) => meta,
+                Entry::Unreadable(why) => {
+                    // Not cached: it is looked at again on every scan.
+                    snapshot.push((path.clone(), file_error(&path, why)));
+                    continue;
+                }
+            };
             let key = FileKey {
                 ino: meta.ino(),
                 size: meta.size(),
@@ -150,29 +155,102 @@ impl DirSource {
     }
 }
 
-/// Read and parse one file, refusing oversized ones.
-fn read_manifest(path: &Path, size: u64) -> Vec<Result<Manifest, ManifestError>> {
-    let fail = |message: String| {
-        vec![Err(ManifestError {
-            path: path.into(),
-            document: 0,
-            line: None,
-            field: None,
-            message,
-            name: None,
-        })]
-    };
-    if size > MAX_MANIFEST_BYTES {
-        return fail(format!(
-            "{size} bytes is over the {MAX_MANIFEST_BYTES}-byte limit for a manifest"
-        ));
+/// What a directory entry with a manifest's name is.
+#[derive(Debug)]
+enum Entry {
+    /// A regular file, or a symlink to one.
+    File(fs::Metadata),
+    /// It exists but cannot be read as a regular file: a dangling symlink,
+    /// a symlink loop, a FIFO, a socket, a device, or one whose metadata
+    /// cannot be read. It is an error on that file, which keeps declaring
+    /// what it declared: it was not deleted.
+    Unreadable(String),
+}
+
+impl Entry {
+    /// Look at `path`, following symlinks. `None` for what is not a
+    /// manifest at all: a directory, or an entry gone since the listing.
+    fn of(path: &Path) -> Option<Entry> {
+        let meta = match fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) => {
+                // Gone since the listing (neither it nor a link left): deleted.
+                let link = fs::symlink_metadata(path).ok()?;
+                let what = if link.file_type().is_symlink() {
+                    "a symlink that leads nowhere readable"
+                } else {
+                    "unreadable"
+                };
+                return Some(Entry::Unreadable(format!("{what}: {e}")));
+            }
+        };
+        let kind = meta.file_type();
+        if kind.is_file() {
+            Some(Entry::File(meta))
+        } else if kind.is_dir() {
+            None
+        } else {
+            Some(Entry::Unreadable(format!(
+                "not a regular file but {}",
+                describe(kind)
+            )))
+        }
     }
+}
+
+/// A non-regular, non-directory file type, in words.
+fn describe(kind: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else {
+        "a special file"
+    }
+}
+
+/// One error that belongs to the whole file.
+fn file_error(path: &Path, message: String) -> Vec<Result<Manifest, ManifestError>> {
+    vec![Err(ManifestError {
+        path: path.into(),
+        document: 0,
+        line: None,
+        field: None,
+        message,
+        name: None,
+    })]
+}
+
+/// Read and parse one file, refusing oversized ones. Opened without
+/// blocking, and only read when the opened file is regular: a FIFO swapped
+/// in after the listing must not hang the source.
+fn read_manifest(path: &Path, size: u64) -> Vec<Result<Manifest, ManifestError>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if size > MAX_MANIFEST_BYTES {
+        return file_error(
+            path,
+            format!("{size} bytes is over the {MAX_MANIFEST_BYTES}-byte limit for a manifest"),
+        );
+    }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path);
+    let file = match file.and_then(|f| f.metadata().map(|m| (f, m))) {
+        Ok((f, m)) if m.is_file() => f,
+        Ok((_, m)) => {
+            let why = format!("not a regular file but {}", describe(m.file_type()));
+            return file_error(path, why);
+        }
+        Err(e) => return file_error(path, format!("cannot read: {e}")),
+    };
     let mut text = String::new();
-    let read =
-        fs::File::open(path).and_then(|f| f.take(MAX_MANIFEST_BYTES + 1).read_to_string(&mut text));
-    match read {
+    match file.take(MAX_MANIFEST_BYTES + 1).read_to_string(&mut text) {
         Ok(_) => manifest::parse(path, &text),
-        Err(e) => fail(format!("cannot read: {e}")),
+        Err(e) => file_error(path, format!("cannot read: {e}")),
     }
 }
 
@@ -329,6 +407,32 @@ mod tests {
             DirSource::new(&missing, Duration::from_secs(20)).scan(),
             Some(vec![])
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn entries_that_cannot_be_read_are_errors_on_their_file() {
+        let dir = std::env::temp_dir().join(format!("rundmc-dirsrc-odd-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo.yaml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        std::os::unix::fs::symlink(dir.join("nowhere"), dir.join("dangling.yaml")).unwrap();
+        std::os::unix::fs::symlink(dir.join("loop.yaml"), dir.join("loop.yaml")).unwrap();
+        let snap = DirSource::new(&dir, Duration::from_secs(20))
+            .scan()
+            .unwrap();
+        let errors: Vec<String> = snap
+            .iter()
+            .map(|(_, docs)| docs[0].as_ref().unwrap_err().to_string())
+            .collect();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].contains("dangling.yaml: a symlink"), "{errors:?}");
+        assert!(errors[1].contains("fifo.yaml: not a regular file but a FIFO"));
+        assert!(errors[2].contains("loop.yaml: a symlink"), "{errors:?}");
+        // A FIFO that turns up after the listing is not read either.
+        let late = read_manifest(&fifo, 0);
+        assert!(late[0].as_ref().unwrap_err().message.contains("FIFO"));
         fs::remove_dir_all(&dir).unwrap();
     }
 }
