@@ -7,7 +7,7 @@ STATE ?= $(CURDIR)/state
 DEMO_CGROUP ?= rundmc-demo
 export RUNDMC_TEST_ROOTFS := $(ROOTFS)
 
-.PHONY: all deps rootfs build build-debug test lint run clean-run bench image clean
+.PHONY: all deps rootfs build build-debug test lint soak run clean-run bench image clean
 
 all: build
 
@@ -30,6 +30,14 @@ lint: deps
 # Unit tests, then integration tests against real runc (as root).
 test: rootfs build-debug
 	cargo test --workspace --no-fail-fast
+
+# A long seeded storm (tests/storm.rs): churn under runtime faults and agent
+# SIGKILLs, then the invariants. SEED replays one; ACTIONS lengthens it.
+SEED ?= 3
+ACTIONS ?= 600
+soak: rootfs
+	RUNDMC_STORM_SEED=$(SEED) RUNDMC_STORM_ACTIONS=$(ACTIONS) \
+		cargo test --workspace --test storm -- --nocapture
 
 # The agent on manifests/examples, state under ./state. Ctrl-C stops the
 # agent and leaves the containers running; `make clean-run` removes them.
