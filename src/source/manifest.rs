@@ -142,18 +142,10 @@ fn parse_document(
         me.field = (field != ".").then_some(field);
         me
     })?;
-    if let Some(first) = unknown.first() {
-        let mut message = strict::message(first);
-        if unknown.len() > 1 {
-            message = format!(
-                "{message} (and {} more: {})",
-                unknown.len() - 1,
-                unknown[1..].join(", ")
-            );
-        }
+    if let Some((field, message)) = strict::report(&unknown) {
         return Err(ManifestError {
-            line: line_of_key(text, document - 1, first),
-            ..err(first, message)
+            line: line_of_key(text, document - 1, field),
+            ..err(field, message)
         });
     }
     let handle = file_handle(name.as_deref().unwrap_or("")).map_err(|m| err("metadata.name", m))?;

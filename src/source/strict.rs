@@ -47,6 +47,17 @@ fn dotted(path: &Path<'_>) -> String {
     }
 }
 
+/// The field to name for `unknown` fields (the first) and what to say,
+/// counting the others; `None` when there are none.
+pub fn report(unknown: &[String]) -> Option<(&str, String)> {
+    let (first, rest) = unknown.split_first()?;
+    let mut said = message(first);
+    if !rest.is_empty() {
+        said = format!("{said} (and {} more: {})", rest.len(), rest.join(", "));
+    }
+    Some((first, said))
+}
+
 /// What to say about the unknown field at `path`: `unknown field`, with a
 /// `did you mean "limits"?` when a known field beside it is close.
 pub fn message(path: &str) -> String {
