@@ -5,11 +5,27 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use super::quantity;
+use super::quantity::{self, QuantityError};
 use super::types::{ContainerSpec, EnvVar, Limits, Mount, ProcessSpec};
 
 /// Smallest memory limit runc accepts in practice.
 pub const MIN_MEMORY_BYTES: u64 = 4 << 20;
+
+/// CFS period for CPU limits, in microseconds (the kernel's default).
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// The largest CFS quota the kernel takes, in microseconds: `max_cfs_runtime`
+/// is `(1 << 44) - 1` µs (`MAX_BW` in kernel/sched/core.c), for
+/// `cpu.cfs_quota_us` on v1 and `cpu.max` on v2 alike.
+pub const MAX_CFS_QUOTA_US: u64 = (1 << 44) - 1;
+
+/// The largest CPU limit whose quota (at [`CPU_PERIOD_US`]) the kernel
+/// takes, in millicores: about 175.9 million cores.
+pub const MAX_CPU_MILLIS: u64 = MAX_CFS_QUOTA_US * 1000 / CPU_PERIOD_US;
+
+/// The largest `pids.max` the kernel takes: `PID_MAX_LIMIT` on 64-bit
+/// (kernel/cgroup/pids.c refuses anything from `PID_MAX_LIMIT + 1` on).
+pub const MAX_PIDS: i64 = 4 << 20;
 
 /// One problem with one field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +115,12 @@ pub fn resources(limits: &Limits) -> Result<Resources, ValidationErrors> {
     let mut errs = Vec::new();
     let memory_bytes = limits.memory.as_ref().and_then(|q| {
         let checked = quantity::bytes(&q.0)
-            .map_err(|e| e.to_string())
+            .map_err(|e| match e {
+                QuantityError::Range(_) => {
+                    format!("{e}: the kernel takes 4Mi to {} bytes (8Ei - 1)", i64::MAX)
+                }
+                QuantityError::Syntax(_) => e.to_string(),
+            })
             .and_then(|b| match b < MIN_MEMORY_BYTES {
                 true => Err(format!("{:?} is below the minimum of 4Mi", q.0)),
                 false => Ok(b),
@@ -111,16 +132,24 @@ pub fn resources(limits: &Limits) -> Result<Resources, ValidationErrors> {
     let cpu_millis = limits.cpu.as_ref().and_then(|q| {
         let checked = quantity::millicores(&q.0)
             .map_err(|e| e.to_string())
-            .and_then(|m| match m == 0 {
-                true => Err(format!("{:?} must be more than zero", q.0)),
-                false => Ok(m),
+            .and_then(|m| match m {
+                0 => Err(format!("{:?} must be more than zero", q.0)),
+                m if m > MAX_CPU_MILLIS => Err(format!(
+                    "{:?} is out of range: the kernel takes 1m to {MAX_CPU_MILLIS}m \
+                     (a CFS quota of at most {MAX_CFS_QUOTA_US}us per {CPU_PERIOD_US}us period)",
+                    q.0
+                )),
+                m => Ok(m),
             });
         checked
             .map_err(|e| errs.push(FieldError::new("spec.limits.cpu", e)))
             .ok()
     });
-    if limits.pids.is_some_and(|p| p < 1) {
-        errs.push(FieldError::new("spec.limits.pids", "must be at least 1"));
+    if let Some(p) = limits.pids.filter(|p| !(1..=MAX_PIDS).contains(p)) {
+        errs.push(FieldError::new(
+            "spec.limits.pids",
+            format!("{p} is out of range: the kernel takes 1 to {MAX_PIDS} (PID_MAX_LIMIT)"),
+        ));
     }
     if !errs.is_empty() {
         return Err(ValidationErrors(errs));
@@ -323,6 +352,38 @@ mod tests {
                 "spec.terminationGracePeriodSeconds",
             ]
         );
+    }
+
+    #[test]
+    fn limits_beyond_what_the_kernel_takes_name_field_and_range() {
+        let mut s = spec();
+        s.limits.cpu = Some(Quantity("99999999999".into()));
+        s.limits.pids = Some(i64::MAX);
+        assert_eq!(
+            fields(&s),
+            vec![
+                r#"spec.limits.cpu: "99999999999" is out of range: the kernel takes 1m to 175921860444m (a CFS quota of at most 17592186044415us per 100000us period)"#,
+                "spec.limits.pids: 9223372036854775807 is out of range: the kernel takes 1 to 4194304 (PID_MAX_LIMIT)",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_largest_limits_the_kernel_takes_are_valid() {
+        let mut s = spec();
+        s.limits.cpu = Some(Quantity(format!("{MAX_CPU_MILLIS}m")));
+        s.limits.pids = Some(MAX_PIDS);
+        s.limits.memory = Some(Quantity("8Ei".into()));
+        assert_eq!(
+            fields(&s),
+            vec![
+                r#"spec.limits.memory: "8Ei" is out of range: the kernel takes 4Mi to 9223372036854775807 bytes (8Ei - 1)"#
+            ]
+        );
+        s.limits.memory = Some(Quantity(i64::MAX.to_string()));
+        assert_eq!(fields(&s), Vec::<String>::new());
+        s.limits.cpu = Some(Quantity(format!("{}m", MAX_CPU_MILLIS + 1)));
+        assert_eq!(fields(&s).len(), 1);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use super::bundle::{self, BundleInput};
+use super::bundle::{self, BundleInput, CapSet};
 use super::depot::{ContainerRecord, spec_hash};
 use super::rootfs::{Mounter, inherited_bind_flags};
 use super::{Containerizer, ContainerizerError, Result};
@@ -40,7 +40,9 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             cgroup_parent: self.config.cgroup_parent.clone(),
             bind_flags,
             nofile_hard: nofile_hard(),
+            bounding_set: bounding_set(),
         };
+        log_left_out_capabilities(handle, spec.privileged, input.bounding_set);
         if let Err(err) = self.build_and_start(handle, spec, &input, labels).await {
             if let Err(cleanup) = self.destroy(handle).await {
                 tracing::warn!(%handle, error = %cleanup, "rolling back a failed create");
@@ -135,4 +137,35 @@ pub fn nofile_hard() -> u64 {
     nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map(|(_, hard)| hard)
         .unwrap_or(1024)
+}
+
+/// The agent's capability bounding set, which caps every container's
+/// capabilities (a runtime it starts inherits it). Every capability when it
+/// cannot be read, so a failure here changes nothing.
+pub fn bounding_set() -> CapSet {
+    let status = fs::read_to_string("/proc/self/status");
+    match status.as_deref().map(CapSet::from_status) {
+        Ok(Some(set)) => set,
+        Ok(None) | Err(_) => {
+            tracing::warn!("cannot read CapBnd from /proc/self/status; assuming every capability");
+            CapSet::ALL
+        }
+    }
+}
+
+/// Say which capabilities a container asked for and will not get: loudly
+/// for a privileged one, which asked for every one.
+fn log_left_out_capabilities(handle: &Handle, privileged: bool, bounding: CapSet) {
+    let (_, left_out) = bundle::wanted_capabilities(privileged, bounding);
+    if left_out.is_empty() {
+        return;
+    }
+    let left_out = left_out.join(",");
+    if privileged {
+        tracing::warn!(%handle, %left_out, bounding = %bounding,
+            "privileged container gets every capability but these, which the agent's bounding set lacks");
+    } else {
+        tracing::debug!(%handle, %left_out, bounding = %bounding,
+            "container goes without these default capabilities, which the agent's bounding set lacks");
+    }
 }

@@ -60,6 +60,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             working_dir: spec.working_dir.as_deref(),
             user,
             nofile_hard: super::create::nofile_hard(),
+            bounding_set: super::create::bounding_set(),
         });
         fsutil::write_json_with(
             &dir.join(PROCESS_JSON),

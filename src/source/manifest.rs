@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::yaml_line::line_of;
+use super::strict;
+use super::yaml_line::{line_of, line_of_key};
 use crate::api::{Container, Handle, MAX_HANDLE_LEN, validate};
 
 /// The apiVersion every manifest must carry.
@@ -78,15 +79,17 @@ pub fn parse(path: &Path, text: &str) -> Vec<Result<Manifest, ManifestError>> {
                 break;
             }
         };
-        out.push(parse_document(path, document, value).map_err(|mut e| {
-            if e.line.is_none() {
-                e.line = typed_error_line(text, i);
-            }
-            if let (None, Some(field)) = (e.line, &e.field) {
-                e.line = line_of(text, i, field);
-            }
-            e
-        }));
+        out.push(
+            parse_document(path, document, value, text).map_err(|mut e| {
+                if e.line.is_none() {
+                    e.line = typed_error_line(text, i);
+                }
+                if let (None, Some(field)) = (e.line, &e.field) {
+                    e.line = line_of(text, i, field);
+                }
+                e
+            }),
+        );
     }
     out
 }
@@ -104,6 +107,7 @@ fn parse_document(
     path: &Path,
     document: usize,
     value: serde_yaml::Value,
+    text: &str,
 ) -> Result<Manifest, ManifestError> {
     let name = value
         .get("metadata")
@@ -132,12 +136,18 @@ fn parse_document(
     if kind != KIND {
         return Err(err("kind", format!("{kind:?} is not {KIND:?}")));
     }
-    let container: Container = serde_path_to_error::deserialize(value).map_err(|e| {
+    let (container, unknown) = strict::container(value).map_err(|e| {
         let field = e.path().to_string();
         let mut me = yaml_error(path, document, name.clone(), e.inner());
         me.field = (field != ".").then_some(field);
         me
     })?;
+    if let Some((field, message)) = strict::report(&unknown) {
+        return Err(ManifestError {
+            line: line_of_key(text, document - 1, field),
+            ..err(field, message)
+        });
+    }
     let handle = file_handle(name.as_deref().unwrap_or("")).map_err(|m| err("metadata.name", m))?;
     let name = handle.to_string();
     validate(&container.spec).map_err(|errors| {
@@ -284,6 +294,35 @@ mod tests {
             got,
             vec![r#"/m/web.yaml: document 1, line 6: spec.rootfs: "img" is not an absolute path"#]
         );
+    }
+
+    #[test]
+    fn unknown_fields_make_the_document_invalid() {
+        let text = format!("{GOOD}  limts:\n    memory: 16Mi\n");
+        assert_eq!(
+            errors(&text),
+            vec![
+                r#"/m/web.yaml: document 1, line 7: spec.limts: unknown field; did you mean "limits"?"#
+            ]
+        );
+        let text = format!(
+            "{GOOD}  process: {{args: [sh], agrs: [x]}}\n  limts: {{cpu: 1}}\nstatuss: {{}}\n"
+        );
+        assert_eq!(
+            errors(&text),
+            vec![
+                r#"/m/web.yaml: document 1, line 7: spec.process.agrs: unknown field; did you mean "args"? (and 2 more: spec.limts, statuss)"#
+            ]
+        );
+    }
+
+    #[test]
+    fn kubernetes_metadata_and_status_stay_accepted() {
+        let text = GOOD.replace(
+            "  name: web\n",
+            "  name: web\n  namespace: default\n  labels: {app: web}\n  annotations: {note: x}\n  uid: 1b2c\n  resourceVersion: \"42\"\n  generation: 3\n  creationTimestamp: \"2026-01-01T00:00:00Z\"\n  managedFields: [{manager: kubectl, operation: Apply, apiVersion: rundmc.io/v1alpha1}]\n",
+        ) + "status:\n  phase: Running\n  restartCount: 2\n";
+        assert_eq!(errors(&text), vec!["ok web"]);
     }
 
     #[test]

@@ -6,4 +6,5 @@ pub mod admission;
 pub mod dir;
 pub mod kube;
 pub mod manifest;
+pub mod strict;
 pub mod yaml_line;

@@ -40,16 +40,37 @@ const FOUND: &str = "rundmc: the field is here";
 pub fn line_of(text: &str, index: usize, path: &str) -> Option<usize> {
     let steps = steps(path)?;
     let doc = serde_yaml::Deserializer::from_str(text).nth(index)?;
-    match (Probe { rest: &steps }).deserialize(doc) {
+    let probe = Probe {
+        rest: &steps,
+        at_key: false,
+    };
+    match probe.deserialize(doc) {
         // serde_yaml puts the path it was at before the message.
         Err(e) if e.to_string().contains(FOUND) => e.location().map(|l| l.line()),
         _ => None,
     }
 }
 
-/// Walks down `rest`, then fails at the value it reaches.
+/// The 1-based line of the key of the field at `path` (which must end in a
+/// key): where an unknown field is written, whatever its value spans.
+pub fn line_of_key(text: &str, index: usize, path: &str) -> Option<usize> {
+    let steps = steps(path)?;
+    let doc = serde_yaml::Deserializer::from_str(text).nth(index)?;
+    let probe = Probe {
+        rest: &steps,
+        at_key: true,
+    };
+    match probe.deserialize(doc) {
+        Err(e) if e.to_string().contains(FOUND) => e.location().map(|l| l.line()),
+        _ => None,
+    }
+}
+
+/// Walks down `rest`, then fails at the value it reaches (or, `at_key`,
+/// at the key of the last step).
 struct Probe<'a> {
     rest: &'a [Step],
+    at_key: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for Probe<'_> {
@@ -75,10 +96,18 @@ impl<'de> Visitor<'de> for Probe<'_> {
         let Some(Step::Key(want)) = self.rest.first() else {
             return Ok(());
         };
+        let last = self.rest.len() == 1;
+        if self.at_key && last {
+            while map.next_key_seed(KeyProbe(want))?.is_some() {
+                map.next_value::<IgnoredAny>()?;
+            }
+            return Ok(());
+        }
         while let Some(key) = map.next_key::<serde_yaml::Value>()? {
             if key.as_str() == Some(want.as_str()) {
                 return map.next_value_seed(Probe {
                     rest: &self.rest[1..],
+                    at_key: self.at_key,
                 });
             }
             map.next_value::<IgnoredAny>()?;
@@ -99,6 +128,7 @@ impl<'de> Visitor<'de> for Probe<'_> {
         }
         seq.next_element_seed(Probe {
             rest: &self.rest[1..],
+            at_key: self.at_key,
         })
         .map(drop)
     }
@@ -120,6 +150,58 @@ impl<'de> Visitor<'de> for Probe<'_> {
         Ok(())
     }
     fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// Reads a mapping key, failing (so that serde_yaml marks the error with
+/// the key's position) when it is the one wanted.
+struct KeyProbe<'a>(&'a str);
+
+impl<'de> DeserializeSeed<'de> for KeyProbe<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyProbe<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<(), E> {
+        match key == self.0 {
+            true => Err(E::custom(FOUND)),
+            false => Ok(()),
+        }
+    }
+
+    // Keys that are not strings are not the one wanted.
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(())
     }
 }
@@ -211,6 +293,17 @@ spec:
         assert_eq!(line_of(DOC, 0, "spec.mounts[1].source"), Some(11));
         assert_eq!(line_of(DOC, 0, "metadata.name"), Some(4));
         assert_eq!(line_of(DOC, 1, "spec.env[0].name"), Some(18));
+    }
+
+    #[test]
+    fn finds_the_line_of_a_key() {
+        let doc =
+            "spec:\n  limts:\n    memory: 16Mi\n  mounts:\n    - source: /a\n      sorce: /b\n";
+        assert_eq!(line_of(doc, 0, "spec.limts"), Some(3), "the value's line");
+        assert_eq!(line_of_key(doc, 0, "spec.limts"), Some(2));
+        assert_eq!(line_of_key(doc, 0, "spec.mounts[0].sorce"), Some(6));
+        assert_eq!(line_of_key(DOC, 0, "spec.limits"), Some(12));
+        assert_eq!(line_of_key(DOC, 0, "spec.nothing"), None);
     }
 
     #[test]

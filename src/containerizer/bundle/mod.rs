@@ -11,11 +11,15 @@ use serde_json::Value;
 
 use crate::api::{ContainerSpec, Handle, Resources};
 
+mod caps;
 mod process;
 mod rules;
 
+pub use caps::CapSet;
 pub use process::{ExecUser, ProcessInput, process_spec};
-pub use rules::{DEFAULT_CAPABILITIES, INIT_PATH, RULES, all_capabilities, limit_resources};
+pub use rules::{
+    DEFAULT_CAPABILITIES, INIT_PATH, RULES, all_capabilities, limit_resources, wanted_capabilities,
+};
 
 /// Everything the rules read. Built by the containerizer from the spec and
 /// a few facts about the machine.
@@ -36,6 +40,8 @@ pub struct BundleInput<'a> {
     pub bind_flags: Vec<Vec<String>>,
     /// The hard open-files limit (the agent's own; a container cannot exceed it).
     pub nofile_hard: u64,
+    /// The agent's bounding set: no container gets a capability beyond it.
+    pub bounding_set: CapSet,
 }
 
 /// A bundle rule: one concern's part of the config.

@@ -5,9 +5,8 @@ use std::path::PathBuf;
 
 use oci_spec::runtime::{Process, User};
 
-use super::rules::{
-    DEFAULT_CAPABILITIES, DEFAULT_PATH, all_capabilities, capability_sets, nofile_rlimits,
-};
+use super::caps::CapSet;
+use super::rules::{DEFAULT_PATH, capability_sets, nofile_rlimits, wanted_capabilities};
 use crate::api::{ContainerSpec, EnvVar};
 
 /// A user resolved to ids (from `uid:gid`, or from the rootfs' /etc/passwd).
@@ -50,6 +49,8 @@ pub struct ProcessInput<'a> {
     pub user: ExecUser,
     /// The hard open-files limit to give it.
     pub nofile_hard: u64,
+    /// The agent's bounding set, which caps the process's capabilities.
+    pub bounding_set: CapSet,
 }
 
 /// The process.json for `runc exec --process`.
@@ -66,12 +67,8 @@ pub fn process_spec(input: &ProcessInput<'_>) -> Process {
         user.set_additional_gids(Some(input.user.additional_gids.clone()));
     }
     p.set_user(user);
-    let caps = if input.container.privileged {
-        all_capabilities()
-    } else {
-        DEFAULT_CAPABILITIES
-    };
-    p.set_capabilities(Some(capability_sets(caps)));
+    let (caps, _) = wanted_capabilities(input.container.privileged, input.bounding_set);
+    p.set_capabilities(Some(capability_sets(&caps)));
     p.set_no_new_privileges(Some(!input.container.privileged));
     p.set_rlimits(Some(nofile_rlimits(input.nofile_hard)));
     p

@@ -12,6 +12,7 @@ use oci_spec::runtime::{
     PosixRlimitType, Process, Root, Spec, User,
 };
 
+use super::caps::{self, CapSet};
 use super::{BundleInput, Rule};
 use crate::api::Resources;
 
@@ -19,8 +20,7 @@ use crate::api::Resources;
 pub const INIT_PATH: &str = "/.rundmc/init";
 /// The PATH every process gets unless it sets its own.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// CFS period for CPU limits, in microseconds.
-pub const CPU_PERIOD_US: u64 = 100_000;
+pub use crate::api::validate::CPU_PERIOD_US;
 
 /// The capability set containerd gives an unprivileged container.
 pub const DEFAULT_CAPABILITIES: &[&str] = &[
@@ -40,7 +40,8 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
-/// Every capability up to CAP_CHECKPOINT_RESTORE, for privileged containers.
+/// Every capability up to CAP_CHECKPOINT_RESTORE, for privileged containers,
+/// in number order: a name's index is its capability number.
 const ALL_CAPABILITIES: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
@@ -334,14 +335,25 @@ fn cgroup_path(input: &BundleInput<'_>, spec: &mut Spec) {
     linux(spec).set_cgroups_path(Some(PathBuf::from(path)));
 }
 
-/// containerd's default set, or every capability when privileged.
+/// containerd's default set, or every capability when privileged; either
+/// within the agent's bounding set.
 fn capabilities(input: &BundleInput<'_>, spec: &mut Spec) {
-    let names = if input.spec.privileged {
+    let (names, _) = wanted_capabilities(input.spec.privileged, input.bounding_set);
+    process(spec).set_capabilities(Some(capability_sets(&names)));
+}
+
+/// The capabilities a container asks for (every one when privileged,
+/// containerd's default set otherwise), cut to `bounding`: (granted, left out).
+pub fn wanted_capabilities(
+    privileged: bool,
+    bounding: CapSet,
+) -> (Vec<&'static str>, Vec<&'static str>) {
+    let wanted = if privileged {
         ALL_CAPABILITIES
     } else {
         DEFAULT_CAPABILITIES
     };
-    process(spec).set_capabilities(Some(capability_sets(names)));
+    caps::within(wanted, ALL_CAPABILITIES, bounding)
 }
 
 /// Bounding, effective and permitted sets of `names`; none inheritable or ambient.

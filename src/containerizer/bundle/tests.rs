@@ -20,6 +20,7 @@ fn input<'a>(
         cgroup_parent: "rundmc".into(),
         bind_flags,
         nofile_hard: 65536,
+        bounding_set: CapSet::ALL,
     }
 }
 
@@ -177,6 +178,7 @@ fn process_env_overrides_container_env_in_place() {
             home: Some("/home/app".into()),
         },
         nofile_hard: 65536,
+        bounding_set: CapSet::ALL,
     });
     assert_eq!(
         p.env().clone().unwrap(),
@@ -208,4 +210,76 @@ fn capability_names_all_parse() {
     };
     assert_eq!(count(false), DEFAULT_CAPABILITIES.len());
     assert_eq!(count(true), all_capabilities().len());
+}
+
+/// The capability sets of a config, as sorted names.
+fn capability_names(cfg: &Spec) -> Vec<Vec<String>> {
+    let caps = cfg
+        .process()
+        .as_ref()
+        .and_then(|p| p.capabilities().clone())
+        .unwrap();
+    [caps.bounding(), caps.effective(), caps.permitted()]
+        .into_iter()
+        .map(|set| {
+            let mut names: Vec<String> = set
+                .clone()
+                .unwrap_or_default()
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
+            names.sort();
+            names
+        })
+        .collect()
+}
+
+#[test]
+fn capability_names_are_in_number_order() {
+    assert_eq!(all_capabilities()[21], "CAP_SYS_ADMIN");
+    assert_eq!(all_capabilities()[24], "CAP_SYS_RESOURCE");
+    assert_eq!(all_capabilities()[40], "CAP_CHECKPOINT_RESTORE");
+}
+
+#[test]
+fn privileged_gets_only_what_the_agents_bounding_set_has() {
+    let h = Handle::new("a").unwrap();
+    let spec = ContainerSpec {
+        rootfs: "/img".into(),
+        privileged: true,
+        ..Default::default()
+    };
+    // Every capability but CAP_SYS_RESOURCE (24) and CAP_MKNOD (27).
+    let bounding = CapSet(((1 << 41) - 1) & !(1 << 24) & !(1 << 27));
+    let mut with = input(&h, &spec, vec![]);
+    with.bounding_set = bounding;
+    let sets = capability_names(&generate(&with));
+    for set in &sets {
+        assert_eq!(set.len(), all_capabilities().len() - 2, "{set:?}");
+        assert!(
+            !set.iter()
+                .any(|c| c == "CAP_SYS_RESOURCE" || c == "CAP_MKNOD")
+        );
+    }
+    assert_eq!(
+        wanted_capabilities(true, bounding).1,
+        vec!["CAP_SYS_RESOURCE", "CAP_MKNOD"]
+    );
+    // An unprivileged container loses CAP_MKNOD from its default set too,
+    // and so does a process run in either.
+    assert_eq!(wanted_capabilities(false, bounding).1, vec!["CAP_MKNOD"]);
+    let p = process_spec(&ProcessInput {
+        container: &spec,
+        args: &["/bin/true".to_string()],
+        env: &[],
+        working_dir: None,
+        user: ExecUser::root(),
+        nofile_hard: 1024,
+        bounding_set: bounding,
+    });
+    let caps = p.capabilities().clone().unwrap();
+    assert_eq!(
+        caps.bounding().as_ref().map(|s| s.len()),
+        Some(all_capabilities().len() - 2)
+    );
 }
