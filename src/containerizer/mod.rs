@@ -4,7 +4,8 @@
 //! containers. It knows nothing of where specs come from.
 //!
 //! One file per verb: [`create`], [`destroy`], [`stop`], [`info`]. The pure
-//! guards on the runtime status live in [`lifecycle`].
+//! guards on the runtime status live in [`lifecycle`]; processes no runtime
+//! accounts for are killed through the cgroup in [`leftovers`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ pub mod create;
 pub mod depot;
 pub mod destroy;
 pub mod info;
+pub mod leftovers;
 pub mod lifecycle;
 pub mod nstar;
 pub mod rootfs;

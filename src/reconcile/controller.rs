@@ -91,12 +91,14 @@ impl<R: OciRuntime> Controller<R> {
         })
     }
 
-    /// Queue every handle that is declared or in the depot.
+    /// Queue every handle that is declared, in the depot, or has a cgroup
+    /// under the cgroup parent (what a lost container leaves).
     pub fn enqueue_all(&self) {
         let mut handles: HashSet<Handle> = self.store.handles().into_iter().collect();
         if let Ok(entries) = self.containerizer.depot().entries() {
             handles.extend(entries.into_iter().map(|e| e.handle));
         }
+        handles.extend(self.containerizer.cgroup_handles());
         for h in handles {
             self.queue.add(h);
         }

@@ -1,0 +1,159 @@
+//! A runtime exec that reports failure after starting the process (issue
+//! 11, defect 2) must never leave two main processes: the supervisor kills
+//! what the failed exec left running, and the agent makes sure the previous
+//! run is gone before it starts the next. The runtime is the faulty wrapper
+//! of `support/faulty_runtime.rs` over real runc.
+
+#[path = "support/common.rs"]
+mod common;
+#[path = "support/process_container.rs"]
+mod container;
+#[path = "support/faulty_runtime.rs"]
+mod faulty_runtime;
+mod support;
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::time::Duration;
+
+use container::{Options, TestContainer, shim_binary};
+use faulty_runtime::{Fault, FaultyRuntime, Mode};
+use rundmc::process::{Launch, ProcessError, Tracker};
+use support::agent::{AgentEnv, manifest};
+use support::ended;
+
+const T: Duration = Duration::from_secs(60);
+
+const SLEEPER: &str = "  process:\n    args: [\"/bin/sh\", \"-c\", \"exec sleep 100000\"]\n";
+
+/// An agent whose runtime is a faulty wrapper over runc with `faults`.
+fn agent_env(name: &str, seed: u64, faults: &[Fault]) -> (AgentEnv, FaultyRuntime) {
+    let mut a = AgentEnv::new(name);
+    let runtime = FaultyRuntime::new(&a.env.dir.join("faulty-runtime"), "runc", seed, faults);
+    a.extra = vec![
+        "--runtime".into(),
+        runtime.path().to_string_lossy().into_owned(),
+    ];
+    (a, runtime)
+}
+
+/// The tasks of `name`'s cgroup other than runc's init.
+fn non_init_tasks(a: &AgentEnv, name: &str) -> Option<BTreeSet<i32>> {
+    let out = a.env.runc(&["state", name]);
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let init = state["pid"].as_i64()? as i32;
+    let procs = a.env.cgroup_dir("freezer", name).join("cgroup.procs");
+    let text = std::fs::read_to_string(procs).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .filter(|p| *p != init)
+            .collect(),
+    )
+}
+
+/// Running, with exactly one main process in the container: the current run's.
+fn one_main(a: &AgentEnv, name: &str) -> bool {
+    a.running(name)
+        && a.main_pid(name)
+            .is_some_and(|main| non_init_tasks(a, name) == Some(BTreeSet::from([main])))
+}
+
+/// `status.lastTermination.<field>` of `name`.
+fn last_termination(a: &AgentEnv, name: &str, field: &str) -> String {
+    a.status(name)
+        .and_then(|s| {
+            s["status"]["lastTermination"][field]
+                .as_str()
+                .map(String::from)
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_exec_failing_after_it_started_the_process_leaves_one_main() {
+    let fault = Fault::new("exec", Mode::FailAfter).id("web").times(1);
+    let (a, runtime) = agent_env("exec-fail-once", 1, &[fault]);
+    let _agent = a.start();
+    a.write("web.yaml", &manifest("web", SLEEPER));
+    a.wait("web running with one main process", T, || {
+        one_main(&a, "web") && a.status_field("web", "restartCount").as_deref() == Some("1")
+    });
+    let injected = runtime.injected();
+    assert_eq!(injected.len(), 1, "{injected:?}");
+    assert_eq!(
+        (injected[0].verb.as_str(), injected[0].id.as_str()),
+        ("exec", "web")
+    );
+    // The first run did start (its pid was written) and is gone.
+    let first = a.env.depot.join("web/processes/main-1/pid");
+    let first: i32 = std::fs::read_to_string(first)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(ended(first), "the first run's process {first} still runs");
+    // The restart is told as it happened.
+    assert_eq!(last_termination(&a, "web", "reason"), "StartError");
+    let message = last_termination(&a, "web", "message");
+    assert!(
+        message.contains("injected fail-after of exec") && message.contains("killed"),
+        "{message}"
+    );
+}
+
+#[test]
+fn execs_failing_at_random_leave_each_container_one_main() {
+    let fault = Fault::new("exec", Mode::FailAfter).probability(0.3);
+    let (a, runtime) = agent_env("exec-fail-random", 22, &[fault]);
+    let _agent = a.start();
+    // Seed 22 fails the first exec of c0 and c1 and the first two of c4.
+    let names = ["c0", "c1", "c2", "c3", "c4"];
+    for name in names {
+        a.write(&format!("{name}.yaml"), &manifest(name, SLEEPER));
+    }
+    // What a user sees: running, one main process, and as many restarts
+    // as execs that failed for it.
+    let failed = |name: &str| runtime.injected().iter().filter(|c| c.id == name).count();
+    for name in names {
+        a.wait(&format!("{name} running with one main process"), T, || {
+            one_main(&a, name)
+                && a.status_field(name, "restartCount") == Some(failed(name).to_string())
+        });
+    }
+    let injected = runtime.injected();
+    assert!(
+        names.iter().filter(|n| failed(n) > 0).count() >= 2,
+        "the seed should fail execs of several containers: {injected:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_supervisor_kills_what_a_failed_exec_left_running() {
+    let c = TestContainer::start("exec-fail-after", Options::default());
+    let runtime = FaultyRuntime::new(
+        &c.tmp.join("faulty-runtime"),
+        "runc",
+        3,
+        &[Fault::new("exec", Mode::FailAfter)],
+    );
+    let dir = c.process_dir("p", &["sleep", "100000"]);
+    let mut argv: Vec<OsString> = c.runtime_argv(&dir, &c.id);
+    argv[0] = runtime.path().into();
+    let err = Tracker::new(shim_binary())
+        .spawn(Launch::new("p", &dir, argv))
+        .await
+        .unwrap_err();
+    let ProcessError::StartFailed { message, .. } = &err else {
+        panic!("{err}")
+    };
+    assert!(message.contains("injected fail-after of exec"), "{message}");
+    let pid: i32 = std::fs::read_to_string(dir.join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Killed and reaped before the supervisor said it failed.
+    assert!(ended(pid), "the exec'd process {pid} still runs");
+    assert!(message.contains(&pid.to_string()), "{message}");
+}
