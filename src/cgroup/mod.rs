@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-pub use hierarchy::{Everywhere, Hierarchy, make_everywhere};
+pub use hierarchy::{Everywhere, Hierarchy, make_everywhere, mounted_roots};
 pub use oom::OomWatch;
 use parse::{kv_value, read, read_max, read_u64};
 

@@ -46,7 +46,8 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         // Unmounting and removing a tree wait on the disk: on a blocking
         // thread, so that other reconciles keep the async workers.
         let mounter = Arc::clone(&self.mounter);
-        let (depot, cgroup, handle) = (self.depot.clone(), self.cgroup(handle), handle.clone());
+        let cgroup = self.cgroup_everywhere(handle);
+        let (depot, handle) = (self.depot.clone(), handle.clone());
         tokio::task::spawn_blocking(move || remove_files(&*mounter, &depot, &cgroup, &handle))
             .await
             .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))

@@ -24,10 +24,10 @@ const ROUNDS: usize = 10;
 const ROUND_WAIT: Duration = Duration::from_secs(1);
 
 impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
-    /// Kill every process in `handle`'s cgroup, init included, and wait
-    /// until none is left; how many were killed. Call it only where the
-    /// runtime's container is gone (deleted, or never made): anything still
-    /// in the cgroup then belongs to no one.
+    /// Kill every process in `handle`'s cgroup (in every hierarchy), init
+    /// included, and wait until none is left; how many were killed. Call it
+    /// only where the runtime's container is gone (deleted, or never made):
+    /// anything still in the cgroup then belongs to no one.
     pub async fn kill_leftovers(&self, handle: &Handle) -> Result<usize> {
         let mut killed = 0;
         for _ in 0..ROUNDS {
@@ -39,7 +39,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             wait_all(&victims).await;
         }
         let left = self
-            .cgroup(handle)
+            .cgroup_everywhere(handle)
             .all_procs()
             .map_err(Self::cgroup_err(handle))?;
         if left.is_empty() {
@@ -54,7 +54,8 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     /// Handles of the cgroups under the cgroup parent, in any hierarchy:
     /// with the depot, where a restarted agent finds what to clean up.
     pub fn cgroup_handles(&self) -> Vec<Handle> {
-        let parent = self.hierarchy.cgroup(&self.config.cgroup_parent);
+        let rel = self.config.cgroup_parent.trim_matches('/');
+        let parent = self.with_all_roots(self.hierarchy.cgroup(rel), rel);
         let mut handles: Vec<Handle> = parent
             .dirs()
             .iter()
@@ -69,7 +70,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     }
 
     async fn kill_round(&self, handle: &Handle) -> Result<Vec<PidFd>> {
-        let cgroup: Cgroup = self.cgroup(handle);
+        let cgroup: Cgroup = self.cgroup_everywhere(handle);
         match tokio::task::spawn_blocking(move || cgroup.kill_round()).await {
             Ok(r) => r.map_err(Self::cgroup_err(handle)),
             Err(join) => std::panic::resume_unwind(join.into_panic()),

@@ -61,7 +61,7 @@ pub async fn observe<R: OciRuntime, M: Mounter>(
         Ok(None) => (None, true),
         // No bundle, but a cgroup: what a container whose depot directory
         // went first left behind; destroyed like a half-made one.
-        Err(DepotError::NotFound(_)) => (None, c.cgroup(handle).exists()),
+        Err(DepotError::NotFound(_)) => (None, c.cgroup_everywhere(handle).exists()),
         // What no write of ours leaves: handled as half-made (destroyed,
         // and made again if declared), never as an error on every look.
         Err(DepotError::Corrupt { path, source }) => {
