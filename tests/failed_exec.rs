@@ -18,7 +18,10 @@ use std::time::Duration;
 
 use container::{Options, TestContainer, shim_binary};
 use faulty_runtime::{Fault, FaultyRuntime, Mode};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use rundmc::process::{Launch, ProcessError, Tracker};
+use rundmc_shim::protocol::{ExitRecord, START_ERROR_EXIT_CODE};
 use support::agent::{AgentEnv, manifest};
 use support::ended;
 
@@ -156,4 +159,36 @@ async fn the_supervisor_kills_what_a_failed_exec_left_running() {
     // Killed and reaped before the supervisor said it failed.
     assert!(ended(pid), "the exec'd process {pid} still runs");
     assert!(message.contains(&pid.to_string()), "{message}");
+}
+
+#[test]
+fn a_run_recorded_as_a_failed_start_is_killed_before_its_restart() {
+    let (a, _runtime) = agent_env("exec-start-error-lives", 5, &[]);
+    let mut agent = a.start();
+    a.write("web.yaml", &manifest("web", SLEEPER));
+    a.wait("web running", T, || one_main(&a, "web"));
+    let old = a.main_pid("web").unwrap();
+    agent.kill9();
+    // What a supervisor that could not end it leaves: a failed start on
+    // record, and the process running in the container.
+    let dir = a.main_dir("web").unwrap();
+    let shim: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("shim.json")).unwrap()).unwrap();
+    let shim = Pid::from_raw(shim["pid"].as_i64().unwrap() as i32);
+    kill(shim, Signal::SIGKILL).unwrap();
+    let record = ExitRecord {
+        exit_code: START_ERROR_EXIT_CODE,
+        signal: None,
+        signal_name: None,
+        oom_killed: false,
+        finished_at: "2026-01-01T00:00:00.000000000Z".into(),
+        start_error: Some("exec failed after starting the process".into()),
+    };
+    std::fs::write(dir.join("exit.json"), serde_json::to_vec(&record).unwrap()).unwrap();
+
+    let _agent = a.start();
+    a.wait("restarted, with one main process", T, || {
+        one_main(&a, "web") && a.main_pid("web") != Some(old)
+    });
+    assert!(ended(old), "the run recorded as failed, {old}, still runs");
 }
