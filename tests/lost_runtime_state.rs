@@ -234,3 +234,28 @@ fn a_restarted_agent_removes_a_cgroup_left_without_bundle_or_state() {
         nothing_left(&a, "web", &old)
     });
 }
+
+#[tokio::test]
+async fn create_kills_what_a_lost_container_left_in_its_cgroup() {
+    let env = support::Env::new("lost-create");
+    let c = env.containerizer();
+    let h = support::handle("web");
+    c.create(&h, &support::spec(), Default::default())
+        .await
+        .unwrap();
+    let old = env.init_pid("web");
+    // Runtime state and bundle gone; init runs on in the cgroup.
+    std::fs::remove_dir_all(env.runc_root.join("web")).unwrap();
+    let bundle = env.depot.join("web");
+    nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH).unwrap();
+    std::fs::remove_dir_all(&bundle).unwrap();
+
+    c.create(&h, &support::spec(), Default::default())
+        .await
+        .unwrap();
+    let init = env.init_pid("web");
+    assert!(ended(old), "the lost container's init {old} still runs");
+    let procs = env.cgroup_dir("freezer", "web").join("cgroup.procs");
+    assert_eq!(support::cgroup_pids(&procs), vec![init]);
+    c.destroy(&h).await.unwrap();
+}
