@@ -4,8 +4,10 @@
 //! run is gone before it starts the next. The runtime is the faulty wrapper
 //! of `support/faulty_runtime.rs` over real runc.
 
-#[path = "support/common.rs"]
-mod common;
+/// What `support/process_container.rs` takes from `crate::common`.
+mod common {
+    pub use crate::support::{binary, runc_spec};
+}
 #[path = "support/process_container.rs"]
 mod container;
 #[path = "support/faulty_runtime.rs"]
