@@ -194,3 +194,105 @@ fn a_run_recorded_as_a_failed_start_is_killed_before_its_restart() {
     });
     assert!(ended(old), "the run recorded as failed, {old}, still runs");
 }
+
+/// The wrapper itself, over a stub that echoes what it was asked: rules
+/// pick by verb and id (the id of `kill` is not its last word), `times`
+/// caps them per id, and each mode does what it says.
+#[test]
+fn the_faulty_runtime_fires_by_verb_id_and_count() {
+    let dir = std::env::temp_dir().join(format!("rundmc-faulty-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let stub = dir.join("stub");
+    std::fs::write(&stub, "#!/bin/sh\necho real \"$@\"\n").unwrap();
+    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let faults = [
+        Fault::new("exec", Mode::FailBefore).id("web").times(1),
+        Fault::new("kill", Mode::FailAfter).id("w*"),
+        Fault::new("*", Mode::Hang).id("slow").hang_secs(0),
+    ];
+    let runtime = FaultyRuntime::new(&dir.join("rt"), &stub.to_string_lossy(), 9, &faults);
+    let log = dir.join("log.json");
+    let run = |words: &[&str]| {
+        let out = std::process::Command::new(runtime.path())
+            .args(["--root", "/r", "--log"])
+            .arg(&log)
+            .args(["--log-format", "json"])
+            .args(words)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let exec = [
+        "exec",
+        "--detach",
+        "--pid-file",
+        "/p",
+        "--process",
+        "/j",
+        "web",
+    ];
+    assert_eq!(run(&exec), (Some(1), String::new()), "fails before, once");
+    assert_eq!(run(&exec).0, Some(0), "then runs the real one");
+    let (code, out) = run(&["kill", "--all", "web", "9"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("real --root /r"),
+        "ran the real one first: {out}"
+    );
+    assert_eq!(run(&["kill", "db", "9"]).0, Some(0), "other ids untouched");
+    assert_eq!(run(&["start", "slow"]), (Some(1), String::new()));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(
+            r#""level":"error","msg":"faulty runtime: injected fail-before of exec web (call 1)""#
+        ),
+        "{text}"
+    );
+    let injected: Vec<(String, String, u32, Option<String>)> = runtime
+        .injected()
+        .into_iter()
+        .map(|c| (c.verb, c.id, c.n, c.mode))
+        .collect();
+    let want = |v: &str, id: &str, n, m: &str| (v.into(), id.into(), n, Some(m.into()));
+    assert_eq!(
+        injected,
+        [
+            want("exec", "web", 1, "fail-before"),
+            want("kill", "web", 1, "fail-after"),
+            want("start", "slow", 1, "hang"),
+        ]
+    );
+    assert_eq!(runtime.calls().len(), 5);
+    runtime.clear();
+    assert_eq!(run(&["kill", "web", "9"]).0, Some(0), "no rules, no faults");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same seed fails the same calls; another seed, others.
+#[test]
+fn the_faulty_runtime_is_seeded() {
+    let dir = std::env::temp_dir().join(format!("rundmc-faulty-seed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let fault = [Fault::new("state", Mode::FailBefore).probability(0.5)];
+    let picked = |name: &str, seed| {
+        let runtime = FaultyRuntime::new(&dir.join(name), "true", seed, &fault);
+        for i in 0..20 {
+            let id = format!("c{i}");
+            std::process::Command::new(runtime.path())
+                .args(["state", &id])
+                .output()
+                .unwrap();
+        }
+        let ids: Vec<String> = runtime.injected().into_iter().map(|c| c.id).collect();
+        ids
+    };
+    let (a, b, c) = (picked("a", 9), picked("b", 9), picked("c", 10));
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    assert!((1..20).contains(&a.len()), "{a:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
