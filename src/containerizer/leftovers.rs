@@ -52,9 +52,13 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     }
 
     /// Handles of the cgroups under the cgroup parent, in any hierarchy:
-    /// with the depot, where a restarted agent finds what to clean up.
+    /// with the depot, where a restarted agent finds what to clean up. None
+    /// when the parent is the root, whose cgroups are everyone's.
     pub fn cgroup_handles(&self) -> Vec<Handle> {
         let rel = self.config.cgroup_parent.trim_matches('/');
+        if rel.is_empty() {
+            return Vec::new();
+        }
         let parent = self.with_all_roots(self.hierarchy.cgroup(rel), rel);
         let mut handles: Vec<Handle> = parent
             .dirs()
