@@ -129,23 +129,29 @@ pub struct Everywhere {
 /// leaves it alone. Keeps going past a hierarchy that fails, since every
 /// one left behind is one such a stop could reach.
 pub fn make_everywhere(rel: &str) -> Result<Everywhere, CgroupError> {
-    let text = mountinfo::read().map_err(|source| CgroupError::Io {
-        path: "/proc/self/mountinfo".into(),
-        source,
-    })?;
     let rel = rel.trim_matches('/');
-    let mut done = BTreeSet::new();
     let mut made = Everywhere::default();
-    for m in mountinfo::parse(&text).filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2") {
-        if !done.insert(m.mount_point.clone()) {
-            continue;
-        }
-        match make_dirs(&m.mount_point, rel) {
+    for root in mounted_roots()? {
+        match make_dirs(&root, rel) {
             Ok(dir) => made.procs_files.push(dir.join("cgroup.procs")),
             Err(e) => made.errors.push(e),
         }
     }
     Ok(made)
+}
+
+/// The mount point of every cgroup hierarchy (each v1 controller, named
+/// ones like systemd's, and cgroup2), once each.
+pub fn mounted_roots() -> Result<Vec<PathBuf>, CgroupError> {
+    let text = mountinfo::read().map_err(|source| CgroupError::Io {
+        path: "/proc/self/mountinfo".into(),
+        source,
+    })?;
+    let roots: BTreeSet<PathBuf> = mountinfo::parse(&text)
+        .filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2")
+        .map(|m| m.mount_point)
+        .collect();
+    Ok(roots.into_iter().collect())
 }
 
 /// Create `rel` under a hierarchy's `root`, one level at a time. A v1

@@ -9,11 +9,14 @@
 //! - [`hierarchy`]: where the controllers are mounted, and moving a process
 //!   into a cgroup of every hierarchy.
 //! - [`freezer`]: freeze, thaw, and reading the freezer state as runc does.
+//! - [`kill`]: killing every task through the cgroup, for tasks no runtime
+//!   knows of.
 //! - [`oom`]: OOM kills as events, through an eventfd (v1) or inotify (v2).
 //! - [`parse`]: the pure reading of cgroup files.
 
 pub mod freezer;
 pub mod hierarchy;
+pub mod kill;
 pub mod oom;
 pub mod parse;
 
@@ -24,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-pub use hierarchy::{Everywhere, Hierarchy, make_everywhere};
+pub use hierarchy::{Everywhere, Hierarchy, make_everywhere, mounted_roots};
 pub use oom::OomWatch;
 use parse::{kv_value, read, read_max, read_u64};
 

@@ -119,7 +119,9 @@ pub struct AgentArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// The cgroup under which every container's cgroup is made.
+    /// The cgroup under which every container's cgroup is made. It is
+    /// rundmc's own: a cgroup under it that no container accounts for is
+    /// taken for a lost container's, and its processes are killed.
     #[arg(long, default_value = "rundmc")]
     pub cgroup_parent: String,
     /// The cgroup supervisors move into once started, so that stopping the

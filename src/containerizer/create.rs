@@ -86,6 +86,13 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         labels: BTreeMap<String, String>,
     ) -> Result<()> {
         let paths = self.depot.paths(handle);
+        // The handle is ours from the reservation on: whatever still runs in
+        // its cgroup (a container whose runtime state was lost before the
+        // depot forgot it) would join the new container's.
+        let leftovers = self.kill_leftovers(handle).await?;
+        if leftovers > 0 {
+            tracing::warn!(%handle, count = leftovers, "killed processes left in the cgroup before creating");
+        }
         for dir in [
             paths.rootfs(),
             paths.upper(),

@@ -1,7 +1,8 @@
 //! `destroy`: idempotent and retriable. It first marks the bundle half-made,
-//! then kills everything, deletes the runtime's container, unmounts the
-//! rootfs, removes the cgroup, and removes the bundle last. A crash at any
-//! step leaves a half-made bundle that the next destroy finishes.
+//! then kills everything, deletes the runtime's container, kills whatever
+//! is still in the cgroup (processes whose runtime state was lost), unmounts
+//! the rootfs, removes the cgroup, and removes the bundle last. A crash at
+//! any step leaves a half-made bundle that the next destroy finishes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,12 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     pub async fn destroy(&self, handle: &Handle) -> Result<()> {
         self.depot.unmark(handle)?;
         self.delete_from_runtime(handle).await?;
+        // With the runtime's container gone, anything left in the cgroup is
+        // a process whose state was lost: it would keep the cgroup busy.
+        let leftovers = self.kill_leftovers(handle).await?;
+        if leftovers > 0 {
+            tracing::warn!(%handle, count = leftovers, "killed processes no runtime state accounted for");
+        }
         let paths = self.depot.paths(handle);
         // Every process died with init: let their supervisors record it and
         // go, so no supervisor outlives the bundle.
@@ -39,7 +46,8 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         // Unmounting and removing a tree wait on the disk: on a blocking
         // thread, so that other reconciles keep the async workers.
         let mounter = Arc::clone(&self.mounter);
-        let (depot, cgroup, handle) = (self.depot.clone(), self.cgroup(handle), handle.clone());
+        let cgroup = self.cgroup_everywhere(handle);
+        let (depot, handle) = (self.depot.clone(), handle.clone());
         tokio::task::spawn_blocking(move || remove_files(&*mounter, &depot, &cgroup, &handle))
             .await
             .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))

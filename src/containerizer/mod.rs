@@ -4,7 +4,8 @@
 //! containers. It knows nothing of where specs come from.
 //!
 //! One file per verb: [`create`], [`destroy`], [`stop`], [`info`]. The pure
-//! guards on the runtime status live in [`lifecycle`].
+//! guards on the runtime status live in [`lifecycle`]; processes no runtime
+//! accounts for are killed through the cgroup in [`leftovers`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ pub mod create;
 pub mod depot;
 pub mod destroy;
 pub mod info;
+pub mod leftovers;
 pub mod lifecycle;
 pub mod nstar;
 pub mod rootfs;
@@ -201,6 +203,8 @@ pub struct Containerizer<R, M = KernelMounter> {
     /// Shared with the blocking threads that unmount and remove.
     mounter: Arc<M>,
     hierarchy: Hierarchy,
+    /// Every mounted cgroup hierarchy, the ones rundmc does not read too.
+    all_roots: Vec<PathBuf>,
     /// `cgroup.procs` of the supervisors' cgroup, in every hierarchy.
     shim_cgroups: Vec<PathBuf>,
     tracker: Tracker,
@@ -220,6 +224,10 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         let depot = Depot::open(&config.depot)?;
         let hierarchy = Hierarchy::detect().map_err(ContainerizerError::CgroupSetup)?;
         let tracker = Tracker::new(&config.shim_binary);
+        let all_roots = crate::cgroup::mounted_roots().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "leftover cgroups are looked for only where rundmc reads");
+            Vec::new()
+        });
         let shim_cgroups = config
             .shim_cgroup
             .as_deref()
@@ -230,6 +238,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             runtime,
             mounter: Arc::new(mounter),
             hierarchy,
+            all_roots,
             shim_cgroups,
             tracker,
             config,
@@ -254,6 +263,26 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             handle
         );
         self.hierarchy.cgroup(&path)
+    }
+
+    /// `handle`'s cgroup in every mounted hierarchy, not only those rundmc
+    /// reads: the runtime makes it in all of them (blkio, devices, systemd's
+    /// named one...), and where no runtime state is left to remove them,
+    /// rundmc must, from each.
+    pub fn cgroup_everywhere(&self, handle: &Handle) -> Cgroup {
+        let rel = format!("{}/{}", self.config.cgroup_parent.trim_matches('/'), handle);
+        self.with_all_roots(self.cgroup(handle), &rel)
+    }
+
+    /// `cgroup` (made for `rel`) with `rel` under every other root added, on v1.
+    fn with_all_roots(&self, mut cgroup: Cgroup, rel: &str) -> Cgroup {
+        if let Cgroup::V1(dirs) = &mut cgroup {
+            for root in &self.all_roots {
+                dirs.entry(root.to_string_lossy().into_owned())
+                    .or_insert_with(|| root.join(rel));
+            }
+        }
+        cgroup
     }
 
     /// Handles of every complete container in the depot.

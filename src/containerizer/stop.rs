@@ -128,8 +128,10 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
 }
 
 impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
-    /// End process `id` if its supervisor was lost while it ran on: left
-    /// alone it would run, unsupervised and unlogged, beside its restart.
+    /// End process `id` where nothing watches it: its supervisor was lost
+    /// while it ran on, or the runtime reported a failed start after
+    /// starting it. Left alone it would run, unsupervised and unlogged,
+    /// beside its restart.
     /// Its pid (from the runtime's pid file) is killed through a pidfd, and
     /// only while it is in the container's cgroup. True when one was.
     pub async fn kill_lost(&self, handle: &Handle, id: &str) -> Result<bool> {

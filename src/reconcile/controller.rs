@@ -94,9 +94,10 @@ impl<R: OciRuntime> Controller<R> {
         })
     }
 
-    /// Queue every handle that is declared, in the depot, or reported in
-    /// a status file (so a status whose declaration went while the agent
-    /// was down is removed).
+    /// Queue every handle that is declared, in the depot, reported in a
+    /// status file (so a status whose declaration went while the agent was
+    /// down is removed), or has a cgroup under the cgroup parent (what a
+    /// lost container leaves).
     pub fn enqueue_all(&self) {
         let mut handles: HashSet<Handle> = self.store.handles().into_iter().collect();
         if let Ok(entries) = self.containerizer.depot().entries() {
@@ -104,6 +105,7 @@ impl<R: OciRuntime> Controller<R> {
         }
         let reported = self.reporters.files.names().into_iter();
         handles.extend(reported.filter_map(|n| Handle::new(n).ok()));
+        handles.extend(self.containerizer.cgroup_handles());
         for h in handles {
             self.queue.add(h);
         }

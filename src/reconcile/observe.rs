@@ -65,7 +65,9 @@ pub async fn observe<R: OciRuntime, M: Mounter>(
     let (record, half_made) = match c.depot().record(handle) {
         Ok(Some(r)) => (Some(r), false),
         Ok(None) => (None, true),
-        Err(DepotError::NotFound(_)) => (None, false),
+        // No bundle, but a cgroup: what a container whose depot directory
+        // went first left behind; destroyed like a half-made one.
+        Err(DepotError::NotFound(_)) => (None, c.cgroup_everywhere(handle).exists()),
         // What no write of ours leaves: handled as half-made (destroyed,
         // and made again if declared), never as an error on every look.
         Err(DepotError::Corrupt { path, source }) => {

@@ -22,6 +22,16 @@ impl<R: OciRuntime> Controller<R> {
         desired: Option<&Desired>,
         obs: &Observation,
     ) -> Result<(), ContainerizerError> {
+        if obs.record.is_some() && obs.runtime.is_none() {
+            self.event(
+                desired,
+                handle,
+                EventType::Warning,
+                reason::CONTAINER_LOST,
+                "The runtime has no state for the container: killing what still runs in its cgroup",
+            )
+            .await;
+        }
         if let Some(record) = &obs.record
             && obs.runtime.is_some()
         {
@@ -154,7 +164,7 @@ impl<R: OciRuntime> Controller<R> {
         restart_delay: Option<Duration>,
     ) -> Result<Result<Process, ProcessError>, ContainerizerError> {
         if restart_delay.is_some() {
-            self.end_lost_run(handle).await?;
+            self.end_previous_run(handle).await?;
         }
         let runs = self.record_next_run(handle, restart_delay)?;
         let run = RunSpec {
@@ -177,19 +187,25 @@ impl<R: OciRuntime> Controller<R> {
         }
     }
 
-    /// Before a restart: a main process whose supervisor was lost may run
-    /// on; end it, so that its restart never runs beside it.
-    async fn end_lost_run(&self, handle: &Handle) -> Result<(), ContainerizerError> {
+    /// Before a restart: the previous run may live on where nothing saw
+    /// it end (its supervisor was lost, or the runtime's exec reported a
+    /// failure after starting it); end it, so that its restart never runs
+    /// beside it.
+    async fn end_previous_run(&self, handle: &Handle) -> Result<(), ContainerizerError> {
         let bundle = self.containerizer.bundle_dir(handle);
         let Some(id) = MainFile::load(&bundle).current_id() else {
             return Ok(());
         };
-        let lost = self
-            .containerizer
-            .attach(handle, &id)
-            .is_ok_and(|p| matches!(p.state(), Ok(ProcState::Lost { .. })));
-        if lost && self.containerizer.kill_lost(handle, &id).await? {
-            tracing::warn!(%handle, process = %id, "killed the main process its lost supervisor left running");
+        let state = self.containerizer.attach(handle, &id).map(|p| p.state());
+        let unseen = match state {
+            Ok(Ok(ProcState::Lost { .. })) => "its lost supervisor left it running",
+            Ok(Ok(ProcState::Exited(rec))) if rec.start_error.is_some() => {
+                "the runtime reported a failed start but it ran"
+            }
+            _ => return Ok(()),
+        };
+        if self.containerizer.kill_lost(handle, &id).await? {
+            tracing::warn!(%handle, process = %id, "killed the previous main process: {unseen}");
         }
         Ok(())
     }

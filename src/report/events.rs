@@ -34,6 +34,10 @@ pub mod reason {
     pub const DESTROYED: &str = "Destroyed";
     /// The node refused what the declaration asks for.
     pub const FORBIDDEN: &str = "Forbidden";
+    /// The runtime has no state for a container the depot records (deleted
+    /// behind the agent's back): what runs in its cgroup is killed, and the
+    /// container made again if it is declared.
+    pub const CONTAINER_LOST: &str = "ContainerLost";
 }
 
 /// Normal or Warning.

@@ -29,9 +29,11 @@ pub enum Mode {
     FailBefore,
     /// Run the real runtime, then exit 1 whatever it did.
     FailAfter,
-    /// Sleep without running the real runtime (the caller's timeout must end it).
+    /// Sleep without running the real runtime, then fail as `FailBefore`
+    /// (the caller's timeout should end it first: kill the process group,
+    /// as the agent does, or the `sleep` outlives the script).
     Hang,
-    /// Run the real runtime, then sleep.
+    /// Run the real runtime, then sleep, then exit with its status.
     HangAfter,
 }
 
@@ -276,9 +278,9 @@ fail() {
 }
 case $action in
   fail-before) fail ;;
-  hang) exec sleep "$hang" ;;
+  hang) sleep "$hang"; fail ;;
   fail-after) "$real" "$@"; fail ;;
-  hang-after) "$real" "$@"; exec sleep "$hang" ;;
+  hang-after) "$real" "$@"; status=$?; sleep "$hang"; exit $status ;;
   *) exec "$real" "$@" ;;
 esac
 "#;

@@ -21,6 +21,15 @@ pub fn parse_state(stat: &str) -> Option<char> {
         .next()
 }
 
+/// The parent pid (field 4) of a `/proc/<pid>/stat` line.
+pub fn parse_ppid(stat: &str) -> Option<i32> {
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// The start time of `pid`, read from `/proc/<pid>/stat`.
 pub fn start_time(pid: i32) -> io::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -48,6 +57,8 @@ mod tests {
         let stat = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 200 18446744073709551615";
         assert_eq!(parse_start_time(stat), Some(987654));
         assert_eq!(parse_state(stat), Some('S'));
+        assert_eq!(parse_ppid(stat), Some(1));
+        assert_eq!(parse_ppid("no paren"), None);
         assert_eq!(parse_start_time("1 (x) S 1 2"), None);
         assert_eq!(parse_start_time("no paren"), None);
     }

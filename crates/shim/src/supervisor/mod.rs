@@ -2,6 +2,7 @@
 //! protocol is documented in `rundmc_shim::protocol`.
 
 pub mod args;
+mod leftovers;
 mod output;
 mod pump;
 mod sys;
@@ -40,6 +41,7 @@ pub fn start(args: Args) -> ! {
         Ok(()) => 0,
         Err(Failure::Start(message)) => {
             eprintln!("rundmc-shim: {message}");
+            let message = end_leftovers(message);
             ready(&Ready::Failed {
                 message: message.clone(),
             });
@@ -56,6 +58,18 @@ pub fn start(args: Args) -> ! {
     };
     sys::reap_exited_children();
     sys::exit_now(code)
+}
+
+/// After a failed start and before the agent hears of it (it answers with
+/// another start): nothing the runtime started may run beside that one.
+/// The message says what was killed, so the failure is told as it was.
+fn end_leftovers(message: String) -> String {
+    let killed = leftovers::kill_children();
+    if killed.is_empty() {
+        return message;
+    }
+    eprintln!("rundmc-shim: killed what the failed start left running: {killed:?}");
+    format!("{message} (it left pids {killed:?} running: killed)")
 }
 
 enum Failure {

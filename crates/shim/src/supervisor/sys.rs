@@ -135,6 +135,24 @@ pub fn wait_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<Ending> {
     })
 }
 
+/// Waits up to `timeout` for the child the pidfd refers to, and reaps it
+/// if it exited; `Ok(false)` when it is still running.
+pub fn reap_within(pidfd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<bool> {
+    let mut fds = [libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd; poll returns early on EINTR, which only
+    // shortens the wait.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
+    if ready <= 0 {
+        return Ok(false);
+    }
+    wait_pidfd(pidfd).map(|_| true)
+}
+
 /// Reaps every child that has already exited; returns how many.
 pub fn reap_exited_children() -> usize {
     let mut n = 0;
