@@ -532,7 +532,10 @@ fn the_chart_installs_the_crd_the_clusters_version_accepts() {
     ] {
         let r = render(&["--kube-version", version]);
         let crd = r.one("CustomResourceDefinition");
-        assert_eq!(crd["metadata"]["name"], want["metadata"]["name"], "{version}");
+        assert_eq!(
+            crd["metadata"]["name"], want["metadata"]["name"],
+            "{version}"
+        );
         assert_eq!(crd["spec"], want["spec"], "{version}");
         if want == &portable {
             assert_known_to_1_24(crd);
@@ -576,8 +579,12 @@ fn deploy_yaml_is_the_default_render_for_every_supported_server() {
     );
     let name = namespace["metadata"]["name"].clone();
     for object in &deployed[1..] {
-        let cluster_scoped = ["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"]
-            .contains(&object["kind"].as_str().unwrap());
+        let cluster_scoped = [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+        ]
+        .contains(&object["kind"].as_str().unwrap());
         if !cluster_scoped {
             assert_eq!(object["metadata"]["namespace"], name, "{}", object["kind"]);
         }

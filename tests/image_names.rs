@@ -66,7 +66,11 @@ fn image_names_are_normalised_references() {
         ),
         // A one-part name is in Docker Hub's `library/`.
         ("rundmc:1", "docker.io/library/rundmc:1", "rundmc:1"),
-        ("docker.io/rundmc:1", "docker.io/library/rundmc:1", "rundmc:1"),
+        (
+            "docker.io/rundmc:1",
+            "docker.io/library/rundmc:1",
+            "rundmc:1",
+        ),
         (
             "index.docker.io/rundmc/rundmc:2",
             "docker.io/rundmc/rundmc:2",
@@ -77,7 +81,11 @@ fn image_names_are_normalised_references() {
             "registry.example:5000/team/rundmc:3",
             "registry.example:5000/team/rundmc:3",
         ),
-        ("localhost/rundmc:4", "localhost/rundmc:4", "localhost/rundmc:4"),
+        (
+            "localhost/rundmc:4",
+            "localhost/rundmc:4",
+            "localhost/rundmc:4",
+        ),
     ] {
         let (printed, annotation, repo_tags) = names(&dir, tag);
         assert_eq!(annotation, name, "--tag {tag}");

@@ -164,7 +164,10 @@ mod tests {
         }
         for bad in ["", "1", "latest", "v1.x"] {
             let err = bad.parse::<KubeVersion>().unwrap_err();
-            assert!(err.to_string().contains("is not a Kubernetes version"), "{err}");
+            assert!(
+                err.to_string().contains("is not a Kubernetes version"),
+                "{err}"
+            );
         }
     }
 
