@@ -122,16 +122,24 @@ impl KubeSource {
         }
     }
 
-    /// Find where the node filter can run, retrying while the server is away.
+    /// Find where the node filter can run, retrying while the server is
+    /// away or does not serve Containers yet (each cause logged once).
     pub async fn detect_filter(&self) -> NodeFilter {
         let params = ListParams::default().fields(&self.selector()).limit(1);
         let mut delay = Duration::from_millis(500);
+        let mut logged = None;
         loop {
             match self.api.list_metadata(&params).await {
                 Ok(_) => return NodeFilter::Server,
                 Err(kube::Error::Api(e)) if e.code == 400 => return NodeFilter::Client,
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?delay, "cannot reach the Kubernetes API");
+                    let cause = unavailable_cause(&e);
+                    if logged.as_ref() != Some(&cause) {
+                        tracing::warn!(error = %e, "{cause}; retrying with backoff (logged again only if the cause changes)");
+                        logged = Some(cause);
+                    } else {
+                        tracing::debug!(error = %e, retry_in = ?delay, "Container resources still unavailable");
+                    }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(30));
                 }
@@ -265,6 +273,19 @@ impl KubeSource {
             }
             _ => Changes::default(),
         }
+    }
+}
+
+/// Why Container resources cannot be listed, in an operator's words.
+fn unavailable_cause(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(e) if e.code == 404 => {
+            "the API server does not serve Container resources: \
+             is the Container CRD installed? (kubectl get crd containers.rundmc.io)"
+                .to_string()
+        }
+        kube::Error::Api(e) => format!("the API server refuses to list Containers ({})", e.code),
+        _ => "cannot reach the Kubernetes API".to_string(),
     }
 }
 
