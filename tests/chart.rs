@@ -636,6 +636,49 @@ fn notes_say_how_to_run_the_examples() {
     assert!(seen >= 5, "only {seen} examples");
 }
 
+/// The notes say what the chart's mount propagation needs of each node,
+/// what a rollout on a node without it looks like, and how to undo it.
+#[test]
+fn notes_say_what_mount_propagation_needs_and_how_to_roll_back() {
+    let args = [
+        "--name",
+        "edge",
+        "--namespace",
+        "agents",
+        "--set",
+        "paths.lib=/data/rundmc",
+        "--set",
+        "allowedHostPaths={/srv/data}",
+    ];
+    let notes = success("notes", &args);
+    for want in [
+        "mount --make-rshared /",
+        "findmnt -o TARGET,PROPAGATION --target /data/rundmc",
+        "CreateContainerError",
+        "is mounted\non \"/\" but it is not a shared mount (or: not a shared or slave mount)",
+        "helm rollback edge -n agents",
+        "kubectl -n agents rollout undo daemonset/edge-rundmc",
+    ] {
+        assert!(notes.contains(want), "notes lack {want:?}:\n{notes}");
+    }
+    // Every mount that propagates is one the notes name.
+    let r = render(&args);
+    for mount in r.agent()["volumeMounts"].as_array().unwrap() {
+        let (Some(path), Some(propagation)) = (
+            mount["mountPath"].as_str(),
+            mount["mountPropagation"].as_str(),
+        ) else {
+            continue;
+        };
+        let named = notes.contains(path)
+            || (propagation == "HostToContainer" && notes.contains("the host paths"));
+        assert!(
+            named,
+            "{path} ({propagation}) is not in the notes:\n{notes}"
+        );
+    }
+}
+
 /// The edited example is the original with `spec.nodeName: node-7`.
 fn assert_node_set(path: &Path, edited: &str) {
     let original = std::fs::read_to_string(path).unwrap();
