@@ -363,3 +363,49 @@ async fn a_mirror_waits_for_its_crd_with_one_log_line_and_no_nameless_writes() {
     assert_eq!(log.matches("cannot publish the mirror").count(), 1, "{log}");
     assert!(log.contains("published the mirror"), "{log}");
 }
+
+/// The agent filters server-side on a 1.31 server; then the CRD is replaced
+/// by the form without `selectableFields` (`kubectl apply -f
+/// manifests/deploy/rundmc.yaml` again, say), so the server refuses the node
+/// selector. The agent filters by itself from then on: what ran keeps
+/// running, and what is declared next runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_keeps_watching_when_the_crd_loses_its_selectable_fields() {
+    let k = Cluster::new("kube-crd-swap", FakeApiServer::start().await).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(k.client.clone());
+    crds.create(
+        &PostParams::default(),
+        &rundmc::api::crd::crd(Some("1.31".parse().unwrap())),
+    )
+    .await
+    .unwrap();
+    let _agent = k.start();
+    let ready = |c: &Container| {
+        c.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(Phase::Running) && s.main_process.is_some())
+    };
+    k.apply(&container("before", &["sleep", "100000"], |_| {}))
+        .await;
+    k.wait("before Running", "before", ready).await;
+
+    let mut portable = rundmc::api::crd::crd(None);
+    let stored = crds.get("containers.rundmc.io").await.unwrap();
+    portable.metadata.resource_version = stored.metadata.resource_version;
+    crds.replace("containers.rundmc.io", &PostParams::default(), &portable)
+        .await
+        .unwrap();
+    k.server.cut_watches();
+
+    k.apply(&container("after", &["sleep", "100000"], |_| {}))
+        .await;
+    k.wait("after Running", "after", ready).await;
+    let before = k.server.get::<Container>("default", "before").unwrap();
+    assert!(ready(&before), "{before:?}");
+    assert_eq!(
+        k.env.env.runc_status("k8s_default_before").as_deref(),
+        Some("running")
+    );
+    let log = k.env.agent_log();
+    assert!(log.contains("no longer filters Containers"), "{log}");
+}

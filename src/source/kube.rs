@@ -152,10 +152,28 @@ impl KubeSource {
     }
 
     /// Watch until `changes` closes: every event updates `store`, and what
-    /// changed is sent on.
+    /// changed is sent on. When the server stops serving the node selector
+    /// (its CRD replaced by one without `selectableFields`), find out again
+    /// where the filter runs, and watch anew.
     pub async fn run(self, store: Arc<Store>, changes: mpsc::Sender<Changes>) {
-        let filter = self.detect_filter().await;
-        tracing::info!(node = %self.node, ?filter, "watching Container resources");
+        loop {
+            let filter = self.detect_filter().await;
+            tracing::info!(node = %self.node, ?filter, "watching Container resources");
+            match self.watch(filter, &store, &changes).await {
+                WatchEnd::ChangesClosed => return,
+                WatchEnd::SelectorRefused => tracing::warn!(
+                    "the API server no longer filters Containers by spec.nodeName (a CRD without selectableFields?); finding out where to filter again"
+                ),
+            }
+        }
+    }
+
+    async fn watch(
+        &self,
+        filter: NodeFilter,
+        store: &Store,
+        changes: &mpsc::Sender<Changes>,
+    ) -> WatchEnd {
         let mut config = watcher::Config::default();
         if filter == NodeFilter::Server {
             config = config.fields(&self.selector());
@@ -174,18 +192,22 @@ impl KubeSource {
                     buffer.push(obj);
                     continue;
                 }
-                Ok(Event::InitDone) => self.relisted(&store, std::mem::take(&mut buffer)),
-                Ok(Event::Apply(obj)) => self.applied(&store, &obj),
-                Ok(Event::Delete(obj)) => self.deleted(&store, &obj),
+                Ok(Event::InitDone) => self.relisted(store, std::mem::take(&mut buffer)),
+                Ok(Event::Apply(obj)) => self.applied(store, &obj),
+                Ok(Event::Delete(obj)) => self.deleted(store, &obj),
+                Err(e) if filter == NodeFilter::Server && selector_refused(&e) => {
+                    return WatchEnd::SelectorRefused;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "Container watch interrupted; it resumes by itself");
                     continue;
                 }
             };
             if !c.handles.is_empty() && changes.send(c).await.is_err() {
-                return;
+                return WatchEnd::ChangesClosed;
             }
         }
+        WatchEnd::ChangesClosed
     }
 
     fn see(&self, store: &Store, obj: &Container) -> Seen {
@@ -273,6 +295,25 @@ impl KubeSource {
             }
             _ => Changes::default(),
         }
+    }
+}
+
+/// Why a watch ended.
+enum WatchEnd {
+    /// Nobody listens any more.
+    ChangesClosed,
+    /// The server answers the node selector with 400 Bad Request.
+    SelectorRefused,
+}
+
+/// Whether `e` is the server refusing the field selector.
+fn selector_refused(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(e))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(e))
+        | watcher::Error::WatchFailed(kube::Error::Api(e)) => e.code == 400,
+        watcher::Error::WatchError(status) => status.code == 400,
+        _ => false,
     }
 }
 
