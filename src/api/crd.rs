@@ -72,7 +72,7 @@ impl fmt::Display for KubeVersion {
 /// server accepts.
 pub fn crd(server: Option<KubeVersion>) -> CustomResourceDefinition {
     let mut crd = Container::crd();
-    if !server.is_some_and(|v| v >= SELECTABLE_FIELDS_SINCE) {
+    if server.is_none_or(|v| v < SELECTABLE_FIELDS_SINCE) {
         for version in &mut crd.spec.versions {
             version.selectable_fields = None;
         }
