@@ -356,6 +356,7 @@ impl KubeReporter {
     /// Delete the mirror of `handle`, if this agent published one.
     pub async fn forget_mirror(&self, handle: &Handle) -> Result<(), kube::Error> {
         self.store.set_mirror(handle, None);
+        lock(&self.mirror_failures).remove(handle);
         self.delete_mirror(&handle.with_suffix(&self.node)).await
     }
 
