@@ -69,7 +69,7 @@ bench: rootfs build
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 image: build
 	scripts/mkimage.py --bin-dir $(CURDIR)/target/release \
-		--out $(CURDIR)/target/image/rundmc-$(VERSION).tar --tag rundmc/rundmc:$(VERSION)
+		--out $(CURDIR)/target/image/rundmc-$(VERSION).tar --tag docker.io/rundmc/rundmc:$(VERSION)
 
 clean: clean-run
 	cargo clean

@@ -5,8 +5,8 @@ Uses helm-python-sdk (PyPI), which binds Helm v4's Go SDK; no helm binary
 and no cluster are needed. tests/chart.rs drives this script.
 
     helm_chart.py lint CHART [VALUES...] [--kube-version v1.24.0]
-    helm_chart.py template CHART [VALUES...] [--name N] [--namespace NS] [--include-crds]
-    helm_chart.py notes CHART [VALUES...] [--name N] [--namespace NS]
+    helm_chart.py template CHART [VALUES...] [--name N] [--namespace NS] [--kube-version V]
+    helm_chart.py notes CHART [VALUES...] [--name N] [--namespace NS] [--kube-version V]
     helm_chart.py deploy CHART      # manifests/deploy/rundmc.yaml, to stdout
 
 VALUES are Helm's own flags: --set k=v, --set-string k=v, --set-json k=JSON,
@@ -14,6 +14,9 @@ VALUES are Helm's own flags: --set k=v, --set-string k=v, --set-json k=JSON,
 
 `template` is what `helm template` prints: Helm's install action in
 client-only dry-run mode, which sorts objects in Helm's install order.
+--kube-version sets .Capabilities.KubeVersion as `helm template
+--kube-version` does (default: the Kubernetes version Helm's library was
+built against); the chart's CRD depends on it.
 Exit status: 0 done, 1 Helm reported a problem (on stderr), 2 bad usage,
 3 helm-python-sdk is missing.
 """
@@ -21,6 +24,7 @@ Exit status: 0 done, 1 Helm reported a problem (on stderr), 2 bad usage,
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -33,9 +37,11 @@ except ImportError:
     )
     sys.exit(3)
 
-# The release the plain deploy YAML is rendered as.
+# The release the plain deploy YAML is rendered as, for the oldest
+# Kubernetes the chart supports, so that every supported server accepts it.
 DEPLOY_RELEASE = "rundmc"
 DEPLOY_NAMESPACE = "rundmc-system"
+DEPLOY_KUBE_VERSION = "v1.24.0"
 
 # Lint severities from Helm's support package: 1 info, 2 warning, 3 error.
 WARNING = 2
@@ -43,10 +49,18 @@ WARNING = 2
 DEPLOY_HEADER = """\
 # rundmc, cluster-wide: its namespace, the Container CRD, RBAC, the agent
 # DaemonSet and its metrics Service. Generated from charts/rundmc with its
-# default values by `scripts/helm_chart.py deploy charts/rundmc`; do not edit
-# (tests/chart.rs fails when this file differs from the chart's render).
+# default values for Kubernetes 1.24 by `scripts/helm_chart.py deploy
+# charts/rundmc`; do not edit (tests/chart.rs fails when this file differs
+# from the chart's render). It installs on every Kubernetes from 1.24:
 #
 #   kubectl apply --server-side -f manifests/deploy/rundmc.yaml
+#
+# On 1.31 and later, let the API server filter Containers by node: apply the
+# CRD with selectableFields over it, then restart the agents (each decides
+# where to filter when it starts):
+#
+#   kubectl apply --server-side -f crds/container-1.31.yaml
+#   kubectl -n rundmc-system rollout restart daemonset/rundmc
 """
 
 # Not part of the chart (Helm charts leave namespaces to `--create-namespace`).
@@ -105,11 +119,42 @@ def render(args: argparse.Namespace, values: dict[str, Any]) -> dict[str, Any]:
     """Helm's client-only dry-run install: the release with its manifest."""
     config = helm.Config(storage_driver="memory", namespace=args.namespace)
     try:
-        return config.install(
-            args.chart, args.name, values, namespace=args.namespace, dry_run="client"
-        )
+        if args.kube_version is None:
+            return config.install(
+                args.chart, args.name, values, namespace=args.namespace, dry_run="client"
+            )
+        return install_at(config, args, values)
     finally:
         config.close()
+
+
+def install_at(config: Any, args: argparse.Namespace, values: dict[str, Any]) -> dict[str, Any]:
+    """`render` with .Capabilities.KubeVersion set to args.kube_version.
+
+    helm-python-sdk 0.2.2's Config.install does not pass `kube_version`,
+    which the install options of its C library take (Helm's own
+    `KubeVersion` of the install action, as `helm template --kube-version`
+    sets it); so this makes the same library call Config.install makes,
+    with that option added.
+    """
+    from helm_python import _native  # pylint: disable=import-outside-toplevel
+
+    options = {
+        "namespace": args.namespace,
+        "dry_run": "client",
+        "kube_version": args.kube_version,
+    }
+    payload = _native.call_string(
+        "helm_install",
+        config._raw(),  # pylint: disable=protected-access
+        _native.HANDLE(0),
+        _native.HANDLE(0),
+        args.chart,
+        args.name,
+        json.dumps(values),
+        json.dumps(options),
+    )
+    return json.loads(payload)
 
 
 def crd_documents(chart_path: str) -> list[str]:
@@ -153,9 +198,15 @@ def cmd_notes(args: argparse.Namespace, values: dict[str, Any]) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace, values: dict[str, Any]) -> int:
-    if values or args.name != DEPLOY_RELEASE or args.namespace != DEPLOY_NAMESPACE:
+    if (
+        values
+        or args.name != DEPLOY_RELEASE
+        or args.namespace != DEPLOY_NAMESPACE
+        or args.kube_version is not None
+    ):
         sys.stderr.write("helm_chart.py deploy: renders the default values only\n")
         return 2
+    args.kube_version = DEPLOY_KUBE_VERSION
     parts = [DEPLOY_HEADER, "---\n", DEPLOY_NAMESPACE_DOC]
     parts += [f"---\n{doc}" for doc in crd_documents(args.chart)]
     parts.append(documents(render(args, values)["manifest"]))
@@ -179,7 +230,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=DEPLOY_RELEASE, help="release name")
     p.add_argument("--namespace", default=DEPLOY_NAMESPACE, help="release namespace")
     p.add_argument("--include-crds", action="store_true", help="template: crds/ first")
-    p.add_argument("--kube-version", help="lint: the Kubernetes version to check against")
+    p.add_argument(
+        "--kube-version",
+        help="the Kubernetes version to lint against, or to render for (.Capabilities.KubeVersion)",
+    )
     return p
 
 

@@ -13,6 +13,14 @@ Docker archive (`manifest.json`, for `docker load`). The layer is
 reproducible: sorted entries, owner root, mtime 0, gzip without a timestamp,
 so the same binaries always give the same digests.
 
+Names are written as the tools that load the archive expect them: the OCI
+index's `io.containerd.image.name` holds the normalised reference
+(`rundmc/rundmc:0.1.0` becomes `docker.io/rundmc/rundmc:0.1.0`, `busybox:1`
+becomes `docker.io/library/busybox:1`), which `ctr images import` and
+`podman load` take as the image's name and which the kubelet looks up for
+an image field of `rundmc/rundmc:0.1.0`; `manifest.json`'s RepoTags hold
+the familiar form `docker save` writes (`rundmc/rundmc:0.1.0`).
+
 usage: mkimage.py --bin-dir DIR --out FILE [--tag NAME:TAG] [--runtime PATH]...
 """
 
@@ -36,6 +44,48 @@ PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 def fail(message):
     print(f"mkimage: {message}", file=sys.stderr)
     sys.exit(1)
+
+
+DOCKER_HUB = "docker.io"
+
+
+def split_domain(name):
+    """(domain, path) of a reference without tag, as the reference library
+    Docker, containerd and the kubelet share splits it: the first component
+    is a registry only if it has a `.` or `:`, or is `localhost`."""
+    first, slash, rest = name.partition("/")
+    if not slash or (not any(c in first for c in ".:") and first != "localhost"
+                     and first.lower() == first):
+        domain, path = DOCKER_HUB, name
+    else:
+        domain, path = first, rest
+    if domain == "index.docker.io":
+        domain = DOCKER_HUB
+    if domain == DOCKER_HUB and "/" not in path:
+        path = f"library/{path}"
+    return domain, path
+
+
+def normalized(reference):
+    """`reference` (NAME:TAG) in normal form: `docker.io/library/busybox:1`."""
+    slash = reference.rfind("/")
+    colon = reference.rfind(":")
+    if colon <= slash:
+        fail(f"--tag {reference}: give NAME:TAG")
+    name, tag = reference[:colon], reference[colon + 1:]
+    domain, path = split_domain(name)
+    if path != path.lower():
+        fail(f"--tag {reference}: a repository name must be lowercase")
+    return f"{domain}/{path}:{tag}"
+
+
+def familiar(reference):
+    """A normalised reference as `docker save` names it: `busybox:1`."""
+    if not reference.startswith(f"{DOCKER_HUB}/"):
+        return reference
+    short = reference[len(DOCKER_HUB) + 1:]
+    rest = short[len("library/"):]
+    return rest if short.startswith("library/") and "/" not in rest else short
 
 
 def shared_libraries(binary):
@@ -149,11 +199,12 @@ def config(diff_id, version):
     }
 
 
-def write_image(out, files, tag):
+def write_image(out, files, name):
+    """Write the archive for image `name` (normalised); its digest and size."""
     layer = layer_tar(files)
     diff_id = hashlib.sha256(layer).hexdigest()
     compressed = gzip.compress(layer, compresslevel=6, mtime=0)
-    version = tag.rsplit(":", 1)[1]
+    version = name.rsplit(":", 1)[1]
     with tarfile.open(out, mode="w", format=tarfile.PAX_FORMAT) as archive:
         layer_desc = blob(archive, compressed, "application/vnd.oci.image.layer.v1.tar+gzip")
         config_bytes = json.dumps(config(diff_id, version), sort_keys=True).encode()
@@ -167,14 +218,14 @@ def write_image(out, files, tag):
         manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
         manifest_desc = blob(archive, manifest_bytes, "application/vnd.oci.image.manifest.v1+json")
         manifest_desc["annotations"] = {
-            "io.containerd.image.name": tag if "/" in tag.split(":")[0] else f"docker.io/{tag}",
+            "io.containerd.image.name": name,
             "org.opencontainers.image.ref.name": version,
         }
         add_json(archive, "index.json", {"schemaVersion": 2, "manifests": [manifest_desc]})
         add_json(archive, "oci-layout", {"imageLayoutVersion": "1.0.0"})
         add_json(archive, "manifest.json", [{
             "Config": f"blobs/sha256/{config_desc['digest'][7:]}",
-            "RepoTags": [tag],
+            "RepoTags": [familiar(name)],
             "Layers": [f"blobs/sha256/{layer_desc['digest'][7:]}"],
         }])
     return manifest_desc["digest"], len(compressed)
@@ -184,12 +235,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bin-dir", required=True, help="where rundmc, rundmc-shim, rundmc-init are")
     parser.add_argument("--out", required=True, help="the archive to write")
-    parser.add_argument("--tag", default="rundmc/rundmc:latest", help="NAME:TAG")
+    parser.add_argument("--tag", default="docker.io/rundmc/rundmc:latest", help="NAME:TAG")
     parser.add_argument("--runtime", action="append", default=[],
                         help="an OCI runtime to include (default: runc and crun, if installed)")
     args = parser.parse_args()
-    if ":" not in args.tag.rsplit("/", 1)[-1]:
-        fail(f"--tag {args.tag}: give NAME:TAG")
+    reference = normalized(args.tag)
     runtimes = []
     for name in args.runtime or DEFAULT_RUNTIMES:
         found = shutil.which(name)
@@ -202,8 +252,8 @@ def main():
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         files = image_files(args.bin_dir, runtimes, scratch)
-        digest, size = write_image(args.out, files, args.tag)
-    print(f"{args.out}: {args.tag} {digest} ({size // 1024} KiB compressed)")
+        digest, size = write_image(args.out, files, reference)
+    print(f"{args.out}: {reference} {digest} ({size // 1024} KiB compressed)")
 
 
 if __name__ == "__main__":

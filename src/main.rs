@@ -21,10 +21,10 @@ fn main() -> anyhow::Result<()> {
             runtime.shutdown_background();
             Ok(())
         }
-        Command::Crd => {
+        Command::Crd(args) => {
             print!(
                 "{}",
-                rundmc::api::crd::crd_yaml().context("rendering the CRD")?
+                rundmc::api::crd::crd_yaml(args.kube_version).context("rendering the CRD")?
             );
             Ok(())
         }

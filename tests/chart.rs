@@ -436,37 +436,128 @@ fn rendered_objects_are_well_formed_kubernetes_objects() {
     }
 }
 
-#[test]
-fn chart_ships_the_generated_crd() {
-    let dir = workspace().join("charts/rundmc/crds");
-    let files: Vec<_> = std::fs::read_dir(&dir)
+/// The fields of a CRD's `spec` and of each of its `spec.versions[]` that a
+/// Kubernetes 1.24 API server knows (apiextensions.k8s.io/v1 as of 1.24):
+/// kubectl's client-side validation, and strict field validation on 1.25
+/// to 1.29, refuse any other.
+const CRD_SPEC_FIELDS_1_24: &[&str] = &[
+    "conversion",
+    "group",
+    "names",
+    "preserveUnknownFields",
+    "scope",
+    "versions",
+];
+const CRD_VERSION_FIELDS_1_24: &[&str] = &[
+    "additionalPrinterColumns",
+    "deprecated",
+    "deprecationWarning",
+    "name",
+    "schema",
+    "served",
+    "storage",
+    "subresources",
+];
+
+/// Every field of `crd`'s spec and versions is one a 1.24 server knows.
+fn assert_known_to_1_24(crd: &Value) {
+    for key in crd["spec"].as_object().unwrap().keys() {
+        assert!(CRD_SPEC_FIELDS_1_24.contains(&key.as_str()), "spec.{key}");
+    }
+    for version in crd["spec"]["versions"].as_array().unwrap() {
+        for key in version.as_object().unwrap().keys() {
+            assert!(
+                CRD_VERSION_FIELDS_1_24.contains(&key.as_str()),
+                "spec.versions[].{key} is unknown to Kubernetes 1.24"
+            );
+        }
+    }
+}
+
+/// The `selectableFields` of each version of a CRD.
+fn selectable_fields(crd: &Value) -> Vec<Value> {
+    crd["spec"]["versions"]
+        .as_array()
         .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(files, ["container.yaml"]);
-    let shipped = std::fs::read_to_string(dir.join("container.yaml")).unwrap();
-    let generated = std::fs::read_to_string(workspace().join("crds/container.yaml")).unwrap();
-    assert!(
-        shipped == generated,
-        "charts/rundmc/crds/container.yaml differs from crds/container.yaml: \
-         run `cp crds/container.yaml charts/rundmc/crds/`, then \
-         `scripts/helm_chart.py deploy charts/rundmc > manifests/deploy/rundmc.yaml`"
-    );
-    // And Helm loads it from there, as one CRD.
-    let rendered = success("template", &["--include-crds"]);
-    let crds = objects(&rendered);
-    let crds: Vec<_> = crds
         .iter()
-        .filter(|o| o["kind"] == "CustomResourceDefinition")
-        .collect();
-    assert_eq!(crds.len(), 1);
-    assert_eq!(crds[0], &objects(&generated)[0]);
+        .map(|v| v["selectableFields"].clone())
+        .collect()
+}
+
+fn committed(path: &str) -> String {
+    std::fs::read_to_string(workspace().join(path)).unwrap()
 }
 
 #[test]
-fn deploy_yaml_is_the_default_render() {
-    let committed =
-        std::fs::read_to_string(workspace().join("manifests/deploy/rundmc.yaml")).unwrap();
+fn chart_ships_the_generated_crds() {
+    let dir = workspace().join("charts/rundmc/files");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["container-1.31.yaml", "container.yaml"]);
+    for file in &files {
+        let shipped = committed(&format!("charts/rundmc/files/{file}"));
+        assert!(
+            shipped == committed(&format!("crds/{file}")),
+            "charts/rundmc/files/{file} differs from crds/{file}: run \
+             `cp crds/container*.yaml charts/rundmc/files/`, then \
+             `scripts/helm_chart.py deploy charts/rundmc > manifests/deploy/rundmc.yaml`"
+        );
+    }
+    assert!(
+        !workspace().join("charts/rundmc/crds").exists(),
+        "a crds/ directory would make Helm install a second, untemplated CRD"
+    );
+}
+
+/// What `helm install` puts on a cluster of each version: the CRD its API
+/// server accepts, with `selectableFields` from 1.31 on.
+#[test]
+fn the_chart_installs_the_crd_the_clusters_version_accepts() {
+    let portable = objects(&committed("crds/container.yaml")).remove(0);
+    let selectable = objects(&committed("crds/container-1.31.yaml")).remove(0);
+    assert_known_to_1_24(&portable);
+    assert_eq!(
+        selectable_fields(&selectable),
+        [serde_json::json!([{"jsonPath": ".spec.nodeName"}])]
+    );
+    for (version, want) in [
+        ("v1.24.0", &portable),
+        ("v1.29.4", &portable),
+        ("v1.30.0", &portable),
+        ("v1.31.0", &selectable),
+        ("v1.37.0", &selectable),
+    ] {
+        let r = render(&["--kube-version", version]);
+        let crd = r.one("CustomResourceDefinition");
+        assert_eq!(
+            crd["metadata"]["name"], want["metadata"]["name"],
+            "{version}"
+        );
+        assert_eq!(crd["spec"], want["spec"], "{version}");
+        if want == &portable {
+            assert_known_to_1_24(crd);
+            assert_eq!(selectable_fields(crd), [Value::Null], "{version}");
+        }
+        // `helm uninstall` must not delete every Container with their CRD.
+        assert_eq!(
+            crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+            "{version}"
+        );
+    }
+    let without = render(&["--set", "crd.create=false"]);
+    assert!(without.all("CustomResourceDefinition").is_empty());
+    for version in ["v1.24.0", "v1.31.0"] {
+        let out = helm_chart("lint", &["--kube-version", version]);
+        assert!(out.status.success(), "lint at {version}: {out:?}");
+    }
+}
+
+#[test]
+fn deploy_yaml_is_the_default_render_for_every_supported_server() {
+    let committed = committed("manifests/deploy/rundmc.yaml");
     let rendered = success("deploy", &[]);
     assert!(
         committed == rendered,
@@ -486,16 +577,29 @@ fn deploy_yaml_is_the_default_render() {
         namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
         "privileged"
     );
-    assert_eq!(deployed[1]["kind"], "CustomResourceDefinition");
     let name = namespace["metadata"]["name"].clone();
-    for object in &deployed[2..] {
-        let cluster_scoped =
-            ["ClusterRole", "ClusterRoleBinding"].contains(&object["kind"].as_str().unwrap());
+    for object in &deployed[1..] {
+        let cluster_scoped = [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+        ]
+        .contains(&object["kind"].as_str().unwrap());
         if !cluster_scoped {
             assert_eq!(object["metadata"]["namespace"], name, "{}", object["kind"]);
         }
     }
-    assert_eq!(&deployed[2..], &render(&[]).objects[..]);
+    // The chart as a 1.24 server gets it: a CRD without selectableFields.
+    assert_eq!(
+        &deployed[1..],
+        &render(&["--kube-version", "v1.24.0"]).objects[..]
+    );
+    let crds: Vec<_> = deployed
+        .iter()
+        .filter(|o| o["kind"] == "CustomResourceDefinition")
+        .collect();
+    assert_eq!(crds.len(), 1);
+    assert_known_to_1_24(crds[0]);
 }
 
 #[test]
@@ -530,6 +634,49 @@ fn notes_say_how_to_run_the_examples() {
         seen += 1;
     }
     assert!(seen >= 5, "only {seen} examples");
+}
+
+/// The notes say what the chart's mount propagation needs of each node,
+/// what a rollout on a node without it looks like, and how to undo it.
+#[test]
+fn notes_say_what_mount_propagation_needs_and_how_to_roll_back() {
+    let args = [
+        "--name",
+        "edge",
+        "--namespace",
+        "agents",
+        "--set",
+        "paths.lib=/data/rundmc",
+        "--set",
+        "allowedHostPaths={/srv/data}",
+    ];
+    let notes = success("notes", &args);
+    for want in [
+        "mount --make-rshared /",
+        "findmnt -o TARGET,PROPAGATION --target /data/rundmc",
+        "CreateContainerError",
+        "is mounted\non \"/\" but it is not a shared mount (or: not a shared or slave mount)",
+        "helm rollback edge -n agents",
+        "kubectl -n agents rollout undo daemonset/edge-rundmc",
+    ] {
+        assert!(notes.contains(want), "notes lack {want:?}:\n{notes}");
+    }
+    // Every mount that propagates is one the notes name.
+    let r = render(&args);
+    for mount in r.agent()["volumeMounts"].as_array().unwrap() {
+        let (Some(path), Some(propagation)) = (
+            mount["mountPath"].as_str(),
+            mount["mountPropagation"].as_str(),
+        ) else {
+            continue;
+        };
+        let named = notes.contains(path)
+            || (propagation == "HostToContainer" && notes.contains("the host paths"));
+        assert!(
+            named,
+            "{path} ({propagation}) is not in the notes:\n{notes}"
+        );
+    }
 }
 
 /// The edited example is the original with `spec.nodeName: node-7`.

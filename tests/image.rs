@@ -88,9 +88,11 @@ fn check_layout(layout: &Path) -> PathBuf {
     let manifests = index["manifests"].as_array().unwrap();
     assert_eq!(manifests.len(), 1);
     let annotations = &manifests[0]["annotations"];
+    // The normalised reference, which ctr and podman take as the name and
+    // the kubelet looks up for `image: rundmc/rundmc:test`.
     assert_eq!(
         annotations["io.containerd.image.name"],
-        "rundmc/rundmc:test"
+        "docker.io/rundmc/rundmc:test"
     );
     assert_eq!(annotations["org.opencontainers.image.ref.name"], "test");
     let manifest = json(&blob(layout, &manifests[0]));
@@ -110,7 +112,8 @@ fn check_layout(layout: &Path) -> PathBuf {
         config["config"]["Entrypoint"][0], "/usr/local/bin/rundmc",
         "{config}"
     );
-    // The Docker archive view names the same blobs.
+    // The Docker archive view names the same blobs, and the image as
+    // `docker save` does (familiar form).
     let docker = json(&layout.join("manifest.json"));
     assert_eq!(docker[0]["RepoTags"][0], "rundmc/rundmc:test");
     assert_eq!(layout.join(docker[0]["Layers"][0].as_str().unwrap()), layer);

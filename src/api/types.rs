@@ -202,6 +202,10 @@ pub struct ContainerStatus {
     /// How the main process last ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_termination: Option<Termination>,
+    /// The main process's run that is running now. Events say that the
+    /// main process started; this says which run, and its pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_process: Option<MainProcess>,
     /// Human-readable detail about the current phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -250,6 +254,17 @@ pub struct Condition {
     /// When status last changed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<String>,
+}
+
+/// The main process's current run.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MainProcess {
+    /// The run's process id in the container: `main-<n>` for run n.
+    pub id: String,
+    /// Its pid on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
 }
 
 /// How a process ended.

@@ -22,10 +22,20 @@ pub enum Command {
     /// Keep this machine's containers equal to the manifests (and resources) declared for it.
     Agent(Box<AgentArgs>),
     /// Print the Container CustomResourceDefinition as YAML.
-    Crd,
+    Crd(CrdArgs),
     /// Stream a tar into or out of a container's mount namespace (internal).
     #[command(hide = true)]
     Nstar(NstarArgs),
+}
+
+/// `rundmc crd [--kube-version VERSION]`.
+#[derive(Debug, clap::Args)]
+pub struct CrdArgs {
+    /// The API server's version (`kubectl version` shows it): from 1.31 the
+    /// CRD has `selectableFields`, so the server filters Containers by
+    /// node. Without it: a CRD every supported server (1.24+) accepts.
+    #[arg(long, value_name = "VERSION")]
+    pub kube_version: Option<crate::api::crd::KubeVersion>,
 }
 
 /// `rundmc nstar in|out --pid PID --path PATH [--user UID:GID]`.

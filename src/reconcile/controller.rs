@@ -70,9 +70,6 @@ pub enum ReconcileError {
 /// What one reconcile did, for the worker loop: when to look again.
 type Outcome = Result<Option<Duration>, ReconcileError>;
 
-/// How soon a status that could not be written is tried again.
-const REPORT_RETRY: Duration = Duration::from_secs(5);
-
 impl<R: OciRuntime> Controller<R> {
     /// A controller; call [`Controller::run`] to start it.
     pub fn new(
@@ -160,11 +157,10 @@ impl<R: OciRuntime> Controller<R> {
         let (desired, synced) = self.store.get_with_synced(handle);
         let obs = observe(&self.containerizer, handle).await?;
         let Some(want) = effective_spec(desired.as_ref(), &synced, &obs) else {
-            let reported = match &desired {
-                Some(d) => self.report(d, &obs, None, None).await,
-                None => true,
+            return match &desired {
+                Some(d) => Ok(self.report(d, &obs, None, None).await),
+                None => Ok(None),
             };
-            return Ok((!reported).then_some(REPORT_RETRY));
         };
         if desired.is_none() && !obs.exists() && synced.contains(&SourceKind::File) {
             // Undeclared, and nothing to destroy: what still reports it (a
@@ -206,8 +202,8 @@ impl<R: OciRuntime> Controller<R> {
                 .err()
                 .map(|e| (failed_step(e), e.to_string()));
             let err = err.as_ref().map(|(step, msg)| (*step, msg.as_str()));
-            if !self.report(d, &after, plan.waiting, err).await {
-                requeue = Some(requeue.map_or(REPORT_RETRY, |r| r.min(REPORT_RETRY)));
+            if let Some(retry) = self.report(d, &after, plan.waiting, err).await {
+                requeue = Some(requeue.map_or(retry, |r| r.min(retry)));
             }
         } else if had_container {
             self.reporters.forget(handle).await;
@@ -312,18 +308,18 @@ impl<R: OciRuntime> Controller<R> {
         if term.reason == status::reason::OOM_KILLED
             && self.first_time(handle, &id, reason::OOM_KILLED)
         {
-            let msg = format!("Main process {id} was killed by the OOM killer");
+            let msg = "Main process was killed by the OOM killer";
             self.event(desired, handle, EventType::Warning, reason::OOM_KILLED, msg)
                 .await;
         }
         if let Some(Waiting::BackOff { delay, .. }) = waiting
             && self.first_time(handle, &id, reason::BACK_OFF)
         {
-            let msg = format!(
-                "Back-off {} restarting failed main process (exit code {})",
-                humantime::format_duration(delay),
-                term.exit_code
-            );
+            // Stable words, as kubelet's "Back-off restarting failed
+            // container": the delay and exit code change from run to run
+            // and are in status (the Ready condition, lastTermination).
+            tracing::debug!(%handle, ?delay, exit_code = term.exit_code, "main process backing off");
+            let msg = "Back-off restarting failed main process";
             self.event(desired, handle, EventType::Warning, reason::BACK_OFF, msg)
                 .await;
         }
@@ -349,13 +345,15 @@ impl<R: OciRuntime> Controller<R> {
         announced.insert((handle.clone(), id.to_string(), what))
     }
 
+    /// Compute `d`'s status and report it; when a write failed, how soon
+    /// to try again.
     async fn report(
         &self,
         d: &Desired,
         obs: &Observation,
         waiting: Option<Waiting>,
         error: Option<(FailedStep, &str)>,
-    ) -> bool {
+    ) -> Option<Duration> {
         let spec = d.spec.as_ref().or(obs.record.as_ref().map(|r| &r.spec));
         let invalid = d.error.as_ref().map(|e| (e.reason, e.message.as_str()));
         let observed = obs.observed();
@@ -367,6 +365,7 @@ impl<R: OciRuntime> Controller<R> {
             terminating: d.deleting,
             observed: &observed,
             last_termination: obs.last_termination.clone(),
+            main_process: obs.main_process.as_ref().map(|p| (p.id(), p.pid())),
             waiting,
             error,
             handle: d.handle.as_str(),

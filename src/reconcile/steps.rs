@@ -129,11 +129,11 @@ impl<R: OciRuntime> Controller<R> {
         let started = self.start_run(handle, process, restart_delay).await;
         match started {
             Ok(Ok(p)) => {
-                let msg = format!(
-                    "Started main process {} (pid {})",
-                    p.id(),
-                    p.pid().unwrap_or(0)
-                );
+                // The same words for every run, as kubelet's "Started
+                // container": events of a series keep their first note.
+                // Which run, and its pid, are in status.mainProcess.
+                tracing::debug!(%handle, process = p.id(), pid = ?p.pid(), "main process started");
+                let msg = "Started main process";
                 self.event(desired, handle, EventType::Normal, reason::STARTED, msg)
                     .await;
                 Ok(())

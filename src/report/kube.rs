@@ -1,20 +1,26 @@
 //! Reporting to Kubernetes: resource status by server-side apply on the
 //! status subresource, written only when it changed; the cleanup finalizer;
-//! Events through kube-runtime's recorder with this node as the reporting
+//! Events through [`EventRecorder`] with this node as the reporting
 //! instance; and read-only mirror `Container` objects for file-sourced
-//! containers, owned by the Node, as kubelet does for static pods.
+//! containers, owned by the Node, as kubelet does for static pods. A mirror
+//! that cannot be published (the CRD is not installed yet, say) gets no
+//! status write and no events until it exists; its publication is retried
+//! with backoff, and its cause logged once.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use serde_json::json;
 use tokio::sync::OnceCell;
+use tokio::time::Instant;
 
 use super::events::EventType;
+use super::recorder::EventRecorder;
 use super::status::at_generation;
 use crate::api::{Container, ContainerSpec, ContainerStatus, Handle};
 use crate::containerizer::depot::spec_hash;
@@ -28,6 +34,37 @@ pub const FINALIZER_MANAGER: &str = "rundmc-finalizer";
 /// Annotation of a mirror: the manifest file and document it reflects.
 pub const MIRROR_SOURCE: &str = "rundmc.io/source";
 
+/// The first wait before publishing a mirror again; it doubles per failure.
+const MIRROR_RETRY_FIRST: Duration = Duration::from_secs(5);
+/// The longest wait between attempts to publish a mirror.
+const MIRROR_RETRY_MAX: Duration = Duration::from_secs(120);
+
+/// Why status could not be reported to the API server.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeReportError {
+    /// A request failed.
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    /// The mirror of a file-sourced container does not exist yet (why was
+    /// logged when its publication failed); try again after `retry_in`.
+    #[error("the mirror of {handle} is not published yet; next attempt in {retry_in:?}")]
+    MirrorNotPublished {
+        /// The file-sourced container.
+        handle: Handle,
+        /// When to try again.
+        retry_in: Duration,
+    },
+}
+
+/// Failed attempts to publish one mirror.
+#[derive(Debug)]
+struct MirrorFailures {
+    attempts: u32,
+    next_attempt: Instant,
+    /// The cause last logged.
+    cause: String,
+}
+
 /// Writes status, finalizers, events and mirrors to the API server.
 pub struct KubeReporter {
     client: Client,
@@ -35,8 +72,9 @@ pub struct KubeReporter {
     /// Where mirrors are published.
     mirror_namespace: String,
     store: Arc<Store>,
-    recorder: Recorder,
+    recorder: EventRecorder,
     node_uid: OnceCell<String>,
+    mirror_failures: Mutex<HashMap<Handle, MirrorFailures>>,
 }
 
 fn apply_params(manager: &str) -> PatchParams {
@@ -46,11 +84,7 @@ fn apply_params(manager: &str) -> PatchParams {
 impl KubeReporter {
     /// A reporter for `node`, publishing mirrors in `mirror_namespace`.
     pub fn new(client: Client, node: String, mirror_namespace: String, store: Arc<Store>) -> Self {
-        let reporter = Reporter {
-            controller: "rundmc".into(),
-            instance: Some(node.clone()),
-        };
-        let recorder = Recorder::new(client.clone(), reporter);
+        let recorder = EventRecorder::new(client.clone(), "rundmc", &node);
         Self {
             client,
             node,
@@ -58,6 +92,7 @@ impl KubeReporter {
             store,
             recorder,
             node_uid: OnceCell::new(),
+            mirror_failures: Mutex::new(HashMap::new()),
         }
     }
 
@@ -66,21 +101,24 @@ impl KubeReporter {
     }
 
     /// Write `status` for `d` (its resource, or its mirror) unless the
-    /// server already holds exactly that.
+    /// server already holds exactly that. A mirror is published first; one
+    /// that cannot be gets no status write.
     pub async fn status(
         &self,
         d: &Desired,
         spec: Option<&ContainerSpec>,
         status: &ContainerStatus,
-    ) -> Result<(), kube::Error> {
+    ) -> Result<(), KubeReportError> {
         match &d.origin {
             Origin::Kube {
                 namespace, name, ..
-            } => self.write_status(namespace, name, &d.handle, status).await,
+            } => Ok(self
+                .write_status(namespace, name, &d.handle, status)
+                .await?),
             Origin::File { path, document } => {
                 let Some(spec) = spec else { return Ok(()) };
                 let source = format!("{}#{document}", path.display());
-                let (name, generation) = self.ensure_mirror(&d.handle, spec, &source).await?;
+                let (name, generation) = self.publish_mirror(&d.handle, spec, &source).await?;
                 let status = at_generation(status, generation);
                 let written = self
                     .write_status(&self.mirror_namespace, &name, &d.handle, &status)
@@ -94,8 +132,64 @@ impl KubeReporter {
                     let uid = uid.as_deref().unwrap_or_default();
                     self.store.mirror_seen(&d.handle, uid, MirrorSight::Deleted);
                 }
-                written
+                Ok(written?)
             }
+        }
+    }
+
+    /// [`Self::ensure_mirror`], unless an earlier attempt failed and its
+    /// backoff has not run out. A failure is logged when its cause is new.
+    async fn publish_mirror(
+        &self,
+        handle: &Handle,
+        spec: &ContainerSpec,
+        source: &str,
+    ) -> Result<(String, i64), KubeReportError> {
+        let waiting = lock(&self.mirror_failures)
+            .get(handle)
+            .map(|f| f.next_attempt.saturating_duration_since(Instant::now()))
+            .filter(|wait| !wait.is_zero());
+        if let Some(retry_in) = waiting {
+            return Err(KubeReportError::MirrorNotPublished {
+                handle: handle.clone(),
+                retry_in,
+            });
+        }
+        match self.ensure_mirror(handle, spec, source).await {
+            Ok(published) => {
+                if lock(&self.mirror_failures).remove(handle).is_some() {
+                    tracing::info!(%handle, mirror = %published.0, namespace = %self.mirror_namespace, "published the mirror");
+                }
+                Ok(published)
+            }
+            Err(e) => Err(self.mirror_failed(handle, &e)),
+        }
+    }
+
+    /// Note a failed publication of `handle`'s mirror: when to try again,
+    /// and a log line when the cause is not the one logged last.
+    fn mirror_failed(&self, handle: &Handle, error: &kube::Error) -> KubeReportError {
+        let cause = mirror_failure_cause(error, &self.mirror_namespace);
+        let mut failures = lock(&self.mirror_failures);
+        let entry = failures
+            .entry(handle.clone())
+            .or_insert_with(|| MirrorFailures {
+                attempts: 0,
+                next_attempt: Instant::now(),
+                cause: String::new(),
+            });
+        entry.attempts += 1;
+        let retry_in = mirror_retry_delay(entry.attempts);
+        entry.next_attempt = Instant::now() + retry_in;
+        if entry.cause != cause {
+            tracing::warn!(%handle, namespace = %self.mirror_namespace, error = %cause, "cannot publish the mirror of a file-sourced container; retrying with backoff (logged again only if the cause changes)");
+            entry.cause = cause;
+        } else {
+            tracing::debug!(%handle, error = %cause, ?retry_in, "mirror still not published");
+        }
+        KubeReportError::MirrorNotPublished {
+            handle: handle.clone(),
+            retry_in,
         }
     }
 
@@ -163,23 +257,14 @@ impl KubeReporter {
                 uid,
             } => reference(namespace, name, uid),
             Origin::File { .. } => match self.store.mirror(&d.handle) {
-                Some(m) => reference(&self.mirror_namespace, &m.name, &m.uid),
-                None => return Ok(()),
+                Some(m) if published(&m) => reference(&self.mirror_namespace, &m.name, &m.uid),
+                _ => return Ok(()),
             },
         };
-        let type_ = match type_ {
-            EventType::Normal => KubeEventType::Normal,
-            EventType::Warning => KubeEventType::Warning,
-        };
         let note: String = message.chars().take(1000).collect();
-        let ev = KubeEvent {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: reason.into(),
-            secondary: None,
-        };
-        self.recorder.publish(&ev, &reference).await
+        self.recorder
+            .publish(&reference, type_, reason, &note)
+            .await
     }
 
     /// Apply the mirror of a file-sourced container when its spec changed
@@ -205,10 +290,11 @@ impl KubeReporter {
                 self.delete_mirror(&m.name).await?;
                 Mirror::default()
             }
-            Some(m) if m.spec_hash == hash => return Ok((m.name, m.generation)),
+            Some(m) if published(&m) && m.spec_hash == hash => return Ok((m.name, m.generation)),
             Some(m) => m,
             None => Mirror::default(),
         };
+        let previous = mirror.clone();
         mirror.spec_hash = hash;
         self.store.set_mirror(handle, Some(mirror));
         let mut metadata = json!({
@@ -221,12 +307,21 @@ impl KubeReporter {
             metadata["ownerReferences"] = json!([owner]);
         }
         let body = json!({"apiVersion": Container::api_version(&()), "kind": "Container", "metadata": metadata, "spec": spec});
-        let applied = self
+        let applied = match self
             .api(&self.mirror_namespace)
             // Not forced: a Container of that name someone else made is
             // theirs (the apply conflicts), never taken over as a mirror.
             .patch(&name, &PatchParams::apply(MANAGER), &Patch::Apply(body))
-            .await?;
+            .await
+        {
+            Ok(applied) => applied,
+            Err(e) => {
+                // Not applied: the spec it holds is still the one before.
+                self.store
+                    .set_mirror(handle, published(&previous).then_some(previous));
+                return Err(e);
+            }
+        };
         let uid = applied.metadata.uid.unwrap_or_default();
         let generation = applied.metadata.generation.unwrap_or(1);
         let mirror = Mirror {
@@ -261,6 +356,7 @@ impl KubeReporter {
     /// Delete the mirror of `handle`, if this agent published one.
     pub async fn forget_mirror(&self, handle: &Handle) -> Result<(), kube::Error> {
         self.store.set_mirror(handle, None);
+        lock(&self.mirror_failures).remove(handle);
         self.delete_mirror(&handle.with_suffix(&self.node)).await
     }
 
@@ -277,6 +373,32 @@ impl KubeReporter {
     }
 }
 
+/// Whether `m` names an object this agent's apply made (its uid is known).
+fn published(m: &Mirror) -> bool {
+    !m.name.is_empty() && !m.uid.is_empty()
+}
+
+/// The wait before attempt `attempts + 1` to publish a mirror.
+fn mirror_retry_delay(attempts: u32) -> Duration {
+    MIRROR_RETRY_FIRST
+        .saturating_mul(1 << attempts.saturating_sub(1).min(16))
+        .min(MIRROR_RETRY_MAX)
+}
+
+/// Why a mirror could not be published, said so an operator can act.
+fn mirror_failure_cause(error: &kube::Error, namespace: &str) -> String {
+    match error {
+        kube::Error::Api(e) if e.code == 404 => format!(
+            "{error}: is the Container CRD installed (kubectl get crd containers.rundmc.io) and does namespace {namespace} exist (--mirror-namespace)?"
+        ),
+        other => other.to_string(),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn reference(namespace: &str, name: &str, uid: &str) -> ObjectReference {
     ObjectReference {
         api_version: Some(Container::api_version(&()).into_owned()),
@@ -285,5 +407,32 @@ fn reference(namespace: &str, name: &str, uid: &str) -> ObjectReference {
         namespace: Some(namespace.into()),
         uid: Some(uid.into()),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_retries_back_off_to_a_ceiling() {
+        let delays: Vec<_> = (1..=8).map(mirror_retry_delay).collect();
+        assert_eq!(delays[0], MIRROR_RETRY_FIRST);
+        assert_eq!(delays[1], MIRROR_RETRY_FIRST * 2);
+        assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
+        assert_eq!(delays[7], MIRROR_RETRY_MAX);
+        assert_eq!(mirror_retry_delay(u32::MAX), MIRROR_RETRY_MAX);
+    }
+
+    #[test]
+    fn a_mirror_being_created_is_not_published() {
+        assert!(!published(&Mirror::default()));
+        let mut m = Mirror {
+            name: "web-node-1".into(),
+            ..Mirror::default()
+        };
+        assert!(!published(&m));
+        m.uid = "u1".into();
+        assert!(published(&m));
     }
 }

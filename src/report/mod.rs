@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::api::{ContainerSpec, ContainerStatus, Handle};
 use crate::reconcile::store::{Desired, Origin, Store};
@@ -13,11 +14,15 @@ pub mod events;
 pub mod files;
 pub mod kube;
 pub mod metrics;
+pub mod recorder;
 pub mod status;
 
 use events::{Event, EventLog, EventType};
 use files::StatusFiles;
-use kube::KubeReporter;
+use kube::{KubeReportError, KubeReporter};
+
+/// When to report again after a write failed.
+pub const REPORT_RETRY: Duration = Duration::from_secs(5);
 
 /// Where status and events go.
 pub struct Reporters {
@@ -40,29 +45,36 @@ impl Reporters {
         }
     }
 
-    /// Report `status` for `d` where it came from (and to its mirror); false
-    /// when a write failed and should be tried again.
+    /// Report `status` for `d` where it came from (and to its mirror); when
+    /// a write failed, how soon to try again.
     pub async fn status(
         &self,
         d: &Desired,
         spec: Option<&ContainerSpec>,
         status: &ContainerStatus,
-    ) -> bool {
-        let mut ok = true;
+    ) -> Option<Duration> {
+        let mut retry = None;
         if let Origin::File { path, document } = &d.origin {
             let source = format!("{}#{document}", path.display());
             if let Err(e) = self.files.write(d.handle.as_str(), &source, status) {
                 tracing::warn!(handle = %d.handle, error = %e, "cannot write status file");
-                ok = false;
+                retry = Some(REPORT_RETRY);
             }
         }
-        if let Some(kube) = &self.kube
-            && let Err(e) = kube.status(d, spec, status).await
-        {
-            tracing::warn!(handle = %d.handle, error = %e, "cannot write status to the API server");
-            ok = false;
+        let Some(kube) = &self.kube else {
+            return retry;
+        };
+        match kube.status(d, spec, status).await {
+            Ok(()) => retry,
+            // Its cause was logged when the publication failed.
+            Err(KubeReportError::MirrorNotPublished { retry_in, .. }) => {
+                Some(retry.map_or(retry_in, |r| r.min(retry_in)))
+            }
+            Err(e) => {
+                tracing::warn!(handle = %d.handle, error = %e, "cannot write status to the API server");
+                Some(REPORT_RETRY)
+            }
         }
-        ok
     }
 
     /// Record an event about `handle`, declared by `desired` if it is.

@@ -4,7 +4,9 @@
 
 use std::time::SystemTime;
 
-use crate::api::{Condition, ContainerSpec, ContainerStatus, DesiredState, Phase, Termination};
+use crate::api::{
+    Condition, ContainerSpec, ContainerStatus, DesiredState, MainProcess, Phase, Termination,
+};
 use crate::reconcile::plan::{ContainerObs, MainObs, Observed, Waiting, should_restart};
 
 /// Why a Ready or Valid condition is what it is (kubelet's words where one fits).
@@ -69,6 +71,8 @@ pub struct StatusInput<'a> {
     pub observed: &'a Observed<'a>,
     /// The last termination of the main process.
     pub last_termination: Option<Termination>,
+    /// The main process's current run (id, pid), when it has started.
+    pub main_process: Option<(&'a str, Option<i32>)>,
     /// Why the plan is waiting.
     pub waiting: Option<Waiting>,
     /// The error of this reconcile, if it failed, and the step that did.
@@ -185,9 +189,19 @@ pub fn compute(input: &StatusInput<'_>) -> ContainerStatus {
         handle: Some(input.handle.to_string()),
         restart_count: i64::from(input.observed.history.restarts),
         last_termination: input.last_termination.clone(),
+        main_process: main_process(input),
         message,
         properties: input.spec.map(|s| s.properties.clone()).unwrap_or_default(),
     }
+}
+
+/// The main process's run while it runs.
+fn main_process(input: &StatusInput<'_>) -> Option<MainProcess> {
+    let (id, pid) = input.main_process?;
+    matches!(input.observed.main, MainObs::Running).then(|| MainProcess {
+        id: id.to_string(),
+        pid,
+    })
 }
 
 /// `status` as observed at `generation`: the status and every condition.

@@ -46,6 +46,7 @@ fn input<'a>(spec: &'a ContainerSpec, observed: &'a Observed<'a>) -> StatusInput
         terminating: false,
         observed,
         last_termination: None,
+        main_process: None,
         waiting: None,
         error: None,
         handle: "web",
@@ -270,4 +271,23 @@ fn a_main_process_that_cannot_start_is_pending_until_it_first_ran() {
         summary(&compute(&i)),
         (Phase::Running, "False".into(), "Failed".into())
     );
+}
+
+#[test]
+fn the_running_main_process_is_named_with_its_pid() {
+    let spec = spec();
+    let running = obs(&spec, MainObs::Running);
+    let st = compute(&StatusInput {
+        main_process: Some(("main-2", Some(23624))),
+        ..input(&spec, &running)
+    });
+    let main = st.main_process.unwrap();
+    assert_eq!((main.id.as_str(), main.pid), ("main-2", Some(23624)));
+    // Exited: no run is running.
+    let exited = obs(&spec, exited(1));
+    let st = compute(&StatusInput {
+        main_process: Some(("main-2", Some(23624))),
+        ..input(&spec, &exited)
+    });
+    assert_eq!(st.main_process, None);
 }

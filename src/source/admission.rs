@@ -3,11 +3,16 @@
 //! `hostNetwork` `--allow-host-network`; a bind mount's source must lie
 //! under one of `--allowed-host-paths`, and the rootfs under one of
 //! `--allowed-rootfs-paths` (it is a host directory the container reads),
-//! both resolved through symlinks. Resources from the API are always
-//! checked; the file source is trusted unless told otherwise.
+//! both as written and resolved through symlinks. Resources from the API
+//! are always checked; the file source is trusted unless told otherwise.
+//!
+//! The path as written is checked first, before it is resolved: in the
+//! agent's pod only the allowed paths are mounted, so a path outside them
+//! does not resolve there, and "not allowed" is the cause to report, not
+//! "no such file".
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use crate::api::ContainerSpec;
 
@@ -52,7 +57,9 @@ impl Admission {
         let rootfs = Under {
             field: "spec.rootfs".into(),
             allowed: &self.allowed_rootfs_paths,
-            what: "an allowed rootfs path (--allowed-rootfs-paths)",
+            what: "an allowed rootfs path",
+            flag: "--allowed-rootfs-paths",
+            chart_value: "allowedRootfsPaths",
         };
         let mut admitted = spec.clone();
         admitted.rootfs = rootfs.check(&spec.rootfs, &resolve)?;
@@ -60,7 +67,9 @@ impl Admission {
             let source = Under {
                 field: format!("spec.mounts[{i}].source"),
                 allowed: &self.allowed_host_paths,
-                what: "an allowed host path (--allowed-host-paths)",
+                what: "an allowed host path",
+                flag: "--allowed-host-paths",
+                chart_value: "allowedHostPaths",
             };
             m.source = source.check(&m.source, &resolve)?;
         }
@@ -68,11 +77,16 @@ impl Admission {
     }
 }
 
-/// A host path a field names must resolve to one of `allowed` or below.
+/// A host path a field names must be one of `allowed` or below, both as
+/// written and resolved.
 struct Under<'a> {
     field: String,
     allowed: &'a [PathBuf],
     what: &'static str,
+    /// The agent flag that lists `allowed`.
+    flag: &'static str,
+    /// The Helm chart's value for that flag.
+    chart_value: &'static str,
 }
 
 impl Under<'_> {
@@ -83,20 +97,57 @@ impl Under<'_> {
         resolve: impl Fn(&Path) -> io::Result<PathBuf>,
     ) -> Result<String, String> {
         let field = &self.field;
+        if !self.allows(&lexically_normal(Path::new(path))) {
+            return Err(self.refusal(path.to_owned()));
+        }
         let resolved = resolve(Path::new(path))
             .map_err(|e| format!("{field}: {path} cannot be resolved on this node: {e}"))?;
-        if self.allowed.iter().any(|a| resolved.starts_with(a)) {
+        if self.allows(&resolved) {
             return resolved
                 .into_os_string()
                 .into_string()
                 .map_err(|p| format!("{field}: {path} resolved to {p:?}, which is not UTF-8"));
         }
-        let shown = match resolved.as_os_str() == path {
-            true => path.to_owned(),
-            false => format!("{path} (resolved to {})", resolved.display()),
-        };
-        Err(format!("{field}: {shown} is not under {}", self.what))
+        Err(self.refusal(format!("{path} (resolved to {})", resolved.display())))
     }
+
+    fn allows(&self, path: &Path) -> bool {
+        self.allowed.iter().any(|a| path.starts_with(a))
+    }
+
+    /// Why `shown` is refused, what the node allows, and how to allow it.
+    fn refusal(&self, shown: String) -> String {
+        let allowed = match self.allowed.is_empty() {
+            true => "none".to_string(),
+            false => self
+                .allowed
+                .iter()
+                .map(|a| a.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        format!(
+            "{}: {shown} is not under {}: this node allows {allowed}. To allow it, add it \
+             or a directory above it to the agent's {} (Helm chart value {})",
+            self.field, self.what, self.flag, self.chart_value
+        )
+    }
+}
+
+/// `path` with `.` and `..` taken out as written, without looking at the
+/// file system (`/srv/../etc` is `/etc`).
+fn lexically_normal(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -125,7 +176,9 @@ mod tests {
     fn resolve(p: &Path) -> io::Result<PathBuf> {
         match p.strip_prefix("/srv/link") {
             Ok(rest) => Ok(Path::new("/etc").join(rest)),
-            Err(_) if p.starts_with("/missing") => Err(io::Error::from(io::ErrorKind::NotFound)),
+            Err(_) if p.starts_with("/srv/missing") => {
+                Err(io::Error::from(io::ErrorKind::NotFound))
+            }
             Err(_) => Ok(p.to_path_buf()),
         }
     }
@@ -147,7 +200,67 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err,
-            "spec.mounts[0].source: /srv/data is not under an allowed host path (--allowed-host-paths)"
+            "spec.mounts[0].source: /srv/data is not under an allowed host path: this node \
+             allows none. To allow it, add it or a directory above it to the agent's \
+             --allowed-host-paths (Helm chart value allowedHostPaths)"
+        );
+    }
+
+    /// In the agent's pod only allowed paths are mounted: a path outside
+    /// them does not resolve there, and the refusal says why it is refused.
+    #[test]
+    fn a_path_outside_the_allowed_ones_is_refused_as_such_not_as_missing() {
+        let policy = Admission {
+            allowed_host_paths: vec!["/srv/data".into(), "/opt/shared".into()],
+            allowed_rootfs_paths: vec!["/img".into()],
+            ..Admission::default()
+        };
+        let in_the_pod = |p: &Path| match p.starts_with("/srv/data") || p.starts_with("/img") {
+            true => Ok(p.to_path_buf()),
+            false => Err(io::Error::from(io::ErrorKind::NotFound)),
+        };
+        for source in [
+            "/usr/share/common-licenses",
+            "/srv/data/../../etc",
+            "/srv/database",
+        ] {
+            let err = policy
+                .check(&spec(false, &[source]), in_the_pod)
+                .unwrap_err();
+            assert_eq!(
+                err,
+                format!(
+                    "spec.mounts[0].source: {source} is not under an allowed host path: this \
+                     node allows /srv/data, /opt/shared. To allow it, add it or a directory \
+                     above it to the agent's --allowed-host-paths (Helm chart value \
+                     allowedHostPaths)"
+                )
+            );
+        }
+        let mut s = spec(false, &[]);
+        s.rootfs = "/var/lib/images/busybox".into();
+        let err = policy.check(&s, in_the_pod).unwrap_err();
+        assert!(
+            err.starts_with("spec.rootfs: /var/lib/images/busybox is not under an allowed rootfs path: this node allows /img.")
+                && err.ends_with("--allowed-rootfs-paths (Helm chart value allowedRootfsPaths)"),
+            "{err}"
+        );
+        // Under an allowed path, a missing source is just that.
+        let err = policy
+            .check(&spec(false, &["/srv/data/gone"]), |p: &Path| {
+                match p.ends_with("gone") {
+                    true => Err(io::Error::from(io::ErrorKind::NotFound)),
+                    false => Ok(p.to_path_buf()),
+                }
+            })
+            .unwrap_err();
+        assert!(
+            err.contains("/srv/data/gone cannot be resolved on this node"),
+            "{err}"
+        );
+        assert_eq!(
+            policy.check(&spec(false, &["/srv/data/./x"]), in_the_pod),
+            Ok(())
         );
     }
 
@@ -176,7 +289,7 @@ mod tests {
         );
         assert!(
             policy
-                .check(&spec(false, &["/missing/x"]), resolve)
+                .check(&spec(false, &["/srv/missing/x"]), resolve)
                 .unwrap_err()
                 .contains("cannot be resolved")
         );
@@ -190,16 +303,19 @@ mod tests {
         };
         let mut s = spec(false, &[]);
         s.rootfs = "/".into();
-        assert_eq!(
-            policy.check(&s, resolve).unwrap_err(),
-            "spec.rootfs: / is not under an allowed rootfs path (--allowed-rootfs-paths)"
-        );
-        s.rootfs = "/srv/link".into();
+        assert!(policy.check(&s, resolve).unwrap_err().starts_with(
+            "spec.rootfs: / is not under an allowed rootfs path: this node allows /img."
+        ));
+        s.rootfs = "/img/link".into();
+        let through_link = |p: &Path| match p.strip_prefix("/img/link") {
+            Ok(rest) => Ok(Path::new("/etc").join(rest)),
+            Err(_) => Ok(p.to_path_buf()),
+        };
         assert!(
             policy
-                .check(&s, resolve)
+                .check(&s, through_link)
                 .unwrap_err()
-                .starts_with("spec.rootfs: /srv/link (resolved to /etc")
+                .starts_with("spec.rootfs: /img/link (resolved to /etc")
         );
         s.rootfs = "/img/busybox".into();
         s.host_network = true;
@@ -219,7 +335,7 @@ mod tests {
     #[test]
     fn the_admitted_spec_names_what_the_paths_resolved_to() {
         let policy = Admission {
-            allowed_host_paths: vec!["/etc".into()],
+            allowed_host_paths: vec!["/srv".into(), "/etc".into()],
             allowed_rootfs_paths: vec!["/img".into()],
             ..Admission::default()
         };

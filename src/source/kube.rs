@@ -122,16 +122,24 @@ impl KubeSource {
         }
     }
 
-    /// Find where the node filter can run, retrying while the server is away.
+    /// Find where the node filter can run, retrying while the server is
+    /// away or does not serve Containers yet (each cause logged once).
     pub async fn detect_filter(&self) -> NodeFilter {
         let params = ListParams::default().fields(&self.selector()).limit(1);
         let mut delay = Duration::from_millis(500);
+        let mut logged = None;
         loop {
             match self.api.list_metadata(&params).await {
                 Ok(_) => return NodeFilter::Server,
                 Err(kube::Error::Api(e)) if e.code == 400 => return NodeFilter::Client,
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?delay, "cannot reach the Kubernetes API");
+                    let cause = unavailable_cause(&e);
+                    if logged.as_ref() != Some(&cause) {
+                        tracing::warn!(error = %e, "{cause}; retrying with backoff (logged again only if the cause changes)");
+                        logged = Some(cause);
+                    } else {
+                        tracing::debug!(error = %e, retry_in = ?delay, "Container resources still unavailable");
+                    }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(30));
                 }
@@ -144,10 +152,28 @@ impl KubeSource {
     }
 
     /// Watch until `changes` closes: every event updates `store`, and what
-    /// changed is sent on.
+    /// changed is sent on. When the server stops serving the node selector
+    /// (its CRD replaced by one without `selectableFields`), find out again
+    /// where the filter runs, and watch anew.
     pub async fn run(self, store: Arc<Store>, changes: mpsc::Sender<Changes>) {
-        let filter = self.detect_filter().await;
-        tracing::info!(node = %self.node, ?filter, "watching Container resources");
+        loop {
+            let filter = self.detect_filter().await;
+            tracing::info!(node = %self.node, ?filter, "watching Container resources");
+            match self.watch(filter, &store, &changes).await {
+                WatchEnd::ChangesClosed => return,
+                WatchEnd::SelectorRefused => tracing::warn!(
+                    "the API server no longer filters Containers by spec.nodeName (a CRD without selectableFields?); finding out where to filter again"
+                ),
+            }
+        }
+    }
+
+    async fn watch(
+        &self,
+        filter: NodeFilter,
+        store: &Store,
+        changes: &mpsc::Sender<Changes>,
+    ) -> WatchEnd {
         let mut config = watcher::Config::default();
         if filter == NodeFilter::Server {
             config = config.fields(&self.selector());
@@ -166,18 +192,22 @@ impl KubeSource {
                     buffer.push(obj);
                     continue;
                 }
-                Ok(Event::InitDone) => self.relisted(&store, std::mem::take(&mut buffer)),
-                Ok(Event::Apply(obj)) => self.applied(&store, &obj),
-                Ok(Event::Delete(obj)) => self.deleted(&store, &obj),
+                Ok(Event::InitDone) => self.relisted(store, std::mem::take(&mut buffer)),
+                Ok(Event::Apply(obj)) => self.applied(store, &obj),
+                Ok(Event::Delete(obj)) => self.deleted(store, &obj),
+                Err(e) if filter == NodeFilter::Server && selector_refused(&e) => {
+                    return WatchEnd::SelectorRefused;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "Container watch interrupted; it resumes by itself");
                     continue;
                 }
             };
             if !c.handles.is_empty() && changes.send(c).await.is_err() {
-                return;
+                return WatchEnd::ChangesClosed;
             }
         }
+        WatchEnd::ChangesClosed
     }
 
     fn see(&self, store: &Store, obj: &Container) -> Seen {
@@ -265,6 +295,38 @@ impl KubeSource {
             }
             _ => Changes::default(),
         }
+    }
+}
+
+/// Why a watch ended.
+enum WatchEnd {
+    /// Nobody listens any more.
+    ChangesClosed,
+    /// The server answers the node selector with 400 Bad Request.
+    SelectorRefused,
+}
+
+/// Whether `e` is the server refusing the field selector.
+fn selector_refused(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(e))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(e))
+        | watcher::Error::WatchFailed(kube::Error::Api(e)) => e.code == 400,
+        watcher::Error::WatchError(status) => status.code == 400,
+        _ => false,
+    }
+}
+
+/// Why Container resources cannot be listed, in an operator's words.
+fn unavailable_cause(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(e) if e.code == 404 => {
+            "the API server does not serve Container resources: \
+             is the Container CRD installed? (kubectl get crd containers.rundmc.io)"
+                .to_string()
+        }
+        kube::Error::Api(e) => format!("the API server refuses to list Containers ({})", e.code),
+        _ => "cannot reach the Kubernetes API".to_string(),
     }
 }
 
