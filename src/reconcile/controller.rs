@@ -10,16 +10,18 @@ use std::time::{Duration, SystemTime};
 use super::backoff::CrashLoopBackoff;
 use super::observe::{Observation, observe};
 use super::oom::OomWatches;
+use super::ops::{ContainerOps, MainRun};
 use super::plan::{self, Plan, Step, Waiting};
 use super::queue::WorkQueue;
+use super::reporting::ReportOps;
 use super::store::{Desired, SOURCE_LABEL, SourceKind, Store};
 use crate::api::{ContainerSpec, Handle};
-use crate::containerizer::{Containerizer, ContainerizerError};
+use crate::containerizer::ContainerizerError;
 use crate::report::Reporters;
 use crate::report::events::{EventType, reason};
 use crate::report::metrics::{AgentMetrics, ResultLabel};
 use crate::report::status::{self, FailedStep, StatusInput};
-use crate::runtime::{OciRuntime, Status};
+use crate::runtime::Status;
 
 /// Tunables of the controller.
 #[derive(Debug, Clone)]
@@ -38,13 +40,19 @@ pub struct ControllerConfig {
     pub log_max_files: u32,
 }
 
-/// The reconcile loop over one containerizer.
-pub struct Controller<R: OciRuntime> {
-    pub(super) containerizer: Arc<Containerizer<R>>,
+/// The wall clock the controller plans by: [`SystemTime::now`], or in
+/// tests one that follows tokio's paused time.
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// The reconcile loop over one containerizer `C` (see [`ContainerOps`]),
+/// reporting through `P` (see [`ReportOps`]).
+pub struct Controller<C: ContainerOps, P: ReportOps = Reporters> {
+    pub(super) containerizer: Arc<C>,
     store: Arc<Store>,
     queue: Arc<WorkQueue>,
-    pub(super) reporters: Arc<Reporters>,
+    pub(super) reporters: Arc<P>,
     pub(super) config: ControllerConfig,
+    clock: Clock,
     /// Runs whose exit is being awaited, as (handle, process id).
     watching: Arc<Mutex<HashSet<(Handle, String)>>>,
     /// Runs whose end (or backoff) has been announced by an event.
@@ -70,14 +78,27 @@ pub enum ReconcileError {
 /// What one reconcile did, for the worker loop: when to look again.
 type Outcome = Result<Option<Duration>, ReconcileError>;
 
-impl<R: OciRuntime> Controller<R> {
+impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
     /// A controller; call [`Controller::run`] to start it.
     pub fn new(
-        containerizer: Arc<Containerizer<R>>,
+        containerizer: Arc<C>,
         store: Arc<Store>,
         queue: Arc<WorkQueue>,
-        reporters: Arc<Reporters>,
+        reporters: Arc<P>,
         config: ControllerConfig,
+    ) -> Arc<Self> {
+        let clock: Clock = Arc::new(SystemTime::now);
+        Self::with_clock(containerizer, store, queue, reporters, config, clock)
+    }
+
+    /// A controller that reads the wall clock from `clock`.
+    pub(super) fn with_clock(
+        containerizer: Arc<C>,
+        store: Arc<Store>,
+        queue: Arc<WorkQueue>,
+        reporters: Arc<P>,
+        config: ControllerConfig,
+        clock: Clock,
     ) -> Arc<Self> {
         Arc::new(Self {
             containerizer,
@@ -85,6 +106,7 @@ impl<R: OciRuntime> Controller<R> {
             queue,
             reporters,
             config,
+            clock,
             watching: Arc::new(Mutex::new(HashSet::new())),
             announced: Mutex::new(HashSet::new()),
             oom: Arc::new(OomWatches::default()),
@@ -97,10 +119,8 @@ impl<R: OciRuntime> Controller<R> {
     /// lost container leaves).
     pub fn enqueue_all(&self) {
         let mut handles: HashSet<Handle> = self.store.handles().into_iter().collect();
-        if let Ok(entries) = self.containerizer.depot().entries() {
-            handles.extend(entries.into_iter().map(|e| e.handle));
-        }
-        let reported = self.reporters.files.names().into_iter();
+        handles.extend(self.containerizer.depot_handles());
+        let reported = self.reporters.reported_names().into_iter();
         handles.extend(reported.filter_map(|n| Handle::new(n).ok()));
         handles.extend(self.containerizer.cgroup_handles());
         for h in handles {
@@ -155,12 +175,17 @@ impl<R: OciRuntime> Controller<R> {
     /// Bring `handle` to its declaration.
     pub async fn reconcile(&self, handle: &Handle) -> Outcome {
         let (desired, synced) = self.store.get_with_synced(handle);
-        let obs = observe(&self.containerizer, handle).await?;
-        let Some(want) = effective_spec(desired.as_ref(), &synced, &obs) else {
-            return match &desired {
-                Some(d) => Ok(self.report(d, &obs, None, None).await),
-                None => Ok(None),
-            };
+        let obs = observe(&*self.containerizer, handle).await?;
+        let intent = intent(desired.as_ref(), &synced, &obs);
+        let want = match &intent {
+            Intent::Run(spec) => Some(spec),
+            Intent::Destroy => None,
+            Intent::LeaveAlone => {
+                return match &desired {
+                    Some(d) => Ok(self.report(d, &obs, None, None).await),
+                    None => Ok(None),
+                };
+            }
         };
         if desired.is_none() && !obs.exists() && synced.contains(&SourceKind::File) {
             // Undeclared, and nothing to destroy: what still reports it (a
@@ -168,29 +193,28 @@ impl<R: OciRuntime> Controller<R> {
             self.reporters.forget_undeclared(handle).await;
             return Ok(None);
         }
-        let now = SystemTime::now();
-        let plan = plan::plan(want.as_ref(), &obs.observed(), &self.config.crash_loop, now);
+        let now = (self.clock)();
+        let plan = plan::plan(want, &obs.observed(), &self.config.crash_loop, now);
         if !plan.steps.is_empty() {
             tracing::debug!(%handle, steps = ?plan.steps, runtime = ?obs.runtime, main = ?obs.main, declared = desired.is_some(), "plan");
         }
         let result = self
-            .execute(handle, desired.as_ref(), want.as_ref(), &obs, &plan)
+            .execute(handle, desired.as_ref(), want, &obs, &plan)
             .await;
         let had_container = obs.record.is_some() || obs.half_made;
         // Nothing done, nothing to look at again: a resync costs one look.
         let after = match plan.steps.is_empty() {
             true => obs,
-            false => observe(&self.containerizer, handle).await?,
+            false => observe(&*self.containerizer, handle).await?,
         };
         self.watch_main(handle, &after);
         if after.runtime == Some(Status::Running) {
-            let cgroup = self.containerizer.cgroup(handle);
-            self.oom.ensure(handle, &cgroup, &self.queue);
+            self.oom.ensure(&*self.containerizer, handle, &self.queue);
         }
         self.announce_exit(handle, desired.as_ref(), &after, plan.waiting)
             .await;
         self.announce_oom(handle, desired.as_ref(), &after).await;
-        let mut requeue = self.next_look(want.as_ref(), &after, plan.requeue_after);
+        let mut requeue = self.next_look(want, &after, plan.requeue_after);
         if let Some(d) = &desired {
             if d.deleting && after.record.is_none() && !after.half_made && result.is_ok() {
                 // Destroyed: only now may the resource go.
@@ -217,14 +241,14 @@ impl<R: OciRuntime> Controller<R> {
     fn next_look(
         &self,
         want: Option<&ContainerSpec>,
-        after: &Observation,
+        after: &Observation<C::Run>,
         asked: Option<Duration>,
     ) -> Option<Duration> {
         let again = plan::plan(
             want,
             &after.observed(),
             &self.config.crash_loop,
-            SystemTime::now(),
+            (self.clock)(),
         );
         let wanted = if again.steps.is_empty() {
             again.requeue_after
@@ -242,7 +266,7 @@ impl<R: OciRuntime> Controller<R> {
         handle: &Handle,
         desired: Option<&Desired>,
         want: Option<&ContainerSpec>,
-        obs: &Observation,
+        obs: &Observation<C::Run>,
         plan: &Plan,
     ) -> Result<(), ReconcileError> {
         for step in &plan.steps {
@@ -272,7 +296,7 @@ impl<R: OciRuntime> Controller<R> {
 
     /// Make sure the current run's exit wakes this handle's reconcile: a
     /// task awaits the supervisor's pidfd, so exits arrive in milliseconds.
-    fn watch_main(&self, handle: &Handle, obs: &Observation) {
+    fn watch_main(&self, handle: &Handle, obs: &Observation<C::Run>) {
         let (Some(p), plan::MainObs::Running) = (&obs.main_process, obs.main) else {
             return;
         };
@@ -284,7 +308,7 @@ impl<R: OciRuntime> Controller<R> {
         let queue = Arc::clone(&self.queue);
         let watching = Arc::clone(&self.watching);
         tokio::spawn(async move {
-            let _ = process.wait().await;
+            process.ended().await;
             lock(&watching).remove(&key);
             queue.add(key.0);
         });
@@ -295,7 +319,7 @@ impl<R: OciRuntime> Controller<R> {
         &self,
         handle: &Handle,
         desired: Option<&Desired>,
-        obs: &Observation,
+        obs: &Observation<C::Run>,
         waiting: Option<Waiting>,
     ) {
         let (Some(p), Some(term)) = (&obs.main_process, &obs.last_termination) else {
@@ -327,7 +351,12 @@ impl<R: OciRuntime> Controller<R> {
 
     /// Announce an OOM kill the main process survived (one that ended it
     /// is announced with its exit).
-    async fn announce_oom(&self, handle: &Handle, desired: Option<&Desired>, obs: &Observation) {
+    async fn announce_oom(
+        &self,
+        handle: &Handle,
+        desired: Option<&Desired>,
+        obs: &Observation<C::Run>,
+    ) {
         if !self.oom.take(handle)
             || !matches!(obs.main, plan::MainObs::Running | plan::MainObs::NotStarted)
         {
@@ -350,7 +379,7 @@ impl<R: OciRuntime> Controller<R> {
     async fn report(
         &self,
         d: &Desired,
-        obs: &Observation,
+        obs: &Observation<C::Run>,
         waiting: Option<Waiting>,
         error: Option<(FailedStep, &str)>,
     ) -> Option<Duration> {
@@ -370,7 +399,7 @@ impl<R: OciRuntime> Controller<R> {
             error,
             handle: d.handle.as_str(),
             previous: previous.as_ref(),
-            now: SystemTime::now(),
+            now: (self.clock)(),
         });
         self.reporters.status(d, spec, &st).await
     }
@@ -415,22 +444,31 @@ fn jitter() -> f64 {
     f64::from(nanos % 1000) / 1000.0
 }
 
-/// The spec to plan for: `Some(None)` means "not declared, destroy it";
-/// `None` means "leave it be" (its source had not listed when the
-/// declaration was read, or its declaration was never valid and nothing
-/// runs). `synced` is read with `desired`, at one instant.
-fn effective_spec(
+/// What a reconcile is to bring a handle to.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Intent {
+    /// Make it run as this spec says.
+    Run(ContainerSpec),
+    /// Nothing declares it, or its declaration is being deleted: destroy it.
+    Destroy,
+    /// Touch nothing: its source had not listed when the declaration was
+    /// read, or its declaration was never valid and nothing runs.
+    LeaveAlone,
+}
+
+/// The intent for a handle. `synced` is read with `desired`, at one instant.
+pub(super) fn intent<R>(
     desired: Option<&Desired>,
     synced: &HashSet<SourceKind>,
-    obs: &Observation,
-) -> Option<Option<ContainerSpec>> {
+    obs: &Observation<R>,
+) -> Intent {
     match desired {
-        Some(d) if d.deleting => Some(None),
+        Some(d) if d.deleting => Intent::Destroy,
         Some(d) => match (&d.spec, &obs.record) {
-            (Some(spec), _) => Some(Some(spec.clone())),
+            (Some(spec), _) => Intent::Run(spec.clone()),
             // Never valid: keep what runs (e.g. from before a restart).
-            (None, Some(r)) => Some(Some(r.spec.clone())),
-            (None, None) => None,
+            (None, Some(r)) => Intent::Run(r.spec.clone()),
+            (None, None) => Intent::LeaveAlone,
         },
         None => {
             let kind = obs
@@ -439,9 +477,9 @@ fn effective_spec(
                 .and_then(|r| r.labels.get(SOURCE_LABEL))
                 .and_then(|l| SourceKind::from_label(l));
             match kind {
-                Some(k) if !synced.contains(&k) => None,
+                Some(k) if !synced.contains(&k) => Intent::LeaveAlone,
                 // Half-made or unlabelled: ours, and undeclared.
-                _ => Some(None),
+                _ => Intent::Destroy,
             }
         }
     }

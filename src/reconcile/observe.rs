@@ -1,21 +1,21 @@
 //! Observation: what one handle looks like right now, read from the depot,
 //! the runtime's state and the main process's directory, all in-process.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::history::MainFile;
+use super::ops::{ContainerOps, MainRun};
 use super::plan::{ContainerObs, MainObs, Observed};
 use crate::api::{Handle, Termination};
+use crate::containerizer::ContainerizerError;
 use crate::containerizer::depot::{ContainerRecord, DepotError};
-use crate::containerizer::rootfs::Mounter;
-use crate::containerizer::{Containerizer, ContainerizerError};
 use crate::process::{ExitRecord, ProcState, Process};
 use crate::report::status::reason;
-use crate::runtime::{OciRuntime, Status};
+use crate::runtime::Status;
 
-/// One handle, observed.
+/// One handle, observed; `P` is a run of its main process.
 #[derive(Debug)]
-pub struct Observation {
+pub struct Observation<P = Process> {
     /// The depot record; `None` when absent or half-made.
     pub record: Option<ContainerRecord>,
     /// A depot directory without a record.
@@ -27,12 +27,12 @@ pub struct Observation {
     /// The main process's state.
     pub main: MainObs,
     /// The current run's process, when it has started.
-    pub main_process: Option<Process>,
+    pub main_process: Option<P>,
     /// How the last run of the main process ended.
     pub last_termination: Option<Termination>,
 }
 
-impl Observation {
+impl<P> Observation<P> {
     /// Whether anything of the container exists: a record, a half-made
     /// directory or runtime state.
     pub fn exists(&self) -> bool {
@@ -58,16 +58,16 @@ impl Observation {
 }
 
 /// Observe `handle`.
-pub async fn observe<R: OciRuntime, M: Mounter>(
-    c: &Containerizer<R, M>,
+pub async fn observe<C: ContainerOps>(
+    c: &C,
     handle: &Handle,
-) -> Result<Observation, ContainerizerError> {
-    let (record, half_made) = match c.depot().record(handle) {
+) -> Result<Observation<C::Run>, ContainerizerError> {
+    let (record, half_made) = match c.record(handle) {
         Ok(Some(r)) => (Some(r), false),
         Ok(None) => (None, true),
         // No bundle, but a cgroup: what a container whose depot directory
         // went first left behind; destroyed like a half-made one.
-        Err(DepotError::NotFound(_)) => (None, c.cgroup_everywhere(handle).exists()),
+        Err(DepotError::NotFound(_)) => (None, c.has_cgroup(handle)),
         // What no write of ours leaves: handled as half-made (destroyed,
         // and made again if declared), never as an error on every look.
         Err(DepotError::Corrupt { path, source }) => {
@@ -88,9 +88,8 @@ pub async fn observe<R: OciRuntime, M: Mounter>(
     if obs.record.is_none() {
         return Ok(obs);
     }
-    obs.runtime = c.runtime_state(handle).await?.map(|s| s.status);
-    let bundle = c.bundle_dir(handle);
-    obs.main_file = MainFile::load(&bundle);
+    obs.runtime = c.runtime_status(handle).await?;
+    obs.main_file = c.main_file(handle);
     if let Some(id) = obs.main_file.current_id()
         && let Ok(p) = c.attach(handle, &id)
     {
@@ -109,10 +108,8 @@ pub async fn observe<R: OciRuntime, M: Mounter>(
 }
 
 /// The planner's view of one run, and how it ended.
-fn main_state(p: &Process) -> (MainObs, Option<Termination>) {
-    let started = std::fs::metadata(p.dir().join(rundmc_shim::protocol::SHIM_JSON))
-        .and_then(|m| m.modified())
-        .unwrap_or(SystemTime::UNIX_EPOCH);
+fn main_state(p: &impl MainRun) -> (MainObs, Option<Termination>) {
+    let started = p.started_at();
     match p.state() {
         Ok(ProcState::Running) | Err(_) => (MainObs::Running, None),
         Ok(ProcState::Exited(rec)) => {

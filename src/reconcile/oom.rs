@@ -1,23 +1,22 @@
 //! OOM kills as events that wake the reconcile of their container: one
 //! watch per running container's cgroup (an eventfd on v1, inotify on v2;
-//! see [`crate::cgroup::OomWatch`]). A kill of the main process also ends
+//! see [`crate::cgroup::OomWatch`]), made through [`ContainerOps`]. A kill of the main process also ends
 //! it, which its exit reports; this catches the others, which only an event
 //! tells about.
 
 use std::collections::HashSet;
-use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::api::Handle;
-use crate::cgroup::{Cgroup, OomWatch};
 
+use super::ops::{ContainerOps, OomEvents};
 use super::queue::WorkQueue;
 
 /// The watches, and the OOM kills seen but not yet reported.
 #[derive(Debug, Default)]
 pub struct OomWatches {
-    /// Watched cgroups, as (handle, inode of the watched directory): a
-    /// container made again has a new cgroup, and gets a new watch.
+    /// Watched cgroups, as (handle, instance of its cgroup): a container
+    /// made again has a new cgroup, and gets a new watch.
     watching: Mutex<HashSet<(Handle, u64)>>,
     /// Containers with an OOM kill not yet reported.
     seen: Mutex<HashSet<Handle>>,
@@ -28,22 +27,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl OomWatches {
-    /// Watch `cgroup` of `handle` unless it is already: each OOM kill in it
-    /// is remembered and queues `handle`. The watch ends with the cgroup.
-    pub fn ensure(self: &Arc<Self>, handle: &Handle, cgroup: &Cgroup, queue: &Arc<WorkQueue>) {
-        let Some(ino) = cgroup
-            .oom_counter_file()
-            .ok()
-            .and_then(|f| std::fs::metadata(f.parent()?).ok())
-            .map(|m| m.ino())
-        else {
+    /// Watch the cgroup of `handle` unless it is already: each OOM kill in
+    /// it is remembered and queues `handle`. The watch ends with the cgroup.
+    pub fn ensure<C: ContainerOps>(
+        self: &Arc<Self>,
+        containers: &C,
+        handle: &Handle,
+        queue: &Arc<WorkQueue>,
+    ) {
+        let Some(instance) = containers.cgroup_instance(handle) else {
             return;
         };
-        let key = (handle.clone(), ino);
+        let key = (handle.clone(), instance);
         if !lock(&self.watching).insert(key.clone()) {
             return;
         }
-        let mut watch = match OomWatch::new(cgroup) {
+        let mut watch = match containers.watch_oom(handle) {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(%handle, error = %e, "OOM kills in this container will not be reported");

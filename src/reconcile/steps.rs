@@ -7,20 +7,21 @@ use std::time::Duration;
 use super::controller::{Controller, ReconcileError, grace_period};
 use super::history::{MainFile, run_id};
 use super::observe::Observation;
+use super::ops::{ContainerOps, MainRun};
+use super::reporting::ReportOps;
 use super::store::{Desired, SOURCE_LABEL, SourceKind};
 use crate::api::{ContainerSpec, Handle, ProcessSpec};
 use crate::containerizer::ContainerizerError;
 use crate::containerizer::run::RunSpec;
-use crate::process::{ProcState, Process, ProcessError};
+use crate::process::{ProcState, ProcessError};
 use crate::report::events::{EventType, reason};
-use crate::runtime::OciRuntime;
 
-impl<R: OciRuntime> Controller<R> {
+impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
     pub(super) async fn destroy(
         &self,
         handle: &Handle,
         desired: Option<&Desired>,
-        obs: &Observation,
+        obs: &Observation<C::Run>,
     ) -> Result<(), ContainerizerError> {
         if obs.record.is_some() && obs.runtime.is_none() {
             self.event(
@@ -162,7 +163,7 @@ impl<R: OciRuntime> Controller<R> {
         handle: &Handle,
         process: &ProcessSpec,
         restart_delay: Option<Duration>,
-    ) -> Result<Result<Process, ProcessError>, ContainerizerError> {
+    ) -> Result<Result<C::Run, ProcessError>, ContainerizerError> {
         if restart_delay.is_some() {
             self.end_previous_run(handle).await?;
         }
@@ -192,8 +193,7 @@ impl<R: OciRuntime> Controller<R> {
     /// failure after starting it); end it, so that its restart never runs
     /// beside it.
     async fn end_previous_run(&self, handle: &Handle) -> Result<(), ContainerizerError> {
-        let bundle = self.containerizer.bundle_dir(handle);
-        let Some(id) = MainFile::load(&bundle).current_id() else {
+        let Some(id) = self.containerizer.main_file(handle).current_id() else {
             return Ok(());
         };
         let state = self.containerizer.attach(handle, &id).map(|p| p.state());
@@ -220,8 +220,7 @@ impl<R: OciRuntime> Controller<R> {
         handle: &Handle,
         restart_delay: Option<Duration>,
     ) -> Result<u32, ContainerizerError> {
-        let bundle = self.containerizer.bundle_dir(handle);
-        let file = MainFile::load(&bundle);
+        let file = self.containerizer.main_file(handle);
         let next = match restart_delay {
             Some(delay) => {
                 self.config.metrics.restarts.inc();
@@ -229,16 +228,10 @@ impl<R: OciRuntime> Controller<R> {
             }
             None => file.start(),
         };
-        next.save(&bundle)
-            .map_err(|source| ContainerizerError::Fs {
-                handle: handle.clone(),
-                source,
-            })?;
+        self.containerizer.save_main_file(handle, &next)?;
         if next.runs > 2 {
-            let old = self
-                .containerizer
-                .process_dir(handle, &run_id(next.runs - 2));
-            let _ = std::fs::remove_dir_all(old);
+            self.containerizer
+                .remove_run(handle, &run_id(next.runs - 2));
         }
         Ok(next.runs)
     }
@@ -249,16 +242,11 @@ impl<R: OciRuntime> Controller<R> {
         desired: Option<&Desired>,
         spec: &ContainerSpec,
     ) -> Result<(), ContainerizerError> {
-        let bundle = self.containerizer.bundle_dir(handle);
         let file = MainFile {
             stopped: true,
-            ..MainFile::load(&bundle)
+            ..self.containerizer.main_file(handle)
         };
-        file.save(&bundle)
-            .map_err(|source| ContainerizerError::Fs {
-                handle: handle.clone(),
-                source,
-            })?;
+        self.containerizer.save_main_file(handle, &file)?;
         let grace = grace_period(spec);
         self.event(
             desired,
