@@ -484,3 +484,7 @@ pub(super) fn intent<R>(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "controller_tests.rs"]
+mod tests;

@@ -12,3 +12,6 @@ pub mod queue;
 pub mod reporting;
 pub mod steps;
 pub mod store;
+
+#[cfg(test)]
+mod fake;

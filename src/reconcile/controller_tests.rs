@@ -1,0 +1,457 @@
+//! The controller's own rules, over the in-memory doubles of its seams
+//! (see [`super::super::fake`]) and tokio's paused time: no root, no runc,
+//! no host state.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::api::{Phase, ProcessSpec};
+use crate::reconcile::fake::{FakeContainers, FakeReports, FakeRun, Journal, tokio_clock};
+use crate::reconcile::history::MainFile;
+use crate::reconcile::plan::MainObs;
+use crate::reconcile::store::Origin;
+use crate::report::REPORT_RETRY;
+use crate::report::events::EventLog;
+use crate::report::files::StatusFiles;
+
+type FakeController = Controller<FakeContainers, FakeReports>;
+
+/// A controller over the doubles, and handles on everything it touches.
+struct Rig {
+    store: Arc<Store>,
+    queue: Arc<WorkQueue>,
+    journal: Arc<Journal>,
+    containers: Arc<FakeContainers>,
+    reports: Arc<FakeReports>,
+    controller: Arc<FakeController>,
+    clock: Clock,
+}
+
+fn config(crash_loop: CrashLoopBackoff) -> ControllerConfig {
+    ControllerConfig {
+        workers: 1,
+        resync_period: Duration::from_secs(3600),
+        crash_loop,
+        metrics: AgentMetrics::default(),
+        log_max_bytes: 1 << 20,
+        log_max_files: 2,
+    }
+}
+
+fn rig() -> Rig {
+    rig_with(CrashLoopBackoff::default())
+}
+
+fn rig_with(crash_loop: CrashLoopBackoff) -> Rig {
+    let journal = Arc::new(Journal::default());
+    let clock = tokio_clock();
+    let containers = Arc::new(FakeContainers::new(journal.clone(), clock.clone()));
+    let reports = Arc::new(FakeReports::new(journal.clone()));
+    let store = Arc::new(Store::new());
+    let queue = WorkQueue::new();
+    let controller = Controller::with_clock(
+        containers.clone(),
+        store.clone(),
+        queue.clone(),
+        reports.clone(),
+        config(crash_loop),
+        clock.clone(),
+    );
+    Rig {
+        store,
+        queue,
+        journal,
+        containers,
+        reports,
+        controller,
+        clock,
+    }
+}
+
+impl Rig {
+    /// Declare `handle` from a manifest file, the file source having listed.
+    fn declare(&self, handle: &Handle, spec: ContainerSpec) {
+        self.store.mark_synced(SourceKind::File);
+        self.store.upsert(file_decl(handle, spec));
+    }
+
+    /// Run the workers until the test ends.
+    fn start(&self) {
+        tokio::spawn(Arc::clone(&self.controller).run());
+    }
+
+    /// Wait, in paused time, until `cond` holds; fail after a minute of it.
+    async fn until(&self, what: &str, cond: impl Fn() -> bool) {
+        for _ in 0..6000 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "{what}: not within a minute; journal: {:?}",
+            self.journal.lines()
+        );
+    }
+}
+
+fn h(s: &str) -> Handle {
+    Handle::new(s).expect("a valid handle")
+}
+
+fn spec() -> ContainerSpec {
+    ContainerSpec {
+        rootfs: "/img".into(),
+        process: Some(ProcessSpec {
+            args: vec!["sleep".into(), "1000".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn file_decl(handle: &Handle, spec: ContainerSpec) -> Desired {
+    Desired {
+        handle: handle.clone(),
+        origin: Origin::File {
+            path: PathBuf::from("/manifests/c.yaml"),
+            document: 1,
+        },
+        spec: Some(spec),
+        generation: 1,
+        error: None,
+        deleting: false,
+        finalizer: false,
+    }
+}
+
+fn kube_decl(handle: &Handle, spec: ContainerSpec) -> Desired {
+    Desired {
+        origin: Origin::Kube {
+            namespace: "default".into(),
+            name: handle.to_string(),
+            uid: "uid-1".into(),
+        },
+        ..file_decl(handle, spec)
+    }
+}
+
+fn labels(kind: SourceKind) -> BTreeMap<String, String> {
+    BTreeMap::from([(SOURCE_LABEL.to_string(), kind.label().to_string())])
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_finalizer_goes_only_after_destroy() {
+    let r = rig();
+    let a = h("a");
+    r.containers.put(&a, &spec(), labels(SourceKind::Kube));
+    r.store.mark_synced(SourceKind::Kube);
+    let deleting = Desired {
+        deleting: true,
+        finalizer: true,
+        ..kube_decl(&a, spec())
+    };
+    r.store.upsert(deleting);
+    r.containers.fail("destroy", 1);
+
+    assert!(r.controller.reconcile(&a).await.is_err());
+    assert!(r.containers.get(&a).is_some(), "the destroy failed");
+    assert_eq!(r.journal.count("remove_finalizer a"), 0);
+
+    assert_eq!(r.controller.reconcile(&a).await.ok(), Some(None));
+    assert!(r.containers.get(&a).is_none());
+    let lines = r.journal.lines();
+    assert_eq!(
+        lines[lines.len() - 2..],
+        ["destroy a", "remove_finalizer a"],
+        "{lines:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_that_has_not_listed_yet_is_left_alone() {
+    let r = rig();
+    let a = h("a");
+    r.containers.put(&a, &spec(), labels(SourceKind::Kube));
+    r.store.mark_synced(SourceKind::File);
+
+    assert_eq!(r.controller.reconcile(&a).await.ok(), Some(None));
+    assert_eq!(r.journal.lines(), Vec::<String>::new(), "nothing touched");
+    assert!(r.containers.get(&a).is_some());
+
+    r.store.mark_synced(SourceKind::Kube);
+    assert_eq!(r.controller.reconcile(&a).await.ok(), Some(None));
+    assert_eq!(r.journal.count("destroy a"), 1);
+    assert!(
+        r.containers.get(&a).is_none(),
+        "undeclared once its source listed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn status_writes_are_retried() {
+    let r = rig();
+    let a = h("a");
+    r.declare(&a, spec());
+    r.reports.fail_status_writes(1);
+    r.start();
+    r.queue.add(a.clone());
+    r.until("a failed status write", || {
+        r.journal.count("status failed a") == 1
+    })
+    .await;
+
+    tokio::time::sleep(REPORT_RETRY - Duration::from_millis(100)).await;
+    assert!(
+        r.reports.statuses(&a).is_empty(),
+        "not before the retry is due"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let statuses = r.reports.statuses(&a);
+    assert_eq!(statuses.len(), 1, "{:?}", r.journal.lines());
+    assert_eq!(statuses[0].phase, Some(Phase::Running));
+    assert_eq!(r.journal.count("create a"), 1, "the retry only reported");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_steady_container_is_looked_at_again_only_by_the_resync() {
+    let r = rig();
+    let a = h("a");
+    r.declare(&a, spec());
+    assert_eq!(r.controller.reconcile(&a).await.ok(), Some(None));
+    assert_eq!(r.journal.count("run a"), 1);
+    assert_eq!(r.controller.reconcile(&a).await.ok(), Some(None));
+    assert_eq!(r.journal.count("run a"), 1, "nothing to do the second time");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_looping_main_process_is_looked_at_when_its_backoff_ends() {
+    let r = rig();
+    let a = h("a");
+    r.declare(&a, spec());
+    r.controller.reconcile(&a).await.expect("created");
+    let run = r.containers.current_run(&a).expect("a first run");
+    run.exit(1, (r.clock)());
+
+    let initial = CrashLoopBackoff::default().initial;
+    assert_eq!(r.controller.reconcile(&a).await.ok(), Some(Some(initial)));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let left = initial - Duration::from_secs(4);
+    assert_eq!(r.controller.reconcile(&a).await.ok(), Some(Some(left)));
+    assert_eq!(r.journal.count("run a"), 1, "no restart during the backoff");
+    assert_eq!(
+        r.reports
+            .reasons(&a)
+            .iter()
+            .filter(|w| *w == "BackOff")
+            .count(),
+        1
+    );
+
+    tokio::time::sleep(left).await;
+    assert_eq!(r.controller.reconcile(&a).await.ok(), Some(None));
+    assert_eq!(
+        r.journal.count("run a"),
+        2,
+        "restarted when the backoff ended"
+    );
+    let file = r.containers.main_file(&a);
+    assert_eq!((file.runs, file.restarts), (2, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_main_process_that_ends_as_it_starts_is_planned_again_at_once() {
+    let r = rig_with(CrashLoopBackoff {
+        initial: Duration::ZERO,
+        ..CrashLoopBackoff::default()
+    });
+    let a = h("a");
+    r.declare(&a, spec());
+    r.containers.exit_at_start(Some(1));
+    assert_eq!(
+        r.controller.reconcile(&a).await.ok(),
+        Some(Some(Duration::ZERO)),
+        "no exit watch will wake it: look again now"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exit_requeues_its_own_handle() {
+    let r = rig();
+    let (a, b) = (h("a"), h("b"));
+    for x in [&a, &b] {
+        r.declare(x, spec());
+        r.controller.reconcile(x).await.expect("created");
+    }
+    assert!(r.queue.is_empty());
+
+    let run = r.containers.current_run(&b).expect("b runs");
+    run.exit(0, (r.clock)());
+    r.until("b queued", || !r.queue.is_empty()).await;
+    assert_eq!(r.queue.len(), 1);
+    assert_eq!(r.queue.next().await, Some(b));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_oom_kill_requeues_its_own_handle_and_is_announced() {
+    let r = rig();
+    let (a, b) = (h("a"), h("b"));
+    for x in [&a, &b] {
+        r.declare(x, spec());
+        r.controller.reconcile(x).await.expect("created");
+    }
+
+    assert!(r.containers.oom_kill(&a), "a's cgroup is watched");
+    r.until("a queued", || !r.queue.is_empty()).await;
+    assert_eq!(r.queue.len(), 1);
+    assert_eq!(r.queue.next().await, Some(a.clone()));
+    r.queue.done(&a);
+
+    r.controller.reconcile(&a).await.expect("reconciled");
+    let oom = |x: &Handle| {
+        r.reports
+            .reasons(x)
+            .iter()
+            .filter(|w| *w == "OOMKilled")
+            .count()
+    };
+    assert_eq!((oom(&a), oom(&b)), (1, 0));
+    r.controller.reconcile(&a).await.expect("reconciled");
+    assert_eq!(oom(&a), 1, "announced once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_that_fails_midway_is_retried_and_never_repeats_a_completed_destroy() {
+    let r = rig();
+    let a = h("a");
+    r.declare(&a, spec());
+    r.controller.reconcile(&a).await.expect("created");
+    let moved = ContainerSpec {
+        rootfs: "/img2".into(),
+        ..spec()
+    };
+    r.declare(&a, moved);
+    r.containers.fail("create", 1);
+    r.start();
+    r.queue.add(a.clone());
+
+    r.until("the retried create", || r.journal.count("create a") == 3)
+        .await;
+    r.until("the new main process", || r.journal.count("run a") == 2)
+        .await;
+    assert_eq!(r.journal.count("destroy a"), 1, "{:?}", r.journal.lines());
+    let made = r.containers.get(&a).and_then(|c| c.record);
+    assert_eq!(made.map(|rec| rec.spec.rootfs), Some("/img2".into()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leftover_cgroup_is_queued_and_destroyed() {
+    let r = rig();
+    let a = h("a");
+    r.store.mark_synced(SourceKind::File);
+    r.containers.leave_cgroup(&a);
+    r.controller.enqueue_all();
+    assert_eq!(r.queue.next().await, Some(a.clone()));
+    r.queue.done(&a);
+
+    r.controller.reconcile(&a).await.expect("reconciled");
+    assert_eq!(r.journal.lines(), ["destroy a", "forget a"]);
+    assert!(r.containers.cgroup_handles().is_empty());
+}
+
+/// The real reporters, writing status files and the event log in a
+/// temporary directory: the seam's other side is wired as the agent has it.
+#[tokio::test(start_paused = true)]
+async fn the_real_file_reporters_write_and_drop_status_files() {
+    let dir = std::env::temp_dir().join(format!("rundmc-controller-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Arc::new(Store::new());
+    let files = StatusFiles::open(dir.join("status")).expect("a status directory");
+    let events = EventLog::open(dir.join("events.jsonl"), 100).expect("an event log");
+    let reporters = Arc::new(Reporters {
+        files,
+        events,
+        kube: None,
+        store: store.clone(),
+    });
+    let clock = tokio_clock();
+    let containers = Arc::new(FakeContainers::new(Arc::default(), clock.clone()));
+    let config = config(CrashLoopBackoff::default());
+    let queue = WorkQueue::new();
+    let controller = Controller::with_clock(
+        containers,
+        store.clone(),
+        queue,
+        reporters.clone(),
+        config,
+        clock,
+    );
+    let a = h("a");
+    store.mark_synced(SourceKind::File);
+    store.upsert(file_decl(&a, spec()));
+    controller.reconcile(&a).await.expect("created");
+    let written = reporters.files.previous("a").and_then(|s| s.phase);
+    assert_eq!(written, Some(Phase::Running));
+
+    store.remove(&a);
+    controller.reconcile(&a).await.expect("destroyed");
+    assert_eq!(reporters.files.names(), Vec::<String>::new());
+    let log = std::fs::read_to_string(dir.join("events.jsonl")).unwrap_or_default();
+    assert!(log.contains("\"Destroyed\""), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn observation(record: Option<(ContainerSpec, SourceKind)>) -> Observation<FakeRun> {
+    let record = record.map(
+        |(spec, kind)| crate::containerizer::depot::ContainerRecord {
+            handle: h("a"),
+            spec,
+            spec_hash: String::new(),
+            created_at: String::new(),
+            labels: labels(kind),
+        },
+    );
+    Observation {
+        record,
+        half_made: false,
+        runtime: None,
+        main_file: MainFile::default(),
+        main: MainObs::NotStarted,
+        main_process: None,
+        last_termination: None,
+    }
+}
+
+#[test]
+fn the_intent_names_what_to_do() {
+    let a = h("a");
+    let synced = |k: &[SourceKind]| k.iter().copied().collect::<HashSet<_>>();
+    let none = observation(None);
+    let kube_made = observation(Some((spec(), SourceKind::Kube)));
+    let deleting = Desired {
+        deleting: true,
+        ..kube_decl(&a, spec())
+    };
+    let never_valid = Desired {
+        spec: None,
+        ..file_decl(&a, spec())
+    };
+
+    let all = synced(&[SourceKind::File, SourceKind::Kube]);
+    assert_eq!(intent(Some(&deleting), &all, &kube_made), Intent::Destroy);
+    let declared = file_decl(&a, spec());
+    assert_eq!(intent(Some(&declared), &all, &none), Intent::Run(spec()));
+    assert_eq!(intent(Some(&never_valid), &all, &none), Intent::LeaveAlone);
+    assert_eq!(
+        intent(Some(&never_valid), &all, &kube_made),
+        Intent::Run(spec()),
+        "what runs is kept"
+    );
+    let file_only = synced(&[SourceKind::File]);
+    assert_eq!(intent(None, &file_only, &kube_made), Intent::LeaveAlone);
+    assert_eq!(intent(None, &all, &kube_made), Intent::Destroy);
+    assert_eq!(intent(None, &synced(&[]), &none), Intent::Destroy);
+}
