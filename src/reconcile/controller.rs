@@ -178,7 +178,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         let obs = observe(&*self.containerizer, handle).await?;
         let intent = intent(desired.as_ref(), &synced, &obs);
         let want = match &intent {
-            Intent::Run(spec) => Some(spec),
+            Intent::Run(spec) => Some(&**spec),
             Intent::Destroy => None,
             Intent::LeaveAlone => {
                 return match &desired {
@@ -448,7 +448,7 @@ fn jitter() -> f64 {
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Intent {
     /// Make it run as this spec says.
-    Run(ContainerSpec),
+    Run(Box<ContainerSpec>),
     /// Nothing declares it, or its declaration is being deleted: destroy it.
     Destroy,
     /// Touch nothing: its source had not listed when the declaration was
@@ -465,9 +465,9 @@ pub(super) fn intent<R>(
     match desired {
         Some(d) if d.deleting => Intent::Destroy,
         Some(d) => match (&d.spec, &obs.record) {
-            (Some(spec), _) => Intent::Run(spec.clone()),
+            (Some(spec), _) => Intent::Run(Box::new(spec.clone())),
             // Never valid: keep what runs (e.g. from before a restart).
-            (None, Some(r)) => Intent::Run(r.spec.clone()),
+            (None, Some(r)) => Intent::Run(Box::new(r.spec.clone())),
             (None, None) => Intent::LeaveAlone,
         },
         None => {

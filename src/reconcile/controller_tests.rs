@@ -443,11 +443,14 @@ fn the_intent_names_what_to_do() {
     let all = synced(&[SourceKind::File, SourceKind::Kube]);
     assert_eq!(intent(Some(&deleting), &all, &kube_made), Intent::Destroy);
     let declared = file_decl(&a, spec());
-    assert_eq!(intent(Some(&declared), &all, &none), Intent::Run(spec()));
+    assert_eq!(
+        intent(Some(&declared), &all, &none),
+        Intent::Run(Box::new(spec()))
+    );
     assert_eq!(intent(Some(&never_valid), &all, &none), Intent::LeaveAlone);
     assert_eq!(
         intent(Some(&never_valid), &all, &kube_made),
-        Intent::Run(spec()),
+        Intent::Run(Box::new(spec())),
         "what runs is kept"
     );
     let file_only = synced(&[SourceKind::File]);
