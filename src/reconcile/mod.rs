@@ -1,5 +1,7 @@
 //! Reconciling: the desired store, the work queue, the pure planner and the
 //! controller loop that observes, plans and executes for one handle at a time.
+//! The controller reaches the containerizer and the reporters only through
+//! the seams in [`ops`] and [`reporting`], so it is unit-tested without runc.
 
 pub mod backoff;
 pub mod controller;
