@@ -12,12 +12,13 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use super::AgentArgs;
+use crate::api::SourceKind;
 use crate::containerizer::{Config, Containerizer, ContainerizerError};
 use crate::fsutil::FsError;
 use crate::reconcile::backoff::CrashLoopBackoff;
 use crate::reconcile::controller::{Controller, ControllerConfig};
 use crate::reconcile::queue::WorkQueue;
-use crate::reconcile::store::{Changes, SourceKind, Store};
+use crate::reconcile::store::{Changes, Store};
 use crate::report::Reporters;
 use crate::report::events::{EventLog, EventType};
 use crate::report::files::StatusFiles;
@@ -25,6 +26,7 @@ use crate::report::kube::KubeReporter;
 use crate::report::metrics::{AgentMetrics, ContainerCollector};
 use crate::runtime::{Runc, RuntimeConfig};
 use crate::server::Endpoint;
+use crate::source::Update;
 use crate::source::admission::Admission;
 use crate::source::dir::DirSource;
 use crate::source::kube::KubeSource;
@@ -130,9 +132,8 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         events: EventLog::open(args.state_dir.join("events.jsonl"), args.events_keep)?,
         kube: client.clone().map(|c| {
             let namespace = args.mirror_namespace.clone();
-            KubeReporter::new(c, node.clone(), namespace, Arc::clone(&store))
+            KubeReporter::new(c, node.clone(), namespace)
         }),
-        store: Arc::clone(&store),
     });
     let queue = WorkQueue::new();
     let controller = Controller::new(
@@ -142,12 +143,13 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         Arc::clone(&reporters),
         controller_config(&args, metrics.clone()),
     );
-    let mut changes = start_sources(&args, client, &node, &store);
+    let mut updates = start_sources(&args, client, &node);
     tracing::info!(manifests = %args.manifests.display(), depot = %args.depot.display(), %node, kube = args.kube, "rundmc agent starting");
 
     // The first listing comes before anything is reconciled, so nothing
     // declared is mistaken for undeclared.
-    if let Some(first) = changes.recv().await {
+    if let Some(update) = updates.recv().await {
+        let first = apply(&store, &reporters, update);
         tracing::debug!(?first, "first listing");
         dispatch(&store, &queue, &reporters, first).await;
         if store.is_synced(SourceKind::File) {
@@ -156,7 +158,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     }
     controller.enqueue_all();
     let dispatcher = tokio::spawn(dispatch_all(
-        changes,
+        updates,
         store.clone(),
         queue.clone(),
         reporters,
@@ -220,14 +222,13 @@ fn controller_config(args: &AgentArgs, metrics: AgentMetrics) -> ControllerConfi
 }
 
 /// Start the directory source, and the Kubernetes one with a client; both
-/// feed the store and send what changed on the returned channel.
+/// send what they see on the returned channel, for [`apply`].
 fn start_sources(
     args: &AgentArgs,
     client: Option<kube::Client>,
     node: &str,
-    store: &Arc<Store>,
-) -> mpsc::Receiver<Changes> {
-    let (tx, changes) = mpsc::channel::<Changes>(64);
+) -> mpsc::Receiver<Update> {
+    let (tx, updates) = mpsc::channel::<Update>(64);
     let admission = Admission {
         allow_privileged: args.allow_privileged,
         allow_host_network: args.allow_host_network,
@@ -238,9 +239,21 @@ fn start_sources(
         .with_admission(args.admit_files.then(|| admission.clone()));
     if let Some(client) = client {
         let source = KubeSource::new(client, node.to_owned(), admission);
-        tokio::spawn(source.run(Arc::clone(store), tx.clone()));
+        tokio::spawn(source.run(tx.clone()));
     }
-    tokio::spawn(dir.run(Arc::clone(store), tx));
+    tokio::spawn(dir.run(tx));
+    updates
+}
+
+/// The one writer of what sources see: declarations to the store, what the
+/// server shows of status and mirrors to the reporters. What changed, with
+/// the file-sourced containers whose mirror someone else changed.
+fn apply(store: &Store, reporters: &Reporters, update: Update) -> Changes {
+    let stale = reporters.seen(update.sightings(), |h| {
+        store.declared_by(h, SourceKind::File)
+    });
+    let mut changes = store.apply(update);
+    changes.handles.extend(stale);
     changes
 }
 
@@ -253,15 +266,17 @@ fn resolved(paths: &[PathBuf]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Hand every change from the sources to the queue and the reporters.
+/// Apply every update from the sources, and hand what changed to the
+/// queue and the reporters.
 async fn dispatch_all(
-    mut changes: mpsc::Receiver<Changes>,
+    mut updates: mpsc::Receiver<Update>,
     store: Arc<Store>,
     queue: Arc<WorkQueue>,
     reporters: Arc<Reporters>,
 ) {
     let mut pruned = false;
-    while let Some(c) = changes.recv().await {
+    while let Some(update) = updates.recv().await {
+        let c = apply(&store, &reporters, update);
         dispatch(&store, &queue, &reporters, c).await;
         if !pruned && store.is_synced(SourceKind::File) {
             prune_file_errors(&store, &reporters);
@@ -348,7 +363,7 @@ async fn dispatch(store: &Store, queue: &WorkQueue, reporters: &Reporters, chang
                     Some(&d),
                     &handle,
                     EventType::Warning,
-                    err.reason,
+                    err.reason.reason(),
                     err.message.clone(),
                 )
                 .await;
