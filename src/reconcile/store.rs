@@ -436,4 +436,21 @@ mod tests {
         store.apply_files_t(snap(&[]));
         assert!(store.get(&h("k8s_ns_web")).is_some());
     }
+
+    #[test]
+    fn the_writer_marks_a_source_listed_and_removes_only_its_own() {
+        let store = Store::new();
+        assert!(!store.is_synced(SourceKind::File));
+        store.apply_files_t(snap(&[("/m/a.yaml", doc("web", "/img"))]));
+        assert!(store.is_synced(SourceKind::File) && !store.is_synced(SourceKind::Kube));
+        assert!(store.declared_by(&h("web"), SourceKind::File));
+        let c = store.apply(Update::Undeclared {
+            kind: SourceKind::Kube,
+            handle: h("web"),
+            seen: vec![],
+        });
+        assert_eq!(c, Changes::default(), "not the Kubernetes source's");
+        assert!(store.get(&h("web")).is_some());
+        assert_eq!(store.apply(Update::Seen(vec![])), Changes::default());
+    }
 }

@@ -456,4 +456,33 @@ mod tests {
         assert!(late[0].as_ref().unwrap_err().message.contains("FIFO"));
         fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn a_scan_is_resolved_here_and_sent_only_when_it_declares_something_new() {
+        let doc = |rootfs: &str| {
+            format!(
+                "apiVersion: rundmc.io/v1alpha1\nkind: Container\nmetadata:\n  name: web\nspec:\n  rootfs: {rootfs}\n"
+            )
+        };
+        let snap = |rootfs: &str| {
+            let path = PathBuf::from("/m/a.yaml");
+            vec![(path.clone(), manifest::parse(&path, &doc(rootfs)))]
+        };
+        let mut src = DirSource::new("/m", Duration::from_secs(20));
+        assert!(
+            src.resolve(Vec::new(), true).is_some(),
+            "the first, empty or not"
+        );
+        let Some(Update::Listed { declared, .. }) = src.resolve(snap("/img"), false) else {
+            panic!("a new declaration is sent")
+        };
+        assert_eq!(declared[0].generation, 1);
+        assert_eq!(src.resolve(snap("/img"), false), None, "nothing new");
+        // Invalid now: the last good spec, which the source keeps itself.
+        let Some(Update::Listed { declared, .. }) = src.resolve(snap("relative"), false) else {
+            panic!("an error is news")
+        };
+        assert_eq!(declared[0].spec.as_ref().unwrap().rootfs, "/img");
+        assert!(declared[0].error.is_some());
+    }
 }

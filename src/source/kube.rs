@@ -432,4 +432,69 @@ mod tests {
             Seen::Mirror(Handle::new("web").unwrap())
         );
     }
+
+    /// A source on a client that is never called: the tests below feed it
+    /// events by hand.
+    fn source() -> KubeSource {
+        let url = "http://127.0.0.1:9".parse().expect("a URL");
+        let client = kube::Client::try_from(kube::Config::new(url)).expect("a client");
+        KubeSource::new(client, "n1".into(), policy())
+    }
+
+    #[tokio::test]
+    async fn events_become_updates_and_a_refusal_keeps_what_the_source_admitted() {
+        let mut src = source();
+        let Update::Listed { kind, declared, .. } =
+            src.relisted(vec![container("n1", spec()), container("n2", spec())])
+        else {
+            panic!("a relist is a listing")
+        };
+        assert_eq!(kind, SourceKind::Kube);
+        assert_eq!(declared.len(), 1, "only this node's");
+
+        // Nothing reads the store: the last admitted spec is the source's own.
+        let privileged = ContainerSpec {
+            privileged: true,
+            rootfs: "/var/tmp".into(),
+            ..spec()
+        };
+        let Some(Update::Declared { desired, seen }) = src.applied(&container("n1", privileged))
+        else {
+            panic!("a change is a declaration")
+        };
+        assert_eq!(desired.error.unwrap().reason, DeclReason::Forbidden);
+        assert_eq!(
+            desired.spec.unwrap().rootfs,
+            "/tmp",
+            "the admitted spec stays"
+        );
+        assert!(matches!(&seen[..], [Sighting::Status { status: None, .. }]));
+
+        let gone = src.deleted(&container("n1", spec()));
+        let Some(Update::Undeclared { handle, seen, .. }) = gone else {
+            panic!("a deletion undeclares: {gone:?}")
+        };
+        assert_eq!(handle.as_str(), "k8s_team-a_web");
+        assert!(matches!(&seen[..], [Sighting::Status { status: None, .. }]));
+        assert_eq!(
+            src.deleted(&container("n1", spec())),
+            None,
+            "what it no longer declares is not undeclared twice"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_mirror_is_seen_not_declared() {
+        let mut src = source();
+        let mut c = container("n1", spec());
+        c.metadata.annotations = Some([(MIRROR_OF.to_string(), "web".to_string())].into());
+        let Some(Update::Seen(seen)) = src.deleted(&c) else {
+            panic!("a mirror's deletion is a sighting")
+        };
+        let [Sighting::Mirror { handle, uid, sight }] = &seen[..] else {
+            panic!("{seen:?}")
+        };
+        assert_eq!((handle.as_str(), uid.as_str()), ("web", "uid-1"));
+        assert_eq!(*sight, MirrorSight::Deleted);
+    }
 }
