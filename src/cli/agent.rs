@@ -143,13 +143,13 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         Arc::clone(&reporters),
         controller_config(&args, metrics.clone()),
     );
-    let mut updates = start_sources(&args, client, &node);
+    let updates = start_sources(&args, client, &node);
+    let mut changes = start_writer(updates, Arc::clone(&store), Arc::clone(&reporters));
     tracing::info!(manifests = %args.manifests.display(), depot = %args.depot.display(), %node, kube = args.kube, "rundmc agent starting");
 
     // The first listing comes before anything is reconciled, so nothing
     // declared is mistaken for undeclared.
-    if let Some(update) = updates.recv().await {
-        let first = apply(&store, &reporters, update);
+    if let Some(first) = changes.recv().await {
         tracing::debug!(?first, "first listing");
         dispatch(&store, &queue, &reporters, first).await;
         if store.is_synced(SourceKind::File) {
@@ -158,7 +158,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     }
     controller.enqueue_all();
     let dispatcher = tokio::spawn(dispatch_all(
-        updates,
+        changes,
         store.clone(),
         queue.clone(),
         reporters,
@@ -222,7 +222,7 @@ fn controller_config(args: &AgentArgs, metrics: AgentMetrics) -> ControllerConfi
 }
 
 /// Start the directory source, and the Kubernetes one with a client; both
-/// send what they see on the returned channel, for [`apply`].
+/// send what they see on the returned channel, for [`start_writer`].
 fn start_sources(
     args: &AgentArgs,
     client: Option<kube::Client>,
@@ -245,9 +245,32 @@ fn start_sources(
     updates
 }
 
-/// The one writer of what sources see: declarations to the store, what the
-/// server shows of status and mirrors to the reporters. What changed, with
-/// the file-sourced containers whose mirror someone else changed.
+/// Start the one writer of what the sources see, on its own task (so a
+/// slow report never holds the store back): each update is applied, and
+/// what it changed (and every listing, changed or not) is sent on the
+/// returned channel.
+fn start_writer(
+    mut updates: mpsc::Receiver<Update>,
+    store: Arc<Store>,
+    reporters: Arc<Reporters>,
+) -> mpsc::Receiver<Changes> {
+    let (tx, changes) = mpsc::channel::<Changes>(64);
+    tokio::spawn(async move {
+        while let Some(update) = updates.recv().await {
+            let listing = matches!(update, Update::Listed { .. });
+            let c = apply(&store, &reporters, update);
+            let news = listing || !c.handles.is_empty() || !c.files.is_empty();
+            if news && tx.send(c).await.is_err() {
+                return;
+            }
+        }
+    });
+    changes
+}
+
+/// Apply one update: declarations to the store, what the server shows of
+/// status and mirrors to the reporters. What changed, with the
+/// file-sourced containers whose mirror someone else changed.
 fn apply(store: &Store, reporters: &Reporters, update: Update) -> Changes {
     let stale = reporters.seen(update.sightings(), |h| {
         store.declared_by(h, SourceKind::File)
@@ -266,17 +289,15 @@ fn resolved(paths: &[PathBuf]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Apply every update from the sources, and hand what changed to the
-/// queue and the reporters.
+/// Hand every change from the sources to the queue and the reporters.
 async fn dispatch_all(
-    mut updates: mpsc::Receiver<Update>,
+    mut changes: mpsc::Receiver<Changes>,
     store: Arc<Store>,
     queue: Arc<WorkQueue>,
     reporters: Arc<Reporters>,
 ) {
     let mut pruned = false;
-    while let Some(update) = updates.recv().await {
-        let c = apply(&store, &reporters, update);
+    while let Some(c) = changes.recv().await {
         dispatch(&store, &queue, &reporters, c).await;
         if !pruned && store.is_synced(SourceKind::File) {
             prune_file_errors(&store, &reporters);
