@@ -1,5 +1,6 @@
-//! Reconciling: the desired store, the work queue, the pure planner and the
-//! controller loop that observes, plans and executes for one handle at a time.
+//! Reconciling: the desired store, the work queue, the pure planner, the
+//! pure status computation and the controller loop that observes, plans and
+//! executes for one handle at a time.
 
 pub mod backoff;
 pub mod controller;
@@ -8,5 +9,6 @@ pub mod observe;
 pub mod oom;
 pub mod plan;
 pub mod queue;
+pub mod status;
 pub mod steps;
 pub mod store;

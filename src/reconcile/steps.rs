@@ -8,11 +8,12 @@ use super::controller::{Controller, ReconcileError, grace_period};
 use super::history::{MainFile, run_id};
 use super::observe::Observation;
 use super::store::{Desired, SOURCE_LABEL, SourceKind};
+use crate::api::Reason;
 use crate::api::{ContainerSpec, Handle, ProcessSpec};
 use crate::containerizer::ContainerizerError;
 use crate::containerizer::run::RunSpec;
 use crate::process::{ProcState, Process, ProcessError};
-use crate::report::events::{EventType, reason};
+use crate::report::events::EventType;
 use crate::runtime::OciRuntime;
 
 impl<R: OciRuntime> Controller<R> {
@@ -27,7 +28,7 @@ impl<R: OciRuntime> Controller<R> {
                 desired,
                 handle,
                 EventType::Warning,
-                reason::CONTAINER_LOST,
+                Reason::ContainerLost,
                 "The runtime has no state for the container: killing what still runs in its cgroup",
             )
             .await;
@@ -40,7 +41,7 @@ impl<R: OciRuntime> Controller<R> {
                 desired,
                 handle,
                 EventType::Normal,
-                reason::KILLING,
+                Reason::Killing,
                 format!("Stopping container with a grace period of {grace:?}"),
             )
             .await;
@@ -53,7 +54,7 @@ impl<R: OciRuntime> Controller<R> {
             desired,
             handle,
             EventType::Normal,
-            reason::DESTROYED,
+            Reason::Destroyed,
             "Container destroyed",
         )
         .await;
@@ -78,7 +79,7 @@ impl<R: OciRuntime> Controller<R> {
                     desired,
                     handle,
                     EventType::Normal,
-                    reason::CREATED,
+                    Reason::Created,
                     format!("Created container from {}", spec.rootfs),
                 )
                 .await;
@@ -89,7 +90,7 @@ impl<R: OciRuntime> Controller<R> {
                     desired,
                     handle,
                     EventType::Warning,
-                    reason::FAILED,
+                    Reason::Failed,
                     format!("Error: {e}"),
                 )
                 .await;
@@ -109,7 +110,7 @@ impl<R: OciRuntime> Controller<R> {
             desired,
             handle,
             EventType::Normal,
-            reason::UPDATED,
+            Reason::Updated,
             "Updated limits in place",
         )
         .await;
@@ -134,21 +135,21 @@ impl<R: OciRuntime> Controller<R> {
                 // Which run, and its pid, are in status.mainProcess.
                 tracing::debug!(%handle, process = p.id(), pid = ?p.pid(), "main process started");
                 let msg = "Started main process";
-                self.event(desired, handle, EventType::Normal, reason::STARTED, msg)
+                self.event(desired, handle, EventType::Normal, Reason::Started, msg)
                     .await;
                 Ok(())
             }
             Ok(Err(source)) => {
                 // Recorded in the run's exit file; the restart policy takes it from here.
                 let msg = format!("Error: {source}");
-                self.event(desired, handle, EventType::Warning, reason::FAILED, msg)
+                self.event(desired, handle, EventType::Warning, Reason::Failed, msg)
                     .await;
                 Ok(())
             }
             Err(e) => {
                 // Not running: say so, as the kubelet's `Failed` event does.
                 let msg = format!("Error: {e}");
-                self.event(desired, handle, EventType::Warning, reason::FAILED, msg)
+                self.event(desired, handle, EventType::Warning, Reason::Failed, msg)
                     .await;
                 Err(e)
             }
@@ -264,7 +265,7 @@ impl<R: OciRuntime> Controller<R> {
             desired,
             handle,
             EventType::Normal,
-            reason::KILLING,
+            Reason::Killing,
             format!("Stopping processes with a grace period of {grace:?}"),
         )
         .await;
