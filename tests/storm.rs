@@ -51,7 +51,8 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 /// The faults of the storm: every verb the agent uses fails now and then,
-/// before or after the runtime did the work.
+/// before or after the runtime did the work, and deletes and kills hang
+/// now and then (until `--runtime-timeout` ends them).
 fn faults() -> Vec<Fault> {
     let f = |verb: &str, mode: Mode, p: f64| Fault::new(verb, mode).probability(p);
     vec![
@@ -65,6 +66,8 @@ fn faults() -> Vec<Fault> {
         f("delete", Mode::FailBefore, 0.05),
         f("kill", Mode::FailBefore, 0.10),
         f("update", Mode::FailBefore, 0.10),
+        f("delete", Mode::Hang, 0.03).hang_secs(30),
+        f("kill", Mode::Hang, 0.03).hang_secs(30),
     ]
 }
 
@@ -91,7 +94,7 @@ fn a_seeded_storm_of_faults_and_agent_kills_converges_with_no_duplicate_and_no_l
         "--runtime".into(),
         runtime.path().display().to_string(),
         "--runtime-timeout".into(),
-        "10s".into(),
+        "5s".into(),
     ];
     let mut dice = Dice(seed | 1);
     let mut declared: BTreeMap<String, u64> = BTreeMap::new();
@@ -123,7 +126,13 @@ fn a_seeded_storm_of_faults_and_agent_kills_converges_with_no_duplicate_and_no_l
     // reported failed by a runtime that did start it (a fresh runtime, so
     // its counts start at 0, and so an agent restart).
     runtime.clear();
-    let churned = runtime.injected().len();
+    let mut by_mode: BTreeMap<String, usize> = BTreeMap::new();
+    for c in runtime.injected() {
+        *by_mode
+            .entry(format!("{} {}", c.verb, c.mode.unwrap_or_default()))
+            .or_default() += 1;
+    }
+    let churned: usize = by_mode.values().sum();
     let runtime = FaultyRuntime::new(&a.env.dir.join("faulty-last"), "runc", seed, &[]);
     agent.kill9();
     a.extra[1] = runtime.path().display().to_string();
@@ -149,7 +158,7 @@ fn a_seeded_storm_of_faults_and_agent_kills_converges_with_no_duplicate_and_no_l
     runtime.clear();
     let injected = churned + runtime.injected().len();
     eprintln!(
-        "storm: seed {seed:#x}, {actions} actions, {kills} agent kills, {injected} faults injected"
+        "storm: seed {seed:#x}, {actions} actions, {kills} agent kills, {injected} faults injected: {by_mode:?}"
     );
     assert!(injected > 0, "the storm injected no fault");
 

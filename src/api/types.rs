@@ -285,3 +285,17 @@ pub struct Termination {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
 }
+
+impl ContainerStatus {
+    /// This status as observed at `generation`: the status and every
+    /// condition. A mirror's generation is the API server's count of its
+    /// spec changes, which a restarted agent cannot derive from the file.
+    pub fn at_generation(&self, generation: i64) -> ContainerStatus {
+        let mut status = self.clone();
+        status.observed_generation = Some(generation);
+        for condition in &mut status.conditions {
+            condition.observed_generation = Some(generation);
+        }
+        status
+    }
+}

@@ -12,12 +12,13 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use super::AgentArgs;
+use crate::api::SourceKind;
 use crate::containerizer::{Config, Containerizer, ContainerizerError};
 use crate::fsutil::FsError;
 use crate::reconcile::backoff::CrashLoopBackoff;
 use crate::reconcile::controller::{Controller, ControllerConfig};
 use crate::reconcile::queue::WorkQueue;
-use crate::reconcile::store::{Changes, SourceKind, Store};
+use crate::reconcile::store::{Changes, Store};
 use crate::report::Reporters;
 use crate::report::events::{EventLog, EventType};
 use crate::report::files::StatusFiles;
@@ -25,6 +26,7 @@ use crate::report::kube::KubeReporter;
 use crate::report::metrics::{AgentMetrics, ContainerCollector};
 use crate::runtime::{Runc, RuntimeConfig};
 use crate::server::Endpoint;
+use crate::source::Update;
 use crate::source::admission::Admission;
 use crate::source::dir::DirSource;
 use crate::source::kube::KubeSource;
@@ -130,9 +132,8 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         events: EventLog::open(args.state_dir.join("events.jsonl"), args.events_keep)?,
         kube: client.clone().map(|c| {
             let namespace = args.mirror_namespace.clone();
-            KubeReporter::new(c, node.clone(), namespace, Arc::clone(&store))
+            KubeReporter::new(c, node.clone(), namespace)
         }),
-        store: Arc::clone(&store),
     });
     let queue = WorkQueue::new();
     let controller = Controller::new(
@@ -142,7 +143,8 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         Arc::clone(&reporters),
         controller_config(&args, metrics.clone()),
     );
-    let mut changes = start_sources(&args, client, &node, &store);
+    let updates = start_sources(&args, client, &node);
+    let mut changes = start_writer(updates, Arc::clone(&store), Arc::clone(&reporters));
     tracing::info!(manifests = %args.manifests.display(), depot = %args.depot.display(), %node, kube = args.kube, "rundmc agent starting");
 
     // The first listing comes before anything is reconciled, so nothing
@@ -220,14 +222,13 @@ fn controller_config(args: &AgentArgs, metrics: AgentMetrics) -> ControllerConfi
 }
 
 /// Start the directory source, and the Kubernetes one with a client; both
-/// feed the store and send what changed on the returned channel.
+/// send what they see on the returned channel, for [`start_writer`].
 fn start_sources(
     args: &AgentArgs,
     client: Option<kube::Client>,
     node: &str,
-    store: &Arc<Store>,
-) -> mpsc::Receiver<Changes> {
-    let (tx, changes) = mpsc::channel::<Changes>(64);
+) -> mpsc::Receiver<Update> {
+    let (tx, updates) = mpsc::channel::<Update>(64);
     let admission = Admission {
         allow_privileged: args.allow_privileged,
         allow_host_network: args.allow_host_network,
@@ -238,9 +239,44 @@ fn start_sources(
         .with_admission(args.admit_files.then(|| admission.clone()));
     if let Some(client) = client {
         let source = KubeSource::new(client, node.to_owned(), admission);
-        tokio::spawn(source.run(Arc::clone(store), tx.clone()));
+        tokio::spawn(source.run(tx.clone()));
     }
-    tokio::spawn(dir.run(Arc::clone(store), tx));
+    tokio::spawn(dir.run(tx));
+    updates
+}
+
+/// Start the one writer of what the sources see, on its own task (so a
+/// slow report never holds the store back): each update is applied, and
+/// what it changed (and every listing, changed or not) is sent on the
+/// returned channel.
+fn start_writer(
+    mut updates: mpsc::Receiver<Update>,
+    store: Arc<Store>,
+    reporters: Arc<Reporters>,
+) -> mpsc::Receiver<Changes> {
+    let (tx, changes) = mpsc::channel::<Changes>(64);
+    tokio::spawn(async move {
+        while let Some(update) = updates.recv().await {
+            let listing = matches!(update, Update::Listed { .. });
+            let c = apply(&store, &reporters, update);
+            let news = listing || !c.handles.is_empty() || !c.files.is_empty();
+            if news && tx.send(c).await.is_err() {
+                return;
+            }
+        }
+    });
+    changes
+}
+
+/// Apply one update: declarations to the store, what the server shows of
+/// status and mirrors to the reporters. What changed, with the
+/// file-sourced containers whose mirror someone else changed.
+fn apply(store: &Store, reporters: &Reporters, update: Update) -> Changes {
+    let stale = reporters.seen(update.sightings(), |h| {
+        store.declared_by(h, SourceKind::File)
+    });
+    let mut changes = store.apply(update);
+    changes.handles.extend(stale);
     changes
 }
 
@@ -348,7 +384,7 @@ async fn dispatch(store: &Store, queue: &WorkQueue, reporters: &Reporters, chang
                     Some(&d),
                     &handle,
                     EventType::Warning,
-                    err.reason,
+                    err.reason.reason(),
                     err.message.clone(),
                 )
                 .await;

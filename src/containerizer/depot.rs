@@ -108,11 +108,7 @@ pub struct DepotEntry {
     pub complete: bool,
 }
 
-/// A stable hash of a spec, to tell at a glance whether it changed.
-pub fn spec_hash(spec: &ContainerSpec) -> String {
-    let bytes = serde_json::to_vec(spec).unwrap_or_default();
-    format!("{:016x}", crate::api::handle::fnv1a64(&bytes))
-}
+pub use crate::api::spec_hash;
 
 /// The depot directory.
 #[derive(Debug, Clone)]

@@ -14,13 +14,14 @@ use super::ops::{ContainerOps, MainRun};
 use super::plan::{self, Plan, Step, Waiting};
 use super::queue::WorkQueue;
 use super::reporting::ReportOps;
+use super::status::{self, FailedStep, StatusInput};
 use super::store::{Desired, SOURCE_LABEL, SourceKind, Store};
+use crate::api::Reason;
 use crate::api::{ContainerSpec, Handle};
 use crate::containerizer::ContainerizerError;
 use crate::report::Reporters;
-use crate::report::events::{EventType, reason};
+use crate::report::events::EventType;
 use crate::report::metrics::{AgentMetrics, ResultLabel};
-use crate::report::status::{self, FailedStep, StatusInput};
 use crate::runtime::Status;
 
 /// Tunables of the controller.
@@ -56,7 +57,7 @@ pub struct Controller<C: ContainerOps, P: ReportOps = Reporters> {
     /// Runs whose exit is being awaited, as (handle, process id).
     watching: Arc<Mutex<HashSet<(Handle, String)>>>,
     /// Runs whose end (or backoff) has been announced by an event.
-    announced: Mutex<HashSet<(Handle, String, &'static str)>>,
+    announced: Mutex<HashSet<(Handle, String, Reason)>>,
     /// OOM kills in running containers.
     oom: Arc<OomWatches>,
 }
@@ -329,22 +330,22 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             return;
         }
         let id = p.id().to_string();
-        if term.reason == status::reason::OOM_KILLED
-            && self.first_time(handle, &id, reason::OOM_KILLED)
+        if term.reason == Reason::OomKilled.as_str()
+            && self.first_time(handle, &id, Reason::OomKilled)
         {
             let msg = "Main process was killed by the OOM killer";
-            self.event(desired, handle, EventType::Warning, reason::OOM_KILLED, msg)
+            self.event(desired, handle, EventType::Warning, Reason::OomKilled, msg)
                 .await;
         }
         if let Some(Waiting::BackOff { delay, .. }) = waiting
-            && self.first_time(handle, &id, reason::BACK_OFF)
+            && self.first_time(handle, &id, Reason::BackOff)
         {
             // Stable words, as kubelet's "Back-off restarting failed
             // container": the delay and exit code change from run to run
             // and are in status (the Ready condition, lastTermination).
             tracing::debug!(%handle, ?delay, exit_code = term.exit_code, "main process backing off");
             let msg = "Back-off restarting failed main process";
-            self.event(desired, handle, EventType::Warning, reason::BACK_OFF, msg)
+            self.event(desired, handle, EventType::Warning, Reason::BackOff, msg)
                 .await;
         }
     }
@@ -363,11 +364,11 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             return;
         }
         let msg = "A process in the container was killed by the OOM killer".to_string();
-        self.event(desired, handle, EventType::Warning, reason::OOM_KILLED, msg)
+        self.event(desired, handle, EventType::Warning, Reason::OomKilled, msg)
             .await;
     }
 
-    fn first_time(&self, handle: &Handle, id: &str, what: &'static str) -> bool {
+    fn first_time(&self, handle: &Handle, id: &str, what: Reason) -> bool {
         let mut announced = lock(&self.announced);
         // Only the current run's announcements are worth remembering.
         announced.retain(|(h, i, _)| h != handle || i == id);
@@ -409,7 +410,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         desired: Option<&Desired>,
         handle: &Handle,
         type_: EventType,
-        why: &str,
+        why: Reason,
         message: impl Into<String>,
     ) {
         self.reporters

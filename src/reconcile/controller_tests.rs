@@ -16,6 +16,7 @@ use crate::reconcile::store::Origin;
 use crate::report::REPORT_RETRY;
 use crate::report::events::EventLog;
 use crate::report::files::StatusFiles;
+use crate::source::update::Update;
 
 type FakeController = Controller<FakeContainers, FakeReports>;
 
@@ -51,6 +52,7 @@ fn rig_with(crash_loop: CrashLoopBackoff) -> Rig {
     let containers = Arc::new(FakeContainers::new(journal.clone(), clock.clone()));
     let reports = Arc::new(FakeReports::new(journal.clone()));
     let store = Arc::new(Store::new());
+    listed(&store, SourceKind::File);
     let queue = WorkQueue::new();
     let controller = Controller::with_clock(
         containers.clone(),
@@ -72,10 +74,9 @@ fn rig_with(crash_loop: CrashLoopBackoff) -> Rig {
 }
 
 impl Rig {
-    /// Declare `handle` from a manifest file, the file source having listed.
+    /// Declare `handle` from a manifest file.
     fn declare(&self, handle: &Handle, spec: ContainerSpec) {
-        self.store.mark_synced(SourceKind::File);
-        self.store.upsert(file_decl(handle, spec));
+        declare(&self.store, file_decl(handle, spec));
     }
 
     /// Run the workers until the test ends.
@@ -96,6 +97,24 @@ impl Rig {
             self.journal.lines()
         );
     }
+}
+
+/// `kind`'s source has listed (declaring nothing yet).
+fn listed(store: &Store, kind: SourceKind) {
+    store.apply(Update::Listed {
+        kind,
+        declared: Vec::new(),
+        file_errors: Default::default(),
+        seen: Vec::new(),
+    });
+}
+
+fn declare(store: &Store, desired: Desired) {
+    let desired = Box::new(desired);
+    store.apply(Update::Declared {
+        desired,
+        seen: Vec::new(),
+    });
 }
 
 fn h(s: &str) -> Handle {
@@ -148,13 +167,13 @@ async fn the_finalizer_goes_only_after_destroy() {
     let r = rig();
     let a = h("a");
     r.containers.put(&a, &spec(), labels(SourceKind::Kube));
-    r.store.mark_synced(SourceKind::Kube);
+    listed(&r.store, SourceKind::Kube);
     let deleting = Desired {
         deleting: true,
         finalizer: true,
         ..kube_decl(&a, spec())
     };
-    r.store.upsert(deleting);
+    declare(&r.store, deleting);
     r.containers.fail("destroy", 1);
 
     assert!(r.controller.reconcile(&a).await.is_err());
@@ -176,13 +195,13 @@ async fn a_source_that_has_not_listed_yet_is_left_alone() {
     let r = rig();
     let a = h("a");
     r.containers.put(&a, &spec(), labels(SourceKind::Kube));
-    r.store.mark_synced(SourceKind::File);
+    listed(&r.store, SourceKind::File);
 
     assert_eq!(r.controller.reconcile(&a).await.ok(), Some(None));
     assert_eq!(r.journal.lines(), Vec::<String>::new(), "nothing touched");
     assert!(r.containers.get(&a).is_some());
 
-    r.store.mark_synced(SourceKind::Kube);
+    listed(&r.store, SourceKind::Kube);
     assert_eq!(r.controller.reconcile(&a).await.ok(), Some(None));
     assert_eq!(r.journal.count("destroy a"), 1);
     assert!(
@@ -246,7 +265,7 @@ async fn a_crash_looping_main_process_is_looked_at_when_its_backoff_ends() {
         r.reports
             .reasons(&a)
             .iter()
-            .filter(|w| *w == "BackOff")
+            .filter(|w| **w == Reason::BackOff)
             .count(),
         1
     );
@@ -315,7 +334,7 @@ async fn an_oom_kill_requeues_its_own_handle_and_is_announced() {
         r.reports
             .reasons(x)
             .iter()
-            .filter(|w| *w == "OOMKilled")
+            .filter(|w| **w == Reason::OomKilled)
             .count()
     };
     assert_eq!((oom(&a), oom(&b)), (1, 0));
@@ -354,7 +373,7 @@ async fn a_step_that_fails_midway_is_retried_and_never_repeats_a_completed_destr
 async fn a_leftover_cgroup_is_queued_and_destroyed() {
     let r = rig();
     let a = h("a");
-    r.store.mark_synced(SourceKind::File);
+    listed(&r.store, SourceKind::File);
     r.containers.leave_cgroup(&a);
     r.controller.enqueue_all();
     assert_eq!(r.queue.next().await, Some(a.clone()));
@@ -378,7 +397,6 @@ async fn the_real_file_reporters_write_and_drop_status_files() {
         files,
         events,
         kube: None,
-        store: store.clone(),
     });
     let clock = tokio_clock();
     let containers = Arc::new(FakeContainers::new(Arc::default(), clock.clone()));
@@ -393,13 +411,17 @@ async fn the_real_file_reporters_write_and_drop_status_files() {
         clock,
     );
     let a = h("a");
-    store.mark_synced(SourceKind::File);
-    store.upsert(file_decl(&a, spec()));
+    listed(&store, SourceKind::File);
+    declare(&store, file_decl(&a, spec()));
     controller.reconcile(&a).await.expect("created");
     let written = reporters.files.previous("a").and_then(|s| s.phase);
     assert_eq!(written, Some(Phase::Running));
 
-    store.remove(&a);
+    store.apply(Update::Undeclared {
+        kind: SourceKind::File,
+        handle: a.clone(),
+        seen: Vec::new(),
+    });
     controller.reconcile(&a).await.expect("destroyed");
     assert_eq!(reporters.files.names(), Vec::<String>::new());
     let log = std::fs::read_to_string(dir.join("events.jsonl")).unwrap_or_default();

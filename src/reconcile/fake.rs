@@ -16,7 +16,7 @@ use super::history::MainFile;
 use super::ops::{ContainerOps, MainRun, OomEvents};
 use super::reporting::ReportOps;
 use super::store::Desired;
-use crate::api::{ContainerSpec, ContainerStatus, Handle};
+use crate::api::{ContainerSpec, ContainerStatus, Handle, Reason};
 use crate::cgroup::CgroupError;
 use crate::containerizer::ContainerizerError;
 use crate::containerizer::depot::{ContainerRecord, DepotError};
@@ -421,7 +421,7 @@ impl ContainerOps for FakeContainers {
 pub struct FakeReports {
     journal: Arc<Journal>,
     statuses: Mutex<HashMap<Handle, Vec<ContainerStatus>>>,
-    events: Mutex<Vec<(Handle, String, String)>>,
+    events: Mutex<Vec<(Handle, Reason, String)>>,
     failing_status_writes: Mutex<u32>,
 }
 
@@ -448,10 +448,10 @@ impl FakeReports {
     }
 
     /// The reasons of the events about `handle`, oldest first.
-    pub fn reasons(&self, handle: &Handle) -> Vec<String> {
+    pub fn reasons(&self, handle: &Handle) -> Vec<Reason> {
         let events = lock(&self.events);
         let of = events.iter().filter(|(h, _, _)| h == handle);
-        of.map(|(_, reason, _)| reason.clone()).collect()
+        of.map(|(_, reason, _)| *reason).collect()
     }
 }
 
@@ -491,10 +491,10 @@ impl ReportOps for FakeReports {
         _desired: Option<&Desired>,
         handle: &Handle,
         _type: EventType,
-        reason: &str,
+        reason: Reason,
         message: String,
     ) {
-        let event = (handle.clone(), reason.to_string(), message);
+        let event = (handle.clone(), reason, message);
         lock(&self.events).push(event);
     }
 

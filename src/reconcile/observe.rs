@@ -6,11 +6,10 @@ use std::time::Duration;
 use super::history::MainFile;
 use super::ops::{ContainerOps, MainRun};
 use super::plan::{ContainerObs, MainObs, Observed};
-use crate::api::{Handle, Termination};
+use crate::api::{Handle, Reason, Termination};
 use crate::containerizer::ContainerizerError;
 use crate::containerizer::depot::{ContainerRecord, DepotError};
 use crate::process::{ExitRecord, ProcState, Process};
-use crate::report::status::reason;
 use crate::runtime::Status;
 
 /// One handle, observed; `P` is a run of its main process.
@@ -128,7 +127,7 @@ fn main_state(p: &impl MainRun) -> (MainObs, Option<Termination>) {
             let term = Termination {
                 exit_code: -1,
                 signal: None,
-                reason: reason::LOST.to_string(),
+                reason: Reason::Lost.to_string(),
                 message: Some(why),
                 finished_at: None,
             };
@@ -147,13 +146,13 @@ fn main_state(p: &impl MainRun) -> (MainObs, Option<Termination>) {
 /// The status's view of an exit record.
 pub fn termination(rec: &ExitRecord) -> Termination {
     let why = if rec.start_error.is_some() {
-        "StartError"
+        Reason::StartError
     } else if rec.oom_killed {
-        reason::OOM_KILLED
+        Reason::OomKilled
     } else if rec.exit_code == 0 {
-        reason::COMPLETED
+        Reason::Completed
     } else {
-        reason::ERROR
+        Reason::Error
     };
     Termination {
         exit_code: rec.exit_code,

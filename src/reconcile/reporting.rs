@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::api::{ContainerSpec, ContainerStatus, Handle};
+use crate::api::{ContainerSpec, ContainerStatus, Handle, Reason};
 use crate::report::Reporters;
 use crate::report::events::EventType;
 
@@ -30,7 +30,7 @@ pub trait ReportOps: Send + Sync + 'static {
         desired: Option<&Desired>,
         handle: &Handle,
         type_: EventType,
-        reason: &str,
+        reason: Reason,
         message: String,
     ) -> impl Future<Output = ()> + Send;
     /// `handle` is gone and undeclared: drop what was reported for it.
@@ -67,7 +67,7 @@ impl ReportOps for Reporters {
         desired: Option<&Desired>,
         handle: &Handle,
         type_: EventType,
-        reason: &str,
+        reason: Reason,
         message: String,
     ) {
         Reporters::event(self, desired, handle, type_, reason, message).await

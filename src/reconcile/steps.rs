@@ -10,11 +10,12 @@ use super::observe::Observation;
 use super::ops::{ContainerOps, MainRun};
 use super::reporting::ReportOps;
 use super::store::{Desired, SOURCE_LABEL, SourceKind};
+use crate::api::Reason;
 use crate::api::{ContainerSpec, Handle, ProcessSpec};
 use crate::containerizer::ContainerizerError;
 use crate::containerizer::run::RunSpec;
 use crate::process::{ProcState, ProcessError};
-use crate::report::events::{EventType, reason};
+use crate::report::events::EventType;
 
 impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
     pub(super) async fn destroy(
@@ -28,7 +29,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
                 desired,
                 handle,
                 EventType::Warning,
-                reason::CONTAINER_LOST,
+                Reason::ContainerLost,
                 "The runtime has no state for the container: killing what still runs in its cgroup",
             )
             .await;
@@ -41,7 +42,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
                 desired,
                 handle,
                 EventType::Normal,
-                reason::KILLING,
+                Reason::Killing,
                 format!("Stopping container with a grace period of {grace:?}"),
             )
             .await;
@@ -54,7 +55,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             desired,
             handle,
             EventType::Normal,
-            reason::DESTROYED,
+            Reason::Destroyed,
             "Container destroyed",
         )
         .await;
@@ -79,7 +80,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
                     desired,
                     handle,
                     EventType::Normal,
-                    reason::CREATED,
+                    Reason::Created,
                     format!("Created container from {}", spec.rootfs),
                 )
                 .await;
@@ -90,7 +91,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
                     desired,
                     handle,
                     EventType::Warning,
-                    reason::FAILED,
+                    Reason::Failed,
                     format!("Error: {e}"),
                 )
                 .await;
@@ -110,7 +111,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             desired,
             handle,
             EventType::Normal,
-            reason::UPDATED,
+            Reason::Updated,
             "Updated limits in place",
         )
         .await;
@@ -135,21 +136,21 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
                 // Which run, and its pid, are in status.mainProcess.
                 tracing::debug!(%handle, process = p.id(), pid = ?p.pid(), "main process started");
                 let msg = "Started main process";
-                self.event(desired, handle, EventType::Normal, reason::STARTED, msg)
+                self.event(desired, handle, EventType::Normal, Reason::Started, msg)
                     .await;
                 Ok(())
             }
             Ok(Err(source)) => {
                 // Recorded in the run's exit file; the restart policy takes it from here.
                 let msg = format!("Error: {source}");
-                self.event(desired, handle, EventType::Warning, reason::FAILED, msg)
+                self.event(desired, handle, EventType::Warning, Reason::Failed, msg)
                     .await;
                 Ok(())
             }
             Err(e) => {
                 // Not running: say so, as the kubelet's `Failed` event does.
                 let msg = format!("Error: {e}");
-                self.event(desired, handle, EventType::Warning, reason::FAILED, msg)
+                self.event(desired, handle, EventType::Warning, Reason::Failed, msg)
                     .await;
                 Err(e)
             }
@@ -252,7 +253,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             desired,
             handle,
             EventType::Normal,
-            reason::KILLING,
+            Reason::Killing,
             format!("Stopping processes with a grace period of {grace:?}"),
         )
         .await;

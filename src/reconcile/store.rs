@@ -1,107 +1,16 @@
 //! The desired store: what every source declares, keyed by handle and tagged
-//! by the source it came from. Sources write it; the controller reads it.
-//! A declaration that turns invalid keeps its last good spec, so a typo
-//! never takes a running service down.
+//! by the source it came from. It has one writer, [`Store::apply`], which
+//! takes the sources' [`Update`]s in order (as kube-rs's reflector has one
+//! writer); the controller reads it. Sources resolve and admit on their own
+//! tasks (see [`crate::source::files`]): no path is looked up under its lock.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::api::{ContainerSpec, ContainerStatus, Handle};
-use crate::source::admission::Admission;
-use crate::source::manifest::{Manifest, ManifestError, file_handle};
-
-/// Which kind of source declared a container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum SourceKind {
-    /// The watched manifest directory.
-    File,
-    /// Container custom resources.
-    Kube,
-}
-
-impl SourceKind {
-    /// The value of the depot label that records it.
-    pub fn label(self) -> &'static str {
-        match self {
-            SourceKind::File => "file",
-            SourceKind::Kube => "kube",
-        }
-    }
-
-    /// The kind named by a depot label.
-    pub fn from_label(s: &str) -> Option<Self> {
-        match s {
-            "file" => Some(SourceKind::File),
-            "kube" => Some(SourceKind::Kube),
-            _ => None,
-        }
-    }
-}
-
-/// The depot label key naming a container's source kind.
-pub const SOURCE_LABEL: &str = "rundmc.io/source";
-
-/// Where exactly a declaration came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    /// A document of a manifest file.
-    File {
-        /// The file.
-        path: PathBuf,
-        /// 1-based document index.
-        document: usize,
-    },
-    /// A custom resource.
-    Kube {
-        /// Its namespace.
-        namespace: String,
-        /// Its name.
-        name: String,
-        /// Its uid.
-        uid: String,
-    },
-}
-
-impl Origin {
-    /// The kind of source.
-    pub fn kind(&self) -> SourceKind {
-        match self {
-            Origin::File { .. } => SourceKind::File,
-            Origin::Kube { .. } => SourceKind::Kube,
-        }
-    }
-}
-
-/// Why a declaration cannot be applied as it stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeclError {
-    /// `InvalidManifest` or `Forbidden`.
-    pub reason: &'static str,
-    /// What is wrong, naming where and which field.
-    pub message: String,
-}
-
-use crate::report::events::reason::{FORBIDDEN, INVALID_MANIFEST as INVALID};
-
-/// One declared container.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Desired {
-    /// Its handle.
-    pub handle: Handle,
-    /// Where it was declared.
-    pub origin: Origin,
-    /// The last valid spec; `None` if the declaration was never valid.
-    pub spec: Option<ContainerSpec>,
-    /// Bumped on every spec change (`metadata.generation` for resources).
-    pub generation: i64,
-    /// Why the current declaration cannot be applied, if it cannot.
-    pub error: Option<DeclError>,
-    /// The declaration is being deleted (a resource with a deletion timestamp).
-    pub deleting: bool,
-    /// The resource carries rundmc's cleanup finalizer.
-    pub finalizer: bool,
-}
+use crate::api::Handle;
+pub use crate::api::{DeclError, Desired, Origin, SOURCE_LABEL, SourceKind};
+use crate::source::{FileErrors, Update};
 
 /// What a store update changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -115,68 +24,15 @@ pub struct Changes {
 #[derive(Debug, Default)]
 struct Inner {
     entries: HashMap<Handle, Desired>,
-    file_errors: BTreeMap<PathBuf, Vec<String>>,
+    file_errors: FileErrors,
     synced: HashSet<SourceKind>,
-    reported: HashMap<Handle, ContainerStatus>,
-    mirrors: HashMap<Handle, Mirror>,
 }
 
-/// The mirror object this agent published for a file-sourced container.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Mirror {
-    /// Its name.
-    pub name: String,
-    /// Its uid, which tells it from an older object of the same name;
-    /// empty while it is being (re)created.
-    pub uid: String,
-    /// Its `metadata.generation` after this agent's last apply.
-    pub generation: i64,
-    /// The hash of the spec this agent applies (set before the apply, so
-    /// the watch event of that apply, however early, matches it).
-    pub spec_hash: String,
-    /// Someone else changed its spec, or deleted it: publish it anew.
-    pub stale: bool,
-}
-
-/// A mirror object as the server shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MirrorSight<'a> {
-    /// It exists at this generation, with a spec of this hash.
-    At {
-        /// `metadata.generation`.
-        generation: i64,
-        /// The hash of its spec.
-        spec_hash: &'a str,
-    },
-    /// It was deleted.
-    Deleted,
-}
-
-impl Mirror {
-    /// Whether the server showing object `uid` so means someone else
-    /// changed or deleted this mirror. Events about other objects of the
-    /// name, events older than this agent's last apply, and the event of
-    /// its own apply arriving before the apply's answer, do not count.
-    pub fn changed_by(&self, uid: &str, sight: MirrorSight<'_>) -> bool {
-        uid == self.uid
-            && match sight {
-                MirrorSight::Deleted => true,
-                MirrorSight::At {
-                    generation,
-                    spec_hash,
-                } => generation > self.generation && spec_hash != self.spec_hash,
-            }
-    }
-}
-
-/// The store, shared by sources and workers.
+/// The store, written by one writer and read by workers.
 #[derive(Debug, Default)]
 pub struct Store {
     inner: RwLock<Inner>,
 }
-
-/// Every file of the manifest directory, sorted by path, with its documents.
-pub type FileSnapshot = Vec<(PathBuf, Vec<Result<Manifest, ManifestError>>)>;
 
 impl Store {
     /// An empty store.
@@ -210,6 +66,14 @@ impl Store {
         self.read().entries.keys().cloned().collect()
     }
 
+    /// Whether `handle` is declared by a source of `kind`.
+    pub fn declared_by(&self, handle: &Handle, kind: SourceKind) -> bool {
+        self.read()
+            .entries
+            .get(handle)
+            .is_some_and(|d| d.origin.kind() == kind)
+    }
+
     /// Errors of a manifest file that name no container.
     pub fn file_errors(&self, path: &std::path::Path) -> Vec<String> {
         self.read()
@@ -224,76 +88,59 @@ impl Store {
         self.read().file_errors.keys().cloned().collect()
     }
 
-    /// Record that `kind` has delivered its first complete listing: until
+    /// Whether `kind` has delivered its first complete listing: until
     /// then, a container it made is never destroyed for being undeclared.
-    pub fn mark_synced(&self, kind: SourceKind) {
-        self.write().synced.insert(kind);
-    }
-
-    /// Whether `kind` has delivered its first complete listing.
     pub fn is_synced(&self, kind: SourceKind) -> bool {
         self.read().synced.contains(&kind)
     }
 
-    /// Insert or replace one declaration; true when it changed.
-    pub fn upsert(&self, desired: Desired) -> bool {
+    /// Apply one update from a source; what it changed. The store's only
+    /// writer.
+    pub fn apply(&self, update: Update) -> Changes {
+        match update {
+            Update::Listed {
+                kind,
+                declared,
+                file_errors,
+                ..
+            } => self.listed(kind, declared, file_errors),
+            Update::Declared { desired, .. } => self.upsert(*desired),
+            Update::Undeclared { kind, handle, .. } => self.remove(kind, handle),
+            Update::Seen(_) => Changes::default(),
+        }
+    }
+
+    fn upsert(&self, desired: Desired) -> Changes {
         let mut inner = self.write();
-        let changed = inner.entries.get(&desired.handle) != Some(&desired);
-        inner.entries.insert(desired.handle.clone(), desired);
-        changed
+        let handle = desired.handle.clone();
+        let changed = inner.entries.get(&handle) != Some(&desired);
+        inner.entries.insert(handle.clone(), desired);
+        Changes {
+            handles: if changed { vec![handle] } else { vec![] },
+            files: vec![],
+        }
     }
 
-    /// Remove one declaration; true when there was one.
-    pub fn remove(&self, handle: &Handle) -> bool {
-        self.write().entries.remove(handle).is_some()
-    }
-
-    /// The status the declaration's source holds now (a resource's
-    /// `.status`), to write only what changed.
-    pub fn reported(&self, handle: &Handle) -> Option<ContainerStatus> {
-        self.read().reported.get(handle).cloned()
-    }
-
-    /// Remember the status the source holds for `handle`.
-    pub fn set_reported(&self, handle: &Handle, status: Option<ContainerStatus>) {
+    fn remove(&self, kind: SourceKind, handle: Handle) -> Changes {
         let mut inner = self.write();
-        match status {
-            Some(s) => inner.reported.insert(handle.clone(), s),
-            None => inner.reported.remove(handle),
-        };
-    }
-
-    /// The mirror published for `handle`, if any.
-    pub fn mirror(&self, handle: &Handle) -> Option<Mirror> {
-        self.read().mirrors.get(handle).cloned()
-    }
-
-    /// Remember the mirror just published for `handle` (`None`: removed).
-    pub fn set_mirror(&self, handle: &Handle, mirror: Option<Mirror>) {
-        let mut inner = self.write();
-        match mirror {
-            Some(m) => inner.mirrors.insert(handle.clone(), m),
-            None => inner.mirrors.remove(handle),
-        };
-    }
-
-    /// The server shows mirror object `uid` of `handle` so. True when that
-    /// makes the mirror stale: someone else changed or deleted what this
-    /// agent published.
-    pub fn mirror_seen(&self, handle: &Handle, uid: &str, sight: MirrorSight<'_>) -> bool {
-        let mut inner = self.write();
-        match inner.mirrors.get_mut(handle) {
-            Some(m) if m.changed_by(uid, sight) => {
-                m.stale = true;
-                true
-            }
-            _ => false,
+        if inner
+            .entries
+            .get(&handle)
+            .is_none_or(|d| d.origin.kind() != kind)
+        {
+            return Changes::default();
+        }
+        inner.entries.remove(&handle);
+        Changes {
+            handles: vec![handle],
+            files: vec![],
         }
     }
 
     /// Replace every declaration of `kind` with `entries` (a source's full
-    /// relist); what it no longer declares is removed.
-    pub fn replace_kind(&self, kind: SourceKind, entries: Vec<Desired>) -> Changes {
+    /// listing), and its file errors; what it no longer declares is removed.
+    /// Marks `kind` as listed.
+    fn listed(&self, kind: SourceKind, entries: Vec<Desired>, file_errors: FileErrors) -> Changes {
         let mut inner = self.write();
         let mut changes = Changes::default();
         let fresh: HashMap<Handle, Desired> =
@@ -315,199 +162,25 @@ impl Store {
             }
         }
         changes.handles.sort();
-        changes
-    }
-
-    /// Replace everything the directory declares with `snapshot`. With an
-    /// admission policy, what it refuses keeps its last admitted spec.
-    pub fn apply_files(&self, snapshot: FileSnapshot, admission: Option<&Admission>) -> Changes {
-        let mut inner = self.write();
-        let previous: HashMap<Handle, Desired> = inner
-            .entries
-            .iter()
-            .filter(|(_, d)| d.origin.kind() == SourceKind::File)
-            .map(|(h, d)| (h.clone(), d.clone()))
-            .collect();
-        let (entries, file_errors) = resolve_files(&previous, snapshot, admission);
-        let mut changes = Changes::default();
-        for (h, d) in &entries {
-            if previous.get(h) != Some(d) {
-                changes.handles.push(h.clone());
-            }
+        if kind == SourceKind::File {
+            changes.files = changed_files(&inner.file_errors, &file_errors);
+            inner.file_errors = file_errors;
         }
-        for h in previous.keys().filter(|h| !entries.contains_key(*h)) {
-            changes.handles.push(h.clone());
-            inner.entries.remove(h);
-        }
-        let paths: HashSet<&PathBuf> = inner.file_errors.keys().chain(file_errors.keys()).collect();
-        changes.files = paths
-            .into_iter()
-            .filter(|p| inner.file_errors.get(*p) != file_errors.get(*p))
-            .cloned()
-            .collect();
-        changes.files.sort();
-        changes.handles.sort();
-        inner.entries.extend(entries);
-        inner.file_errors = file_errors;
+        inner.synced.insert(kind);
         changes
     }
 }
 
-/// The declarations and file-level errors of a directory snapshot. The
-/// first document (by path, then position) to claim a name wins.
-fn resolve_files(
-    previous: &HashMap<Handle, Desired>,
-    snapshot: FileSnapshot,
-    admission: Option<&Admission>,
-) -> (HashMap<Handle, Desired>, BTreeMap<PathBuf, Vec<String>>) {
-    let mut entries: HashMap<Handle, Desired> = HashMap::new();
-    let mut claims: HashMap<Handle, (PathBuf, usize)> = HashMap::new();
-    let mut file_errors: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
-    // Files with an error that names no container: a syntax error, an
-    // unreadable or oversized file. What they declared is unknown.
-    let mut broken: BTreeMap<PathBuf, String> = BTreeMap::new();
-    for (path, docs) in snapshot {
-        for doc in docs {
-            let decl = match judge(&path, doc, admission) {
-                Ok(decl) => decl,
-                Err(message) => {
-                    broken
-                        .entry(path.clone())
-                        .or_insert_with(|| message.clone());
-                    file_errors.entry(path.clone()).or_default().push(message);
-                    continue;
-                }
-            };
-            if let Some((first, first_doc)) = claims.get(&decl.handle) {
-                let msg = format!(
-                    "{}: document {}: metadata.name: {:?} is already declared in {} document {first_doc}",
-                    path.display(),
-                    decl.document,
-                    decl.handle.as_str(),
-                    first.display()
-                );
-                file_errors.entry(path.clone()).or_default().push(msg);
-                continue;
-            }
-            claims.insert(decl.handle.clone(), (path.clone(), decl.document));
-            let prev = previous.get(&decl.handle);
-            let desired = decl.into_desired(&path, prev);
-            entries.insert(desired.handle.clone(), desired);
-        }
-    }
-    keep_what_broken_files_declared(previous, &broken, &mut entries);
-    (entries, file_errors)
-}
-
-/// A file that turned unreadable keeps declaring what it declared before,
-/// with the file's error: a typo must not take a service down. (A file
-/// that is removed, or parses without some document, declares less.)
-fn keep_what_broken_files_declared(
-    previous: &HashMap<Handle, Desired>,
-    broken: &BTreeMap<PathBuf, String>,
-    entries: &mut HashMap<Handle, Desired>,
-) {
-    for (handle, prev) in previous {
-        let Origin::File { path, .. } = &prev.origin else {
-            continue;
-        };
-        let Some(message) = broken.get(path) else {
-            continue;
-        };
-        if entries.contains_key(handle) {
-            continue;
-        }
-        let error = DeclError {
-            reason: INVALID,
-            message: message.clone(),
-        };
-        entries.insert(
-            handle.clone(),
-            Desired {
-                error: Some(error),
-                ..prev.clone()
-            },
-        );
-    }
-}
-
-/// One document of a manifest file, judged: the container it declares,
-/// with its spec when valid and admitted, or the error that keeps it out.
-struct FileDecl {
-    handle: Handle,
-    document: usize,
-    spec: Option<ContainerSpec>,
-    error: Option<DeclError>,
-}
-
-impl FileDecl {
-    /// The declaration, keeping the last good spec (and its generation)
-    /// while the file is in error.
-    fn into_desired(self, path: &Path, prev: Option<&Desired>) -> Desired {
-        let spec_changed =
-            self.spec.is_some() && prev.and_then(|p| p.spec.as_ref()) != self.spec.as_ref();
-        let generation =
-            prev.map(|p| p.generation).unwrap_or(0) + i64::from(spec_changed || prev.is_none());
-        Desired {
-            spec: self.spec.or_else(|| prev.and_then(|p| p.spec.clone())),
-            handle: self.handle,
-            origin: Origin::File {
-                path: path.to_owned(),
-                document: self.document,
-            },
-            generation,
-            error: self.error,
-            deleting: false,
-            finalizer: false,
-        }
-    }
-}
-
-/// Judge one parsed document. `Err` is an error that names no container,
-/// which belongs to the file.
-fn judge(
-    path: &Path,
-    doc: Result<Manifest, ManifestError>,
-    admission: Option<&Admission>,
-) -> Result<FileDecl, String> {
-    let m = match doc {
-        Ok(m) => m,
-        Err(e) => {
-            let Some(Ok(handle)) = e.name.as_deref().map(file_handle) else {
-                return Err(e.to_string());
-            };
-            let error = DeclError {
-                reason: INVALID,
-                message: e.to_string(),
-            };
-            return Ok(FileDecl {
-                handle,
-                document: e.document,
-                spec: None,
-                error: Some(error),
-            });
-        }
-    };
-    let admitted =
-        admission.map(|a| a.admit(&m.container.spec, |p: &Path| std::fs::canonicalize(p)));
-    let (spec, error) = match admitted {
-        Some(Err(why)) => {
-            let message = format!("{}: document {}: {why}", path.display(), m.document);
-            let error = DeclError {
-                reason: FORBIDDEN,
-                message,
-            };
-            (None, Some(error))
-        }
-        Some(Ok(spec)) => (Some(spec), None),
-        None => (Some(m.container.spec), None),
-    };
-    Ok(FileDecl {
-        handle: m.handle,
-        document: m.document,
-        spec,
-        error,
-    })
+/// The files whose errors differ between `old` and `new`, sorted.
+fn changed_files(old: &FileErrors, new: &FileErrors) -> Vec<PathBuf> {
+    let paths: HashSet<&PathBuf> = old.keys().chain(new.keys()).collect();
+    let mut files: Vec<PathBuf> = paths
+        .into_iter()
+        .filter(|p| old.get(*p) != new.get(*p))
+        .cloned()
+        .collect();
+    files.sort();
+    files
 }
 
 #[cfg(test)]
@@ -515,6 +188,8 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::source::admission::Admission;
+    use crate::source::files::{FileSnapshot, resolve_files};
     use crate::source::manifest::parse;
 
     fn doc(name: &str, rootfs: &str) -> String {
@@ -534,9 +209,37 @@ mod tests {
         Handle::new(s).unwrap()
     }
 
+    /// The directory source's resolution (on its task), then the store's
+    /// writer: what one scan of the directory does to the store.
     impl Store {
+        fn apply_files(&self, snapshot: FileSnapshot, admission: Option<&Admission>) -> Changes {
+            let previous: HashMap<Handle, Desired> = self
+                .read()
+                .entries
+                .iter()
+                .filter(|(_, d)| d.origin.kind() == SourceKind::File)
+                .map(|(h, d)| (h.clone(), d.clone()))
+                .collect();
+            let (declared, file_errors) = resolve_files(&previous, snapshot, admission);
+            self.apply(Update::Listed {
+                kind: SourceKind::File,
+                declared: declared.into_values().collect(),
+                file_errors,
+                seen: vec![],
+            })
+        }
+
         fn apply_files_t(&self, snapshot: FileSnapshot) -> Changes {
             self.apply_files(snapshot, None)
+        }
+
+        fn replace_kind(&self, kind: SourceKind, declared: Vec<Desired>) -> Changes {
+            self.apply(Update::Listed {
+                kind,
+                declared,
+                file_errors: FileErrors::new(),
+                seen: vec![],
+            })
         }
     }
 
@@ -574,7 +277,7 @@ mod tests {
         assert_eq!(d.spec.unwrap().rootfs, "/img", "last good spec");
         assert_eq!(d.generation, 1, "the running spec did not change");
         let err = d.error.unwrap();
-        assert_eq!(err.reason, "InvalidManifest");
+        assert_eq!(err.reason.as_str(), "InvalidManifest");
         assert!(
             err.message
                 .contains("/m/a.yaml: document 1, line 6: spec.rootfs")
@@ -607,7 +310,7 @@ mod tests {
             assert_eq!(d.spec.unwrap().rootfs, "/img", "{name}: last good spec");
             assert_eq!(d.generation, 1);
             let err = d.error.expect("the file's error");
-            assert_eq!(err.reason, "InvalidManifest");
+            assert_eq!(err.reason.as_str(), "InvalidManifest");
             assert!(err.message.contains("/m/a.yaml"), "{}", err.message);
         }
         assert!(c.handles.contains(&h("web")) && c.handles.contains(&h("db")));
@@ -649,7 +352,7 @@ mod tests {
         let d = store.get(&h("web")).unwrap();
         assert_eq!(d.spec.unwrap().rootfs, "/tmp", "the admitted spec stays");
         let err = d.error.unwrap();
-        assert_eq!(err.reason, "Forbidden");
+        assert_eq!(err.reason.as_str(), "Forbidden");
         assert!(
             err.message
                 .starts_with("/m/a.yaml: document 1: spec.privileged:"),
@@ -735,40 +438,19 @@ mod tests {
     }
 
     #[test]
-    fn a_mirror_is_stale_only_when_someone_else_changed_it() {
-        let m = Mirror {
-            name: "web-node-1".into(),
-            uid: "u1".into(),
-            generation: 2,
-            spec_hash: "ours".into(),
-            stale: false,
-        };
-        let at = |generation, spec_hash| MirrorSight::At {
-            generation,
-            spec_hash,
-        };
-        // The event of our own apply, early (before its answer) or on time.
-        assert!(!m.changed_by("u1", at(3, "ours")));
-        assert!(!m.changed_by("u1", at(2, "ours")));
-        // An event older than our last apply.
-        assert!(!m.changed_by("u1", at(1, "older")));
-        // Someone else's spec edit, or deletion.
-        assert!(m.changed_by("u1", at(3, "theirs")));
-        assert!(m.changed_by("u1", MirrorSight::Deleted));
-        // Another object of the name: one we replaced, or one being made.
-        assert!(!m.changed_by("u0", MirrorSight::Deleted));
-        assert!(!Mirror::default().changed_by("u1", MirrorSight::Deleted));
-
+    fn the_writer_marks_a_source_listed_and_removes_only_its_own() {
         let store = Store::new();
-        let handle = h("web");
-        assert!(
-            !store.mirror_seen(&handle, "u1", MirrorSight::Deleted),
-            "none published"
-        );
-        store.set_mirror(&handle, Some(m.clone()));
-        assert!(store.mirror_seen(&handle, "u1", at(3, "theirs")));
-        assert!(store.mirror(&handle).unwrap().stale);
-        store.set_mirror(&handle, None);
-        assert_eq!(store.mirror(&handle), None);
+        assert!(!store.is_synced(SourceKind::File));
+        store.apply_files_t(snap(&[("/m/a.yaml", doc("web", "/img"))]));
+        assert!(store.is_synced(SourceKind::File) && !store.is_synced(SourceKind::Kube));
+        assert!(store.declared_by(&h("web"), SourceKind::File));
+        let c = store.apply(Update::Undeclared {
+            kind: SourceKind::Kube,
+            handle: h("web"),
+            seen: vec![],
+        });
+        assert_eq!(c, Changes::default(), "not the Kubernetes source's");
+        assert!(store.get(&h("web")).is_some());
+        assert_eq!(store.apply(Update::Seen(vec![])), Changes::default());
     }
 }

@@ -10,35 +10,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::Reason;
 use crate::fsutil::{self, FsError};
-
-/// Event reasons, kubelet's where one fits.
-pub mod reason {
-    /// The container was created.
-    pub const CREATED: &str = "Created";
-    /// A process (the main one) started.
-    pub const STARTED: &str = "Started";
-    /// Processes are being stopped or killed.
-    pub const KILLING: &str = "Killing";
-    /// A restart waits out crash-loop backoff.
-    pub const BACK_OFF: &str = "BackOff";
-    /// Something failed.
-    pub const FAILED: &str = "Failed";
-    /// The OOM killer ended the main process.
-    pub const OOM_KILLED: &str = "OOMKilled";
-    /// A manifest could not be applied.
-    pub const INVALID_MANIFEST: &str = "InvalidManifest";
-    /// Limits or the record were updated in place.
-    pub const UPDATED: &str = "Updated";
-    /// The container was destroyed.
-    pub const DESTROYED: &str = "Destroyed";
-    /// The node refused what the declaration asks for.
-    pub const FORBIDDEN: &str = "Forbidden";
-    /// The runtime has no state for a container the depot records (deleted
-    /// behind the agent's back): what runs in its cgroup is killed, and the
-    /// container made again if it is declared.
-    pub const CONTAINER_LOST: &str = "ContainerLost";
-}
 
 /// Normal or Warning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,7 +40,7 @@ pub struct Event {
 
 impl Event {
     /// An event happening now.
-    pub fn now(handle: &str, type_: EventType, reason: &str, message: impl Into<String>) -> Self {
+    pub fn now(handle: &str, type_: EventType, reason: Reason, message: impl Into<String>) -> Self {
         Self {
             time: humantime::format_rfc3339_nanos(SystemTime::now()).to_string(),
             handle: handle.to_string(),
@@ -147,7 +120,7 @@ mod tests {
             log.record(&Event::now(
                 "web",
                 EventType::Normal,
-                reason::STARTED,
+                Reason::Started,
                 format!("n{i}"),
             ))
             .unwrap();
@@ -162,7 +135,7 @@ mod tests {
         assert_eq!(events[0].type_, EventType::Normal);
         let reopened = EventLog::open(dir.join("events.jsonl"), 5).unwrap();
         reopened
-            .record(&Event::now("web", EventType::Warning, reason::FAILED, "x"))
+            .record(&Event::now("web", EventType::Warning, Reason::Failed, "x"))
             .unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -5,10 +5,11 @@
 //! containers, owned by the Node, as kubelet does for static pods. A mirror
 //! that cannot be published (the CRD is not installed yet, say) gets no
 //! status write and no events until it exists; its publication is retried
-//! with backoff, and its cause logged once.
+//! with backoff, and its cause logged once. What the server shows of
+//! status and mirrors comes from the Kubernetes source as [`Sighting`]s.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
@@ -20,12 +21,13 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use super::events::EventType;
+use super::mirror::{Mirror, Mirrors};
 use super::recorder::EventRecorder;
-use super::status::at_generation;
-use crate::api::{Container, ContainerSpec, ContainerStatus, Handle};
-use crate::containerizer::depot::spec_hash;
-use crate::reconcile::store::{Desired, Mirror, MirrorSight, Origin, Store};
-use crate::source::kube::{FINALIZER, MIRROR_OF};
+use crate::api::{
+    Container, ContainerSpec, ContainerStatus, Desired, FINALIZER, Handle, MIRROR_OF, Origin,
+    Reason, spec_hash,
+};
+use crate::source::{MirrorSight, Sighting};
 
 /// The field manager of everything rundmc writes.
 pub const MANAGER: &str = "rundmc";
@@ -71,7 +73,11 @@ pub struct KubeReporter {
     node: String,
     /// Where mirrors are published.
     mirror_namespace: String,
-    store: Arc<Store>,
+    /// The mirrors published; the one owner of their bookkeeping.
+    mirrors: Mirrors,
+    /// The status each resource (or mirror) holds on the server, as last
+    /// written or seen, to write only what changed.
+    reported: Mutex<HashMap<Handle, ContainerStatus>>,
     recorder: EventRecorder,
     node_uid: OnceCell<String>,
     mirror_failures: Mutex<HashMap<Handle, MirrorFailures>>,
@@ -83,13 +89,14 @@ fn apply_params(manager: &str) -> PatchParams {
 
 impl KubeReporter {
     /// A reporter for `node`, publishing mirrors in `mirror_namespace`.
-    pub fn new(client: Client, node: String, mirror_namespace: String, store: Arc<Store>) -> Self {
+    pub fn new(client: Client, node: String, mirror_namespace: String) -> Self {
         let recorder = EventRecorder::new(client.clone(), "rundmc", &node);
         Self {
             client,
             node,
             mirror_namespace,
-            store,
+            mirrors: Mirrors::default(),
+            reported: Mutex::new(HashMap::new()),
             recorder,
             node_uid: OnceCell::new(),
             mirror_failures: Mutex::new(HashMap::new()),
@@ -98,6 +105,44 @@ impl KubeReporter {
 
     fn api(&self, namespace: &str) -> Api<Container> {
         Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// The status the server holds for `handle`'s resource or mirror.
+    pub fn reported(&self, handle: &Handle) -> Option<ContainerStatus> {
+        lock(&self.reported).get(handle).cloned()
+    }
+
+    fn set_reported(&self, handle: &Handle, status: Option<ContainerStatus>) {
+        let mut reported = lock(&self.reported);
+        match status {
+            Some(s) => reported.insert(handle.clone(), s),
+            None => reported.remove(handle),
+        };
+    }
+
+    /// Whether a mirror is known for `handle`.
+    pub fn has_mirror(&self, handle: &Handle) -> bool {
+        self.mirrors.get(handle).is_some()
+    }
+
+    /// Take in what the server shows. `file_declared` tells whether a
+    /// handle is declared by the directory: then a mirror someone else
+    /// changed or deleted is stale, and its handle returned, to reconcile
+    /// (and so publish it anew).
+    pub fn seen(
+        &self,
+        sighting: &Sighting,
+        file_declared: impl Fn(&Handle) -> bool,
+    ) -> Option<Handle> {
+        match sighting {
+            Sighting::Status { handle, status } => {
+                self.set_reported(handle, status.as_deref().cloned());
+                None
+            }
+            Sighting::Mirror { handle, uid, sight } => (file_declared(handle)
+                && self.mirrors.seen(handle, uid, sight))
+            .then(|| handle.clone()),
+        }
     }
 
     /// Write `status` for `d` (its resource, or its mirror) unless the
@@ -119,7 +164,7 @@ impl KubeReporter {
                 let Some(spec) = spec else { return Ok(()) };
                 let source = format!("{}#{document}", path.display());
                 let (name, generation) = self.publish_mirror(&d.handle, spec, &source).await?;
-                let status = at_generation(status, generation);
+                let status = status.at_generation(generation);
                 let written = self
                     .write_status(&self.mirror_namespace, &name, &d.handle, &status)
                     .await;
@@ -128,9 +173,9 @@ impl KubeReporter {
                 {
                     // Deleted behind our back (while the watch was away):
                     // published anew on the retry.
-                    let uid = self.store.mirror(&d.handle).map(|m| m.uid);
+                    let uid = self.mirrors.get(&d.handle).map(|m| m.uid);
                     let uid = uid.as_deref().unwrap_or_default();
-                    self.store.mirror_seen(&d.handle, uid, MirrorSight::Deleted);
+                    self.mirrors.seen(&d.handle, uid, &MirrorSight::Deleted);
                 }
                 Ok(written?)
             }
@@ -200,14 +245,14 @@ impl KubeReporter {
         handle: &Handle,
         status: &ContainerStatus,
     ) -> Result<(), kube::Error> {
-        if self.store.reported(handle).as_ref() == Some(status) {
+        if self.reported(handle).as_ref() == Some(status) {
             return Ok(());
         }
         let body = json!({"apiVersion": Container::api_version(&()), "kind": "Container", "status": status});
         self.api(namespace)
             .patch_status(name, &apply_params(MANAGER), &Patch::Apply(body))
             .await?;
-        self.store.set_reported(handle, Some(status.clone()));
+        self.set_reported(handle, Some(status.clone()));
         Ok(())
     }
 
@@ -247,7 +292,7 @@ impl KubeReporter {
         &self,
         d: &Desired,
         type_: EventType,
-        reason: &str,
+        reason: Reason,
         message: &str,
     ) -> Result<(), kube::Error> {
         let reference = match &d.origin {
@@ -256,14 +301,14 @@ impl KubeReporter {
                 name,
                 uid,
             } => reference(namespace, name, uid),
-            Origin::File { .. } => match self.store.mirror(&d.handle) {
-                Some(m) if published(&m) => reference(&self.mirror_namespace, &m.name, &m.uid),
+            Origin::File { .. } => match self.mirrors.get(&d.handle) {
+                Some(m) if m.published() => reference(&self.mirror_namespace, &m.name, &m.uid),
                 _ => return Ok(()),
             },
         };
         let note: String = message.chars().take(1000).collect();
         self.recorder
-            .publish(&reference, type_, reason, &note)
+            .publish(&reference, type_, reason.as_str(), &note)
             .await
     }
 
@@ -283,20 +328,20 @@ impl KubeReporter {
         };
         let hash = spec_hash(&spec);
         let name = handle.with_suffix(&self.node);
-        let mut mirror = match self.store.mirror(handle) {
+        let mut mirror = match self.mirrors.get(handle) {
             Some(m) if m.stale => {
                 // Forget its uid first, so its deletion is not news.
-                self.store.set_mirror(handle, Some(Mirror::default()));
+                self.mirrors.set(handle, Some(Mirror::default()));
                 self.delete_mirror(&m.name).await?;
                 Mirror::default()
             }
-            Some(m) if published(&m) && m.spec_hash == hash => return Ok((m.name, m.generation)),
+            Some(m) if m.published() && m.spec_hash == hash => return Ok((m.name, m.generation)),
             Some(m) => m,
             None => Mirror::default(),
         };
         let previous = mirror.clone();
         mirror.spec_hash = hash;
-        self.store.set_mirror(handle, Some(mirror));
+        self.mirrors.set(handle, Some(mirror));
         let mut metadata = json!({
             "name": name,
             "namespace": self.mirror_namespace,
@@ -317,8 +362,8 @@ impl KubeReporter {
             Ok(applied) => applied,
             Err(e) => {
                 // Not applied: the spec it holds is still the one before.
-                self.store
-                    .set_mirror(handle, published(&previous).then_some(previous));
+                self.mirrors
+                    .set(handle, previous.published().then_some(previous));
                 return Err(e);
             }
         };
@@ -331,7 +376,7 @@ impl KubeReporter {
             spec_hash: spec_hash(&spec),
             stale: false,
         };
-        self.store.set_mirror(handle, Some(mirror));
+        self.mirrors.set(handle, Some(mirror));
         Ok((name, generation))
     }
 
@@ -355,7 +400,7 @@ impl KubeReporter {
 
     /// Delete the mirror of `handle`, if this agent published one.
     pub async fn forget_mirror(&self, handle: &Handle) -> Result<(), kube::Error> {
-        self.store.set_mirror(handle, None);
+        self.mirrors.set(handle, None);
         lock(&self.mirror_failures).remove(handle);
         self.delete_mirror(&handle.with_suffix(&self.node)).await
     }
@@ -371,11 +416,6 @@ impl KubeReporter {
             other => other.map(drop),
         }
     }
-}
-
-/// Whether `m` names an object this agent's apply made (its uid is known).
-fn published(m: &Mirror) -> bool {
-    !m.name.is_empty() && !m.uid.is_empty()
 }
 
 /// The wait before attempt `attempts + 1` to publish a mirror.
@@ -422,17 +462,5 @@ mod tests {
         assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
         assert_eq!(delays[7], MIRROR_RETRY_MAX);
         assert_eq!(mirror_retry_delay(u32::MAX), MIRROR_RETRY_MAX);
-    }
-
-    #[test]
-    fn a_mirror_being_created_is_not_published() {
-        assert!(!published(&Mirror::default()));
-        let mut m = Mirror {
-            name: "web-node-1".into(),
-            ..Mirror::default()
-        };
-        assert!(!published(&m));
-        m.uid = "u1".into();
-        assert!(published(&m));
     }
 }

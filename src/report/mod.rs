@@ -1,21 +1,21 @@
-//! Reporting back where each declaration came from: status (computed in
-//! [`status`]; written as status files, resource status, or mirror status),
+//! Reporting back where each declaration came from: status (computed by the
+//! controller; written as status files, resource status, or mirror status),
 //! events (the event log, or Kubernetes Events), and finalizers.
-//! [`Reporters`] routes by the declaration's source.
+//! [`Reporters`] routes by the declaration's source. Reasons become words
+//! here, where they are written.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::{ContainerSpec, ContainerStatus, Handle};
-use crate::reconcile::store::{Desired, Origin, Store};
+use crate::api::{ContainerSpec, ContainerStatus, Desired, Handle, Origin, Reason};
+use crate::source::Sighting;
 
 pub mod events;
 pub mod files;
 pub mod kube;
 pub mod metrics;
+pub mod mirror;
 pub mod recorder;
-pub mod status;
 
 use events::{Event, EventLog, EventType};
 use files::StatusFiles;
@@ -32,8 +32,6 @@ pub struct Reporters {
     pub events: EventLog,
     /// The API server, when the agent runs with `--kube`.
     pub kube: Option<KubeReporter>,
-    /// The desired store, which holds what resources report now.
-    pub store: Arc<Store>,
 }
 
 impl Reporters {
@@ -41,8 +39,25 @@ impl Reporters {
     pub fn previous(&self, d: &Desired) -> Option<ContainerStatus> {
         match &d.origin {
             Origin::File { .. } => self.files.previous(d.handle.as_str()),
-            Origin::Kube { .. } => self.store.reported(&d.handle),
+            Origin::Kube { .. } => self.kube.as_ref().and_then(|k| k.reported(&d.handle)),
         }
+    }
+
+    /// Take in what the Kubernetes source saw of status and mirrors;
+    /// the handles whose mirror someone else changed or deleted while
+    /// `file_declared` says the directory still declares them.
+    pub fn seen(
+        &self,
+        sightings: &[Sighting],
+        file_declared: impl Fn(&Handle) -> bool,
+    ) -> Vec<Handle> {
+        let Some(kube) = &self.kube else {
+            return Vec::new();
+        };
+        sightings
+            .iter()
+            .filter_map(|s| kube.seen(s, &file_declared))
+            .collect()
     }
 
     /// Report `status` for `d` where it came from (and to its mirror); when
@@ -83,12 +98,12 @@ impl Reporters {
         desired: Option<&Desired>,
         handle: &Handle,
         type_: EventType,
-        reason: &str,
+        reason: Reason,
         message: String,
     ) {
         match type_ {
-            EventType::Normal => tracing::info!(%handle, reason, "{message}"),
-            EventType::Warning => tracing::warn!(%handle, reason, "{message}"),
+            EventType::Normal => tracing::info!(%handle, %reason, "{message}"),
+            EventType::Warning => tracing::warn!(%handle, %reason, "{message}"),
         }
         let is_kube = matches!(desired.map(|d| &d.origin), Some(Origin::Kube { .. }));
         if let (Some(kube), Some(d)) = (&self.kube, desired)
@@ -125,7 +140,7 @@ impl Reporters {
             tracing::warn!(%handle, error = %e, "cannot remove status file");
         }
         if let Some(kube) = &self.kube
-            && self.store.mirror(handle).is_some()
+            && kube.has_mirror(handle)
             && let Err(e) = kube.forget_mirror(handle).await
         {
             tracing::warn!(%handle, error = %e, "cannot delete the mirror");
@@ -167,7 +182,7 @@ impl Reporters {
             let ev = Event::now(
                 &path.display().to_string(),
                 EventType::Warning,
-                events::reason::INVALID_MANIFEST,
+                Reason::InvalidManifest,
                 message.clone(),
             );
             if let Err(e) = self.events.record(&ev) {

@@ -2,14 +2,14 @@
 //! watched with inotify (through notify) and relisted in full periodically
 //! as a safety net, as kubelet's file source does. Each scan yields the whole
 //! directory; files whose size, mtime and inode did not change are not
-//! parsed again.
+//! parsed again. Each scan is resolved and admitted here (see [`super::files`]),
+//! then sent to the store's writer as one [`Update::Listed`].
 
 use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode, ModifyKind};
@@ -17,8 +17,10 @@ use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use super::admission::Admission;
+use super::files::{FileSnapshot, resolve_files};
 use super::manifest::{self, Manifest, ManifestError};
-use crate::reconcile::store::{Changes, FileSnapshot, SourceKind, Store};
+use super::{FileErrors, Update};
+use crate::api::{Desired, Handle, SourceKind};
 
 /// Files larger than this are refused.
 pub const MAX_MANIFEST_BYTES: u64 = 10 << 20;
@@ -38,6 +40,10 @@ pub struct DirSource {
     relist: Duration,
     admission: Option<Admission>,
     cache: HashMap<PathBuf, (FileKey, Vec<Result<Manifest, ManifestError>>)>,
+    /// What the last scan declared, to resolve the next one against.
+    declared: HashMap<Handle, Desired>,
+    /// The file errors of the last scan.
+    file_errors: FileErrors,
 }
 
 /// Whether a directory entry name is a manifest: `*.yaml` or `*.yml`, and
@@ -55,6 +61,8 @@ impl DirSource {
             relist,
             admission: None,
             cache: HashMap::new(),
+            declared: HashMap::new(),
+            file_errors: FileErrors::new(),
         }
     }
 
@@ -119,8 +127,8 @@ impl DirSource {
     }
 
     /// Scan now, then on every change in the directory and every relist
-    /// period; apply each scan to `store` and send what changed.
-    pub async fn run(mut self, store: Arc<Store>, changes: mpsc::Sender<Changes>) {
+    /// period; send each scan that declares something new (and the first).
+    pub async fn run(mut self, updates: mpsc::Sender<Update>) {
         if let Err(e) = fs::create_dir_all(&self.dir) {
             tracing::warn!(dir = %self.dir.display(), error = %e, "cannot create the manifest directory");
         }
@@ -128,18 +136,12 @@ impl DirSource {
         let _watcher = watch(&self.dir, tx);
         let mut relist = tokio::time::interval(self.relist);
         relist.tick().await;
-        // Synced, and the first listing sent, only once one succeeds.
-        let mut synced = false;
+        // The first listing is sent only once one succeeds.
+        let mut listed = false;
         loop {
-            if let Some(snapshot) = self.scan() {
-                let c = store.apply_files(snapshot, self.admission.as_ref());
-                let first = !synced;
-                if first {
-                    store.mark_synced(SourceKind::File);
-                    synced = true;
-                }
-                let news = first || !c.handles.is_empty() || !c.files.is_empty();
-                if news && changes.send(c).await.is_err() {
+            if let Some(update) = self.scan().and_then(|s| self.resolve(s, !listed)) {
+                listed = true;
+                if updates.send(update).await.is_err() {
                     return;
                 }
             }
@@ -152,6 +154,25 @@ impl DirSource {
                 _ = relist.tick() => {}
             }
         }
+    }
+
+    /// Resolve and admit a scan against the last one (outside any lock):
+    /// the update to send, `None` when it declares nothing new and need
+    /// not be sent (`always`: send it anyway).
+    pub fn resolve(&mut self, snapshot: FileSnapshot, always: bool) -> Option<Update> {
+        let (declared, file_errors) =
+            resolve_files(&self.declared, snapshot, self.admission.as_ref());
+        if !always && declared == self.declared && file_errors == self.file_errors {
+            return None;
+        }
+        self.declared = declared;
+        self.file_errors = file_errors;
+        Some(Update::Listed {
+            kind: SourceKind::File,
+            declared: self.declared.values().cloned().collect(),
+            file_errors: self.file_errors.clone(),
+            seen: Vec::new(),
+        })
     }
 }
 
@@ -434,5 +455,34 @@ mod tests {
         let late = read_manifest(&fifo, 0);
         assert!(late[0].as_ref().unwrap_err().message.contains("FIFO"));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_scan_is_resolved_here_and_sent_only_when_it_declares_something_new() {
+        let doc = |rootfs: &str| {
+            format!(
+                "apiVersion: rundmc.io/v1alpha1\nkind: Container\nmetadata:\n  name: web\nspec:\n  rootfs: {rootfs}\n"
+            )
+        };
+        let snap = |rootfs: &str| {
+            let path = PathBuf::from("/m/a.yaml");
+            vec![(path.clone(), manifest::parse(&path, &doc(rootfs)))]
+        };
+        let mut src = DirSource::new("/m", Duration::from_secs(20));
+        assert!(
+            src.resolve(Vec::new(), true).is_some(),
+            "the first, empty or not"
+        );
+        let Some(Update::Listed { declared, .. }) = src.resolve(snap("/img"), false) else {
+            panic!("a new declaration is sent")
+        };
+        assert_eq!(declared[0].generation, 1);
+        assert_eq!(src.resolve(snap("/img"), false), None, "nothing new");
+        // Invalid now: the last good spec, which the source keeps itself.
+        let Some(Update::Listed { declared, .. }) = src.resolve(snap("relative"), false) else {
+            panic!("an error is news")
+        };
+        assert_eq!(declared[0].spec.as_ref().unwrap().rootfs, "/img");
+        assert!(declared[0].error.is_some());
     }
 }

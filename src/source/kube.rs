@@ -5,9 +5,11 @@
 //! here. Which applies is found by asking, not configured. Disconnects, 410
 //! Gone and an unreachable server are routine: the watcher relists, and
 //! nothing is removed from the store until a complete relist says so.
+//! Each event becomes an [`Update`] for the store's writer, with what the
+//! server shows of status and mirrors ([`Sighting`]s) for the reporter.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -17,17 +19,11 @@ use kube::runtime::watcher::{self, Event};
 use tokio::sync::mpsc;
 
 use super::admission::Admission;
-use crate::api::{Container, Handle, validate};
-use crate::containerizer::depot::spec_hash;
-use crate::reconcile::store::{
-    Changes, DeclError, Desired, MirrorSight, Origin, SourceKind, Store,
+use super::{MirrorSight, Sighting, Update};
+use crate::api::{
+    Container, DeclError, DeclReason, Desired, FINALIZER, Handle, MIRROR_OF, Origin, SourceKind,
+    spec_hash, validate,
 };
-use crate::report::events::reason::{FORBIDDEN, INVALID_MANIFEST};
-
-/// The finalizer that makes deletion wait until the container is destroyed.
-pub const FINALIZER: &str = "rundmc.io/cleanup";
-/// Marks a mirror of a file-sourced container; its value is the handle.
-pub const MIRROR_OF: &str = "rundmc.io/mirror-of";
 
 /// Where the node filter runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,14 +71,14 @@ pub fn declare(
     };
     let admitted = validate(&obj.spec)
         .map_err(|e| DeclError {
-            reason: INVALID_MANIFEST,
+            reason: DeclReason::InvalidManifest,
             message: format!("{namespace}/{name}: {e}"),
         })
         .and_then(|()| {
             admission
                 .admit(&obj.spec, |p: &Path| std::fs::canonicalize(p))
                 .map_err(|e| DeclError {
-                    reason: FORBIDDEN,
+                    reason: DeclReason::Forbidden,
                     message: format!("{namespace}/{name}: {e}"),
                 })
         });
@@ -110,6 +106,9 @@ pub struct KubeSource {
     api: Api<Container>,
     node: String,
     admission: Admission,
+    /// What this source declares now, to keep a refused resource's last
+    /// admitted spec and to tell its own deletions.
+    declared: HashMap<Handle, Desired>,
 }
 
 impl KubeSource {
@@ -119,6 +118,7 @@ impl KubeSource {
             api: Api::all(client),
             node,
             admission,
+            declared: HashMap::new(),
         }
     }
 
@@ -151,15 +151,15 @@ impl KubeSource {
         format!("spec.nodeName={}", self.node)
     }
 
-    /// Watch until `changes` closes: every event updates `store`, and what
-    /// changed is sent on. When the server stops serving the node selector
-    /// (its CRD replaced by one without `selectableFields`), find out again
-    /// where the filter runs, and watch anew.
-    pub async fn run(self, store: Arc<Store>, changes: mpsc::Sender<Changes>) {
+    /// Watch until `updates` closes, sending what every event shows. When
+    /// the server stops serving the node selector (its CRD replaced by one
+    /// without `selectableFields`), find out again where the filter runs,
+    /// and watch anew.
+    pub async fn run(mut self, updates: mpsc::Sender<Update>) {
         loop {
             let filter = self.detect_filter().await;
             tracing::info!(node = %self.node, ?filter, "watching Container resources");
-            match self.watch(filter, &store, &changes).await {
+            match self.watch(filter, &updates).await {
                 WatchEnd::ChangesClosed => return,
                 WatchEnd::SelectorRefused => tracing::warn!(
                     "the API server no longer filters Containers by spec.nodeName (a CRD without selectableFields?); finding out where to filter again"
@@ -168,12 +168,7 @@ impl KubeSource {
         }
     }
 
-    async fn watch(
-        &self,
-        filter: NodeFilter,
-        store: &Store,
-        changes: &mpsc::Sender<Changes>,
-    ) -> WatchEnd {
+    async fn watch(&mut self, filter: NodeFilter, updates: &mpsc::Sender<Update>) -> WatchEnd {
         let mut config = watcher::Config::default();
         if filter == NodeFilter::Server {
             config = config.fields(&self.selector());
@@ -183,7 +178,7 @@ impl KubeSource {
             .boxed();
         let mut buffer: Vec<Container> = Vec::new();
         while let Some(event) = stream.next().await {
-            let c = match event {
+            let update = match event {
                 Ok(Event::Init) => {
                     buffer.clear();
                     continue;
@@ -192,9 +187,9 @@ impl KubeSource {
                     buffer.push(obj);
                     continue;
                 }
-                Ok(Event::InitDone) => self.relisted(store, std::mem::take(&mut buffer)),
-                Ok(Event::Apply(obj)) => self.applied(store, &obj),
-                Ok(Event::Delete(obj)) => self.deleted(store, &obj),
+                Ok(Event::InitDone) => Some(self.relisted(std::mem::take(&mut buffer))),
+                Ok(Event::Apply(obj)) => self.applied(&obj),
+                Ok(Event::Delete(obj)) => self.deleted(&obj),
                 Err(e) if filter == NodeFilter::Server && selector_refused(&e) => {
                     return WatchEnd::SelectorRefused;
                 }
@@ -203,98 +198,96 @@ impl KubeSource {
                     continue;
                 }
             };
-            if !c.handles.is_empty() && changes.send(c).await.is_err() {
+            if let Some(u) = update
+                && updates.send(u).await.is_err()
+            {
                 return WatchEnd::ChangesClosed;
             }
         }
         WatchEnd::ChangesClosed
     }
 
-    fn see(&self, store: &Store, obj: &Container) -> Seen {
-        let previous = obj
-            .metadata
-            .namespace
-            .as_deref()
-            .zip(obj.metadata.name.as_deref())
-            .and_then(|(ns, n)| Handle::for_resource(ns, n).ok())
-            .and_then(|h| store.get(&h));
-        declare(obj, &self.node, &self.admission, previous.as_ref())
+    fn see(&self, obj: &Container) -> Seen {
+        let previous = resource_handle(obj).and_then(|h| self.declared.get(&h));
+        declare(obj, &self.node, &self.admission, previous)
     }
 
-    fn relisted(&self, store: &Store, objects: Vec<Container>) -> Changes {
-        let mut declared = Vec::new();
-        let mut stale = Vec::new();
+    /// A complete listing: everything declared, and what the server shows.
+    pub fn relisted(&mut self, objects: Vec<Container>) -> Update {
+        let mut declared = HashMap::new();
+        let mut seen = Vec::new();
         for obj in &objects {
-            match self.see(store, obj) {
+            match self.see(obj) {
                 Seen::Declared(d) => {
-                    store.set_reported(&d.handle, obj.status.clone());
-                    declared.push(*d);
+                    seen.push(status_of(&d.handle, obj));
+                    declared.insert(d.handle.clone(), *d);
                 }
                 Seen::Mirror(h) => {
-                    store.set_reported(&h, obj.status.clone());
-                    stale.extend(mirror_seen(store, h, obj, true));
+                    seen.push(status_of(&h, obj));
+                    seen.push(mirror_sighting(h, obj, true));
                 }
                 Seen::Ignored => {}
             }
         }
-        tracing::debug!(listed = objects.len(), declared = ?declared.iter().map(|d| d.handle.as_str()).collect::<Vec<_>>(), "relisted");
-        let mut changes = store.replace_kind(SourceKind::Kube, declared);
-        changes.handles.extend(stale);
-        store.mark_synced(SourceKind::Kube);
-        changes
+        tracing::debug!(listed = objects.len(), declared = ?declared.keys().map(Handle::as_str).collect::<Vec<_>>(), "relisted");
+        self.declared = declared;
+        Update::Listed {
+            kind: SourceKind::Kube,
+            declared: self.declared.values().cloned().collect(),
+            file_errors: Default::default(),
+            seen,
+        }
     }
 
-    fn applied(&self, store: &Store, obj: &Container) -> Changes {
-        match self.see(store, obj) {
+    /// One resource added or changed.
+    pub fn applied(&mut self, obj: &Container) -> Option<Update> {
+        match self.see(obj) {
             Seen::Declared(d) => {
-                store.set_reported(&d.handle, obj.status.clone());
-                let handle = d.handle.clone();
-                let changed = store.upsert(*d);
-                Changes {
-                    handles: if changed { vec![handle] } else { vec![] },
-                    files: vec![],
-                }
+                let seen = vec![status_of(&d.handle, obj)];
+                self.declared.insert(d.handle.clone(), (*d).clone());
+                Some(Update::Declared { desired: d, seen })
             }
-            Seen::Mirror(h) => {
-                store.set_reported(&h, obj.status.clone());
-                Changes {
-                    handles: mirror_seen(store, h, obj, true).into_iter().collect(),
-                    files: vec![],
-                }
-            }
+            Seen::Mirror(h) => Some(Update::Seen(vec![
+                status_of(&h, obj),
+                mirror_sighting(h, obj, true),
+            ])),
             // No longer this node's (its nodeName changed): forget it.
-            Seen::Ignored => self.deleted(store, obj),
+            Seen::Ignored => self.deleted(obj),
         }
     }
 
-    fn deleted(&self, store: &Store, obj: &Container) -> Changes {
-        if let Seen::Mirror(h) = self.see(store, obj) {
-            return Changes {
-                handles: mirror_seen(store, h, obj, false).into_iter().collect(),
-                files: vec![],
-            };
+    /// One resource deleted.
+    pub fn deleted(&mut self, obj: &Container) -> Option<Update> {
+        if let Seen::Mirror(h) = self.see(obj) {
+            return Some(Update::Seen(vec![mirror_sighting(h, obj, false)]));
         }
-        let meta = &obj.metadata;
-        let handle = meta
-            .namespace
-            .as_deref()
-            .zip(meta.name.as_deref())
-            .and_then(|(ns, n)| Handle::for_resource(ns, n).ok());
-        match handle {
-            Some(h)
-                if store
-                    .get(&h)
-                    .is_some_and(|d| d.origin.kind() == SourceKind::Kube) =>
-            {
-                store.remove(&h);
-                store.set_reported(&h, None);
-                Changes {
-                    handles: vec![h],
-                    files: vec![],
-                }
-            }
-            _ => Changes::default(),
-        }
+        let handle = resource_handle(obj)?;
+        self.declared.remove(&handle)?;
+        Some(Update::Undeclared {
+            kind: SourceKind::Kube,
+            seen: vec![Sighting::Status {
+                handle: handle.clone(),
+                status: None,
+            }],
+            handle,
+        })
+    }
+}
+
+/// The handle of resource `obj`, by its namespace and name.
+fn resource_handle(obj: &Container) -> Option<Handle> {
+    let meta = &obj.metadata;
+    meta.namespace
+        .as_deref()
+        .zip(meta.name.as_deref())
+        .and_then(|(ns, n)| Handle::for_resource(ns, n).ok())
+}
+
+/// The status `obj` holds, for `handle`.
+fn status_of(handle: &Handle, obj: &Container) -> Sighting {
+    Sighting::Status {
+        handle: handle.clone(),
+        status: obj.status.clone().map(Box::new),
     }
 }
 
@@ -330,23 +323,20 @@ fn unavailable_cause(e: &kube::Error) -> String {
     }
 }
 
-/// Note that the server shows mirror `obj` of `handle` (`exists`, or just
-/// deleted); the handle to reconcile when someone else changed or deleted
-/// it while its file still declares it, so that it is published anew.
-fn mirror_seen(store: &Store, handle: Handle, obj: &Container, exists: bool) -> Option<Handle> {
-    let uid = obj.metadata.uid.as_deref().unwrap_or_default();
-    let hash = spec_hash(&obj.spec);
+/// The server shows mirror `obj` of `handle` (`exists`, or just deleted).
+fn mirror_sighting(handle: Handle, obj: &Container, exists: bool) -> Sighting {
     let sight = match exists {
         true => MirrorSight::At {
             generation: obj.metadata.generation.unwrap_or(0),
-            spec_hash: &hash,
+            spec_hash: spec_hash(&obj.spec),
         },
         false => MirrorSight::Deleted,
     };
-    let declared = store
-        .get(&handle)
-        .is_some_and(|d| d.origin.kind() == SourceKind::File);
-    (declared && store.mirror_seen(&handle, uid, sight)).then_some(handle)
+    Sighting::Mirror {
+        handle,
+        uid: obj.metadata.uid.clone().unwrap_or_default(),
+        sight,
+    }
 }
 
 #[cfg(test)]
@@ -414,7 +404,7 @@ mod tests {
             panic!()
         };
         let err = d.error.unwrap();
-        assert_eq!(err.reason, "Forbidden");
+        assert_eq!(err.reason.as_str(), "Forbidden");
         assert!(
             err.message.starts_with("team-a/web: spec.privileged:"),
             "{}",
@@ -429,7 +419,7 @@ mod tests {
         let Seen::Declared(d) = declare(&container("n1", bad), "n1", &policy(), None) else {
             panic!()
         };
-        assert_eq!(d.error.unwrap().reason, "InvalidManifest");
+        assert_eq!(d.error.unwrap().reason.as_str(), "InvalidManifest");
         assert_eq!(d.spec, None, "never valid");
     }
 
@@ -441,5 +431,70 @@ mod tests {
             declare(&c, "n1", &policy(), None),
             Seen::Mirror(Handle::new("web").unwrap())
         );
+    }
+
+    /// A source on a client that is never called: the tests below feed it
+    /// events by hand.
+    fn source() -> KubeSource {
+        let url = "http://127.0.0.1:9".parse().expect("a URL");
+        let client = kube::Client::try_from(kube::Config::new(url)).expect("a client");
+        KubeSource::new(client, "n1".into(), policy())
+    }
+
+    #[tokio::test]
+    async fn events_become_updates_and_a_refusal_keeps_what_the_source_admitted() {
+        let mut src = source();
+        let Update::Listed { kind, declared, .. } =
+            src.relisted(vec![container("n1", spec()), container("n2", spec())])
+        else {
+            panic!("a relist is a listing")
+        };
+        assert_eq!(kind, SourceKind::Kube);
+        assert_eq!(declared.len(), 1, "only this node's");
+
+        // Nothing reads the store: the last admitted spec is the source's own.
+        let privileged = ContainerSpec {
+            privileged: true,
+            rootfs: "/var/tmp".into(),
+            ..spec()
+        };
+        let Some(Update::Declared { desired, seen }) = src.applied(&container("n1", privileged))
+        else {
+            panic!("a change is a declaration")
+        };
+        assert_eq!(desired.error.unwrap().reason, DeclReason::Forbidden);
+        assert_eq!(
+            desired.spec.unwrap().rootfs,
+            "/tmp",
+            "the admitted spec stays"
+        );
+        assert!(matches!(&seen[..], [Sighting::Status { status: None, .. }]));
+
+        let gone = src.deleted(&container("n1", spec()));
+        let Some(Update::Undeclared { handle, seen, .. }) = gone else {
+            panic!("a deletion undeclares: {gone:?}")
+        };
+        assert_eq!(handle.as_str(), "k8s_team-a_web");
+        assert!(matches!(&seen[..], [Sighting::Status { status: None, .. }]));
+        assert_eq!(
+            src.deleted(&container("n1", spec())),
+            None,
+            "what it no longer declares is not undeclared twice"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_mirror_is_seen_not_declared() {
+        let mut src = source();
+        let mut c = container("n1", spec());
+        c.metadata.annotations = Some([(MIRROR_OF.to_string(), "web".to_string())].into());
+        let Some(Update::Seen(seen)) = src.deleted(&c) else {
+            panic!("a mirror's deletion is a sighting")
+        };
+        let [Sighting::Mirror { handle, uid, sight }] = &seen[..] else {
+            panic!("{seen:?}")
+        };
+        assert_eq!((handle.as_str(), uid.as_str()), ("web", "uid-1"));
+        assert_eq!(*sight, MirrorSight::Deleted);
     }
 }

@@ -1,46 +1,14 @@
-//! Status: computed purely from what was declared and observed, then
-//! written back where the declaration came from. This file owns the
-//! computation; writers live beside it.
+//! Status: computed purely from what was declared and observed; the
+//! reporters write it back where the declaration came from. Reasons stay
+//! [`Reason`]s until a condition is made.
 
 use std::time::SystemTime;
 
+use super::plan::{ContainerObs, MainObs, Observed, Waiting, should_restart};
 use crate::api::{
-    Condition, ContainerSpec, ContainerStatus, DesiredState, MainProcess, Phase, Termination,
+    Condition, ContainerSpec, ContainerStatus, DeclReason, DesiredState, MainProcess, Phase,
+    Reason, Termination,
 };
-use crate::reconcile::plan::{ContainerObs, MainObs, Observed, Waiting, should_restart};
-
-/// Why a Ready or Valid condition is what it is (kubelet's words where one fits).
-pub mod reason {
-    /// The main process (or init, for idle containers) runs.
-    pub const STARTED: &str = "Started";
-    /// Stopped on request.
-    pub const STOPPED: &str = "Stopped";
-    /// Waiting out crash-loop backoff.
-    pub const CRASH_LOOP: &str = "CrashLoopBackOff";
-    /// Exited 0, not restarted.
-    pub const COMPLETED: &str = "Completed";
-    /// Exited non-zero, not restarted.
-    pub const ERROR: &str = "Error";
-    /// Killed by the OOM killer.
-    pub const OOM_KILLED: &str = "OOMKilled";
-    /// Its supervisor died without recording an exit.
-    pub const LOST: &str = "Lost";
-    /// Being made.
-    pub const CREATING: &str = "Creating";
-    /// Being destroyed.
-    pub const TERMINATING: &str = "Terminating";
-    /// The last reconcile failed.
-    pub const FAILED: &str = "Failed";
-    /// The main process could not be started (kubelet's waiting reason
-    /// for a container it could not create).
-    pub const CREATE_CONTAINER_ERROR: &str = "CreateContainerError";
-    /// The manifest is invalid; the last good spec runs.
-    pub const INVALID_MANIFEST: &str = "InvalidManifest";
-    /// The manifest is valid.
-    pub const VALID: &str = "Valid";
-    /// The node's admission policy refuses the spec.
-    pub const FORBIDDEN: &str = "Forbidden";
-}
 
 /// Condition types.
 pub const READY: &str = "Ready";
@@ -64,7 +32,7 @@ pub struct StatusInput<'a> {
     /// The declaration's generation.
     pub generation: i64,
     /// The declaration's error, if invalid or refused: (reason, message).
-    pub invalid: Option<(&'a str, &'a str)>,
+    pub invalid: Option<(DeclReason, &'a str)>,
     /// Being deleted.
     pub terminating: bool,
     /// What was observed after acting.
@@ -86,22 +54,17 @@ pub struct StatusInput<'a> {
 }
 
 /// Phase, Ready's status, its reason and a message.
-fn phase(input: &StatusInput<'_>) -> (Phase, bool, &'static str, Option<String>) {
+fn phase(input: &StatusInput<'_>) -> (Phase, bool, Reason, Option<String>) {
     if input.terminating {
-        return (Phase::Terminating, false, reason::TERMINATING, None);
+        return (Phase::Terminating, false, Reason::Terminating, None);
     }
     if let Some((step, err)) = input.error {
         return failed(input, step, err);
     }
     let Some(spec) = input.spec else {
         // Never valid or never admitted: say why on Ready too.
-        let (why, msg) = input.invalid.unwrap_or((reason::INVALID_MANIFEST, ""));
-        let why = if why == reason::FORBIDDEN {
-            reason::FORBIDDEN
-        } else {
-            reason::INVALID_MANIFEST
-        };
-        return (Phase::Pending, false, why, Some(msg.to_string()));
+        let (why, msg) = input.invalid.unwrap_or((DeclReason::InvalidManifest, ""));
+        return (Phase::Pending, false, why.reason(), Some(msg.to_string()));
     };
     let healthy = matches!(
         input.observed.container,
@@ -111,33 +74,36 @@ fn phase(input: &StatusInput<'_>) -> (Phase, bool, &'static str, Option<String>)
         }
     );
     if !healthy {
-        return (Phase::Creating, false, reason::CREATING, None);
+        return (Phase::Creating, false, Reason::Creating, None);
     }
     if spec.process.is_none() {
-        return (Phase::Running, true, reason::STARTED, None);
+        return (Phase::Running, true, Reason::Started, None);
     }
     if spec.state == DesiredState::Stopped {
-        return (Phase::Stopped, false, reason::STOPPED, None);
+        return (Phase::Stopped, false, Reason::Stopped, None);
     }
     match (input.observed.main, input.waiting) {
-        (MainObs::Running, _) => (Phase::Running, true, reason::STARTED, None),
-        (MainObs::NotStarted, _) => (Phase::Creating, false, reason::CREATING, None),
+        (MainObs::Running, _) => (Phase::Running, true, Reason::Started, None),
+        (MainObs::NotStarted, _) => (Phase::Creating, false, Reason::Creating, None),
         (MainObs::Exited { .. }, Some(Waiting::BackOff { delay, .. })) => (
             Phase::Running,
             false,
-            reason::CRASH_LOOP,
+            Reason::CrashLoopBackOff,
             Some(format!(
                 "back-off {} restarting failed main process",
                 humantime::format_duration(delay)
             )),
         ),
         (MainObs::Exited { code, .. }, None) => {
-            let term_reason = input.last_termination.as_ref().map(|t| t.reason.as_str());
+            let term_reason = input
+                .last_termination
+                .as_ref()
+                .and_then(|t| Reason::parse(&t.reason));
             let r = match term_reason {
-                Some(reason::OOM_KILLED) => reason::OOM_KILLED,
-                Some(reason::LOST) => reason::LOST,
-                _ if code == Some(0) => reason::COMPLETED,
-                _ => reason::ERROR,
+                Some(Reason::OomKilled) => Reason::OomKilled,
+                Some(Reason::Lost) => Reason::Lost,
+                _ if code == Some(0) => Reason::Completed,
+                _ => Reason::Error,
             };
             let restarting = should_restart(spec.restart_policy, code);
             let phase = match (restarting, code) {
@@ -157,14 +123,14 @@ fn failed(
     input: &StatusInput<'_>,
     step: FailedStep,
     err: &str,
-) -> (Phase, bool, &'static str, Option<String>) {
+) -> (Phase, bool, Reason, Option<String>) {
     let present = matches!(input.observed.container, ContainerObs::Present { .. });
     let ever_ran = input.observed.history.restarts > 0 || input.last_termination.is_some();
     let (phase, why) = match step {
-        FailedStep::MainProcess if ever_ran => (Phase::Running, reason::CREATE_CONTAINER_ERROR),
-        FailedStep::MainProcess => (Phase::Pending, reason::CREATE_CONTAINER_ERROR),
-        FailedStep::Container if present => (Phase::Running, reason::FAILED),
-        FailedStep::Container => (Phase::Pending, reason::FAILED),
+        FailedStep::MainProcess if ever_ran => (Phase::Running, Reason::CreateContainerError),
+        FailedStep::MainProcess => (Phase::Pending, Reason::CreateContainerError),
+        FailedStep::Container if present => (Phase::Running, Reason::Failed),
+        FailedStep::Container => (Phase::Pending, Reason::Failed),
     };
     (phase, false, why, Some(err.to_string()))
 }
@@ -180,7 +146,13 @@ pub fn compute(input: &StatusInput<'_>) -> ContainerStatus {
         message.clone(),
     )];
     if let Some((why, msg)) = input.invalid {
-        conditions.push(condition(input, VALID, false, why, Some(msg.to_string())));
+        conditions.push(condition(
+            input,
+            VALID,
+            false,
+            why.reason(),
+            Some(msg.to_string()),
+        ));
     }
     ContainerStatus {
         phase: Some(phase),
@@ -204,24 +176,12 @@ fn main_process(input: &StatusInput<'_>) -> Option<MainProcess> {
     })
 }
 
-/// `status` as observed at `generation`: the status and every condition.
-/// A mirror's generation is the API server's count of its spec changes,
-/// which a restarted agent cannot derive from the manifest file.
-pub fn at_generation(status: &ContainerStatus, generation: i64) -> ContainerStatus {
-    let mut status = status.clone();
-    status.observed_generation = Some(generation);
-    for condition in &mut status.conditions {
-        condition.observed_generation = Some(generation);
-    }
-    status
-}
-
 /// A condition whose transition time is kept while its status holds.
 fn condition(
     input: &StatusInput<'_>,
     type_: &str,
     status: bool,
-    why: &str,
+    why: Reason,
     message: Option<String>,
 ) -> Condition {
     let status = if status { "True" } else { "False" }.to_string();

@@ -1,7 +1,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::api::{ProcessSpec, RestartPolicy};
+use crate::api::{DeclReason, ProcessSpec, RestartPolicy};
 use crate::reconcile::plan::MainHistory;
 use crate::runtime::Status;
 
@@ -160,7 +160,7 @@ fn invalid_manifest_keeps_running_with_a_condition() {
     let o = obs(&s, MainObs::Running);
     let mut i = input(&s, &o);
     i.invalid = Some((
-        "InvalidManifest",
+        DeclReason::InvalidManifest,
         "/m/web.yaml: document 1: spec.rootfs: bad",
     ));
     let st = compute(&i);
@@ -220,7 +220,7 @@ fn a_status_can_be_restated_at_another_generation() {
         ],
         ..Default::default()
     };
-    let moved = at_generation(&st, 7);
+    let moved = st.at_generation(7);
     assert_eq!(moved.observed_generation, Some(7));
     assert!(
         moved
@@ -229,7 +229,7 @@ fn a_status_can_be_restated_at_another_generation() {
             .all(|c| c.observed_generation == Some(7))
     );
     assert_eq!(moved.conditions.len(), 2);
-    assert_eq!(at_generation(&moved, 1), st, "nothing else changes");
+    assert_eq!(moved.at_generation(1), st, "nothing else changes");
 }
 
 #[test]
