@@ -23,12 +23,14 @@ build: deps
 build-debug: deps
 	cargo build --workspace --bins
 
+# Formatting, then clippy with the workspace's lints ([workspace.lints] in
+# Cargo.toml) as errors.
 lint: deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-# Unit tests, then integration tests against real runc (as root).
-test: rootfs build-debug
+# The lints, then unit tests, then integration tests against real runc (as root).
+test: rootfs lint build-debug
 	cargo test --workspace --no-fail-fast
 
 # A long seeded storm (tests/storm.rs): churn under runtime faults and agent

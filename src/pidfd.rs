@@ -26,8 +26,8 @@ impl PidFd {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: the kernel just handed us this fd; nobody else owns it.
         Ok(Self {
+            // SAFETY: the kernel just handed us this fd; nobody else owns it.
             fd: unsafe { OwnedFd::from_raw_fd(fd as RawFd) },
             pid,
         })

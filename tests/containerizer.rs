@@ -1,6 +1,8 @@
 //! The containerizer against real runc, as root: what a user of the library
 //! would check with `runc state`, `mount`, the cgroup tree and the depot.
 
+#![allow(clippy::unwrap_used)] // a test: a panic is its failure
+
 mod support;
 
 use std::collections::BTreeMap;

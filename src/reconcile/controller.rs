@@ -419,6 +419,7 @@ fn jitter() -> f64 {
 /// `None` means "leave it be" (its source had not listed when the
 /// declaration was read, or its declaration was never valid and nothing
 /// runs). `synced` is read with `desired`, at one instant.
+#[allow(clippy::option_option)] // replaced by the controller-seam change
 fn effective_spec(
     desired: Option<&Desired>,
     synced: &HashSet<SourceKind>,

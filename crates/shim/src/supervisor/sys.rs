@@ -35,6 +35,7 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: fcntl on a valid descriptor with integer arguments.
     let flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: as above; the flags are the descriptor's own plus O_NONBLOCK.
     check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
     Ok(())
 }
@@ -187,6 +188,7 @@ pub fn fork() -> io::Result<bool> {
 pub fn detach() -> io::Result<()> {
     // SAFETY: plain system calls with integer arguments.
     check(unsafe { libc::setsid() })?;
+    // SAFETY: as above.
     check(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })?;
     Ok(())
 }
