@@ -20,6 +20,7 @@ use crate::report::events::{EventType, reason};
 use crate::report::metrics::{AgentMetrics, ResultLabel};
 use crate::report::status::{self, FailedStep, StatusInput};
 use crate::runtime::{OciRuntime, Status};
+use crate::sync::lock;
 
 /// Tunables of the controller.
 #[derive(Debug, Clone)]
@@ -387,10 +388,6 @@ impl<R: OciRuntime> Controller<R> {
             .event(desired, handle, type_, why, message.into())
             .await;
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Which step an error of a reconcile comes from.

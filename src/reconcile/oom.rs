@@ -6,10 +6,11 @@
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use crate::api::Handle;
 use crate::cgroup::{Cgroup, OomWatch};
+use crate::sync::lock;
 
 use super::queue::WorkQueue;
 
@@ -21,10 +22,6 @@ pub struct OomWatches {
     watching: Mutex<HashSet<(Handle, u64)>>,
     /// Containers with an OOM kill not yet reported.
     seen: Mutex<HashSet<Handle>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl OomWatches {

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil::{self, FsError};
+use crate::sync::lock;
 
 /// Event reasons, kubelet's where one fits.
 pub mod reason {
@@ -112,7 +113,7 @@ impl EventLog {
     /// Append one event; when the file holds twice `keep`, cut it to the
     /// newest `keep` (an atomic rewrite, so readers never see half).
     pub fn record(&self, event: &Event) -> Result<(), FsError> {
-        let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lines = lock(&self.lines);
         let mut line = serde_json::to_string(event).unwrap_or_default();
         line.push('\n');
         let mut f = OpenOptions::new()

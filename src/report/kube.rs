@@ -26,6 +26,7 @@ use crate::api::{Container, ContainerSpec, ContainerStatus, Handle};
 use crate::containerizer::depot::spec_hash;
 use crate::reconcile::store::{Desired, Mirror, MirrorSight, Origin, Store};
 use crate::source::kube::{FINALIZER, MIRROR_OF};
+use crate::sync::lock;
 
 /// The field manager of everything rundmc writes.
 pub const MANAGER: &str = "rundmc";
@@ -393,10 +394,6 @@ fn mirror_failure_cause(error: &kube::Error, namespace: &str) -> String {
         ),
         other => other.to_string(),
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn reference(namespace: &str, name: &str, uid: &str) -> ObjectReference {
