@@ -9,8 +9,8 @@ use super::history::{MainFile, run_id};
 use super::observe::Observation;
 use super::store::{Desired, SOURCE_LABEL, SourceKind};
 use crate::api::{ContainerSpec, Handle, ProcessSpec};
-use crate::containerizer::ContainerizerError;
 use crate::containerizer::run::RunSpec;
+use crate::containerizer::{ContainerizerError, ErrorKind};
 use crate::process::{ProcState, Process, ProcessError};
 use crate::report::events::{EventType, reason};
 use crate::runtime::OciRuntime;
@@ -179,8 +179,11 @@ impl<R: OciRuntime> Controller<R> {
         };
         match self.containerizer.run(handle, &run).await {
             Ok(p) => Ok(Ok(p)),
-            Err(ContainerizerError::Process {
-                source: source @ ProcessError::StartFailed { .. },
+            Err(ContainerizerError::Container {
+                kind:
+                    ErrorKind::Process {
+                        source: source @ ProcessError::StartFailed { .. },
+                    },
                 ..
             }) => Ok(Err(source)),
             Err(e) => Err(e),
@@ -230,10 +233,7 @@ impl<R: OciRuntime> Controller<R> {
             None => file.start(),
         };
         next.save(&bundle)
-            .map_err(|source| ContainerizerError::Fs {
-                handle: handle.clone(),
-                source,
-            })?;
+            .map_err(|source| ContainerizerError::at(handle, ErrorKind::Fs { source }))?;
         if next.runs > 2 {
             let old = self
                 .containerizer
@@ -255,10 +255,7 @@ impl<R: OciRuntime> Controller<R> {
             ..MainFile::load(&bundle)
         };
         file.save(&bundle)
-            .map_err(|source| ContainerizerError::Fs {
-                handle: handle.clone(),
-                source,
-            })?;
+            .map_err(|source| ContainerizerError::at(handle, ErrorKind::Fs { source }))?;
         let grace = grace_period(spec);
         self.event(
             desired,
