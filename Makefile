@@ -23,13 +23,18 @@ build: deps
 build-debug: deps
 	cargo build --workspace --bins
 
+# Formatting, then clippy with the workspace's lints ([workspace.lints] in
+# Cargo.toml) as errors.
 lint: deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-# Unit tests, then integration tests against real runc (as root).
-test: rootfs build-debug
-	cargo test --workspace --no-fail-fast
+# The lints, then unit tests, then integration tests against real runc (as
+# root). One build: the test-unwind profile (Cargo.toml) compiles every
+# dependency once for the tests and the binaries they run.
+TEST_PROFILE := --profile test-unwind
+test: rootfs lint
+	cargo test --workspace --no-fail-fast $(TEST_PROFILE)
 
 # A long seeded storm (tests/storm.rs): churn under runtime faults and agent
 # SIGKILLs, then the invariants. SEED replays one; ACTIONS lengthens it.
@@ -37,7 +42,7 @@ SEED ?= 3
 ACTIONS ?= 600
 soak: rootfs
 	RUNDMC_STORM_SEED=$(SEED) RUNDMC_STORM_ACTIONS=$(ACTIONS) \
-		cargo test --workspace --test storm -- --nocapture
+		cargo test --workspace $(TEST_PROFILE) --test storm -- --nocapture
 
 # The agent on manifests/examples, state under ./state. Ctrl-C stops the
 # agent and leaves the containers running; `make clean-run` removes them.

@@ -3,6 +3,8 @@
 //! supervisor's memory while it supervises a sleeping process.
 //! Run: `cargo bench --bench process_spawn` (as root).
 
+#![allow(clippy::unwrap_used)] // a test: a panic is its failure
+
 #[path = "../tests/support/common.rs"]
 mod common;
 #[path = "../tests/support/process_container.rs"]

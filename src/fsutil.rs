@@ -1,24 +1,19 @@
-//! Atomic file writes shared by every room that keeps state on disk: write
-//! a temporary file beside the target and rename it over the target, so a
-//! reader sees the old file or the new one, never half of either.
-//!
-//! [`Durability::Durable`] also fsyncs the file and the directory, so the
-//! write survives a machine crash. [`Durability::Volatile`] does not: it is
-//! for files a reboot makes worthless anyway (a reboot ends every container,
-//! and the agent then finds its runtime state gone and recreates it,
-//! rewriting every bundle file), where an fsync would only add milliseconds
-//! to the path from a manifest to a running process. The page cache outlives
-//! any process crash, so only a machine crash can lose such a write, and
-//! what it can leave, an empty file renamed into place, [`is_unwritten`]
+//! File operations shared by every room that keeps state on disk, with the
+//! path they failed on: atomic writes (the one implementation is
+//! [`rundmc_shim::atomic`], shared with the supervisor; its doc says when a
+//! write is [`Durability::Durable`] and when [`Durability::Volatile`]), and
+//! removals where a missing file is success. What a machine crash can leave
+//! of a volatile write, an empty file renamed into place, [`is_unwritten`]
 //! recognises.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use rundmc_shim::atomic;
 use thiserror::Error;
+
+pub use rundmc_shim::atomic::Durability;
 
 /// A file operation that failed, with the path it failed on.
 #[derive(Debug, Error)]
@@ -46,27 +41,6 @@ pub fn at(path: &Path) -> impl FnOnce(io::Error) -> FsError + '_ {
     move |source| FsError::new(path, source)
 }
 
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Temporary names start with a dot, which no handle or manifest may.
-fn temp_path(target: &Path) -> PathBuf {
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = target
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    target.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
-}
-
-/// Whether a write must survive a machine crash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// fsync the file and its directory.
-    Durable,
-    /// Atomic only; see the module's doc.
-    Volatile,
-}
-
 /// Atomically replace `path` with `contents` (mode 0644), durably.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), FsError> {
     write_atomic_with(path, contents, Durability::Durable)
@@ -78,27 +52,7 @@ pub fn write_atomic_with(
     contents: &[u8],
     durability: Durability,
 ) -> Result<(), FsError> {
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        f.write_all(contents)?;
-        if durability == Durability::Durable {
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, path)
-    })();
-    if let Err(source) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(FsError::new(path, source));
-    }
-    match durability {
-        Durability::Durable => sync_dir(path.parent().unwrap_or(Path::new("/"))),
-        Durability::Volatile => Ok(()),
-    }
+    atomic::write(path, contents, durability).map_err(at(path))
 }
 
 /// Atomically replace `path` with `value` as pretty JSON, durably.
@@ -125,7 +79,7 @@ pub fn is_unwritten(bytes: &[u8]) -> bool {
 
 /// fsync a directory so that renames and creations in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<(), FsError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(at(dir))
+    atomic::sync_dir(dir).map_err(at(dir))
 }
 
 /// Remove a file; a missing file is success.

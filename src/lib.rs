@@ -15,3 +15,4 @@ pub mod report;
 pub mod runtime;
 pub mod server;
 pub mod source;
+mod sync;

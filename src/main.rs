@@ -6,6 +6,7 @@ use rundmc::cli::{Cli, Command, LogFormat, NstarDirection};
 use rundmc::containerizer::nstar;
 
 fn main() -> anyhow::Result<()> {
+    rundmc_shim::abort_on_panic();
     let cli = Cli::parse();
     match cli.command {
         Command::Agent(args) => {

@@ -1,8 +1,10 @@
 //! Process file descriptors: a handle on one process that a reused pid can
 //! never redirect. Signal through it, and await its exit without polling.
+//! The system calls themselves are [`rundmc_shim::pidfd`]'s, shared with
+//! the supervisor.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use rundmc_shim::procstat;
@@ -21,16 +23,8 @@ impl PidFd {
     /// knows `pid` is still the process it means (e.g. it is frozen, or is
     /// the caller's unreaped child); see [`PidFd::open_verified`] otherwise.
     pub fn open(pid: i32) -> io::Result<Self> {
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the kernel just handed us this fd; nobody else owns it.
-        Ok(Self {
-            fd: unsafe { OwnedFd::from_raw_fd(fd as RawFd) },
-            pid,
-        })
+        let fd = rundmc_shim::pidfd::open(pid)?;
+        Ok(Self { fd, pid })
     }
 
     /// Open a pidfd on `pid` only if that process started at `start_time`
@@ -51,21 +45,7 @@ impl PidFd {
 
     /// Send `signal`. ESRCH once the process has exited and been reaped.
     pub fn send_signal(&self, signal: i32) -> io::Result<()> {
-        // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.fd.as_raw_fd(),
-                signal,
-                std::ptr::null::<u8>(),
-                0,
-            )
-        };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
+        rundmc_shim::pidfd::send_signal(self.fd.as_fd(), signal)
     }
 
     /// Whether the process has exited, without waiting (a zombie counts).

@@ -2,6 +2,8 @@
 //! real runc. What is checked is what an operator would look at: runc state,
 //! the process's log, status files, events, the cgroup tree and the depot.
 
+#![allow(clippy::unwrap_used)] // a test: a panic is its failure
+
 mod support;
 
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! kubeconfig file the fake writes), `watcher`, `reflector` and `Recorder`,
 //! and checks what a controller would rely on.
 
+#![allow(clippy::unwrap_used)] // a test: a panic is its failure
+
 #[path = "support/apiserver/mod.rs"]
 mod apiserver;
 

@@ -2,6 +2,8 @@
 //! (`manifests/deploy/`), linted and rendered by Helm's own library through
 //! `scripts/helm_chart.py`: what an operator installs is what these check.
 
+#![allow(clippy::unwrap_used)] // a test: a panic is its failure
+
 #[path = "support/chart.rs"]
 mod chart;
 #[path = "support/common.rs"]

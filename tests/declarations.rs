@@ -4,6 +4,8 @@
 //! that cannot be read is an error on that file, not a deletion; a main
 //! process that cannot be started says so in the phase and an event.
 
+#![allow(clippy::unwrap_used)] // a test: a panic is its failure
+
 mod support;
 
 use std::path::Path;

@@ -4,6 +4,8 @@
 //! run is gone before it starts the next. The runtime is the faulty wrapper
 //! of `support/faulty_runtime.rs` over real runc.
 
+#![allow(clippy::unwrap_used)] // a test: a panic is its failure
+
 /// What `support/process_container.rs` takes from `crate::common`.
 mod common {
     pub use crate::support::{binary, runc_spec};

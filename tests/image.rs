@@ -4,6 +4,8 @@
 //! binaries give the same bytes, and every binary in its layer runs under
 //! real runc with nothing from the host.
 
+#![allow(clippy::unwrap_used)] // a test: a panic is its failure
+
 #[path = "support/common.rs"]
 mod common;
 

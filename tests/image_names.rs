@@ -5,6 +5,8 @@
 //! reference of a pod's `image`, and `docker load` reads `manifest.json`'s
 //! RepoTags, which `docker save` writes in familiar form.
 
+#![allow(clippy::unwrap_used)] // a test: a panic is its failure
+
 #[path = "support/chart.rs"]
 mod chart;
 #[path = "support/common.rs"]

@@ -4,6 +4,8 @@
 //! own bounding set is short of a capability. Checked as an operator would:
 //! events, status files, cgroup files and /proc.
 
+#![allow(clippy::unwrap_used)] // a test: a panic is its failure
+
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -4,6 +4,8 @@
 //! `kube::Client`, checked with what `kubectl get` and `kubectl describe`
 //! would show, and with runc.
 
+#![allow(clippy::unwrap_used)] // a test: a panic is its failure
+
 #[path = "support/apiserver/mod.rs"]
 mod apiserver;
 mod support;

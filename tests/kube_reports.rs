@@ -4,6 +4,8 @@
 //! file-sourced containers on a cluster whose Container CRD is not there
 //! yet.
 
+#![allow(clippy::unwrap_used)] // a test: a panic is its failure
+
 #[path = "support/apiserver/mod.rs"]
 mod apiserver;
 mod support;

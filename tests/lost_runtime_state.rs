@@ -4,6 +4,8 @@
 //! operator would: runc state, the cgroup's tasks, the depot, mounts, and
 //! that every process seen is gone once the manifest is.
 
+#![allow(clippy::unwrap_used)] // a test: a panic is its failure
+
 mod support;
 
 use std::collections::BTreeSet;

@@ -1,6 +1,8 @@
 //! The process tracker and `rundmc-shim` against real runc, as root: a
 //! container made with raw runc, processes exec'd into it under supervisors.
 
+#![allow(clippy::unwrap_used)] // a test: a panic is its failure
+
 #[path = "support/common.rs"]
 mod common;
 #[path = "support/process_container.rs"]
@@ -359,11 +361,11 @@ async fn wait_on_a_killed_supervisor_is_lost_and_a_pid_reuser_is_not_mistaken_fo
         let p = p.clone();
         tokio::spawn(async move { p.wait().await })
     };
-    // SAFETY: kill with a pid we just verified is the supervisor.
     assert_eq!(
         rundmc_shim::procstat::start_time(shim.pid).unwrap(),
         shim.start_time
     );
+    // SAFETY: kill with a pid we just verified is the supervisor.
     assert_eq!(unsafe { libc::kill(shim.pid, libc::SIGKILL) }, 0);
 
     let exit = timeout(BOUND, waiter)

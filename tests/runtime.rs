@@ -3,6 +3,8 @@
 //! timeouts, and the in-process state reader checked against the binaries'
 //! own `state` and `list`.
 
+#![allow(clippy::unwrap_used)] // a test: a panic is its failure
+
 #[path = "support/common.rs"]
 mod common;
 #[path = "support/runtime_bundle.rs"]

@@ -12,6 +12,8 @@
 //! `RUNDMC_STORM_SEED` replays a storm; `RUNDMC_STORM_ACTIONS` lengthens it
 //! (`make soak` runs a long one).
 
+#![allow(clippy::unwrap_used)] // a test: a panic is its failure
+
 #[path = "support/faulty_runtime.rs"]
 mod faulty_runtime;
 mod support;

@@ -3,6 +3,8 @@
 //! the field it was probably meant to be, and a running container keeps its
 //! last good spec. Kubernetes metadata stays accepted.
 
+#![allow(clippy::unwrap_used)] // a test: a panic is its failure
+
 mod support;
 
 use std::time::Duration;

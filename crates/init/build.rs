@@ -1,3 +1,6 @@
+//! Links `rundmc-init` with no C runtime and no libc: it is a static
+//! binary whose `_start` is its own.
+
 fn main() {
     println!("cargo:rustc-link-arg-bins=-nostartfiles");
     println!("cargo:rustc-link-arg-bins=-nostdlib");

@@ -53,13 +53,28 @@ pub enum AgentError {
     },
     /// No usable Kubernetes client configuration.
     #[error("Kubernetes client configuration: {0}")]
-    KubeConfig(String),
+    KubeConfig(#[source] KubeConfigError),
     /// The metrics endpoint could not start.
     #[error(transparent)]
     Server(#[from] crate::server::ServerError),
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+}
+
+/// Why no Kubernetes client could be made, with kube's own error.
+#[derive(Debug, Error)]
+pub enum KubeConfigError {
+    /// The `--kubeconfig` file could not be read or used.
+    #[error(transparent)]
+    File(#[from] kube::config::KubeconfigError),
+    /// Neither `KUBECONFIG` (or `~/.kube/config`) nor the in-cluster
+    /// service account gave a configuration.
+    #[error(transparent)]
+    Infer(#[from] kube::config::InferConfigError),
+    /// The configuration did not make a client (e.g. its TLS setup).
+    #[error(transparent)]
+    Client(#[from] kube::Error),
 }
 
 /// A binary shipped beside `rundmc` (or in /usr/lib/rundmc), unless given.
@@ -98,17 +113,17 @@ async fn kube_client(args: &AgentArgs) -> Result<kube::Client, AgentError> {
     let mut config = match &args.kubeconfig {
         Some(path) => {
             let kubeconfig =
-                Kubeconfig::read_from(path).map_err(|e| AgentError::KubeConfig(e.to_string()))?;
+                Kubeconfig::read_from(path).map_err(|e| AgentError::KubeConfig(e.into()))?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| AgentError::KubeConfig(e.to_string()))?
+                .map_err(|e| AgentError::KubeConfig(e.into()))?
         }
         None => kube::Config::infer()
             .await
-            .map_err(|e| AgentError::KubeConfig(e.to_string()))?,
+            .map_err(|e| AgentError::KubeConfig(e.into()))?,
     };
     config.default_retry = false;
-    kube::Client::try_from(config).map_err(|e| AgentError::KubeConfig(e.to_string()))
+    kube::Client::try_from(config).map_err(|e| AgentError::KubeConfig(e.into()))
 }
 
 /// Run the agent until a stop signal.

@@ -10,7 +10,7 @@ use std::path::Path;
 use super::bundle::{self, BundleInput, CapSet};
 use super::depot::{ContainerRecord, spec_hash};
 use super::rootfs::{Mounter, inherited_bind_flags};
-use super::{Containerizer, ContainerizerError, Result};
+use super::{Containerizer, ContainerizerError, ErrorKind, Result};
 use crate::api::{ContainerSpec, Handle, validate};
 use crate::fsutil;
 use crate::runtime::OciRuntime;
@@ -26,10 +26,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     ) -> Result<()> {
         let resources = validate::validate(spec)
             .and_then(|()| validate::resources(&spec.limits))
-            .map_err(|errors| ContainerizerError::Invalid {
-                handle: handle.clone(),
-                errors,
-            })?;
+            .map_err(|errors| ContainerizerError::at(handle, ErrorKind::Invalid { errors }))?;
         let bind_flags = self.check_host_paths(handle, spec)?;
         self.depot.reserve(handle)?;
         let input = BundleInput {
@@ -56,19 +53,25 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     /// returns the flags each bind must keep. Nothing is written.
     fn check_host_paths(&self, handle: &Handle, spec: &ContainerSpec) -> Result<Vec<Vec<String>>> {
         if !Path::new(&spec.rootfs).is_dir() {
-            return Err(ContainerizerError::RootfsMissing {
-                handle: handle.clone(),
-                path: spec.rootfs.clone().into(),
-            });
+            return Err(ContainerizerError::at(
+                handle,
+                ErrorKind::RootfsMissing {
+                    path: spec.rootfs.clone().into(),
+                },
+            ));
         }
         spec.mounts
             .iter()
             .enumerate()
             .map(|(index, m)| {
-                let missing = || ContainerizerError::MountSourceMissing {
-                    handle: handle.clone(),
-                    index,
-                    path: m.source.clone().into(),
+                let missing = || {
+                    ContainerizerError::at(
+                        handle,
+                        ErrorKind::MountSourceMissing {
+                            index,
+                            path: m.source.clone().into(),
+                        },
+                    )
                 };
                 if fs::symlink_metadata(&m.source).is_err() {
                     return Err(missing());
@@ -99,9 +102,13 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             paths.work(),
             paths.processes(),
         ] {
-            fs::create_dir(&dir).map_err(|e| ContainerizerError::Fs {
-                handle: handle.clone(),
-                source: fsutil::FsError::new(&dir, e),
+            fs::create_dir(&dir).map_err(|e| {
+                ContainerizerError::at(
+                    handle,
+                    ErrorKind::Fs {
+                        source: fsutil::FsError::new(&dir, e),
+                    },
+                )
             })?;
         }
         self.mounter
@@ -113,12 +120,8 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             )
             .map_err(Self::rootfs_err(handle))?;
         let config = bundle::canonical_json(&bundle::generate(input));
-        fsutil::write_json_with(&paths.config(), &config, fsutil::Durability::Volatile).map_err(
-            |source| ContainerizerError::Fs {
-                handle: handle.clone(),
-                source,
-            },
-        )?;
+        fsutil::write_json_with(&paths.config(), &config, fsutil::Durability::Volatile)
+            .map_err(|source| ContainerizerError::at(handle, ErrorKind::Fs { source }))?;
         self.runtime
             .create(handle.as_str(), &paths.dir)
             .await

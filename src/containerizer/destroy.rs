@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::depot::Depot;
 use super::lifecycle::{needs_delete, needs_kill, needs_thaw};
 use super::rootfs::{Mounter, RootfsError};
-use super::{Containerizer, ContainerizerError, Result};
+use super::{Containerizer, ContainerizerError, ErrorKind, Result};
 use crate::api::Handle;
 use crate::cgroup::Cgroup;
 use crate::pidfd::PidFd;
@@ -39,10 +39,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         // go, so no supervisor outlives the bundle.
         crate::process::cleanup(&paths.processes(), SHIM_GRACE)
             .await
-            .map_err(|source| ContainerizerError::Process {
-                handle: handle.clone(),
-                source,
-            })?;
+            .map_err(|source| ContainerizerError::at(handle, ErrorKind::Process { source }))?;
         // Unmounting and removing a tree wait on the disk: on a blocking
         // thread, so that other reconciles keep the async workers.
         let mounter = Arc::clone(&self.mounter);
@@ -76,10 +73,10 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             match self.runtime.delete(handle.as_str(), force).await {
                 Ok(()) | Err(RuntimeError::NotFound { .. }) => {}
                 Err(source) => {
-                    return Err(ContainerizerError::Runtime {
-                        handle: handle.clone(),
-                        source,
-                    });
+                    return Err(ContainerizerError::at(
+                        handle,
+                        ErrorKind::Runtime { source },
+                    ));
                 }
             }
         }
@@ -110,10 +107,10 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
                 // Init already gone between state and kill: nothing to wait for.
                 Err(RuntimeError::Failed { .. }) if pidfd.is_none() => return Ok(true),
                 Err(source) => {
-                    return Err(ContainerizerError::Runtime {
-                        handle: handle.clone(),
-                        source,
-                    });
+                    return Err(ContainerizerError::at(
+                        handle,
+                        ErrorKind::Runtime { source },
+                    ));
                 }
             }
         }
@@ -131,10 +128,7 @@ fn remove_files<M: Mounter>(
     cgroup: &Cgroup,
     handle: &Handle,
 ) -> Result<()> {
-    let rootfs_err = |source| ContainerizerError::Rootfs {
-        handle: handle.clone(),
-        source,
-    };
+    let rootfs_err = |source| ContainerizerError::at(handle, ErrorKind::Rootfs { source });
     let rootfs = depot.paths(handle).rootfs();
     mounter.unmount(&rootfs).map_err(rootfs_err)?;
     if mounter.is_mounted(&rootfs).map_err(rootfs_err)? {
@@ -146,10 +140,7 @@ fn remove_files<M: Mounter>(
     }
     cgroup
         .remove()
-        .map_err(|source| ContainerizerError::Cgroup {
-            handle: handle.clone(),
-            source,
-        })?;
+        .map_err(|source| ContainerizerError::at(handle, ErrorKind::Cgroup { source }))?;
     depot.remove(handle)?;
     Ok(())
 }

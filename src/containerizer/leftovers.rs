@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use super::rootfs::Mounter;
-use super::{Containerizer, ContainerizerError, Result};
+use super::{Containerizer, ContainerizerError, ErrorKind, Result};
 use crate::api::Handle;
 use crate::cgroup::Cgroup;
 use crate::pidfd::PidFd;
@@ -45,10 +45,10 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         if left.is_empty() {
             return Ok(killed);
         }
-        Err(ContainerizerError::Unkillable {
-            handle: handle.clone(),
-            count: left.len(),
-        })
+        Err(ContainerizerError::at(
+            handle,
+            ErrorKind::Unkillable { count: left.len() },
+        ))
     }
 
     /// Handles of the cgroups under the cgroup parent, in any hierarchy:

@@ -37,139 +37,144 @@ use depot::{Depot, DepotError};
 use rootfs::{KernelMounter, Mounter, RootfsError};
 use users::UserError;
 
-/// Everything that can go wrong in a containerizer verb. Each names the
-/// container, and where the cause is a spec field, the field.
+/// Everything that can go wrong in a containerizer verb. Most of it is
+/// about one container, which it names once, with what went wrong there in
+/// [`ErrorKind`] (naming the spec field where that is the cause).
 #[derive(Debug, Error)]
 pub enum ContainerizerError {
-    /// The spec failed validation.
-    #[error("{handle}: invalid spec: {errors}")]
-    Invalid {
+    /// A verb on one container failed.
+    #[error("{handle}: {kind}")]
+    Container {
         /// The container.
         handle: Handle,
+        /// What went wrong.
+        #[source]
+        kind: ErrorKind,
+    },
+    /// The depot refused (its error names the container).
+    #[error(transparent)]
+    Depot(#[from] DepotError),
+    /// The machine's cgroup layout could not be read.
+    #[error("cannot find cgroups: {0}")]
+    CgroupSetup(#[source] CgroupError),
+}
+
+impl ContainerizerError {
+    /// `kind` went wrong with `handle`.
+    pub fn at(handle: &Handle, kind: ErrorKind) -> Self {
+        Self::Container {
+            handle: handle.clone(),
+            kind,
+        }
+    }
+
+    /// What went wrong, when it was about one container.
+    pub fn kind(&self) -> Option<&ErrorKind> {
+        match self {
+            Self::Container { kind, .. } => Some(kind),
+            _ => None,
+        }
+    }
+}
+
+/// What went wrong with one container in a containerizer verb.
+#[derive(Debug, Error)]
+pub enum ErrorKind {
+    /// The spec failed validation.
+    #[error("invalid spec: {errors}")]
+    Invalid {
         /// Every problem, each naming its field.
         errors: ValidationErrors,
     },
     /// `spec.rootfs` is not a directory.
-    #[error("{handle}: spec.rootfs: {path} is not a directory")]
+    #[error("spec.rootfs: {path} is not a directory")]
     RootfsMissing {
-        /// The container.
-        handle: Handle,
         /// The image path.
         path: PathBuf,
     },
     /// A bind mount source does not exist.
-    #[error("{handle}: spec.mounts[{index}].source: {path} does not exist")]
+    #[error("spec.mounts[{index}].source: {path} does not exist")]
     MountSourceMissing {
-        /// The container.
-        handle: Handle,
         /// Index in `spec.mounts`.
         index: usize,
         /// The source path.
         path: PathBuf,
     },
-    /// The depot refused.
-    #[error(transparent)]
-    Depot(#[from] DepotError),
     /// Mounting or unmounting the rootfs failed.
-    #[error("{handle}: {source}")]
+    #[error("{source}")]
     Rootfs {
-        /// The container.
-        handle: Handle,
         /// Why.
         #[source]
         source: RootfsError,
     },
     /// The OCI runtime failed; its own message is inside.
-    #[error("{handle}: {source}")]
+    #[error("{source}")]
     Runtime {
-        /// The container.
-        handle: Handle,
         /// Why.
         #[source]
         source: RuntimeError,
     },
     /// A cgroup operation failed.
-    #[error("{handle}: {source}")]
+    #[error("{source}")]
     Cgroup {
-        /// The container.
-        handle: Handle,
         /// Why.
         #[source]
         source: CgroupError,
     },
-    /// The machine's cgroup layout could not be read.
-    #[error("cannot find cgroups: {0}")]
-    CgroupSetup(#[source] CgroupError),
     /// `spec.process.user` could not be resolved.
-    #[error("{handle}: spec.process.user: {source}")]
+    #[error("spec.process.user: {source}")]
     User {
-        /// The container.
-        handle: Handle,
         /// Why.
         #[source]
         source: UserError,
     },
     /// A file outside the depot's own could not be read or written.
-    #[error("{handle}: {source}")]
+    #[error("{source}")]
     Fs {
-        /// The container.
-        handle: Handle,
         /// Why.
         #[source]
         source: FsError,
     },
     /// The verb needs the container in another state.
-    #[error("{handle}: cannot {verb} a container that is {status:?}")]
+    #[error("cannot {verb} a container that is {status:?}")]
     WrongState {
-        /// The container.
-        handle: Handle,
         /// What was asked.
         verb: &'static str,
         /// What it is.
         status: Option<Status>,
     },
     /// Streaming a tar in or out failed.
-    #[error("{handle}: streaming {path}: {message}")]
+    #[error("streaming {path}: {message}")]
     Stream {
-        /// The container.
-        handle: Handle,
         /// The path in the container.
         path: String,
         /// What nstar or the pipe said.
         message: String,
     },
     /// A process could not be started, found or signalled.
-    #[error("{handle}: {source}")]
+    #[error("{source}")]
     Process {
-        /// The container.
-        handle: Handle,
         /// Why.
         #[source]
         source: ProcessError,
     },
     /// A process id that is not a valid name.
-    #[error("{handle}: process id {id:?}: {reason}")]
+    #[error("process id {id:?}: {reason}")]
     BadProcessId {
-        /// The container.
-        handle: Handle,
         /// The id.
         id: String,
         /// Why.
         reason: String,
     },
     /// A process with this id already exists in the container.
-    #[error("{handle}: process {id} already exists")]
+    #[error("process {id} already exists")]
     ProcessExists {
-        /// The container.
-        handle: Handle,
         /// The id.
         id: String,
     },
     /// Processes survived SIGKILL (e.g. stuck in the kernel).
-    #[error("{handle}: {count} processes survived SIGKILL")]
+    #[error("{count} processes survived SIGKILL")]
     Unkillable {
-        /// The container.
-        handle: Handle,
         /// How many.
         count: usize,
     },
@@ -302,10 +307,10 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         match self.runtime.state(handle.as_str()).await {
             Ok(s) => Ok(Some(s)),
             Err(RuntimeError::NotFound { .. }) => Ok(None),
-            Err(source) => Err(ContainerizerError::Runtime {
-                handle: handle.clone(),
-                source,
-            }),
+            Err(source) => Err(ContainerizerError::at(
+                handle,
+                ErrorKind::Runtime { source },
+            )),
         }
     }
 
@@ -315,24 +320,15 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     }
 
     fn runtime_err(handle: &Handle) -> impl FnOnce(RuntimeError) -> ContainerizerError + '_ {
-        move |source| ContainerizerError::Runtime {
-            handle: handle.clone(),
-            source,
-        }
+        move |source| ContainerizerError::at(handle, ErrorKind::Runtime { source })
     }
 
     fn cgroup_err(handle: &Handle) -> impl FnOnce(CgroupError) -> ContainerizerError + '_ {
-        move |source| ContainerizerError::Cgroup {
-            handle: handle.clone(),
-            source,
-        }
+        move |source| ContainerizerError::at(handle, ErrorKind::Cgroup { source })
     }
 
     fn rootfs_err(handle: &Handle) -> impl FnOnce(RootfsError) -> ContainerizerError + '_ {
-        move |source| ContainerizerError::Rootfs {
-            handle: handle.clone(),
-            source,
-        }
+        move |source| ContainerizerError::at(handle, ErrorKind::Rootfs { source })
     }
 }
 

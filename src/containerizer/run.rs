@@ -8,7 +8,7 @@ use super::bundle::{self, ProcessInput};
 use super::lifecycle::can_exec;
 use super::rootfs::Mounter;
 use super::users;
-use super::{Containerizer, ContainerizerError, Result};
+use super::{Containerizer, ContainerizerError, ErrorKind, Result};
 use crate::api::{EnvVar, Handle};
 use crate::fsutil;
 use crate::process::{Launch, Process, ProcessInfo};
@@ -45,12 +45,8 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             .ok_or_else(|| super::depot::DepotError::NotFound(handle.clone()))?;
         self.check_can_exec(handle).await?;
         let paths = self.depot.paths(handle);
-        let user = users::resolve(&paths.rootfs(), spec.user.as_deref()).map_err(|source| {
-            ContainerizerError::User {
-                handle: handle.clone(),
-                source,
-            }
-        })?;
+        let user = users::resolve(&paths.rootfs(), spec.user.as_deref())
+            .map_err(|source| ContainerizerError::at(handle, ErrorKind::User { source }))?;
         let id = spec.id.clone().unwrap_or_else(generate_id);
         let dir = self.make_process_dir(handle, &paths.processes(), &id)?;
         let process = bundle::process_spec(&ProcessInput {
@@ -67,18 +63,12 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             &process,
             fsutil::Durability::Volatile,
         )
-        .map_err(|source| ContainerizerError::Fs {
-            handle: handle.clone(),
-            source,
-        })?;
+        .map_err(|source| ContainerizerError::at(handle, ErrorKind::Fs { source }))?;
         let launch = self.launch(handle, spec, &id, &dir);
         self.tracker
             .spawn(launch)
             .await
-            .map_err(|source| ContainerizerError::Process {
-                handle: handle.clone(),
-                source,
-            })
+            .map_err(|source| ContainerizerError::at(handle, ErrorKind::Process { source }))
     }
 
     /// Refuse unless the runtime says the container can take an exec.
@@ -91,27 +81,32 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         if can_exec(Some(state.status)) {
             return Ok(());
         }
-        Err(ContainerizerError::WrongState {
-            handle: handle.clone(),
-            verb: "run in",
-            status: Some(state.status),
-        })
+        Err(ContainerizerError::at(
+            handle,
+            ErrorKind::WrongState {
+                verb: "run in",
+                status: Some(state.status),
+            },
+        ))
     }
 
     /// Make `processes/<id>`, refusing a bad or taken id.
     fn make_process_dir(&self, handle: &Handle, processes: &Path, id: &str) -> Result<PathBuf> {
-        Handle::new(id).map_err(|e| ContainerizerError::BadProcessId {
-            handle: handle.clone(),
-            id: id.into(),
-            reason: e.to_string(),
+        Handle::new(id).map_err(|e| {
+            ContainerizerError::at(
+                handle,
+                ErrorKind::BadProcessId {
+                    id: id.into(),
+                    reason: e.to_string(),
+                },
+            )
         })?;
         let dir = processes.join(id);
         std::fs::create_dir_all(processes).map_err(|e| self.fs_err(handle, processes, e))?;
         std::fs::create_dir(&dir).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => ContainerizerError::ProcessExists {
-                handle: handle.clone(),
-                id: id.into(),
-            },
+            std::io::ErrorKind::AlreadyExists => {
+                ContainerizerError::at(handle, ErrorKind::ProcessExists { id: id.into() })
+            }
             _ => self.fs_err(handle, &dir, e),
         })?;
         Ok(dir)
@@ -140,37 +135,30 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
 
     /// Reattach to process `id` of `handle` from its directory alone.
     pub fn attach(&self, handle: &Handle, id: &str) -> Result<Process> {
-        Handle::new(id).map_err(|e| ContainerizerError::BadProcessId {
-            handle: handle.clone(),
-            id: id.into(),
-            reason: e.to_string(),
+        Handle::new(id).map_err(|e| {
+            ContainerizerError::at(
+                handle,
+                ErrorKind::BadProcessId {
+                    id: id.into(),
+                    reason: e.to_string(),
+                },
+            )
         })?;
-        Process::attach(self.process_dir(handle, id)).map_err(|source| {
-            ContainerizerError::Process {
-                handle: handle.clone(),
-                source,
-            }
-        })
+        Process::attach(self.process_dir(handle, id))
+            .map_err(|source| ContainerizerError::at(handle, ErrorKind::Process { source }))
     }
 
     /// Send `signal` to process `id` of `handle`.
     pub fn signal(&self, handle: &Handle, id: &str, signal: i32) -> Result<()> {
         self.attach(handle, id)?
             .signal(signal)
-            .map_err(|source| ContainerizerError::Process {
-                handle: handle.clone(),
-                source,
-            })
+            .map_err(|source| ContainerizerError::at(handle, ErrorKind::Process { source }))
     }
 
     /// Every process of `handle`, with its state.
     pub fn processes(&self, handle: &Handle) -> Result<Vec<ProcessInfo>> {
-        crate::process::list(&self.depot.paths(handle).processes()).map_err(|source| {
-            ContainerizerError::Process {
-                handle: handle.clone(),
-                source,
-            }
-        })
+        crate::process::list(&self.depot.paths(handle).processes())
+            .map_err(|source| ContainerizerError::at(handle, ErrorKind::Process { source }))
     }
 
     /// The directory of process `id`.
@@ -184,10 +172,12 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         path: &std::path::Path,
         e: std::io::Error,
     ) -> ContainerizerError {
-        ContainerizerError::Fs {
-            handle: handle.clone(),
-            source: fsutil::FsError::new(path, e),
-        }
+        ContainerizerError::at(
+            handle,
+            ErrorKind::Fs {
+                source: fsutil::FsError::new(path, e),
+            },
+        )
     }
 }
 

@@ -9,7 +9,7 @@ use futures_util::future::join_all;
 
 use super::lifecycle::can_stop;
 use super::rootfs::Mounter;
-use super::{Containerizer, ContainerizerError, Result};
+use super::{Containerizer, ContainerizerError, ErrorKind, Result};
 use crate::api::Handle;
 use crate::cgroup::CgroupError;
 use crate::pidfd::PidFd;
@@ -31,11 +31,13 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             .await
             .map_err(Self::runtime_err(handle))?;
         if !can_stop(Some(state.status)) {
-            return Err(ContainerizerError::WrongState {
-                handle: handle.clone(),
-                verb: "stop",
-                status: Some(state.status),
-            });
+            return Err(ContainerizerError::at(
+                handle,
+                ErrorKind::WrongState {
+                    verb: "stop",
+                    status: Some(state.status),
+                },
+            ));
         }
         let init = state.pid.unwrap_or(0);
         if !grace.is_zero() {
@@ -58,10 +60,12 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             .cgroup(handle)
             .procs()
             .map_err(Self::cgroup_err(handle))?;
-        Err(ContainerizerError::Unkillable {
-            handle: handle.clone(),
-            count: left.len().saturating_sub(1),
-        })
+        Err(ContainerizerError::at(
+            handle,
+            ErrorKind::Unkillable {
+                count: left.len().saturating_sub(1),
+            },
+        ))
     }
 
     /// Give every process but init SIGTERM and up to `grace` to exit, before

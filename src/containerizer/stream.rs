@@ -10,7 +10,7 @@ use tokio::process::Command;
 use super::lifecycle::can_exec;
 use super::rootfs::Mounter;
 use super::users;
-use super::{Containerizer, ContainerizerError, Result};
+use super::{Containerizer, ContainerizerError, ErrorKind, Result};
 use crate::api::Handle;
 use crate::runtime::OciRuntime;
 
@@ -75,21 +75,20 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             .await
             .map_err(Self::runtime_err(handle))?;
         let (Some(pid), true) = (state.pid, can_exec(Some(state.status))) else {
-            return Err(ContainerizerError::WrongState {
-                handle: handle.clone(),
-                verb: "stream",
-                status: Some(state.status),
-            });
+            return Err(ContainerizerError::at(
+                handle,
+                ErrorKind::WrongState {
+                    verb: "stream",
+                    status: Some(state.status),
+                },
+            ));
         };
         let mut cmd = Command::new(&self.config.nstar_binary);
         cmd.args(["nstar", dir, "--pid", &pid.to_string(), "--path", path]);
         if let Some(user) = user {
             let rootfs = self.depot.paths(handle).rootfs();
-            let u =
-                users::resolve(&rootfs, Some(user)).map_err(|source| ContainerizerError::User {
-                    handle: handle.clone(),
-                    source,
-                })?;
+            let u = users::resolve(&rootfs, Some(user))
+                .map_err(|source| ContainerizerError::at(handle, ErrorKind::User { source }))?;
             cmd.args(["--user", &format!("{}:{}", u.uid, u.gid)]);
         }
         let (stdin, stdout) = if dir == "in" {
@@ -127,10 +126,12 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     }
 
     fn stream_err(&self, handle: &Handle, path: &str, message: &str) -> ContainerizerError {
-        ContainerizerError::Stream {
-            handle: handle.clone(),
-            path: path.to_string(),
-            message: message.to_string(),
-        }
+        ContainerizerError::at(
+            handle,
+            ErrorKind::Stream {
+                path: path.to_string(),
+                message: message.to_string(),
+            },
+        )
     }
 }

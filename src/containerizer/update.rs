@@ -5,18 +5,15 @@
 use super::bundle::limit_resources;
 use super::depot::{DepotError, spec_hash};
 use super::rootfs::Mounter;
-use super::{Containerizer, ContainerizerError, Result};
+use super::{Containerizer, ContainerizerError, ErrorKind, Result};
 use crate::api::{ContainerSpec, Handle, validate};
 use crate::runtime::OciRuntime;
 
 impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     /// Apply `spec`'s limits to the running container and record `spec`.
     pub async fn update_limits(&self, handle: &Handle, spec: &ContainerSpec) -> Result<()> {
-        let resources =
-            validate::resources(&spec.limits).map_err(|errors| ContainerizerError::Invalid {
-                handle: handle.clone(),
-                errors,
-            })?;
+        let resources = validate::resources(&spec.limits)
+            .map_err(|errors| ContainerizerError::at(handle, ErrorKind::Invalid { errors }))?;
         let linux = limit_resources(&resources, true);
         self.runtime
             .update(handle.as_str(), &linux)

@@ -23,6 +23,7 @@ use crate::report::Reporters;
 use crate::report::events::EventType;
 use crate::report::metrics::{AgentMetrics, ResultLabel};
 use crate::runtime::Status;
+use crate::sync::lock;
 
 /// Tunables of the controller.
 #[derive(Debug, Clone)]
@@ -417,10 +418,6 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             .event(desired, handle, type_, why, message.into())
             .await;
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Which step an error of a reconcile comes from.

@@ -6,7 +6,7 @@
 //! status writes on request. Neither touches the host.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
@@ -25,9 +25,7 @@ use crate::process::{ExitRecord, ProcState, ProcessError};
 use crate::report::events::EventType;
 use crate::runtime::Status;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::sync::lock;
 
 /// A wall clock that follows tokio's (paused) time.
 pub fn tokio_clock() -> Clock {

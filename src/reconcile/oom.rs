@@ -5,9 +5,10 @@
 //! tells about.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use crate::api::Handle;
+use crate::sync::lock;
 
 use super::ops::{ContainerOps, OomEvents};
 use super::queue::WorkQueue;
@@ -20,10 +21,6 @@ pub struct OomWatches {
     watching: Mutex<HashSet<(Handle, u64)>>,
     /// Containers with an OOM kill not yet reported.
     seen: Mutex<HashSet<Handle>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl OomWatches {

@@ -17,7 +17,7 @@ use crate::cgroup::{CgroupError, OomWatch};
 use crate::containerizer::depot::{ContainerRecord, DepotError};
 use crate::containerizer::rootfs::Mounter;
 use crate::containerizer::run::RunSpec;
-use crate::containerizer::{Containerizer, ContainerizerError};
+use crate::containerizer::{Containerizer, ContainerizerError, ErrorKind};
 use crate::process::{ProcState, Process, ProcessError};
 use crate::runtime::{OciRuntime, Status};
 
@@ -148,10 +148,7 @@ impl<R: OciRuntime, M: Mounter> ContainerOps for Containerizer<R, M> {
 
     fn save_main_file(&self, handle: &Handle, file: &MainFile) -> Result<()> {
         file.save(&self.bundle_dir(handle))
-            .map_err(|source| ContainerizerError::Fs {
-                handle: handle.clone(),
-                source,
-            })
+            .map_err(|source| ContainerizerError::at(handle, ErrorKind::Fs { source }))
     }
 
     fn attach(&self, handle: &Handle, id: &str) -> Result<Process> {

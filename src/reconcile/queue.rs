@@ -38,11 +38,7 @@ impl WorkQueue {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding this lock is a bug elsewhere; the state
-        // itself stays consistent, so carry on with it.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Queue `handle` now (no-op if already waiting).

@@ -12,8 +12,8 @@ use super::reporting::ReportOps;
 use super::store::{Desired, SOURCE_LABEL, SourceKind};
 use crate::api::Reason;
 use crate::api::{ContainerSpec, Handle, ProcessSpec};
-use crate::containerizer::ContainerizerError;
 use crate::containerizer::run::RunSpec;
+use crate::containerizer::{ContainerizerError, ErrorKind};
 use crate::process::{ProcState, ProcessError};
 use crate::report::events::EventType;
 
@@ -181,8 +181,11 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         };
         match self.containerizer.run(handle, &run).await {
             Ok(p) => Ok(Ok(p)),
-            Err(ContainerizerError::Process {
-                source: source @ ProcessError::StartFailed { .. },
+            Err(ContainerizerError::Container {
+                kind:
+                    ErrorKind::Process {
+                        source: source @ ProcessError::StartFailed { .. },
+                    },
                 ..
             }) => Ok(Err(source)),
             Err(e) => Err(e),

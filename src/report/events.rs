@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::Reason;
 use crate::fsutil::{self, FsError};
+use crate::sync::lock;
 
 /// Normal or Warning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,7 +86,7 @@ impl EventLog {
     /// Append one event; when the file holds twice `keep`, cut it to the
     /// newest `keep` (an atomic rewrite, so readers never see half).
     pub fn record(&self, event: &Event) -> Result<(), FsError> {
-        let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lines = lock(&self.lines);
         let mut line = serde_json::to_string(event).unwrap_or_default();
         line.push('\n');
         let mut f = OpenOptions::new()

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::ContainerStatus;
 use crate::fsutil::{self, Durability, FsError};
+use crate::sync::lock;
 
 /// The status file of one container: its status, and where it was declared.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,7 +58,7 @@ impl StatusFiles {
     /// The status last written for `name` (read from disk the first time,
     /// so a restarted agent does not rewrite what is already there).
     pub fn previous(&self, name: &str) -> Option<ContainerStatus> {
-        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        let mut written = lock(&self.written);
         if let Some(f) = written.get(name) {
             return Some(f.status.clone());
         }
@@ -80,7 +81,7 @@ impl StatusFiles {
             status: status.clone(),
         };
         let _ = self.previous(name);
-        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        let mut written = lock(&self.written);
         if written.get(name) == Some(&file) {
             return Ok(false);
         }
@@ -94,10 +95,7 @@ impl StatusFiles {
 
     /// Remove a container's status file.
     pub fn remove(&self, name: &str) -> Result<(), FsError> {
-        self.written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+        lock(&self.written).remove(name);
         fsutil::remove_file_if_exists(&self.path(name))
     }
 

@@ -28,6 +28,7 @@ use crate::api::{
     Reason, spec_hash,
 };
 use crate::source::{MirrorSight, Sighting};
+use crate::sync::lock;
 
 /// The field manager of everything rundmc writes.
 pub const MANAGER: &str = "rundmc";
@@ -433,10 +434,6 @@ fn mirror_failure_cause(error: &kube::Error, namespace: &str) -> String {
         ),
         other => other.to_string(),
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn reference(namespace: &str, name: &str, uid: &str) -> ObjectReference {

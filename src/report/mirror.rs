@@ -57,7 +57,7 @@ pub struct Mirrors {
 
 impl Mirrors {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Handle, Mirror>> {
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.table)
     }
 
     /// The mirror published for `handle`, if any.

@@ -19,6 +19,7 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
 use super::events::EventType;
+use crate::sync::lock;
 
 /// How long an event can still grow a series (client-go's, and kubelet's).
 const SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
@@ -175,10 +176,6 @@ fn type_name(type_: EventType) -> &'static str {
         EventType::Normal => "Normal",
         EventType::Warning => "Warning",
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

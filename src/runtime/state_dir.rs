@@ -21,6 +21,7 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
+use rundmc_shim::procstat::{self, ProcStat};
 use serde::Deserialize;
 
 use super::{State, Status};
@@ -134,27 +135,6 @@ pub fn parse_crun_status(
     })
 }
 
-/// The fields of `/proc/<pid>/stat` that tell whether a pid is still the
-/// process a runtime started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProcStat {
-    /// Field 3: R, S, D, Z, X, ...
-    pub state: char,
-    /// Field 22: start time in clock ticks since boot.
-    pub start_time: u64,
-}
-
-/// Parse `/proc/<pid>/stat`. The command name (field 2) may hold spaces and
-/// parentheses, so fields are counted from its last `)`.
-pub fn parse_proc_stat(text: &str) -> Option<ProcStat> {
-    let after_comm = &text[text.rfind(')')? + 1..];
-    let mut fields = after_comm.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    // Field 3 was taken; field 22 is 19 further on.
-    let start_time = fields.nth(18)?.parse().ok()?;
-    Some(ProcStat { state, start_time })
-}
-
 /// Is the recorded init still alive? `proc` is its `/proc/<pid>/stat`, if
 /// that exists. crun skips the start time check when none was recorded.
 pub fn init_alive(record: &Record, proc: Option<&ProcStat>) -> bool {
@@ -202,7 +182,7 @@ pub fn lookup(root: &Path, id: &str) -> Lookup {
 pub fn observe(root: &Path, record: &Record) -> State {
     let proc = fs::read_to_string(format!("/proc/{}/stat", record.pid))
         .ok()
-        .and_then(|text| parse_proc_stat(&text));
+        .and_then(|text| procstat::parse(&text));
     let alive = record.pid > 0 && init_alive(record, proc.as_ref());
     let exec_fifo = root.join(&record.id).join("exec.fifo").exists();
     let frozen = record
@@ -331,7 +311,7 @@ mod tests {
 
     #[test]
     fn proc_stat_gives_state_and_start_time() {
-        let stat = parse_proc_stat(PROC_STAT).unwrap();
+        let stat = procstat::parse(PROC_STAT).unwrap();
         assert_eq!(
             stat,
             ProcStat {
@@ -345,14 +325,14 @@ mod tests {
     fn proc_stat_survives_parentheses_and_spaces_in_the_name() {
         let text = "42 (we ird) (x) Z 1 42 42 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 999 0 0";
         assert_eq!(
-            parse_proc_stat(text),
+            procstat::parse(text),
             Some(ProcStat {
                 state: 'Z',
                 start_time: 999
             })
         );
-        assert_eq!(parse_proc_stat("42 (short) S 1 2"), None);
-        assert_eq!(parse_proc_stat(""), None);
+        assert_eq!(procstat::parse("42 (short) S 1 2"), None);
+        assert_eq!(procstat::parse(""), None);
     }
 
     fn record(layout: Layout, start_time: u64) -> Record {

@@ -11,10 +11,122 @@
 //! does not resolve there, and "not allowed" is the cause to report, not
 //! "no such file".
 
+use std::ffi::OsString;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
+use thiserror::Error;
+
 use crate::api::ContainerSpec;
+
+/// Why a declaration is refused on this node. Each names the field, and a
+/// path outside the allowed ones also what the node allows and how to
+/// allow more.
+#[derive(Debug, Error)]
+pub enum Refusal {
+    /// `privileged: true` without `--allow-privileged`.
+    #[error(
+        "spec.privileged: privileged containers are not allowed on this node (--allow-privileged)"
+    )]
+    Privileged,
+    /// `hostNetwork: true` without `--allow-host-network`.
+    #[error(
+        "spec.hostNetwork: the host's network is not allowed on this node (--allow-host-network)"
+    )]
+    HostNetwork,
+    /// A host path outside the allowed ones, as written or resolved.
+    #[error(
+        "{field}: {path}{} is not under {}: this node allows {}. To allow it, add it or a \
+         directory above it to the agent's {} (Helm chart value {})",
+        resolved_to(.resolved.as_deref()),
+        .rule.what(),
+        listed(.allowed),
+        .rule.flag(),
+        .rule.chart_value()
+    )]
+    NotAllowed {
+        /// The field, e.g. `spec.mounts[0].source`.
+        field: String,
+        /// The path as written.
+        path: String,
+        /// What it resolved to, when it was allowed as written.
+        resolved: Option<PathBuf>,
+        /// Which list it had to be under.
+        rule: HostPathRule,
+        /// What that list holds.
+        allowed: Vec<PathBuf>,
+    },
+    /// An allowed path that does not resolve on this node.
+    #[error("{field}: {path} cannot be resolved on this node: {source}")]
+    Unresolvable {
+        /// The field.
+        field: String,
+        /// The path as written.
+        path: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// An allowed path that resolved to a name that is not UTF-8.
+    #[error("{field}: {path} resolved to {resolved:?}, which is not UTF-8")]
+    NotUtf8 {
+        /// The field.
+        field: String,
+        /// The path as written.
+        path: String,
+        /// What it resolved to.
+        resolved: OsString,
+    },
+}
+
+/// Which of the node's lists of host paths a field's path must be under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostPathRule {
+    /// `spec.rootfs`: `--allowed-rootfs-paths`.
+    Rootfs,
+    /// A bind mount's source: `--allowed-host-paths`.
+    HostPath,
+}
+
+impl HostPathRule {
+    fn what(self) -> &'static str {
+        match self {
+            Self::Rootfs => "an allowed rootfs path",
+            Self::HostPath => "an allowed host path",
+        }
+    }
+
+    /// The agent flag that lists the allowed paths.
+    fn flag(self) -> &'static str {
+        match self {
+            Self::Rootfs => "--allowed-rootfs-paths",
+            Self::HostPath => "--allowed-host-paths",
+        }
+    }
+
+    /// The Helm chart's value for that flag.
+    fn chart_value(self) -> &'static str {
+        match self {
+            Self::Rootfs => "allowedRootfsPaths",
+            Self::HostPath => "allowedHostPaths",
+        }
+    }
+}
+
+fn resolved_to(resolved: Option<&Path>) -> String {
+    resolved.map_or_else(String::new, |r| format!(" (resolved to {})", r.display()))
+}
+
+fn listed(allowed: &[PathBuf]) -> String {
+    match allowed.is_empty() {
+        true => "none".to_string(),
+        false => allowed
+            .iter()
+            .map(|a| a.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
 
 /// The node's policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,7 +148,7 @@ impl Admission {
         &self,
         spec: &ContainerSpec,
         resolve: impl Fn(&Path) -> io::Result<PathBuf>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         self.admit(spec, resolve).map(drop)
     }
 
@@ -47,19 +159,17 @@ impl Admission {
         &self,
         spec: &ContainerSpec,
         resolve: impl Fn(&Path) -> io::Result<PathBuf>,
-    ) -> Result<ContainerSpec, String> {
+    ) -> Result<ContainerSpec, Refusal> {
         if spec.privileged && !self.allow_privileged {
-            return Err("spec.privileged: privileged containers are not allowed on this node (--allow-privileged)".into());
+            return Err(Refusal::Privileged);
         }
         if spec.host_network && !self.allow_host_network {
-            return Err("spec.hostNetwork: the host's network is not allowed on this node (--allow-host-network)".into());
+            return Err(Refusal::HostNetwork);
         }
         let rootfs = Under {
             field: "spec.rootfs".into(),
             allowed: &self.allowed_rootfs_paths,
-            what: "an allowed rootfs path",
-            flag: "--allowed-rootfs-paths",
-            chart_value: "allowedRootfsPaths",
+            rule: HostPathRule::Rootfs,
         };
         let mut admitted = spec.clone();
         admitted.rootfs = rootfs.check(&spec.rootfs, &resolve)?;
@@ -67,9 +177,7 @@ impl Admission {
             let source = Under {
                 field: format!("spec.mounts[{i}].source"),
                 allowed: &self.allowed_host_paths,
-                what: "an allowed host path",
-                flag: "--allowed-host-paths",
-                chart_value: "allowedHostPaths",
+                rule: HostPathRule::HostPath,
             };
             m.source = source.check(&m.source, &resolve)?;
         }
@@ -82,11 +190,7 @@ impl Admission {
 struct Under<'a> {
     field: String,
     allowed: &'a [PathBuf],
-    what: &'static str,
-    /// The agent flag that lists `allowed`.
-    flag: &'static str,
-    /// The Helm chart's value for that flag.
-    chart_value: &'static str,
+    rule: HostPathRule,
 }
 
 impl Under<'_> {
@@ -95,42 +199,41 @@ impl Under<'_> {
         &self,
         path: &str,
         resolve: impl Fn(&Path) -> io::Result<PathBuf>,
-    ) -> Result<String, String> {
-        let field = &self.field;
+    ) -> Result<String, Refusal> {
         if !self.allows(&lexically_normal(Path::new(path))) {
-            return Err(self.refusal(path.to_owned()));
+            return Err(self.refusal(path, None));
         }
-        let resolved = resolve(Path::new(path))
-            .map_err(|e| format!("{field}: {path} cannot be resolved on this node: {e}"))?;
-        if self.allows(&resolved) {
-            return resolved
-                .into_os_string()
-                .into_string()
-                .map_err(|p| format!("{field}: {path} resolved to {p:?}, which is not UTF-8"));
+        let resolved = resolve(Path::new(path)).map_err(|source| Refusal::Unresolvable {
+            field: self.field.clone(),
+            path: path.to_owned(),
+            source,
+        })?;
+        if !self.allows(&resolved) {
+            return Err(self.refusal(path, Some(resolved)));
         }
-        Err(self.refusal(format!("{path} (resolved to {})", resolved.display())))
+        resolved
+            .into_os_string()
+            .into_string()
+            .map_err(|resolved| Refusal::NotUtf8 {
+                field: self.field.clone(),
+                path: path.to_owned(),
+                resolved,
+            })
     }
 
     fn allows(&self, path: &Path) -> bool {
         self.allowed.iter().any(|a| path.starts_with(a))
     }
 
-    /// Why `shown` is refused, what the node allows, and how to allow it.
-    fn refusal(&self, shown: String) -> String {
-        let allowed = match self.allowed.is_empty() {
-            true => "none".to_string(),
-            false => self
-                .allowed
-                .iter()
-                .map(|a| a.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        };
-        format!(
-            "{}: {shown} is not under {}: this node allows {allowed}. To allow it, add it \
-             or a directory above it to the agent's {} (Helm chart value {})",
-            self.field, self.what, self.flag, self.chart_value
-        )
+    /// `path` (resolved to `resolved`) is refused.
+    fn refusal(&self, path: &str, resolved: Option<PathBuf>) -> Refusal {
+        Refusal::NotAllowed {
+            field: self.field.clone(),
+            path: path.to_owned(),
+            resolved,
+            rule: self.rule,
+            allowed: self.allowed.to_vec(),
+        }
     }
 }
 
@@ -189,15 +292,21 @@ mod tests {
             allowed_rootfs_paths: vec!["/img".into()],
             ..Admission::default()
         };
-        assert_eq!(none.check(&spec(false, &[]), resolve), Ok(()));
+        assert_eq!(
+            none.check(&spec(false, &[]), resolve)
+                .map_err(|e| e.to_string()),
+            Ok(())
+        );
         assert!(
             none.check(&spec(true, &[]), resolve)
                 .unwrap_err()
+                .to_string()
                 .starts_with("spec.privileged:")
         );
         let err = none
             .check(&spec(false, &["/srv/data"]), resolve)
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "spec.mounts[0].source: /srv/data is not under an allowed host path: this node \
@@ -226,7 +335,8 @@ mod tests {
         ] {
             let err = policy
                 .check(&spec(false, &[source]), in_the_pod)
-                .unwrap_err();
+                .unwrap_err()
+                .to_string();
             assert_eq!(
                 err,
                 format!(
@@ -239,7 +349,7 @@ mod tests {
         }
         let mut s = spec(false, &[]);
         s.rootfs = "/var/lib/images/busybox".into();
-        let err = policy.check(&s, in_the_pod).unwrap_err();
+        let err = policy.check(&s, in_the_pod).unwrap_err().to_string();
         assert!(
             err.starts_with("spec.rootfs: /var/lib/images/busybox is not under an allowed rootfs path: this node allows /img.")
                 && err.ends_with("--allowed-rootfs-paths (Helm chart value allowedRootfsPaths)"),
@@ -253,13 +363,16 @@ mod tests {
                     false => Ok(p.to_path_buf()),
                 }
             })
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("/srv/data/gone cannot be resolved on this node"),
             "{err}"
         );
         assert_eq!(
-            policy.check(&spec(false, &["/srv/data/./x"]), in_the_pod),
+            policy
+                .check(&spec(false, &["/srv/data/./x"]), in_the_pod)
+                .map_err(|e| e.to_string()),
             Ok(())
         );
     }
@@ -273,12 +386,15 @@ mod tests {
             ..Admission::default()
         };
         assert_eq!(
-            policy.check(&spec(true, &["/srv/data", "/srv"]), resolve),
+            policy
+                .check(&spec(true, &["/srv/data", "/srv"]), resolve)
+                .map_err(|e| e.to_string()),
             Ok(())
         );
         let err = policy
             .check(&spec(false, &["/srv/data", "/srv/link/shadow"]), resolve)
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("spec.mounts[1].source: /srv/link/shadow (resolved to /etc/shadow)"),
             "{err}"
@@ -291,6 +407,7 @@ mod tests {
             policy
                 .check(&spec(false, &["/srv/missing/x"]), resolve)
                 .unwrap_err()
+                .to_string()
                 .contains("cannot be resolved")
         );
     }
@@ -303,9 +420,15 @@ mod tests {
         };
         let mut s = spec(false, &[]);
         s.rootfs = "/".into();
-        assert!(policy.check(&s, resolve).unwrap_err().starts_with(
-            "spec.rootfs: / is not under an allowed rootfs path: this node allows /img."
-        ));
+        assert!(
+            policy
+                .check(&s, resolve)
+                .unwrap_err()
+                .to_string()
+                .starts_with(
+                    "spec.rootfs: / is not under an allowed rootfs path: this node allows /img."
+                )
+        );
         s.rootfs = "/img/link".into();
         let through_link = |p: &Path| match p.strip_prefix("/img/link") {
             Ok(rest) => Ok(Path::new("/etc").join(rest)),
@@ -315,6 +438,7 @@ mod tests {
             policy
                 .check(&s, through_link)
                 .unwrap_err()
+                .to_string()
                 .starts_with("spec.rootfs: /img/link (resolved to /etc")
         );
         s.rootfs = "/img/busybox".into();
@@ -323,13 +447,14 @@ mod tests {
             policy
                 .check(&s, resolve)
                 .unwrap_err()
+                .to_string()
                 .starts_with("spec.hostNetwork:")
         );
         let open = Admission {
             allow_host_network: true,
             ..policy
         };
-        assert_eq!(open.check(&s, resolve), Ok(()));
+        assert_eq!(open.check(&s, resolve).map_err(|e| e.to_string()), Ok(()));
     }
 
     #[test]

@@ -35,40 +35,57 @@ pub fn image() -> PathBuf {
 }
 
 /// A binary of the workspace, next to `rundmc`. The other packages'
-/// binaries are built (same target dir and profile) on first use when
-/// `cargo test` ran without `make test`'s `cargo build --workspace`.
+/// binaries are built on first use, into the same target dir.
 pub fn binary(name: &str) -> PathBuf {
     let rundmc = PathBuf::from(env!("CARGO_BIN_EXE_rundmc"));
     if name == "rundmc" {
         return rundmc;
     }
     let bin_dir = rundmc.parent().unwrap().to_owned();
-    BUILD.call_once(|| {
-        let profile = bin_dir.file_name().unwrap().to_string_lossy().into_owned();
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "rundmc-init",
-                "-p",
-                "rundmc-shim",
-                "--manifest-path",
-            ])
-            .arg(workspace().join("Cargo.toml"))
-            .env("CARGO_TARGET_DIR", bin_dir.parent().unwrap());
-        if profile != "debug" {
-            cargo.args(["--profile", &profile]);
-        }
-        assert!(
-            cargo.status().unwrap().success(),
-            "building rundmc-init and rundmc-shim failed"
-        );
-    });
+    BUILD.call_once(|| build_beside(&bin_dir));
     let path = bin_dir.join(name);
     assert!(path.exists(), "{} is missing", path.display());
     path
+}
+
+/// Build rundmc-shim and rundmc-init into `bin_dir`, beside `rundmc`.
+/// The shim is built with the profile the tests were built with and the
+/// whole workspace's features, so that it reuses their dependencies
+/// (`make test` compiles each once). rundmc-init is no_std and cannot
+/// unwind: when the tests' profile unwinds (`make test`'s test-unwind), it
+/// is built with profile.dev, which aborts, and copied beside `rundmc`.
+fn build_beside(bin_dir: &Path) {
+    let target = bin_dir.parent().unwrap();
+    let dir = bin_dir.file_name().unwrap().to_str().unwrap();
+    // `cargo test` builds into "debug" with the test profile.
+    let profile = if dir == "debug" { "test" } else { dir };
+    cargo_build(
+        target,
+        &["--workspace", "--bin", "rundmc-shim", "--profile", profile],
+    );
+    let (init_profile, init_dir) = match dir {
+        "debug" | "test-unwind" => ("dev", "debug"),
+        other => (other, other),
+    };
+    cargo_build(target, &["-p", "rundmc-init", "--profile", init_profile]);
+    if init_dir != dir {
+        // Copied then renamed: a running rundmc-init is replaced, not
+        // written into.
+        let temp = bin_dir.join(".rundmc-init.tmp");
+        std::fs::copy(target.join(init_dir).join("rundmc-init"), &temp).unwrap();
+        std::fs::rename(&temp, bin_dir.join("rundmc-init")).unwrap();
+    }
+}
+
+fn cargo_build(target: &Path, args: &[&str]) {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--manifest-path"])
+        .arg(workspace().join("Cargo.toml"))
+        .args(args)
+        .env("CARGO_TARGET_DIR", target)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cargo build {args:?} failed");
 }
 
 /// `runc spec` written into `bundle`, read back to be edited.

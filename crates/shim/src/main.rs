@@ -6,6 +6,7 @@
 mod supervisor;
 
 fn main() {
+    rundmc_shim::abort_on_panic();
     match supervisor::args::parse(std::env::args_os().skip(1)) {
         Ok(args) => supervisor::start(args),
         Err(e) => {

@@ -4,30 +4,46 @@
 
 use std::io;
 
-/// Field 22 of a `/proc/<pid>/stat` line. The command name (field 2) may
-/// hold spaces and parentheses, so fields are counted after its last `)`.
+/// The fields of a `/proc/<pid>/stat` line that tell whether a pid is still
+/// the process that was first seen under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Field 3: R, S, D, Z, X, ...
+    pub state: char,
+    /// Field 22: start time in clock ticks since boot.
+    pub start_time: u64,
+}
+
+/// The fields after the command name (field 2), from field 3 on. The
+/// command name may hold spaces and parentheses, so they start after its
+/// last `)`.
+fn after_comm(stat: &str) -> Option<std::str::SplitWhitespace<'_>> {
+    Some(stat[stat.rfind(')')? + 1..].split_whitespace())
+}
+
+/// The state (field 3) and start time (field 22) of a `/proc/<pid>/stat`
+/// line.
+pub fn parse(stat: &str) -> Option<ProcStat> {
+    let mut fields = after_comm(stat)?;
+    let state = fields.next()?.chars().next()?;
+    // Field 3 was taken; field 22 is 19 further on.
+    let start_time = fields.nth(18)?.parse().ok()?;
+    Some(ProcStat { state, start_time })
+}
+
+/// Field 22 of a `/proc/<pid>/stat` line.
 pub fn parse_start_time(stat: &str) -> Option<u64> {
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    // After the comm come field 3 (state) onwards; field 22 is the 20th of them.
-    after_comm.split_whitespace().nth(19)?.parse().ok()
+    parse(stat).map(|p| p.start_time)
 }
 
 /// The state letter (field 3) of a `/proc/<pid>/stat` line, e.g. `Z`.
 pub fn parse_state(stat: &str) -> Option<char> {
-    stat[stat.rfind(')')? + 1..]
-        .split_whitespace()
-        .next()?
-        .chars()
-        .next()
+    after_comm(stat)?.next()?.chars().next()
 }
 
 /// The parent pid (field 4) of a `/proc/<pid>/stat` line.
 pub fn parse_ppid(stat: &str) -> Option<i32> {
-    stat[stat.rfind(')')? + 1..]
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    after_comm(stat)?.nth(1)?.parse().ok()
 }
 
 /// The start time of `pid`, read from `/proc/<pid>/stat`.
@@ -61,6 +77,15 @@ mod tests {
         assert_eq!(parse_ppid("no paren"), None);
         assert_eq!(parse_start_time("1 (x) S 1 2"), None);
         assert_eq!(parse_start_time("no paren"), None);
+        assert_eq!(
+            parse(stat),
+            Some(ProcStat {
+                state: 'S',
+                start_time: 987654
+            })
+        );
+        assert_eq!(parse("42 (short) S 1 2"), None);
+        assert_eq!(parse(""), None);
     }
 
     #[test]

@@ -8,12 +8,13 @@ mod pump;
 mod sys;
 
 use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::process::{Command as Cmd, ExitStatus, Stdio};
 
+use rundmc_shim::atomic::{self, Durability};
 use rundmc_shim::procstat;
 use rundmc_shim::protocol::{
     CONTROL_FIFO, EXIT_JSON, ExitRecord, PID_FILE, RUNTIME_LOG, Ready, SHIM_JSON,
@@ -255,17 +256,13 @@ fn ready(line: &Ready) {
     }
 }
 
-/// Writes `value` as JSON to `dir/name`: temp file, rename; readers see the
-/// old file or the whole new one, and the page cache outlives any process
-/// that crashes. Never fsynced: `shim.json` and `exit.json` describe
-/// processes a reboot ends, and the agent recreates their containers after
-/// one; an fsync would only add milliseconds to starts and exits.
+/// Writes `value` as JSON to `dir/name` atomically. Never fsynced:
+/// `shim.json` and `exit.json` describe processes a reboot ends, and the
+/// agent recreates their containers after one; an fsync would only add
+/// milliseconds to starts and exits.
 fn write_atomic(dir: &Path, name: &str, value: &impl serde::Serialize) -> io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut file = File::create(&tmp)?;
-    file.write_all(&serde_json::to_vec(value)?)?;
-    drop(file);
-    fs::rename(&tmp, dir.join(name))
+    let bytes = serde_json::to_vec(value)?;
+    atomic::write(&dir.join(name), &bytes, Durability::Volatile)
 }
 
 #[cfg(test)]

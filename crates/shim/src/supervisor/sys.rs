@@ -35,6 +35,7 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: fcntl on a valid descriptor with integer arguments.
     let flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: as above; the flags are the descriptor's own plus O_NONBLOCK.
     check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
     Ok(())
 }
@@ -77,35 +78,7 @@ pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     }
 }
 
-/// A pidfd for `pid`.
-pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: a plain system call with integer arguments.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pidfd_open returned a fresh descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// Sends `sig` to the process the pidfd refers to, never to a pid reuser.
-pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
-    // SAFETY: a plain system call; a null siginfo is allowed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            sig,
-            std::ptr::null::<u8>(),
-            0,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
+pub use rundmc_shim::pidfd::{open as pidfd_open, send_signal as pidfd_send_signal};
 
 /// Reaps the child the pidfd refers to, blocking until it has exited.
 pub fn wait_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<Ending> {
@@ -187,6 +160,7 @@ pub fn fork() -> io::Result<bool> {
 pub fn detach() -> io::Result<()> {
     // SAFETY: plain system calls with integer arguments.
     check(unsafe { libc::setsid() })?;
+    // SAFETY: as above.
     check(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })?;
     Ok(())
 }
