@@ -55,11 +55,6 @@ pub fn write_atomic_with(
     atomic::write(path, contents, durability).map_err(at(path))
 }
 
-/// Atomically replace `path` with `value` as pretty JSON, durably.
-pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), FsError> {
-    write_json_with(path, value, Durability::Durable)
-}
-
 /// Atomically replace `path` with `value` as pretty JSON.
 pub fn write_json_with<T: serde::Serialize>(
     path: &Path,
@@ -75,11 +70,6 @@ pub fn write_json_with<T: serde::Serialize>(
 /// place before its data reached the disk: nothing, or only NUL bytes.
 pub fn is_unwritten(bytes: &[u8]) -> bool {
     bytes.iter().all(|b| *b == 0)
-}
-
-/// fsync a directory so that renames and creations in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<(), FsError> {
-    atomic::sync_dir(dir).map_err(at(dir))
 }
 
 /// Remove a file; a missing file is success.

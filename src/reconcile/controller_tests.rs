@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
+use crate::api::Origin;
 use crate::api::{Phase, ProcessSpec};
 use crate::reconcile::fake::{FakeContainers, FakeReports, FakeRun, Journal, tokio_clock};
 use crate::reconcile::history::MainFile;
 use crate::reconcile::plan::MainObs;
-use crate::reconcile::store::Origin;
 use crate::report::REPORT_RETRY;
 use crate::report::events::EventLog;
 use crate::report::files::StatusFiles;

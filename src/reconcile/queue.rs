@@ -138,11 +138,13 @@ impl WorkQueue {
     }
 
     /// Handles waiting to be handed out.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().ready.len()
     }
 
     /// True when nothing waits.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

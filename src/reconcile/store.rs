@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::api::Handle;
-pub use crate::api::{DeclError, Desired, Origin, SOURCE_LABEL, SourceKind};
+pub use crate::api::{Desired, SOURCE_LABEL, SourceKind};
 use crate::source::{FileErrors, Update};
 
 /// What a store update changed.
@@ -188,6 +188,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::api::Origin;
     use crate::source::admission::Admission;
     use crate::source::files::{FileSnapshot, resolve_files};
     use crate::source::manifest::parse;

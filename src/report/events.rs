@@ -4,7 +4,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -78,11 +78,6 @@ impl EventLog {
         })
     }
 
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Append one event; when the file holds twice `keep`, cut it to the
     /// newest `keep` (an atomic rewrite, so readers never see half).
     pub fn record(&self, event: &Event) -> Result<(), FsError> {
@@ -126,7 +121,7 @@ mod tests {
             ))
             .unwrap();
         }
-        let text = std::fs::read_to_string(log.path()).unwrap();
+        let text = std::fs::read_to_string(&log.path).unwrap();
         let events: Vec<Event> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())

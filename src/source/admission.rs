@@ -144,6 +144,7 @@ pub struct Admission {
 impl Admission {
     /// Why `spec` is refused, if it is; `resolve` canonicalizes a host path
     /// (`std::fs::canonicalize` in production).
+    #[cfg(test)]
     pub fn check(
         &self,
         spec: &ContainerSpec,

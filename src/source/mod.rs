@@ -3,13 +3,13 @@
 //! own tasks; they never touch containers. What they find goes to the
 //! desired store as [`Update`]s, through one writer.
 
-pub mod admission;
-pub mod dir;
-pub mod files;
-pub mod kube;
+pub(crate) mod admission;
+pub(crate) mod dir;
+pub(crate) mod files;
+pub(crate) mod kube;
 pub mod manifest;
-pub mod strict;
-pub mod update;
-pub mod yaml_line;
+pub(crate) mod strict;
+pub(crate) mod update;
+pub(crate) mod yaml_line;
 
-pub use update::{FileErrors, MirrorSight, Sighting, Update};
+pub(crate) use update::{FileErrors, MirrorSight, Sighting, Update};
