@@ -28,3 +28,36 @@ pub mod pidfd;
 pub mod procstat;
 pub mod protocol;
 pub mod status;
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Command;
+
+    const CHILD: &str = "RUNDMC_ABORT_ON_PANIC_CHILD";
+
+    /// Run in a child process (this test binary again): without the hook a
+    /// panicking thread ends only itself, and the child exits 0.
+    #[test]
+    fn a_panic_in_any_thread_ends_the_process() {
+        if std::env::var_os(CHILD).is_some() {
+            super::abort_on_panic();
+            let _ = std::thread::spawn(|| panic!("on purpose")).join();
+            std::process::exit(0);
+        }
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "--nocapture",
+                "tests::a_panic_in_any_thread_ends_the_process",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("on purpose"),
+            "the message is still printed: {out:?}"
+        );
+    }
+}
