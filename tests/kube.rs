@@ -8,101 +8,19 @@
 
 #[path = "support/apiserver/mod.rs"]
 mod apiserver;
+#[path = "support/cluster.rs"]
+mod cluster;
 mod support;
 
 use std::time::Duration;
 
 use apiserver::FakeApiServer;
-use k8s_openapi::api::core::v1::{Namespace, Node};
-use kube::Client;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, Patch, PatchParams};
 use rundmc::api::{Container, ContainerSpec, Phase};
-use support::agent::{Agent, AgentEnv, manifest};
+use support::agent::{AgentEnv, manifest};
 
-const T: Duration = Duration::from_secs(30);
-const NODE: &str = "node-1";
-
-struct Cluster {
-    server: FakeApiServer,
-    client: Client,
-    env: AgentEnv,
-}
-
-impl Cluster {
-    async fn new(name: &str, server: FakeApiServer) -> Self {
-        let mut env = AgentEnv::new(name);
-        let kubeconfig = env.env.dir.join("kubeconfig");
-        let client = server.client(&kubeconfig).await;
-        let mut node = Node::default();
-        node.metadata.name = Some(NODE.into());
-        server.insert(&node);
-        env.extra = ["--kube", "--node-name", NODE, "--kubeconfig"]
-            .map(String::from)
-            .to_vec();
-        env.extra.push(kubeconfig.display().to_string());
-        // The test image stands outside the default /var/lib/rundmc/rootfs.
-        let images = support::image().parent().unwrap().display().to_string();
-        env.extra.extend(["--allowed-rootfs-paths".into(), images]);
-        Cluster {
-            server,
-            client,
-            env,
-        }
-    }
-
-    fn start(&self) -> Agent {
-        self.env.start()
-    }
-
-    fn api(&self) -> Api<Container> {
-        Api::namespaced(self.client.clone(), "default")
-    }
-
-    async fn apply(&self, c: &Container) {
-        let name = c.metadata.name.clone().unwrap();
-        self.api()
-            .patch(
-                &name,
-                &PatchParams::apply("kubectl").force(),
-                &Patch::Apply(c),
-            )
-            .await
-            .unwrap();
-    }
-
-    /// Wait until `name` satisfies `cond`, then return it.
-    async fn wait(
-        &self,
-        what: &str,
-        name: &str,
-        cond: impl FnMut(&Container) -> bool,
-    ) -> Container {
-        match self
-            .server
-            .wait_for_object::<Container>("default", name, T, cond)
-            .await
-        {
-            Ok(c) => c,
-            Err(_) => panic!(
-                "timed out waiting for {what}; object: {:?}\n--- agent log ---\n{}",
-                self.server.get::<Container>("default", name),
-                self.env.agent_log()
-            ),
-        }
-    }
-
-    /// Wait, off the async runtime, for a condition on the node.
-    async fn until(&self, what: &str, cond: impl FnMut() -> bool + Send + 'static) {
-        let ok = tokio::task::spawn_blocking(move || support::eventually(T, cond))
-            .await
-            .unwrap();
-        assert!(
-            ok,
-            "timed out waiting for {what}\n--- agent log ---\n{}",
-            self.env.agent_log()
-        );
-    }
-}
+use cluster::{Cluster, NODE, T};
 
 fn container(name: &str, node: &str, extra: impl FnOnce(&mut ContainerSpec)) -> Container {
     let mut spec = ContainerSpec {

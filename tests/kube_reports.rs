@@ -8,99 +8,19 @@
 
 #[path = "support/apiserver/mod.rs"]
 mod apiserver;
+#[path = "support/cluster.rs"]
+mod cluster;
 mod support;
 
-use std::time::Duration;
-
 use apiserver::FakeApiServer;
-use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{Client, CustomResourceExt};
+use kube::CustomResourceExt;
+use kube::api::{Api, PostParams};
 use rundmc::api::{Container, ContainerSpec, Phase};
-use support::agent::{Agent, AgentEnv, manifest};
+use support::agent::manifest;
 
-const T: Duration = Duration::from_secs(60);
-const NODE: &str = "node-1";
-
-/// The fake server, a client of it, and an agent environment for `NODE`.
-struct Cluster {
-    server: FakeApiServer,
-    client: Client,
-    env: AgentEnv,
-}
-
-impl Cluster {
-    async fn new(name: &str, server: FakeApiServer) -> Self {
-        let mut env = AgentEnv::new(name);
-        let kubeconfig = env.env.dir.join("kubeconfig");
-        let client = server.client(&kubeconfig).await;
-        let mut node = Node::default();
-        node.metadata.name = Some(NODE.into());
-        server.insert(&node);
-        env.extra = ["--kube", "--node-name", NODE, "--kubeconfig"]
-            .map(String::from)
-            .to_vec();
-        env.extra.push(kubeconfig.display().to_string());
-        let images = support::image().parent().unwrap().display().to_string();
-        env.extra.extend(["--allowed-rootfs-paths".into(), images]);
-        Cluster {
-            server,
-            client,
-            env,
-        }
-    }
-
-    fn start(&self) -> Agent {
-        self.env.start()
-    }
-
-    async fn apply(&self, c: &Container) {
-        let api: Api<Container> = Api::namespaced(self.client.clone(), "default");
-        let name = c.metadata.name.clone().unwrap();
-        api.patch(
-            &name,
-            &PatchParams::apply("kubectl").force(),
-            &Patch::Apply(c),
-        )
-        .await
-        .unwrap();
-    }
-
-    /// Waits until `name` satisfies `cond`; returns it.
-    async fn wait(
-        &self,
-        what: &str,
-        name: &str,
-        cond: impl FnMut(&Container) -> bool,
-    ) -> Container {
-        match self
-            .server
-            .wait_for_object::<Container>("default", name, T, cond)
-            .await
-        {
-            Ok(c) => c,
-            Err(_) => panic!(
-                "timed out waiting for {what}; object: {:?}\n--- agent log ---\n{}",
-                self.server.get::<Container>("default", name),
-                self.env.agent_log()
-            ),
-        }
-    }
-
-    /// The events about object `name`, as `kubectl describe` lists them.
-    fn events_about(&self, name: &str, reason: &str) -> Vec<Event> {
-        self.server
-            .events()
-            .into_iter()
-            .filter(|e| {
-                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-                    && e.reason.as_deref() == Some(reason)
-            })
-            .collect()
-    }
-}
+use cluster::{Cluster, NODE, T};
 
 fn container(name: &str, args: &[&str], extra: impl FnOnce(&mut ContainerSpec)) -> Container {
     let mut spec = ContainerSpec {
