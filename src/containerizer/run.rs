@@ -92,15 +92,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
 
     /// Make `processes/<id>`, refusing a bad or taken id.
     fn make_process_dir(&self, handle: &Handle, processes: &Path, id: &str) -> Result<PathBuf> {
-        Handle::new(id).map_err(|e| {
-            ContainerizerError::at(
-                handle,
-                ErrorKind::BadProcessId {
-                    id: id.into(),
-                    reason: e.to_string(),
-                },
-            )
-        })?;
+        check_process_id(handle, id)?;
         let dir = processes.join(id);
         std::fs::create_dir_all(processes).map_err(|e| self.fs_err(handle, processes, e))?;
         std::fs::create_dir(&dir).map_err(|e| match e.kind() {
@@ -135,15 +127,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
 
     /// Reattach to process `id` of `handle` from its directory alone.
     pub fn attach(&self, handle: &Handle, id: &str) -> Result<Process> {
-        Handle::new(id).map_err(|e| {
-            ContainerizerError::at(
-                handle,
-                ErrorKind::BadProcessId {
-                    id: id.into(),
-                    reason: e.to_string(),
-                },
-            )
-        })?;
+        check_process_id(handle, id)?;
         Process::attach(self.process_dir(handle, id))
             .map_err(|source| ContainerizerError::at(handle, ErrorKind::Process { source }))
     }
@@ -188,4 +172,18 @@ fn generate_id() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     format!("p-{nanos:x}")
+}
+
+/// A process id names a directory: it must be a valid handle.
+fn check_process_id(handle: &Handle, id: &str) -> Result<()> {
+    Handle::new(id).map(drop).map_err(|e| {
+        let reason = e.to_string();
+        ContainerizerError::at(
+            handle,
+            ErrorKind::BadProcessId {
+                id: id.into(),
+                reason,
+            },
+        )
+    })
 }
