@@ -299,11 +299,10 @@ async fn init_reaps_orphaned_grandchildren() {
     assert!(eventually(Duration::from_secs(5), || {
         std::fs::read_to_string(&procs).unwrap().lines().count() == 1
     }));
-    assert_eq!(
-        zombie_children(init),
-        Vec::<i32>::new(),
-        "no zombies under init"
-    );
+    // An exited task leaves cgroup.procs before its parent reaps it: give
+    // init the moment it needs, then none may be left.
+    let reaped = eventually(Duration::from_secs(5), || zombie_children(init).is_empty());
+    assert!(reaped, "zombies under init: {:?}", zombie_children(init));
     c.destroy(&h).await.unwrap();
 }
 
