@@ -261,3 +261,42 @@ async fn create_kills_what_a_lost_container_left_in_its_cgroup() {
     assert_eq!(support::cgroup_pids(&procs), vec![init]);
     c.destroy(&h).await.unwrap();
 }
+
+#[test]
+fn a_cgroup_under_the_parent_that_is_no_containers_is_left_alone() {
+    let a = AgentEnv::new("lost-foreign");
+    let pids = PathBuf::from("/sys/fs/cgroup/pids").join(&a.env.cgroup_parent);
+    let pids = if pids.parent().is_some_and(|p| p.is_dir()) {
+        pids
+    } else {
+        PathBuf::from("/sys/fs/cgroup").join(&a.env.cgroup_parent)
+    };
+    // Something else's cgroup, with a process, under the parent (what a
+    // --cgroup-parent shared with a service would show), and an empty one
+    // a crash left.
+    let foreign = pids.join("not-ours");
+    let stale = pids.join("stale");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::create_dir_all(&stale).unwrap();
+    let mut service = Command::new("sleep")
+        .arg("100000")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::fs::write(foreign.join("cgroup.procs"), service.id().to_string()).unwrap();
+
+    let _agent = a.start();
+    a.wait("the empty leftover removed", T, || !stale.exists());
+    assert!(
+        foreign.is_dir(),
+        "a cgroup that is no container's was removed"
+    );
+    let alive = service.try_wait().unwrap().is_none();
+    assert!(alive, "a process that is no container's was killed");
+
+    service.kill().unwrap();
+    service.wait().unwrap();
+    // The kernel takes a moment to let go of the cgroup of a reaped task.
+    let gone = support::eventually(T, || std::fs::remove_dir(&foreign).is_ok());
+    assert!(gone, "cannot remove {}", foreign.display());
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
+use super::bundle::INIT_PATH;
 use super::rootfs::Mounter;
 use super::{Containerizer, ContainerizerError, ErrorKind, Result};
 use crate::api::Handle;
@@ -66,7 +67,11 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             .filter_map(|dir| std::fs::read_dir(dir).ok())
             .flat_map(|entries| entries.flatten())
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .filter_map(|e| Handle::new(e.file_name().to_string_lossy()).ok())
+            .filter_map(|e| {
+                let handle = Handle::new(e.file_name().to_string_lossy()).ok()?;
+                let known = self.bundle_dir(&handle).exists();
+                (known || looks_like_a_container(&e.path())).then_some(handle)
+            })
             .collect();
         handles.sort();
         handles.dedup();
@@ -85,4 +90,24 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
 /// Wait for every victim, each up to a round's wait.
 async fn wait_all(victims: &[PidFd]) {
     join_all(victims.iter().map(|fd| fd.exited_within(ROUND_WAIT))).await;
+}
+
+/// Whether a cgroup the depot does not know can be a lost container's: it
+/// is empty, or one of its processes is a container's init, run as
+/// [`INIT_PATH`] (a container's processes die with its init, so a live lost
+/// container always has one). A cgroup of anything else that a
+/// misconfigured `--cgroup-parent` puts in reach (a system service's) is
+/// never taken for a leftover.
+fn looks_like_a_container(dir: &std::path::Path) -> bool {
+    let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
+        return false;
+    };
+    let mut pids = procs.lines().filter(|l| !l.trim().is_empty()).peekable();
+    if pids.peek().is_none() {
+        return true;
+    }
+    pids.any(|pid| {
+        std::fs::read(format!("/proc/{}/cmdline", pid.trim()))
+            .is_ok_and(|argv| argv.split(|b| *b == 0).next() == Some(INIT_PATH.as_bytes()))
+    })
 }
