@@ -7,6 +7,8 @@
 //! they are killed through the cgroup itself (see [`crate::cgroup::kill`]),
 //! by create and destroy alike.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -61,21 +63,27 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             return Vec::new();
         }
         let parent = self.with_all_roots(self.hierarchy.cgroup(rel), rel);
-        let mut handles: Vec<Handle> = parent
-            .dirs()
+        // Each name once (it has a directory in every hierarchy): one look
+        // at the depot per name, and at the processes only for strangers.
+        let mut found: BTreeMap<Handle, Vec<PathBuf>> = BTreeMap::new();
+        let dirs = parent.dirs();
+        let entries = dirs
             .iter()
             .filter_map(|dir| std::fs::read_dir(dir).ok())
             .flat_map(|entries| entries.flatten())
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .filter_map(|e| {
-                let handle = Handle::new(e.file_name().to_string_lossy()).ok()?;
-                let known = self.bundle_dir(&handle).exists();
-                (known || looks_like_a_container(&e.path())).then_some(handle)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()));
+        for e in entries {
+            if let Ok(handle) = Handle::new(e.file_name().to_string_lossy()) {
+                found.entry(handle).or_default().push(e.path());
+            }
+        }
+        found
+            .into_iter()
+            .filter(|(handle, dirs)| {
+                self.bundle_dir(handle).exists() || dirs.iter().any(|d| looks_like_a_container(d))
             })
-            .collect();
-        handles.sort();
-        handles.dedup();
-        handles
+            .map(|(handle, _)| handle)
+            .collect()
     }
 
     async fn kill_round(&self, handle: &Handle) -> Result<Vec<PidFd>> {
@@ -98,7 +106,7 @@ async fn wait_all(victims: &[PidFd]) {
 /// container always has one). A cgroup of anything else that a
 /// misconfigured `--cgroup-parent` puts in reach (a system service's) is
 /// never taken for a leftover.
-fn looks_like_a_container(dir: &std::path::Path) -> bool {
+fn looks_like_a_container(dir: &Path) -> bool {
     let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
         return false;
     };
