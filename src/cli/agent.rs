@@ -171,7 +171,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             prune_file_errors(&store, &reporters);
         }
     }
-    controller.enqueue_all();
+    controller.enqueue_at_start();
     let dispatcher = tokio::spawn(dispatch_all(
         changes,
         store.clone(),

@@ -115,15 +115,24 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         })
     }
 
-    /// Queue every handle that is declared, in the depot, reported in a
-    /// status file (so a status whose declaration went while the agent was
-    /// down is removed), or has a cgroup under the cgroup parent (what a
-    /// lost container leaves).
+    /// Queue every handle that is declared or in the depot (the resync).
     pub fn enqueue_all(&self) {
         let mut handles: HashSet<Handle> = self.store.handles().into_iter().collect();
         handles.extend(self.containerizer.depot_handles());
+        for h in handles {
+            self.queue.add(h);
+        }
+    }
+
+    /// At start, besides [`Controller::enqueue_all`]: what only a crash or
+    /// a stop leaves behind and no event will name. A status file whose
+    /// declaration went while the agent was down, and a cgroup under the
+    /// cgroup parent that a lost container left. While the agent runs, it
+    /// removes those itself, so the resync does not look for them.
+    pub fn enqueue_at_start(&self) {
+        self.enqueue_all();
         let reported = self.reporters.reported_names().into_iter();
-        handles.extend(reported.filter_map(|n| Handle::new(n).ok()));
+        let mut handles: HashSet<Handle> = reported.filter_map(|n| Handle::new(n).ok()).collect();
         handles.extend(self.containerizer.cgroup_handles());
         for h in handles {
             self.queue.add(h);

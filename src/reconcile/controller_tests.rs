@@ -375,7 +375,7 @@ async fn a_leftover_cgroup_is_queued_and_destroyed() {
     let a = h("a");
     listed(&r.store, SourceKind::File);
     r.containers.leave_cgroup(&a);
-    r.controller.enqueue_all();
+    r.controller.enqueue_at_start();
     assert_eq!(r.queue.next().await, Some(a.clone()));
     r.queue.done(&a);
 
