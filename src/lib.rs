@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod containerizer;
 pub(crate) mod fsutil;
+pub mod image;
 pub mod mountinfo;
 pub(crate) mod pidfd;
 pub mod process;

@@ -8,14 +8,17 @@ pub mod crd;
 pub mod desired;
 pub mod handle;
 pub mod ident;
+pub mod image;
 pub mod quantity;
 pub mod reason;
+pub mod reference;
 pub mod types;
 pub mod validate;
 
 pub use desired::{DeclError, DeclReason, Desired, Origin, SourceKind};
 pub use handle::{Handle, HandleError, MAX_HANDLE_LEN};
 pub use ident::{FINALIZER, MIRROR_OF, SOURCE_LABEL, spec_hash};
+pub use image::{ImageDefaults, ImageUse};
 pub use reason::Reason;
 pub use types::*;
 pub use validate::{FieldError, Resources, ValidationErrors, validate};

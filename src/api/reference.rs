@@ -1,0 +1,1 @@
+//! Placeholder: image references, parsed and normalised (issue 13).
