@@ -299,3 +299,14 @@ impl ContainerStatus {
         status
     }
 }
+
+/// When the agent pulls a container's image, as Kubernetes' `imagePullPolicy`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum PullPolicy {
+    /// Resolve the reference against the registry at every create.
+    Always,
+    /// Pull only when no image of that name is on the node.
+    IfNotPresent,
+    /// Never pull: the image must be on the node (`rundmc image import`).
+    Never,
+}
