@@ -53,11 +53,25 @@ pub enum Reason {
     /// The main process could not be started (kubelet's waiting reason
     /// for a container it could not create).
     CreateContainerError,
+    /// An image pull started.
+    Pulling,
+    /// An image was pulled, or is already on the node.
+    Pulled,
+    /// An image pull failed (event Failed, and Ready's reason).
+    ErrImagePull,
+    /// Waiting out an image pull's backoff.
+    ImagePullBackOff,
+    /// The image is not on the node and the pull policy is Never.
+    ErrImageNeverPull,
+    /// The image reference cannot be parsed.
+    InvalidImageName,
+    /// The spec and the image together give no process to run (kubelet's word).
+    CreateContainerConfigError,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 28] = [
         Reason::Created,
         Reason::Started,
         Reason::Killing,
@@ -79,6 +93,13 @@ impl Reason {
         Reason::Creating,
         Reason::Terminating,
         Reason::CreateContainerError,
+        Reason::Pulling,
+        Reason::Pulled,
+        Reason::ErrImagePull,
+        Reason::ImagePullBackOff,
+        Reason::ErrImageNeverPull,
+        Reason::InvalidImageName,
+        Reason::CreateContainerConfigError,
     ];
 
     /// The one CamelCase word reported.
@@ -105,6 +126,13 @@ impl Reason {
             Reason::Creating => "Creating",
             Reason::Terminating => "Terminating",
             Reason::CreateContainerError => "CreateContainerError",
+            Reason::Pulling => "Pulling",
+            Reason::Pulled => "Pulled",
+            Reason::ErrImagePull => "ErrImagePull",
+            Reason::ImagePullBackOff => "ImagePullBackOff",
+            Reason::ErrImageNeverPull => "ErrImageNeverPull",
+            Reason::InvalidImageName => "InvalidImageName",
+            Reason::CreateContainerConfigError => "CreateContainerConfigError",
         }
     }
 

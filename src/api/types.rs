@@ -47,6 +47,12 @@ use serde::{Deserialize, Serialize};
         priority = "1"
     ),
     printcolumn(
+        name = "Image",
+        type_ = "string",
+        json_path = ".spec.image",
+        priority = "1"
+    ),
+    printcolumn(
         name = "Rootfs",
         type_ = "string",
         json_path = ".spec.rootfs",
@@ -59,8 +65,24 @@ pub struct ContainerSpec {
     /// The node whose agent runs this container (custom resources only; ignored in files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
+    /// An OCI image to run, pulled from its registry: `busybox`,
+    /// `ghcr.io/org/app:1.2`, `registry:5000/app@sha256:...`. Each container
+    /// gets its own writable overlay on the image's layers. Exactly one of
+    /// `image` and `rootfs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// When to pull `image`: Always, IfNotPresent or Never. Defaults to
+    /// Always for `:latest` or no tag, IfNotPresent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+    /// `kubernetes.io/dockerconfigjson` Secrets in the resource's namespace
+    /// with credentials for `image`'s registry (custom resources only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
     /// Absolute path of a read-only image directory on the node. Each container
-    /// gets its own writable overlay on top of it.
+    /// gets its own writable overlay on top of it. Exactly one of `image` and
+    /// `rootfs`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub rootfs: String,
     /// The container's hostname. Defaults to the handle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,11 +129,27 @@ pub struct EnvVar {
     pub value: String,
 }
 
-/// A process to run in the container.
+/// A Secret in the resource's own namespace, by name.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct LocalObjectReference {
+    /// The Secret's name.
+    pub name: String,
+}
+
+/// A process to run in the container. Its argv follows Kubernetes'
+/// command/args rules: `command` replaces the image's Entrypoint and `args`
+/// its Cmd; `args` alone runs after the Entrypoint; neither runs
+/// Entrypoint + Cmd. Without an image, the argv is `command` + `args`.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProcessSpec {
-    /// The command and its arguments; the first is looked up in the container's PATH.
+    /// The executable and its first arguments, in place of the image's
+    /// Entrypoint; looked up in the container's PATH.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Arguments, in place of the image's Cmd. Without `command` or an image,
+    /// the first is the executable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
     /// Working directory inside the container. Defaults to `/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -206,6 +244,12 @@ pub struct ContainerStatus {
     /// main process started; this says which run, and its pid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub main_process: Option<MainProcess>,
+    /// The image the container runs, as its spec named it, normalised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The image's id: the digest of the manifest it was made from.
+    #[serde(rename = "imageID", default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
     /// Human-readable detail about the current phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use super::quantity::{self, QuantityError};
+use super::reference::ImageReference;
 use super::types::{ContainerSpec, EnvVar, Limits, Mount, ProcessSpec};
 
 /// Smallest memory limit runc accepts in practice.
@@ -37,7 +38,8 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    /// The error `message` about `field` (a path such as `spec.image`).
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),
@@ -78,17 +80,13 @@ pub struct Resources {
 /// Check a spec; `Ok` means the containerizer can build a bundle from it.
 pub fn validate(spec: &ContainerSpec) -> Result<(), ValidationErrors> {
     let mut errs = Vec::new();
-    if spec.rootfs.is_empty() {
-        errs.push(FieldError::new("spec.rootfs", "is required"));
-    } else {
-        check_abs(&mut errs, "spec.rootfs", &spec.rootfs);
-    }
+    check_image(&mut errs, spec);
     if let Some(h) = &spec.hostname {
         check_hostname(&mut errs, h);
     }
     check_env(&mut errs, "spec.env", &spec.env);
     if let Some(p) = &spec.process {
-        check_process(&mut errs, p);
+        check_process(&mut errs, p, spec.image.is_some());
     }
     check_mounts(&mut errs, &spec.mounts);
     if let Err(e) = resources(&spec.limits) {
@@ -204,15 +202,64 @@ fn check_env(errs: &mut Vec<FieldError>, field: &str, env: &[EnvVar]) {
     }
 }
 
-fn check_process(errs: &mut Vec<FieldError>, p: &ProcessSpec) {
-    if p.args.is_empty() || p.args[0].is_empty() {
+/// Exactly one of `image` and `rootfs`; the image a reference, the rootfs
+/// an absolute path; pull secrets named.
+fn check_image(errs: &mut Vec<FieldError>, spec: &ContainerSpec) {
+    match (&spec.image, spec.rootfs.is_empty()) {
+        (None, true) => errs.push(FieldError::new(
+            "spec.image",
+            "is required: set spec.image to an image reference, or spec.rootfs to a directory",
+        )),
+        (Some(_), false) => errs.push(FieldError::new(
+            "spec.rootfs",
+            "must not be set with spec.image: a container runs from one or the other",
+        )),
+        (None, false) => check_abs(errs, "spec.rootfs", &spec.rootfs),
+        (Some(image), true) => {
+            if let Err(e) = ImageReference::parse(image) {
+                errs.push(FieldError::new("spec.image", format!("{image:?}: {e}")));
+            }
+        }
+    }
+    if spec.image.is_none() && spec.image_pull_policy.is_some() {
+        errs.push(FieldError::new(
+            "spec.imagePullPolicy",
+            "is for spec.image only",
+        ));
+    }
+    for (i, secret) in spec.image_pull_secrets.iter().enumerate() {
+        if secret.name.is_empty() {
+            errs.push(FieldError::new(
+                format!("spec.imagePullSecrets[{i}].name"),
+                "is required",
+            ));
+        }
+    }
+}
+
+/// The process: without an image, `command` + `args` is the whole argv
+/// and must name an executable; with one, the image may supply it.
+fn check_process(errs: &mut Vec<FieldError>, p: &ProcessSpec, from_image: bool) {
+    let first = p.command.first().or(p.args.first());
+    if !from_image && first.is_none_or(|a| a.is_empty()) {
         errs.push(FieldError::new(
             "spec.process.args",
             "needs at least the command",
         ));
     }
-    if p.args.iter().any(|a| a.contains('\0')) {
-        errs.push(FieldError::new("spec.process.args", "must not contain NUL"));
+    if p.command.first().is_some_and(String::is_empty) {
+        errs.push(FieldError::new(
+            "spec.process.command",
+            "must not start with an empty string",
+        ));
+    }
+    for (field, words) in [("command", &p.command), ("args", &p.args)] {
+        if words.iter().any(|a| a.contains('\0')) {
+            errs.push(FieldError::new(
+                format!("spec.process.{field}"),
+                "must not contain NUL",
+            ));
+        }
     }
     if let Some(dir) = &p.working_dir {
         check_abs(errs, "spec.process.workingDir", dir);
@@ -312,6 +359,7 @@ mod tests {
             value: String::new(),
         }];
         s.process = Some(ProcessSpec {
+            command: vec![],
             args: vec![],
             working_dir: Some("tmp".into()),
             user: Some("1000:x".into()),

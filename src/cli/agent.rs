@@ -156,6 +156,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         Arc::clone(&store),
         Arc::clone(&queue),
         Arc::clone(&reporters),
+        Arc::new(crate::reconcile::images::NoImages),
         controller_config(&args, metrics.clone()),
     );
     let updates = start_sources(&args, client, &node);

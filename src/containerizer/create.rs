@@ -5,28 +5,51 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::bundle::{self, BundleInput, CapSet};
 use super::depot::{ContainerRecord, spec_hash};
 use super::rootfs::{Mounter, inherited_bind_flags};
 use super::{Containerizer, ContainerizerError, ErrorKind, Result};
-use crate::api::{ContainerSpec, Handle, validate};
+use crate::api::{ContainerSpec, Handle, ImageUse, validate};
 use crate::fsutil;
 use crate::runtime::OciRuntime;
 
+/// The layers a container of an image mounts, and which image they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageLayers {
+    /// The image, as the depot record keeps it.
+    pub image: ImageUse,
+    /// Its unpacked layers, top-most first.
+    pub lowerdirs: Vec<PathBuf>,
+}
+
 impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
-    /// Create `handle` from `spec` and start its init. `labels` are kept in
-    /// the depot record (e.g. which source declared it).
+    /// Create `handle` from `spec`, whose rootfs is a directory, and start
+    /// its init. `labels` are kept in the depot record (e.g. which source
+    /// declared it).
     pub async fn create(
         &self,
         handle: &Handle,
         spec: &ContainerSpec,
         labels: BTreeMap<String, String>,
     ) -> Result<()> {
+        self.create_from(handle, spec, labels, None).await
+    }
+
+    /// [`Containerizer::create`], where a spec with an image mounts
+    /// `image`'s layers, which the caller holds in the store.
+    pub async fn create_from(
+        &self,
+        handle: &Handle,
+        spec: &ContainerSpec,
+        labels: BTreeMap<String, String>,
+        image: Option<&ImageLayers>,
+    ) -> Result<()> {
         let resources = validate::validate(spec)
             .and_then(|()| validate::resources(&spec.limits))
             .map_err(|errors| ContainerizerError::at(handle, ErrorKind::Invalid { errors }))?;
+        let lowers = self.lowers(handle, spec, image)?;
         let bind_flags = self.check_host_paths(handle, spec)?;
         self.depot.reserve(handle)?;
         let input = BundleInput {
@@ -40,7 +63,12 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             bounding_set: bounding_set(),
         };
         log_left_out_capabilities(handle, spec.privileged, input.bounding_set);
-        if let Err(err) = self.build_and_start(handle, spec, &input, labels).await {
+        let made = Made {
+            lowers: &lowers,
+            image: image.map(|i| &i.image),
+            labels,
+        };
+        if let Err(err) = self.build_and_start(handle, spec, &input, made).await {
             if let Err(cleanup) = self.destroy(handle).await {
                 tracing::warn!(%handle, error = %cleanup, "rolling back a failed create");
             }
@@ -49,17 +77,36 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         Ok(())
     }
 
-    /// The rootfs must be a directory and every bind source must exist;
-    /// returns the flags each bind must keep. Nothing is written.
-    fn check_host_paths(&self, handle: &Handle, spec: &ContainerSpec) -> Result<Vec<Vec<String>>> {
-        if !Path::new(&spec.rootfs).is_dir() {
-            return Err(ContainerizerError::at(
+    /// The overlay's lower directories: the image's layers, or the rootfs
+    /// directory. Each must be a directory. Nothing is written.
+    fn lowers(
+        &self,
+        handle: &Handle,
+        spec: &ContainerSpec,
+        image: Option<&ImageLayers>,
+    ) -> Result<Vec<PathBuf>> {
+        let lowers = match (image, spec.image.is_some()) {
+            (Some(i), true) => i.lowerdirs.clone(),
+            (None, false) => vec![PathBuf::from(&spec.rootfs)],
+            _ => return Err(ContainerizerError::at(handle, ErrorKind::ImageMismatch)),
+        };
+        match lowers.iter().find(|l| !l.is_dir()) {
+            Some(missing) => Err(ContainerizerError::at(
                 handle,
                 ErrorKind::RootfsMissing {
-                    path: spec.rootfs.clone().into(),
+                    path: missing.clone(),
                 },
-            ));
+            )),
+            None if lowers.is_empty() => {
+                Err(ContainerizerError::at(handle, ErrorKind::ImageMismatch))
+            }
+            None => Ok(lowers),
         }
+    }
+
+    /// Every bind source must exist; returns the flags each bind must keep.
+    /// Nothing is written.
+    fn check_host_paths(&self, handle: &Handle, spec: &ContainerSpec) -> Result<Vec<Vec<String>>> {
         spec.mounts
             .iter()
             .enumerate()
@@ -86,7 +133,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         handle: &Handle,
         spec: &ContainerSpec,
         input: &BundleInput<'_>,
-        labels: BTreeMap<String, String>,
+        made: Made<'_>,
     ) -> Result<()> {
         let paths = self.depot.paths(handle);
         // The handle is ours from the reservation on: whatever still runs in
@@ -112,12 +159,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             })?;
         }
         self.mounter
-            .mount_overlay(
-                Path::new(&spec.rootfs),
-                &paths.upper(),
-                &paths.work(),
-                &paths.rootfs(),
-            )
+            .mount_overlay(made.lowers, &paths.upper(), &paths.work(), &paths.rootfs())
             .map_err(Self::rootfs_err(handle))?;
         let config = bundle::canonical_json(&bundle::generate(input));
         fsutil::write_json_with(&paths.config(), &config, fsutil::Durability::Volatile)
@@ -135,7 +177,8 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             spec: spec.clone(),
             spec_hash: spec_hash(spec),
             created_at: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
-            labels,
+            labels: made.labels,
+            image: made.image.cloned(),
         };
         self.depot.write_record(&record)?;
         Ok(())
@@ -178,4 +221,14 @@ fn log_left_out_capabilities(handle: &Handle, privileged: bool, bounding: CapSet
         tracing::debug!(%handle, %left_out, bounding = %bounding,
             "container goes without these default capabilities, which the agent's bounding set lacks");
     }
+}
+
+/// What a create makes the container from, besides its spec.
+struct Made<'a> {
+    /// The overlay's lower directories, top-most first.
+    lowers: &'a [PathBuf],
+    /// The image, when it runs one.
+    image: Option<&'a ImageUse>,
+    /// The record's labels.
+    labels: BTreeMap<String, String>,
 }

@@ -62,6 +62,10 @@ pub struct ContainerRecord {
     /// Free labels the caller attached at create (e.g. which source declared it).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The image it was made from, when it runs one: its layers stay in
+    /// use, and its config gives the main process's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<crate::api::ImageUse>,
 }
 
 /// Paths inside one container's depot directory.
@@ -250,6 +254,7 @@ mod tests {
             ..Default::default()
         };
         let record = ContainerRecord {
+            image: None,
             handle: h.clone(),
             spec_hash: spec_hash(&spec),
             spec,

@@ -92,6 +92,10 @@ pub enum ErrorKind {
         /// The image path.
         path: PathBuf,
     },
+    /// A spec with an image came without its layers, or one without an
+    /// image with layers (a caller's mistake, not the user's).
+    #[error("spec.image: the image's layers must be given exactly when the spec names an image")]
+    ImageMismatch,
     /// A bind mount source does not exist.
     #[error("spec.mounts[{index}].source: {path} does not exist")]
     MountSourceMissing {

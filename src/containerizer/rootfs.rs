@@ -44,6 +44,17 @@ pub enum RootfsError {
         #[source]
         source: io::Error,
     },
+    /// More layers than one page of mount options can name.
+    #[error(
+        "the overlay of {layers} layers needs {bytes} bytes of mount options; the kernel \
+         takes {MAX_MOUNT_DATA}"
+    )]
+    OptionsTooLong {
+        /// How many lower layers.
+        layers: usize,
+        /// How long the options were.
+        bytes: usize,
+    },
     /// A path overlayfs cannot take as a layer.
     #[error("{0}: overlay layer paths must not contain ',', ':' or '\\'")]
     UnsafePath(PathBuf),
@@ -51,10 +62,11 @@ pub enum RootfsError {
 
 /// The mount operations rundmc makes.
 pub trait Mounter: Send + Sync + 'static {
-    /// Mount an overlay of `lower` with `upper`/`work` at `target`.
+    /// Mount an overlay of `lowers` (top-most first) with `upper`/`work`
+    /// at `target`.
     fn mount_overlay(
         &self,
-        lower: &Path,
+        lowers: &[PathBuf],
         upper: &Path,
         work: &Path,
         target: &Path,
@@ -72,12 +84,12 @@ pub struct KernelMounter;
 impl Mounter for KernelMounter {
     fn mount_overlay(
         &self,
-        lower: &Path,
+        lowers: &[PathBuf],
         upper: &Path,
         work: &Path,
         target: &Path,
     ) -> Result<(), RootfsError> {
-        let data = overlay_options(lower, upper, work)?;
+        let data = overlay_options(lowers, upper, work)?;
         nix::mount::mount(
             Some("overlay"),
             target,
@@ -86,7 +98,7 @@ impl Mounter for KernelMounter {
             Some(data.as_str()),
         )
         .map_err(|source| RootfsError::Mount {
-            lower: lower.into(),
+            lower: lowers.first().cloned().unwrap_or_default(),
             target: target.into(),
             source,
         })
@@ -143,19 +155,35 @@ fn mount_id(path: &Path) -> io::Result<Option<u64>> {
     Ok((st.stx_mask & libc::STATX_MNT_ID != 0).then_some(st.stx_mnt_id))
 }
 
-/// `lowerdir=..,upperdir=..,workdir=..`, refusing paths overlayfs would misparse.
-pub fn overlay_options(lower: &Path, upper: &Path, work: &Path) -> Result<String, RootfsError> {
-    for p in [lower, upper, work] {
+/// The most mount data the kernel takes: one page, with its NUL.
+pub const MAX_MOUNT_DATA: usize = 4095;
+
+/// `lowerdir=a:b,upperdir=..,workdir=..`, refusing paths overlayfs would
+/// misparse and options longer than the kernel takes.
+pub fn overlay_options(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+) -> Result<String, RootfsError> {
+    for p in lowers.iter().map(PathBuf::as_path).chain([upper, work]) {
         if p.to_string_lossy().contains([',', ':', '\\']) {
             return Err(RootfsError::UnsafePath(p.into()));
         }
     }
-    Ok(format!(
+    let lower: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
+    let data = format!(
         "lowerdir={},upperdir={},workdir={}",
-        lower.display(),
+        lower.join(":"),
         upper.display(),
         work.display()
-    ))
+    );
+    match data.len() > MAX_MOUNT_DATA {
+        true => Err(RootfsError::OptionsTooLong {
+            layers: lowers.len(),
+            bytes: data.len(),
+        }),
+        false => Ok(data),
+    }
 }
 
 /// The flags of the filesystem holding `source` that a bind mount of it must
@@ -184,17 +212,30 @@ mod tests {
     #[test]
     fn options_refuse_separators() {
         let ok = overlay_options(
-            Path::new("/img"),
+            &["/img".into()],
             Path::new("/d/upper"),
             Path::new("/d/work"),
         )
         .unwrap();
         assert_eq!(ok, "lowerdir=/img,upperdir=/d/upper,workdir=/d/work");
         assert!(matches!(
-            overlay_options(Path::new("/a,b"), Path::new("/u"), Path::new("/w")),
+            overlay_options(&["/a,b".into()], Path::new("/u"), Path::new("/w")),
             Err(RootfsError::UnsafePath(_))
         ));
-        assert!(overlay_options(Path::new("/a:b"), Path::new("/u"), Path::new("/w")).is_err());
+        assert!(overlay_options(&["/a:b".into()], Path::new("/u"), Path::new("/w")).is_err());
+        let two = overlay_options(
+            &["/l/2".into(), "/l/1".into()],
+            Path::new("/u"),
+            Path::new("/w"),
+        );
+        assert_eq!(two.unwrap(), "lowerdir=/l/2:/l/1,upperdir=/u,workdir=/w");
+        let deep: Vec<PathBuf> = (0..200)
+            .map(|i| format!("/var/lib/rundmc/images/l/{i:026}").into())
+            .collect();
+        assert!(matches!(
+            overlay_options(&deep, Path::new("/u"), Path::new("/w")),
+            Err(RootfsError::OptionsTooLong { layers: 200, .. })
+        ));
     }
 
     #[test]

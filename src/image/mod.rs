@@ -10,11 +10,13 @@
 //! - [`registry`], [`credentials`] and [`pull`]: the distribution protocol
 //!   (through `oci-client`), the node's and a resource's credentials, and the
 //!   puller that fetches an image once however many ask for it.
+//! - [`state`]: what the controller is told of one container's image.
 
 pub mod credentials;
 pub mod gc;
 pub mod import;
 pub mod pull;
 pub mod registry;
+pub mod state;
 pub mod store;
 pub mod unpack;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::backoff::CrashLoopBackoff;
+use super::images::{ImageOps, ImageStep, check_command};
 use super::observe::{Observation, observe};
 use super::oom::OomWatches;
 use super::ops::{ContainerOps, MainRun};
@@ -17,8 +18,10 @@ use super::reporting::ReportOps;
 use super::status::{self, FailedStep, StatusInput};
 use super::store::{Desired, SOURCE_LABEL, SourceKind, Store};
 use crate::api::Reason;
-use crate::api::{ContainerSpec, Handle};
+use crate::api::reference::ImageReference;
+use crate::api::{ContainerSpec, Handle, Origin};
 use crate::containerizer::ContainerizerError;
+use crate::image::state::{ImageState, ImageWait, ReadyImage};
 use crate::report::Reporters;
 use crate::report::events::EventType;
 use crate::report::metrics::{AgentMetrics, ResultLabel};
@@ -53,6 +56,8 @@ pub struct Controller<C: ContainerOps, P: ReportOps = Reporters> {
     store: Arc<Store>,
     queue: Arc<WorkQueue>,
     pub(super) reporters: Arc<P>,
+    /// Where images come from.
+    images: Arc<dyn ImageOps>,
     pub(super) config: ControllerConfig,
     clock: Clock,
     /// Runs whose exit is being awaited, as (handle, process id).
@@ -80,6 +85,16 @@ pub enum ReconcileError {
 /// What one reconcile did, for the worker loop: when to look again.
 type Outcome = Result<Option<Duration>, ReconcileError>;
 
+/// What a controller drives: the containerizer, the store of declarations,
+/// the queue, the reporters and the images.
+pub(super) type Parts<C, P> = (
+    Arc<C>,
+    Arc<Store>,
+    Arc<WorkQueue>,
+    Arc<P>,
+    Arc<dyn ImageOps>,
+);
+
 impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
     /// A controller; call [`Controller::run`] to start it.
     pub fn new(
@@ -87,18 +102,17 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         store: Arc<Store>,
         queue: Arc<WorkQueue>,
         reporters: Arc<P>,
+        images: Arc<dyn ImageOps>,
         config: ControllerConfig,
     ) -> Arc<Self> {
         let clock: Clock = Arc::new(SystemTime::now);
-        Self::with_clock(containerizer, store, queue, reporters, config, clock)
+        let parts = (containerizer, store, queue, reporters, images);
+        Self::with_clock(parts, config, clock)
     }
 
     /// A controller that reads the wall clock from `clock`.
     pub(super) fn with_clock(
-        containerizer: Arc<C>,
-        store: Arc<Store>,
-        queue: Arc<WorkQueue>,
-        reporters: Arc<P>,
+        (containerizer, store, queue, reporters, images): Parts<C, P>,
         config: ControllerConfig,
         clock: Clock,
     ) -> Arc<Self> {
@@ -107,6 +121,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             store,
             queue,
             reporters,
+            images,
             config,
             clock,
             watching: Arc::new(Mutex::new(HashSet::new())),
@@ -193,7 +208,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             Intent::Destroy => None,
             Intent::LeaveAlone => {
                 return match &desired {
-                    Some(d) => Ok(self.report(d, &obs, None, None).await),
+                    Some(d) => Ok(self.report(d, &obs, None, None, None).await),
                     None => Ok(None),
                 };
             }
@@ -209,9 +224,18 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         if !plan.steps.is_empty() {
             tracing::debug!(%handle, steps = ?plan.steps, runtime = ?obs.runtime, main = ?obs.main, declared = desired.is_some(), "plan");
         }
+        let image = match self.image_step(handle, desired.as_ref(), want, &plan).await {
+            ImageStep::NotNeeded => None,
+            ImageStep::Ready(ready) => Some(ready),
+            ImageStep::Wait(wait) => {
+                return Ok(self.wait_for_image(desired.as_ref(), &obs, &wait).await);
+            }
+        };
         let result = self
-            .execute(handle, desired.as_ref(), want, &obs, &plan)
+            .execute(handle, desired.as_ref(), want, &obs, &plan, image.as_ref())
             .await;
+        // The container's record names its image now: the store may let go.
+        drop(image);
         let had_container = obs.record.is_some() || obs.half_made;
         // Nothing done, nothing to look at again: a resync costs one look.
         let after = match plan.steps.is_empty() {
@@ -237,7 +261,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
                 .err()
                 .map(|e| (failed_step(e), e.to_string()));
             let err = err.as_ref().map(|(step, msg)| (*step, msg.as_str()));
-            if let Some(retry) = self.report(d, &after, plan.waiting, err).await {
+            if let Some(retry) = self.report(d, &after, plan.waiting, err, None).await {
                 requeue = Some(requeue.map_or(retry, |r| r.min(retry)));
             }
         } else if had_container {
@@ -279,11 +303,12 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         want: Option<&ContainerSpec>,
         obs: &Observation<C::Run>,
         plan: &Plan,
+        image: Option<&ReadyImage>,
     ) -> Result<(), ReconcileError> {
         for step in &plan.steps {
             match (*step, want) {
                 (Step::Destroy, _) => self.destroy(handle, desired, obs).await?,
-                (Step::Create, Some(spec)) => self.create(handle, desired, spec).await?,
+                (Step::Create, Some(spec)) => self.create(handle, desired, spec, image).await?,
                 (Step::UpdateLimits, Some(spec)) => {
                     self.update_limits(handle, desired, spec).await?
                 }
@@ -393,6 +418,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         obs: &Observation<C::Run>,
         waiting: Option<Waiting>,
         error: Option<(FailedStep, &str)>,
+        image_wait: Option<&ImageWait>,
     ) -> Option<Duration> {
         let spec = d.spec.as_ref().or(obs.record.as_ref().map(|r| &r.spec));
         let invalid = d.error.as_ref().map(|e| (e.reason, e.message.as_str()));
@@ -408,11 +434,74 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             main_process: obs.main_process.as_ref().map(|p| (p.id(), p.pid())),
             waiting,
             error,
+            image_wait: image_wait.map(|w| (w.reason, w.message.as_str())),
+            image: spec.and_then(|s| s.image.as_deref()).map(normalised),
+            image_id: obs
+                .record
+                .as_ref()
+                .and_then(|r| r.image.as_ref())
+                .map(|i| i.id.as_str()),
             handle: d.handle.as_str(),
             previous: previous.as_ref(),
             now: (self.clock)(),
         });
         self.reporters.status(d, spec, &st).await
+    }
+
+    /// Before a create from an image: the image must be on the node. A
+    /// pull runs in the background and wakes the handle when it ends.
+    async fn image_step(
+        &self,
+        handle: &Handle,
+        desired: Option<&Desired>,
+        want: Option<&ContainerSpec>,
+        plan: &Plan,
+    ) -> ImageStep {
+        let Some(spec) = want.filter(|s| s.image.is_some()) else {
+            return ImageStep::NotNeeded;
+        };
+        if !plan.steps.contains(&Step::Create) {
+            return ImageStep::NotNeeded;
+        }
+        let namespace = match desired.map(|d| &d.origin) {
+            Some(Origin::Kube { namespace, .. }) => Some(namespace.as_str()),
+            _ => None,
+        };
+        let queue = Arc::clone(&self.queue);
+        let woken = handle.clone();
+        let wake = Box::new(move || queue.add(woken));
+        let (state, events) = self.images.ensure(handle, spec, namespace, wake);
+        for e in events {
+            let type_ = if e.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            self.event(desired, handle, type_, e.reason, e.message)
+                .await;
+        }
+        match state {
+            ImageState::Ready(ready) => check_command(spec, ready),
+            ImageState::Waiting(wait) => ImageStep::Wait(wait),
+        }
+    }
+
+    /// Nothing is done while the image is not there: report why, and look
+    /// again when the image room says (or its pull wakes the handle).
+    async fn wait_for_image(
+        &self,
+        desired: Option<&Desired>,
+        obs: &Observation<C::Run>,
+        wait: &ImageWait,
+    ) -> Option<Duration> {
+        let Some(d) = desired else {
+            return wait.retry_in;
+        };
+        let retry = self.report(d, obs, None, None, Some(wait)).await;
+        match (retry, wait.retry_in) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub(super) async fn event(
@@ -427,6 +516,11 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             .event(desired, handle, type_, why, message.into())
             .await;
     }
+}
+
+/// An image reference as status reports it: normalised when it parses.
+fn normalised(image: &str) -> String {
+    ImageReference::parse(image).map_or_else(|_| image.to_string(), |r| r.to_string())
 }
 
 /// Which step an error of a reconcile comes from.

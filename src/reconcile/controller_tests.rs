@@ -10,7 +10,9 @@ use std::time::Duration;
 use super::*;
 use crate::api::Origin;
 use crate::api::{Phase, ProcessSpec};
-use crate::reconcile::fake::{FakeContainers, FakeReports, FakeRun, Journal, tokio_clock};
+use crate::reconcile::fake::{
+    FakeContainers, FakeImages, FakeReports, FakeRun, Journal, tokio_clock,
+};
 use crate::reconcile::history::MainFile;
 use crate::reconcile::plan::MainObs;
 use crate::report::REPORT_RETRY;
@@ -27,6 +29,7 @@ struct Rig {
     journal: Arc<Journal>,
     containers: Arc<FakeContainers>,
     reports: Arc<FakeReports>,
+    images: Arc<FakeImages>,
     controller: Arc<FakeController>,
     clock: Clock,
 }
@@ -54,20 +57,22 @@ fn rig_with(crash_loop: CrashLoopBackoff) -> Rig {
     let store = Arc::new(Store::new());
     listed(&store, SourceKind::File);
     let queue = WorkQueue::new();
-    let controller = Controller::with_clock(
+    let images = Arc::new(FakeImages::new(journal.clone()));
+    let parts = (
         containers.clone(),
         store.clone(),
         queue.clone(),
         reports.clone(),
-        config(crash_loop),
-        clock.clone(),
+        images.clone() as Arc<dyn ImageOps>,
     );
+    let controller = Controller::with_clock(parts, config(crash_loop), clock.clone());
     Rig {
         store,
         queue,
         journal,
         containers,
         reports,
+        images,
         controller,
         clock,
     }
@@ -402,14 +407,9 @@ async fn the_real_file_reporters_write_and_drop_status_files() {
     let containers = Arc::new(FakeContainers::new(Arc::default(), clock.clone()));
     let config = config(CrashLoopBackoff::default());
     let queue = WorkQueue::new();
-    let controller = Controller::with_clock(
-        containers,
-        store.clone(),
-        queue,
-        reporters.clone(),
-        config,
-        clock,
-    );
+    let images: Arc<dyn ImageOps> = Arc::new(crate::reconcile::images::NoImages);
+    let parts = (containers, store.clone(), queue, reporters.clone(), images);
+    let controller = Controller::with_clock(parts, config, clock);
     let a = h("a");
     listed(&store, SourceKind::File);
     declare(&store, file_decl(&a, spec()));
@@ -432,6 +432,7 @@ async fn the_real_file_reporters_write_and_drop_status_files() {
 fn observation(record: Option<(ContainerSpec, SourceKind)>) -> Observation<FakeRun> {
     let record = record.map(
         |(spec, kind)| crate::containerizer::depot::ContainerRecord {
+            image: None,
             handle: h("a"),
             spec,
             spec_hash: String::new(),
@@ -482,4 +483,136 @@ fn the_intent_names_what_to_do() {
     assert_eq!(intent(None, &file_only, &kube_made), Intent::LeaveAlone);
     assert_eq!(intent(None, &all, &kube_made), Intent::Destroy);
     assert_eq!(intent(None, &synced(&[]), &none), Intent::Destroy);
+}
+
+fn image_spec(image: &str, process: Option<ProcessSpec>) -> ContainerSpec {
+    ContainerSpec {
+        image: Some(image.into()),
+        process,
+        ..Default::default()
+    }
+}
+
+fn app_defaults() -> crate::api::ImageDefaults {
+    crate::api::ImageDefaults {
+        entrypoint: vec!["/bin/app".into()],
+        cmd: vec!["serve".into()],
+        env: vec!["MODE=image".into()],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_container_waits_for_its_image_then_runs_the_images_command() {
+    let r = rig();
+    let a = h("a");
+    r.declare(&a, image_spec("app", None));
+    r.start();
+    r.queue.add(a.clone());
+    r.until("a pull is asked for", || {
+        r.journal.count("ensure a app -") == 1
+    })
+    .await;
+    r.until("a status", || !r.reports.statuses(&a).is_empty())
+        .await;
+    let waiting = r.reports.statuses(&a).pop().unwrap();
+    assert_eq!(waiting.phase, Some(Phase::Pending));
+    assert_eq!(waiting.conditions[0].reason.as_deref(), Some("Creating"));
+    assert_eq!(r.journal.count("create a"), 0, "nothing made while pulling");
+    assert_eq!(r.reports.reasons(&a), vec![Reason::Pulling]);
+
+    r.images.pulled("app", app_defaults());
+    r.until("the main process runs", || {
+        r.journal.count("argv a /bin/app serve") == 1
+    })
+    .await;
+    assert_eq!(r.journal.count("layers a /layers/app/2:/layers/app/1"), 1);
+    let reasons = r.reports.reasons(&a);
+    assert_eq!(
+        &reasons[..3],
+        &[Reason::Pulling, Reason::Pulled, Reason::Created]
+    );
+    r.until("Running with the image's id", || {
+        r.reports.statuses(&a).last().is_some_and(|s| {
+            s.phase == Some(Phase::Running) && s.image_id.as_deref() == Some("sha256:app")
+        })
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_pull_makes_nothing_and_says_why() {
+    let r = rig();
+    let a = h("a");
+    r.declare(&a, image_spec("app", None));
+    r.images.failed(
+        "app",
+        crate::image::state::ImageWait {
+            reason: Reason::ImagePullBackOff,
+            message: "Back-off pulling image \"app\"".into(),
+            retry_in: Some(Duration::from_secs(10)),
+        },
+    );
+    let requeue = r.controller.reconcile(&a).await.ok();
+    assert_eq!(
+        requeue,
+        Some(Some(Duration::from_secs(10))),
+        "looks again after the backoff"
+    );
+    assert_eq!(r.journal.count("create a"), 0);
+    let st = r.reports.statuses(&a).pop().unwrap();
+    assert_eq!(st.phase, Some(Phase::Pending));
+    assert_eq!(st.conditions[0].reason.as_deref(), Some("ImagePullBackOff"));
+    assert_eq!(
+        st.message.as_deref(),
+        Some("Back-off pulling image \"app\"")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_image_with_nothing_to_run_is_a_config_error_and_makes_nothing() {
+    let r = rig();
+    let a = h("a");
+    r.declare(&a, image_spec("bare", None));
+    r.images.pulled("bare", Default::default());
+    assert_eq!(r.controller.reconcile(&a).await.ok(), Some(None));
+    assert_eq!(r.journal.count("create a"), 0);
+    let st = r.reports.statuses(&a).pop().unwrap();
+    assert_eq!(st.phase, Some(Phase::Pending));
+    assert_eq!(
+        st.conditions[0].reason.as_deref(),
+        Some("CreateContainerConfigError")
+    );
+    assert!(
+        st.message
+            .unwrap()
+            .contains("image bare has no Entrypoint or Cmd")
+    );
+
+    // args alone run after the (empty) Entrypoint: that is a command.
+    let with_args = ProcessSpec {
+        args: vec!["/bin/sh".into(), "-c".into(), "sleep 1".into()],
+        ..Default::default()
+    };
+    r.declare(&a, image_spec("bare", Some(with_args)));
+    assert!(r.controller.reconcile(&a).await.is_ok());
+    assert_eq!(r.journal.count("argv a /bin/sh -c sleep 1"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resources_image_is_ensured_in_its_namespace() {
+    let r = rig();
+    let a = h("a");
+    declare(&r.store, kube_decl(&a, image_spec("app", None)));
+    r.images.pulled("app", app_defaults());
+    assert!(r.controller.reconcile(&a).await.is_ok());
+    assert!(
+        r.journal
+            .lines()
+            .iter()
+            .any(|l| l.starts_with("ensure a app ") && !l.ends_with(" -")),
+        "{:?}",
+        r.journal.lines()
+    );
+    assert_eq!(r.journal.count("argv a /bin/app serve"), 1);
 }

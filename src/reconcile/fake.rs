@@ -13,14 +13,17 @@ use tokio::sync::{mpsc, watch};
 
 use super::controller::Clock;
 use super::history::MainFile;
+use super::images::ImageOps;
 use super::ops::{ContainerOps, MainRun, OomEvents};
 use super::reporting::ReportOps;
 use super::store::Desired;
-use crate::api::{ContainerSpec, ContainerStatus, Handle, Reason};
+use crate::api::{ContainerSpec, ContainerStatus, Handle, ImageDefaults, ImageUse, Reason};
 use crate::cgroup::CgroupError;
-use crate::containerizer::ContainerizerError;
+use crate::containerizer::create::ImageLayers;
 use crate::containerizer::depot::{ContainerRecord, DepotError};
 use crate::containerizer::run::RunSpec;
+use crate::containerizer::{ContainerizerError, ErrorKind};
+use crate::image::state::{ImageEvent, ImageState, ImageWait, ReadyImage, Wake};
 use crate::process::{ExitRecord, ProcState, ProcessError};
 use crate::report::events::EventType;
 use crate::runtime::Status;
@@ -263,6 +266,7 @@ fn record(
         spec_hash: String::new(),
         created_at: String::new(),
         labels,
+        image: None,
     }
 }
 
@@ -329,12 +333,30 @@ impl ContainerOps for FakeContainers {
         handle: &Handle,
         spec: &ContainerSpec,
         labels: BTreeMap<String, String>,
+        image: Option<&ImageLayers>,
     ) -> Result<(), ContainerizerError> {
         self.call("create", handle)?;
+        if image.is_some() != spec.image.is_some() {
+            return Err(ContainerizerError::at(handle, ErrorKind::ImageMismatch));
+        }
+        if let Some(i) = image {
+            let lowers: Vec<_> = i
+                .lowerdirs
+                .iter()
+                .map(|l| l.display().to_string())
+                .collect();
+            self.journal
+                .note(format!("layers {handle} {}", lowers.join(":")));
+        }
         if self.get(handle).is_some() {
             return Err(DepotError::AlreadyExists(handle.clone()).into());
         }
         self.put(handle, spec, labels);
+        self.edit(handle, |c| {
+            if let Some(r) = c.record.as_mut() {
+                r.image = image.map(|i| i.image.clone());
+            }
+        });
         Ok(())
     }
 
@@ -392,6 +414,8 @@ impl ContainerOps for FakeContainers {
 
     async fn run(&self, handle: &Handle, spec: &RunSpec) -> Result<FakeRun, ContainerizerError> {
         self.call("run", handle)?;
+        self.journal
+            .note(format!("argv {handle} {}", spec.args.join(" ")));
         let id = spec.id.clone().unwrap_or_default();
         let now = (self.clock)();
         let run = FakeRun::new(&id, now);
@@ -514,5 +538,92 @@ impl ReportOps for FakeReports {
     async fn remove_finalizer(&self, d: &Desired) -> Result<(), kube::Error> {
         self.journal.note(format!("remove_finalizer {}", d.handle));
         Ok(())
+    }
+}
+
+/// Images whose pulls the test decides: an image is pulling until the
+/// test makes it ready or fails it. Every ensure is journaled.
+#[derive(Default)]
+pub struct FakeImages {
+    journal: Arc<Journal>,
+    ready: Mutex<HashMap<String, ImageDefaults>>,
+    failed: Mutex<HashMap<String, ImageWait>>,
+    wakes: Mutex<Vec<Wake>>,
+}
+
+impl FakeImages {
+    /// Images journaling into `journal`.
+    pub fn new(journal: Arc<Journal>) -> Self {
+        Self {
+            journal,
+            ..Self::default()
+        }
+    }
+
+    /// The pull of `image` ends well: its config gives `defaults`.
+    pub fn pulled(&self, image: &str, defaults: ImageDefaults) {
+        lock(&self.ready).insert(image.to_string(), defaults);
+        lock(&self.failed).remove(image);
+        self.wake_all();
+    }
+
+    /// The pull of `image` ends in `wait`.
+    pub fn failed(&self, image: &str, wait: ImageWait) {
+        lock(&self.failed).insert(image.to_string(), wait);
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
+        let wakes: Vec<Wake> = lock(&self.wakes).drain(..).collect();
+        for wake in wakes {
+            wake();
+        }
+    }
+}
+
+impl ImageOps for FakeImages {
+    fn ensure(
+        &self,
+        handle: &Handle,
+        spec: &ContainerSpec,
+        namespace: Option<&str>,
+        wake: Wake,
+    ) -> (ImageState, Vec<ImageEvent>) {
+        let name = spec.image.clone().unwrap_or_default();
+        let ns = namespace.unwrap_or("-");
+        self.journal.note(format!("ensure {handle} {name} {ns}"));
+        let event = |warning, reason, message: String| ImageEvent {
+            warning,
+            reason,
+            message,
+        };
+        if let Some(defaults) = lock(&self.ready).get(&name).cloned() {
+            let ready = ReadyImage {
+                image: ImageUse {
+                    name: name.clone(),
+                    id: format!("sha256:{name}"),
+                    defaults,
+                },
+                lowerdirs: vec![
+                    format!("/layers/{name}/2").into(),
+                    format!("/layers/{name}/1").into(),
+                ],
+                lease: None,
+            };
+            let pulled = event(false, Reason::Pulled, format!("pulled {name}"));
+            return (ImageState::Ready(ready), vec![pulled]);
+        }
+        if let Some(wait) = lock(&self.failed).get(&name).cloned() {
+            let failed = event(true, Reason::Failed, wait.message.clone());
+            return (ImageState::Waiting(wait), vec![failed]);
+        }
+        lock(&self.wakes).push(wake);
+        let wait = ImageWait {
+            reason: Reason::Creating,
+            message: format!("Pulling image {name}"),
+            retry_in: None,
+        };
+        let pulling = event(false, Reason::Pulling, format!("Pulling image {name}"));
+        (ImageState::Waiting(wait), vec![pulling])
     }
 }

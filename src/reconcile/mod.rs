@@ -7,6 +7,7 @@
 pub mod backoff;
 pub mod controller;
 pub mod history;
+pub mod images;
 pub mod observe;
 pub mod oom;
 pub mod ops;

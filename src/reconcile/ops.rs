@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::api::{ContainerSpec, Handle};
 use crate::cgroup::{CgroupError, OomWatch};
+use crate::containerizer::create::ImageLayers;
 use crate::containerizer::depot::{ContainerRecord, DepotError};
 use crate::containerizer::rootfs::Mounter;
 use crate::containerizer::run::RunSpec;
@@ -68,6 +69,7 @@ pub trait ContainerOps: Send + Sync + 'static {
         handle: &Handle,
         spec: &ContainerSpec,
         labels: BTreeMap<String, String>,
+        image: Option<&ImageLayers>,
     ) -> impl Future<Output = Result<()>> + Send;
     /// Destroy `handle` and everything of it; missing is success.
     fn destroy(&self, handle: &Handle) -> impl Future<Output = Result<()>> + Send;
@@ -174,8 +176,9 @@ impl<R: OciRuntime, M: Mounter> ContainerOps for Containerizer<R, M> {
         handle: &Handle,
         spec: &ContainerSpec,
         labels: BTreeMap<String, String>,
+        image: Option<&ImageLayers>,
     ) -> Result<()> {
-        Containerizer::create(self, handle, spec, labels).await
+        Containerizer::create_from(self, handle, spec, labels, image).await
     }
 
     async fn destroy(&self, handle: &Handle) -> Result<()> {

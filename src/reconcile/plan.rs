@@ -139,6 +139,7 @@ pub fn classify(have: &ContainerSpec, want: &ContainerSpec) -> Change {
         return Change::None;
     }
     let baked = have.rootfs != want.rootfs
+        || have.image != want.image
         || have.hostname != want.hostname
         || have.env != want.env
         || have.process != want.process
@@ -202,7 +203,7 @@ pub fn plan(
 
 fn create_and_start(want: &ContainerSpec) -> Vec<Step> {
     let mut steps = vec![Step::Create];
-    if want.process.is_some() && want.state == DesiredState::Running {
+    if want.runs_main() && want.state == DesiredState::Running {
         steps.push(Step::StartMain);
     }
     steps
@@ -221,7 +222,7 @@ fn main_plan(
     backoff: &CrashLoopBackoff,
     now: SystemTime,
 ) -> Plan {
-    if want.process.is_none() {
+    if !want.runs_main() {
         return Plan::default();
     }
     match (want.state, obs.main) {

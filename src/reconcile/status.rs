@@ -45,6 +45,12 @@ pub struct StatusInput<'a> {
     pub waiting: Option<Waiting>,
     /// The error of this reconcile, if it failed, and the step that did.
     pub error: Option<(FailedStep, &'a str)>,
+    /// Why the container waits for its image, when it does: (reason, message).
+    pub image_wait: Option<(Reason, &'a str)>,
+    /// The normalised image reference the spec names.
+    pub image: Option<String>,
+    /// The id of the image the container was made from.
+    pub image_id: Option<&'a str>,
     /// The handle.
     pub handle: &'a str,
     /// The status written last time, for transition times.
@@ -61,6 +67,15 @@ fn phase(input: &StatusInput<'_>) -> (Phase, bool, Reason, Option<String>) {
     if let Some((step, err)) = input.error {
         return failed(input, step, err);
     }
+    if let Some((why, msg)) = input.image_wait {
+        let present = matches!(input.observed.container, ContainerObs::Present { .. });
+        let phase = if present {
+            Phase::Running
+        } else {
+            Phase::Pending
+        };
+        return (phase, false, why, Some(msg.to_string()));
+    }
     let Some(spec) = input.spec else {
         // Never valid or never admitted: say why on Ready too.
         let (why, msg) = input.invalid.unwrap_or((DeclReason::InvalidManifest, ""));
@@ -76,7 +91,7 @@ fn phase(input: &StatusInput<'_>) -> (Phase, bool, Reason, Option<String>) {
     if !healthy {
         return (Phase::Creating, false, Reason::Creating, None);
     }
-    if spec.process.is_none() {
+    if !spec.runs_main() {
         return (Phase::Running, true, Reason::Started, None);
     }
     if spec.state == DesiredState::Stopped {
@@ -162,6 +177,8 @@ pub fn compute(input: &StatusInput<'_>) -> ContainerStatus {
         restart_count: i64::from(input.observed.history.restarts),
         last_termination: input.last_termination.clone(),
         main_process: main_process(input),
+        image: input.image.clone(),
+        image_id: input.image_id.map(str::to_string),
         message,
         properties: input.spec.map(|s| s.properties.clone()).unwrap_or_default(),
     }

@@ -40,6 +40,9 @@ fn exited(code: i32) -> MainObs {
 
 fn input<'a>(spec: &'a ContainerSpec, observed: &'a Observed<'a>) -> StatusInput<'a> {
     StatusInput {
+        image_wait: None,
+        image: None,
+        image_id: None,
         spec: Some(spec),
         generation: 3,
         invalid: None,

@@ -12,8 +12,10 @@ use super::reporting::ReportOps;
 use super::store::{Desired, SOURCE_LABEL, SourceKind};
 use crate::api::Reason;
 use crate::api::{ContainerSpec, Handle, ProcessSpec};
+use crate::containerizer::create::ImageLayers;
 use crate::containerizer::run::RunSpec;
 use crate::containerizer::{ContainerizerError, ErrorKind};
+use crate::image::state::ReadyImage;
 use crate::process::{ProcState, ProcessError};
 use crate::report::events::EventType;
 
@@ -67,6 +69,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         handle: &Handle,
         desired: Option<&Desired>,
         spec: &ContainerSpec,
+        image: Option<&ReadyImage>,
     ) -> Result<(), ReconcileError> {
         if let Some(d) = desired {
             // Before anything exists, so that deletion always waits for us.
@@ -74,14 +77,23 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         }
         let kind = desired.map(|d| d.origin.kind()).unwrap_or(SourceKind::File);
         let labels = BTreeMap::from([(SOURCE_LABEL.to_string(), kind.label().to_string())]);
-        match self.containerizer.create(handle, spec, labels).await {
+        let layers = image.map(|r| ImageLayers {
+            image: r.image.clone(),
+            lowerdirs: r.lowerdirs.clone(),
+        });
+        let from = layers.as_ref().map_or(&spec.rootfs, |l| &l.image.name);
+        match self
+            .containerizer
+            .create(handle, spec, labels, layers.as_ref())
+            .await
+        {
             Ok(()) => {
                 self.event(
                     desired,
                     handle,
                     EventType::Normal,
                     Reason::Created,
-                    format!("Created container from {}", spec.rootfs),
+                    format!("Created container from {from}"),
                 )
                 .await;
                 Ok(())
@@ -125,10 +137,10 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         spec: &ContainerSpec,
         restart_delay: Option<Duration>,
     ) -> Result<(), ContainerizerError> {
-        let Some(process) = &spec.process else {
+        let Some(process) = self.main_process(handle, spec)? else {
             return Ok(());
         };
-        let started = self.start_run(handle, process, restart_delay).await;
+        let started = self.start_run(handle, &process, restart_delay).await;
         match started {
             Ok(Ok(p)) => {
                 // The same words for every run, as kubelet's "Started
@@ -155,6 +167,31 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
                 Err(e)
             }
         }
+    }
+
+    /// The main process `spec` runs: its own, over the defaults of the
+    /// image the container was made from.
+    fn main_process(
+        &self,
+        handle: &Handle,
+        spec: &ContainerSpec,
+    ) -> Result<Option<ProcessSpec>, ContainerizerError> {
+        if !spec.runs_main() {
+            return Ok(None);
+        }
+        let record = self.containerizer.record(handle)?;
+        let defaults = record.and_then(|r| r.image).map(|i| i.defaults);
+        crate::api::image::main_process(spec, &defaults.unwrap_or_default()).map_err(|e| {
+            ContainerizerError::at(
+                handle,
+                ErrorKind::Invalid {
+                    errors: crate::api::ValidationErrors(vec![crate::api::FieldError::new(
+                        "spec.process",
+                        e.to_string(),
+                    )]),
+                },
+            )
+        })
     }
 
     /// Start the next run of the main process. `Ok(Err(_))` when it was

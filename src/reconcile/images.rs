@@ -1,0 +1,68 @@
+//! The controller's image step: before a create, the image a spec names
+//! must be on the node. What the controller asks of the image room is
+//! [`ImageOps`]; the real one pulls in the background and wakes the handle
+//! when the pull ends, so a slow registry never holds a worker.
+//! [`NoImages`] is the agent without an image store.
+
+use crate::api::{self, ContainerSpec, Handle, Reason};
+use crate::image::state::{ImageEvent, ImageState, ImageWait, ReadyImage, Wake};
+
+/// What the controller asks of the image room.
+pub trait ImageOps: Send + Sync + 'static {
+    /// Where `spec`'s image stands for a create of `handle`, and what to
+    /// announce. Starts a pull when the policy asks for one and none runs;
+    /// `wake` is called when a pull `handle` waits on ends. `namespace` is
+    /// the resource's, whose Secrets `spec.imagePullSecrets` names.
+    fn ensure(
+        &self,
+        handle: &Handle,
+        spec: &ContainerSpec,
+        namespace: Option<&str>,
+        wake: Wake,
+    ) -> (ImageState, Vec<ImageEvent>);
+}
+
+/// No image store: every image waits, saying why.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoImages;
+
+impl ImageOps for NoImages {
+    fn ensure(
+        &self,
+        _handle: &Handle,
+        _spec: &ContainerSpec,
+        _namespace: Option<&str>,
+        _wake: Wake,
+    ) -> (ImageState, Vec<ImageEvent>) {
+        let wait = ImageWait {
+            reason: Reason::ErrImagePull,
+            message: "this agent has no image store (--image-store)".into(),
+            retry_in: None,
+        };
+        (ImageState::Waiting(wait), Vec::new())
+    }
+}
+
+/// The image step's verdict for one create.
+#[derive(Debug)]
+pub(super) enum ImageStep {
+    /// The spec names no image.
+    NotNeeded,
+    /// Create from this.
+    Ready(ReadyImage),
+    /// Do nothing now; report this.
+    Wait(ImageWait),
+}
+
+/// A ready image whose config and the spec together give nothing to run
+/// waits in `CreateContainerConfigError` until the spec changes.
+pub(super) fn check_command(spec: &ContainerSpec, ready: ReadyImage) -> ImageStep {
+    match api::image::main_process(spec, &ready.image.defaults) {
+        Ok(_) => ImageStep::Ready(ready),
+        Err(e) => ImageStep::Wait(ImageWait {
+            reason: Reason::CreateContainerConfigError,
+            message: e.to_string(),
+            retry_in: None,
+        }),
+    }
+}
