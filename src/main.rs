@@ -22,6 +22,18 @@ fn main() -> anyhow::Result<()> {
             runtime.shutdown_background();
             Ok(())
         }
+        Command::Image(args) => {
+            init_logging(LogFormat::Text);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            if let Err(e) = runtime.block_on(rundmc::cli::image::run(args)) {
+                eprintln!("rundmc image: {e}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Crd(args) => {
             print!(
                 "{}",

@@ -13,7 +13,14 @@ use tokio::sync::mpsc;
 
 use super::AgentArgs;
 use crate::api::SourceKind;
+use crate::containerizer::depot::{Depot, DepotError};
 use crate::containerizer::{Config, Containerizer, ContainerizerError};
+use crate::image::gc::GcThresholds;
+use crate::image::manager::{Manager, ManagerConfig, SecretSource};
+use crate::image::pull::Puller;
+use crate::image::store::{Store as ImageStore, StoreError};
+use crate::reconcile::images::ImageOps;
+use k8s_openapi::api::core::v1::Secret;
 use crate::fsutil::FsError;
 use crate::reconcile::backoff::CrashLoopBackoff;
 use crate::reconcile::controller::{Controller, ControllerConfig};
@@ -57,6 +64,15 @@ pub enum AgentError {
     /// The metrics endpoint could not start.
     #[error(transparent)]
     Server(#[from] crate::server::ServerError),
+    /// The image store could not be opened.
+    #[error("image store: {0}")]
+    Images(#[source] StoreError),
+    /// The registry settings or the node's credentials are unusable.
+    #[error("registries: {0}")]
+    Registry(String),
+    /// The depot could not be opened.
+    #[error(transparent)]
+    Depot(#[from] DepotError),
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -156,7 +172,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         Arc::clone(&store),
         Arc::clone(&queue),
         Arc::clone(&reporters),
-        Arc::new(crate::reconcile::images::NoImages),
+        image_manager(&args, client.clone())?,
         controller_config(&args, metrics.clone()),
     );
     let updates = start_sources(&args, client, &node);
@@ -190,6 +206,59 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     // Let in-flight reconciles finish their step, but not forever.
     let _ = tokio::time::timeout(Duration::from_secs(10), workers).await;
     Ok(())
+}
+
+/// The image store, the puller and the manager the controller asks for
+/// images; its garbage collection keeps what the depot's containers use.
+fn image_manager(
+    args: &AgentArgs,
+    client: Option<kube::Client>,
+) -> Result<Arc<dyn ImageOps>, AgentError> {
+    let store = Arc::new(ImageStore::open(&args.image_store).map_err(AgentError::Images)?);
+    let (config, keyring) =
+        super::image::registry(&args.registry).map_err(|e| AgentError::Registry(e.to_string()))?;
+    let puller = Puller::new(Arc::clone(&store), config, keyring)
+        .map_err(|e| AgentError::Registry(e.to_string()))?;
+    let secrets = client.map(|c| Arc::new(KubeSecrets(c)) as Arc<dyn SecretSource>);
+    let gc = GcThresholds {
+        high_percent: args.image_gc_high_threshold,
+        low_percent: args.image_gc_low_threshold.min(args.image_gc_high_threshold),
+    };
+    let config = ManagerConfig {
+        gc,
+        ..ManagerConfig::default()
+    };
+    let manager = Manager::new(store, Arc::new(puller), secrets, config);
+    let depot = Depot::open(&args.depot)?;
+    let in_use = move || depot.images_in_use().map_err(|e| e.to_string());
+    tokio::spawn(Arc::clone(&manager).collect_garbage(in_use));
+    Ok(Arc::new(manager))
+}
+
+/// Image pull Secrets, read from the API server: `get` on Secrets of the
+/// resource's namespace, nothing else.
+struct KubeSecrets(kube::Client);
+
+impl SecretSource for KubeSecrets {
+    fn docker_config(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> futures_util::future::BoxFuture<'static, Result<Vec<u8>, String>> {
+        let api: kube::Api<Secret> = kube::Api::namespaced(self.0.clone(), namespace);
+        let name = name.to_string();
+        Box::pin(async move {
+            let secret = api.get(&name).await.map_err(|e| e.to_string())?;
+            let type_ = secret.type_.as_deref().unwrap_or("Opaque");
+            if type_ != "kubernetes.io/dockerconfigjson" {
+                return Err(format!("is of type {type_}, not kubernetes.io/dockerconfigjson"));
+            }
+            let data = secret.data.unwrap_or_default();
+            data.get(".dockerconfigjson")
+                .map(|b| b.0.clone())
+                .ok_or_else(|| "has no .dockerconfigjson".to_string())
+        })
+    }
 }
 
 /// Lift the soft limit on open files to the hard one: each running
@@ -250,6 +319,7 @@ fn start_sources(
         allow_host_network: args.allow_host_network,
         allowed_host_paths: resolved(&args.allowed_host_paths),
         allowed_rootfs_paths: resolved(&args.allowed_rootfs_paths),
+        allowed_registries: args.allowed_registries.clone(),
     };
     let dir = DirSource::new(&args.manifests, args.relist_period.into())
         .with_admission(args.admit_files.then(|| admission.clone()));

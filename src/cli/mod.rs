@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod agent;
+pub mod image;
 
 /// rundmc keeps this machine's containers equal to what is declared for it.
 #[derive(Debug, Parser)]
@@ -23,6 +24,8 @@ pub enum Command {
     Agent(Box<AgentArgs>),
     /// Print the Container CustomResourceDefinition as YAML.
     Crd(CrdArgs),
+    /// Pull, list, remove, prune and import images in the node's image store.
+    Image(ImageArgs),
     /// Stream a tar into or out of a container's mount namespace (internal).
     #[command(hide = true)]
     Nstar(NstarArgs),
@@ -36,6 +39,85 @@ pub struct CrdArgs {
     /// node. Without it: a CRD every supported server (1.24+) accepts.
     #[arg(long, value_name = "VERSION")]
     pub kube_version: Option<crate::api::crd::KubeVersion>,
+}
+
+/// `rundmc image pull|ls|rm|prune|import`.
+#[derive(Debug, clap::Args)]
+pub struct ImageArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: ImageCommand,
+    /// The store and the depot.
+    #[command(flatten)]
+    pub store: ImageStoreArgs,
+}
+
+/// The image subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Pull an image into the store (`busybox`, `ghcr.io/org/app:1.2`).
+    Pull {
+        /// The image reference.
+        reference: String,
+        /// How to reach registries.
+        #[command(flatten)]
+        registry: RegistryArgs,
+        /// No progress, only the image's id.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// List the images in the store.
+    #[command(alias = "list")]
+    Ls {
+        /// Only the ids.
+        #[arg(long, short)]
+        quiet: bool,
+        /// One JSON object per image.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove images by name or id; one a container uses stays.
+    #[command(alias = "remove")]
+    Rm {
+        /// Names or ids.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Remove every image no container uses, and their layers.
+    Prune,
+    /// Import an OCI layout, an OCI archive or a docker-archive tar
+    /// (`docker save`, `skopeo copy ... oci-archive:`, `make image`).
+    Import {
+        /// The directory or tar file.
+        path: PathBuf,
+    },
+}
+
+/// Where the image store is, and the depot whose containers use it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImageStoreArgs {
+    /// The image store: unpacked layers, shared by every container.
+    #[arg(long, global = true, default_value = "/var/lib/rundmc/images")]
+    pub image_store: PathBuf,
+    /// The depot whose containers' images are in use (and never removed).
+    #[arg(long, global = true, default_value = "/var/lib/rundmc/depot")]
+    pub depot: PathBuf,
+}
+
+/// How the node reaches registries.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RegistryArgs {
+    /// A Docker config.json with the node's registry credentials (default:
+    /// the kubelet's lookup: /var/lib/kubelet/config.json, ./config.json,
+    /// $HOME/.docker/config.json, /.docker/config.json and .dockercfg).
+    #[arg(long, value_name = "FILE")]
+    pub image_credentials: Option<PathBuf>,
+    /// Trust this PEM CA besides the system's, for every registry. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub registry_ca: Vec<PathBuf>,
+    /// Speak plain HTTP to this registry (`HOST:PORT`). Repeatable.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub insecure_registry: Vec<String>,
 }
 
 /// `rundmc nstar in|out --pid PID --path PATH [--user UID:GID]`.
@@ -195,6 +277,23 @@ pub struct AgentArgs {
     /// Serve /metrics, /healthz and /readyz on this address (e.g. 0.0.0.0:9710).
     #[arg(long)]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The image store: unpacked layers, shared by every container.
+    #[arg(long, default_value = "/var/lib/rundmc/images")]
+    pub image_store: PathBuf,
+    /// How the node reaches registries.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Registries (`HOST[:PORT]`, `docker.io` for Docker Hub) that
+    /// containers may pull from; all when empty. Comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_registries: Vec<String>,
+    /// Collect unused images when the store's disk is this full, in percent
+    /// (kubelet's imageGCHighThresholdPercent).
+    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub image_gc_high_threshold: u8,
+    /// ...down to this, in percent (kubelet's imageGCLowThresholdPercent).
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..100))]
+    pub image_gc_low_threshold: u8,
 }
 
 impl AgentArgs {

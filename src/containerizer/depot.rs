@@ -13,7 +13,7 @@
 //!   processes/<id>/ one directory per process (see rundmc_shim::protocol)
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -206,6 +206,21 @@ impl Depot {
         }
         out.sort_by(|a, b| a.handle.cmp(&b.handle));
         Ok(out)
+    }
+
+    /// The ids of the images the depot's containers were made from: what
+    /// the image store must keep. A record that cannot be read keeps
+    /// nothing, so the error is returned rather than skipped.
+    pub fn images_in_use(&self) -> Result<BTreeSet<String>, DepotError> {
+        let mut used = BTreeSet::new();
+        for entry in self.entries()? {
+            match self.record(&entry.handle) {
+                Ok(Some(record)) => used.extend(record.image.map(|i| i.id)),
+                Ok(None) | Err(DepotError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(used)
     }
 
     /// Mark the bundle half-made, so that a crash from here on leaves a

@@ -66,3 +66,15 @@ pub(super) fn check_command(spec: &ContainerSpec, ready: ReadyImage) -> ImageSte
         }),
     }
 }
+
+impl ImageOps for std::sync::Arc<crate::image::manager::Manager> {
+    fn ensure(
+        &self,
+        handle: &Handle,
+        spec: &ContainerSpec,
+        namespace: Option<&str>,
+        wake: Wake,
+    ) -> (ImageState, Vec<ImageEvent>) {
+        crate::image::manager::Manager::ensure(self, handle, spec, namespace, wake)
+    }
+}

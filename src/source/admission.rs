@@ -3,7 +3,8 @@
 //! `hostNetwork` `--allow-host-network`; a bind mount's source must lie
 //! under one of `--allowed-host-paths`, and the rootfs under one of
 //! `--allowed-rootfs-paths` (it is a host directory the container reads),
-//! both as written and resolved through symlinks. Resources from the API
+//! both as written and resolved through symlinks; an image must come from
+//! one of `--allowed-registries` when that is set. Resources from the API
 //! are always checked; the file source is trusted unless told otherwise.
 //!
 //! The path as written is checked first, before it is resolved: in the
@@ -18,6 +19,7 @@ use std::path::{Component, Path, PathBuf};
 use thiserror::Error;
 
 use crate::api::ContainerSpec;
+use crate::api::reference::ImageReference;
 
 /// Why a declaration is refused on this node. Each names the field, and a
 /// path outside the allowed ones also what the node allows and how to
@@ -34,6 +36,21 @@ pub enum Refusal {
         "spec.hostNetwork: the host's network is not allowed on this node (--allow-host-network)"
     )]
     HostNetwork,
+    /// An image from a registry outside `--allowed-registries`.
+    #[error(
+        "spec.image: {image} is from {registry}, which is not an allowed registry: this node \
+         allows {}. To allow it, add it to the agent's --allowed-registries (Helm chart value \
+         allowedRegistries)",
+        .allowed.join(", ")
+    )]
+    Registry {
+        /// The image, normalised.
+        image: String,
+        /// Its registry.
+        registry: String,
+        /// What the node allows.
+        allowed: Vec<String>,
+    },
     /// A host path outside the allowed ones, as written or resolved.
     #[error(
         "{field}: {path}{} is not under {}: this node allows {}. To allow it, add it or a \
@@ -139,6 +156,9 @@ pub struct Admission {
     pub allowed_host_paths: Vec<PathBuf>,
     /// The rootfs must resolve to one of these or below.
     pub allowed_rootfs_paths: Vec<PathBuf>,
+    /// Images must come from one of these registries (`host[:port]`); any
+    /// when empty.
+    pub allowed_registries: Vec<String>,
 }
 
 impl Admission {
@@ -167,13 +187,16 @@ impl Admission {
         if spec.host_network && !self.allow_host_network {
             return Err(Refusal::HostNetwork);
         }
+        self.check_registry(spec)?;
         let rootfs = Under {
             field: "spec.rootfs".into(),
             allowed: &self.allowed_rootfs_paths,
             rule: HostPathRule::Rootfs,
         };
         let mut admitted = spec.clone();
-        admitted.rootfs = rootfs.check(&spec.rootfs, &resolve)?;
+        if spec.image.is_none() {
+            admitted.rootfs = rootfs.check(&spec.rootfs, &resolve)?;
+        }
         for (i, m) in admitted.mounts.iter_mut().enumerate() {
             let source = Under {
                 field: format!("spec.mounts[{i}].source"),
@@ -183,6 +206,32 @@ impl Admission {
             m.source = source.check(&m.source, &resolve)?;
         }
         Ok(admitted)
+    }
+}
+
+impl Admission {
+    /// An image's registry must be allowed, when a list is set. A
+    /// reference that does not parse is validation's to report.
+    fn check_registry(&self, spec: &ContainerSpec) -> Result<(), Refusal> {
+        let Some(image) = spec.image.as_deref() else {
+            return Ok(());
+        };
+        let Ok(reference) = ImageReference::parse(image) else {
+            return Ok(());
+        };
+        let allowed = self.allowed_registries.is_empty()
+            || self.allowed_registries.iter().any(|r| {
+                let r = r.trim_end_matches('/');
+                r == reference.registry || (r == "index.docker.io" && reference.registry == "docker.io")
+            });
+        match allowed {
+            true => Ok(()),
+            false => Err(Refusal::Registry {
+                image: reference.to_string(),
+                registry: reference.registry.clone(),
+                allowed: self.allowed_registries.clone(),
+            }),
+        }
     }
 }
 
@@ -471,5 +520,29 @@ mod tests {
         assert_eq!(admitted.mounts[0].source, "/etc/hosts");
         assert_eq!(admitted.mounts[0].destination, "/m0");
         assert_eq!(admitted.rootfs, "/img");
+    }
+
+    #[test]
+    fn images_come_from_the_allowed_registries_and_need_no_rootfs_path() {
+        let policy = Admission {
+            allowed_registries: vec!["registry.local:5000".into(), "docker.io".into()],
+            ..Admission::default()
+        };
+        let image = |i: &str| ContainerSpec {
+            image: Some(i.into()),
+            ..Default::default()
+        };
+        assert!(policy.check(&image("busybox"), resolve).is_ok(), "Docker Hub");
+        assert!(policy.check(&image("registry.local:5000/app:1"), resolve).is_ok());
+        let err = policy
+            .check(&image("ghcr.io/org/app:1.2"), resolve)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("spec.image: ghcr.io/org/app:1.2 is from ghcr.io, which is not an allowed registry: this node allows registry.local:5000, docker.io."),
+            "{err}"
+        );
+        let open = Admission::default();
+        assert!(open.check(&image("ghcr.io/org/app:1.2"), resolve).is_ok(), "no list: any");
     }
 }

@@ -148,6 +148,19 @@ fn parse_document(
             ..err(field, message)
         });
     }
+    if !container.spec.image_pull_secrets.is_empty() {
+        // A file has no namespace whose Secrets it could name.
+        let field = "spec.imagePullSecrets";
+        return Err(ManifestError {
+            line: line_of_key(text, document - 1, field),
+            ..err(
+                field,
+                "only Container resources may name Secrets; a node's registry credentials \
+                 come from the agent's --image-credentials"
+                    .into(),
+            )
+        });
+    }
     let handle = file_handle(name.as_deref().unwrap_or("")).map_err(|m| err("metadata.name", m))?;
     let name = handle.to_string();
     validate(&container.spec).map_err(|errors| {
@@ -265,6 +278,29 @@ mod tests {
             got[0].starts_with("/m/web.yaml: document 1, line 7: spec.privileged: "),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn image_manifests_and_their_errors() {
+        let image = "apiVersion: rundmc.io/v1alpha1\nkind: Container\nmetadata:\n  name: web\nspec:\n  image: busybox\n  imagePullPolicy: IfNotPresent\n  process:\n    command: [sh]\n    args: [-c, sleep 9]\n";
+        assert_eq!(errors(image), vec!["ok web"]);
+        let both = image.replace("  image: busybox\n", "  image: busybox\n  rootfs: /img\n");
+        assert_eq!(
+            errors(&both),
+            vec![
+                "/m/web.yaml: document 1, line 7: spec.rootfs: must not be set with spec.image: a container runs from one or the other"
+            ]
+        );
+        let secrets = format!("{image}  imagePullSecrets: [{{name: regcred}}]\n");
+        assert_eq!(
+            errors(&secrets),
+            vec![
+                "/m/web.yaml: document 1, line 11: spec.imagePullSecrets: only Container resources may name Secrets; a node's registry credentials come from the agent's --image-credentials"
+            ]
+        );
+        let policy = image.replace("IfNotPresent", "Sometimes");
+        let got = errors(&policy);
+        assert!(got[0].starts_with("/m/web.yaml: document 1, line 7: spec.imagePullPolicy: unknown variant `Sometimes`"), "{got:?}");
     }
 
     #[test]
