@@ -274,6 +274,10 @@ impl EntryCtx<'_> {
         &self,
         entry: &mut Entry<'_, R>,
     ) -> Result<Option<DirMtime>, StoreError> {
+        let kind = entry.header().entry_type();
+        if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() {
+            return Ok(None);
+        }
         let Some(name) = self.rel.file_name() else {
             return Ok(None); // the layer's root itself
         };
@@ -334,9 +338,9 @@ impl EntryCtx<'_> {
         let mtime = header.mtime().unwrap_or(0).min(i64::MAX as u64) as i64;
         let xattrs = xattrs(entry).map_err(|e| self.err(e))?;
         match kind {
-            EntryType::Link => self.hard_link(entry, path)?,
+            // The inode is the target's, with its owner, mode and mtime.
+            EntryType::Link => return self.hard_link(entry, path).map(|()| None),
             EntryType::Char | EntryType::Block | EntryType::Fifo => self.node(entry, path)?,
-            EntryType::XGlobalHeader | EntryType::XHeader => return Ok(None),
             _ => {
                 if !kind.is_dir() {
                     remove_existing_non_dir(path).map_err(|e| self.err(e))?;
