@@ -57,6 +57,7 @@ run: build
 	@echo "  clean up: make clean-run"
 	target/release/rundmc agent --manifests $(CURDIR)/manifests/examples \
 		--depot $(STATE)/depot --state-dir $(STATE)/run --runtime-root $(STATE)/runc \
+		--image-store $(STATE)/images \
 		--cgroup-parent $(DEMO_CGROUP)
 
 clean-run:

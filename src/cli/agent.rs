@@ -15,15 +15,14 @@ use super::AgentArgs;
 use crate::api::SourceKind;
 use crate::containerizer::depot::{Depot, DepotError};
 use crate::containerizer::{Config, Containerizer, ContainerizerError};
+use crate::fsutil::FsError;
 use crate::image::gc::GcThresholds;
 use crate::image::manager::{Manager, ManagerConfig, SecretSource};
 use crate::image::pull::Puller;
 use crate::image::store::{Store as ImageStore, StoreError};
-use crate::reconcile::images::ImageOps;
-use k8s_openapi::api::core::v1::Secret;
-use crate::fsutil::FsError;
 use crate::reconcile::backoff::CrashLoopBackoff;
 use crate::reconcile::controller::{Controller, ControllerConfig};
+use crate::reconcile::images::ImageOps;
 use crate::reconcile::queue::WorkQueue;
 use crate::reconcile::store::{Changes, Store};
 use crate::report::Reporters;
@@ -37,6 +36,7 @@ use crate::source::Update;
 use crate::source::admission::Admission;
 use crate::source::dir::DirSource;
 use crate::source::kube::KubeSource;
+use k8s_openapi::api::core::v1::Secret;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 /// Why the agent could not start.
@@ -222,7 +222,9 @@ fn image_manager(
     let secrets = client.map(|c| Arc::new(KubeSecrets(c)) as Arc<dyn SecretSource>);
     let gc = GcThresholds {
         high_percent: args.image_gc_high_threshold,
-        low_percent: args.image_gc_low_threshold.min(args.image_gc_high_threshold),
+        low_percent: args
+            .image_gc_low_threshold
+            .min(args.image_gc_high_threshold),
     };
     let config = ManagerConfig {
         gc,
@@ -251,7 +253,9 @@ impl SecretSource for KubeSecrets {
             let secret = api.get(&name).await.map_err(|e| e.to_string())?;
             let type_ = secret.type_.as_deref().unwrap_or("Opaque");
             if type_ != "kubernetes.io/dockerconfigjson" {
-                return Err(format!("is of type {type_}, not kubernetes.io/dockerconfigjson"));
+                return Err(format!(
+                    "is of type {type_}, not kubernetes.io/dockerconfigjson"
+                ));
             }
             let data = secret.data.unwrap_or_default();
             data.get(".dockerconfigjson")

@@ -159,7 +159,11 @@ fn row(image: &ImageRecord) -> String {
     format!("sha256:{short:<12} {:>10}  {names}", mib(image.size))
 }
 
-fn remove(store: &Store, images: &[String], in_use: &BTreeSet<String>) -> Result<(), ImageCliError> {
+fn remove(
+    store: &Store,
+    images: &[String],
+    in_use: &BTreeSet<String>,
+) -> Result<(), ImageCliError> {
     for given in images {
         let name = ImageReference::parse(given).map_or_else(|_| given.clone(), |r| r.to_string());
         let target = match store.resolve(&name)? {
@@ -178,10 +182,13 @@ fn mib(bytes: u64) -> String {
     format!("{:.1}MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
+/// Each layer's (done, total) bytes, and when the line was last drawn.
+type Drawn = (HashMap<String, (u64, u64)>, Instant);
+
 /// One line on a terminal, redrawn at most ten times a second.
 struct Bar {
     name: String,
-    layers: Mutex<(HashMap<String, (u64, u64)>, Instant)>,
+    layers: Mutex<Drawn>,
 }
 
 impl Bar {

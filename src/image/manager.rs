@@ -27,8 +27,11 @@ use crate::api::{ContainerSpec, Handle, ImageUse, PullPolicy, Reason};
 /// Where `kubernetes.io/dockerconfigjson` Secrets come from: the API server.
 pub trait SecretSource: Send + Sync + 'static {
     /// The `.dockerconfigjson` of Secret `name` in `namespace`.
-    fn docker_config(&self, namespace: &str, name: &str)
-    -> BoxFuture<'static, Result<Vec<u8>, String>>;
+    fn docker_config(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> BoxFuture<'static, Result<Vec<u8>, String>>;
 }
 
 /// Tunables.
@@ -194,7 +197,14 @@ impl Manager {
         }
         let fresh = told.pulled.is_some();
         let failed = state.pulls.get(&name).and_then(|p| p.failed.clone());
-        let decision = decide(policy, stored.is_some(), fresh, failed.as_ref(), Instant::now(), raw);
+        let decision = decide(
+            policy,
+            stored.is_some(),
+            fresh,
+            failed.as_ref(),
+            Instant::now(),
+            raw,
+        );
         match (decision, stored) {
             (Decision::UseStored, Some(record)) => {
                 let told = state.told.remove(handle).unwrap_or_default();
@@ -288,14 +298,22 @@ impl Manager {
                 wait.message = f.message.clone();
                 wait.retry_in = wait.retry_in.map(|r| r.min(Duration::from_secs(1)));
                 vec![
-                    event(true, Reason::Failed, format!("Failed to pull image \"{raw}\": {}", f.message)),
+                    event(
+                        true,
+                        Reason::Failed,
+                        format!("Failed to pull image \"{raw}\": {}", f.message),
+                    ),
                     event(true, Reason::Failed, "Error: ErrImagePull".into()),
                 ]
             }
             (Reason::ImagePullBackOff, _) if !told.backoff => {
                 told.backoff = true;
                 vec![
-                    event(false, Reason::BackOff, format!("Back-off pulling image \"{raw}\"")),
+                    event(
+                        false,
+                        Reason::BackOff,
+                        format!("Back-off pulling image \"{raw}\""),
+                    ),
                     event(true, Reason::Failed, "Error: ImagePullBackOff".into()),
                 ]
             }
@@ -363,13 +381,18 @@ impl Manager {
         let source = self.secrets.as_ref()?;
         let mut keyring: Option<Keyring> = None;
         for (namespace, name) in secrets {
-            let read = source.docker_config(namespace, name).await.and_then(|bytes| {
-                let what = format!("Secret {namespace}/{name}");
-                Keyring::from_dockerconfigjson(&bytes, &what).map_err(|e| e.to_string())
-            });
+            let read = source
+                .docker_config(namespace, name)
+                .await
+                .and_then(|bytes| {
+                    let what = format!("Secret {namespace}/{name}");
+                    Keyring::from_dockerconfigjson(&bytes, &what).map_err(|e| e.to_string())
+                });
             match read {
                 Ok(k) => keyring = Some(keyring.map_or_else(|| k.clone(), |all| all.merged(&k))),
-                Err(e) => tracing::warn!(secret = %name, %namespace, error = %e, "image pull secret"),
+                Err(e) => {
+                    tracing::warn!(secret = %name, %namespace, error = %e, "image pull secret")
+                }
             }
         }
         keyring
@@ -385,14 +408,20 @@ impl Manager {
                 Ok(pulled) => {
                     entry.failed = None;
                     let note = pulled_note(name, pulled, started);
-                    for t in told.values_mut().filter(|t| t.reference == name && t.pulling) {
+                    for t in told
+                        .values_mut()
+                        .filter(|t| t.reference == name && t.pulling)
+                    {
                         t.pulled = Some(note.clone());
                     }
                 }
                 Err(e) => {
-                    let backoff = entry.failed.as_ref().map_or(self.config.backoff_initial, |f| {
-                        (f.backoff * 2).min(self.config.backoff_max)
-                    });
+                    let backoff = entry
+                        .failed
+                        .as_ref()
+                        .map_or(self.config.backoff_initial, |f| {
+                            (f.backoff * 2).min(self.config.backoff_max)
+                        });
                     tracing::warn!(image = name, error = %e, retry_in = ?backoff, "image pull failed");
                     entry.failed = Some(Failure {
                         message: e.to_string(),

@@ -15,6 +15,7 @@
 pub mod credentials;
 pub mod gc;
 pub mod import;
+pub mod manager;
 pub mod pull;
 pub mod registry;
 pub mod state;

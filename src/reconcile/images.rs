@@ -2,7 +2,6 @@
 //! must be on the node. What the controller asks of the image room is
 //! [`ImageOps`]; the real one pulls in the background and wakes the handle
 //! when the pull ends, so a slow registry never holds a worker.
-//! [`NoImages`] is the agent without an image store.
 
 use crate::api::{self, ContainerSpec, Handle, Reason};
 use crate::image::state::{ImageEvent, ImageState, ImageWait, ReadyImage, Wake};
@@ -22,10 +21,13 @@ pub trait ImageOps: Send + Sync + 'static {
     ) -> (ImageState, Vec<ImageEvent>);
 }
 
-/// No image store: every image waits, saying why.
+/// No image store: every image waits, saying why (for tests of what
+/// needs no image).
+#[cfg(test)]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoImages;
 
+#[cfg(test)]
 impl ImageOps for NoImages {
     fn ensure(
         &self,

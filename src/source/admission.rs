@@ -222,7 +222,8 @@ impl Admission {
         let allowed = self.allowed_registries.is_empty()
             || self.allowed_registries.iter().any(|r| {
                 let r = r.trim_end_matches('/');
-                r == reference.registry || (r == "index.docker.io" && reference.registry == "docker.io")
+                r == reference.registry
+                    || (r == "index.docker.io" && reference.registry == "docker.io")
             });
         match allowed {
             true => Ok(()),
@@ -532,8 +533,15 @@ mod tests {
             image: Some(i.into()),
             ..Default::default()
         };
-        assert!(policy.check(&image("busybox"), resolve).is_ok(), "Docker Hub");
-        assert!(policy.check(&image("registry.local:5000/app:1"), resolve).is_ok());
+        assert!(
+            policy.check(&image("busybox"), resolve).is_ok(),
+            "Docker Hub"
+        );
+        assert!(
+            policy
+                .check(&image("registry.local:5000/app:1"), resolve)
+                .is_ok()
+        );
         let err = policy
             .check(&image("ghcr.io/org/app:1.2"), resolve)
             .unwrap_err()
@@ -543,6 +551,9 @@ mod tests {
             "{err}"
         );
         let open = Admission::default();
-        assert!(open.check(&image("ghcr.io/org/app:1.2"), resolve).is_ok(), "no list: any");
+        assert!(
+            open.check(&image("ghcr.io/org/app:1.2"), resolve).is_ok(),
+            "no list: any"
+        );
     }
 }

@@ -300,7 +300,12 @@ mod tests {
         );
         let policy = image.replace("IfNotPresent", "Sometimes");
         let got = errors(&policy);
-        assert!(got[0].starts_with("/m/web.yaml: document 1, line 7: spec.imagePullPolicy: unknown variant `Sometimes`"), "{got:?}");
+        assert!(
+            got[0].starts_with(
+                "/m/web.yaml: document 1, line 7: spec.imagePullPolicy: unknown variant `Sometimes`"
+            ),
+            "{got:?}"
+        );
     }
 
     #[test]

@@ -52,6 +52,8 @@ impl AgentEnv {
             .arg(&self.env.depot)
             .arg("--state-dir")
             .arg(&self.state)
+            .arg("--image-store")
+            .arg(self.env.dir.join("images"))
             .arg("--runtime-root")
             .arg(&self.env.runc_root)
             .arg("--cgroup-parent")

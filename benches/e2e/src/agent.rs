@@ -103,6 +103,10 @@ impl AgentEnv {
             .args(["--manifests".as_ref(), self.manifests.as_os_str()])
             .args(["--depot".as_ref(), self.depot.as_os_str()])
             .args(["--state-dir".as_ref(), self.state.as_os_str()])
+            .args([
+                "--image-store".as_ref(),
+                self.dir.join("images").as_os_str(),
+            ])
             .args(["--runtime-root".as_ref(), self.root.as_os_str()])
             .args(["--runtime", &self.runtime])
             .args(["--cgroup-parent", &self.cgroup_parent])

@@ -1,0 +1,285 @@
+//! A real registry on loopback for tests: Debian's `docker-registry` (the
+//! CNCF distribution registry) on 127.0.0.1 and a free port, its storage in
+//! a temp dir, optionally with TLS from a test CA made with `openssl` and
+//! optionally with htpasswd (Basic) auth; killed on drop. Images are pushed
+//! with `skopeo copy`. Blobs can be corrupted in its storage, and its
+//! access log says which blobs were fetched.
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// How a registry is started.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Serve HTTPS with a certificate of the test CA ([`test_ca`]).
+    pub tls: bool,
+    /// Require this user and password (htpasswd, bcrypt).
+    pub basic_auth: Option<(String, String)>,
+}
+
+/// A running registry.
+pub struct Registry {
+    child: Child,
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+    /// Its directory: config, storage, log, htpasswd.
+    pub dir: PathBuf,
+    opts: Options,
+}
+
+/// The test CA: (directory holding `ca.crt`, server.crt, server.key).
+pub struct TestCa {
+    pub dir: PathBuf,
+}
+
+impl TestCa {
+    /// The CA certificate (PEM): what `--registry-ca` takes.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+    /// A directory holding only `ca.crt`, for skopeo's `--dest-cert-dir`.
+    pub fn cert_dir(&self) -> PathBuf {
+        self.dir.join("skopeo")
+    }
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A CA and a server certificate for 127.0.0.1 and localhost, made once
+/// per test process.
+pub fn test_ca() -> &'static TestCa {
+    static CA: OnceLock<TestCa> = OnceLock::new();
+    CA.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("rundmc-test-ca-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("skopeo")).unwrap();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(Command::new("openssl")
+            .current_dir(&dir)
+            .args(["req", "-x509"])
+            .args(ec)
+            .args(["-keyout", "ca.key", "-out", "ca.crt", "-days", "3"])
+            .args(["-subj", "/CN=rundmc test CA"])
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]));
+        run(Command::new("openssl")
+            .current_dir(&dir)
+            .arg("req")
+            .args(ec)
+            .args([
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ]));
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(Command::new("openssl")
+            .current_dir(&dir)
+            .args([
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+            ])
+            .args(["-CAcreateserial", "-out", "server.crt", "-days", "3"])
+            .args(["-extfile", "server.ext"]));
+        std::fs::copy(dir.join("ca.crt"), dir.join("skopeo/ca.crt")).unwrap();
+        TestCa { dir }
+    })
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+impl Registry {
+    /// Starts a registry and waits until it accepts connections.
+    pub fn start(opts: Options) -> Registry {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("rundmc-registry-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        std::fs::write(dir.join("config.yml"), config(&dir, &addr, &opts)).unwrap();
+        if let Some((user, pass)) = &opts.basic_auth {
+            let line = run(Command::new("htpasswd").args(["-Bbn", user, pass]));
+            std::fs::write(dir.join("htpasswd"), line).unwrap();
+        }
+        let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry (make deps installs it)");
+        let registry = Registry {
+            child,
+            addr,
+            dir,
+            opts,
+        };
+        registry.wait_listening();
+        registry
+    }
+
+    fn wait_listening(&self) {
+        let end = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(&self.addr).is_err() {
+            assert!(
+                Instant::now() < end,
+                "docker-registry did not listen on {}: {}",
+                self.addr,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `docker://<addr>/<repo_tag>`.
+    pub fn url(&self, repo_tag: &str) -> String {
+        format!("docker://{}/{repo_tag}", self.addr)
+    }
+
+    /// `skopeo copy <src> docker://<addr>/<repo_tag>` with this registry's
+    /// TLS and credentials, and `extra` arguments.
+    pub fn push_from(&self, src: &str, repo_tag: &str, extra: &[&str]) {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--quiet"]).args(extra);
+        if self.opts.tls {
+            cmd.arg("--dest-cert-dir").arg(test_ca().cert_dir());
+        } else {
+            cmd.arg("--dest-tls-verify=false");
+        }
+        if let Some((user, pass)) = &self.opts.basic_auth {
+            cmd.arg(format!("--dest-creds={user}:{pass}"));
+        }
+        cmd.arg(src).arg(self.url(repo_tag));
+        run(&mut cmd);
+    }
+
+    /// Pushes the image tagged `tag` in the OCI layout `layout` as `repo_tag`.
+    pub fn push(&self, layout: &Path, tag: &str, repo_tag: &str) {
+        self.push_from(&format!("oci:{}:{tag}", layout.display()), repo_tag, &[]);
+    }
+
+    /// Where the registry keeps the blob `digest` (`sha256:<hex>`).
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.dir
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    /// Flips a byte in the middle of the stored blob `digest`: the registry
+    /// then serves content that does not match its digest.
+    pub fn corrupt_blob(&self, digest: &str) {
+        let path = self.blob_path(digest);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+    }
+
+    /// Changes one digit of the first `"size":` in the stored manifest
+    /// `digest`: still JSON, so the registry serves it, but no longer the
+    /// content its digest names.
+    pub fn tamper_manifest(&self, digest: &str) {
+        let path = self.blob_path(digest);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        let at = text.find("\"size\":").unwrap() + "\"size\":".len();
+        let digit = text.as_bytes()[at];
+        let swapped = if digit == b'9' {
+            '8'
+        } else {
+            char::from(digit + 1)
+        };
+        text.replace_range(at..at + 1, &swapped.to_string());
+        std::fs::write(&path, text).unwrap();
+    }
+
+    /// The registry's log (its access log included).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default()
+    }
+
+    /// How many `GET`s of the blob `digest` the registry answered.
+    pub fn blob_gets(&self, digest: &str) -> usize {
+        let needle = format!("\"GET /v2/");
+        let blob = format!("/blobs/{digest} ");
+        self.log()
+            .lines()
+            .filter(|l| l.contains(&needle) && l.contains(&blob))
+            .count()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn config(dir: &Path, addr: &str, opts: &Options) -> String {
+    let mut c = format!(
+        "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
+         delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: rundmc-test\n",
+        dir.join("storage").display()
+    );
+    if opts.tls {
+        let ca = test_ca();
+        c.push_str(&format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            ca.dir.join("server.crt").display(),
+            ca.dir.join("server.key").display()
+        ));
+    }
+    if opts.basic_auth.is_some() {
+        c.push_str(&format!(
+            "auth:\n  htpasswd:\n    realm: rundmc-test\n    path: {}\n",
+            dir.join("htpasswd").display()
+        ));
+    }
+    c
+}
