@@ -228,6 +228,7 @@ fn image_manager(
     };
     let config = ManagerConfig {
         gc,
+        gc_min_age: args.image_minimum_gc_age.into(),
         ..ManagerConfig::default()
     };
     let manager = Manager::new(store, Arc::new(puller), secrets, config);

@@ -294,6 +294,10 @@ pub struct AgentArgs {
     /// ...down to this, in percent (kubelet's imageGCLowThresholdPercent).
     #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..100))]
     pub image_gc_low_threshold: u8,
+    /// Never collect an image pulled or used more recently than this
+    /// (kubelet's imageMinimumGCAge).
+    #[arg(long, default_value = "2m")]
+    pub image_minimum_gc_age: humantime::Duration,
 }
 
 impl AgentArgs {

@@ -45,6 +45,9 @@ pub struct ManagerConfig {
     pub gc_period: Duration,
     /// The GC's thresholds.
     pub gc: GcThresholds,
+    /// An image pulled or used more recently than this is never collected
+    /// (kubelet's ImageMinimumGCAge): a fresh pull waits for its create.
+    pub gc_min_age: Duration,
 }
 
 impl Default for ManagerConfig {
@@ -54,6 +57,7 @@ impl Default for ManagerConfig {
             backoff_max: Duration::from_secs(300),
             gc_period: Duration::from_secs(300),
             gc: GcThresholds::default(),
+            gc_min_age: Duration::from_secs(120),
         }
     }
 }
@@ -451,8 +455,10 @@ impl Manager {
             let store = Arc::clone(&self.store);
             let used = Arc::clone(&in_use);
             let thresholds = self.config.gc;
+            let min_age = self.config.gc_min_age;
             let swept = tokio::task::spawn_blocking(move || {
-                let used = used().map_err(|e| format!("the images in use: {e}"))?;
+                let mut used = used().map_err(|e| format!("the images in use: {e}"))?;
+                used.extend(young(&store, min_age).map_err(|e| e.to_string())?);
                 store.gc(&used, thresholds).map_err(|e| e.to_string())
             })
             .await;
@@ -470,6 +476,19 @@ impl Manager {
             }
         }
     }
+}
+
+/// The images pulled or used within `min_age`: kept like the ones in use.
+fn young(store: &Store, min_age: Duration) -> Result<Vec<String>, StoreError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let images = store.list()?;
+    Ok(images
+        .into_iter()
+        .filter(|i| now.saturating_sub(i.pulled_at.max(i.last_used)) < min_age.as_secs())
+        .map(|i| i.id)
+        .collect())
 }
 
 /// (namespace, name) of each Secret a resource's spec names.
