@@ -191,16 +191,18 @@ impl Manager {
             .image_pull_policy
             .unwrap_or_else(|| reference.default_pull_policy());
         let stored = self.store.resolve(&name).ok().flatten();
+        let secrets = secret_names(spec, namespace);
+        let key = pull_key(&name, &secrets);
         let mut state = crate::sync::lock(&self.state);
         let told = state.told.entry(handle.clone()).or_default();
-        if told.reference != name {
+        if told.reference != key {
             *told = Told {
-                reference: name.clone(),
+                reference: key.clone(),
                 ..Told::default()
             };
         }
         let fresh = told.pulled.is_some();
-        let failed = state.pulls.get(&name).and_then(|p| p.failed.clone());
+        let failed = state.pulls.get(&key).and_then(|p| p.failed.clone());
         let decision = decide(
             policy,
             stored.is_some(),
@@ -216,11 +218,16 @@ impl Manager {
                 self.ready(&name, raw, record, told.pulled)
             }
             (Decision::Wait(mut wait), _) => {
-                let events = self.tell_wait(&mut state, handle, &name, &mut wait, failed.as_ref());
+                let events = self.tell_wait(&mut state, handle, &key, &mut wait, failed.as_ref());
                 (ImageState::Waiting(wait), events)
             }
             (Decision::Pull, _) | (Decision::UseStored, None) => {
-                let events = self.join_pull(&mut state, handle, reference, spec, namespace, wake);
+                let pull = Pull {
+                    reference,
+                    key,
+                    secrets,
+                };
+                let events = self.join_pull(&mut state, handle, pull, raw, wake);
                 let wait = ImageWait {
                     reason: Reason::Creating,
                     message: format!("Pulling image \"{raw}\""),
@@ -334,20 +341,18 @@ impl Manager {
         self: &Arc<Self>,
         state: &mut State,
         handle: &Handle,
-        reference: ImageReference,
-        spec: &ContainerSpec,
-        namespace: Option<&str>,
+        pull: Pull,
+        raw: &str,
         wake: Wake,
     ) -> Vec<ImageEvent> {
-        let name = reference.to_string();
+        let name = pull.key.clone();
         let pulls = state.pulls.entry(name.clone()).or_default();
         match &mut pulls.running {
             Some(waiters) => waiters.push(wake),
             None => {
                 pulls.attempt += 1;
                 pulls.running = Some(vec![wake]);
-                let secrets = secret_names(spec, namespace);
-                self.start_pull(reference, secrets);
+                self.start_pull(pull);
             }
         }
         let attempt = pulls.attempt;
@@ -361,7 +366,6 @@ impl Manager {
             pulling: true,
             ..Told::default()
         };
-        let raw = spec.image.clone().unwrap_or_default();
         vec![ImageEvent {
             warning: false,
             reason: Reason::Pulling,
@@ -369,13 +373,16 @@ impl Manager {
         }]
     }
 
-    fn start_pull(self: &Arc<Self>, reference: ImageReference, secrets: Vec<(String, String)>) {
+    fn start_pull(self: &Arc<Self>, pull: Pull) {
         let me = Arc::clone(self);
         tokio::spawn(async move {
-            let keyring = me.keyring(&secrets).await;
+            let keyring = me.keyring(&pull.secrets).await;
             let started = Instant::now();
-            let result = me.puller.pull(&reference, keyring.as_ref(), None).await;
-            me.pull_ended(&reference.to_string(), result, started);
+            let result = me
+                .puller
+                .pull(&pull.reference, keyring.as_ref(), None)
+                .await;
+            me.pull_ended(&pull, result, started);
         });
     }
 
@@ -402,19 +409,20 @@ impl Manager {
         keyring
     }
 
-    fn pull_ended(&self, name: &str, result: Result<Pulled, PullError>, started: Instant) {
+    fn pull_ended(&self, pull: &Pull, result: Result<Pulled, PullError>, started: Instant) {
+        let (name, key) = (pull.reference.to_string(), pull.key.as_str());
         let waiters = {
             let mut state = crate::sync::lock(&self.state);
             let State { pulls, told } = &mut *state;
-            let entry = pulls.entry(name.to_string()).or_default();
+            let entry = pulls.entry(key.to_string()).or_default();
             let waiters = entry.running.take().unwrap_or_default();
             match &result {
                 Ok(pulled) => {
                     entry.failed = None;
-                    let note = pulled_note(name, pulled, started);
+                    let note = pulled_note(&name, pulled, started);
                     for t in told
                         .values_mut()
-                        .filter(|t| t.reference == name && t.pulling)
+                        .filter(|t| t.reference == key && t.pulling)
                     {
                         t.pulled = Some(note.clone());
                     }
@@ -426,7 +434,7 @@ impl Manager {
                         .map_or(self.config.backoff_initial, |f| {
                             (f.backoff * 2).min(self.config.backoff_max)
                         });
-                    tracing::warn!(image = name, error = %e, retry_in = ?backoff, "image pull failed");
+                    tracing::warn!(image = %name, error = %e, retry_in = ?backoff, "image pull failed");
                     entry.failed = Some(Failure {
                         message: e.to_string(),
                         until: Instant::now() + backoff,
@@ -489,6 +497,25 @@ fn young(store: &Store, min_age: Duration) -> Result<Vec<String>, StoreError> {
         .filter(|i| now.saturating_sub(i.pulled_at.max(i.last_used)) < min_age.as_secs())
         .map(|i| i.id)
         .collect())
+}
+
+/// One pull: of a reference, with the credentials of some Secrets.
+struct Pull {
+    reference: ImageReference,
+    /// [`pull_key`].
+    key: String,
+    /// (namespace, name) of the Secrets.
+    secrets: Vec<(String, String)>,
+}
+
+/// Pulls of one reference with different Secrets back off apart: one
+/// resource's missing credentials never hold back another's.
+fn pull_key(name: &str, secrets: &[(String, String)]) -> String {
+    let mut key = name.to_string();
+    for (namespace, secret) in secrets {
+        key.push_str(&format!(" {namespace}/{secret}"));
+    }
+    key
 }
 
 /// (namespace, name) of each Secret a resource's spec names.

@@ -208,6 +208,8 @@ pub fn default_kinds() -> Vec<Kind> {
             .with_status()
             .with_status_on_create()
             .with_fields(&["spec.unschedulable"]),
+        // Image pull Secrets, read with a get.
+        Kind::builtin("", "v1", "Secret", "secrets", true),
         Kind::builtin("", "v1", "Event", "events", true)
             .with_fields(CORE_EVENT_FIELDS)
             .with_short_names(&["ev"]),
