@@ -49,11 +49,14 @@ soak: rootfs
 run: build
 	@scripts/mkrootfs.sh $(IMAGE)
 	@mkdir -p $(STATE)
+	@scripts/mkdemo-image.sh $(IMAGE) $(STATE)/demo-image.tar
+	@target/release/rundmc image import $(STATE)/demo-image.tar --image-store $(STATE)/images >/dev/null
 	@echo "rundmc agent on manifests/examples (Ctrl-C stops the agent; containers keep running)"
 	@echo "  status:   $(STATE)/run/status/<name>.yaml"
 	@echo "  events:   $(STATE)/run/events.jsonl"
 	@echo "  logs:     $(STATE)/depot/<name>/processes/main-<n>/output.log"
 	@echo "  runc:     runc --root $(STATE)/runc list"
+	@echo "  images:   target/release/rundmc image ls --image-store $(STATE)/images"
 	@echo "  clean up: make clean-run"
 	target/release/rundmc agent --manifests $(CURDIR)/manifests/examples \
 		--depot $(STATE)/depot --state-dir $(STATE)/run --runtime-root $(STATE)/runc \
