@@ -255,6 +255,14 @@ fn a_digest_mismatch_or_an_escaping_path_is_refused_and_leaves_nothing() {
         .unpack_layer(&layers::layer_blob(&blob, GZIP), &mut &corrupt[..])
         .unwrap_err();
     assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
+    // A stream cut short is a size mismatch, not an unexpected EOF.
+    let err = store
+        .unpack_layer(
+            &layers::layer_blob(&blob, GZIP),
+            &mut &blob[..blob.len() - 8],
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::SizeMismatch { .. }), "{err}");
 
     let outside = scratch.path().join("outside");
     fs::create_dir_all(&outside).unwrap();

@@ -409,6 +409,13 @@ impl Importer<'_> {
             }
             out.push(self.import_manifest(&manifest_desc.digest, &manifest, &names)?);
         }
+        if out.is_empty() && !index.manifests.is_empty() {
+            return Err(ImportError::NoPlatform {
+                path: self.source.path().into(),
+                digest: "index.json".into(),
+                arch: oci_arch(),
+            });
+        }
         Ok(out)
     }
 
