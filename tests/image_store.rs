@@ -393,6 +393,73 @@ fn a_crash_mid_unpack_is_cleaned_on_open_and_the_layer_unpacks_again() {
     assert_eq!(fs::read(lowers[0].join("bin/app")).unwrap(), b"app");
 }
 
+/// A reader that, on its second read, says so and waits to be let go.
+struct Paused<'a> {
+    bytes: &'a [u8],
+    reads: u32,
+    started: std::sync::mpsc::Sender<()>,
+    go: std::sync::mpsc::Receiver<()>,
+}
+
+impl Read for Paused<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reads += 1;
+        if self.reads == 2 {
+            self.started.send(()).unwrap();
+            self.go.recv().unwrap();
+        }
+        let n = self.bytes.len().min(buf.len()).min(512);
+        buf[..n].copy_from_slice(&self.bytes[..n]);
+        self.bytes = &self.bytes[n..];
+        Ok(n)
+    }
+}
+
+#[test]
+fn opening_the_store_beside_an_unpack_leaves_that_unpack_alone() {
+    // The CLI opens the store while the agent is unpacking a layer: its
+    // temp dir is no crash's leftover (its digest's lock is held).
+    let scratch = Scratch::new("beside");
+    let root = scratch.path().join("store");
+    let store = Store::open(&root).unwrap();
+    let blob = Layer::new().file("big", &vec![7u8; 8192], ROOT_644).tar();
+    let layer = layers::layer_blob(&blob, TAR);
+    let tmp = root.join("tmp").join(hex(&layer.digest));
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let unpacking = s.spawn(|| {
+            let mut reader = Paused {
+                bytes: &blob,
+                reads: 0,
+                started: started_tx,
+                go: go_rx,
+            };
+            store.unpack_layer(&layer, &mut reader)
+        });
+        started.recv().unwrap();
+        // Nothing asserted before `go`: a panic here would leave the
+        // unpacking thread waiting.
+        let mid = tmp.is_dir();
+        let beside = Store::open(&root);
+        let survived = tmp.is_dir();
+        go.send(()).unwrap();
+        let unpacked = unpacking.join().unwrap();
+        assert!(mid, "mid-unpack");
+        assert!(survived, "another open removed a live unpack's temp dir");
+        unpacked.unwrap();
+        beside.unwrap();
+    });
+    assert_eq!(
+        fs::read(diff(&store, &layer).join("big")).unwrap(),
+        vec![7u8; 8192]
+    );
+    assert!(matches!(
+        Store::open(scratch.path().join("a:b")),
+        Err(StoreError::UnsafeRoot(_))
+    ));
+}
+
 /// A reader that counts what is read from it, slowly enough that every
 /// caller is inside unpack_layer before the first one finishes.
 struct Counting<'a> {

@@ -107,7 +107,9 @@ pub enum StoreError {
         actual: String,
     },
     /// A blob's length is not the size its descriptor gives.
-    #[error("{digest}: size mismatch: expected {expected} bytes, read {actual}")]
+    #[error(
+        "{digest}: size mismatch: expected {expected} bytes, read {actual} (reading stops one past)"
+    )]
     SizeMismatch {
         /// The blob.
         digest: String,
@@ -208,6 +210,9 @@ pub enum StoreError {
         /// The layer.
         digest: String,
     },
+    /// A root overlay could not take layers from (`,`, `:` or `\\` in it).
+    #[error("{0}: an image store's path must not contain ',', ':' or '\\'")]
+    UnsafeRoot(PathBuf),
     /// flock(2) failed.
     #[error("{path}: flock: {source}")]
     Lock {
@@ -280,7 +285,13 @@ impl Store {
     /// half-unpacked layers no process is unpacking, dangling short links,
     /// temporary files of processes that are gone.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
-        let store = Store { root: root.into() };
+        let root: PathBuf = root.into();
+        let root = std::path::absolute(&root).map_err(fs_err(&root))?;
+        // Overlay's options are split on these: no lowerdir may hold one.
+        if root.to_string_lossy().contains([',', ':', '\\']) {
+            return Err(StoreError::UnsafeRoot(root));
+        }
+        let store = Store { root };
         for dir in ["blobs/sha256", "layers", "l", "images", "locks", "tmp"] {
             let path = store.root.join(dir);
             fs::create_dir_all(&path).map_err(fs_err(&path))?;
