@@ -676,3 +676,95 @@ fn make_images_archive_imports_as_oci_archive_layout_and_docker_archive() {
     );
     assert!(!fresh.has_layer(&image.layers[0]));
 }
+
+/// A `docker save` archive of the classic form: `<id>/layer.tar` (plain
+/// tars, one a symlink to another's), `<hex>.json` configs whose diff_ids
+/// are the layers' digests, and manifest.json.
+fn docker_save(out: &Path, base: &[u8], top: &[u8], config_of: impl Fn(&[String]) -> Vec<u8>) {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, bytes: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(bytes.len() as u64);
+        tar.append_data(&mut h, name, bytes).unwrap();
+    };
+    add("base1/layer.tar", base);
+    add("top1/layer.tar", top);
+    let plain = config_of(&[layers::digest(base)]);
+    let app = config_of(&[layers::digest(base), layers::digest(top)]);
+    let plain_json = format!("{}.json", hex(&layers::digest(&plain)));
+    let app_json = format!("{}.json", hex(&layers::digest(&app)));
+    add(&plain_json, &plain);
+    add(&app_json, &app);
+    let manifest = json!([
+        {"Config": plain_json, "RepoTags": ["busybox:latest"], "Layers": ["base1/layer.tar"]},
+        {"Config": app_json, "RepoTags": ["app:1", "registry:5000/team/app:1"],
+         "Layers": ["base2/layer.tar", "top1/layer.tar"]},
+    ]);
+    add("manifest.json", manifest.to_string().as_bytes());
+    let mut link = tar::Header::new_ustar();
+    link.set_entry_type(EntryType::Symlink);
+    link.set_size(0);
+    link.set_mode(0o777);
+    tar.append_link(&mut link, "base2/layer.tar", "../base1/layer.tar")
+        .unwrap();
+    fs::write(out, tar.into_inner().unwrap()).unwrap();
+}
+
+#[test]
+fn a_classic_docker_save_archive_imports_with_its_tags_and_shared_layers() {
+    let scratch = Scratch::new("docker-save");
+    let store = Store::open(scratch.path().join("store")).unwrap();
+    let base = Layer::new().file("bin/busybox", b"bb", ROOT_755).tar();
+    let top = Layer::new().file("app/run", b"run", ROOT_755).tar();
+    let config_of = |diff_ids: &[String]| {
+        serde_json::to_vec(&json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Cmd": ["/app/run"], "WorkingDir": "/app", "User": "1000:1000",
+                       "Env": ["A=1"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }))
+        .unwrap()
+    };
+    let archive = scratch.path().join("save.tar");
+    docker_save(&archive, &base, &top, config_of);
+
+    let images = store.import(&archive).unwrap();
+    assert_eq!(images.len(), 2);
+    assert_eq!(images[0].names, vec!["docker.io/library/busybox:latest"]);
+    let app = &images[1];
+    assert_eq!(
+        app.names,
+        vec!["docker.io/library/app:1", "registry:5000/team/app:1"]
+    );
+    assert_eq!(
+        app.layers,
+        vec![layers::digest(&base), layers::digest(&top)]
+    );
+    assert_eq!(app.defaults.cmd, vec!["/app/run"]);
+    assert_eq!(app.defaults.working_dir.as_deref(), Some("/app"));
+    assert_eq!(app.defaults.user.as_deref(), Some("1000:1000"));
+    let lowers = store.lowerdirs(app).unwrap();
+    assert_eq!(fs::read(lowers[0].join("app/run")).unwrap(), b"run");
+    let shared = store.lowerdirs(&images[0]).unwrap();
+    assert_eq!(
+        fs::metadata(shared[0].join("bin/busybox")).unwrap().ino(),
+        fs::metadata(lowers[1].join("bin/busybox")).unwrap().ino()
+    );
+    assert_eq!(store.resolve("app:1").unwrap().as_ref(), Some(app));
+
+    // A layer whose bytes are not its diff_id is refused, naming it.
+    let fresh = Store::open(scratch.path().join("fresh")).unwrap();
+    let mut tampered = base.clone();
+    tampered[600] ^= 0x01;
+    let bad = scratch.path().join("bad.tar");
+    docker_save(&bad, &tampered, &top, |_| {
+        config_of(&[layers::digest(&base)])
+    });
+    let err = fresh.import(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains(&layers::digest(&base)) && err.contains("mismatch"),
+        "{err}"
+    );
+    assert!(fresh.list().unwrap().is_empty());
+}
