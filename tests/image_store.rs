@@ -391,6 +391,17 @@ fn a_crash_mid_unpack_is_cleaned_on_open_and_the_layer_unpacks_again() {
     let image = layers::commit(&store, None, &[(blob, GZIP)], json!({}));
     let lowers = store.lowerdirs(&image).unwrap();
     assert_eq!(fs::read(lowers[0].join("bin/app")).unwrap(), b"app");
+
+    // What a machine crash leaves of a volatile touch (an empty record)
+    // reads as no image, and the rest of the store still lists.
+    let lost = format!("sha256:{}", "e".repeat(64));
+    fs::write(
+        root.join("images").join(format!("{}.json", hex(&lost))),
+        b"",
+    )
+    .unwrap();
+    assert_eq!(store.list().unwrap(), vec![image]);
+    assert!(store.resolve(&lost).unwrap().is_none());
 }
 
 /// A reader that, on its second read, says so and waits to be let go.

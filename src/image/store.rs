@@ -342,7 +342,7 @@ impl Store {
     // ---- locks ----
 
     fn flock(&self, path: &Path, arg: FlockArg) -> Result<Option<StoreLock>, StoreError> {
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
@@ -350,9 +350,9 @@ impl Store {
             .open(path)
             .map_err(fs_err(path))?;
         loop {
-            match Flock::lock(file.try_clone().map_err(fs_err(path))?, arg) {
+            match Flock::lock(file, arg) {
                 Ok(lock) => return Ok(Some(StoreLock { _lock: lock })),
-                Err((_, nix::Error::EINTR)) => continue,
+                Err((f, nix::Error::EINTR)) => file = f,
                 Err((_, nix::Error::EWOULDBLOCK)) => return Ok(None),
                 Err((_, source)) => {
                     return Err(StoreError::Lock {
@@ -741,6 +741,11 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(fs_err(&path)(e)),
         };
+        // What a machine crash leaves of a volatile touch: the image is
+        // gone from the store's view, and a pull commits it again.
+        if fsutil::is_unwritten(&bytes) {
+            return Ok(None);
+        }
         let mut record: ImageRecord =
             serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
                 path: path.clone(),
