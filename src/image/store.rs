@@ -662,6 +662,8 @@ impl Store {
         config_digest: &str,
     ) -> Result<ImageRecord, StoreError> {
         let hex = digest_hex(manifest_digest)?;
+        // No layer goes between the check below and the record.
+        let _shared = self.shared_lock()?;
         let manifest = Manifest::parse(manifest_digest, &self.required_blob(manifest_digest)?)?;
         if manifest.config.digest != config_digest {
             return Err(StoreError::BadBlob {
@@ -777,6 +779,8 @@ impl Store {
 
     /// Marks image `id` as used now (for gc's least-recently-used order).
     pub fn touch(&self, id: &str) -> Result<(), StoreError> {
+        // Never writes back a record a removal took meanwhile.
+        let _shared = self.shared_lock()?;
         let mut record = self
             .record(id)?
             .ok_or_else(|| StoreError::NotFound(id.into()))?;
