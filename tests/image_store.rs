@@ -555,6 +555,23 @@ fn prune_and_gc_never_remove_an_image_in_use_or_its_layers() {
         .remove("docker.io/library/used:1", &in_use)
         .unwrap_err();
     assert!(matches!(err, StoreError::InUse { .. }), "{err}");
+    // A second name: removing it removes only the name.
+    let alias = store
+        .commit(
+            Some("docker.io/library/alias:1"),
+            &other.id,
+            &other.config_digest,
+        )
+        .unwrap();
+    assert_eq!(alias.names.len(), 2);
+    assert_eq!(
+        store.remove("alias:1", &in_use).unwrap(),
+        vec!["docker.io/library/alias:1"]
+    );
+    assert_eq!(
+        store.resolve(&other.id).unwrap().unwrap().names,
+        vec!["docker.io/library/other:1"]
+    );
 
     // gc below its high-water mark removes nothing.
     let quiet = GcThresholds {
@@ -596,6 +613,10 @@ fn prune_and_gc_never_remove_an_image_in_use_or_its_layers() {
     for dir in ["layers", "l", "images"] {
         assert!(layers::entries(&store.root().join(dir)).is_empty(), "{dir}");
     }
+    assert_eq!(
+        names(&store.root().join("locks")),
+        BTreeSet::from(["names".to_string()])
+    );
 }
 
 fn mkimage(out: &Path) {

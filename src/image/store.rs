@@ -589,8 +589,20 @@ impl Store {
                 fsutil::remove_file_if_exists(&short)?;
             }
         }
-        fsutil::remove_dir_all_if_exists(&trash)?;
-        fsutil::remove_file_if_exists(&self.root.join("locks").join(hex))?;
+        Ok(fsutil::remove_dir_all_if_exists(&trash)?)
+    }
+
+    /// Removes the lock files of layers that are not in the store (a failed
+    /// unpack leaves one). Under the exclusive lock: no one holds them.
+    pub(crate) fn remove_stale_locks(&self) -> Result<(), StoreError> {
+        let dir = self.root.join("locks");
+        for entry in fs::read_dir(&dir).map_err(fs_err(&dir))? {
+            let name = entry.map_err(fs_err(&dir))?.file_name();
+            let name = name.to_string_lossy();
+            if digest_of_tmp_name(&name).is_some() && !self.layer_dir(&name).exists() {
+                fsutil::remove_file_if_exists(&dir.join(name.as_ref()))?;
+            }
+        }
         Ok(())
     }
 
