@@ -255,6 +255,14 @@ fn a_digest_mismatch_or_an_escaping_path_is_refused_and_leaves_nothing() {
         .unpack_layer(&layers::layer_blob(&blob, GZIP), &mut &corrupt[..])
         .unwrap_err();
     assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
+    // A stream cut short is a size mismatch, not an unexpected EOF.
+    let err = store
+        .unpack_layer(
+            &layers::layer_blob(&blob, GZIP),
+            &mut &blob[..blob.len() - 8],
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::SizeMismatch { .. }), "{err}");
 
     let outside = scratch.path().join("outside");
     fs::create_dir_all(&outside).unwrap();
@@ -383,6 +391,84 @@ fn a_crash_mid_unpack_is_cleaned_on_open_and_the_layer_unpacks_again() {
     let image = layers::commit(&store, None, &[(blob, GZIP)], json!({}));
     let lowers = store.lowerdirs(&image).unwrap();
     assert_eq!(fs::read(lowers[0].join("bin/app")).unwrap(), b"app");
+
+    // What a machine crash leaves of a volatile touch (an empty record)
+    // reads as no image, and the rest of the store still lists.
+    let lost = format!("sha256:{}", "e".repeat(64));
+    fs::write(
+        root.join("images").join(format!("{}.json", hex(&lost))),
+        b"",
+    )
+    .unwrap();
+    assert_eq!(store.list().unwrap(), vec![image]);
+    assert!(store.resolve(&lost).unwrap().is_none());
+}
+
+/// A reader that, on its second read, says so and waits to be let go.
+struct Paused<'a> {
+    bytes: &'a [u8],
+    reads: u32,
+    started: std::sync::mpsc::Sender<()>,
+    go: std::sync::mpsc::Receiver<()>,
+}
+
+impl Read for Paused<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reads += 1;
+        if self.reads == 2 {
+            self.started.send(()).unwrap();
+            self.go.recv().unwrap();
+        }
+        let n = self.bytes.len().min(buf.len()).min(512);
+        buf[..n].copy_from_slice(&self.bytes[..n]);
+        self.bytes = &self.bytes[n..];
+        Ok(n)
+    }
+}
+
+#[test]
+fn opening_the_store_beside_an_unpack_leaves_that_unpack_alone() {
+    // The CLI opens the store while the agent is unpacking a layer: its
+    // temp dir is no crash's leftover (its digest's lock is held).
+    let scratch = Scratch::new("beside");
+    let root = scratch.path().join("store");
+    let store = Store::open(&root).unwrap();
+    let blob = Layer::new().file("big", &vec![7u8; 8192], ROOT_644).tar();
+    let layer = layers::layer_blob(&blob, TAR);
+    let tmp = root.join("tmp").join(hex(&layer.digest));
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let unpacking = s.spawn(|| {
+            let mut reader = Paused {
+                bytes: &blob,
+                reads: 0,
+                started: started_tx,
+                go: go_rx,
+            };
+            store.unpack_layer(&layer, &mut reader)
+        });
+        started.recv().unwrap();
+        // Nothing asserted before `go`: a panic here would leave the
+        // unpacking thread waiting.
+        let mid = tmp.is_dir();
+        let beside = Store::open(&root);
+        let survived = tmp.is_dir();
+        go.send(()).unwrap();
+        let unpacked = unpacking.join().unwrap();
+        assert!(mid, "mid-unpack");
+        assert!(survived, "another open removed a live unpack's temp dir");
+        unpacked.unwrap();
+        beside.unwrap();
+    });
+    assert_eq!(
+        fs::read(diff(&store, &layer).join("big")).unwrap(),
+        vec![7u8; 8192]
+    );
+    assert!(matches!(
+        Store::open(scratch.path().join("a:b")),
+        Err(StoreError::UnsafeRoot(_))
+    ));
 }
 
 /// A reader that counts what is read from it, slowly enough that every
@@ -469,6 +555,23 @@ fn prune_and_gc_never_remove_an_image_in_use_or_its_layers() {
         .remove("docker.io/library/used:1", &in_use)
         .unwrap_err();
     assert!(matches!(err, StoreError::InUse { .. }), "{err}");
+    // A second name: removing it removes only the name.
+    let alias = store
+        .commit(
+            Some("docker.io/library/alias:1"),
+            &other.id,
+            &other.config_digest,
+        )
+        .unwrap();
+    assert_eq!(alias.names.len(), 2);
+    assert_eq!(
+        store.remove("alias:1", &in_use).unwrap(),
+        vec!["docker.io/library/alias:1"]
+    );
+    assert_eq!(
+        store.resolve(&other.id).unwrap().unwrap().names,
+        vec!["docker.io/library/other:1"]
+    );
 
     // gc below its high-water mark removes nothing.
     let quiet = GcThresholds {
@@ -510,6 +613,10 @@ fn prune_and_gc_never_remove_an_image_in_use_or_its_layers() {
     for dir in ["layers", "l", "images"] {
         assert!(layers::entries(&store.root().join(dir)).is_empty(), "{dir}");
     }
+    assert_eq!(
+        names(&store.root().join("locks")),
+        BTreeSet::from(["names".to_string()])
+    );
 }
 
 fn mkimage(out: &Path) {
@@ -600,4 +707,96 @@ fn make_images_archive_imports_as_oci_archive_layout_and_docker_archive() {
         "{err}"
     );
     assert!(!fresh.has_layer(&image.layers[0]));
+}
+
+/// A `docker save` archive of the classic form: `<id>/layer.tar` (plain
+/// tars, one a symlink to another's), `<hex>.json` configs whose diff_ids
+/// are the layers' digests, and manifest.json.
+fn docker_save(out: &Path, base: &[u8], top: &[u8], config_of: impl Fn(&[String]) -> Vec<u8>) {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, bytes: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(bytes.len() as u64);
+        tar.append_data(&mut h, name, bytes).unwrap();
+    };
+    add("base1/layer.tar", base);
+    add("top1/layer.tar", top);
+    let plain = config_of(&[layers::digest(base)]);
+    let app = config_of(&[layers::digest(base), layers::digest(top)]);
+    let plain_json = format!("{}.json", hex(&layers::digest(&plain)));
+    let app_json = format!("{}.json", hex(&layers::digest(&app)));
+    add(&plain_json, &plain);
+    add(&app_json, &app);
+    let manifest = json!([
+        {"Config": plain_json, "RepoTags": ["busybox:latest"], "Layers": ["base1/layer.tar"]},
+        {"Config": app_json, "RepoTags": ["app:1", "registry:5000/team/app:1"],
+         "Layers": ["base2/layer.tar", "top1/layer.tar"]},
+    ]);
+    add("manifest.json", manifest.to_string().as_bytes());
+    let mut link = tar::Header::new_ustar();
+    link.set_entry_type(EntryType::Symlink);
+    link.set_size(0);
+    link.set_mode(0o777);
+    tar.append_link(&mut link, "base2/layer.tar", "../base1/layer.tar")
+        .unwrap();
+    fs::write(out, tar.into_inner().unwrap()).unwrap();
+}
+
+#[test]
+fn a_classic_docker_save_archive_imports_with_its_tags_and_shared_layers() {
+    let scratch = Scratch::new("docker-save");
+    let store = Store::open(scratch.path().join("store")).unwrap();
+    let base = Layer::new().file("bin/busybox", b"bb", ROOT_755).tar();
+    let top = Layer::new().file("app/run", b"run", ROOT_755).tar();
+    let config_of = |diff_ids: &[String]| {
+        serde_json::to_vec(&json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Cmd": ["/app/run"], "WorkingDir": "/app", "User": "1000:1000",
+                       "Env": ["A=1"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }))
+        .unwrap()
+    };
+    let archive = scratch.path().join("save.tar");
+    docker_save(&archive, &base, &top, config_of);
+
+    let images = store.import(&archive).unwrap();
+    assert_eq!(images.len(), 2);
+    assert_eq!(images[0].names, vec!["docker.io/library/busybox:latest"]);
+    let app = &images[1];
+    assert_eq!(
+        app.names,
+        vec!["docker.io/library/app:1", "registry:5000/team/app:1"]
+    );
+    assert_eq!(
+        app.layers,
+        vec![layers::digest(&base), layers::digest(&top)]
+    );
+    assert_eq!(app.defaults.cmd, vec!["/app/run"]);
+    assert_eq!(app.defaults.working_dir.as_deref(), Some("/app"));
+    assert_eq!(app.defaults.user.as_deref(), Some("1000:1000"));
+    let lowers = store.lowerdirs(app).unwrap();
+    assert_eq!(fs::read(lowers[0].join("app/run")).unwrap(), b"run");
+    let shared = store.lowerdirs(&images[0]).unwrap();
+    assert_eq!(
+        fs::metadata(shared[0].join("bin/busybox")).unwrap().ino(),
+        fs::metadata(lowers[1].join("bin/busybox")).unwrap().ino()
+    );
+    assert_eq!(store.resolve("app:1").unwrap().as_ref(), Some(app));
+
+    // A layer whose bytes are not its diff_id is refused, naming it.
+    let fresh = Store::open(scratch.path().join("fresh")).unwrap();
+    let mut tampered = base.clone();
+    tampered[600] ^= 0x01;
+    let bad = scratch.path().join("bad.tar");
+    docker_save(&bad, &tampered, &top, |_| {
+        config_of(&[layers::digest(&base)])
+    });
+    let err = fresh.import(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains(&layers::digest(&base)) && err.contains("mismatch"),
+        "{err}"
+    );
+    assert!(fresh.list().unwrap().is_empty());
 }

@@ -190,6 +190,7 @@ impl Store {
                 layers += 1;
             }
         }
+        self.remove_stale_locks()?;
         for hex in self.blob_hexes()? {
             if !needed.contains(hex.as_str()) && self.blob_age(&hex) >= BLOB_GRACE {
                 self.remove_blob(&hex)?;

@@ -135,41 +135,9 @@ impl Source {
         if meta.is_dir() {
             return Ok(Source::Dir(path.into()));
         }
-        let file = File::open(path).map_err(io_err)?;
-        let mut archive = tar::Archive::new(io::BufReader::new(file));
-        let mut members = BTreeMap::new();
-        for entry in archive.entries_with_seek().map_err(io_err)? {
-            let entry = entry.map_err(io_err)?;
-            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let Some(name) = member_path("", &name) else {
-                continue;
-            };
-            let kind = entry.header().entry_type();
-            let member = if kind.is_file() {
-                Member::File {
-                    offset: entry.raw_file_position(),
-                    size: entry.size(),
-                }
-            } else if kind.is_symlink() || kind.is_hard_link() {
-                let target = entry.link_name_bytes().unwrap_or_default();
-                let target = String::from_utf8_lossy(&target);
-                let base = if kind.is_symlink() {
-                    parent_of(&name)
-                } else {
-                    ""
-                };
-                match member_path(base, &target) {
-                    Some(t) => Member::Link(t),
-                    None => continue,
-                }
-            } else {
-                continue;
-            };
-            members.insert(name, member);
-        }
         Ok(Source::Tar {
             path: path.into(),
-            members,
+            members: index_tar(path).map_err(io_err)?,
         })
     }
 
@@ -277,6 +245,44 @@ impl Source {
     }
 }
 
+/// Where each member of the tar at `path` is (regular files) or leads
+/// (symlinks and hard links, as member paths); directories are left out.
+fn index_tar(path: &Path) -> io::Result<BTreeMap<String, Member>> {
+    let file = File::open(path)?;
+    let mut archive = tar::Archive::new(io::BufReader::new(file));
+    let mut members = BTreeMap::new();
+    for entry in archive.entries_with_seek()? {
+        let entry = entry?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let Some(name) = member_path("", &name) else {
+            continue;
+        };
+        let kind = entry.header().entry_type();
+        let member = if kind.is_file() {
+            Member::File {
+                offset: entry.raw_file_position(),
+                size: entry.size(),
+            }
+        } else if kind.is_symlink() || kind.is_hard_link() {
+            let target = entry.link_name_bytes().unwrap_or_default();
+            let target = String::from_utf8_lossy(&target);
+            let base = if kind.is_symlink() {
+                parent_of(&name)
+            } else {
+                ""
+            };
+            match member_path(base, &target) {
+                Some(t) => Member::Link(t),
+                None => continue,
+            }
+        } else {
+            continue;
+        };
+        members.insert(name, member);
+    }
+    Ok(members)
+}
+
 /// `target` (relative to directory `base`, or absolute from the archive's
 /// root) as a member path; `None` when it leaves the archive or is empty.
 fn member_path(base: &str, target: &str) -> Option<String> {
@@ -377,6 +383,28 @@ struct NewDescriptor {
     size: u64,
 }
 
+impl NewManifest {
+    fn new(config_digest: &str, config_size: u64, layers: Vec<LayerBlob>) -> NewManifest {
+        NewManifest {
+            schema_version: 2,
+            media_type: "application/vnd.oci.image.manifest.v1+json",
+            config: NewDescriptor {
+                media_type: "application/vnd.oci.image.config.v1+json".into(),
+                digest: config_digest.into(),
+                size: config_size,
+            },
+            layers: layers
+                .into_iter()
+                .map(|l| NewDescriptor {
+                    media_type: l.media_type,
+                    digest: l.digest,
+                    size: l.size,
+                })
+                .collect(),
+        }
+    }
+}
+
 struct Importer<'a> {
     store: &'a Store,
     source: &'a Source,
@@ -408,6 +436,13 @@ impl Importer<'_> {
                 names = self.docker_names_for(&manifest.config.digest);
             }
             out.push(self.import_manifest(&manifest_desc.digest, &manifest, &names)?);
+        }
+        if out.is_empty() && !index.manifests.is_empty() {
+            return Err(ImportError::NoPlatform {
+                path: self.source.path().into(),
+                digest: "index.json".into(),
+                arch: oci_arch(),
+            });
         }
         Ok(out)
     }
@@ -547,23 +582,7 @@ impl Importer<'_> {
             self.unpack(&layer, member)?;
             layers.push(layer);
         }
-        let manifest = NewManifest {
-            schema_version: 2,
-            media_type: "application/vnd.oci.image.manifest.v1+json",
-            config: NewDescriptor {
-                media_type: "application/vnd.oci.image.config.v1+json".into(),
-                digest: config_digest.clone(),
-                size: config_bytes.len() as u64,
-            },
-            layers: layers
-                .into_iter()
-                .map(|l| NewDescriptor {
-                    media_type: l.media_type,
-                    digest: l.digest,
-                    size: l.size,
-                })
-                .collect(),
-        };
+        let manifest = NewManifest::new(&config_digest, config_bytes.len() as u64, layers);
         let bytes = serde_json::to_vec(&manifest)
             .map_err(|e| self.source.json_err("manifest.json", e.to_string()))?;
         let digest = sha256_digest(&bytes);

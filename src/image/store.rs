@@ -107,7 +107,9 @@ pub enum StoreError {
         actual: String,
     },
     /// A blob's length is not the size its descriptor gives.
-    #[error("{digest}: size mismatch: expected {expected} bytes, read {actual}")]
+    #[error(
+        "{digest}: size mismatch: expected {expected} bytes, read {actual} (reading stops one past)"
+    )]
     SizeMismatch {
         /// The blob.
         digest: String,
@@ -208,6 +210,9 @@ pub enum StoreError {
         /// The layer.
         digest: String,
     },
+    /// A root overlay could not take layers from (`,`, `:` or `\\` in it).
+    #[error("{0}: an image store's path must not contain ',', ':' or '\\'")]
+    UnsafeRoot(PathBuf),
     /// flock(2) failed.
     #[error("{path}: flock: {source}")]
     Lock {
@@ -280,7 +285,13 @@ impl Store {
     /// half-unpacked layers no process is unpacking, dangling short links,
     /// temporary files of processes that are gone.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
-        let store = Store { root: root.into() };
+        let root: PathBuf = root.into();
+        let root = std::path::absolute(&root).map_err(fs_err(&root))?;
+        // Overlay's options are split on these: no lowerdir may hold one.
+        if root.to_string_lossy().contains([',', ':', '\\']) {
+            return Err(StoreError::UnsafeRoot(root));
+        }
+        let store = Store { root };
         for dir in ["blobs/sha256", "layers", "l", "images", "locks", "tmp"] {
             let path = store.root.join(dir);
             fs::create_dir_all(&path).map_err(fs_err(&path))?;
@@ -331,7 +342,7 @@ impl Store {
     // ---- locks ----
 
     fn flock(&self, path: &Path, arg: FlockArg) -> Result<Option<StoreLock>, StoreError> {
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
@@ -339,9 +350,9 @@ impl Store {
             .open(path)
             .map_err(fs_err(path))?;
         loop {
-            match Flock::lock(file.try_clone().map_err(fs_err(path))?, arg) {
+            match Flock::lock(file, arg) {
                 Ok(lock) => return Ok(Some(StoreLock { _lock: lock })),
-                Err((_, nix::Error::EINTR)) => continue,
+                Err((f, nix::Error::EINTR)) => file = f,
                 Err((_, nix::Error::EWOULDBLOCK)) => return Ok(None),
                 Err((_, source)) => {
                     return Err(StoreError::Lock {
@@ -578,8 +589,20 @@ impl Store {
                 fsutil::remove_file_if_exists(&short)?;
             }
         }
-        fsutil::remove_dir_all_if_exists(&trash)?;
-        fsutil::remove_file_if_exists(&self.root.join("locks").join(hex))?;
+        Ok(fsutil::remove_dir_all_if_exists(&trash)?)
+    }
+
+    /// Removes the lock files of layers that are not in the store (a failed
+    /// unpack leaves one). Under the exclusive lock: no one holds them.
+    pub(crate) fn remove_stale_locks(&self) -> Result<(), StoreError> {
+        let dir = self.root.join("locks");
+        for entry in fs::read_dir(&dir).map_err(fs_err(&dir))? {
+            let name = entry.map_err(fs_err(&dir))?.file_name();
+            let name = name.to_string_lossy();
+            if digest_of_tmp_name(&name).is_some() && !self.layer_dir(&name).exists() {
+                fsutil::remove_file_if_exists(&dir.join(name.as_ref()))?;
+            }
+        }
         Ok(())
     }
 
@@ -651,6 +674,8 @@ impl Store {
         config_digest: &str,
     ) -> Result<ImageRecord, StoreError> {
         let hex = digest_hex(manifest_digest)?;
+        // No layer goes between the check below and the record.
+        let _shared = self.shared_lock()?;
         let manifest = Manifest::parse(manifest_digest, &self.required_blob(manifest_digest)?)?;
         if manifest.config.digest != config_digest {
             return Err(StoreError::BadBlob {
@@ -730,6 +755,11 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(fs_err(&path)(e)),
         };
+        // What a machine crash leaves of a volatile touch: the image is
+        // gone from the store's view, and a pull commits it again.
+        if fsutil::is_unwritten(&bytes) {
+            return Ok(None);
+        }
         let mut record: ImageRecord =
             serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
                 path: path.clone(),
@@ -761,6 +791,8 @@ impl Store {
 
     /// Marks image `id` as used now (for gc's least-recently-used order).
     pub fn touch(&self, id: &str) -> Result<(), StoreError> {
+        // Never writes back a record a removal took meanwhile.
+        let _shared = self.shared_lock()?;
         let mut record = self
             .record(id)?
             .ok_or_else(|| StoreError::NotFound(id.into()))?;

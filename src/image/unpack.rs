@@ -137,18 +137,15 @@ pub fn unpack(blob: &mut dyn Read, layer: &LayerBlob, dest: &Path) -> Result<u64
         bytes: 0,
     };
     let applied = decompress_and_apply(&mut hashing, kind, layer, dest);
-    // The digest first: a corrupt blob is reported as such, not as the
-    // gzip or tar error it caused.
-    let drained = io::copy(&mut hashing, &mut io::sink());
-    let verified = drained
-        .map_err(|source| read_error(layer, source))
-        .and_then(|_| verify(layer, hashing.hasher, hashing.bytes));
-    match (verified, applied) {
-        (Err(e @ StoreError::DigestMismatch { .. }), _) => Err(e),
-        (_, Err(e)) => Err(e),
-        (Err(e), Ok(_)) => Err(e),
-        (Ok(()), Ok(bytes)) => Ok(bytes),
+    // Whatever the tar left unread, up to one byte past the declared size:
+    // the digest and size are checked before any gzip or tar error is
+    // reported, so a corrupt blob is reported as such.
+    let rest = layer.size.saturating_sub(hashing.bytes).saturating_add(1);
+    if let Err(source) = io::copy(&mut (&mut hashing).take(rest), &mut io::sink()) {
+        return Err(applied.err().unwrap_or_else(|| read_error(layer, source)));
     }
+    verify(layer, hashing.hasher, hashing.bytes)?;
+    applied
 }
 
 fn read_error(layer: &LayerBlob, source: io::Error) -> StoreError {
@@ -178,18 +175,18 @@ fn decompress_and_apply(
 }
 
 fn verify(layer: &LayerBlob, hasher: Sha256, bytes: u64) -> Result<(), StoreError> {
-    let actual = format!("sha256:{}", hex(&hasher.finalize()));
-    if actual != layer.digest {
-        return Err(StoreError::DigestMismatch {
-            digest: layer.digest.clone(),
-            actual,
-        });
-    }
     if bytes != layer.size {
         return Err(StoreError::SizeMismatch {
             digest: layer.digest.clone(),
             expected: layer.size,
             actual: bytes,
+        });
+    }
+    let actual = format!("sha256:{}", hex(&hasher.finalize()));
+    if actual != layer.digest {
+        return Err(StoreError::DigestMismatch {
+            digest: layer.digest.clone(),
+            actual,
         });
     }
     Ok(())
