@@ -13,9 +13,10 @@ mod test_images;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use registry::{Options, Registry, test_ca};
+use registry::{Options, Registry, TokenOptions, test_ca};
 use rundmc::api::reference::ImageReference;
 use rundmc::image::credentials::Keyring;
 use rundmc::image::pull::{Progress, PullError, Puller};
@@ -81,7 +82,10 @@ struct Seen(Mutex<HashMap<String, (u64, u64)>>);
 
 impl Progress for Seen {
     fn update(&self, digest: &str, done: u64, total: u64) {
-        self.0.lock().unwrap().insert(digest.to_string(), (done, total));
+        self.0
+            .lock()
+            .unwrap()
+            .insert(digest.to_string(), (done, total));
     }
 }
 
@@ -127,7 +131,12 @@ async fn pulls_over_tls_with_the_test_ca_and_applies_the_config() {
         let (done, total) = seen.0.lock().unwrap()[layer];
         assert_eq!(done, total, "{layer}: progress ended at {done} of {total}");
     }
-    assert!(pulled.bytes >= image.size, "{} < {}", pulled.bytes, image.size);
+    assert!(
+        pulled.bytes >= image.size,
+        "{} < {}",
+        pulled.bytes,
+        image.size
+    );
     let found = t.store.resolve(&r.to_string()).unwrap().unwrap();
     assert_eq!(found.id, image.id);
 }
@@ -148,8 +157,15 @@ async fn pulls_over_plain_http_only_from_an_insecure_registry() {
     assert!(t.store.resolve(&r.to_string()).unwrap().is_none());
 
     let t = TempStore::new("http");
-    let pulled = t.puller(insecure(&reg), Keyring::empty()).pull(&r, None, None).await.unwrap();
-    assert_eq!(pulled.image.id, TestImages::digest(&images().layout, "simple"));
+    let pulled = t
+        .puller(insecure(&reg), Keyring::empty())
+        .pull(&r, None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        pulled.image.id,
+        TestImages::digest(&images().layout, "simple")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,6 +173,7 @@ async fn basic_auth_takes_the_right_credentials_and_reports_the_wrong() {
     let reg = Registry::start(Options {
         tls: true,
         basic_auth: Some(("alice".into(), "s3cret".into())),
+        ..Default::default()
     });
     reg.push(&images().layout, "simple", "private/app:1");
     let r = reference(&reg, "private/app:1");
@@ -164,17 +181,33 @@ async fn basic_auth_takes_the_right_credentials_and_reports_the_wrong() {
     let creds = t.dir.join("creds");
 
     // Anonymous: refused, and the message names the registry.
-    let err = t.puller(tls(), Keyring::empty()).pull(&r, None, None).await.unwrap_err();
+    let err = t
+        .puller(tls(), Keyring::empty())
+        .pull(&r, None, None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, PullError::Unauthorized { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains(&reg.addr) && msg.contains("unauthorized") && msg.contains("anonymous"), "{msg}");
+    assert!(
+        msg.contains(&reg.addr) && msg.contains("unauthorized") && msg.contains("anonymous"),
+        "{msg}"
+    );
 
     // Wrong password on the node: refused, naming where the credential came from.
     let wrong = keyring(&creds.join("wrong"), &reg.addr, "alice", "nope");
-    let err = t.puller(tls(), wrong.clone()).pull(&r, None, None).await.unwrap_err();
+    let err = t
+        .puller(tls(), wrong.clone())
+        .pull(&r, None, None)
+        .await
+        .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, PullError::Unauthorized { .. }), "{err:?}");
-    assert!(msg.contains(&reg.addr) && msg.contains("user \"alice\"") && msg.contains("wrong/config.json"), "{msg}");
+    assert!(
+        msg.contains(&reg.addr)
+            && msg.contains("user \"alice\"")
+            && msg.contains("wrong/config.json"),
+        "{msg}"
+    );
     assert!(t.store.resolve(&r.to_string()).unwrap().is_none());
 
     // The resource's secret is tried before the node's wrong one.
@@ -185,8 +218,15 @@ async fn basic_auth_takes_the_right_credentials_and_reports_the_wrong() {
         "default/pull-secret",
     )
     .unwrap();
-    let pulled = t.puller(tls(), wrong).pull(&r, Some(&right), None).await.unwrap();
-    assert_eq!(pulled.image.id, TestImages::digest(&images().layout, "simple"));
+    let pulled = t
+        .puller(tls(), wrong)
+        .pull(&r, Some(&right), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        pulled.image.id,
+        TestImages::digest(&images().layout, "simple")
+    );
 
     // The node's right credentials alone.
     let t2 = TempStore::new("auth-node");
@@ -205,14 +245,21 @@ async fn a_corrupt_layer_is_refused_by_digest_and_nothing_is_committed() {
     let r = reference(&reg, "corrupt:1");
 
     let t = TempStore::new("corrupt");
-    let err = t.puller(insecure(&reg), Keyring::empty()).pull(&r, None, None).await.unwrap_err();
+    let err = t
+        .puller(insecure(&reg), Keyring::empty())
+        .pull(&r, None, None)
+        .await
+        .unwrap_err();
     match &err {
         PullError::DigestMismatch { digest, .. } => assert_eq!(digest, &bad),
         other => panic!("want a digest mismatch, got {other:?}"),
     }
     assert!(err.to_string().contains(&bad), "{err}");
     assert!(!t.store.has_layer(&bad), "the corrupt layer was kept");
-    assert!(t.store.resolve(&r.to_string()).unwrap().is_none(), "an image was committed");
+    assert!(
+        t.store.resolve(&r.to_string()).unwrap().is_none(),
+        "an image was committed"
+    );
     assert!(t.store.list().unwrap().is_empty());
 }
 
@@ -223,8 +270,14 @@ async fn a_missing_tag_or_repository_is_not_found() {
     let t = TempStore::new("notfound");
     let puller = t.puller(insecure(&reg), Keyring::empty());
     for missing in ["there:2", "nowhere:1"] {
-        let err = puller.pull(&reference(&reg, missing), None, None).await.unwrap_err();
-        assert!(matches!(err, PullError::NotFound { .. }), "{missing}: {err:?}");
+        let err = puller
+            .pull(&reference(&reg, missing), None, None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, PullError::NotFound { .. }),
+            "{missing}: {err:?}"
+        );
         assert!(err.to_string().contains("not found"), "{err}");
     }
 }
@@ -233,7 +286,11 @@ async fn a_missing_tag_or_repository_is_not_found() {
 async fn a_multi_arch_index_resolves_to_this_platform() {
     let imgs = images();
     let reg = Registry::start(Options::default());
-    reg.push_from(&format!("oci:{}:multi", imgs.layout.display()), "multi:1", &["--all"]);
+    reg.push_from(
+        &format!("oci:{}:multi", imgs.layout.display()),
+        "multi:1",
+        &["--all"],
+    );
     let t = TempStore::new("multi");
     let pulled = t
         .puller(insecure(&reg), Keyring::empty())
@@ -251,9 +308,15 @@ async fn a_zstd_layer_is_pulled_and_unpacked() {
     let imgs = images();
     let reg = Registry::start(Options::default());
     reg.push(&imgs.zstd_layout, "zstd", "zstd:1");
-    let manifest = TestImages::json(&imgs.zstd_layout, &TestImages::digest(&imgs.zstd_layout, "zstd"));
+    let manifest = TestImages::json(
+        &imgs.zstd_layout,
+        &TestImages::digest(&imgs.zstd_layout, "zstd"),
+    );
     let layer = &manifest["layers"][0];
-    assert_eq!(layer["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd");
+    assert_eq!(
+        layer["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
     let t = TempStore::new("zstd");
     let pulled = t
         .puller(insecure(&reg), Keyring::empty())
@@ -273,11 +336,20 @@ async fn concurrent_pulls_of_one_reference_fetch_each_layer_once() {
     let r = reference(&reg, "shared:1");
     let t = TempStore::new("shared");
     let puller = t.puller(insecure(&reg), Keyring::empty());
-    let (a, b, c) = tokio::join!(puller.pull(&r, None, None), puller.pull(&r, None, None), puller.pull(&r, None, None));
+    let (a, b, c) = tokio::join!(
+        puller.pull(&r, None, None),
+        puller.pull(&r, None, None),
+        puller.pull(&r, None, None)
+    );
     let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
     assert_eq!((&a.image.id, &b.image.id), (&c.image.id, &c.image.id));
     for layer in imgs.layers("layers") {
-        assert_eq!(reg.blob_gets(&layer), 1, "{layer} fetched more than once:\n{}", reg.log());
+        assert_eq!(
+            reg.blob_gets(&layer),
+            1,
+            "{layer} fetched more than once:\n{}",
+            reg.log()
+        );
     }
 }
 
@@ -297,8 +369,92 @@ async fn pulls_by_digest_and_refuses_a_manifest_that_does_not_match_it() {
     // The registry's copy of the manifest corrupted: refused by its digest.
     reg.tamper_manifest(&digest);
     let t = TempStore::new("bydigest-bad");
-    let err = t.puller(insecure(&reg), Keyring::empty()).pull(&r, None, None).await.unwrap_err();
+    let err = t
+        .puller(insecure(&reg), Keyring::empty())
+        .pull(&r, None, None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, PullError::DigestMismatch { .. }), "{err:?}");
     assert!(err.to_string().contains(&digest), "{err}");
     assert!(t.store.list().unwrap().is_empty());
+}
+
+fn token_registry(anonymous_pull: bool) -> Registry {
+    let reg = Registry::start(Options {
+        token_auth: Some(TokenOptions {
+            user: "bob".into(),
+            password: "t0ken".into(),
+            anonymous_pull,
+        }),
+        ..Default::default()
+    });
+    reg.push(&images().layout, "simple", "bearer/app:1");
+    reg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_are_fetched_with_the_credentials_from_the_challenge_realm() {
+    let reg = token_registry(false);
+    let tokens = reg.tokens.as_ref().unwrap();
+    let r = reference(&reg, "bearer/app:1");
+    let t = TempStore::new("bearer");
+    let creds = t.dir.join("creds");
+
+    let refused = tokens.refused.load(Ordering::SeqCst);
+    let err = t
+        .puller(insecure(&reg), Keyring::empty())
+        .pull(&r, None, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PullError::Unauthorized { .. }), "{err:?}");
+    assert!(err.to_string().contains(&reg.addr), "{err}");
+    assert!(
+        tokens.refused.load(Ordering::SeqCst) > refused,
+        "the token server was not asked"
+    );
+
+    let wrong = keyring(&creds.join("wrong"), &reg.addr, "bob", "nope");
+    let err = t
+        .puller(insecure(&reg), wrong)
+        .pull(&r, None, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PullError::Unauthorized { .. }), "{err:?}");
+
+    let issued = tokens.issued.load(Ordering::SeqCst);
+    let right = keyring(&creds.join("right"), &reg.addr, "bob", "t0ken");
+    let pulled = t
+        .puller(insecure(&reg), right)
+        .pull(&r, None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        pulled.image.id,
+        TestImages::digest(&images().layout, "simple")
+    );
+    assert!(
+        tokens.issued.load(Ordering::SeqCst) > issued,
+        "no token was issued"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_pulls_get_an_anonymous_token_as_from_docker_hub() {
+    let reg = token_registry(true);
+    let tokens = reg.tokens.as_ref().unwrap();
+    let issued = tokens.issued.load(Ordering::SeqCst);
+    let t = TempStore::new("bearer-anon");
+    let pulled = t
+        .puller(insecure(&reg), Keyring::empty())
+        .pull(&reference(&reg, "bearer/app:1"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        pulled.image.id,
+        TestImages::digest(&images().layout, "simple")
+    );
+    assert!(
+        tokens.issued.load(Ordering::SeqCst) > issued,
+        "no token was issued"
+    );
 }

@@ -388,7 +388,20 @@ impl Session<'_> {
             .client
             .pull_manifest_raw(target, auth, ACCEPT)
             .await
-            .map_err(|e| self.error(e))?;
+            .map_err(|e| match self.error(e) {
+                PullError::DigestMismatch {
+                    reference,
+                    digest,
+                    actual,
+                    ..
+                } => PullError::DigestMismatch {
+                    reference,
+                    what: "manifest",
+                    digest,
+                    actual,
+                },
+                other => other,
+            })?;
         let actual = sha256(&raw);
         let wanted = target.digest().map_or(digest, str::to_string);
         if actual != wanted {
@@ -547,7 +560,9 @@ impl Session<'_> {
                 Some(Err(e)) => {
                     // oci-client's own check at the end of the body: all of
                     // it went through the hasher, whose verdict is below.
-                    let verified = e.get_ref().is_some_and(|i| i.is::<oci_client::errors::DigestError>());
+                    let verified = e
+                        .get_ref()
+                        .is_some_and(|i| i.is::<oci_client::errors::DigestError>());
                     if verified {
                         complete = true;
                     } else {

@@ -60,7 +60,11 @@ fn rootfs() -> PathBuf {
     let dir = std::env::var_os("RUNDMC_TEST_ROOTFS")
         .map(PathBuf::from)
         .expect("RUNDMC_TEST_ROOTFS: the busybox rootfs (make rootfs)");
-    assert!(dir.join("bin/busybox").exists(), "{} has no bin/busybox", dir.display());
+    assert!(
+        dir.join("bin/busybox").exists(),
+        "{} has no bin/busybox",
+        dir.display()
+    );
     dir
 }
 
@@ -70,19 +74,33 @@ fn build() -> TestImages {
     std::fs::create_dir_all(&dir).unwrap();
     let layout = dir.join("layout");
     let image = |tag: &str| format!("{}:{tag}", layout.display());
-    run(Command::new("umoci").args(["init", "--layout"]).arg(&layout));
+    run(Command::new("umoci")
+        .args(["init", "--layout"])
+        .arg(&layout));
     run(Command::new("umoci").args(["new", "--image", &image("simple")]));
     let bundle = dir.join("bundle");
     let umoci_unpack = |tag: &str| {
         let _ = std::fs::remove_dir_all(&bundle);
-        run(Command::new("umoci").args(["unpack", "--image", &image(tag)]).arg(&bundle));
+        run(Command::new("umoci")
+            .args(["unpack", "--image", &image(tag)])
+            .arg(&bundle));
     };
     umoci_unpack("simple");
-    run(Command::new("cp").arg("-a").arg(rootfs().join(".")).arg(bundle.join("rootfs")));
-    run(Command::new("umoci").args(["repack", "--image", &image("simple")]).arg(&bundle));
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(rootfs().join("."))
+        .arg(bundle.join("rootfs")));
+    run(Command::new("umoci")
+        .args(["repack", "--image", &image("simple")])
+        .arg(&bundle));
     run(Command::new("umoci")
         .args(["config", "--image", &image("simple")])
-        .args(["--config.entrypoint", ENTRYPOINT[0], "--config.entrypoint", ENTRYPOINT[1]])
+        .args([
+            "--config.entrypoint",
+            ENTRYPOINT[0],
+            "--config.entrypoint",
+            ENTRYPOINT[1],
+        ])
         .args(["--config.cmd", CMD, "--config.env", ENV])
         .args(["--config.workingdir", WORKDIR, "--config.user", USER]));
 
@@ -93,10 +111,14 @@ fn build() -> TestImages {
     std::fs::write(data.join("gone.txt"), "gone\n").unwrap();
     std::fs::write(data.join("keep.txt"), "keep\n").unwrap();
     std::fs::write(data.join("opq/old.txt"), "old\n").unwrap();
-    run(Command::new("umoci").args(["repack", "--image", &image("layers")]).arg(&bundle));
+    run(Command::new("umoci")
+        .args(["repack", "--image", &image("layers")])
+        .arg(&bundle));
     umoci_unpack("layers");
     std::fs::remove_file(bundle.join("rootfs/data/gone.txt")).unwrap();
-    run(Command::new("umoci").args(["repack", "--image", &image("layers")]).arg(&bundle));
+    run(Command::new("umoci")
+        .args(["repack", "--image", &image("layers")])
+        .arg(&bundle));
     append_layer(
         &layout,
         "layers",
@@ -107,8 +129,20 @@ fn build() -> TestImages {
     let _ = std::fs::remove_dir_all(&bundle);
 
     // multi: an index of two images with a marker each.
-    let amd = append_layer(&layout, "simple", "multi-amd64", &[("marker", "amd64\n")], None);
-    let arm = append_layer(&layout, "simple", "multi-arm64", &[("marker", "arm64\n")], Some(("arm64", "v8")));
+    let amd = append_layer(
+        &layout,
+        "simple",
+        "multi-amd64",
+        &[("marker", "amd64\n")],
+        None,
+    );
+    let arm = append_layer(
+        &layout,
+        "simple",
+        "multi-arm64",
+        &[("marker", "arm64\n")],
+        Some(("arm64", "v8")),
+    );
     let index = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
@@ -121,20 +155,30 @@ fn build() -> TestImages {
     });
     let bytes = serde_json::to_vec(&index).unwrap();
     let digest = write_blob(&layout, &bytes);
-    set_ref(&layout, "multi", "application/vnd.oci.image.index.v1+json", &digest, bytes.len());
+    set_ref(
+        &layout,
+        "multi",
+        "application/vnd.oci.image.index.v1+json",
+        &digest,
+        bytes.len(),
+    );
 
     let zstd_layout = dir.join("zstd");
     run(Command::new("skopeo")
         .args(["copy", "--quiet", "--dest-compress-format", "zstd"])
         .arg(format!("oci:{}", image("simple")))
         .arg(format!("oci:{}:zstd", zstd_layout.display())));
-    TestImages { layout, zstd_layout }
+    TestImages {
+        layout,
+        zstd_layout,
+    }
 }
 
 impl TestImages {
     /// The digest of the manifest (or index) tagged `tag` in `layout`.
     pub fn digest(layout: &Path, tag: &str) -> String {
-        let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+        let index: Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
         index["manifests"]
             .as_array()
             .unwrap()
@@ -168,7 +212,9 @@ impl TestImages {
 }
 
 fn blob_path(layout: &Path, digest: &str) -> PathBuf {
-    layout.join("blobs/sha256").join(digest.strip_prefix("sha256:").unwrap())
+    layout
+        .join("blobs/sha256")
+        .join(digest.strip_prefix("sha256:").unwrap())
 }
 
 fn read_blob(layout: &Path, digest: &str) -> Vec<u8> {
@@ -212,8 +258,14 @@ fn append_layer(
     let layer_digest = write_blob(layout, &blob);
     let mut manifest = TestImages::json(layout, &TestImages::digest(layout, from));
     let mut config = TestImages::json(layout, manifest["config"]["digest"].as_str().unwrap());
-    config["rootfs"]["diff_ids"].as_array_mut().unwrap().push(json!(diff_id));
-    config["history"].as_array_mut().unwrap().push(json!({"created_by": "rundmc test layer"}));
+    config["rootfs"]["diff_ids"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!(diff_id));
+    config["history"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"created_by": "rundmc test layer"}));
     if let Some((arch, variant)) = platform {
         config["architecture"] = json!(arch);
         config["variant"] = json!(variant);
@@ -229,7 +281,13 @@ fn append_layer(
     }));
     let bytes = serde_json::to_vec(&manifest).unwrap();
     let digest = write_blob(layout, &bytes);
-    set_ref(layout, to, "application/vnd.oci.image.manifest.v1+json", &digest, bytes.len());
+    set_ref(
+        layout,
+        to,
+        "application/vnd.oci.image.manifest.v1+json",
+        &digest,
+        bytes.len(),
+    );
     (digest, bytes.len())
 }
 
