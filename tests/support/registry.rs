@@ -257,11 +257,11 @@ impl Registry {
 
     /// How many `GET`s of the blob `digest` the registry answered.
     pub fn blob_gets(&self, digest: &str) -> usize {
-        let needle = format!("\"GET /v2/");
+        let needle = "\"GET /v2/";
         let blob = format!("/blobs/{digest} ");
         self.log()
             .lines()
-            .filter(|l| l.contains(&needle) && l.contains(&blob))
+            .filter(|l| l.contains(needle) && l.contains(&blob))
             .count()
     }
 }

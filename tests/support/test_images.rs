@@ -146,11 +146,12 @@ fn build() -> TestImages {
     let index = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
+        // arm64 first: a puller that takes the first entry is caught on amd64.
         "manifests": [
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd.0, "size": amd.1,
-             "platform": {"os": "linux", "architecture": "amd64"}},
             {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm.0, "size": arm.1,
              "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd.0, "size": amd.1,
+             "platform": {"os": "linux", "architecture": "amd64"}},
         ],
     });
     let bytes = serde_json::to_vec(&index).unwrap();
