@@ -354,7 +354,10 @@ impl Store {
         }
         let hits: Vec<&ImageRecord> = all
             .iter()
-            .filter(|r| r.id[7..].starts_with(prefix))
+            .filter(|r| {
+                r.id.strip_prefix("sha256:")
+                    .is_some_and(|h| h.starts_with(prefix))
+            })
             .collect();
         Ok(if hits.len() == 1 {
             Some(hits[0].clone())

@@ -14,6 +14,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+#[path = "process_dir.rs"]
+mod process_dir;
+use process_dir::process_dir;
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// How a registry is started.
@@ -71,8 +75,7 @@ fn run(cmd: &mut Command) -> String {
 pub fn test_ca() -> &'static TestCa {
     static CA: OnceLock<TestCa> = OnceLock::new();
     CA.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("rundmc-test-ca-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = process_dir("rundmc-test-ca");
         std::fs::create_dir_all(dir.join("skopeo")).unwrap();
         let ec = [
             "-newkey",

@@ -19,6 +19,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
+
+#[path = "process_dir.rs"]
+mod process_dir;
 use sha2::{Digest as _, Sha256};
 
 /// The built layouts.
@@ -69,9 +72,7 @@ fn rootfs() -> PathBuf {
 }
 
 fn build() -> TestImages {
-    let dir = std::env::temp_dir().join(format!("rundmc-test-images-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = process_dir::process_dir("rundmc-test-images");
     let layout = dir.join("layout");
     let image = |tag: &str| format!("{}:{tag}", layout.display());
     run(Command::new("umoci")
