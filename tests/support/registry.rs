@@ -14,6 +14,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+// Each support file that needs it includes it, so each stays usable alone.
+#[allow(clippy::duplicate_mod)]
 #[path = "process_dir.rs"]
 mod process_dir;
 use process_dir::process_dir;

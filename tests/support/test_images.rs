@@ -20,6 +20,8 @@ use std::sync::OnceLock;
 
 use serde_json::{Value, json};
 
+// Each support file that needs it includes it, so each stays usable alone.
+#[allow(clippy::duplicate_mod)]
 #[path = "process_dir.rs"]
 mod process_dir;
 use sha2::{Digest as _, Sha256};
