@@ -304,6 +304,34 @@ async fn a_multi_arch_index_resolves_to_this_platform() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_without_this_platform_says_what_it_has() {
+    let imgs = images();
+    let reg = Registry::start(Options::default());
+    reg.push_from(
+        &format!("oci:{}:foreign", imgs.layout.display()),
+        "foreign:1",
+        &["--all"],
+    );
+    let t = TempStore::new("foreign");
+    let err = t
+        .puller(insecure(&reg), Keyring::empty())
+        .pull(&reference(&reg, "foreign:1"), None, None)
+        .await
+        .unwrap_err();
+    match &err {
+        PullError::NoMatchingPlatform { available, .. } => assert_eq!(available, &["linux/s390x"]),
+        other => panic!("want no matching platform, got {other:?}"),
+    }
+    let arch = NodePlatform::current().architecture;
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("no image for linux/{arch}")) && msg.contains("it has: linux/s390x"),
+        "{msg}"
+    );
+    assert!(t.store.list().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zstd_layer_is_pulled_and_unpacked() {
     let imgs = images();
     let reg = Registry::start(Options::default());

@@ -9,7 +9,8 @@
 //! - `zstd` (in [`TestImages::zstd_layout`]): `simple` with its layer
 //!   recompressed with zstd by skopeo;
 //! - `multi`: an OCI index of an amd64 and an arm64/v8 image, each
-//!   `simple` plus a layer whose `/marker` names its architecture.
+//!   `simple` plus a layer whose `/marker` names its architecture;
+//! - `foreign`: an index whose one entry is for linux/s390x.
 
 #![allow(dead_code)]
 
@@ -162,6 +163,25 @@ fn build() -> TestImages {
     set_ref(
         &layout,
         "multi",
+        "application/vnd.oci.image.index.v1+json",
+        &digest,
+        bytes.len(),
+    );
+
+    // foreign: an index with no entry for any node these tests run on.
+    let foreign = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm.0, "size": arm.1,
+             "platform": {"os": "linux", "architecture": "s390x"}},
+        ],
+    });
+    let bytes = serde_json::to_vec(&foreign).unwrap();
+    let digest = write_blob(&layout, &bytes);
+    set_ref(
+        &layout,
+        "foreign",
         "application/vnd.oci.image.index.v1+json",
         &digest,
         bytes.len(),
