@@ -332,6 +332,33 @@ async fn an_index_without_this_platform_says_what_it_has() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_schema_2_image_is_pulled() {
+    let imgs = images();
+    let reg = Registry::start(Options::default());
+    let src = format!("oci:{}:layers", imgs.layout.display());
+    reg.push_from(&src, "docker:1", &["--format", "v2s2"]);
+    let t = TempStore::new("v2s2");
+    let pulled = t
+        .puller(insecure(&reg), Keyring::empty())
+        .pull(&reference(&reg, "docker:1"), None, None)
+        .await
+        .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&t.store.blob(&pulled.image.id).unwrap().unwrap()).unwrap();
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    let layer = &manifest["layers"][0]["mediaType"];
+    assert_eq!(layer, "application/vnd.docker.image.rootfs.diff.tar.gzip");
+    assert_eq!(pulled.image.layers.len(), imgs.layers("layers").len());
+    for l in &pulled.image.layers {
+        assert!(t.store.has_layer(l), "{l}");
+    }
+    assert_eq!(pulled.image.defaults.entrypoint, test_images::ENTRYPOINT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zstd_layer_is_pulled_and_unpacked() {
     let imgs = images();
     let reg = Registry::start(Options::default());
