@@ -8,6 +8,14 @@ command -v crun >/dev/null 2>&1 || missing="$missing crun"
 { [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1; } || missing="$missing busybox-static"
 command -v gcc >/dev/null 2>&1 || missing="$missing gcc libc6-dev"
 command -v python3 >/dev/null 2>&1 || missing="$missing python3 python3-pip"
+# The image tests (tests/registry_pull.rs): a real registry on loopback,
+# skopeo and umoci to build and push test images, openssl for a test CA,
+# htpasswd (apache2-utils) for Basic auth.
+command -v docker-registry >/dev/null 2>&1 || missing="$missing docker-registry"
+command -v skopeo >/dev/null 2>&1 || missing="$missing skopeo"
+command -v umoci >/dev/null 2>&1 || missing="$missing umoci"
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+command -v htpasswd >/dev/null 2>&1 || missing="$missing apache2-utils"
 if [ -n "$missing" ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "deps: missing:$missing; run as root to install them" >&2

@@ -13,9 +13,10 @@ mod test_images;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use registry::{Options, Registry, test_ca};
+use registry::{Options, Registry, TokenOptions, test_ca};
 use rundmc::api::reference::ImageReference;
 use rundmc::image::credentials::Keyring;
 use rundmc::image::pull::{Progress, PullError, Puller};
@@ -172,6 +173,7 @@ async fn basic_auth_takes_the_right_credentials_and_reports_the_wrong() {
     let reg = Registry::start(Options {
         tls: true,
         basic_auth: Some(("alice".into(), "s3cret".into())),
+        ..Default::default()
     });
     reg.push(&images().layout, "simple", "private/app:1");
     let r = reference(&reg, "private/app:1");
@@ -302,6 +304,61 @@ async fn a_multi_arch_index_resolves_to_this_platform() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_without_this_platform_says_what_it_has() {
+    let imgs = images();
+    let reg = Registry::start(Options::default());
+    reg.push_from(
+        &format!("oci:{}:foreign", imgs.layout.display()),
+        "foreign:1",
+        &["--all"],
+    );
+    let t = TempStore::new("foreign");
+    let err = t
+        .puller(insecure(&reg), Keyring::empty())
+        .pull(&reference(&reg, "foreign:1"), None, None)
+        .await
+        .unwrap_err();
+    match &err {
+        PullError::NoMatchingPlatform { available, .. } => assert_eq!(available, &["linux/s390x"]),
+        other => panic!("want no matching platform, got {other:?}"),
+    }
+    let arch = NodePlatform::current().architecture;
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("no image for linux/{arch}")) && msg.contains("it has: linux/s390x"),
+        "{msg}"
+    );
+    assert!(t.store.list().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_schema_2_image_is_pulled() {
+    let imgs = images();
+    let reg = Registry::start(Options::default());
+    let src = format!("oci:{}:layers", imgs.layout.display());
+    reg.push_from(&src, "docker:1", &["--format", "v2s2"]);
+    let t = TempStore::new("v2s2");
+    let pulled = t
+        .puller(insecure(&reg), Keyring::empty())
+        .pull(&reference(&reg, "docker:1"), None, None)
+        .await
+        .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&t.store.blob(&pulled.image.id).unwrap().unwrap()).unwrap();
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    let layer = &manifest["layers"][0]["mediaType"];
+    assert_eq!(layer, "application/vnd.docker.image.rootfs.diff.tar.gzip");
+    assert_eq!(pulled.image.layers.len(), imgs.layers("layers").len());
+    for l in &pulled.image.layers {
+        assert!(t.store.has_layer(l), "{l}");
+    }
+    assert_eq!(pulled.image.defaults.entrypoint, test_images::ENTRYPOINT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zstd_layer_is_pulled_and_unpacked() {
     let imgs = images();
     let reg = Registry::start(Options::default());
@@ -375,4 +432,84 @@ async fn pulls_by_digest_and_refuses_a_manifest_that_does_not_match_it() {
     assert!(matches!(err, PullError::DigestMismatch { .. }), "{err:?}");
     assert!(err.to_string().contains(&digest), "{err}");
     assert!(t.store.list().unwrap().is_empty());
+}
+
+fn token_registry(anonymous_pull: bool) -> Registry {
+    let reg = Registry::start(Options {
+        token_auth: Some(TokenOptions {
+            user: "bob".into(),
+            password: "t0ken".into(),
+            anonymous_pull,
+        }),
+        ..Default::default()
+    });
+    reg.push(&images().layout, "simple", "bearer/app:1");
+    reg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_are_fetched_with_the_credentials_from_the_challenge_realm() {
+    let reg = token_registry(false);
+    let tokens = reg.tokens.as_ref().unwrap();
+    let r = reference(&reg, "bearer/app:1");
+    let t = TempStore::new("bearer");
+    let creds = t.dir.join("creds");
+
+    let refused = tokens.refused.load(Ordering::SeqCst);
+    let err = t
+        .puller(insecure(&reg), Keyring::empty())
+        .pull(&r, None, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PullError::Unauthorized { .. }), "{err:?}");
+    assert!(err.to_string().contains(&reg.addr), "{err}");
+    assert!(
+        tokens.refused.load(Ordering::SeqCst) > refused,
+        "the token server was not asked"
+    );
+
+    let wrong = keyring(&creds.join("wrong"), &reg.addr, "bob", "nope");
+    let err = t
+        .puller(insecure(&reg), wrong)
+        .pull(&r, None, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PullError::Unauthorized { .. }), "{err:?}");
+
+    let issued = tokens.issued.load(Ordering::SeqCst);
+    let right = keyring(&creds.join("right"), &reg.addr, "bob", "t0ken");
+    let pulled = t
+        .puller(insecure(&reg), right)
+        .pull(&r, None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        pulled.image.id,
+        TestImages::digest(&images().layout, "simple")
+    );
+    assert!(
+        tokens.issued.load(Ordering::SeqCst) > issued,
+        "no token was issued"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_pulls_get_an_anonymous_token_as_from_docker_hub() {
+    let reg = token_registry(true);
+    let tokens = reg.tokens.as_ref().unwrap();
+    let issued = tokens.issued.load(Ordering::SeqCst);
+    let t = TempStore::new("bearer-anon");
+    let pulled = t
+        .puller(insecure(&reg), Keyring::empty())
+        .pull(&reference(&reg, "bearer/app:1"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        pulled.image.id,
+        TestImages::digest(&images().layout, "simple")
+    );
+    assert!(
+        tokens.issued.load(Ordering::SeqCst) > issued,
+        "no token was issued"
+    );
 }

@@ -388,7 +388,20 @@ impl Session<'_> {
             .client
             .pull_manifest_raw(target, auth, ACCEPT)
             .await
-            .map_err(|e| self.error(e))?;
+            .map_err(|e| match self.error(e) {
+                PullError::DigestMismatch {
+                    reference,
+                    digest,
+                    actual,
+                    ..
+                } => PullError::DigestMismatch {
+                    reference,
+                    what: "manifest",
+                    digest,
+                    actual,
+                },
+                other => other,
+            })?;
         let actual = sha256(&raw);
         let wanted = target.digest().map_or(digest, str::to_string);
         if actual != wanted {

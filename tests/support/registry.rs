@@ -14,6 +14,12 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+// Each support file that needs it includes it, so each stays usable alone.
+#[allow(clippy::duplicate_mod)]
+#[path = "process_dir.rs"]
+mod process_dir;
+use process_dir::process_dir;
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// How a registry is started.
@@ -23,11 +29,15 @@ pub struct Options {
     pub tls: bool,
     /// Require this user and password (htpasswd, bcrypt).
     pub basic_auth: Option<(String, String)>,
+    /// Bearer tokens from a token server of the test's ([`TokenServer`]).
+    pub token_auth: Option<TokenOptions>,
 }
 
 /// A running registry.
 pub struct Registry {
     child: Child,
+    /// The token server, when `token_auth` asked for one.
+    pub tokens: Option<TokenServer>,
     /// `127.0.0.1:<port>`.
     pub addr: String,
     /// Its directory: config, storage, log, htpasswd.
@@ -67,8 +77,7 @@ fn run(cmd: &mut Command) -> String {
 pub fn test_ca() -> &'static TestCa {
     static CA: OnceLock<TestCa> = OnceLock::new();
     CA.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("rundmc-test-ca-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = process_dir("rundmc-test-ca");
         std::fs::create_dir_all(dir.join("skopeo")).unwrap();
         let ec = [
             "-newkey",
@@ -136,7 +145,12 @@ impl Registry {
         std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        std::fs::write(dir.join("config.yml"), config(&dir, &addr, &opts)).unwrap();
+        let tokens = opts.token_auth.clone().map(|t| TokenServer::start(&dir, t));
+        std::fs::write(
+            dir.join("config.yml"),
+            config(&dir, &addr, &opts, tokens.as_ref()),
+        )
+        .unwrap();
         if let Some((user, pass)) = &opts.basic_auth {
             let line = run(Command::new("htpasswd").args(["-Bbn", user, pass]));
             std::fs::write(dir.join("htpasswd"), line).unwrap();
@@ -152,6 +166,7 @@ impl Registry {
             .expect("docker-registry (make deps installs it)");
         let registry = Registry {
             child,
+            tokens,
             addr,
             dir,
             opts,
@@ -190,6 +205,9 @@ impl Registry {
         }
         if let Some((user, pass)) = &self.opts.basic_auth {
             cmd.arg(format!("--dest-creds={user}:{pass}"));
+        }
+        if let Some(t) = &self.opts.token_auth {
+            cmd.arg(format!("--dest-creds={}:{}", t.user, t.password));
         }
         cmd.arg(src).arg(self.url(repo_tag));
         run(&mut cmd);
@@ -244,11 +262,11 @@ impl Registry {
 
     /// How many `GET`s of the blob `digest` the registry answered.
     pub fn blob_gets(&self, digest: &str) -> usize {
-        let needle = format!("\"GET /v2/");
+        let needle = "\"GET /v2/";
         let blob = format!("/blobs/{digest} ");
         self.log()
             .lines()
-            .filter(|l| l.contains(&needle) && l.contains(&blob))
+            .filter(|l| l.contains(needle) && l.contains(&blob))
             .count()
     }
 }
@@ -261,7 +279,7 @@ impl Drop for Registry {
     }
 }
 
-fn config(dir: &Path, addr: &str, opts: &Options) -> String {
+fn config(dir: &Path, addr: &str, opts: &Options, tokens: Option<&TokenServer>) -> String {
     let mut c = format!(
         "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
          delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: rundmc-test\n",
@@ -281,5 +299,225 @@ fn config(dir: &Path, addr: &str, opts: &Options) -> String {
             dir.join("htpasswd").display()
         ));
     }
+    if let Some(t) = tokens {
+        c.push_str(&format!(
+            "auth:\n  token:\n    realm: http://{}/token\n    service: {TOKEN_SERVICE}\n    \
+             issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+            t.addr,
+            t.dir.join("token.crt").display()
+        ));
+    }
     c
+}
+
+/// The `service` the registry names in its challenge.
+pub const TOKEN_SERVICE: &str = "rundmc-test-registry";
+const TOKEN_ISSUER: &str = "rundmc-test-token-server";
+
+/// Who the token server serves.
+#[derive(Clone, Debug)]
+pub struct TokenOptions {
+    /// The one user with push and pull.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+    /// Whether anyone may have a pull token without credentials (as Docker Hub).
+    pub anonymous_pull: bool,
+}
+
+/// A Docker token server (the registry's `auth: token`) on loopback: it
+/// checks Basic credentials and answers `{"token": <JWT>}`, an RS256 JWT
+/// signed with `openssl dgst` by a key whose certificate the registry
+/// trusts (`x5c`). Plain HTTP/1.1, one thread per connection.
+pub struct TokenServer {
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+    dir: PathBuf,
+    /// Token requests answered with a token.
+    pub issued: std::sync::Arc<AtomicUsize>,
+    /// Token requests refused.
+    pub refused: std::sync::Arc<AtomicUsize>,
+}
+
+impl TokenServer {
+    fn start(dir: &Path, opts: TokenOptions) -> TokenServer {
+        let dir = dir.join("token");
+        std::fs::create_dir_all(&dir).unwrap();
+        run(Command::new("openssl")
+            .current_dir(&dir)
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "token.key",
+            ])
+            .args([
+                "-out",
+                "token.crt",
+                "-days",
+                "3",
+                "-subj",
+                "/CN=rundmc test token signer",
+            ]));
+        run(Command::new("openssl").current_dir(&dir).args([
+            "x509",
+            "-in",
+            "token.crt",
+            "-outform",
+            "DER",
+            "-out",
+            "token.der",
+        ]));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let issued = std::sync::Arc::new(AtomicUsize::new(0));
+        let refused = std::sync::Arc::new(AtomicUsize::new(0));
+        let (d, i, r) = (dir.clone(), issued.clone(), refused.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (d, o, i, r) = (d.clone(), opts.clone(), i.clone(), r.clone());
+                std::thread::spawn(move || serve_token(conn, &d, &o, &i, &r));
+            }
+        });
+        TokenServer {
+            addr,
+            dir,
+            issued,
+            refused,
+        }
+    }
+}
+
+fn serve_token(
+    mut conn: TcpStream,
+    dir: &Path,
+    opts: &TokenOptions,
+    issued: &AtomicUsize,
+    refused: &AtomicUsize,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).is_err() {
+        return;
+    }
+    let mut authorization = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("authorization")
+        {
+            authorization = Some(v.trim().to_string());
+        }
+    }
+    let target = request_line.split(' ').nth(1).unwrap_or("");
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let scopes: Vec<String> = query
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("scope="))
+        .map(|s| {
+            s.replace("%3A", ":")
+                .replace("%3a", ":")
+                .replace("%2C", ",")
+                .replace("%2c", ",")
+                .replace("%2F", "/")
+                .replace("%2f", "/")
+        })
+        .collect();
+    let expected = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{}:{}", opts.user, opts.password)
+        )
+    );
+    let user = match authorization {
+        Some(a) if a == expected => Some(opts.user.clone()),
+        Some(_) => None,
+        None if opts.anonymous_pull => Some(String::new()),
+        None => None,
+    };
+    let response = match user {
+        None => {
+            refused.fetch_add(1, Ordering::Relaxed);
+            let body = r#"{"details":"incorrect username or password"}"#;
+            format!(
+                "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        }
+        Some(user) => {
+            issued.fetch_add(1, Ordering::Relaxed);
+            let token = jwt(dir, &user, &scopes);
+            let body =
+                format!(r#"{{"token":"{token}","access_token":"{token}","expires_in":300}}"#);
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        }
+    };
+    let _ = conn.write_all(response.as_bytes());
+}
+
+/// An RS256 JWT granting `scopes` (`repository:<name>:<actions>`) to
+/// `user` (empty: anonymous, pull only).
+fn jwt(dir: &Path, user: &str, scopes: &[String]) -> String {
+    use base64::Engine as _;
+    use std::io::Write;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let der = std::fs::read(dir.join("token.der")).unwrap();
+    let header = serde_json::json!({
+        "typ": "JWT", "alg": "RS256",
+        "x5c": [base64::engine::general_purpose::STANDARD.encode(der)],
+    });
+    let access: Vec<serde_json::Value> = scopes
+        .iter()
+        .filter_map(|s| {
+            let mut parts = s.splitn(3, ':');
+            let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+            let actions: Vec<&str> = actions
+                .split(',')
+                .filter(|a| !user.is_empty() || *a == "pull")
+                .collect();
+            Some(serde_json::json!({"type": kind, "name": name, "actions": actions}))
+        })
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "iss": TOKEN_ISSUER, "sub": user, "aud": TOKEN_SERVICE,
+        "exp": now + 300, "nbf": now - 10, "iat": now - 10,
+        "jti": format!("{now}-{}", COUNTER.fetch_add(1, Ordering::Relaxed)),
+        "access": access,
+    });
+    let input = format!(
+        "{}.{}",
+        b64.encode(header.to_string()),
+        b64.encode(claims.to_string())
+    );
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(dir.join("token.key"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "openssl dgst -sign failed");
+    format!("{input}.{}", b64.encode(out.stdout))
 }

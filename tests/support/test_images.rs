@@ -9,7 +9,8 @@
 //! - `zstd` (in [`TestImages::zstd_layout`]): `simple` with its layer
 //!   recompressed with zstd by skopeo;
 //! - `multi`: an OCI index of an amd64 and an arm64/v8 image, each
-//!   `simple` plus a layer whose `/marker` names its architecture.
+//!   `simple` plus a layer whose `/marker` names its architecture;
+//! - `foreign`: an index whose one entry is for linux/s390x.
 
 #![allow(dead_code)]
 
@@ -19,6 +20,11 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
+
+// Each support file that needs it includes it, so each stays usable alone.
+#[allow(clippy::duplicate_mod)]
+#[path = "process_dir.rs"]
+mod process_dir;
 use sha2::{Digest as _, Sha256};
 
 /// The built layouts.
@@ -69,9 +75,7 @@ fn rootfs() -> PathBuf {
 }
 
 fn build() -> TestImages {
-    let dir = std::env::temp_dir().join(format!("rundmc-test-images-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = process_dir::process_dir("rundmc-test-images");
     let layout = dir.join("layout");
     let image = |tag: &str| format!("{}:{tag}", layout.display());
     run(Command::new("umoci")
@@ -146,11 +150,12 @@ fn build() -> TestImages {
     let index = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
+        // arm64 first: a puller that takes the first entry is caught on amd64.
         "manifests": [
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd.0, "size": amd.1,
-             "platform": {"os": "linux", "architecture": "amd64"}},
             {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm.0, "size": arm.1,
              "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd.0, "size": amd.1,
+             "platform": {"os": "linux", "architecture": "amd64"}},
         ],
     });
     let bytes = serde_json::to_vec(&index).unwrap();
@@ -158,6 +163,25 @@ fn build() -> TestImages {
     set_ref(
         &layout,
         "multi",
+        "application/vnd.oci.image.index.v1+json",
+        &digest,
+        bytes.len(),
+    );
+
+    // foreign: an index with no entry for any node these tests run on.
+    let foreign = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm.0, "size": arm.1,
+             "platform": {"os": "linux", "architecture": "s390x"}},
+        ],
+    });
+    let bytes = serde_json::to_vec(&foreign).unwrap();
+    let digest = write_blob(&layout, &bytes);
+    set_ref(
+        &layout,
+        "foreign",
         "application/vnd.oci.image.index.v1+json",
         &digest,
         bytes.len(),
