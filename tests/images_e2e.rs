@@ -112,6 +112,7 @@ fn a_container_runs_the_images_command_with_its_defaults_and_reports_its_id() {
     let reg = Registry::start(Options {
         tls: true,
         basic_auth: None,
+        ..Options::default()
     });
     reg.push(&imgs.layout, "simple", "e2e/simple:1");
     let image = format!("{}/e2e/simple:1", reg.addr);
@@ -229,6 +230,7 @@ fn credentials_from_the_nodes_config_and_a_refusal_named() {
     let reg = Registry::start(Options {
         tls: true,
         basic_auth: Some(("ops".into(), "s3cret".into())),
+        ..Options::default()
     });
     reg.push(&imgs.layout, "simple", "e2e/private:1");
     let image = format!("{}/e2e/private:1", reg.addr);

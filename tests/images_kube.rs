@@ -66,6 +66,7 @@ async fn a_resources_pull_secret_opens_a_private_registry() {
     let reg = Registry::start(Options {
         tls: false,
         basic_auth: Some(("team".into(), "pa55".into())),
+        ..Options::default()
     });
     reg.push(&imgs.layout, "simple", "private/app:1");
     let image = format!("{}/private/app:1", reg.addr);
