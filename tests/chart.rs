@@ -929,6 +929,9 @@ fn notes_say_where_images_go() {
     );
     assert!(notes.contains("85% full"), "{notes}");
     assert!(!notes.contains("the host paths"), "{notes}");
+    // A credentials file is mounted without propagation.
+    let notes = success("notes", &["--set", "images.credentials=/etc/docker.json"]);
+    assert!(!notes.contains("the host paths"), "{notes}");
     let notes = success(
         "notes",
         &[
