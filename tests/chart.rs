@@ -41,6 +41,20 @@ const EVERYTHING: &[&str] = &[
     "--set",
     "serviceAccount.annotations.owner=platform",
     "--set",
+    "images.store=/srv/images/",
+    "--set",
+    "images.credentials=/etc/rundmc/registry/config.json",
+    "--set",
+    "images.registryCAs={/etc/rundmc/registry/ca.pem,/usr/local/share/ca/corp.pem}",
+    "--set",
+    "images.insecureRegistries={registry.local:5000,10.0.0.7:5000}",
+    "--set",
+    "images.allowedRegistries={docker.io,registry.local:5000}",
+    "--set",
+    "images.gcHighThresholdPercent=90",
+    "--set",
+    "images.gcLowThresholdPercent=70",
+    "--set",
     "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=rundmc",
     "--set",
     "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
@@ -74,6 +88,64 @@ fn values_outside_the_schema_are_refused() {
     assert!(!out.status.success(), "an unknown value was accepted");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("allowPriviledged"), "{stderr}");
+}
+
+#[test]
+fn image_values_outside_the_schema_are_refused() {
+    for (set, field) in [
+        (
+            "images.gcHighThresholdPercent=101",
+            "/images/gcHighThresholdPercent",
+        ),
+        (
+            "images.gcLowThresholdPercent=-1",
+            "/images/gcLowThresholdPercent",
+        ),
+        (
+            "images.credentials=etc/docker/config.json",
+            "/images/credentials",
+        ),
+        ("images.registryCAs={certs/ca.pem}", "/images/registryCAs/0"),
+        ("images.store=images", "/images/store"),
+        (
+            "images.insecureRegistries={http://registry.local:5000}",
+            "/images/insecureRegistries/0",
+        ),
+        (
+            "images.allowedRegistries={docker.io/library}",
+            "/images/allowedRegistries/0",
+        ),
+        ("images.pullSecrets=yes", "/images/pullSecrets"),
+        ("images.gcHighThreshold=90", "gcHighThreshold"),
+    ] {
+        for command in ["lint", "template"] {
+            let out = helm_chart(command, &["--set", set]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{command} accepted {set}");
+            assert!(stderr.contains(field), "{command} {set}: {stderr}");
+        }
+    }
+    // JSON schema cannot compare two values: the template refuses low >= high.
+    for (high, low) in [("80", "80"), ("70", "80")] {
+        let out = helm_chart(
+            "template",
+            &[
+                "--set",
+                &format!("images.gcHighThresholdPercent={high}"),
+                "--set",
+                &format!("images.gcLowThresholdPercent={low}"),
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "high {high}, low {low} was accepted");
+        assert!(
+            stderr.contains(&format!(
+                "images.gcLowThresholdPercent ({low}) must be below \
+                 images.gcHighThresholdPercent ({high})"
+            )),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]
@@ -286,6 +358,8 @@ fn rbac_grants_exactly_what_the_agent_needs() {
         ("events.k8s.io", "events", &["create", "patch"]),
         ("", "events", &["create", "patch"]),
         ("", "nodes", &["get", "list", "watch"]),
+        // imagePullSecrets, by name in any namespace: no list, no watch.
+        ("", "secrets", &["get"]),
     ];
     let want: BTreeSet<_> = want
         .iter()
@@ -321,6 +395,12 @@ fn rbac_grants_exactly_what_the_agent_needs() {
         assert_eq!(r.one("DaemonSet")["metadata"]["namespace"], namespace);
     }
 
+    // Without pullSecrets, not even that: the rest stays.
+    let r = render(&["--set", "images.pullSecrets=false"]);
+    let mut without = want.clone();
+    without.remove(&("".into(), "secrets".into(), "get".into()));
+    assert_eq!(grants(r.one("ClusterRole")), without);
+
     let r = render(&[
         "--set",
         "rbac.create=false",
@@ -352,7 +432,52 @@ fn values_change_the_agent_flags() {
     assert_eq!(r.flag("--workers").as_deref(), Some("8"));
     assert_eq!(r.flag("--resync-period").as_deref(), Some("1m"));
 
+    // Images: the store under paths.lib, kubelet's GC thresholds, and no
+    // credentials, CAs or registry lists unless set.
+    for (args, store) in [
+        (&[][..], "/var/lib/rundmc/images"),
+        (
+            &["--set", "paths.lib=/data/rundmc/"][..],
+            "/data/rundmc/images",
+        ),
+    ] {
+        let r = render(args);
+        assert_eq!(r.flag("--image-store").as_deref(), Some(store));
+        assert_eq!(r.flag("--image-gc-high-threshold").as_deref(), Some("85"));
+        assert_eq!(r.flag("--image-gc-low-threshold").as_deref(), Some("80"));
+        for absent in [
+            "--image-credentials",
+            "--registry-ca",
+            "--insecure-registry",
+            "--allowed-registries",
+        ] {
+            assert_eq!(r.flag(absent), None, "{absent}");
+        }
+    }
+
     let r = render(EVERYTHING);
+    assert_eq!(r.flag("--image-store").as_deref(), Some("/srv/images"));
+    assert_eq!(
+        r.flag("--image-credentials").as_deref(),
+        Some("/etc/rundmc/registry/config.json")
+    );
+    assert_eq!(
+        r.flag_values("--registry-ca"),
+        [
+            "/etc/rundmc/registry/ca.pem",
+            "/usr/local/share/ca/corp.pem"
+        ]
+    );
+    assert_eq!(
+        r.flag_values("--insecure-registry"),
+        ["registry.local:5000", "10.0.0.7:5000"]
+    );
+    assert_eq!(
+        r.flag("--allowed-registries").as_deref(),
+        Some("docker.io,registry.local:5000")
+    );
+    assert_eq!(r.flag("--image-gc-high-threshold").as_deref(), Some("90"));
+    assert_eq!(r.flag("--image-gc-low-threshold").as_deref(), Some("70"));
     assert_eq!(
         r.flag("--allowed-host-paths").as_deref(),
         Some("/srv/data,/opt/shared")
@@ -397,6 +522,118 @@ fn a_path_both_allowed_and_an_image_dir_is_mounted_once_writable() {
         .collect();
     assert_eq!(at.len(), 1);
     assert_eq!(at[0]["readOnly"], false);
+}
+
+/// The agent pod's volumes and mounts, each path once: Kubernetes refuses a
+/// pod with two mounts at one path or two volumes of one name.
+fn assert_each_mount_once(r: &Rendered) {
+    let mounts = r.agent()["volumeMounts"].as_array().unwrap();
+    let paths: BTreeSet<_> = mounts.iter().map(|m| m["mountPath"].to_string()).collect();
+    assert_eq!(paths.len(), mounts.len(), "{mounts:?}");
+    let volumes = r.pod()["volumes"].as_array().unwrap();
+    let names: BTreeSet<_> = volumes.iter().map(|v| v["name"].to_string()).collect();
+    assert_eq!(names.len(), volumes.len(), "{volumes:?}");
+}
+
+#[test]
+fn an_image_store_outside_paths_lib_is_mounted_read_write_at_the_same_path() {
+    let r = render(&["--set", "images.store=/srv/images/"]);
+    assert_eq!(r.flag("--image-store").as_deref(), Some("/srv/images"));
+    let (mount, volume) = r.host_mount("/srv/images").expect("store not mounted");
+    assert_eq!(mount["readOnly"], false);
+    assert_eq!(mount["mountPropagation"], "HostToContainer");
+    assert_eq!(volume["hostPath"]["path"], "/srv/images");
+    assert_eq!(volume["hostPath"]["type"], "DirectoryOrCreate");
+    assert_each_mount_once(&r);
+
+    // Under paths.lib (or paths.run) the pod sees it through that
+    // Bidirectional mount: a second mount there would propagate to the host.
+    for (args, store) in [
+        (&[][..], "/var/lib/rundmc/images"),
+        (
+            &["--set", "images.store=/var/lib/rundmc/store"][..],
+            "/var/lib/rundmc/store",
+        ),
+        (
+            &[
+                "--set",
+                "paths.lib=/data/rundmc",
+                "--set",
+                "images.store=/data/rundmc/img",
+            ][..],
+            "/data/rundmc/img",
+        ),
+        (
+            &["--set", "images.store=/run/rundmc/images"][..],
+            "/run/rundmc/images",
+        ),
+    ] {
+        let r = render(args);
+        assert_eq!(r.flag("--image-store").as_deref(), Some(store));
+        let mounts: Vec<_> = r.agent()["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(mounts, ["lib", "run", "manifests", "cgroup"], "{args:?}");
+    }
+
+    // A store that is also an allowed host path is mounted once, writable;
+    // one below a read-only image directory gets its own writable mount.
+    let r = render(&[
+        "--set",
+        "images.store=/srv/data",
+        "--set",
+        "allowedHostPaths={/srv/data}",
+    ]);
+    assert_each_mount_once(&r);
+    assert_eq!(r.host_mount("/srv/data").unwrap().0["readOnly"], false);
+    let r = render(&[
+        "--set",
+        "images.store=/opt/images/store",
+        "--set",
+        "hostPaths={/opt/images}",
+    ]);
+    assert_eq!(r.host_mount("/opt/images").unwrap().0["readOnly"], true);
+    assert_eq!(
+        r.host_mount("/opt/images/store").unwrap().0["readOnly"],
+        false
+    );
+}
+
+#[test]
+fn registry_credentials_and_cas_are_mounted_read_only_at_the_same_path() {
+    let r = render(EVERYTHING);
+    for file in [
+        "/etc/rundmc/registry/config.json",
+        "/etc/rundmc/registry/ca.pem",
+        "/usr/local/share/ca/corp.pem",
+    ] {
+        let (mount, volume) = r
+            .host_mount(file)
+            .unwrap_or_else(|| panic!("{file} not mounted"));
+        assert_eq!(mount["readOnly"], true, "{file}");
+        assert_eq!(volume["hostPath"]["path"], file);
+        // A missing file keeps the pod from starting, with the path in the error.
+        assert_eq!(volume["hostPath"]["type"], "File", "{file}");
+    }
+    assert_each_mount_once(&r);
+
+    // A file the pod sees already (under paths.lib or paths.run) is not mounted again.
+    let r = render(&[
+        "--set",
+        "images.credentials=/var/lib/rundmc/config.json",
+        "--set",
+        "images.registryCAs={/run/rundmc/ca.pem,/etc/ca.pem}",
+    ]);
+    assert_eq!(
+        r.flag("--image-credentials").as_deref(),
+        Some("/var/lib/rundmc/config.json")
+    );
+    assert!(r.host_mount("/var/lib/rundmc/config.json").is_none());
+    assert!(r.host_mount("/run/rundmc/ca.pem").is_none());
+    assert_eq!(r.host_mount("/etc/ca.pem").unwrap().0["readOnly"], true);
 }
 
 /// `object` read as the Kubernetes type `T` and written back: a field that
@@ -681,6 +918,40 @@ fn notes_say_what_mount_propagation_needs_and_how_to_roll_back() {
     }
 }
 
+/// The notes say where images go, from where, and name the store's mount
+/// among those that propagate.
+#[test]
+fn notes_say_where_images_go() {
+    let notes = success("notes", &[]);
+    assert!(
+        notes.contains("pulled into /var/lib/rundmc/images on each node;"),
+        "{notes}"
+    );
+    assert!(notes.contains("85% full"), "{notes}");
+    assert!(!notes.contains("the host paths"), "{notes}");
+    // A credentials file is mounted without propagation.
+    let notes = success("notes", &["--set", "images.credentials=/etc/docker.json"]);
+    assert!(!notes.contains("the host paths"), "{notes}");
+    let notes = success(
+        "notes",
+        &[
+            "--set",
+            "images.store=/srv/images",
+            "--set",
+            "images.allowedRegistries={docker.io,ghcr.io}",
+            "--set",
+            "images.pullSecrets=false",
+        ],
+    );
+    for want in [
+        "pulled into /srv/images on each node, from docker.io, ghcr.io only;",
+        "/sys/fs/cgroup and the host paths with HostToContainer",
+        "imagePullSecrets are not read (images.pullSecrets=false)",
+    ] {
+        assert!(notes.contains(want), "notes lack {want:?}:\n{notes}");
+    }
+}
+
 /// The edited example is the original with `spec.nodeName: node-7`.
 fn assert_node_set(path: &Path, edited: &str) {
     let original = std::fs::read_to_string(path).unwrap();
@@ -714,6 +985,20 @@ fn the_rendered_args_parse_with_the_agents_own_parser() {
             "allowedRootfsPaths=[\"/opt/images/\"]",
             "--set-json",
             "allowedHostPaths=[\"/srv/a\",\"/opt/b\"]",
+            "--set",
+            "images.store=/srv/images",
+            "--set",
+            "images.credentials=/etc/rundmc/config.json",
+            "--set-json",
+            "images.registryCAs=[\"/etc/ca/a.pem\",\"/etc/ca/b.pem\"]",
+            "--set-json",
+            "images.insecureRegistries=[\"registry.local:5000\",\"[::1]:5000\"]",
+            "--set-json",
+            "images.allowedRegistries=[\"docker.io\",\"registry.local:5000\"]",
+            "--set",
+            "images.gcHighThresholdPercent=100",
+            "--set",
+            "images.gcLowThresholdPercent=0",
         ],
     ] {
         let rendered = render(&sets);
@@ -744,12 +1029,48 @@ fn the_rendered_args_parse_with_the_agents_own_parser() {
                 args.allowed_rootfs_paths,
                 vec![std::path::PathBuf::from("/opt/images")]
             );
+            assert_eq!(args.image_store, std::path::PathBuf::from("/srv/images"));
+            assert_eq!(
+                args.registry.image_credentials,
+                Some("/etc/rundmc/config.json".into())
+            );
+            assert_eq!(
+                args.registry.registry_ca,
+                vec![
+                    std::path::PathBuf::from("/etc/ca/a.pem"),
+                    "/etc/ca/b.pem".into()
+                ]
+            );
+            assert_eq!(
+                args.registry.insecure_registry,
+                ["registry.local:5000", "[::1]:5000"]
+            );
+            assert_eq!(
+                args.allowed_registries,
+                ["docker.io", "registry.local:5000"]
+            );
+            assert_eq!(
+                (args.image_gc_high_threshold, args.image_gc_low_threshold),
+                (100, 0)
+            );
         } else {
             assert_eq!(args.mirror_namespace, "default");
             assert!(!args.allow_host_network);
             assert_eq!(
                 args.allowed_rootfs_paths,
                 vec![std::path::PathBuf::from("/var/lib/rundmc/rootfs")]
+            );
+            assert_eq!(
+                args.image_store,
+                std::path::PathBuf::from("/var/lib/rundmc/images")
+            );
+            assert_eq!(args.registry.image_credentials, None);
+            assert!(args.registry.registry_ca.is_empty());
+            assert!(args.registry.insecure_registry.is_empty());
+            assert!(args.allowed_registries.is_empty());
+            assert_eq!(
+                (args.image_gc_high_threshold, args.image_gc_low_threshold),
+                (85, 80)
             );
         }
     }

@@ -108,6 +108,16 @@ impl Rendered {
         Some(args.get(at + 1).expect("flag without a value").clone())
     }
 
+    /// The values given to a repeatable `flag`, in order.
+    pub fn flag_values(&self, flag: &str) -> Vec<String> {
+        let args = self.args();
+        args.iter()
+            .enumerate()
+            .filter(|(_, a)| *a == flag)
+            .map(|(at, _)| args.get(at + 1).expect("flag without a value").clone())
+            .collect()
+    }
+
     /// The agent's mount at `path`, with the hostPath volume behind it.
     pub fn host_mount(&self, path: &str) -> Option<(Value, Value)> {
         let mount = self.agent()["volumeMounts"]

@@ -59,18 +59,52 @@ helm.sh/chart: {{ include "rundmc.chart" . }}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end }}
 
+{{/* The image store: images.store, or <paths.lib>/images. */}}
+{{- define "rundmc.imageStore" -}}
+{{- clean (.Values.images.store | default (printf "%s/images" (clean .Values.paths.lib))) }}
+{{- end }}
+
 {{/*
-Host directories mounted at the same path besides the fixed ones, as a dict
-path -> readOnly: hostPaths read-only, allowedHostPaths read-write (a path in
-both is mounted once, read-write).
+"true" when the host path .path is paths.lib or paths.run or below them:
+the pod sees it through their Bidirectional mounts already, and a mount
+under them would propagate back to the host.
+*/}}
+{{- define "rundmc.underAgentPaths" -}}
+{{- $path := clean .path }}
+{{- range list .root.Values.paths.lib .root.Values.paths.run }}
+{{- $dir := clean . | trimSuffix "/" }}
+{{- if or (eq $path (clean .)) (hasPrefix (printf "%s/" $dir) $path) }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Host paths mounted at the same path besides the fixed ones, as a dict
+path -> {readOnly, type}: hostPaths read-only, allowedHostPaths read-write (a
+path in both is mounted once, read-write); the image store read-write when
+outside paths.lib and paths.run; the registry credentials and CA files
+read-only, unless the pod sees them already.
 */}}
 {{- define "rundmc.extraHostPaths" -}}
 {{- $paths := dict }}
 {{- range .Values.hostPaths }}
-{{- $_ := set $paths (clean .) true }}
+{{- $_ := set $paths (clean .) (dict "readOnly" true "type" "") }}
 {{- end }}
 {{- range .Values.allowedHostPaths }}
-{{- $_ := set $paths (clean .) false }}
+{{- $_ := set $paths (clean .) (dict "readOnly" false "type" "") }}
+{{- end }}
+{{- $store := include "rundmc.imageStore" . }}
+{{- if not (include "rundmc.underAgentPaths" (dict "root" . "path" $store)) }}
+{{- $_ := set $paths $store (dict "readOnly" false "type" "DirectoryOrCreate") }}
+{{- end }}
+{{- $files := .Values.images.registryCAs }}
+{{- with .Values.images.credentials }}
+{{- $files = append $files . }}
+{{- end }}
+{{- range $files }}
+{{- $file := clean . }}
+{{- if not (or (hasKey $paths $file) (include "rundmc.underAgentPaths" (dict "root" $ "path" $file))) }}
+{{- $_ := set $paths $file (dict "readOnly" true "type" "File") }}
+{{- end }}
 {{- end }}
 {{- toJson $paths }}
 {{- end }}
@@ -128,6 +162,28 @@ both is mounted once, read-write).
 - --allowed-host-paths
 - {{ join "," $cleaned | quote }}
 {{- end }}
+- --image-store
+- {{ include "rundmc.imageStore" . | quote }}
+{{- with .Values.images.credentials }}
+- --image-credentials
+- {{ clean . | quote }}
+{{- end }}
+{{- range .Values.images.registryCAs }}
+- --registry-ca
+- {{ clean . | quote }}
+{{- end }}
+{{- range .Values.images.insecureRegistries }}
+- --insecure-registry
+- {{ . | quote }}
+{{- end }}
+{{- with .Values.images.allowedRegistries }}
+- --allowed-registries
+- {{ join "," . | quote }}
+{{- end }}
+- --image-gc-high-threshold
+- {{ .Values.images.gcHighThresholdPercent | quote }}
+- --image-gc-low-threshold
+- {{ .Values.images.gcLowThresholdPercent | quote }}
 {{- range .Values.extraArgs }}
 - {{ . | quote }}
 {{- end }}
