@@ -79,8 +79,8 @@ async fn a_resources_pull_secret_opens_a_private_registry() {
         .insert(&pull_secret("regcred", &reg.addr, "team", "pa55"));
     let _agent = k.start();
 
-    // Without a Secret: refused, and said so.
-    k.apply(&container("nosecret", &image, &[])).await;
+    // With a Secret that is not there: refused, and said so, naming it.
+    k.apply(&container("nosecret", &image, &["nosuch"])).await;
     let refused = k
         .wait("ErrImagePull", "nosecret", |c| {
             c.status.as_ref().is_some_and(|s| {
@@ -92,12 +92,10 @@ async fn a_resources_pull_secret_opens_a_private_registry() {
         .await;
     let status = refused.status.unwrap();
     assert_eq!(status.phase, Some(Phase::Pending));
+    let message = status.message.clone().unwrap_or_default();
+    assert!(message.contains("unauthorized"), "{status:?}");
     assert!(
-        status
-            .message
-            .as_deref()
-            .unwrap_or("")
-            .contains("unauthorized"),
+        message.contains("unable to retrieve image pull Secrets: default/nosuch"),
         "{status:?}"
     );
     assert!(!k.env.env.depot.join("nosecret").exists());

@@ -376,21 +376,26 @@ impl Manager {
     fn start_pull(self: &Arc<Self>, pull: Pull) {
         let me = Arc::clone(self);
         tokio::spawn(async move {
-            let keyring = me.keyring(&pull.secrets).await;
+            let (keyring, unread) = me.keyring(&pull.secrets).await;
             let started = Instant::now();
             let result = me
                 .puller
                 .pull(&pull.reference, keyring.as_ref(), None)
                 .await;
+            let result = result.map_err(|e| failure_message(&e, &unread));
             me.pull_ended(&pull, result, started);
         });
     }
 
     /// The credentials of the Secrets a resource names; one that cannot be
     /// read is skipped with a warning, as the kubelet does.
-    async fn keyring(&self, secrets: &[(String, String)]) -> Option<Keyring> {
-        let source = self.secrets.as_ref()?;
+    /// Also says which could not be read, and why.
+    async fn keyring(&self, secrets: &[(String, String)]) -> (Option<Keyring>, Vec<String>) {
+        let Some(source) = self.secrets.as_ref() else {
+            return (None, Vec::new());
+        };
         let mut keyring: Option<Keyring> = None;
+        let mut unread = Vec::new();
         for (namespace, name) in secrets {
             let read = source
                 .docker_config(namespace, name)
@@ -402,14 +407,15 @@ impl Manager {
             match read {
                 Ok(k) => keyring = Some(keyring.map_or_else(|| k.clone(), |all| all.merged(&k))),
                 Err(e) => {
-                    tracing::warn!(secret = %name, %namespace, error = %e, "image pull secret")
+                    tracing::warn!(secret = %name, %namespace, error = %e, "image pull secret");
+                    unread.push(format!("{namespace}/{name}: {e}"));
                 }
             }
         }
-        keyring
+        (keyring, unread)
     }
 
-    fn pull_ended(&self, pull: &Pull, result: Result<Pulled, PullError>, started: Instant) {
+    fn pull_ended(&self, pull: &Pull, result: Result<Pulled, String>, started: Instant) {
         let (name, key) = (pull.reference.to_string(), pull.key.as_str());
         let waiters = {
             let mut state = crate::sync::lock(&self.state);
@@ -436,7 +442,7 @@ impl Manager {
                         });
                     tracing::warn!(image = %name, error = %e, retry_in = ?backoff, "image pull failed");
                     entry.failed = Some(Failure {
-                        message: e.to_string(),
+                        message: e.clone(),
                         until: Instant::now() + backoff,
                         backoff,
                     });
@@ -497,6 +503,18 @@ fn young(store: &Store, min_age: Duration) -> Result<Vec<String>, StoreError> {
         .filter(|i| now.saturating_sub(i.pulled_at.max(i.last_used)) < min_age.as_secs())
         .map(|i| i.id)
         .collect())
+}
+
+/// What a failed pull says, with the Secrets that could not be read (the
+/// kubelet's FailedToRetrieveImagePullSecret), which may explain it.
+fn failure_message(e: &PullError, unread: &[String]) -> String {
+    match unread.is_empty() {
+        true => e.to_string(),
+        false => format!(
+            "{e}; unable to retrieve image pull Secrets: {}",
+            unread.join("; ")
+        ),
+    }
 }
 
 /// One pull: of a reference, with the credentials of some Secrets.
