@@ -10,7 +10,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Agent(args) => {
-            init_logging(args.log_format);
+            init_logging(args.log_format, "info");
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -23,7 +23,8 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Image(args) => {
-            init_logging(LogFormat::Text);
+            // A command's output is its own: the library's logs only when asked (RUST_LOG).
+            init_logging(LogFormat::Text, "warn");
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -57,10 +58,10 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Log to stderr, as text or JSON, filtered by RUST_LOG (default: info).
-fn init_logging(format: LogFormat) {
+/// Log to stderr, as text or JSON, filtered by RUST_LOG (default: `level`).
+fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -518,3 +518,63 @@ fn an_imported_archive_runs_on_a_node_without_a_registry() {
     });
     assert!(!a.env.depot.join("absent").exists());
 }
+
+#[test]
+fn the_image_cli_pulls_lists_and_removes_with_progress_only_on_a_terminal() {
+    let imgs = images();
+    let reg = Registry::start(Options::default());
+    reg.push(&imgs.layout, "layers", "cli/layers:1");
+    let image = format!("{}/cli/layers:1", reg.addr);
+    let a = AgentEnv::new("img-cli");
+    let insecure = ["--insecure-registry", reg.addr.as_str()];
+
+    // Not a terminal: one line, no progress.
+    let pulled = rundmc_image(&a, &[&["pull", &image][..], &insecure[..]].concat());
+    let text = stdout(&pulled);
+    let digest = TestImages::digest(&imgs.layout, "layers");
+    assert!(
+        text.starts_with(&format!("Pulled {image} {digest}")),
+        "{text}"
+    );
+    assert!(
+        String::from_utf8_lossy(&pulled.stderr).trim().is_empty(),
+        "quiet"
+    );
+    let quiet = stdout(&rundmc_image(
+        &a,
+        &[&["pull", "-q", &image][..], &insecure[..]].concat(),
+    ));
+    assert_eq!(quiet.trim(), digest);
+
+    // A terminal (script(1) gives the command a pty): the progress line.
+    std::fs::remove_dir_all(image_store(&a)).unwrap();
+    let command = format!(
+        "{} image pull {image} --insecure-registry {} --image-store {}",
+        support::binary("rundmc").display(),
+        reg.addr,
+        image_store(&a).display()
+    );
+    let tty = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{shown}");
+    assert!(shown.contains(&format!("\r{image}: ")), "{shown}");
+    assert!(shown.contains("layers,"), "{shown}");
+
+    let ls = stdout(&rundmc_image(&a, &["ls", "--json"]));
+    let listed: serde_json::Value = serde_json::from_str(ls.trim()).unwrap();
+    assert_eq!(listed["id"], digest.as_str());
+    assert_eq!(listed["names"][0], image.as_str());
+    let removed = stdout(&rundmc_image(&a, &["rm", &image]));
+    assert!(removed.contains(&digest), "{removed}");
+    assert!(stdout(&rundmc_image(&a, &["ls", "-q"])).trim().is_empty());
+    let missing = rundmc_image(&a, &["rm", &image]);
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains(&format!("no image {image}")),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+}
