@@ -193,7 +193,7 @@ mod tests {
         assert_eq!(
             columns,
             [
-                "Node", "Phase", "Ready", "Restarts", "Age", "Handle", "Image", "Rootfs"
+                "Node", "Phase", "Ready", "Restarts", "Age", "Handle", "IP", "Image", "Rootfs"
             ]
         );
         assert_eq!(selectable(&crd), [".spec.nodeName"]);

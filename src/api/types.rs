@@ -47,6 +47,12 @@ use serde::{Deserialize, Serialize};
         priority = "1"
     ),
     printcolumn(
+        name = "IP",
+        type_ = "string",
+        json_path = ".status.podIP",
+        priority = "1"
+    ),
+    printcolumn(
         name = "Image",
         type_ = "string",
         json_path = ".spec.image",
@@ -108,9 +114,20 @@ pub struct ContainerSpec {
     /// All capabilities and no masked paths. Needs --allow-privileged for custom resources.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub privileged: bool,
-    /// Share the node's network namespace instead of a private one with loopback only.
+    /// Share the node's network namespace instead of a private one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_network: bool,
+    /// The CNI network to attach to: a network's name from the node's CNI
+    /// configuration, or `none` for loopback only. Defaults to the node's
+    /// default network (the first configuration by file name), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Ports of the container to publish on the node (CNI portmap).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ContainerPort>,
+    /// DNS settings merged over the node's resolv.conf, as a pod's dnsConfig.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsConfig>,
     /// Free key/values, reported back in status and info.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, String>,
@@ -127,6 +144,69 @@ pub struct EnvVar {
     /// Variable value.
     #[serde(default)]
     pub value: String,
+}
+
+/// A port of the container, published on the node when `hostPort` is set.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPort {
+    /// The port the container listens on.
+    pub container_port: i32,
+    /// The node's port mapped to it; none when only declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<i32>,
+    /// TCP, UDP or SCTP. Defaults to TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+    /// The node's address to bind `hostPort` on. Defaults to all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+}
+
+/// A port's protocol.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Protocol {
+    /// TCP.
+    #[default]
+    #[serde(rename = "TCP")]
+    Tcp,
+    /// UDP.
+    #[serde(rename = "UDP")]
+    Udp,
+    /// SCTP.
+    #[serde(rename = "SCTP")]
+    Sctp,
+}
+
+/// DNS settings, as a pod's `dnsConfig`: merged over the node's resolv.conf.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct DnsConfig {
+    /// Name servers, after the node's (at most 3 in all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nameservers: Vec<String>,
+    /// Search domains, after the node's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub searches: Vec<String>,
+    /// Resolver options; one of a name replaces the node's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<DnsOption>,
+}
+
+/// One resolver option, `ndots:2` as `{name: ndots, value: "2"}`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct DnsOption {
+    /// Its name.
+    pub name: String,
+    /// Its value, for options that take one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// An address of the container.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct PodIp {
+    /// The address.
+    pub ip: String,
 }
 
 /// A Secret in the resource's own namespace, by name.
@@ -244,6 +324,12 @@ pub struct ContainerStatus {
     /// main process started; this says which run, and its pid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub main_process: Option<MainProcess>,
+    /// The container's first address on its network.
+    #[serde(rename = "podIP", default, skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<String>,
+    /// Every address of the container on its network (IPv4 and IPv6).
+    #[serde(rename = "podIPs", default, skip_serializing_if = "Vec::is_empty")]
+    pub pod_ips: Vec<PodIp>,
     /// The image the container runs, as its spec named it, normalised.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,

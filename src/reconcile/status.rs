@@ -177,6 +177,8 @@ pub fn compute(input: &StatusInput<'_>) -> ContainerStatus {
         restart_count: i64::from(input.observed.history.restarts),
         last_termination: input.last_termination.clone(),
         main_process: main_process(input),
+        pod_ip: None,
+        pod_ips: Vec::new(),
         image: input.image.clone(),
         image_id: input.image_id.map(str::to_string),
         message,
