@@ -455,7 +455,10 @@ fn the_example_manifests_are_valid() {
         }
     }
     names.sort();
-    assert_eq!(names, ["crashloop", "idle", "limited", "ticker", "web"]);
+    assert_eq!(
+        names,
+        ["crashloop", "from-image", "idle", "limited", "ticker", "web"]
+    );
 }
 
 #[test]
