@@ -457,7 +457,14 @@ fn the_example_manifests_are_valid() {
     names.sort();
     assert_eq!(
         names,
-        ["crashloop", "from-image", "idle", "limited", "ticker", "web"]
+        [
+            "crashloop",
+            "from-image",
+            "idle",
+            "limited",
+            "ticker",
+            "web"
+        ]
     );
 }
 

@@ -89,6 +89,7 @@ pub fn validate(spec: &ContainerSpec) -> Result<(), ValidationErrors> {
         check_process(&mut errs, p, spec.image.is_some());
     }
     check_mounts(&mut errs, &spec.mounts);
+    check_network(&mut errs, spec);
     if let Err(e) = resources(&spec.limits) {
         errs.extend(e.0);
     }
@@ -197,6 +198,75 @@ fn check_env(errs: &mut Vec<FieldError>, field: &str, env: &[EnvVar]) {
             errs.push(FieldError::new(
                 format!("{field}[{i}].value"),
                 "must not contain NUL",
+            ));
+        }
+    }
+}
+
+/// The network: a name (or `none`) only without the host's network;
+/// ports in range, each host port once per protocol and address; DNS
+/// servers that are addresses.
+fn check_network(errs: &mut Vec<FieldError>, spec: &ContainerSpec) {
+    match spec.network.as_deref() {
+        Some(_) if spec.host_network => errs.push(FieldError::new(
+            "spec.network",
+            "must not be set with spec.hostNetwork: the container shares the node's network",
+        )),
+        Some("") => errs.push(FieldError::new("spec.network", "must not be empty")),
+        _ => {}
+    }
+    if spec.host_network && spec.ports.iter().any(|p| p.host_port.is_some()) {
+        errs.push(FieldError::new(
+            "spec.ports",
+            "hostPort needs the container's own network: with spec.hostNetwork its ports are the node's",
+        ));
+    }
+    let mut taken = std::collections::BTreeSet::new();
+    for (i, p) in spec.ports.iter().enumerate() {
+        let in_range = |n: i32| (1..=65535).contains(&n);
+        if !in_range(p.container_port) {
+            errs.push(FieldError::new(
+                format!("spec.ports[{i}].containerPort"),
+                format!("{} is not a port: 1 to 65535", p.container_port),
+            ));
+        }
+        if let Some(h) = p.host_port.filter(|h| !in_range(*h)) {
+            errs.push(FieldError::new(
+                format!("spec.ports[{i}].hostPort"),
+                format!("{h} is not a port: 1 to 65535"),
+            ));
+        }
+        if let Some(ip) = p
+            .host_ip
+            .as_deref()
+            .filter(|ip| ip.parse::<std::net::IpAddr>().is_err())
+        {
+            errs.push(FieldError::new(
+                format!("spec.ports[{i}].hostIP"),
+                format!("{ip:?} is not an IP address"),
+            ));
+        }
+        let key = (
+            p.host_port,
+            p.protocol.unwrap_or_default(),
+            p.host_ip.clone(),
+        );
+        if p.host_port.is_some() && !taken.insert(key) {
+            errs.push(FieldError::new(
+                format!("spec.ports[{i}].hostPort"),
+                "is published twice for one protocol and address",
+            ));
+        }
+    }
+    let servers = spec
+        .dns
+        .iter()
+        .flat_map(|d| d.nameservers.iter().enumerate());
+    for (i, server) in servers {
+        if server.parse::<std::net::IpAddr>().is_err() {
+            errs.push(FieldError::new(
+                format!("spec.dns.nameservers[{i}]"),
+                format!("{server:?} is not an IP address"),
             ));
         }
     }
@@ -459,5 +529,52 @@ mod tests {
         for bad in ["", ":", "1000:", "a:b", "-x", "a b"] {
             assert!(check_user(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn network_fields_name_what_is_wrong() {
+        use crate::api::types::{ContainerPort, DnsConfig};
+        let mut s = spec();
+        let port = |c: i32, h: Option<i32>| ContainerPort {
+            container_port: c,
+            host_port: h,
+            ..Default::default()
+        };
+        s.ports = vec![
+            port(0, None),
+            port(80, Some(70000)),
+            port(81, Some(8080)),
+            port(82, Some(8080)),
+        ];
+        s.ports[1].host_ip = Some("localhost".into());
+        s.dns = Some(DnsConfig {
+            nameservers: vec!["1.1.1.1".into(), "dns.example".into()],
+            ..Default::default()
+        });
+        let fields: Vec<String> = validate(&s)
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.ports[0].containerPort: 0 is not a port: 1 to 65535",
+                "spec.ports[1].hostPort: 70000 is not a port: 1 to 65535",
+                "spec.ports[1].hostIP: \"localhost\" is not an IP address",
+                "spec.ports[3].hostPort: is published twice for one protocol and address",
+                "spec.dns.nameservers[1]: \"dns.example\" is not an IP address",
+            ]
+        );
+        let mut host = spec();
+        host.host_network = true;
+        host.network = Some("other".into());
+        assert!(
+            validate(&host)
+                .unwrap_err()
+                .to_string()
+                .contains("spec.network: must not be set with spec.hostNetwork")
+        );
     }
 }

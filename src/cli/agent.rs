@@ -322,6 +322,7 @@ fn start_sources(
     let admission = Admission {
         allow_privileged: args.allow_privileged,
         allow_host_network: args.allow_host_network,
+        allow_privileged_ports: args.allow_privileged_ports,
         allowed_host_paths: resolved(&args.allowed_host_paths),
         allowed_rootfs_paths: resolved(&args.allowed_rootfs_paths),
         allowed_registries: args.allowed_registries.clone(),

@@ -265,6 +265,9 @@ pub struct AgentArgs {
     /// Let resources from the API use the host's network namespace.
     #[arg(long)]
     pub allow_host_network: bool,
+    /// Let resources from the API publish host ports under 1024.
+    #[arg(long)]
+    pub allow_privileged_ports: bool,
     /// Directories (and what is below them) that resources from the API may
     /// use as their rootfs image, checked after resolving symlinks.
     /// Comma-separated.

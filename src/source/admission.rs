@@ -36,6 +36,17 @@ pub enum Refusal {
         "spec.hostNetwork: the host's network is not allowed on this node (--allow-host-network)"
     )]
     HostNetwork,
+    /// A host port under 1024 without `--allow-privileged-ports`.
+    #[error(
+        "spec.ports[{index}].hostPort: {port} is a privileged port, not allowed on this node \
+         (--allow-privileged-ports)"
+    )]
+    PrivilegedPort {
+        /// Its index in `spec.ports`.
+        index: usize,
+        /// The port.
+        port: i32,
+    },
     /// An image from a registry outside `--allowed-registries`.
     #[error(
         "spec.image: {image} is from {registry}, which is not an allowed registry: this node \
@@ -152,6 +163,8 @@ pub struct Admission {
     pub allow_privileged: bool,
     /// Allow `hostNetwork: true`.
     pub allow_host_network: bool,
+    /// Allow host ports under 1024.
+    pub allow_privileged_ports: bool,
     /// Bind-mount sources must resolve to one of these or below.
     pub allowed_host_paths: Vec<PathBuf>,
     /// The rootfs must resolve to one of these or below.
@@ -188,6 +201,7 @@ impl Admission {
             return Err(Refusal::HostNetwork);
         }
         self.check_registry(spec)?;
+        self.check_ports(spec)?;
         let rootfs = Under {
             field: "spec.rootfs".into(),
             allowed: &self.allowed_rootfs_paths,
@@ -210,6 +224,22 @@ impl Admission {
 }
 
 impl Admission {
+    /// Host ports under 1024 are the node's services' unless allowed.
+    fn check_ports(&self, spec: &ContainerSpec) -> Result<(), Refusal> {
+        if self.allow_privileged_ports {
+            return Ok(());
+        }
+        let low = spec
+            .ports
+            .iter()
+            .enumerate()
+            .find_map(|(index, p)| p.host_port.filter(|h| *h < 1024).map(|port| (index, port)));
+        match low {
+            Some((index, port)) => Err(Refusal::PrivilegedPort { index, port }),
+            None => Ok(()),
+        }
+    }
+
     /// An image's registry must be allowed, when a list is set. A
     /// reference that does not parse is validation's to report.
     fn check_registry(&self, spec: &ContainerSpec) -> Result<(), Refusal> {
@@ -555,5 +585,39 @@ mod tests {
             open.check(&image("ghcr.io/org/app:1.2"), resolve).is_ok(),
             "no list: any"
         );
+    }
+
+    #[test]
+    fn host_ports_under_1024_need_the_nodes_leave() {
+        let spec = ContainerSpec {
+            rootfs: "/img".into(),
+            ports: vec![
+                crate::api::ContainerPort {
+                    container_port: 8080,
+                    host_port: Some(8080),
+                    ..Default::default()
+                },
+                crate::api::ContainerPort {
+                    container_port: 80,
+                    host_port: Some(80),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let policy = Admission {
+            allowed_rootfs_paths: vec!["/img".into()],
+            ..Admission::default()
+        };
+        let err = policy.check(&spec, resolve).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "spec.ports[1].hostPort: 80 is a privileged port, not allowed on this node (--allow-privileged-ports)"
+        );
+        let allowed = Admission {
+            allow_privileged_ports: true,
+            ..policy
+        };
+        assert!(allowed.check(&spec, resolve).is_ok());
     }
 }
