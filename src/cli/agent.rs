@@ -14,12 +14,14 @@ use tokio::sync::mpsc;
 use super::AgentArgs;
 use crate::api::SourceKind;
 use crate::containerizer::depot::{Depot, DepotError};
+use crate::containerizer::network::Networking;
 use crate::containerizer::{Config, Containerizer, ContainerizerError};
 use crate::fsutil::FsError;
 use crate::image::gc::GcThresholds;
 use crate::image::manager::{Manager, ManagerConfig, SecretSource};
 use crate::image::pull::Puller;
 use crate::image::store::{Store as ImageStore, StoreError};
+use crate::network::attach::{Cni, CniConfig};
 use crate::reconcile::backoff::CrashLoopBackoff;
 use crate::reconcile::controller::{Controller, ControllerConfig};
 use crate::reconcile::images::ImageOps;
@@ -150,7 +152,9 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         root: args.runtime_root.clone(),
         timeout: args.runtime_timeout.into(),
     });
-    let containerizer = Arc::new(Containerizer::new(containerizer_config(&args)?, runtime)?);
+    let containerizer = Containerizer::new(containerizer_config(&args)?, runtime)?
+        .with_networking(networking(&args));
+    let containerizer = Arc::new(containerizer);
     let store = Arc::new(Store::new());
     let metrics = AgentMetrics::default();
     let node = args.node_name();
@@ -293,6 +297,22 @@ fn containerizer_config(args: &AgentArgs) -> Result<Config, AgentError> {
         ),
         nstar_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("rundmc")),
     })
+}
+
+/// CNI, as the flags say. Without a configuration in `--cni-conf-dir`,
+/// containers get loopback only, as before.
+fn networking(args: &AgentArgs) -> Networking {
+    let config = CniConfig {
+        conf_dir: args.cni_conf_dir.clone(),
+        bin_dirs: args.cni_bin_dir.clone(),
+        cache_dir: args.cni_cache_dir.clone(),
+        timeout: args.cni_plugin_timeout.into(),
+    };
+    Networking {
+        cni: Cni::new(config),
+        netns_dir: args.state_dir.join("netns"),
+        ports: tokio::sync::Mutex::new(()),
+    }
 }
 
 /// The controller's settings from the flags.

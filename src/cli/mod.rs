@@ -265,6 +265,23 @@ pub struct AgentArgs {
     /// Let resources from the API use the host's network namespace.
     #[arg(long)]
     pub allow_host_network: bool,
+    /// CNI network configurations: containers join the first by file name
+    /// unless their spec.network names another (or `none`).
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+    /// Where CNI plugins are looked for, in order. Comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "/usr/lib/cni,/opt/cni/bin"
+    )]
+    pub cni_bin_dir: Vec<PathBuf>,
+    /// What each attachment's DEL needs (libcni's cache of results).
+    #[arg(long, default_value = "/var/lib/rundmc/cni")]
+    pub cni_cache_dir: PathBuf,
+    /// Upper bound on one CNI plugin's run.
+    #[arg(long, default_value = "30s")]
+    pub cni_plugin_timeout: humantime::Duration,
     /// Let resources from the API publish host ports under 1024.
     #[arg(long)]
     pub allow_privileged_ports: bool,

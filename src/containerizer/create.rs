@@ -61,6 +61,8 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             bind_flags,
             nofile_hard: nofile_hard(),
             bounding_set: bounding_set(),
+            netns: None,
+            etc_files: Vec::new(),
         };
         log_left_out_capabilities(handle, spec.privileged, input.bounding_set);
         let made = Made {
@@ -161,7 +163,13 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         self.mounter
             .mount_overlay(made.lowers, &paths.upper(), &paths.work(), &paths.rootfs())
             .map_err(Self::rootfs_err(handle))?;
-        let config = bundle::canonical_json(&bundle::generate(input));
+        let attached = self.attach_network(handle, spec, &paths).await?;
+        let input = BundleInput {
+            netns: attached.netns.clone(),
+            etc_files: attached.etc_files.clone(),
+            ..input.clone()
+        };
+        let config = bundle::canonical_json(&bundle::generate(&input));
         fsutil::write_json_with(&paths.config(), &config, fsutil::Durability::Volatile)
             .map_err(|source| ContainerizerError::at(handle, ErrorKind::Fs { source }))?;
         self.runtime
@@ -179,6 +187,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             created_at: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
             labels: made.labels,
             image: made.image.cloned(),
+            network: attached.record,
         };
         self.depot.write_record(&record)?;
         Ok(())

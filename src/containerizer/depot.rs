@@ -66,6 +66,9 @@ pub struct ContainerRecord {
     /// use, and its config gives the main process's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<crate::api::ImageUse>,
+    /// Its network of its own (CNI), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<super::network::NetworkUse>,
 }
 
 /// Paths inside one container's depot directory.
@@ -270,6 +273,7 @@ mod tests {
         };
         let record = ContainerRecord {
             image: None,
+            network: None,
             handle: h.clone(),
             spec_hash: spec_hash(&spec),
             spec,

@@ -40,6 +40,10 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         crate::process::cleanup(&paths.processes(), SHIM_GRACE)
             .await
             .map_err(|source| ContainerizerError::at(handle, ErrorKind::Process { source }))?;
+        // Every process is gone: the network can go, before the bundle
+        // (a crash from here leaves a half-made bundle, whose next destroy
+        // comes back here; DEL works from the CNI cache).
+        self.detach_network(handle).await?;
         // Unmounting and removing a tree wait on the disk: on a blocking
         // thread, so that other reconciles keep the async workers.
         let mounter = Arc::clone(&self.mounter);

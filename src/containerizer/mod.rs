@@ -23,6 +23,7 @@ pub mod destroy;
 pub mod info;
 pub mod leftovers;
 pub mod lifecycle;
+pub mod network;
 pub mod nstar;
 pub mod rootfs;
 pub mod run;
@@ -91,6 +92,13 @@ pub enum ErrorKind {
     RootfsMissing {
         /// The image path.
         path: PathBuf,
+    },
+    /// The container's network could not be set up or torn down: the
+    /// plugin's or the kernel's message.
+    #[error("network: {message}")]
+    Network {
+        /// What went wrong.
+        message: String,
     },
     /// A spec with an image came without its layers, or one without an
     /// image with layers (a caller's mistake, not the user's).
@@ -218,6 +226,8 @@ pub struct Containerizer<R, M = KernelMounter> {
     shim_cgroups: Vec<PathBuf>,
     tracker: Tracker,
     config: Config,
+    /// Containers' networks of their own, when the node has CNI.
+    networking: Option<Arc<network::Networking>>,
 }
 
 impl<R: OciRuntime> Containerizer<R, KernelMounter> {
@@ -251,7 +261,14 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             shim_cgroups,
             tracker,
             config,
+            networking: None,
         })
+    }
+
+    /// Give containers a network of their own through CNI.
+    pub fn with_networking(mut self, networking: network::Networking) -> Self {
+        self.networking = Some(Arc::new(networking));
+        self
     }
 
     /// The depot.

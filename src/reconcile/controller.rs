@@ -441,6 +441,11 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
                 .as_ref()
                 .and_then(|r| r.image.as_ref())
                 .map(|i| i.id.as_str()),
+            pod_ips: obs
+                .record
+                .as_ref()
+                .and_then(|r| r.network.as_ref())
+                .map_or(&[][..], |n| n.ips.as_slice()),
             handle: d.handle.as_str(),
             previous: previous.as_ref(),
             now: (self.clock)(),

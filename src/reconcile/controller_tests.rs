@@ -433,6 +433,7 @@ fn observation(record: Option<(ContainerSpec, SourceKind)>) -> Observation<FakeR
     let record = record.map(
         |(spec, kind)| crate::containerizer::depot::ContainerRecord {
             image: None,
+            network: None,
             handle: h("a"),
             spec,
             spec_hash: String::new(),

@@ -267,6 +267,7 @@ fn record(
         created_at: String::new(),
         labels,
         image: None,
+        network: None,
     }
 }
 

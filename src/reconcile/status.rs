@@ -51,6 +51,8 @@ pub struct StatusInput<'a> {
     pub image: Option<String>,
     /// The id of the image the container was made from.
     pub image_id: Option<&'a str>,
+    /// The container's addresses on its network.
+    pub pod_ips: &'a [String],
     /// The handle.
     pub handle: &'a str,
     /// The status written last time, for transition times.
@@ -177,8 +179,12 @@ pub fn compute(input: &StatusInput<'_>) -> ContainerStatus {
         restart_count: i64::from(input.observed.history.restarts),
         last_termination: input.last_termination.clone(),
         main_process: main_process(input),
-        pod_ip: None,
-        pod_ips: Vec::new(),
+        pod_ip: input.pod_ips.first().cloned(),
+        pod_ips: input
+            .pod_ips
+            .iter()
+            .map(|ip| crate::api::PodIp { ip: ip.clone() })
+            .collect(),
         image: input.image.clone(),
         image_id: input.image_id.map(str::to_string),
         message,

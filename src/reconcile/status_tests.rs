@@ -43,6 +43,7 @@ fn input<'a>(spec: &'a ContainerSpec, observed: &'a Observed<'a>) -> StatusInput
         image_wait: None,
         image: None,
         image_id: None,
+        pod_ips: &[],
         spec: Some(spec),
         generation: 3,
         invalid: None,

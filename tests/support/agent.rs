@@ -54,6 +54,11 @@ impl AgentEnv {
             .arg(&self.state)
             .arg("--image-store")
             .arg(self.env.dir.join("images"))
+            // The node's own CNI configuration is not the test's.
+            .arg("--cni-conf-dir")
+            .arg(self.env.dir.join("cni"))
+            .arg("--cni-cache-dir")
+            .arg(self.env.dir.join("cni-cache"))
             .arg("--runtime-root")
             .arg(&self.env.runc_root)
             .arg("--cgroup-parent")

@@ -107,6 +107,12 @@ impl AgentEnv {
                 "--image-store".as_ref(),
                 self.dir.join("images").as_os_str(),
             ])
+            // The node's own CNI configuration is not the benchmark's.
+            .args(["--cni-conf-dir".as_ref(), self.dir.join("cni").as_os_str()])
+            .args([
+                "--cni-cache-dir".as_ref(),
+                self.dir.join("cni-cache").as_os_str(),
+            ])
             .args(["--runtime-root".as_ref(), self.root.as_os_str()])
             .args(["--runtime", &self.runtime])
             .args(["--cgroup-parent", &self.cgroup_parent])

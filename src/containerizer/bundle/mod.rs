@@ -18,7 +18,8 @@ mod rules;
 pub use caps::CapSet;
 pub use process::{ExecUser, ProcessInput, process_spec};
 pub use rules::{
-    DEFAULT_CAPABILITIES, INIT_PATH, RULES, all_capabilities, limit_resources, wanted_capabilities,
+    DEFAULT_CAPABILITIES, INIT_PATH, RULES, all_capabilities, hostname, limit_resources,
+    wanted_capabilities,
 };
 
 /// Everything the rules read. Built by the containerizer from the spec and
@@ -42,6 +43,12 @@ pub struct BundleInput<'a> {
     pub nofile_hard: u64,
     /// The agent's bounding set: no container gets a capability beyond it.
     pub bounding_set: CapSet,
+    /// The container's pinned network namespace, when it has a network of
+    /// its own (CNI); `None`: a fresh one from the runtime, or the host's.
+    pub netns: Option<PathBuf>,
+    /// Files written for the container, bind-mounted over the image's:
+    /// (path in the container, path on the host).
+    pub etc_files: Vec<(String, PathBuf)>,
 }
 
 /// A bundle rule: one concern's part of the config.

@@ -116,6 +116,7 @@ pub const RULES: &[(&str, Rule)] = &[
     ("root", root),
     ("namespaces", namespaces),
     ("standard_mounts", standard_mounts),
+    ("etc_files", etc_files),
     ("bind_mounts", bind_mounts),
     ("hostname_env", hostname_env),
     ("limits", limits),
@@ -177,8 +178,9 @@ fn root(_: &BundleInput<'_>, spec: &mut Spec) {
     spec.set_root(Some(root));
 }
 
-/// pid, mount, uts, ipc, and a private network namespace (runc brings up
-/// its loopback) unless the container shares the host's network.
+/// pid, mount, uts, ipc, and a private network namespace unless the
+/// container shares the host's network: the pinned one its network was
+/// attached in, or a fresh one (runc brings up its loopback).
 fn namespaces(input: &BundleInput<'_>, spec: &mut Spec) {
     let mut types = vec![
         LinuxNamespaceType::Pid,
@@ -194,6 +196,9 @@ fn namespaces(input: &BundleInput<'_>, spec: &mut Spec) {
         .map(|t| {
             let mut ns = LinuxNamespace::default();
             ns.set_typ(t);
+            if t == LinuxNamespaceType::Network {
+                ns.set_path(input.netns.clone());
+            }
             ns
         })
         .collect();
@@ -243,6 +248,21 @@ fn standard_mounts(input: &BundleInput<'_>, spec: &mut Spec) {
     list.push(mount("/sys", "sysfs", "sysfs", sys_opts));
 }
 
+/// /etc/hosts, /etc/resolv.conf and /etc/hostname, written per container
+/// (the image is read-only), as the kubelet mounts them.
+fn etc_files(input: &BundleInput<'_>, spec: &mut Spec) {
+    for (dest, source) in &input.etc_files {
+        let source = source.to_string_lossy();
+        let bind = mount(
+            dest,
+            "bind",
+            &source,
+            &["rbind", "rprivate", "rw", "nosuid", "nodev", "noexec"],
+        );
+        mounts(spec).push(bind);
+    }
+}
+
 /// The spec's bind mounts, keeping the nosuid/nodev/noexec of their source.
 fn bind_mounts(input: &BundleInput<'_>, spec: &mut Spec) {
     for (i, m) in input.spec.mounts.iter().enumerate() {
@@ -257,13 +277,17 @@ fn bind_mounts(input: &BundleInput<'_>, spec: &mut Spec) {
     }
 }
 
-/// The hostname (the handle, made hostname-safe, by default) and the env.
-fn hostname_env(input: &BundleInput<'_>, spec: &mut Spec) {
-    let hostname = input.spec.hostname.clone().unwrap_or_else(|| {
-        let h: String = input.handle.as_str().chars().take(63).collect();
+/// The container's hostname: the spec's, or the handle made hostname-safe.
+pub fn hostname(handle: &crate::api::Handle, spec: &crate::api::ContainerSpec) -> String {
+    spec.hostname.clone().unwrap_or_else(|| {
+        let h: String = handle.as_str().chars().take(63).collect();
         h.replace(['_', '+'], "-")
-    });
-    spec.set_hostname(Some(hostname));
+    })
+}
+
+/// The hostname and the env.
+fn hostname_env(input: &BundleInput<'_>, spec: &mut Spec) {
+    spec.set_hostname(Some(hostname(input.handle, input.spec)));
     let mut env = vec![DEFAULT_PATH.to_string()];
     env.extend(
         input

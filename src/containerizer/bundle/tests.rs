@@ -21,6 +21,8 @@ fn input<'a>(
         bind_flags,
         nofile_hard: 65536,
         bounding_set: CapSet::ALL,
+        netns: None,
+        etc_files: Vec::new(),
     }
 }
 
@@ -282,4 +284,54 @@ fn privileged_gets_only_what_the_agents_bounding_set_has() {
         caps.bounding().as_ref().map(|s| s.len()),
         Some(all_capabilities().len() - 2)
     );
+}
+
+#[test]
+fn a_container_on_a_network_joins_its_pinned_namespace_and_gets_its_etc_files() {
+    let h = Handle::new("web").unwrap();
+    let spec = full_spec();
+    let mut with = input(&h, &spec, vec![vec![], vec![]]);
+    with.netns = Some("/run/rundmc/netns/web".into());
+    with.etc_files = vec![("/etc/hosts".into(), "/d/web/etc/hosts".into())];
+    let config = generate(&with);
+    let namespaces = config
+        .linux()
+        .as_ref()
+        .unwrap()
+        .namespaces()
+        .clone()
+        .unwrap();
+    let net = namespaces
+        .iter()
+        .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+        .unwrap();
+    assert_eq!(
+        net.path().as_deref(),
+        Some(std::path::Path::new("/run/rundmc/netns/web"))
+    );
+    let hosts = config
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.destination() == std::path::Path::new("/etc/hosts"))
+        .unwrap();
+    assert_eq!(
+        hosts.source().as_deref(),
+        Some(std::path::Path::new("/d/web/etc/hosts"))
+    );
+    let spec_without = full_spec();
+    let without = generate(&input(&h, &spec_without, vec![vec![], vec![]]));
+    let fresh = without
+        .linux()
+        .as_ref()
+        .unwrap()
+        .namespaces()
+        .clone()
+        .unwrap();
+    let net = fresh
+        .iter()
+        .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+        .unwrap();
+    assert_eq!(net.path(), &None, "a fresh namespace from the runtime");
 }

@@ -1,0 +1,255 @@
+//! A container's network of its own: a pinned network namespace and a
+//! CNI attachment, made after the handle is reserved and before init
+//! starts, and undone by destroy whatever state a crash left (the CNI
+//! cache keeps what DEL needs). The names it is told (/etc/hosts,
+//! resolv.conf, hostname) are written into its bundle and bind-mounted.
+//! Without a CNI configuration on the node a container gets a fresh
+//! namespace from the runtime, loopback only, as before.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use super::depot::{BundlePaths, ContainerRecord};
+use super::{Containerizer, ContainerizerError, ErrorKind, Result};
+use crate::api::{ContainerSpec, Handle, Protocol};
+use crate::fsutil;
+use crate::network::attach::{Cni, NetworkList, PortMapping, default_network};
+use crate::network::{names, netns};
+use crate::runtime::OciRuntime;
+
+use super::rootfs::Mounter;
+
+/// The interface a container's network appears as.
+pub const IFNAME: &str = "eth0";
+
+/// What the containerizer needs to give containers a network.
+pub struct Networking {
+    /// The CNI plugins and their configuration.
+    pub cni: Cni,
+    /// Where network namespaces are pinned, one file per handle.
+    pub netns_dir: PathBuf,
+    /// Serialises the host-port check and ADD, so two creates never take
+    /// one port.
+    pub ports: Mutex<()>,
+}
+
+/// What the depot record keeps of a container's network.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkUse {
+    /// The CNI network's name.
+    pub network: String,
+    /// The container's addresses on it.
+    pub ips: Vec<String>,
+}
+
+/// What a create makes of the network, for the bundle and the record.
+#[derive(Debug, Default)]
+pub(super) struct Attached {
+    /// The pinned namespace, when the container has a network of its own.
+    pub netns: Option<PathBuf>,
+    /// Files bind-mounted over the image's.
+    pub etc_files: Vec<(String, PathBuf)>,
+    /// For the record.
+    pub record: Option<NetworkUse>,
+}
+
+impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
+    /// The network `spec` is attached to: none with the host's network or
+    /// `network: none`, or when the node has no CNI configuration and the
+    /// spec names none; an error when it names one the node lacks.
+    fn network_for(&self, handle: &Handle, spec: &ContainerSpec) -> Result<Option<NetworkList>> {
+        let Some(net) = self.networking.as_ref() else {
+            return Ok(None);
+        };
+        if spec.host_network || spec.network.as_deref() == Some("none") {
+            return Ok(None);
+        }
+        let lists = net
+            .cni
+            .networks()
+            .map_err(|e| network_err(handle, e.to_string()))?;
+        match spec.network.as_deref() {
+            None => Ok(default_network(&lists).cloned()),
+            Some(name) => match lists.iter().find(|l| l.name == name) {
+                Some(list) => Ok(Some(list.clone())),
+                None => {
+                    let known: Vec<&str> = lists.iter().map(|l| l.name.as_str()).collect();
+                    let message = format!(
+                        "spec.network: no CNI network {name:?} on this node (it has: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    );
+                    Err(network_err(handle, message))
+                }
+            },
+        }
+    }
+
+    /// Pin a namespace, attach it, and write the names the container is
+    /// told. Whatever fails, destroy undoes it all.
+    pub(super) async fn attach_network(
+        &self,
+        handle: &Handle,
+        spec: &ContainerSpec,
+        paths: &BundlePaths,
+    ) -> Result<Attached> {
+        let (Some(net), Some(list)) = (self.networking.as_ref(), self.network_for(handle, spec)?)
+        else {
+            return Ok(Attached::default());
+        };
+        let path = net.netns_dir.join(handle.as_str());
+        netns::create(&path).map_err(|e| network_err(handle, e.to_string()))?;
+        let ports = port_mappings(spec);
+        let attachment = {
+            let _one_at_a_time = net.ports.lock().await;
+            self.check_host_ports(handle, spec)?;
+            net.cni
+                .add(&list, handle.as_str(), &path, IFNAME, &ports)
+                .await
+                .map_err(|e| network_err(handle, e.to_string()))?
+        };
+        let etc_files = self.write_names(handle, spec, paths, &attachment.ips)?;
+        Ok(Attached {
+            netns: Some(path),
+            etc_files,
+            record: Some(NetworkUse {
+                network: list.name,
+                ips: attachment.ips.iter().map(IpAddr::to_string).collect(),
+            }),
+        })
+    }
+
+    /// DEL (from the CNI cache; nothing cached is nothing to do) and the
+    /// pinned namespace's removal. Idempotent.
+    pub(super) async fn detach_network(&self, handle: &Handle) -> Result<()> {
+        let Some(net) = self.networking.as_ref() else {
+            return Ok(());
+        };
+        let path = net.netns_dir.join(handle.as_str());
+        let pinned = netns::is_pinned(&path).then_some(path.as_path());
+        net.cni
+            .del(handle.as_str(), pinned, IFNAME)
+            .await
+            .map_err(|e| network_err(handle, e.to_string()))?;
+        netns::remove(&path).map_err(|e| network_err(handle, e.to_string()))
+    }
+
+    /// A host port and protocol (and address) another container publishes
+    /// is refused before anything is attached.
+    fn check_host_ports(&self, handle: &Handle, spec: &ContainerSpec) -> Result<()> {
+        let wanted: Vec<_> = spec
+            .ports
+            .iter()
+            .filter(|p| p.host_port.is_some())
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        for entry in self.depot.entries()? {
+            if entry.handle == *handle {
+                continue;
+            }
+            let Ok(Some(other)) = self.depot.record(&entry.handle) else {
+                continue;
+            };
+            if let Some(clash) = clash(&wanted, &other) {
+                return Err(network_err(handle, clash));
+            }
+        }
+        Ok(())
+    }
+
+    /// /etc/hosts, /etc/resolv.conf and /etc/hostname in the bundle.
+    fn write_names(
+        &self,
+        handle: &Handle,
+        spec: &ContainerSpec,
+        paths: &BundlePaths,
+        ips: &[IpAddr],
+    ) -> Result<Vec<(String, PathBuf)>> {
+        let hostname = super::bundle::hostname(handle, spec);
+        let node = std::fs::read_to_string(names::node_resolv_conf_path()).unwrap_or_default();
+        let files = [
+            ("/etc/hosts", "hosts", names::hosts(&hostname, ips)),
+            (
+                "/etc/resolv.conf",
+                "resolv.conf",
+                names::resolv_conf(&node, spec.dns.as_ref()),
+            ),
+            ("/etc/hostname", "hostname", names::hostname_file(&hostname)),
+        ];
+        let dir = paths.dir.join("etc");
+        std::fs::create_dir_all(&dir).map_err(|e| fs_err(handle, fsutil::FsError::new(&dir, e)))?;
+        files
+            .into_iter()
+            .map(|(dest, name, text)| {
+                let path = dir.join(name);
+                std::fs::write(&path, text)
+                    .map_err(|e| fs_err(handle, fsutil::FsError::new(&path, e)))?;
+                Ok((dest.to_string(), path))
+            })
+            .collect()
+    }
+}
+
+/// The spec's published ports, as portmap takes them.
+fn port_mappings(spec: &ContainerSpec) -> Vec<PortMapping> {
+    spec.ports
+        .iter()
+        .filter_map(|p| {
+            let host_port = u16::try_from(p.host_port?).ok()?;
+            Some(PortMapping {
+                host_port,
+                container_port: u16::try_from(p.container_port).ok()?,
+                protocol: protocol(p.protocol.unwrap_or_default()).to_string(),
+                host_ip: p.host_ip.clone(),
+            })
+        })
+        .collect()
+}
+
+fn protocol(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::Sctp => "sctp",
+    }
+}
+
+/// Why `wanted` cannot have its host ports: another container publishes
+/// one of them (same port and protocol, on the same or any address).
+fn clash(wanted: &[&crate::api::ContainerPort], other: &ContainerRecord) -> Option<String> {
+    if other.network.is_none() {
+        return None;
+    }
+    wanted.iter().find_map(|w| {
+        let taken = other.spec.ports.iter().find(|o| {
+            let any =
+                |ip: &Option<String>| ip.as_deref().is_none_or(|a| a == "0.0.0.0" || a == "::");
+            o.host_port == w.host_port
+                && o.protocol.unwrap_or_default() == w.protocol.unwrap_or_default()
+                && (any(&o.host_ip) || any(&w.host_ip) || o.host_ip == w.host_ip)
+        })?;
+        Some(format!(
+            "spec.ports: host port {}/{} is already published by container {}",
+            taken.host_port.unwrap_or_default(),
+            protocol(taken.protocol.unwrap_or_default()).to_uppercase(),
+            other.handle
+        ))
+    })
+}
+
+fn network_err(handle: &Handle, message: String) -> ContainerizerError {
+    ContainerizerError::at(handle, ErrorKind::Network { message })
+}
+
+fn fs_err(handle: &Handle, source: fsutil::FsError) -> ContainerizerError {
+    ContainerizerError::at(handle, ErrorKind::Fs { source })
+}
