@@ -456,7 +456,10 @@ async fn serve_metrics(
         let handles = c.handles().unwrap_or_default();
         handles
             .into_iter()
-            .filter_map(|h| c.metrics(&h).ok().map(|m| (h.to_string(), m)))
+            .filter_map(|h| {
+                let m = c.metrics(&h).ok()?;
+                Some((h.to_string(), m, c.network_counters(&h)))
+            })
             .collect()
     };
     let store = Arc::clone(store);

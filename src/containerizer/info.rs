@@ -1,6 +1,7 @@
 //! `info` and `metrics`: what a container is, read back from the depot and
 //! the runtime's state; what it uses, read from its cgroup files in-process.
 
+use crate::network::counters::NetCounters;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -65,5 +66,27 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         self.cgroup(handle)
             .metrics()
             .map_err(Self::cgroup_err(handle))
+    }
+
+    /// `handle`'s network counters, summed over its interfaces, when it has
+    /// a network of its own: read through any of its processes' view of
+    /// its namespace (`/proc/<pid>/net/dev`), in-process.
+    pub fn network_counters(&self, handle: &Handle) -> Option<NetCounters> {
+        let netns = self.networking.as_ref()?.netns_dir.join(handle.as_str());
+        if !crate::network::netns::is_pinned(&netns) {
+            return None;
+        }
+        let pid = *self.cgroup(handle).procs().ok()?.first()?;
+        let interfaces = crate::network::counters::read(pid).ok()?;
+        Some(
+            interfaces
+                .iter()
+                .fold(NetCounters::default(), |sum, (_, n)| NetCounters {
+                    rx_bytes: sum.rx_bytes + n.rx_bytes,
+                    rx_packets: sum.rx_packets + n.rx_packets,
+                    tx_bytes: sum.tx_bytes + n.tx_bytes,
+                    tx_packets: sum.tx_packets + n.tx_packets,
+                }),
+        )
     }
 }

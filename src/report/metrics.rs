@@ -1,6 +1,7 @@
 //! Metrics: the agent's own counters, and each container's resource usage
-//! read from its cgroup at scrape time (nothing is collected while nobody
-//! scrapes). Exposed in Prometheus text format by the server room.
+//! read from its cgroup (and, for a container with a network of its own,
+//! its interfaces' counters from its namespace) at scrape time (nothing is
+//! collected while nobody scrapes). Exposed in Prometheus text format by the server room.
 
 use std::fmt;
 
@@ -13,6 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::cgroup::Metrics as Usage;
+use crate::network::counters::NetCounters;
 
 /// `result` label of reconciles.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,8 +53,12 @@ impl Default for AgentMetrics {
 /// A per-container series: name, help, and how to read it from usage.
 type Series<T> = (&'static str, &'static str, fn(&Usage) -> T);
 
+/// One container's usage: its cgroup's, and its network's (summed over its
+/// interfaces) when it has one of its own.
+pub type ContainerUsage = (String, Usage, Option<NetCounters>);
+
 /// Reads every container's usage on demand.
-pub type UsageSource = Box<dyn Fn() -> Vec<(String, Usage)> + Send + Sync>;
+pub type UsageSource = Box<dyn Fn() -> Vec<ContainerUsage> + Send + Sync>;
 
 /// Per-container usage, collected at scrape time.
 pub struct ContainerCollector {
@@ -94,12 +100,13 @@ impl Collector for ContainerCollector {
                 None,
                 ConstCounter::new(0.0).metric_type(),
             )?;
-            for (handle, u) in &usage {
+            for (handle, u, _) in &usage {
                 ConstCounter::new(value(u)).encode(family.encode_family(&HandleLabel {
                     handle: handle.clone(),
                 })?)?;
             }
         }
+        encode_network(&mut encoder, &usage)?;
         let gauges: [Series<Option<f64>>; 4] = [
             (
                 "rundmc_container_memory_usage_bytes",
@@ -119,7 +126,7 @@ impl Collector for ContainerCollector {
         for (name, help, value) in gauges {
             let mut family =
                 encoder.encode_descriptor(name, help, None, ConstGauge::new(0.0).metric_type())?;
-            for (handle, u) in &usage {
+            for (handle, u, _) in &usage {
                 if let Some(v) = value(u) {
                     ConstGauge::new(v).encode(family.encode_family(&HandleLabel {
                         handle: handle.clone(),
@@ -129,6 +136,47 @@ impl Collector for ContainerCollector {
         }
         Ok(())
     }
+}
+
+/// Network counters, as cAdvisor names them (summed over interfaces).
+fn encode_network(
+    encoder: &mut DescriptorEncoder,
+    usage: &[ContainerUsage],
+) -> Result<(), fmt::Error> {
+    let counters: [(&str, &str, fn(&NetCounters) -> u64); 4] = [
+        (
+            "rundmc_container_network_receive_bytes",
+            "Bytes received",
+            |n| n.rx_bytes,
+        ),
+        (
+            "rundmc_container_network_receive_packets",
+            "Packets received",
+            |n| n.rx_packets,
+        ),
+        (
+            "rundmc_container_network_transmit_bytes",
+            "Bytes sent",
+            |n| n.tx_bytes,
+        ),
+        (
+            "rundmc_container_network_transmit_packets",
+            "Packets sent",
+            |n| n.tx_packets,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let mut family =
+            encoder.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+        for (handle, _, net) in usage {
+            if let Some(n) = net {
+                ConstCounter::new(value(n)).encode(family.encode_family(&HandleLabel {
+                    handle: handle.clone(),
+                })?)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A registry holding the agent's metrics and the container collector.
@@ -173,8 +221,18 @@ mod tests {
             pids_limit: None,
             oom_kills: 1,
         };
-        let collector =
-            ContainerCollector::new(Box::new(move || vec![("web".to_string(), usage.clone())]));
+        let net = NetCounters {
+            rx_bytes: 1000,
+            rx_packets: 10,
+            tx_bytes: 500,
+            tx_packets: 5,
+        };
+        let collector = ContainerCollector::new(Box::new(move || {
+            vec![
+                ("web".to_string(), usage.clone(), Some(net)),
+                ("idle".to_string(), usage.clone(), None),
+            ]
+        }));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry(&agent, collector)).unwrap();
         for line in [
@@ -184,12 +242,18 @@ mod tests {
             "rundmc_container_memory_limit_bytes{handle=\"web\"} 67108864",
             "rundmc_container_pids{handle=\"web\"} 3",
             "rundmc_container_oom_kills_total{handle=\"web\"} 1",
+            "rundmc_container_network_receive_bytes_total{handle=\"web\"} 1000",
+            "rundmc_container_network_transmit_packets_total{handle=\"web\"} 5",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
         assert!(
             !text.contains("rundmc_container_pids_limit{"),
             "no limit, no series"
+        );
+        assert!(
+            !text.contains("network_receive_bytes_total{handle=\"idle\"}"),
+            "no network of its own, no series"
         );
     }
 }
