@@ -57,14 +57,16 @@ run: build
 	@echo "  logs:     $(STATE)/depot/<name>/processes/main-<n>/output.log"
 	@echo "  runc:     runc --root $(STATE)/runc list"
 	@echo "  images:   target/release/rundmc image ls --image-store $(STATE)/images"
+	@echo "  network:  each container's podIP in its status (bridge rundmc0, 10.89.0.0/24); web on localhost:18080"
 	@echo "  clean up: make clean-run"
 	target/release/rundmc agent --manifests $(CURDIR)/manifests/examples \
 		--depot $(STATE)/depot --state-dir $(STATE)/run --runtime-root $(STATE)/runc \
 		--image-store $(STATE)/images \
+		--cni-conf-dir $(CURDIR)/manifests/cni --cni-cache-dir $(STATE)/cni \
 		--cgroup-parent $(DEMO_CGROUP)
 
 clean-run:
-	scripts/clean-state.sh $(STATE) $(DEMO_CGROUP)
+	scripts/clean-state.sh $(STATE) $(DEMO_CGROUP) $(CURDIR)/target/release/rundmc
 
 # The agent against raw runc and crun, same run, same image (as root; about
 # 5 minutes): writes BENCHMARKS.md and leaves nothing behind.

@@ -1,11 +1,29 @@
 #!/bin/sh
-# Remove everything `make run` made: its containers (via runc), their
-# overlay mounts, supervisors and cgroups, and the state directory.
-# Usage: scripts/clean-state.sh STATE_DIR CGROUP_PARENT
+# Remove everything `make run` made: its containers, their networks, overlay
+# mounts, supervisors and cgroups, and the state directory. The agent itself
+# destroys what it can (a run on no manifests: CNI DEL frees addresses,
+# veths and port mappings); what is left is removed by hand.
+# Usage: scripts/clean-state.sh STATE_DIR CGROUP_PARENT [RUNDMC]
 set -u
-state=${1:?usage: clean-state.sh STATE_DIR CGROUP_PARENT}
-parent=${2:?usage: clean-state.sh STATE_DIR CGROUP_PARENT}
+state=${1:?usage: clean-state.sh STATE_DIR CGROUP_PARENT [RUNDMC]}
+parent=${2:?usage: clean-state.sh STATE_DIR CGROUP_PARENT [RUNDMC]}
+rundmc=${3:-}
 [ -d "$state" ] || exit 0
+if [ -n "$rundmc" ] && [ -x "$rundmc" ] && [ -d "$state/depot" ]; then
+    mkdir -p "$state/none"
+    "$rundmc" agent --manifests "$state/none" --depot "$state/depot" --state-dir "$state/run" \
+        --runtime-root "$state/runc" --image-store "$state/images" --cgroup-parent "$parent" \
+        --cni-conf-dir "$(dirname "$0")/../manifests/cni" --cni-cache-dir "$state/cni" \
+        >"$state/clean.log" 2>&1 &
+    agent=$!
+    i=0
+    while [ "$i" -lt 60 ] && [ -n "$(ls -A "$state/depot" 2>/dev/null)" ]; do
+        sleep 1
+        i=$((i + 1))
+    done
+    kill "$agent" 2>/dev/null
+    wait "$agent" 2>/dev/null
+fi
 if [ -d "$state/runc" ]; then
     for id in $(runc --root "$state/runc" list -q 2>/dev/null); do
         runc --root "$state/runc" kill "$id" KILL 2>/dev/null
@@ -22,5 +40,8 @@ for f in "$state"/depot/*/processes/*/shim.json; do
 done
 for c in /sys/fs/cgroup/*/"$parent" /sys/fs/cgroup/"$parent"; do
     [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} + 2>/dev/null
+done
+for ns in "$state"/run/netns/*; do
+    [ -e "$ns" ] && umount -l "$ns" 2>/dev/null
 done
 rm -rf "$state"
