@@ -9,6 +9,7 @@ pub mod containerizer;
 pub(crate) mod fsutil;
 pub mod image;
 pub mod mountinfo;
+pub mod network;
 pub(crate) mod pidfd;
 pub mod process;
 pub(crate) mod reconcile;
