@@ -16,7 +16,8 @@ use super::depot::{BundlePaths, ContainerRecord};
 use super::{Containerizer, ContainerizerError, ErrorKind, Result};
 use crate::api::{ContainerSpec, Handle, Protocol};
 use crate::fsutil;
-use crate::network::attach::{Cni, NetworkList, PortMapping, default_network};
+use crate::network::attach::{Cni, PortMapping};
+use crate::network::cni::{NetworkList, default_network};
 use crate::network::{names, netns};
 use crate::runtime::OciRuntime;
 
