@@ -227,9 +227,7 @@ fn protocol(p: Protocol) -> &'static str {
 /// Why `wanted` cannot have its host ports: another container publishes
 /// one of them (same port and protocol, on the same or any address).
 fn clash(wanted: &[&crate::api::ContainerPort], other: &ContainerRecord) -> Option<String> {
-    if other.network.is_none() {
-        return None;
-    }
+    other.network.as_ref()?;
     wanted.iter().find_map(|w| {
         let taken = other.spec.ports.iter().find(|o| {
             let any =

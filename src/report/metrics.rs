@@ -51,7 +51,7 @@ impl Default for AgentMetrics {
 }
 
 /// A per-container series: name, help, and how to read it from usage.
-type Series<T> = (&'static str, &'static str, fn(&Usage) -> T);
+type Series<T, U = Usage> = (&'static str, &'static str, fn(&U) -> T);
 
 /// One container's usage: its cgroup's, and its network's (summed over its
 /// interfaces) when it has one of its own.
@@ -143,7 +143,7 @@ fn encode_network(
     encoder: &mut DescriptorEncoder,
     usage: &[ContainerUsage],
 ) -> Result<(), fmt::Error> {
-    let counters: [(&str, &str, fn(&NetCounters) -> u64); 4] = [
+    let counters: [Series<u64, NetCounters>; 4] = [
         (
             "rundmc_container_network_receive_bytes",
             "Bytes received",

@@ -54,11 +54,7 @@ impl AgentEnv {
             .arg(&self.state)
             .arg("--image-store")
             .arg(self.env.dir.join("images"))
-            // The node's own CNI configuration is not the test's.
-            .arg("--cni-conf-dir")
-            .arg(self.env.dir.join("cni"))
-            .arg("--cni-cache-dir")
-            .arg(self.env.dir.join("cni-cache"))
+            .args(self.cni_defaults())
             .arg("--runtime-root")
             .arg(&self.env.runc_root)
             .arg("--cgroup-parent")
@@ -84,6 +80,20 @@ impl AgentEnv {
             .spawn()
             .unwrap();
         Agent { child }
+    }
+
+    /// The node's own CNI configuration is not the test's: an empty one,
+    /// unless the test gives its own.
+    fn cni_defaults(&self) -> Vec<std::ffi::OsString> {
+        if self.extra.iter().any(|a| a == "--cni-conf-dir") {
+            return Vec::new();
+        }
+        vec![
+            "--cni-conf-dir".into(),
+            self.env.dir.join("cni").into(),
+            "--cni-cache-dir".into(),
+            self.env.dir.join("cni-cache").into(),
+        ]
     }
 
     /// Write a manifest atomically (temp file, then rename), as tools should.
