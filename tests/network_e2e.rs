@@ -11,8 +11,10 @@
 
 #[path = "support/cni_net.rs"]
 mod cni_net;
-#[path = "support/common.rs"]
-mod common;
+/// What `cni_net` takes from the shared support code.
+mod common {
+    pub use crate::support::image;
+}
 mod support;
 
 use std::time::Duration;
