@@ -44,4 +44,10 @@ done
 for ns in "$state"/run/netns/*; do
     [ -e "$ns" ] && umount -l "$ns" 2>/dev/null
 done
+# The directory is a mount of its own, as `ip netns` makes /run/netns.
+umount -l "$state/run/netns" 2>/dev/null
+# The demo's bridge (manifests/cni), once nothing is attached to it.
+if [ -z "$(ip -o link show master rundmc0 2>/dev/null)" ]; then
+    ip link del rundmc0 2>/dev/null
+fi
 rm -rf "$state"
