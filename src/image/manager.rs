@@ -238,6 +238,11 @@ impl Manager {
         }
     }
 
+    /// `handle` is gone: what it was told goes too.
+    pub fn forget(&self, handle: &Handle) {
+        crate::sync::lock(&self.state).told.remove(handle);
+    }
+
     /// The image is here: its layers, held until the create is recorded.
     fn ready(
         &self,

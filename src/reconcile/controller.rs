@@ -217,6 +217,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             // Undeclared, and nothing to destroy: what still reports it (a
             // document that was invalid, then deleted) goes.
             self.reporters.forget_undeclared(handle).await;
+            self.images.forget(handle);
             return Ok(None);
         }
         let now = (self.clock)();
@@ -266,6 +267,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             }
         } else if had_container {
             self.reporters.forget(handle).await;
+            self.images.forget(handle);
         }
         result.map(|()| requeue)
     }

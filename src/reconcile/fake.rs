@@ -627,4 +627,8 @@ impl ImageOps for FakeImages {
         let pulling = event(false, Reason::Pulling, format!("Pulling image {name}"));
         (ImageState::Waiting(wait), vec![pulling])
     }
+
+    fn forget(&self, handle: &Handle) {
+        self.journal.note(format!("forget image {handle}"));
+    }
 }

@@ -19,6 +19,9 @@ pub trait ImageOps: Send + Sync + 'static {
         namespace: Option<&str>,
         wake: Wake,
     ) -> (ImageState, Vec<ImageEvent>);
+
+    /// `handle` is gone: drop what is remembered of it.
+    fn forget(&self, handle: &Handle);
 }
 
 /// No image store: every image waits, saying why (for tests of what
@@ -43,6 +46,8 @@ impl ImageOps for NoImages {
         };
         (ImageState::Waiting(wait), Vec::new())
     }
+
+    fn forget(&self, _handle: &Handle) {}
 }
 
 /// The image step's verdict for one create.
@@ -78,5 +83,9 @@ impl ImageOps for std::sync::Arc<crate::image::manager::Manager> {
         wake: Wake,
     ) -> (ImageState, Vec<ImageEvent>) {
         crate::image::manager::Manager::ensure(self, handle, spec, namespace, wake)
+    }
+
+    fn forget(&self, handle: &Handle) {
+        crate::image::manager::Manager::forget(self, handle);
     }
 }
