@@ -165,6 +165,20 @@ fn assert_only_lo_up(ns: &Path) {
     );
 }
 
+/// `ip -s link show <dev>` in `ns`, as counters.
+fn ip_stats(ns: &Path, dev: &str) -> counters::NetCounters {
+    let json: serde_json::Value =
+        serde_json::from_str(&in_ns(ns, &["ip", "-s", "-j", "link", "show", dev])).unwrap();
+    let stats = &json[0]["stats64"];
+    let n = |dir: &str, what: &str| stats[dir][what].as_u64().unwrap();
+    counters::NetCounters {
+        rx_bytes: n("rx", "bytes"),
+        rx_packets: n("rx", "packets"),
+        tx_bytes: n("tx", "bytes"),
+        tx_packets: n("tx", "packets"),
+    }
+}
+
 /// Wait until `f` is true, or panic saying `what`.
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + T;
@@ -318,6 +332,30 @@ fn counters_of_a_process_grow_with_its_traffic_and_leave_lo_out() {
     // 3 echo requests and replies of 64 bytes of IP each, at least.
     assert!(new.rx_bytes >= old.rx_bytes + 3 * 64, "{old:?} -> {new:?}");
     assert!(new.tx_bytes >= old.tx_bytes + 3 * 64, "{old:?} -> {new:?}");
+
+    // Traffic one way, so that sent and received differ: gratuitous ARP
+    // answers, which nothing replies to.
+    let bb_path = bb.to_str().unwrap();
+    in_ns(
+        &b,
+        &[
+            bb_path,
+            "arping",
+            "-A",
+            "-c",
+            "2",
+            "-I",
+            "vb",
+            "10.200.14.2",
+        ],
+    );
+    // Field for field what iproute2 reports (RTM_GETLINK's stats64), read
+    // between two equal reads so that no packet slips in between.
+    wait_until("counters::read to agree with `ip -s link` on vb", || {
+        let first = counters::read(pid).unwrap();
+        let ip = ip_stats(&b, "vb");
+        first == counters::read(pid).unwrap() && first == [("vb".to_string(), ip)]
+    });
 
     // What one read costs (printed with --nocapture; no assertion on time).
     let n = 2000;
