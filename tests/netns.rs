@@ -262,6 +262,26 @@ fn remove_leaves_no_mount_and_no_file_and_may_be_repeated() {
 }
 
 #[test]
+fn remove_dir_unpins_every_file_and_removes_the_directory() {
+    let s = Scratch::new("remove-dir");
+    let (a, b) = (s.ns("a"), s.ns("b"));
+    netns::create(&a).unwrap();
+    netns::create(&b).unwrap();
+    let dir = a.parent().unwrap();
+
+    netns::remove_dir(dir).unwrap();
+
+    let text = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let left: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(dir.to_str().unwrap()))
+        .collect();
+    assert_eq!(left, Vec::<&str>::new());
+    assert!(!dir.exists(), "{} is still there", dir.display());
+    netns::remove_dir(dir).unwrap();
+}
+
+#[test]
 fn a_file_left_unpinned_by_a_crash_is_pinned_by_create() {
     let s = Scratch::new("stale");
     let ns = s.ns("web");
