@@ -43,7 +43,12 @@ impl Scratch {
     /// A namespace file; its directory (`<dir>/ns`) is what create makes a
     /// mount of.
     fn ns(&self, name: &str) -> PathBuf {
-        self.dir.join("ns").join(name)
+        self.ns_in("ns", name)
+    }
+
+    /// A namespace file in directory `sub` of the scratch directory.
+    fn ns_in(&self, sub: &str, name: &str) -> PathBuf {
+        self.dir.join(sub).join(name)
     }
 
     /// `busybox sleep` in the namespace pinned at `ns`; its pid.
@@ -67,11 +72,12 @@ impl Scratch {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        let ns_dir = self.dir.join("ns");
-        for entry in fs::read_dir(&ns_dir).into_iter().flatten().flatten() {
-            unmount_all(&entry.path());
+        for sub in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            for file in fs::read_dir(sub.path()).into_iter().flatten().flatten() {
+                unmount_all(&file.path());
+            }
+            unmount_all(&sub.path());
         }
-        unmount_all(&ns_dir);
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
@@ -244,6 +250,50 @@ fn create_twice_keeps_the_first_namespace() {
     assert_eq!(fs::metadata(&ns).unwrap().ino(), first);
     assert_eq!(mounts_at(&ns).len(), 1, "{:?}", mounts_at(&ns));
     assert_eq!(mounts_at(ns.parent().unwrap()).len(), 1);
+}
+
+#[test]
+fn concurrent_creates_in_one_directory_bind_it_once() {
+    let s = Scratch::new("concurrent");
+    // The race (two threads each binding the directory on itself) is lost
+    // only now and then: many rounds, each in a fresh directory.
+    for round in 0..20 {
+        concurrent_creates(&s, &format!("r{round}"), 16);
+    }
+}
+
+fn concurrent_creates(s: &Scratch, sub: &str, n: usize) {
+    let paths: Vec<PathBuf> = (0..n).map(|i| s.ns_in(sub, &format!("c{i}"))).collect();
+    let start = std::sync::Barrier::new(n);
+
+    std::thread::scope(|scope| {
+        for path in &paths {
+            let start = &start;
+            scope.spawn(move || {
+                start.wait();
+                netns::create(path).unwrap();
+            });
+        }
+    });
+
+    let dir = paths[0].parent().unwrap();
+    assert_eq!(mounts_at(dir).len(), 1, "{:#?}", mounts_at(dir));
+    let mut inodes: Vec<u64> = paths
+        .iter()
+        .map(|p| {
+            assert_eq!(
+                mounts_at(p).len(),
+                1,
+                "{}: {:#?}",
+                p.display(),
+                mounts_at(p)
+            );
+            fs::metadata(p).unwrap().ino()
+        })
+        .collect();
+    inodes.sort();
+    inodes.dedup();
+    assert_eq!(inodes.len(), n, "namespaces shared between files");
 }
 
 #[test]
