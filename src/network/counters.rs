@@ -3,6 +3,13 @@
 //! of a file (no exec, no namespace switch) gives every interface of a
 //! container from its init's pid. `lo` is left out: traffic a container
 //! sends itself is not its network use. The parser is pure ([`parse`]).
+//!
+//! Why not rtnetlink: measured on this machine (C, -O2, a namespace with
+//! `lo` and a veth), one read of the file costs about 21 µs, the same as an
+//! `RTM_GETLINK` dump with `IFLA_STATS64` on a socket kept open in the
+//! namespace (21 µs), and half of making that socket per read (setns,
+//! socket, dump, setns back: 48 µs). The file needs no descriptor kept per
+//! container and no thread switched into its namespace.
 
 use std::io;
 

@@ -19,6 +19,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -123,6 +124,7 @@ pub fn create(path: &Path) -> Result<(), NetnsError> {
         .write(true)
         .create(true)
         .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
         .map_err(io_at(path))?;
     pin_new_namespace(path).inspect_err(|_| {
@@ -145,11 +147,17 @@ pub fn remove(path: &Path) -> Result<(), NetnsError> {
         }
         other => other?,
     };
+    unmount_all(path)?;
+    fsutil::remove_file_if_exists(path).map_err(fs_err)
+}
+
+/// Detach every mount stacked on `path`; nothing mounted is success.
+fn unmount_all(path: &Path) -> Result<(), NetnsError> {
     for _ in 0..MAX_STACKED_MOUNTS {
         match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
             Ok(()) => continue,
             // EINVAL: nothing mounted there (any more).
-            Err(Errno::EINVAL | Errno::ENOENT) => break,
+            Err(Errno::EINVAL | Errno::ENOENT) => return Ok(()),
             Err(source) => {
                 return Err(NetnsError::Mount {
                     action: "unmounting",
@@ -159,13 +167,33 @@ pub fn remove(path: &Path) -> Result<(), NetnsError> {
             }
         }
     }
-    fsutil::remove_file_if_exists(path).map_err(fs_err)
+    Ok(())
 }
 
-/// True when a namespace is mounted at `path`. nsfs has no directories, so
-/// a path on nsfs is the mount point itself.
+/// True when a namespace is mounted at `path`: a file (not a symlink to
+/// one) on nsfs, which has no directories, so a path on it is the mount
+/// point itself.
 pub fn is_pinned(path: &Path) -> bool {
-    statfs(path).is_ok_and(|st| st.filesystem_type() == NSFS_MAGIC)
+    fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
+        && statfs(path).is_ok_and(|st| st.filesystem_type() == NSFS_MAGIC)
+}
+
+/// Unpin every namespace file in `dir`, undo the mount [`create`] made of
+/// the directory and remove it: for teardown, and for tests that make their
+/// own directory. A missing directory is success.
+pub fn remove_dir(dir: &Path) -> Result<(), NetnsError> {
+    let entries = match fs::read_dir(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        other => other.map_err(io_at(dir))?,
+    };
+    for entry in entries {
+        remove(&entry.map_err(io_at(dir))?.path())?;
+    }
+    unmount_all(dir)?;
+    match fs::remove_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_at(dir)(e)),
+        _ => Ok(()),
+    }
 }
 
 /// An exclusive `flock` on `dir`, held until dropped.
@@ -288,13 +316,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_plain_file_or_a_missing_one_is_not_pinned() {
+    fn only_a_mounted_namespace_is_pinned() {
         let dir = std::env::temp_dir().join(format!("rundmc-netns-unit-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let file = dir.join("plain");
         fs::write(&file, b"").unwrap();
         assert!(!is_pinned(&file));
         assert!(!is_pinned(&dir.join("missing")));
+        let link = dir.join("link");
+        std::os::unix::fs::symlink("/proc/self/ns/net", &link).unwrap();
+        assert!(!is_pinned(&link), "a symlink to a namespace is no pin");
         fsutil::remove_dir_all_if_exists(&dir).unwrap();
     }
 
