@@ -1,8 +1,9 @@
 //! Leaving nothing behind. Everything the run makes is registered here as
-//! it is made: its directory, runtime roots, cgroup parents, CPU cgroups
-//! and cgroup v1 mounts. [`sweep`] ends agents, containers (kill, wait,
-//! delete), supervisors, mounts and cgroups, removes the directory, and
-//! says what, if anything, it could not remove. It runs at the end of every
+//! it is made: its directory, runtime roots, cgroup parents, CPU cgroups,
+//! cgroup v1 mounts and helper processes (the registry). [`sweep`] ends
+//! helpers, agents, containers (kill, wait, delete), supervisors, mounts
+//! and cgroups, removes the directory, and says what, if anything, it
+//! could not remove. It runs at the end of every
 //! run, after an error, and from the panic hook.
 
 use std::fs;
@@ -28,6 +29,9 @@ pub struct Registry {
     pub cpu_cgroups: Vec<PathBuf>,
     /// cgroup v1 hierarchies mounted for crun, to unmount when done.
     pub v1_mounts: Vec<PathBuf>,
+    /// Long-running helpers the harness spawned (the images phase's
+    /// registry): SIGKILLed first.
+    pub children: Vec<i32>,
 }
 
 static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
@@ -44,6 +48,12 @@ pub fn sweep() -> Vec<String> {
     let Some(reg) = taken else {
         return Vec::new();
     };
+    for &pid in &reg.children {
+        if let Ok(fd) = PidFd::open(pid) {
+            let _ = sys::kill(pid, libc::SIGKILL);
+            fd.exited_within(Duration::from_secs(5));
+        }
+    }
     kill_in_cgroups(&reg.cpu_cgroups, |exe| exe.ends_with("/rundmc"));
     for (runtime, root) in &reg.roots {
         remove_containers(runtime, root);
@@ -124,7 +134,7 @@ fn kill_in_cgroups(cgroups: &[PathBuf], matches: impl Fn(&str) -> bool) {
 }
 
 /// Mount points under `base`, deepest first.
-fn mounts_under(base: &Path) -> Vec<PathBuf> {
+pub fn mounts_under(base: &Path) -> Vec<PathBuf> {
     let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut points: Vec<PathBuf> = text
         .lines()
