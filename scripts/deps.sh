@@ -8,6 +8,11 @@ command -v crun >/dev/null 2>&1 || missing="$missing crun"
 { [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1; } || missing="$missing busybox-static"
 command -v gcc >/dev/null 2>&1 || missing="$missing gcc libc6-dev"
 command -v python3 >/dev/null 2>&1 || missing="$missing python3 python3-pip"
+# Images: a registry on loopback, and the tools that build, push and (for
+# comparison in `make bench`) pull images. podman is compared when present.
+command -v docker-registry >/dev/null 2>&1 || missing="$missing docker-registry"
+command -v skopeo >/dev/null 2>&1 || missing="$missing skopeo"
+command -v umoci >/dev/null 2>&1 || missing="$missing umoci"
 if [ -n "$missing" ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "deps: missing:$missing; run as root to install them" >&2
