@@ -186,3 +186,56 @@ fn disk_table(s: &mut String, d: &Disk) {
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn results() -> ImageResults {
+        let s = |v: &[f64]| Samples(v.to_vec());
+        ImageResults {
+            layers: 5,
+            data_mib: 64.0,
+            pulls: vec![
+                ("rundmc image pull".into(), s(&[900.0, 1100.0, 1000.0])),
+                ("skopeo copy + umoci unpack".into(), s(&[2000.0])),
+                ("podman pull".into(), s(&[800.0])),
+            ],
+            drop_image: s(&[52.0]),
+            drop_rootfs: s(&[50.0]),
+            disk: Some(Disk {
+                containers: 100,
+                together_kib: 70 * 1024,
+                image_kib: 65 * 1024,
+                uppers_kib: 400,
+                ..Disk::default()
+            }),
+            ..ImageResults::default()
+        }
+    }
+
+    #[test]
+    fn the_pull_target_compares_with_the_fastest_other_tool() {
+        let (text, met) = pull_target(&results());
+        assert_eq!(met, Some(false));
+        assert!(
+            text.starts_with("1.25× (1000.0 ms; fastest other: podman pull, 800.0 ms)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn each_target_says_met_or_missed() {
+        let mut s = String::new();
+        render(&mut s, &results());
+        let rows: Vec<&str> = s.lines().filter(|l| l.contains(" ≤ ")).collect();
+        assert_eq!(rows.len(), 3, "{s}");
+        assert!(rows[0].ends_with("| **missed** |"), "{}", rows[0]);
+        assert!(rows[1].ends_with("| met |"), "{}", rows[1]);
+        assert!(
+            rows[2].contains("1.07×") && rows[2].ends_with("| **missed** |"),
+            "{}",
+            rows[2]
+        );
+    }
+}
