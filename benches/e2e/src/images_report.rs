@@ -80,7 +80,7 @@ fn targets(s: &mut String, r: &ImageResults) {
                 disk.containers
             ),
             format!(
-                "{} ({} vs {} MiB)",
+                "{} ({} vs {})",
                 x(q),
                 mib(disk.together_kib),
                 mib(disk.image_kib + disk.uppers_kib)
