@@ -10,7 +10,8 @@
 //!    sample by sample as [`latency`] does;
 //! 3. the disk that N running containers of the image take (store and
 //!    depot, `du -x`, hard links once) against one unpacked copy of the
-//!    image plus their N upper directories.
+//!    image plus their N upper directories; and against one copy plus the
+//!    depot of N containers of the rootfs directory.
 //!
 //! The registry is stopped at the end, and registered for the sweep.
 
@@ -75,6 +76,8 @@ pub struct Disk {
     pub image_kib: u64,
     /// The containers' upper directories.
     pub uppers_kib: u64,
+    /// The depot of as many containers of the rootfs directory instead.
+    pub rootfs_depot_kib: u64,
 }
 
 impl Disk {
@@ -83,6 +86,15 @@ impl Disk {
         crate::stats::ratio(
             self.together_kib as f64,
             (self.image_kib + self.uppers_kib) as f64,
+        )
+    }
+
+    /// What the store and depot take ÷ one image plus the depot of as
+    /// many containers of the image unpacked in a rootfs directory.
+    pub fn ratio_to_rootfs(&self) -> f64 {
+        crate::stats::ratio(
+            self.together_kib as f64,
+            (self.image_kib + self.rootfs_depot_kib) as f64,
         )
     }
 }
@@ -231,37 +243,49 @@ fn lowerdirs(env: &AgentEnv, name: &str) -> Result<usize> {
     Ok(lower.split(':').count())
 }
 
-/// `n` containers of the image running; then what store, depot and uppers
-/// take; then the containers removed.
+/// `n` containers of the image running: what store, depot and uppers
+/// take; then, those removed, what the depot of `n` containers of the
+/// rootfs directory takes.
 fn disk(env: &AgentEnv, reference: &str, n: usize, image_kib: u64) -> Result<Disk> {
     let names: Vec<String> = (0..n).map(|i| format!("c{i:03}")).collect();
-    for name in &names {
-        env.write(name, &image_manifest(env, name, reference))?;
-    }
-    wait_for(
-        &format!("{n} containers of the image running"),
-        Duration::from_secs(300),
-        Duration::from_millis(20),
-        || names.iter().all(|c| env.output_landed(c)) && env.all_running(&names),
-    )
-    .with_context(|| env.log_tail())?;
-    pause(Duration::from_secs(1))?;
+    run_all(env, &names, |c| image_manifest(env, c, reference))?;
     let store = env.dir.join("images");
     let uppers: Vec<_> = names
         .iter()
         .map(|c| env.depot.join(c).join("upper"))
         .collect();
     let upper_refs: Vec<&Path> = uppers.iter().map(|p| p.as_path()).collect();
-    let disk = Disk {
+    let mut disk = Disk {
         containers: n,
         store_kib: du_kib(&[&store])?,
         depot_kib: du_kib(&[&env.depot])?,
         together_kib: du_kib(&[&store, &env.depot])?,
         image_kib,
         uppers_kib: du_kib(&upper_refs)?,
+        rootfs_depot_kib: 0,
     };
     env.remove_all(&names, Duration::from_secs(300))?;
+    let names: Vec<String> = (0..n).map(|i| format!("r{i:03}")).collect();
+    run_all(env, &names, |c| env.manifest(c, "Always"))?;
+    disk.rootfs_depot_kib = du_kib(&[&env.depot])?;
+    env.remove_all(&names, Duration::from_secs(300))?;
     Ok(disk)
+}
+
+/// Writes the manifest `yaml(name)` of each of `names`, and waits until
+/// every one is running and has put out its first line.
+fn run_all(env: &AgentEnv, names: &[String], yaml: impl Fn(&str) -> String) -> Result<()> {
+    for name in names {
+        env.write(name, &yaml(name))?;
+    }
+    wait_for(
+        &format!("{} containers running", names.len()),
+        Duration::from_secs(300),
+        Duration::from_millis(20),
+        || names.iter().all(|c| env.output_landed(c)) && env.all_running(names),
+    )
+    .with_context(|| env.log_tail())?;
+    pause(Duration::from_secs(1))
 }
 
 /// Disk usage of `paths` together, KiB: `du -skxc` (one file system each,

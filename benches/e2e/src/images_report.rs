@@ -49,7 +49,9 @@ as the drop to running above (manifest rename until the first output line), the 
 the order flipping every sample, two warm-up rounds dropped.
 - **Disk**: N containers of the image running on that agent; `du -skx` of the store and the depot \
 in one invocation (a file linked from both counts once; overlay mounts not crossed) against one copy \
-of the image unpacked by umoci plus the N containers' upper directories (`du -skx`).
+of the image unpacked by umoci plus the N containers' upper directories (`du -skx`). Then, those \
+removed, N containers of the unpacked copy as their `rootfs` directory on the same agent, for the \
+depot that any N containers take.
 ";
 
 fn targets(s: &mut String, r: &ImageResults) {
@@ -173,13 +175,21 @@ fn disk_table(s: &mut String, d: &Disk) {
         "\n### Disk of {n} running containers of the image (`du -skx`)\n\n| what | size |\n|---|---|\n\
          | image store | {} |\n| depot ({n} containers: bundles, uppers, logs) | {} |\n\
          | store and depot, in one `du` | {} |\n| one copy of the image, unpacked by umoci | {} |\n\
-         | the {n} upper directories | {} |\n| ratio: store and depot ÷ (image + uppers) | {} |\n",
+         | the {n} upper directories | {} |\n| ratio: store and depot ÷ (image + uppers) | {} |\n\
+         | the depot less the uppers (bundle files, logs, work directories), per container | {:.1} KiB |\n\
+         | store ÷ one copy of the image | {} |\n\
+         | depot of {n} containers of the image unpacked in a rootfs directory instead | {} |\n\
+         | ratio: store and depot ÷ (image + that depot) | {} |\n",
         mib(d.store_kib),
         mib(d.depot_kib),
         mib(d.together_kib),
         mib(d.image_kib),
         mib(d.uppers_kib),
-        x(d.ratio())
+        x(d.ratio()),
+        d.depot_kib.saturating_sub(d.uppers_kib) as f64 / n.max(1) as f64,
+        x(ratio(d.store_kib as f64, d.image_kib as f64)),
+        mib(d.rootfs_depot_kib),
+        x(d.ratio_to_rootfs())
     );
 }
 

@@ -73,7 +73,7 @@ const FULL: Sizes = Sizes {
     steady: [100, 300],
     restarts: 5,
     pulls: 5,
-    image_drops: 40,
+    image_drops: 60,
     image_containers: 100,
 };
 
