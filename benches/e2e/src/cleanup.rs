@@ -32,6 +32,9 @@ pub struct Registry {
     /// Long-running helpers the harness spawned (the images phase's
     /// registry): SIGKILLed first.
     pub children: Vec<i32>,
+    /// Directories outside the run's that a tool made (podman's in /run),
+    /// deepest first: removed if empty.
+    pub empty_dirs: Vec<PathBuf>,
 }
 
 static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
@@ -77,6 +80,9 @@ pub fn sweep() -> Vec<String> {
     }
     for m in &reg.v1_mounts {
         unmount_v1_if_empty(m);
+    }
+    for d in &reg.empty_dirs {
+        let _ = fs::remove_dir(d);
     }
     left_behind(&reg)
 }
@@ -207,6 +213,12 @@ fn left_behind(reg: &Registry) -> Vec<String> {
             .iter()
             .filter(|c| c.exists())
             .map(|c| format!("cgroup {}", c.display())),
+    );
+    left.extend(
+        reg.empty_dirs
+            .iter()
+            .filter(|d| d.exists())
+            .map(|d| format!("directory {}", d.display())),
     );
     left
 }

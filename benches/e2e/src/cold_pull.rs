@@ -1,7 +1,8 @@
 //! Cold pull + unpack of one image from the loopback registry, each tool
 //! into a fresh directory per sample: `rundmc image pull` into a fresh
 //! `--image-store`; `skopeo copy` into a fresh OCI layout then `umoci
-//! unpack`; `podman pull` into a fresh `--root`, when podman is installed.
+//! unpack`; `podman pull` into a fresh `--root`, `--runroot` and
+//! `--network-config-dir`, when podman is installed.
 //! The tools take turns, the order rotating every sample. The page cache
 //! is not dropped (the registry's blobs are in memory for every tool
 //! alike, after an unmeasured warm-up round); after each sample its output
@@ -9,7 +10,7 @@
 //! tool pays for another's writeback.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -57,11 +58,21 @@ pub struct Puller<'a> {
     pub min_kib: u64,
 }
 
-/// The tools to compare: rundmc and skopeo + umoci, and podman if installed.
+/// Where podman makes its network lock whatever its flags say.
+const PODMAN_RUN_DIRS: [&str; 2] = ["/run/containers/networks", "/run/containers"];
+
+/// The tools to compare: rundmc and skopeo + umoci, and podman if installed
+/// (then the directories it makes in `/run`, if they are not there yet,
+/// are registered for the sweep, which removes them if empty).
 pub fn tools() -> Vec<Tool> {
     let mut tools = vec![Tool::Rundmc, Tool::SkopeoUmoci];
     if installed("podman") {
         tools.push(Tool::Podman);
+        for dir in PODMAN_RUN_DIRS.map(PathBuf::from) {
+            if !dir.exists() {
+                cleanup::register(|r| r.empty_dirs.push(dir));
+            }
+        }
     }
     tools
 }
@@ -149,7 +160,9 @@ impl Puller<'_> {
                 c.arg("--root")
                     .arg(dir.join("root"))
                     .arg("--runroot")
-                    .arg(run_dir)
+                    .arg(run_dir.join("run"))
+                    .arg("--network-config-dir")
+                    .arg(run_dir.join("networks"))
                     .args(["--storage-driver", "overlay", "--events-backend", "none"])
                     .args(["pull", "--quiet", "--tls-verify=false", self.reference]);
                 vec![c]
