@@ -210,6 +210,14 @@ fn drops(env: &AgentEnv, reference: &str, n: usize, r: &mut ImageResults) -> Res
         };
         if i == 0 {
             r.lowerdirs = (lowerdirs(env, &img)?, lowerdirs(env, &dir)?);
+            if r.lowerdirs != (r.layers, 1) {
+                bail!(
+                    "{img} mounts {} lower directories and {dir} {}; expected {} and 1",
+                    r.lowerdirs.0,
+                    r.lowerdirs.1,
+                    r.layers
+                );
+            }
         }
         let ti = agent_teardown(env, &img)?;
         let td = agent_teardown(env, &dir)?;
