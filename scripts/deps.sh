@@ -8,14 +8,20 @@ command -v crun >/dev/null 2>&1 || missing="$missing crun"
 { [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1; } || missing="$missing busybox-static"
 command -v gcc >/dev/null 2>&1 || missing="$missing gcc libc6-dev"
 command -v python3 >/dev/null 2>&1 || missing="$missing python3 python3-pip"
-# The image tests (tests/registry_pull.rs): a real registry on loopback,
-# skopeo and umoci to build and push test images, openssl for a test CA,
-# htpasswd (apache2-utils) for Basic auth.
+# Images: a real registry on loopback, skopeo and umoci to build and push
+# test images (and, in `make bench`, to pull for comparison; podman too when
+# present), openssl for a test CA, htpasswd (apache2-utils) for Basic auth.
 command -v docker-registry >/dev/null 2>&1 || missing="$missing docker-registry"
 command -v skopeo >/dev/null 2>&1 || missing="$missing skopeo"
 command -v umoci >/dev/null 2>&1 || missing="$missing umoci"
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 command -v htpasswd >/dev/null 2>&1 || missing="$missing apache2-utils"
+# Networking: Debian's CNI plugins (bridge, host-local, portmap), iptables
+# for portmap, iproute2 for the tests' bridges and namespaces.
+[ -x /usr/lib/cni/bridge ] || missing="$missing containernetworking-plugins"
+command -v iptables >/dev/null 2>&1 || missing="$missing iptables"
+command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
+command -v script >/dev/null 2>&1 || missing="$missing bsdutils"
 if [ -n "$missing" ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "deps: missing:$missing; run as root to install them" >&2

@@ -85,6 +85,11 @@ impl AgentEnv {
         Ok(env)
     }
 
+    /// The rootfs directory its manifests name.
+    pub fn rootfs(&self) -> &Path {
+        &self.image
+    }
+
     /// The CPU cgroup the agent runs in.
     pub fn cpu(&self) -> &CpuCgroup {
         &self.cpu

@@ -1,8 +1,9 @@
 //! Leaving nothing behind. Everything the run makes is registered here as
-//! it is made: its directory, runtime roots, cgroup parents, CPU cgroups
-//! and cgroup v1 mounts. [`sweep`] ends agents, containers (kill, wait,
-//! delete), supervisors, mounts and cgroups, removes the directory, and
-//! says what, if anything, it could not remove. It runs at the end of every
+//! it is made: its directory, runtime roots, cgroup parents, CPU cgroups,
+//! cgroup v1 mounts and helper processes (the registry). [`sweep`] ends
+//! helpers, agents, containers (kill, wait, delete), supervisors, mounts
+//! and cgroups, removes the directory, and says what, if anything, it
+//! could not remove. It runs at the end of every
 //! run, after an error, and from the panic hook.
 
 use std::fs;
@@ -28,6 +29,12 @@ pub struct Registry {
     pub cpu_cgroups: Vec<PathBuf>,
     /// cgroup v1 hierarchies mounted for crun, to unmount when done.
     pub v1_mounts: Vec<PathBuf>,
+    /// Long-running helpers the harness spawned (the images phase's
+    /// registry): SIGKILLed first.
+    pub children: Vec<i32>,
+    /// Directories outside the run's that a tool made (podman's in /run),
+    /// deepest first: removed if empty.
+    pub empty_dirs: Vec<PathBuf>,
 }
 
 static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
@@ -44,6 +51,12 @@ pub fn sweep() -> Vec<String> {
     let Some(reg) = taken else {
         return Vec::new();
     };
+    for &pid in &reg.children {
+        if let Ok(fd) = PidFd::open(pid) {
+            let _ = sys::kill(pid, libc::SIGKILL);
+            fd.exited_within(Duration::from_secs(5));
+        }
+    }
     kill_in_cgroups(&reg.cpu_cgroups, |exe| exe.ends_with("/rundmc"));
     for (runtime, root) in &reg.roots {
         remove_containers(runtime, root);
@@ -67,6 +80,9 @@ pub fn sweep() -> Vec<String> {
     }
     for m in &reg.v1_mounts {
         unmount_v1_if_empty(m);
+    }
+    for d in &reg.empty_dirs {
+        let _ = fs::remove_dir(d);
     }
     left_behind(&reg)
 }
@@ -124,7 +140,7 @@ fn kill_in_cgroups(cgroups: &[PathBuf], matches: impl Fn(&str) -> bool) {
 }
 
 /// Mount points under `base`, deepest first.
-fn mounts_under(base: &Path) -> Vec<PathBuf> {
+pub fn mounts_under(base: &Path) -> Vec<PathBuf> {
     let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut points: Vec<PathBuf> = text
         .lines()
@@ -197,6 +213,12 @@ fn left_behind(reg: &Registry) -> Vec<String> {
             .iter()
             .filter(|c| c.exists())
             .map(|c| format!("cgroup {}", c.display())),
+    );
+    left.extend(
+        reg.empty_dirs
+            .iter()
+            .filter(|d| d.exists())
+            .map(|d| format!("directory {}", d.display())),
     );
     left
 }

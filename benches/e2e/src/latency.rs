@@ -68,9 +68,14 @@ pub fn measure(env: &AgentEnv, raw: &Raw, n: usize, warmup: usize) -> Result<Lat
 }
 
 fn agent_drop(env: &AgentEnv, name: &str) -> Result<Duration> {
-    let yaml = env.manifest(name, "Always");
+    drop_manifest(env, name, &env.manifest(name, "Always"))
+}
+
+/// Drop to running of the container `name` that `yaml` declares; returns
+/// once its status says Running and the agent has settled.
+pub fn drop_manifest(env: &AgentEnv, name: &str, yaml: &str) -> Result<Duration> {
     let t0 = Instant::now();
-    env.write(name, &yaml)?;
+    env.write(name, yaml)?;
     wait_for(&format!("{name}'s output"), TIMEOUT, POLL, || {
         env.output_landed(name)
     })
@@ -83,7 +88,9 @@ fn agent_drop(env: &AgentEnv, name: &str) -> Result<Duration> {
     Ok(took)
 }
 
-fn agent_teardown(env: &AgentEnv, name: &str) -> Result<Duration> {
+/// Teardown of `name`: its manifest removed until its depot directory is
+/// gone; returns once its status file is gone too.
+pub fn agent_teardown(env: &AgentEnv, name: &str) -> Result<Duration> {
     let t0 = Instant::now();
     env.remove(name)?;
     wait_for(&format!("{name} gone"), TIMEOUT, POLL, || env.gone(name))

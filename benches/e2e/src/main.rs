@@ -1,27 +1,33 @@
-//! `rundmc-bench`: the end-to-end benchmarks of issue 6. It drives the
+//! `rundmc-bench`: the end-to-end benchmarks of issues 6 and 13. It drives the
 //! release `rundmc agent` binary and the raw OCI runtime (runc, then crun)
 //! in the same run on the same image, writes `BENCHMARKS.md`, and leaves
 //! nothing behind. `make bench` runs it; as root:
 //!
 //! ```text
 //! rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE]
-//!              [--quick] [--samples N] [--phases runc,crun,steady]
+//!              [--quick] [--samples N] [--phases runc,crun,steady,images]
 //! ```
 //!
 //! `--quick` runs every figure with a handful of samples, to try changes;
-//! `--phases` runs only some. `--findings` (default
+//! `--phases` runs only some. The `images` phase (issue 13) pulls from a
+//! registry it starts on loopback (see [`images`]). `--findings` (default
 //! `benches/e2e/FINDINGS.md`) is hand-written analysis appended as it is.
 
 mod agent;
 mod burst;
 mod cleanup;
+mod cold_pull;
 mod exit;
+mod images;
+mod images_report;
 mod latency;
 mod machine;
+mod oci_image;
 mod phases;
 mod procfs;
 mod raw;
 mod reaper;
+mod registry;
 mod report;
 mod stats;
 mod steady;
@@ -48,6 +54,12 @@ struct Sizes {
     idle_secs: u64,
     steady: [usize; 2],
     restarts: usize,
+    /// Timed cold pulls per tool.
+    pulls: usize,
+    /// Drop-to-running samples, image against rootfs directory.
+    image_drops: usize,
+    /// Containers of one image for the disk figure.
+    image_containers: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -60,6 +72,9 @@ const FULL: Sizes = Sizes {
     idle_secs: 30,
     steady: [100, 300],
     restarts: 5,
+    pulls: 5,
+    image_drops: 60,
+    image_containers: 100,
 };
 
 const QUICK: Sizes = Sizes {
@@ -72,6 +87,9 @@ const QUICK: Sizes = Sizes {
     idle_secs: 3,
     steady: [10, 30],
     restarts: 2,
+    pulls: 1,
+    image_drops: 4,
+    image_containers: 10,
 };
 
 struct Args {
@@ -79,13 +97,13 @@ struct Args {
     bins: PathBuf,
     out: PathBuf,
     sizes: Sizes,
-    /// Which phases to run: runc, crun, steady.
+    /// Which phases to run: runc, crun, steady, images.
     phases: Vec<String>,
     /// Hand-written findings appended to the report, when the file exists.
     findings: PathBuf,
 }
 
-const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--phases runc,crun,steady]";
+const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--phases runc,crun,steady,images]";
 
 fn number(p: PathBuf) -> Result<usize> {
     p.to_string_lossy()
@@ -103,7 +121,9 @@ fn parse_args() -> Result<Args> {
         bins: own_dir,
         out: PathBuf::from("BENCHMARKS.md"),
         sizes: FULL,
-        phases: vec!["runc".into(), "crun".into(), "steady".into()],
+        phases: ["runc", "crun", "steady", "images"]
+            .map(String::from)
+            .to_vec(),
         findings: PathBuf::from("benches/e2e/FINDINGS.md"),
     };
     let mut it = std::env::args_os().skip(1);
@@ -213,6 +233,12 @@ fn run(args: &Args) -> Result<Results> {
     }
     if wants("steady") {
         phase("steady state", || phases::steady_phase(&run, &mut results))?;
+    }
+    if wants("images") {
+        match images::missing_tools() {
+            None => results.images = Some(phase("images", || images::phase(&run))?),
+            Some(why) => results.notes.push(format!("images skipped: {why}")),
+        }
     }
     Ok(results)
 }

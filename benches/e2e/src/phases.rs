@@ -3,7 +3,7 @@
 //! pile up (idle, memory, restarts, resyncs). [`Run`] holds where a run
 //! puts things and registers each for the sweep as it is made.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -55,7 +55,28 @@ impl Run {
         })
     }
 
+    /// How much of everything to do.
+    pub fn sizes(&self) -> Sizes {
+        self.sizes
+    }
+
+    /// The directory holding the release binaries.
+    pub fn bins(&self) -> &Path {
+        &self.bins
+    }
+
+    /// The rootfs given by `--image`.
+    pub fn image(&self) -> &Path {
+        &self.image
+    }
+
     fn agent_env(&self, name: &str, runtime: &str) -> Result<AgentEnv> {
+        self.agent_env_on(name, runtime, &self.image)
+    }
+
+    /// An agent environment whose containers run from the rootfs `rootfs`,
+    /// registered for the sweep.
+    pub fn agent_env_on(&self, name: &str, runtime: &str, rootfs: &Path) -> Result<AgentEnv> {
         let parent = format!("{}-{name}", self.tag);
         let env = AgentEnv::new(
             self.base.join(name),
@@ -63,7 +84,7 @@ impl Run {
             runtime,
             parent.clone(),
             &self.bins,
-            &self.image,
+            rootfs,
             self.cpu.clone(),
         )?;
         cleanup::register(|r| {

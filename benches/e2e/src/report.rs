@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::burst::{Bursts, Side};
 use crate::exit::Exits;
+use crate::images::ImageResults;
 use crate::latency::Latencies;
 use crate::procfs::Mem;
 use crate::stats::{Samples, ratio};
@@ -40,6 +41,8 @@ pub struct Results {
     pub restarts: Vec<Restarts>,
     /// Resync cost, by container count.
     pub resyncs: Vec<Resync>,
+    /// The images phase (issue 13).
+    pub images: Option<ImageResults>,
     /// What was skipped or went wrong, and why.
     pub notes: Vec<String>,
     /// Hand-written findings (`benches/e2e/FINDINGS.md`), appended as they are.
@@ -48,7 +51,7 @@ pub struct Results {
     pub took: Duration,
 }
 
-fn f1(v: f64) -> String {
+pub fn f1(v: f64) -> String {
     if v.is_nan() {
         "–".into()
     } else {
@@ -56,7 +59,7 @@ fn f1(v: f64) -> String {
     }
 }
 
-fn x(v: f64) -> String {
+pub fn x(v: f64) -> String {
     if v.is_nan() {
         "–".into()
     } else {
@@ -83,6 +86,9 @@ pub fn render(r: &Results) -> String {
     burst_table(&mut s, r);
     exit_table(&mut s, r);
     steady_tables(&mut s, r);
+    if let Some(images) = &r.images {
+        crate::images_report::render(&mut s, images);
+    }
     if let Some(f) = &r.findings {
         s.push('\n');
         s.push_str(f.trim_end());
