@@ -106,7 +106,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             return Ok(Attached::default());
         };
         let path = net.netns_dir.join(handle.as_str());
-        netns::create(&path).map_err(|e| network_err(handle, e.to_string()))?;
+        blocking(handle, path.clone(), |p| netns::create(&p)).await?;
         let ports = port_mappings(spec);
         let attachment = {
             let _one_at_a_time = net.ports.lock().await;
@@ -139,7 +139,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             .del(handle.as_str(), pinned, IFNAME)
             .await
             .map_err(|e| network_err(handle, e.to_string()))?;
-        netns::remove(&path).map_err(|e| network_err(handle, e.to_string()))
+        blocking(handle, path, |p| netns::remove(&p)).await
     }
 
     /// A host port and protocol (and address) another container publishes
@@ -243,6 +243,18 @@ fn clash(wanted: &[&crate::api::ContainerPort], other: &ContainerRecord) -> Opti
             other.handle
         ))
     })
+}
+
+/// A namespace verb (a thread that unshares, mounts) off the async workers.
+async fn blocking(
+    handle: &Handle,
+    path: PathBuf,
+    verb: fn(PathBuf) -> std::result::Result<(), netns::NetnsError>,
+) -> Result<()> {
+    tokio::task::spawn_blocking(move || verb(path))
+        .await
+        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+        .map_err(|e| network_err(handle, e.to_string()))
 }
 
 fn network_err(handle: &Handle, message: String) -> ContainerizerError {

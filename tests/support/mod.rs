@@ -182,6 +182,16 @@ impl Drop for Env {
             let _ = std::fs::remove_dir(&parent);
             let _ = std::fs::remove_dir(base.join(self.shim_cgroup()));
         }
+        // Whatever else is mounted below the test's directory (pinned
+        // network namespaces and their directory), deepest first.
+        let mut below: Vec<PathBuf> = rundmc::mountinfo::parse(&mounts)
+            .map(|m| m.mount_point)
+            .filter(|p| p.starts_with(&self.dir))
+            .collect();
+        below.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for path in below {
+            let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
