@@ -27,6 +27,8 @@ use crate::fsutil::{self, Durability};
 
 /// What a cache entry says it is.
 const CACHE_KIND: &str = "rundmcCniCacheV1";
+/// The capability (and runtime config key) of port mappings.
+const PORT_MAPPINGS: &str = "portMappings";
 
 /// A host port mapped onto the container, in portmap's `portMappings` form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,7 +100,9 @@ impl<E: PluginExec> Cni<E> {
         cni::load(&self.config.conf_dir)
     }
 
-    /// Attach the container's `netns` as `ifname` to `net`, mapping `ports`.
+    /// Attach the container's `netns` as `ifname` to `net`, mapping `ports`
+    /// (an error before anything runs when no plugin of `net` declares the
+    /// `portMappings` capability, rather than ports silently unpublished).
     /// An entry left by an earlier ADD for the same container and interface
     /// is detached first. The cache entry (the list and runtime config) is
     /// written before the first plugin runs; the chain then runs in order,
@@ -316,7 +320,7 @@ impl<E: PluginExec> Cni<E> {
             let Some(entry) = read_entry(&path)? else {
                 continue; // deleted since listed
             };
-            let ports = entry.runtime_config.get("portMappings").cloned();
+            let ports = entry.runtime_config.get(PORT_MAPPINGS).cloned();
             let ports: Vec<PortMapping> = match ports {
                 Some(ports) => serde_json::from_value(ports).map_err(|e| CniError::Cache {
                     path,
@@ -383,11 +387,24 @@ fn intent(
         file: net.file.clone(),
         message: e.to_string(),
     })?;
+    let mapper = list
+        .plugins
+        .iter()
+        .any(|p| p.capabilities.get(PORT_MAPPINGS) == Some(&true));
+    if !ports.is_empty() && !mapper {
+        return Err(CniError::Config {
+            file: net.file.clone(),
+            message: format!(
+                "host ports asked for, but no plugin of network {} declares capabilities.{PORT_MAPPINGS}",
+                list.name
+            ),
+        });
+    }
     let mut runtime_config = Map::new();
     if !ports.is_empty() {
         // A list of plain structs always serialises.
         let ports = serde_json::to_value(ports).unwrap_or_default();
-        runtime_config.insert("portMappings".into(), ports);
+        runtime_config.insert(PORT_MAPPINGS.into(), ports);
     }
     Ok(CacheEntry {
         kind: CACHE_KIND.into(),
@@ -982,6 +999,32 @@ mod tests {
         assert_eq!(f.cni.mapped_ports().unwrap(), expected);
         f.cni.del("web", None, "eth0").await.unwrap();
         assert_eq!(f.cni.mapped_ports().unwrap(), expected[..1]);
+    }
+
+    #[tokio::test]
+    async fn ports_on_a_network_without_port_mapping_are_refused_before_anything_runs() {
+        let f = fixture("no-portmap");
+        let list = json!({"cniVersion": "1.0.0", "name": "plain", "plugins": [{"type": "bridge"}]});
+        let net = cni::network_list(
+            Path::new("/n/plain.conflist"),
+            &serde_json::to_vec(&list).unwrap(),
+        )
+        .unwrap();
+        let err = f
+            .cni
+            .add(&net, "web", Path::new(NS), "eth0", &ports())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CNI config /n/plain.conflist: host ports asked for, but no plugin of network plain declares capabilities.portMappings"
+        );
+        assert!(f.recorder.calls().is_empty());
+        assert!(f.cni.cached().unwrap().is_empty());
+        f.cni
+            .add(&net, "web", Path::new(NS), "eth0", &[])
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
