@@ -102,7 +102,7 @@ async fn add_puts_an_address_on_a_veth_of_the_bridge_and_del_removes_veth_lease_
         !TestNet::nat_rules(&id).is_empty(),
         "portmap rules for {id}"
     );
-    assert_eq!(cni.cached().unwrap(), std::slice::from_ref(&id));
+    assert_eq!(cni.cached().unwrap(), [id.as_str()]);
     assert_eq!(cni.attachment(&id, "eth0"), Some(got));
 
     cni.del(&id, Some(&ns), "eth0").await.unwrap();
@@ -348,7 +348,7 @@ async fn a_crash_mid_add_leaves_what_del_needs() {
     drop(dying);
 
     let restarted = Cni::new(net.config(TIMEOUT));
-    assert_eq!(restarted.cached().unwrap(), std::slice::from_ref(&id));
+    assert_eq!(restarted.cached().unwrap(), [id.as_str()]);
     assert_eq!(restarted.attachment(&id, "eth0"), None);
     restarted.del(&id, Some(&ns), "eth0").await.unwrap();
     assert_nothing_left(&net, &restarted, &[&id]);

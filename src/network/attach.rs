@@ -27,6 +27,8 @@ use crate::fsutil::{self, Durability};
 
 /// What a cache entry says it is.
 const CACHE_KIND: &str = "rundmcCniCacheV1";
+/// The capability (and runtime config key) of port mappings.
+const PORT_MAPPINGS: &str = "portMappings";
 
 /// A host port mapped onto the container, in portmap's `portMappings` form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,7 +100,9 @@ impl<E: PluginExec> Cni<E> {
         cni::load(&self.config.conf_dir)
     }
 
-    /// Attach the container's `netns` as `ifname` to `net`, mapping `ports`.
+    /// Attach the container's `netns` as `ifname` to `net`, mapping `ports`
+    /// (an error before anything runs when no plugin of `net` declares the
+    /// `portMappings` capability, rather than ports silently unpublished).
     /// An entry left by an earlier ADD for the same container and interface
     /// is detached first. The cache entry (the list and runtime config) is
     /// written before the first plugin runs; the chain then runs in order,
@@ -278,6 +282,13 @@ impl<E: PluginExec> Cni<E> {
     /// Container ids with a cache entry, sorted, each once (for the sweep
     /// of a restarted agent). A missing cache directory has none.
     pub fn cached(&self) -> Result<Vec<String>, CniError> {
+        let mut ids: Vec<String> = self.entry_keys()?.into_iter().map(|(id, _)| id).collect();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// The (container id, interface) of every cache entry, sorted.
+    fn entry_keys(&self) -> Result<Vec<(String, String)>, CniError> {
         let dir = &self.config.cache_dir;
         let io_error = |source| CniError::Io {
             path: dir.clone(),
@@ -287,16 +298,39 @@ impl<E: PluginExec> Cni<E> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             other => other.map_err(io_error)?,
         };
-        let mut ids = Vec::new();
+        let mut keys = Vec::new();
         for entry in entries {
             let name = entry.map_err(io_error)?.file_name();
-            if let Some((id, _ifname)) = parse_entry_name(&name.to_string_lossy()) {
-                ids.push(id.to_string());
+            if let Some((id, ifname)) = parse_entry_name(&name.to_string_lossy()) {
+                keys.push((id.to_string(), ifname.to_string()));
             }
         }
-        ids.sort();
-        ids.dedup();
-        Ok(ids)
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// The port mappings of every cache entry, with its container id, by
+    /// container id: what a new container's host ports must not collide
+    /// with, since portmap lets a second mapping of a port shadow the first
+    /// without an error.
+    pub fn mapped_ports(&self) -> Result<Vec<(String, PortMapping)>, CniError> {
+        let mut mapped = Vec::new();
+        for (id, ifname) in self.entry_keys()? {
+            let path = self.entry_path(&id, &ifname)?;
+            let Some(entry) = read_entry(&path)? else {
+                continue; // deleted since listed
+            };
+            let ports = entry.runtime_config.get(PORT_MAPPINGS).cloned();
+            let ports: Vec<PortMapping> = match ports {
+                Some(ports) => serde_json::from_value(ports).map_err(|e| CniError::Cache {
+                    path,
+                    message: format!("runtimeConfig.portMappings: {e}"),
+                })?,
+                None => Vec::new(),
+            };
+            mapped.extend(ports.into_iter().map(|p| (id.clone(), p)));
+        }
+        Ok(mapped)
     }
 
     /// The attachment recorded for a container, if its ADD finished.
@@ -353,11 +387,24 @@ fn intent(
         file: net.file.clone(),
         message: e.to_string(),
     })?;
+    let mapper = list
+        .plugins
+        .iter()
+        .any(|p| p.capabilities.get(PORT_MAPPINGS) == Some(&true));
+    if !ports.is_empty() && !mapper {
+        return Err(CniError::Config {
+            file: net.file.clone(),
+            message: format!(
+                "host ports asked for, but no plugin of network {} declares capabilities.{PORT_MAPPINGS}",
+                list.name
+            ),
+        });
+    }
     let mut runtime_config = Map::new();
     if !ports.is_empty() {
         // A list of plain structs always serialises.
         let ports = serde_json::to_value(ports).unwrap_or_default();
-        runtime_config.insert("portMappings".into(), ports);
+        runtime_config.insert(PORT_MAPPINGS.into(), ports);
     }
     Ok(CacheEntry {
         kind: CACHE_KIND.into(),
@@ -918,6 +965,66 @@ mod tests {
             std::fs::write(cache.join(name), "{}").unwrap();
         }
         assert_eq!(f.cni.cached().unwrap(), ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn mapped_ports_lists_every_entrys_mappings_with_its_container() {
+        let f = fixture("ports");
+        assert!(f.cni.mapped_ports().unwrap().is_empty());
+        let net = net("1.0.0");
+        f.cni
+            .add(&net, "web", Path::new(NS), "eth0", &ports())
+            .await
+            .unwrap();
+        f.cni
+            .add(&net, "db", Path::new(NS), "eth0", &[])
+            .await
+            .unwrap();
+        let udp = PortMapping {
+            host_port: 53,
+            container_port: 5353,
+            protocol: "udp".into(),
+            host_ip: Some("127.0.0.1".into()),
+        };
+        let list = cni::parse_list(&net.bytes).unwrap();
+        let path = f.cni.entry_path("dns", "eth1").unwrap();
+        let entry = intent(&net, &list, "dns", "eth1", std::slice::from_ref(&udp)).unwrap();
+        f.cni.write_intent(&path, &entry).unwrap();
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert!(written.contains(r#""hostIP": "127.0.0.1""#), "{written}");
+        let expected = vec![
+            ("dns".to_string(), udp),
+            ("web".to_string(), ports()[0].clone()),
+        ];
+        assert_eq!(f.cni.mapped_ports().unwrap(), expected);
+        f.cni.del("web", None, "eth0").await.unwrap();
+        assert_eq!(f.cni.mapped_ports().unwrap(), expected[..1]);
+    }
+
+    #[tokio::test]
+    async fn ports_on_a_network_without_port_mapping_are_refused_before_anything_runs() {
+        let f = fixture("no-portmap");
+        let list = json!({"cniVersion": "1.0.0", "name": "plain", "plugins": [{"type": "bridge"}]});
+        let net = cni::network_list(
+            Path::new("/n/plain.conflist"),
+            &serde_json::to_vec(&list).unwrap(),
+        )
+        .unwrap();
+        let err = f
+            .cni
+            .add(&net, "web", Path::new(NS), "eth0", &ports())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CNI config /n/plain.conflist: host ports asked for, but no plugin of network plain declares capabilities.portMappings"
+        );
+        assert!(f.recorder.calls().is_empty());
+        assert!(f.cni.cached().unwrap().is_empty());
+        f.cni
+            .add(&net, "web", Path::new(NS), "eth0", &[])
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

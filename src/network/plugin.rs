@@ -573,6 +573,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn process_exec_kills_the_plugin_and_what_it_forked_at_the_timeout() {
+        let dir = std::env::temp_dir().join(format!("rundmc-plugin-t-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pid_file = dir.join("sleeper");
+        let script = dir.join("hang");
+        let body = format!(
+            "#!/bin/sh\nsleep 60 &\necho $! > {}\nwait\n",
+            pid_file.display()
+        );
+        std::fs::write(&script, body).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut request = request(Command::Del);
+        request.plugin = "hang".into();
+        request.bin_dirs = vec![dir.clone()];
+        request.timeout = Duration::from_millis(500);
+
+        let err = ProcessExec.exec(request).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CNI plugin hang DEL did not finish within 500ms and was killed"
+        );
+        let sleeper = std::fs::read_to_string(&pid_file).unwrap();
+        let stat = Path::new("/proc").join(sleeper.trim()).join("stat");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        // Gone, or a zombie until init reaps it.
+        while std::fs::read_to_string(&stat).is_ok_and(|s| !s.contains(") Z ")) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sleep {sleeper} survived"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
     async fn process_exec_runs_the_binary_with_env_and_stdin() {
         let dir = std::env::temp_dir().join(format!("rundmc-plugin-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
