@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use super::depot::{BundlePaths, ContainerRecord};
+use super::depot::BundlePaths;
 use super::{Containerizer, ContainerizerError, ErrorKind, Result};
 use crate::api::{ContainerSpec, Handle, Protocol};
 use crate::fsutil;
@@ -110,7 +110,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         let ports = port_mappings(spec);
         let attachment = {
             let _one_at_a_time = net.ports.lock().await;
-            self.check_host_ports(handle, spec)?;
+            self.check_host_ports(net, handle, &ports)?;
             net.cni
                 .add(&list, handle.as_str(), &path, IFNAME, &ports)
                 .await
@@ -143,28 +143,37 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     }
 
     /// A host port and protocol (and address) another container publishes
-    /// is refused before anything is attached.
-    fn check_host_ports(&self, handle: &Handle, spec: &ContainerSpec) -> Result<()> {
-        let wanted: Vec<_> = spec
-            .ports
-            .iter()
-            .filter(|p| p.host_port.is_some())
-            .collect();
+    /// is refused before anything is attached. What is published is read
+    /// from the CNI cache, written before each ADD's first plugin and under
+    /// the same lock as this check, so two creates never both pass.
+    fn check_host_ports(
+        &self,
+        net: &Networking,
+        handle: &Handle,
+        wanted: &[PortMapping],
+    ) -> Result<()> {
         if wanted.is_empty() {
             return Ok(());
         }
-        for entry in self.depot.entries()? {
-            if entry.handle == *handle {
-                continue;
-            }
-            let Ok(Some(other)) = self.depot.record(&entry.handle) else {
-                continue;
-            };
-            if let Some(clash) = clash(&wanted, &other) {
-                return Err(network_err(handle, clash));
-            }
+        let mapped = net
+            .cni
+            .mapped_ports()
+            .map_err(|e| network_err(handle, e.to_string()))?;
+        let taken = mapped
+            .iter()
+            .filter(|(id, _)| id != handle.as_str())
+            .find_map(|(id, m)| wanted.iter().any(|w| same_port(w, m)).then_some((id, m)));
+        match taken {
+            Some((id, m)) => Err(network_err(
+                handle,
+                format!(
+                    "spec.ports: host port {}/{} is already published by container {id}",
+                    m.host_port,
+                    m.protocol.to_uppercase()
+                ),
+            )),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// /etc/hosts, /etc/resolv.conf and /etc/hostname in the bundle.
@@ -224,25 +233,12 @@ fn protocol(p: Protocol) -> &'static str {
     }
 }
 
-/// Why `wanted` cannot have its host ports: another container publishes
-/// one of them (same port and protocol, on the same or any address).
-fn clash(wanted: &[&crate::api::ContainerPort], other: &ContainerRecord) -> Option<String> {
-    other.network.as_ref()?;
-    wanted.iter().find_map(|w| {
-        let taken = other.spec.ports.iter().find(|o| {
-            let any =
-                |ip: &Option<String>| ip.as_deref().is_none_or(|a| a == "0.0.0.0" || a == "::");
-            o.host_port == w.host_port
-                && o.protocol.unwrap_or_default() == w.protocol.unwrap_or_default()
-                && (any(&o.host_ip) || any(&w.host_ip) || o.host_ip == w.host_ip)
-        })?;
-        Some(format!(
-            "spec.ports: host port {}/{} is already published by container {}",
-            taken.host_port.unwrap_or_default(),
-            protocol(taken.protocol.unwrap_or_default()).to_uppercase(),
-            other.handle
-        ))
-    })
+/// One port and protocol on the same address, or on all of them.
+fn same_port(a: &PortMapping, b: &PortMapping) -> bool {
+    let any = |ip: &Option<String>| ip.as_deref().is_none_or(|a| a == "0.0.0.0" || a == "::");
+    a.host_port == b.host_port
+        && a.protocol == b.protocol
+        && (any(&a.host_ip) || any(&b.host_ip) || a.host_ip == b.host_ip)
 }
 
 /// A namespace verb (a thread that unshares, mounts) off the async workers.
