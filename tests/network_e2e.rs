@@ -260,3 +260,51 @@ fn an_agent_killed_mid_add_leaks_nothing_once_restarted() {
     a.wait("destroyed", T, || !a.env.depot.join("slow").exists());
     assert!(net.leases().is_empty() && net.veths().is_empty());
 }
+
+#[test]
+fn a_restarted_agent_repairs_an_attachment_broken_while_it_was_down() {
+    let net = TestNet::new();
+    let a = agent_env("net-repair", &net);
+    let mut agent = a.start();
+    a.write("r.yaml", &manifest("repair", SLEEPING));
+    a.wait("running", T, || {
+        a.running("repair") && pod_ip(&a, "repair").is_some()
+    });
+    agent.kill9();
+    // The container's interface is taken away behind the agent's back.
+    let veths = net.veths();
+    assert_eq!(veths.len(), 1);
+    let out = std::process::Command::new("ip")
+        .args(["link", "del", &veths[0]])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(net.veths().is_empty());
+
+    let _agent = a.start();
+    a.wait("made again, attached", T, || {
+        net.veths().len() == 1 && a.running("repair") && pod_ip(&a, "repair").is_some()
+    });
+    let reasons: Vec<String> = a
+        .events()
+        .iter()
+        .filter(|e| e["handle"] == "repair")
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r == "NetworkNotReady"),
+        "{reasons:?}"
+    );
+    let ip = pod_ip(&a, "repair").unwrap();
+    let (code, out, _) = a
+        .env
+        .exec("repair", &["ip", "-o", "-4", "addr", "show", "eth0"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&ip), "{out}");
+    assert_eq!(
+        net.leases().len(),
+        1,
+        "the old lease freed: {:?}",
+        net.leases()
+    );
+}

@@ -67,11 +67,13 @@ pub enum Reason {
     InvalidImageName,
     /// The spec and the image together give no process to run (kubelet's word).
     CreateContainerConfigError,
+    /// A container's network attachment is broken (kubelet's word).
+    NetworkNotReady,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: [Reason; 29] = [
         Reason::Created,
         Reason::Started,
         Reason::Killing,
@@ -100,6 +102,7 @@ impl Reason {
         Reason::ErrImageNeverPull,
         Reason::InvalidImageName,
         Reason::CreateContainerConfigError,
+        Reason::NetworkNotReady,
     ];
 
     /// The one CamelCase word reported.
@@ -133,6 +136,7 @@ impl Reason {
             Reason::ErrImageNeverPull => "ErrImageNeverPull",
             Reason::InvalidImageName => "InvalidImageName",
             Reason::CreateContainerConfigError => "CreateContainerConfigError",
+            Reason::NetworkNotReady => "NetworkNotReady",
         }
     }
 

@@ -142,6 +142,20 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         blocking(handle, path, |p| netns::remove(&p)).await
     }
 
+    /// Why `handle`'s attachment is broken, if it is: its namespace is no
+    /// longer pinned, or the plugins' CHECK fails. `None` for a container
+    /// without a network of its own.
+    pub async fn network_fault(&self, handle: &Handle) -> Option<String> {
+        let net = self.networking.as_ref()?;
+        self.depot.record(handle).ok()??.network?;
+        let path = net.netns_dir.join(handle.as_str());
+        if !netns::is_pinned(&path) {
+            return Some(format!("its network namespace {} is gone", path.display()));
+        }
+        let checked = net.cni.check(handle.as_str(), &path, IFNAME).await;
+        checked.err().map(|e| e.to_string())
+    }
+
     /// A host port and protocol (and address) another container publishes
     /// is refused before anything is attached. What is published is read
     /// from the CNI cache, written before each ADD's first plugin and under

@@ -66,6 +66,8 @@ pub struct Controller<C: ContainerOps, P: ReportOps = Reporters> {
     announced: Mutex<HashSet<(Handle, String, Reason)>>,
     /// OOM kills in running containers.
     oom: Arc<OomWatches>,
+    /// Handles whose network attachment was checked since the agent started.
+    network_checked: Mutex<HashSet<Handle>>,
 }
 
 /// Why a reconcile failed; it is retried with backoff.
@@ -127,6 +129,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             watching: Arc::new(Mutex::new(HashSet::new())),
             announced: Mutex::new(HashSet::new()),
             oom: Arc::new(OomWatches::default()),
+            network_checked: Mutex::new(HashSet::new()),
         })
     }
 
@@ -201,7 +204,10 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
     /// Bring `handle` to its declaration.
     pub async fn reconcile(&self, handle: &Handle) -> Outcome {
         let (desired, synced) = self.store.get_with_synced(handle);
-        let obs = observe(&*self.containerizer, handle).await?;
+        let mut obs = observe(&*self.containerizer, handle).await?;
+        if self.network_broken(handle, desired.as_ref(), &obs).await {
+            obs = observe(&*self.containerizer, handle).await?;
+        }
         let intent = intent(desired.as_ref(), &synced, &obs);
         let want = match &intent {
             Intent::Run(spec) => Some(&**spec),
@@ -270,6 +276,39 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             self.images.forget(handle);
         }
         result.map(|()| requeue)
+    }
+
+    /// The first look at a running container after the agent started runs
+    /// its network's CHECK (a node or agent restart may have broken it);
+    /// a broken attachment is repaired by making the container again.
+    /// True when it was destroyed for that.
+    async fn network_broken(
+        &self,
+        handle: &Handle,
+        desired: Option<&Desired>,
+        obs: &Observation<C::Run>,
+    ) -> bool {
+        if obs.runtime != Some(Status::Running)
+            || !lock(&self.network_checked).insert(handle.clone())
+        {
+            return false;
+        }
+        let Some(why) = self.containerizer.network_fault(handle).await else {
+            return false;
+        };
+        let message = format!("Network attachment broken ({why}): making the container again");
+        self.event(
+            desired,
+            handle,
+            EventType::Warning,
+            Reason::NetworkNotReady,
+            message,
+        )
+        .await;
+        if let Err(e) = self.destroy(handle, desired, obs).await {
+            tracing::warn!(%handle, error = %e, "destroying a container whose network broke");
+        }
+        true
     }
 
     /// When to look again: what the plan asked for, or at once when the

@@ -148,6 +148,8 @@ struct World {
     exit_at_start: Option<i32>,
     oom: HashMap<Handle, mpsc::UnboundedSender<()>>,
     made: u64,
+    /// Broken network attachments, reported once each.
+    network_faults: HashMap<Handle, String>,
 }
 
 /// The in-memory containerizer.
@@ -191,6 +193,13 @@ impl FakeContainers {
     /// depot directory went first does.
     pub fn leave_cgroup(&self, handle: &Handle) {
         lock(&self.world).leftover_cgroups.insert(handle.clone());
+    }
+
+    /// Break `handle`'s network attachment: the next look finds `why`.
+    pub fn break_network(&self, handle: &Handle, why: &str) {
+        lock(&self.world)
+            .network_faults
+            .insert(handle.clone(), why.to_string());
     }
 
     /// Change what is there of `handle`.
@@ -432,6 +441,10 @@ impl ContainerOps for FakeContainers {
         Ok(run)
     }
 
+    async fn network_fault(&self, handle: &Handle) -> Option<String> {
+        lock(&self.world).network_faults.remove(handle)
+    }
+
     async fn kill_lost(&self, handle: &Handle, id: &str) -> Result<bool, ContainerizerError> {
         self.call("kill_lost", handle)?;
         self.journal.note(format!("killed {handle} {id}"));
@@ -628,7 +641,5 @@ impl ImageOps for FakeImages {
         (ImageState::Waiting(wait), vec![pulling])
     }
 
-    fn forget(&self, handle: &Handle) {
-        self.journal.note(format!("forget image {handle}"));
-    }
+    fn forget(&self, _handle: &Handle) {}
 }

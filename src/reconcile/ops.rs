@@ -97,6 +97,9 @@ pub trait ContainerOps: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Run>> + Send;
     /// End process `id` where nothing watches it; true when one was.
     fn kill_lost(&self, handle: &Handle, id: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// Why `handle`'s network attachment is broken (CNI CHECK, and its
+    /// pinned namespace); `None` when it is whole or it has none.
+    fn network_fault(&self, handle: &Handle) -> impl Future<Output = Option<String>> + Send;
 }
 
 /// One run of a main process, as the controller sees it.
@@ -207,6 +210,10 @@ impl<R: OciRuntime, M: Mounter> ContainerOps for Containerizer<R, M> {
 
     async fn kill_lost(&self, handle: &Handle, id: &str) -> Result<bool> {
         Containerizer::kill_lost(self, handle, id).await
+    }
+
+    async fn network_fault(&self, handle: &Handle) -> Option<String> {
+        Containerizer::network_fault(self, handle).await
     }
 }
 
