@@ -288,7 +288,9 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         desired: Option<&Desired>,
         obs: &Observation<C::Run>,
     ) -> bool {
-        if obs.runtime != Some(Status::Running)
+        let attached = obs.record.as_ref().is_some_and(|r| r.network.is_some());
+        if !attached
+            || obs.runtime != Some(Status::Running)
             || !lock(&self.network_checked).insert(handle.clone())
         {
             return false;

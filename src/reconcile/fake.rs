@@ -197,9 +197,15 @@ impl FakeContainers {
 
     /// Break `handle`'s network attachment: the next look finds `why`.
     pub fn break_network(&self, handle: &Handle, why: &str) {
-        lock(&self.world)
-            .network_faults
-            .insert(handle.clone(), why.to_string());
+        let mut w = lock(&self.world);
+        w.network_faults.insert(handle.clone(), why.to_string());
+        let attached = crate::containerizer::network::NetworkUse {
+            network: "test".into(),
+            ips: vec!["10.0.0.2".into()],
+        };
+        if let Some(r) = w.containers.get_mut(handle).and_then(|c| c.record.as_mut()) {
+            r.network = Some(attached);
+        }
     }
 
     /// Change what is there of `handle`.
