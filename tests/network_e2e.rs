@@ -155,7 +155,8 @@ fn a_restarted_main_process_keeps_its_address_and_destroy_leaks_nothing() {
     assert_eq!(
         pod_ip(&a, "keep"),
         Some(ip.clone()),
-        "same address after a restart"
+        "same address after a restart; events: {:?}",
+        a.events()
     );
     assert_eq!(net.leases().len(), 1);
     assert_eq!(net.veths().len(), 1);

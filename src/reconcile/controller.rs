@@ -66,8 +66,6 @@ pub struct Controller<C: ContainerOps, P: ReportOps = Reporters> {
     announced: Mutex<HashSet<(Handle, String, Reason)>>,
     /// OOM kills in running containers.
     oom: Arc<OomWatches>,
-    /// Handles whose network attachment was checked since the agent started.
-    network_checked: Mutex<HashSet<Handle>>,
 }
 
 /// Why a reconcile failed; it is retried with backoff.
@@ -129,7 +127,6 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             watching: Arc::new(Mutex::new(HashSet::new())),
             announced: Mutex::new(HashSet::new()),
             oom: Arc::new(OomWatches::default()),
-            network_checked: Mutex::new(HashSet::new()),
         })
     }
 
@@ -278,10 +275,9 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         result.map(|()| requeue)
     }
 
-    /// The first look at a running container after the agent started runs
-    /// its network's CHECK (a node or agent restart may have broken it);
-    /// a broken attachment is repaired by making the container again.
-    /// True when it was destroyed for that.
+    /// Every look at a running container with a network of its own checks
+    /// its attachment (the resync's look too); a broken one is repaired by
+    /// making the container again. True when it was destroyed for that.
     async fn network_broken(
         &self,
         handle: &Handle,
@@ -289,10 +285,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         obs: &Observation<C::Run>,
     ) -> bool {
         let attached = obs.record.as_ref().is_some_and(|r| r.network.is_some());
-        if !attached
-            || obs.runtime != Some(Status::Running)
-            || !lock(&self.network_checked).insert(handle.clone())
-        {
+        if !attached || obs.runtime != Some(Status::Running) {
             return false;
         }
         let Some(why) = self.containerizer.network_fault(handle).await else {

@@ -619,21 +619,19 @@ async fn a_resources_image_is_ensured_in_its_namespace() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_broken_network_found_at_the_first_look_is_repaired_by_making_the_container_again() {
+async fn a_broken_network_is_repaired_by_making_the_container_again() {
     let r = rig();
     let a = h("a");
     r.declare(&a, spec());
     assert!(r.controller.reconcile(&a).await.is_ok());
     assert_eq!(r.journal.count("create a"), 1);
-    // As after an agent restart: the first look at the running container
-    // finds its attachment broken.
+    // As after a veth deleted behind the agent's back.
     r.containers.break_network(&a, "CHECK: eth0 has no address");
     assert!(r.controller.reconcile(&a).await.is_ok());
     assert_eq!(r.journal.count("destroy a"), 1);
     assert_eq!(r.journal.count("create a"), 2, "{:?}", r.journal.lines());
     assert!(r.reports.reasons(&a).contains(&Reason::NetworkNotReady));
-    // Checked once per agent start, not at every look.
-    r.containers.break_network(&a, "again");
+    // Whole again: left alone at the next look.
     assert!(r.controller.reconcile(&a).await.is_ok());
     assert_eq!(r.journal.count("destroy a"), 1);
 }
