@@ -11,7 +11,7 @@ use crate::stats::Samples;
 pub fn render(s: &mut String, r: &NetResults) {
     let _ = write!(
         s,
-        "\n## Network (issue 14)\n\nA bridge made by the run, with the gateway address of {} on it, \
+        "\n## Network (issue 14)\n\nA bridge made by the run, holding the gateway (`.1`) of {}, \
          and a conflist of Debian's `bridge` (host-local IPAM, its `dataDir` in the run's directory, \
          `isGateway: false`, `ipMasq: false`, no route) and `portmap` (`portMappings`, `snat: true`).\n",
         if r.subnet.is_empty() {
