@@ -1,9 +1,10 @@
 //! Leaving nothing behind. Everything the run makes is registered here as
 //! it is made: its directory, runtime roots, cgroup parents, CPU cgroups,
-//! cgroup v1 mounts and helper processes (the registry). [`sweep`] ends
-//! helpers, agents, containers (kill, wait, delete), supervisors, mounts
-//! and cgroups, removes the directory, and says what, if anything, it
-//! could not remove. It runs at the end of every
+//! cgroup v1 mounts, helper processes (the registry), network namespaces
+//! and bridges. [`sweep`] ends helpers, agents, containers (kill, wait,
+//! delete), supervisors, mounts, the network phase's namespaces, veths,
+//! portmap rules and bridges, and cgroups, removes the directory, and says
+//! what, if anything, it could not remove. It runs at the end of every
 //! run, after an error, and from the panic hook.
 
 use std::fs;
@@ -35,6 +36,11 @@ pub struct Registry {
     /// Directories outside the run's that a tool made (podman's in /run),
     /// deepest first: removed if empty.
     pub empty_dirs: Vec<PathBuf>,
+    /// Network namespaces the network phase made with `ip netns add`.
+    pub netns: Vec<String>,
+    /// Bridges the network phase made (also its networks' names, which
+    /// portmap's rules carry).
+    pub bridges: Vec<String>,
 }
 
 static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
@@ -67,6 +73,9 @@ pub fn sweep() -> Vec<String> {
             let _ = sys::unmount(&m);
         }
     }
+    // Pinned namespaces are unmounted and their containers dead: the
+    // veths, rules and bridges of the network phase can go.
+    crate::net::sweep(&reg.netns, &reg.bridges);
     for parent in &reg.cgroup_parents {
         for h in hierarchies() {
             remove_cgroup_tree(&h.join(parent));
@@ -214,6 +223,7 @@ fn left_behind(reg: &Registry) -> Vec<String> {
             .filter(|c| c.exists())
             .map(|c| format!("cgroup {}", c.display())),
     );
+    left.extend(crate::net::left(&reg.netns, &reg.bridges));
     left.extend(
         reg.empty_dirs
             .iter()

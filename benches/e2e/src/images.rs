@@ -113,7 +113,7 @@ pub fn missing_tools() -> Option<String> {
     })
 }
 
-fn which(name: &str) -> Option<std::path::PathBuf> {
+pub fn which(name: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(name))

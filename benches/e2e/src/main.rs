@@ -1,16 +1,17 @@
-//! `rundmc-bench`: the end-to-end benchmarks of issues 6 and 13. It drives the
+//! `rundmc-bench`: the end-to-end benchmarks of issues 6, 13 and 14. It drives the
 //! release `rundmc agent` binary and the raw OCI runtime (runc, then crun)
 //! in the same run on the same image, writes `BENCHMARKS.md`, and leaves
 //! nothing behind. `make bench` runs it; as root:
 //!
 //! ```text
 //! rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE]
-//!              [--quick] [--samples N] [--phases runc,crun,steady,images]
+//!              [--quick] [--samples N] [--phases runc,crun,steady,images,network]
 //! ```
 //!
 //! `--quick` runs every figure with a handful of samples, to try changes;
 //! `--phases` runs only some. The `images` phase (issue 13) pulls from a
-//! registry it starts on loopback (see [`images`]). `--findings` (default
+//! registry it starts on loopback (see [`images`]); the `network` phase
+//! (issue 14) attaches containers to a bridge of its own (see [`network`]). `--findings` (default
 //! `benches/e2e/FINDINGS.md`) is hand-written analysis appended as it is.
 
 mod agent;
@@ -22,6 +23,9 @@ mod images;
 mod images_report;
 mod latency;
 mod machine;
+mod net;
+mod network;
+mod network_report;
 mod oci_image;
 mod phases;
 mod procfs;
@@ -60,6 +64,8 @@ struct Sizes {
     image_drops: usize,
     /// Containers of one image for the disk figure.
     image_containers: usize,
+    /// Network phase samples: drops with and without, hand ADD and DEL.
+    net_samples: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -75,6 +81,7 @@ const FULL: Sizes = Sizes {
     pulls: 5,
     image_drops: 60,
     image_containers: 100,
+    net_samples: 40,
 };
 
 const QUICK: Sizes = Sizes {
@@ -90,6 +97,7 @@ const QUICK: Sizes = Sizes {
     pulls: 1,
     image_drops: 4,
     image_containers: 10,
+    net_samples: 4,
 };
 
 struct Args {
@@ -97,13 +105,13 @@ struct Args {
     bins: PathBuf,
     out: PathBuf,
     sizes: Sizes,
-    /// Which phases to run: runc, crun, steady, images.
+    /// Which phases to run: runc, crun, steady, images, network.
     phases: Vec<String>,
     /// Hand-written findings appended to the report, when the file exists.
     findings: PathBuf,
 }
 
-const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--phases runc,crun,steady,images]";
+const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--phases runc,crun,steady,images,network]";
 
 fn number(p: PathBuf) -> Result<usize> {
     p.to_string_lossy()
@@ -121,7 +129,7 @@ fn parse_args() -> Result<Args> {
         bins: own_dir,
         out: PathBuf::from("BENCHMARKS.md"),
         sizes: FULL,
-        phases: ["runc", "crun", "steady", "images"]
+        phases: ["runc", "crun", "steady", "images", "network"]
             .map(String::from)
             .to_vec(),
         findings: PathBuf::from("benches/e2e/FINDINGS.md"),
@@ -238,6 +246,12 @@ fn run(args: &Args) -> Result<Results> {
         match images::missing_tools() {
             None => results.images = Some(phase("images", || images::phase(&run))?),
             Some(why) => results.notes.push(format!("images skipped: {why}")),
+        }
+    }
+    if wants("network") {
+        match net::missing_tools() {
+            None => results.network = Some(phase("network", || network::phase(&run))?),
+            Some(why) => results.notes.push(format!("network skipped: {why}")),
         }
     }
     Ok(results)

@@ -43,6 +43,8 @@ pub struct Results {
     pub resyncs: Vec<Resync>,
     /// The images phase (issue 13).
     pub images: Option<ImageResults>,
+    /// The network phase (issue 14).
+    pub network: Option<crate::network::NetResults>,
     /// What was skipped or went wrong, and why.
     pub notes: Vec<String>,
     /// Hand-written findings (`benches/e2e/FINDINGS.md`), appended as they are.
@@ -88,6 +90,9 @@ pub fn render(r: &Results) -> String {
     steady_tables(&mut s, r);
     if let Some(images) = &r.images {
         crate::images_report::render(&mut s, images);
+    }
+    if let Some(network) = &r.network {
+        crate::network_report::render(&mut s, network);
     }
     if let Some(f) = &r.findings {
         s.push('\n');
