@@ -800,3 +800,38 @@ fn a_classic_docker_save_archive_imports_with_its_tags_and_shared_layers() {
     );
     assert!(fresh.list().unwrap().is_empty());
 }
+
+/// A collection asks what is in use only once it holds the store: a create
+/// under way (holding the shared lock until its record names the image)
+/// is counted, so its image is never collected under it.
+#[test]
+fn what_is_in_use_is_asked_under_the_stores_lock() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let scratch = Scratch::new("in-use-lock");
+    let store = Arc::new(Store::open(scratch.path().join("store")).unwrap());
+    let create = store.shared_lock().unwrap();
+    let recorded = Arc::new(AtomicBool::new(false));
+    let (collector, seen) = {
+        let (store, recorded) = (Arc::clone(&store), Arc::clone(&recorded));
+        let seen = Arc::new(AtomicBool::new(false));
+        let saw = Arc::clone(&seen);
+        let collector = std::thread::spawn(move || {
+            let in_use = || {
+                saw.store(recorded.load(Ordering::SeqCst), Ordering::SeqCst);
+                Ok(BTreeSet::new())
+            };
+            store.prune_in_use(&in_use).unwrap();
+        });
+        (collector, seen)
+    };
+    // Let the collector reach the lock (scheduling, not an assertion).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    recorded.store(true, Ordering::SeqCst);
+    drop(create);
+    collector.join().unwrap();
+    assert!(
+        seen.load(Ordering::SeqCst),
+        "in use was read before the create had recorded its image"
+    );
+}

@@ -3,7 +3,7 @@
 //! says what containers use. Safe beside a running agent: the store's own
 //! locks order them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use super::{ImageArgs, ImageCommand, RegistryArgs};
 use crate::api::reference::{ImageReference, ReferenceError};
 use crate::containerizer::depot::{Depot, DepotError};
 use crate::image::credentials::{CredentialsError, Keyring};
+use crate::image::gc::InUse;
 use crate::image::import::ImportError;
 use crate::image::pull::{Progress, PullError, Puller};
 use crate::image::registry::RegistryConfig;
@@ -61,12 +62,15 @@ pub async fn run(args: ImageArgs) -> Result<(), ImageCliError> {
         } => pull(store, &reference, &registry, quiet).await,
         ImageCommand::Ls { quiet, json } => list(&store, quiet, json),
         ImageCommand::Rm { images } => {
-            let in_use = Depot::open(&args.store.depot)?.images_in_use()?;
-            remove(&store, &images, &in_use)
+            let depot = Depot::open(&args.store.depot)?;
+            remove(&store, &images, &|| {
+                depot.images_in_use().map_err(|e| e.to_string())
+            })
         }
         ImageCommand::Prune => {
-            let in_use = Depot::open(&args.store.depot)?.images_in_use()?;
-            let report = store.prune(&in_use)?;
+            let depot = Depot::open(&args.store.depot)?;
+            let in_use = || depot.images_in_use().map_err(|e| e.to_string());
+            let report = store.prune_in_use(&in_use)?;
             for id in &report.images {
                 println!("Deleted: {id}");
             }
@@ -159,11 +163,7 @@ fn row(image: &ImageRecord) -> String {
     format!("sha256:{short:<12} {:>10}  {names}", mib(image.size))
 }
 
-fn remove(
-    store: &Store,
-    images: &[String],
-    in_use: &BTreeSet<String>,
-) -> Result<(), ImageCliError> {
+fn remove(store: &Store, images: &[String], in_use: InUse<'_>) -> Result<(), ImageCliError> {
     for given in images {
         let name = ImageReference::parse(given).map_or_else(|_| given.clone(), |r| r.to_string());
         let target = match store.resolve(&name)? {
@@ -171,7 +171,7 @@ fn remove(
             None if store.resolve(given)?.is_some() => given.clone(),
             None => return Err(ImageCliError::NoSuchImage(given.clone())),
         };
-        for removed in store.remove(&target, in_use)? {
+        for removed in store.remove_in_use(&target, in_use)? {
             println!("Deleted: {removed}");
         }
     }

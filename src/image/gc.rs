@@ -113,6 +113,10 @@ pub fn select(
     chosen
 }
 
+/// What is in use, asked under the store's exclusive lock; an error (the
+/// depot could not be read) removes nothing.
+pub type InUse<'a> = &'a dyn Fn() -> Result<BTreeSet<String>, String>;
+
 /// The usage of the filesystem holding `path`.
 pub fn usage(path: &Path) -> Result<Usage, StoreError> {
     let st = statvfs(path).map_err(|e| FsError::new(path, e.into()))?;
@@ -127,7 +131,15 @@ impl Store {
     /// Removes every image not in `in_use`, then every layer and blob no
     /// remaining image needs.
     pub fn prune(&self, in_use: &BTreeSet<String>) -> Result<PruneReport, StoreError> {
+        self.prune_in_use(&|| Ok(in_use.clone()))
+    }
+
+    /// [`Store::prune`], asking what is in use only once the store is
+    /// locked: a container made in between (its create holds the shared
+    /// lock until its record names the image) is then counted.
+    pub fn prune_in_use(&self, in_use: InUse<'_>) -> Result<PruneReport, StoreError> {
         let _lock = self.exclusive_lock()?;
+        let in_use = in_use().map_err(StoreError::InUseUnknown)?;
         let doomed: Vec<String> = self
             .list()?
             .into_iter()
@@ -145,11 +157,18 @@ impl Store {
         in_use: &BTreeSet<String>,
         t: GcThresholds,
     ) -> Result<PruneReport, StoreError> {
+        self.gc_in_use(&|| Ok(in_use.clone()), t)
+    }
+
+    /// [`Store::gc`], asking what is in use only once the store is locked
+    /// (see [`Store::prune_in_use`]).
+    pub fn gc_in_use(&self, in_use: InUse<'_>, t: GcThresholds) -> Result<PruneReport, StoreError> {
         let _lock = self.exclusive_lock()?;
         let to_free = usage(self.root())?.to_free(t);
         if to_free == 0 {
             return Ok(PruneReport::default());
         }
+        let in_use = &in_use().map_err(StoreError::InUseUnknown)?;
         let images = self.list()?;
         let layer_bytes = images
             .iter()

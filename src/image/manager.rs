@@ -476,9 +476,16 @@ impl Manager {
             let thresholds = self.config.gc;
             let min_age = self.config.gc_min_age;
             let swept = tokio::task::spawn_blocking(move || {
-                let mut used = used().map_err(|e| format!("the images in use: {e}"))?;
-                used.extend(young(&store, min_age).map_err(|e| e.to_string())?);
-                store.gc(&used, thresholds).map_err(|e| e.to_string())
+                // Asked under the store's lock: a create that was under way
+                // when the collection began has written its record by then.
+                let in_use = || {
+                    let mut ids = used()?;
+                    ids.extend(young(&store, min_age).map_err(|e| e.to_string())?);
+                    Ok(ids)
+                };
+                store
+                    .gc_in_use(&in_use, thresholds)
+                    .map_err(|e| e.to_string())
             })
             .await;
             match swept {

@@ -89,6 +89,9 @@ pub struct LayerBlob {
 /// What the store refuses or fails at.
 #[derive(Debug, Error)]
 pub enum StoreError {
+    /// What containers use could not be read: nothing is removed.
+    #[error("the images in use could not be read: {0}")]
+    InUseUnknown(String),
     /// A file operation failed.
     #[error(transparent)]
     Fs(#[from] FsError),
@@ -830,7 +833,18 @@ impl Store {
         name_or_id: &str,
         in_use: &BTreeSet<String>,
     ) -> Result<Vec<String>, StoreError> {
+        self.remove_in_use(name_or_id, &|| Ok(in_use.clone()))
+    }
+
+    /// [`Store::remove`], asking what is in use only once the store is
+    /// locked (see [`Store::prune_in_use`]).
+    pub fn remove_in_use(
+        &self,
+        name_or_id: &str,
+        in_use: super::gc::InUse<'_>,
+    ) -> Result<Vec<String>, StoreError> {
         let _lock = self.exclusive_lock()?;
+        let in_use = &in_use().map_err(StoreError::InUseUnknown)?;
         let record = self
             .resolve(name_or_id)?
             .ok_or_else(|| StoreError::NotFound(name_or_id.into()))?;
