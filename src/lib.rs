@@ -12,6 +12,7 @@ pub mod mountinfo;
 pub mod network;
 pub(crate) mod pidfd;
 pub mod process;
+mod procgroup;
 pub(crate) mod reconcile;
 pub(crate) mod report;
 pub mod runtime;

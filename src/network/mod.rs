@@ -3,7 +3,7 @@
 //! CHECK and DEL of a configuration's chain, with the cache DEL needs),
 //! its pinned namespace (`netns`), the names it is told (`names`: hosts,
 //! resolv.conf, hostname) and its traffic counters (`counters`). Imports
-//! only `api`, `fsutil` and `mountinfo` of the crate; it knows nothing of
+//! only `api`, `fsutil`, `mountinfo` and `procgroup` of the crate; it knows nothing of
 //! containers but their ids.
 
 pub mod attach;

@@ -9,6 +9,7 @@
 //! call is dropped; unit tests use a recording double. Everything else here
 //! is pure.
 
+use crate::procgroup::GroupGuard;
 use std::ffi::OsString;
 use std::fmt;
 use std::future::Future;
@@ -20,8 +21,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Child;
@@ -162,40 +161,6 @@ fn spawn(path: &Path, env: &[(String, String)]) -> io::Result<Child> {
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-}
-
-/// Kills a child's whole process group when dropped (a timeout, or the
-/// call's future dropped), unless disarmed once the child was reaped: its
-/// pid, and so its group id, may be reused then.
-struct GroupGuard {
-    pgid: Option<Pid>,
-}
-
-impl GroupGuard {
-    fn new(child: &Child) -> Self {
-        let pgid = child
-            .id()
-            .and_then(|pid| i32::try_from(pid).ok())
-            .map(Pid::from_raw);
-        GroupGuard { pgid }
-    }
-
-    fn kill(&mut self) {
-        if let Some(pgid) = self.pgid.take() {
-            // ESRCH: the group is already empty, which is what we want.
-            let _ = killpg(pgid, Signal::SIGKILL);
-        }
-    }
-
-    fn disarm(&mut self) {
-        self.pgid = None;
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 async fn drive(child: &mut Child, input: &[u8]) -> io::Result<PluginOutput> {

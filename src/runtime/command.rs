@@ -4,6 +4,7 @@
 //! dropped call kills it together with anything it forked and left behind
 //! (a hung `runc` may hold `runc init` children).
 
+use crate::procgroup::GroupGuard;
 use std::ffi::OsString;
 use std::future::Future;
 use std::io;
@@ -11,8 +12,6 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -122,39 +121,6 @@ pub trait CommandRunner: Send + Sync + 'static {
 /// [`CommandRunner`] on `tokio::process`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TokioRunner;
-
-/// Kills a child's whole process group when dropped, unless disarmed after
-/// the child was reaped (its pid, and so its group id, may be reused then).
-struct GroupGuard {
-    pgid: Option<Pid>,
-}
-
-impl GroupGuard {
-    fn new(child: &Child) -> Self {
-        let pgid = child
-            .id()
-            .and_then(|pid| i32::try_from(pid).ok())
-            .map(Pid::from_raw);
-        GroupGuard { pgid }
-    }
-
-    fn kill(&mut self) {
-        if let Some(pgid) = self.pgid.take() {
-            // ESRCH means the group is already empty, which is what we want.
-            let _ = killpg(pgid, Signal::SIGKILL);
-        }
-    }
-
-    fn disarm(&mut self) {
-        self.pgid = None;
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn program_of(argv: &[OsString]) -> Result<PathBuf, RunError> {
     argv.first().map(PathBuf::from).ok_or(RunError::Empty)
@@ -337,7 +303,11 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        nix::sys::signal::kill(Pid::from_raw(sleeper), Signal::SIGKILL).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(sleeper),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(finished.status.success());
         assert!(started.elapsed() < Duration::from_secs(5));
