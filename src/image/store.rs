@@ -233,6 +233,19 @@ pub struct StoreLock {
     _lock: Flock<File>,
 }
 
+/// The names in `dir` that are sha256 hex digests; others are skipped.
+fn hexes_in(dir: &Path) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(fs_err(dir))? {
+        let name = entry.map_err(fs_err(dir))?.file_name();
+        let name = name.to_string_lossy();
+        if digest_hex(&format!("sha256:{name}")).is_ok() {
+            out.push(name.into_owned());
+        }
+    }
+    Ok(out)
+}
+
 fn fs_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |e| StoreError::Fs(FsError::new(path, e))
 }
@@ -564,16 +577,7 @@ impl Store {
 
     /// Hex digests of every unpacked layer.
     pub(crate) fn layer_hexes(&self) -> Result<Vec<String>, StoreError> {
-        let dir = self.root.join("layers");
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(fs_err(&dir))? {
-            let name = entry.map_err(fs_err(&dir))?.file_name();
-            let name = name.to_string_lossy();
-            if digest_hex(&format!("sha256:{name}")).is_ok() {
-                out.push(name.into_owned());
-            }
-        }
-        Ok(out)
+        hexes_in(&self.root.join("layers"))
     }
 
     /// Removes layer `hex`: first out of `layers/` (so it is gone at once),
@@ -648,17 +652,9 @@ impl Store {
         }
     }
 
+    /// Hex digests of every stored manifest and config.
     pub(crate) fn blob_hexes(&self) -> Result<Vec<String>, StoreError> {
-        let dir = self.root.join("blobs/sha256");
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(fs_err(&dir))? {
-            let name = entry.map_err(fs_err(&dir))?.file_name();
-            let name = name.to_string_lossy();
-            if digest_hex(&format!("sha256:{name}")).is_ok() {
-                out.push(name.into_owned());
-            }
-        }
-        Ok(out)
+        hexes_in(&self.root.join("blobs/sha256"))
     }
 
     pub(crate) fn remove_blob(&self, hex: &str) -> Result<(), StoreError> {

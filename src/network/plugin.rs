@@ -9,7 +9,7 @@
 //! call is dropped; unit tests use a recording double. Everything else here
 //! is pure.
 
-use crate::procgroup::GroupGuard;
+use crate::procgroup::{GroupGuard, exchange};
 use std::ffi::OsString;
 use std::fmt;
 use std::future::Future;
@@ -22,7 +22,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Child;
 
 use super::cni::{CniError, ParsedList, PluginConf};
@@ -164,38 +163,13 @@ fn spawn(path: &Path, env: &[(String, String)]) -> io::Result<Child> {
 }
 
 async fn drive(child: &mut Child, input: &[u8]) -> io::Result<PluginOutput> {
-    let stdin = child.stdin.take();
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let (written, out, err) =
-        tokio::join!(write_all(stdin, input), read_all(stdout), read_all(stderr));
-    written?;
-    let status = child.wait().await?;
+    let ended = exchange(child, input).await?;
     Ok(PluginOutput {
-        code: status.code(),
-        signal: status.signal(),
-        stdout: out?,
-        stderr: err?,
+        code: ended.status.code(),
+        signal: ended.status.signal(),
+        stdout: ended.stdout,
+        stderr: ended.stderr,
     })
-}
-
-async fn write_all(pipe: Option<tokio::process::ChildStdin>, bytes: &[u8]) -> io::Result<()> {
-    if let Some(mut pipe) = pipe {
-        match pipe.write_all(bytes).await {
-            // A plugin need not read all of its config.
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-            other => other?,
-        }
-    }
-    Ok(())
-}
-
-async fn read_all<R: AsyncRead + Unpin>(pipe: Option<R>) -> io::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    if let Some(mut pipe) = pipe {
-        pipe.read_to_end(&mut buf).await?;
-    }
-    Ok(buf)
 }
 
 /// Where and on what a chain runs.

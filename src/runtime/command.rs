@@ -4,7 +4,7 @@
 //! dropped call kills it together with anything it forked and left behind
 //! (a hung `runc` may hold `runc init` children).
 
-use crate::procgroup::GroupGuard;
+use crate::procgroup::{GroupGuard, exchange};
 use std::ffi::OsString;
 use std::future::Future;
 use std::io;
@@ -13,7 +13,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
@@ -139,37 +139,12 @@ fn spawn(argv: &[OsString], stdin: Stdio, out: Stdio, err: Stdio) -> Result<Chil
         .map_err(|source| RunError::Spawn { program, source })
 }
 
-async fn read_all<R: AsyncRead + Unpin>(pipe: Option<R>) -> io::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    if let Some(mut pipe) = pipe {
-        pipe.read_to_end(&mut buf).await?;
-    }
-    Ok(buf)
-}
-
-async fn write_all(pipe: Option<tokio::process::ChildStdin>, bytes: &[u8]) -> io::Result<()> {
-    if let Some(mut pipe) = pipe {
-        match pipe.write_all(bytes).await {
-            // The child need not read all of its input.
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-            other => other?,
-        }
-    }
-    Ok(())
-}
-
 async fn drive(child: &mut Child, input: &[u8]) -> io::Result<Finished> {
-    let stdin = child.stdin.take();
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let (written, out, err) =
-        tokio::join!(write_all(stdin, input), read_all(stdout), read_all(stderr));
-    written?;
-    let status = child.wait().await?;
+    let ended = exchange(child, input).await?;
     Ok(Finished {
-        status,
-        stdout: out?,
-        stderr: err?,
+        status: ended.status,
+        stdout: ended.stdout,
+        stderr: ended.stderr,
     })
 }
 
