@@ -12,6 +12,7 @@ pub mod image;
 pub mod quantity;
 pub mod reason;
 pub mod reference;
+pub mod security;
 pub mod types;
 pub mod validate;
 

@@ -9,6 +9,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use super::security::*;
+
 /// Desired state of a container on one node.
 // The derive's repeated printcolumn(...) arguments trip this lint.
 #[allow(clippy::duplicated_attributes)]
@@ -114,6 +116,14 @@ pub struct ContainerSpec {
     /// All capabilities and no masked paths. Needs --allow-privileged for custom resources.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub privileged: bool,
+    /// How the container's processes are confined: capabilities, seccomp,
+    /// user and groups, read-only root, sysctls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
+    /// Run in the node's user namespace (true), or in a user namespace of
+    /// the container's own with a 65,536-id range the agent assigns (false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_users: Option<bool>,
     /// Share the node's network namespace instead of a private one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_network: bool,
