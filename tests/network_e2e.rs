@@ -271,6 +271,7 @@ fn a_restarted_agent_repairs_an_attachment_broken_while_it_was_down() {
     a.wait("running", T, || {
         a.running("repair") && pod_ip(&a, "repair").is_some()
     });
+    let before = pod_ip(&a, "repair").unwrap();
     agent.kill9();
     // The container's interface is taken away behind the agent's back.
     let veths = net.veths();
@@ -308,4 +309,56 @@ fn a_restarted_agent_repairs_an_attachment_broken_while_it_was_down() {
         "the old lease freed: {:?}",
         net.leases()
     );
+    assert_eq!(ip, before, "the container made again keeps its address");
+}
+
+/// The init pid runc reports, if runc knows the container.
+fn init_of(a: &AgentEnv, name: &str) -> Option<i32> {
+    let out = a.env.runc(&["state", name]);
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    state["pid"].as_i64().and_then(|p| i32::try_from(p).ok())
+}
+
+/// Another container's ADD moves host-local's round-robin past the first
+/// one's address, so a container made again without asking would get a
+/// new one.
+fn with_a_neighbour(a: &AgentEnv, name: &str) -> String {
+    a.write(&format!("{name}.yaml"), &manifest(name, SLEEPING));
+    a.write("neighbour.yaml", &manifest("neighbour", SLEEPING));
+    a.wait("both running", T, || {
+        a.running(name) && pod_ip(a, name).is_some() && pod_ip(a, "neighbour").is_some()
+    });
+    pod_ip(a, name).unwrap()
+}
+
+#[test]
+fn a_container_made_again_keeps_its_address() {
+    let net = TestNet::new();
+    let a = agent_env("net-again", &net);
+    let _agent = a.start();
+    let ip = with_a_neighbour(&a, "again");
+    let init = init_of(&a, "again");
+
+    // Its runtime state lost: the agent makes it again.
+    let out = a.env.runc(&["delete", "--force", "again"]);
+    assert!(out.status.success(), "{out:?}");
+    a.wait("made again", T, || {
+        a.running("again") && init_of(&a, "again").is_some_and(|p| Some(p) != init)
+    });
+    a.wait("attached", T, || pod_ip(&a, "again").is_some());
+    assert_eq!(pod_ip(&a, "again"), Some(ip.clone()), "after lost state");
+
+    // A spec change that needs a new container (a port published).
+    let init = init_of(&a, "again");
+    let port = free_port();
+    let ports = format!("{SLEEPING}  ports: [{{containerPort: 80, hostPort: {port}}}]\n");
+    a.write("again.yaml", &manifest("again", &ports));
+    a.wait("made again for its ports", T, || {
+        a.running("again")
+            && init_of(&a, "again").is_some_and(|p| Some(p) != init)
+            && !TestNet::nat_rules(&net.name).is_empty()
+    });
+    a.wait("attached", T, || pod_ip(&a, "again").is_some());
+    assert_eq!(pod_ip(&a, "again"), Some(ip), "after a spec change");
+    assert_eq!(net.leases().len(), 2, "{:?}", net.leases());
 }

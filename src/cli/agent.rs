@@ -309,11 +309,7 @@ fn networking(args: &AgentArgs) -> Networking {
         cache_dir: args.cni_cache_dir.clone(),
         timeout: args.cni_plugin_timeout.into(),
     };
-    Networking {
-        cni: Cni::new(config),
-        netns_dir: args.state_dir.join("netns"),
-        ports: tokio::sync::Mutex::new(()),
-    }
+    Networking::new(Cni::new(config), args.state_dir.join("netns"))
 }
 
 /// The controller's settings from the flags.

@@ -6,8 +6,10 @@
 //! Without a CNI configuration on the node a container gets a fresh
 //! namespace from the runtime, loopback only, as before.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
@@ -34,7 +36,62 @@ pub struct Networking {
     pub netns_dir: PathBuf,
     /// Serialises the host-port check and ADD, so two creates never take
     /// one port.
-    pub ports: Mutex<()>,
+    ports: Mutex<()>,
+    /// The address each handle had when it was last detached, which it
+    /// asks for when it is attached again.
+    previous: std::sync::Mutex<Previous>,
+}
+
+impl Networking {
+    /// Containers attached through `cni`, their namespaces pinned in
+    /// `netns_dir`.
+    pub fn new(cni: Cni, netns_dir: PathBuf) -> Networking {
+        Networking {
+            cni,
+            netns_dir,
+            ports: Mutex::new(()),
+            previous: std::sync::Mutex::new(Previous::default()),
+        }
+    }
+
+    fn previous(&self) -> std::sync::MutexGuard<'_, Previous> {
+        // A panic while holding it cannot leave the map inconsistent.
+        self.previous.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// How long a detached container's address is remembered: long enough
+/// for a destroy and the create that makes it again, short enough that
+/// handles which are gone for good do not pile up.
+const REMEMBER_FOR: Duration = Duration::from_secs(600);
+
+/// Detached containers' addresses, by handle: a container made again
+/// (its runtime state lost, its network repaired, its spec changed) keeps
+/// its address when it is still free. Pure; the clock is passed in.
+#[derive(Debug, Default)]
+struct Previous {
+    by_handle: HashMap<String, (Instant, String, IpAddr)>,
+}
+
+impl Previous {
+    /// Remember `handle`'s address on `network`, forgetting what is stale.
+    fn remember(&mut self, handle: &str, network: &str, ip: IpAddr, now: Instant) {
+        self.by_handle
+            .retain(|_, (at, _, _)| now.saturating_duration_since(*at) < REMEMBER_FOR);
+        let entry = (now, network.to_string(), ip);
+        self.by_handle.insert(handle.to_string(), entry);
+    }
+
+    /// The address `handle` had on `network`, once.
+    fn take(&mut self, handle: &str, network: &str, now: Instant) -> Option<IpAddr> {
+        let (at, net, ip) = self.by_handle.remove(handle)?;
+        (net == network && now.saturating_duration_since(at) < REMEMBER_FOR).then_some(ip)
+    }
+}
+
+/// The address to ask for again: the first IPv4 one, or the first.
+fn first_address(ips: &[IpAddr]) -> Option<IpAddr> {
+    ips.iter().find(|ip| ip.is_ipv4()).or(ips.first()).copied()
 }
 
 /// What the depot record keeps of a container's network.
@@ -108,11 +165,12 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         let path = net.netns_dir.join(handle.as_str());
         blocking(handle, path.clone(), |p| netns::create(&p)).await?;
         let ports = port_mappings(spec);
+        let ip = self.previous_address(net, handle, &list.name);
         let attachment = {
             let _one_at_a_time = net.ports.lock().await;
             self.check_host_ports(net, handle, &ports)?;
             net.cni
-                .add(&list, handle.as_str(), &path, IFNAME, &ports)
+                .add_asking(&list, handle.as_str(), &path, IFNAME, &ports, ip)
                 .await
                 .map_err(|e| network_err(handle, e.to_string()))?
         };
@@ -127,12 +185,30 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         })
     }
 
+    /// The address `handle` had on `network` before: remembered from its
+    /// last detach, or in a cache entry a crash left.
+    fn previous_address(&self, net: &Networking, handle: &Handle, network: &str) -> Option<IpAddr> {
+        let now = Instant::now();
+        let remembered = net.previous().take(handle.as_str(), network, now);
+        remembered.or_else(|| {
+            let left = net.cni.attachment(handle.as_str(), IFNAME)?;
+            (left.network == network).then(|| first_address(&left.ips))?
+        })
+    }
+
     /// DEL (from the CNI cache; nothing cached is nothing to do) and the
-    /// pinned namespace's removal. Idempotent.
+    /// pinned namespace's removal, remembering the address the container
+    /// had for when it is made again. Idempotent.
     pub(super) async fn detach_network(&self, handle: &Handle) -> Result<()> {
         let Some(net) = self.networking.as_ref() else {
             return Ok(());
         };
+        if let Some(left) = net.cni.attachment(handle.as_str(), IFNAME) {
+            if let Some(ip) = first_address(&left.ips) {
+                net.previous()
+                    .remember(handle.as_str(), &left.network, ip, Instant::now());
+            }
+        }
         let path = net.netns_dir.join(handle.as_str());
         let pinned = netns::is_pinned(&path).then_some(path.as_path());
         net.cni
@@ -280,4 +356,43 @@ fn network_err(handle: &Handle, message: String) -> ContainerizerError {
 
 fn fs_err(handle: &Handle, source: fsutil::FsError) -> ContainerizerError {
     ContainerizerError::at(handle, ErrorKind::Fs { source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_remembered_address_is_given_once_and_only_on_its_network() {
+        let mut previous = Previous::default();
+        let now = Instant::now();
+        previous.remember("web", "rundmc", ip("10.89.0.7"), now);
+        assert_eq!(previous.take("web", "other", now), None);
+        previous.remember("web", "rundmc", ip("10.89.0.7"), now);
+        assert_eq!(previous.take("web", "rundmc", now), Some(ip("10.89.0.7")));
+        assert_eq!(previous.take("web", "rundmc", now), None);
+    }
+
+    #[test]
+    fn stale_addresses_are_forgotten() {
+        let mut previous = Previous::default();
+        let then = Instant::now();
+        previous.remember("old", "rundmc", ip("10.89.0.7"), then);
+        let later = then + REMEMBER_FOR;
+        previous.remember("new", "rundmc", ip("10.89.0.8"), later);
+        assert_eq!(previous.by_handle.len(), 1, "old forgotten on insert");
+        assert_eq!(previous.take("new", "rundmc", later + REMEMBER_FOR), None);
+    }
+
+    #[test]
+    fn the_first_ipv4_address_is_asked_for() {
+        let ips = [ip("fd00::7"), ip("10.89.0.7")];
+        assert_eq!(first_address(&ips), Some(ip("10.89.0.7")));
+        assert_eq!(first_address(&ips[..1]), Some(ip("fd00::7")));
+        assert_eq!(first_address(&[]), None);
+    }
 }

@@ -118,12 +118,31 @@ impl<E: PluginExec> Cni<E> {
         ifname: &str,
         ports: &[PortMapping],
     ) -> Result<Attachment, CniError> {
-        let path = self.entry_path(container_id, ifname)?;
+        self.add_asking(net, container_id, netns, ifname, ports, None)
+            .await
+    }
+
+    /// [`Cni::add`], asking IPAM for `ip` first (the address the container
+    /// had before it was made again). When that ADD fails (the address is
+    /// taken, or not in the network's ranges) the chain is undone as for
+    /// any failure and run again without asking, so a wish never fails a
+    /// create.
+    pub async fn add_asking(
+        &self,
+        net: &NetworkList,
+        container_id: &str,
+        netns: &Path,
+        ifname: &str,
+        ports: &[PortMapping],
+        ip: Option<IpAddr>,
+    ) -> Result<Attachment, CniError> {
         let target = Target {
             container_id,
             netns: Some(netns),
             ifname,
+            args: "",
         };
+        let path = self.entry_path(container_id, ifname)?;
         if let Some(old) = read_entry(&path)? {
             let gone_or_not = Target {
                 netns: target.netns.filter(|p| is_netns(p)),
@@ -135,15 +154,38 @@ impl<E: PluginExec> Cni<E> {
             file: net.file.clone(),
             message,
         })?;
-        let mut entry = intent(net, &list, container_id, ifname, ports)?;
-        self.write_intent(&path, &entry)?;
-        let result = self.add_or_undo(&path, &entry, &list, target).await?;
+        let entry = intent(net, &list, container_id, ifname, ports)?;
+        if ip.is_some() {
+            let args = plugin::cni_args(ip);
+            let asking = Target {
+                args: &args,
+                ..target
+            };
+            match self.add_chain(&path, entry.clone(), &list, asking).await {
+                Ok(attached) => return Ok(attached),
+                Err(error) => tracing::debug!(%error, container = container_id,
+                    "CNI ADD asking for the previous address failed; adding without"),
+            }
+        }
+        self.add_chain(&path, entry, &list, target).await
+    }
+
+    /// Write the intent, run the chain, record its result.
+    async fn add_chain(
+        &self,
+        path: &Path,
+        mut entry: CacheEntry,
+        list: &ParsedList,
+        target: Target<'_>,
+    ) -> Result<Attachment, CniError> {
+        self.write_intent(path, &entry)?;
+        let result = self.add_or_undo(path, &entry, list, target).await?;
         entry.result = Some(result.clone());
-        if let Err(error) = write_entry(&path, &entry) {
-            self.undo(&path, &entry, &list, target, Some(&result)).await;
+        if let Err(error) = write_entry(path, &entry) {
+            self.undo(path, &entry, list, target, Some(&result)).await;
             return Err(error);
         }
-        Ok(attachment(&list.name, ifname, result))
+        Ok(attachment(&list.name, target.ifname, result))
     }
 
     fn write_intent(&self, path: &Path, entry: &CacheEntry) -> Result<(), CniError> {
@@ -221,6 +263,7 @@ impl<E: PluginExec> Cni<E> {
             container_id,
             netns: Some(netns),
             ifname,
+            args: "",
         };
         for conf in &list.plugins {
             let stdin = plugin::stdin_config(&list, conf, Some(result), &entry.runtime_config);
@@ -248,6 +291,7 @@ impl<E: PluginExec> Cni<E> {
             container_id,
             netns: netns.filter(|p| is_netns(p)),
             ifname,
+            args: "",
         };
         self.del_entry(&path, &entry, target).await
     }

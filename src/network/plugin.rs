@@ -180,10 +180,13 @@ pub(crate) struct Target<'a> {
     /// namespace that is gone).
     pub(crate) netns: Option<&'a Path>,
     pub(crate) ifname: &'a str,
+    /// `CNI_ARGS`, as [`cni_args`] builds it; empty for none.
+    pub(crate) args: &'a str,
 }
 
-/// The `CNI_*` environment of one call. `CNI_ARGS` is empty: rundmc passes
-/// what plugins need through the config.
+/// The `CNI_*` environment of one call. `CNI_ARGS` is the target's: empty,
+/// or the addresses asked for (see [`cni_args`]); everything else plugins
+/// need reaches them through the config.
 pub(crate) fn environment(
     command: Command,
     target: &Target<'_>,
@@ -200,9 +203,21 @@ pub(crate) fn environment(
         ("CNI_CONTAINERID".into(), target.container_id.into()),
         ("CNI_NETNS".into(), netns.unwrap_or_default()),
         ("CNI_IFNAME".into(), target.ifname.into()),
-        ("CNI_ARGS".into(), String::new()),
+        ("CNI_ARGS".into(), target.args.into()),
         ("CNI_PATH".into(), path.to_string_lossy().into_owned()),
     ]
+}
+
+/// `CNI_ARGS` asking IPAM for `ip` (host-local's `IP`), with
+/// `IgnoreUnknown=1` so that plugins which parse `CNI_ARGS` and know no
+/// `IP` (bridge) accept it, as container runtimes pass it. One address:
+/// host-local 1.1 takes no list, and gives the other range sets of a
+/// dual-stack network whatever is free. Empty for none.
+pub(crate) fn cni_args(ip: Option<IpAddr>) -> String {
+    match ip {
+        Some(ip) => format!("IgnoreUnknown=1;IP={ip}"),
+        None => String::new(),
+    }
 }
 
 /// The config one plugin reads on stdin: its own object, with the list's
@@ -365,11 +380,27 @@ mod tests {
     }
 
     #[test]
+    fn an_address_asked_for_goes_in_cni_args_for_host_local() {
+        assert_eq!(cni_args(None), "");
+        let ip = "10.89.0.7".parse().ok();
+        assert_eq!(cni_args(ip), "IgnoreUnknown=1;IP=10.89.0.7");
+        let target = Target {
+            container_id: "web",
+            netns: None,
+            ifname: "eth0",
+            args: &cni_args(ip),
+        };
+        let env = environment(Command::Add, &target, &[]);
+        assert!(env.contains(&("CNI_ARGS".into(), "IgnoreUnknown=1;IP=10.89.0.7".into())));
+    }
+
+    #[test]
     fn the_environment_names_everything_and_an_absent_netns_is_empty() {
         let target = Target {
             container_id: "web",
             netns: Some(Path::new("/run/netns/web")),
             ifname: "eth0",
+            args: "",
         };
         let dirs = [PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")];
         let env = environment(Command::Add, &target, &dirs);

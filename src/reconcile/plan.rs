@@ -133,22 +133,54 @@ pub enum Change {
     Recreate,
 }
 
-/// Classify the change from `have` to `want`.
+/// Classify the change from `have` to `want`. Every field of the spec is
+/// named here, so a new one does not compile until it is classified.
 pub fn classify(have: &ContainerSpec, want: &ContainerSpec) -> Change {
     if have == want {
         return Change::None;
     }
-    let baked = have.rootfs != want.rootfs
-        || have.image != want.image
-        || have.hostname != want.hostname
-        || have.env != want.env
-        || have.process != want.process
-        || have.mounts != want.mounts
-        || have.privileged != want.privileged
-        || have.host_network != want.host_network;
+    let ContainerSpec {
+        // Only picks the node; a container on another is not ours.
+        node_name: _,
+        // Read at each create, or by the main process's plan.
+        image_pull_policy: _,
+        image_pull_secrets: _,
+        restart_policy: _,
+        state: _,
+        properties: _,
+        termination_grace_period_seconds: _,
+        limits,
+        // Baked into the bundle, its network or the main process.
+        image,
+        rootfs,
+        hostname,
+        env,
+        process,
+        mounts,
+        privileged,
+        security_context,
+        host_users,
+        host_network,
+        network,
+        ports,
+        dns,
+    } = want;
+    let baked = have.image != *image
+        || have.rootfs != *rootfs
+        || have.hostname != *hostname
+        || have.env != *env
+        || have.process != *process
+        || have.mounts != *mounts
+        || have.privileged != *privileged
+        || have.security_context != *security_context
+        || have.host_users != *host_users
+        || have.host_network != *host_network
+        || have.network != *network
+        || have.ports != *ports
+        || have.dns != *dns;
     if baked {
         Change::Recreate
-    } else if have.limits != want.limits {
+    } else if have.limits != *limits {
         Change::LimitsOnly
     } else {
         Change::RecordOnly

@@ -3,7 +3,7 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::*;
-use crate::api::{EnvVar, ProcessSpec};
+use crate::api::{ContainerPort, DnsConfig, EnvVar, ProcessSpec, SecurityContext};
 
 fn spec() -> ContainerSpec {
     ContainerSpec {
@@ -181,6 +181,27 @@ fn baked_in_changes_recreate() {
         },
         |s| s.privileged = true,
         |s| s.host_network = true,
+        |s| s.network = Some("none".into()),
+        |s| {
+            s.ports = vec![ContainerPort {
+                container_port: 80,
+                host_port: Some(8080),
+                ..Default::default()
+            }]
+        },
+        |s| {
+            s.dns = Some(DnsConfig {
+                nameservers: vec!["10.0.0.53".into()],
+                ..Default::default()
+            })
+        },
+        |s| s.host_users = Some(false),
+        |s| {
+            s.security_context = Some(SecurityContext {
+                run_as_user: Some(1000),
+                ..Default::default()
+            })
+        },
     ];
     for change in changes {
         let mut want = have.clone();
