@@ -203,11 +203,10 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         let Some(net) = self.networking.as_ref() else {
             return Ok(());
         };
-        if let Some(left) = net.cni.attachment(handle.as_str(), IFNAME) {
-            if let Some(ip) = first_address(&left.ips) {
-                net.previous()
-                    .remember(handle.as_str(), &left.network, ip, Instant::now());
-            }
+        let left = net.cni.attachment(handle.as_str(), IFNAME);
+        if let Some((left, ip)) = left.and_then(|l| first_address(&l.ips).map(|ip| (l, ip))) {
+            net.previous()
+                .remember(handle.as_str(), &left.network, ip, Instant::now());
         }
         let path = net.netns_dir.join(handle.as_str());
         let pinned = netns::is_pinned(&path).then_some(path.as_path());
