@@ -1,6 +1,7 @@
-//! `create`: validate, reserve the handle, mount the rootfs, write the
-//! bundle, start init under the runtime, and only then record the container
-//! as complete. Any failure rolls back through destroy, so a failed create
+//! `create`: validate, reserve the handle, mount the rootfs, pin the
+//! network namespace, write the bundle, start init under the runtime while
+//! the network is attached, and only then record the container as
+//! complete. Any failure rolls back through destroy, so a failed create
 //! leaves nothing behind.
 
 use std::collections::BTreeMap;
@@ -8,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::bundle::{self, BundleInput, CapSet};
-use super::depot::{ContainerRecord, spec_hash};
+use super::depot::{BundlePaths, ContainerRecord, spec_hash};
 use super::rootfs::{Mounter, inherited_bind_flags};
 use super::{Containerizer, ContainerizerError, ErrorKind, Result};
 use crate::api::{ContainerSpec, Handle, ImageUse, validate};
@@ -163,23 +164,26 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         self.mounter
             .mount_overlay(made.lowers, &paths.upper(), &paths.work(), &paths.rootfs())
             .map_err(Self::rootfs_err(handle))?;
-        let attached = self.attach_network(handle, spec, &paths).await?;
+        let pinned = self.pin_network(handle, spec, &paths).await?;
         let input = BundleInput {
-            netns: attached.netns.clone(),
-            etc_files: attached.etc_files.clone(),
+            netns: pinned.as_ref().map(|p| p.netns.clone()),
+            etc_files: pinned.as_ref().map(|p| p.etc_files.clone()).unwrap_or_default(),
             ..input.clone()
         };
         let config = bundle::canonical_json(&bundle::generate(&input));
         fsutil::write_json_with(&paths.config(), &config, fsutil::Durability::Volatile)
             .map_err(|source| ContainerizerError::at(handle, ErrorKind::Fs { source }))?;
-        self.runtime
-            .create(handle.as_str(), &paths.dir)
-            .await
-            .map_err(Self::runtime_err(handle))?;
-        self.runtime
-            .start(handle.as_str())
-            .await
-            .map_err(Self::runtime_err(handle))?;
+        // The network is attached while the runtime makes the container:
+        // both need only the pinned namespace, and the main process, the
+        // first that may use the network, starts after both.
+        let (ran, network) = tokio::join!(self.create_and_start_init(handle, &paths), async {
+            match &pinned {
+                Some(pinned) => self.attach_pinned(handle, spec, pinned).await.map(Some),
+                None => Ok(None),
+            }
+        });
+        let network = network?;
+        ran?;
         let record = ContainerRecord {
             handle: handle.clone(),
             spec: spec.clone(),
@@ -187,10 +191,22 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             created_at: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
             labels: made.labels,
             image: made.image.cloned(),
-            network: attached.record,
+            network,
         };
         self.depot.write_record(&record)?;
         Ok(())
+    }
+
+    /// `runtime create`, then `runtime start` of the init.
+    async fn create_and_start_init(&self, handle: &Handle, paths: &BundlePaths) -> Result<()> {
+        self.runtime
+            .create(handle.as_str(), &paths.dir)
+            .await
+            .map_err(Self::runtime_err(handle))?;
+        self.runtime
+            .start(handle.as_str())
+            .await
+            .map_err(Self::runtime_err(handle))
     }
 }
 

@@ -104,15 +104,16 @@ pub struct NetworkUse {
     pub ips: Vec<String>,
 }
 
-/// What a create makes of the network, for the bundle and the record.
-#[derive(Debug, Default)]
-pub(super) struct Attached {
-    /// The pinned namespace, when the container has a network of its own.
-    pub netns: Option<PathBuf>,
-    /// Files bind-mounted over the image's.
+/// A container's pinned namespace and names files, before it is attached.
+#[derive(Debug)]
+pub(super) struct Pinned {
+    /// The network it is attached to.
+    list: NetworkList,
+    /// The pinned namespace.
+    pub netns: PathBuf,
+    /// Files bind-mounted over the image's: (path in the container, path
+    /// on the host).
     pub etc_files: Vec<(String, PathBuf)>,
-    /// For the record.
-    pub record: Option<NetworkUse>,
 }
 
 impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
@@ -150,38 +151,58 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         }
     }
 
-    /// Pin a namespace, attach it, and write the names the container is
-    /// told. Whatever fails, destroy undoes it all.
-    pub(super) async fn attach_network(
+    /// Pin a namespace and write the names the container is told, its
+    /// addresses not yet among them: what the bundle needs before the
+    /// runtime makes the container. [`Containerizer::attach_pinned`] then
+    /// attaches it while the runtime works. Whatever fails, destroy undoes
+    /// it all.
+    pub(super) async fn pin_network(
         &self,
         handle: &Handle,
         spec: &ContainerSpec,
         paths: &BundlePaths,
-    ) -> Result<Attached> {
+    ) -> Result<Option<Pinned>> {
         let (Some(net), Some(list)) = (self.networking.as_ref(), self.network_for(handle, spec)?)
         else {
-            return Ok(Attached::default());
+            return Ok(None);
         };
-        let path = net.netns_dir.join(handle.as_str());
-        blocking(handle, path.clone(), |p| netns::create(&p)).await?;
+        let netns = net.netns_dir.join(handle.as_str());
+        blocking(handle, netns.clone(), |p| netns::create(&p)).await?;
+        let etc_files = self.write_names(handle, spec, paths, &[])?;
+        Ok(Some(Pinned {
+            list,
+            netns,
+            etc_files,
+        }))
+    }
+
+    /// ADD the pinned namespace to its network, then put its addresses in
+    /// /etc/hosts, written in place: the runtime may already have
+    /// bind-mounted it, and the main process starts only after this.
+    pub(super) async fn attach_pinned(
+        &self,
+        handle: &Handle,
+        spec: &ContainerSpec,
+        pinned: &Pinned,
+    ) -> Result<NetworkUse> {
+        let Some(net) = self.networking.as_ref() else {
+            return Err(network_err(handle, "no CNI networking configured".into()));
+        };
         let ports = port_mappings(spec);
+        let list = &pinned.list;
         let ip = self.previous_address(net, handle, &list.name);
         let attachment = {
             let _one_at_a_time = net.ports.lock().await;
             self.check_host_ports(net, handle, &ports)?;
             net.cni
-                .add_asking(&list, handle.as_str(), &path, IFNAME, &ports, ip)
+                .add_asking(list, handle.as_str(), &pinned.netns, IFNAME, &ports, ip)
                 .await
                 .map_err(|e| network_err(handle, e.to_string()))?
         };
-        let etc_files = self.write_names(handle, spec, paths, &attachment.ips)?;
-        Ok(Attached {
-            netns: Some(path),
-            etc_files,
-            record: Some(NetworkUse {
-                network: list.name,
-                ips: attachment.ips.iter().map(IpAddr::to_string).collect(),
-            }),
+        self.write_hosts(handle, spec, pinned, &attachment.ips)?;
+        Ok(NetworkUse {
+            network: list.name.clone(),
+            ips: attachment.ips.iter().map(IpAddr::to_string).collect(),
         })
     }
 
@@ -283,7 +304,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         let hostname = super::bundle::hostname(handle, spec);
         let node = std::fs::read_to_string(names::node_resolv_conf_path()).unwrap_or_default();
         let files = [
-            ("/etc/hosts", "hosts", names::hosts(&hostname, ips)),
+            (HOSTS, "hosts", names::hosts(&hostname, ips)),
             (
                 "/etc/resolv.conf",
                 "resolv.conf",
@@ -297,12 +318,36 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             .into_iter()
             .map(|(dest, name, text)| {
                 let path = dir.join(name);
-                std::fs::write(&path, text)
-                    .map_err(|e| fs_err(handle, fsutil::FsError::new(&path, e)))?;
+                write_in_place(handle, &path, &text)?;
                 Ok((dest.to_string(), path))
             })
             .collect()
     }
+
+    /// /etc/hosts again, with the container's addresses.
+    fn write_hosts(
+        &self,
+        handle: &Handle,
+        spec: &ContainerSpec,
+        pinned: &Pinned,
+        ips: &[IpAddr],
+    ) -> Result<()> {
+        let hostname = super::bundle::hostname(handle, spec);
+        let hosts = pinned.etc_files.iter().find(|(dest, _)| dest == HOSTS);
+        match hosts {
+            Some((_, path)) => write_in_place(handle, path, &names::hosts(&hostname, ips)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Where the hosts file is in the container.
+const HOSTS: &str = "/etc/hosts";
+
+/// Truncate and write `path`, keeping its inode, so that a bind mount of it
+/// shows the new text.
+fn write_in_place(handle: &Handle, path: &std::path::Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| fs_err(handle, fsutil::FsError::new(path, e)))
 }
 
 /// The spec's published ports, as portmap takes them.
