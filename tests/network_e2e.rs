@@ -5,7 +5,8 @@
 //! files are as declared, a restarted main process keeps its address, a
 //! taken host port is refused, a failing plugin fails the create cleanly,
 //! and destroy, or a SIGKILL mid-ADD then a restart, leaks no address,
-//! veth, port rule or namespace.
+//! veth, port rule or namespace; a container made again keeps its address,
+//! and a hundred get a hundred, all freed after.
 
 #![allow(clippy::unwrap_used)] // a test: a panic is its failure
 
@@ -361,4 +362,37 @@ fn a_container_made_again_keeps_its_address() {
     a.wait("attached", T, || pod_ip(&a, "again").is_some());
     assert_eq!(pod_ip(&a, "again"), Some(ip), "after a spec change");
     assert_eq!(net.leases().len(), 2, "{:?}", net.leases());
+}
+
+#[test]
+fn a_hundred_containers_get_a_hundred_addresses_all_freed_after() {
+    const N: usize = 100;
+    let net = TestNet::new();
+    let a = agent_env("net-hundred", &net);
+    let _agent = a.start();
+    let names: Vec<String> = (0..N).map(|i| format!("c{i:03}")).collect();
+    let docs: Vec<String> = names.iter().map(|n| manifest(n, "")).collect();
+    a.write("many.yaml", &docs.join("---\n"));
+    a.wait("a hundred attached", Duration::from_secs(300), || {
+        names.iter().all(|n| pod_ip(&a, n).is_some())
+    });
+    let ips: std::collections::BTreeSet<String> =
+        names.iter().filter_map(|n| pod_ip(&a, n)).collect();
+    assert_eq!(ips.len(), N, "distinct addresses: {ips:?}");
+    assert_eq!(net.leases().len(), N);
+    assert_eq!(net.veths().len(), N);
+    for n in names.iter().step_by(33) {
+        assert_eq!(a.env.runc_status(n).as_deref(), Some("running"), "{n}");
+    }
+
+    a.remove("many.yaml");
+    a.wait("all destroyed", Duration::from_secs(300), || {
+        names.iter().all(|n| !a.env.depot.join(n).exists())
+    });
+    assert!(net.leases().is_empty(), "leases left: {:?}", net.leases());
+    assert!(net.veths().is_empty(), "veths left: {:?}", net.veths());
+    assert!(
+        std::fs::read_dir(a.state.join("netns")).map_or(true, |mut d| d.next().is_none()),
+        "namespaces left"
+    );
 }
