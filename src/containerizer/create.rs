@@ -167,7 +167,10 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         let pinned = self.pin_network(handle, spec, &paths).await?;
         let input = BundleInput {
             netns: pinned.as_ref().map(|p| p.netns.clone()),
-            etc_files: pinned.as_ref().map(|p| p.etc_files.clone()).unwrap_or_default(),
+            etc_files: pinned
+                .as_ref()
+                .map(|p| p.etc_files.clone())
+                .unwrap_or_default(),
             ..input.clone()
         };
         let config = bundle::canonical_json(&bundle::generate(&input));
