@@ -40,18 +40,22 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         crate::process::cleanup(&paths.processes(), SHIM_GRACE)
             .await
             .map_err(|source| ContainerizerError::at(handle, ErrorKind::Process { source }))?;
-        // Every process is gone: the network can go, before the bundle
-        // (a crash from here leaves a half-made bundle, whose next destroy
-        // comes back here; DEL works from the CNI cache).
-        self.detach_network(handle).await?;
-        // Unmounting and removing a tree wait on the disk: on a blocking
-        // thread, so that other reconciles keep the async workers.
+        // Every process is gone: the network can go, while the rootfs is
+        // unmounted and the cgroup removed, and before the bundle (a crash
+        // from here leaves a half-made bundle, whose next destroy comes
+        // back here; DEL works from the CNI cache). Unmounting and removing
+        // a tree wait on the disk: on a blocking thread, so that other
+        // reconciles keep the async workers.
         let mounter = Arc::clone(&self.mounter);
         let cgroup = self.cgroup_everywhere(handle);
-        let (depot, handle) = (self.depot.clone(), handle.clone());
-        tokio::task::spawn_blocking(move || remove_files(&*mounter, &depot, &cgroup, &handle))
-            .await
-            .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+        let (depot, owned) = (self.depot.clone(), handle.clone());
+        let unmounted =
+            off_the_workers(move || unmount_and_uncgroup(&*mounter, &depot, &cgroup, &owned));
+        let (detached, unmounted) = tokio::join!(self.detach_network(handle), unmounted);
+        detached?;
+        unmounted?;
+        let (depot, owned) = (self.depot.clone(), handle.clone());
+        off_the_workers(move || depot.remove(&owned).map_err(Into::into)).await
     }
 
     /// Kill init (which ends every process in the pid namespace), wait for
@@ -126,7 +130,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
 }
 
 /// Unmount the rootfs, then remove the cgroup and the bundle directory.
-fn remove_files<M: Mounter>(
+fn unmount_and_uncgroup<M: Mounter>(
     mounter: &M,
     depot: &Depot,
     cgroup: &Cgroup,
@@ -144,7 +148,12 @@ fn remove_files<M: Mounter>(
     }
     cgroup
         .remove()
-        .map_err(|source| ContainerizerError::at(handle, ErrorKind::Cgroup { source }))?;
-    depot.remove(handle)?;
-    Ok(())
+        .map_err(|source| ContainerizerError::at(handle, ErrorKind::Cgroup { source }))
+}
+
+/// Run `work` on a blocking thread.
+async fn off_the_workers(work: impl FnOnce() -> Result<()> + Send + 'static) -> Result<()> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
 }
