@@ -47,9 +47,9 @@ impl Other {
 
     /// `rundmc agent` with `a`'s flags (as `AgentEnv::start` gives them)
     /// but these manifests, this depot, and its own log.
-    fn start(&self, a: &AgentEnv) -> Child {
+    fn start(&self, a: &AgentEnv) -> Killed {
         let log = File::create(&self.log).unwrap();
-        Command::new(binary("rundmc"))
+        let child = Command::new(binary("rundmc"))
             .arg("agent")
             .arg("--manifests")
             .arg(&self.manifests)
@@ -79,11 +79,22 @@ impl Other {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap()
+            .unwrap();
+        Killed(child)
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// An agent killed when the test ends, passed or failed.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -179,7 +190,7 @@ fn a_second_agent_on_the_same_depot_or_state_dir_refuses_and_changes_nothing() {
     // destroyed both containers.
     let second = Other::on(&a, "second");
     let mut child = second.start(&a);
-    let status = exited(&mut child);
+    let status = exited(&mut child.0);
     assert!(
         status.is_some_and(|s| !s.success()),
         "the second agent did not refuse: {status:?}\n--- its log ---\n{}",
@@ -197,7 +208,7 @@ fn a_second_agent_on_the_same_depot_or_state_dir_refuses_and_changes_nothing() {
     let mut third = Other::on(&a, "third");
     third.depot = a.env.dir.join("depot-2");
     let mut child = third.start(&a);
-    let status = exited(&mut child);
+    let status = exited(&mut child.0);
     assert!(
         status.is_some_and(|s| !s.success()),
         "an agent on the same state dir did not refuse: {status:?}\n{}",
@@ -237,7 +248,7 @@ fn a_waiting_agent_takes_over_when_the_first_exits_with_the_same_pids_and_no_new
         log.contains(&depot_lock.display().to_string()) && log.contains(&format!("pid {pid}")),
         "the wait names neither the lock file nor its holder:\n{log}"
     );
-    assert_eq!(child.try_wait().unwrap(), None, "the waiting agent exited");
+    assert_eq!(child.0.try_wait().unwrap(), None, "the waiting agent exited");
     assert_eq!(snapshot(&a, &names), before, "the waiting agent changed something");
 
     assert!(first.terminate().success());
@@ -251,11 +262,9 @@ fn a_waiting_agent_takes_over_when_the_first_exits_with_the_same_pids_and_no_new
     assert_eq!(snapshot(&a, &names), before, "adopting moved something");
     let log = second.log();
     assert_eq!(log.matches("waiting for it to exit").count(), 1, "{log}");
-    let child_pid = child.id().to_string();
+    let child_pid = child.0.id().to_string();
     assert_eq!(holder(&depot_lock), child_pid);
     assert_eq!(holder(&a.state.join(LOCK_FILE)), child_pid);
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
@@ -286,4 +295,42 @@ fn a_sigkilled_agents_lock_is_released_while_its_supervisors_live_on() {
     a.wait("late running under the new agent", T, || a.running("late"));
     assert_eq!(a.main_pid("web"), Some(main));
     assert!(!support::ended(shim));
+}
+
+#[test]
+fn clean_run_refuses_while_an_agent_runs_and_cleans_once_it_has_stopped() {
+    let (a, mut first) = two_running("lock-clean");
+    let names = ["web", "db"];
+    let before = snapshot(&a, &names);
+    // `make clean-run`'s script, on a state laid out as `make run` does:
+    // the depot at <state>/depot.
+    let clean = || {
+        Command::new(support::workspace().join("scripts/clean-state.sh"))
+            .arg(&a.env.dir)
+            .arg(&a.env.cgroup_parent)
+            .arg(binary("rundmc"))
+            .output()
+            .unwrap()
+    };
+    let out = clean();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "clean-state ran under the agent: {stderr}");
+    let pid = first.child.id();
+    assert!(
+        stderr.contains(&format!("pid {pid}")) && stderr.contains("Nothing was removed"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&a, &names), before, "clean-state changed something");
+
+    assert!(first.terminate().success());
+    let out = clean();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!a.env.dir.exists(), "the state is left");
+    for n in names {
+        assert_eq!(a.env.runc_status(n), None, "{n} is left");
+    }
 }
