@@ -155,7 +155,9 @@ fn two_running(name: &str) -> (AgentEnv, support::agent::Agent) {
     a.write("web.yaml", &manifest("web", SLEEPER));
     a.write("db.yaml", &manifest("db", SLEEPER));
     let first = a.start();
-    a.wait("web and db running", T, || a.running("web") && a.running("db"));
+    a.wait("web and db running", T, || {
+        a.running("web") && a.running("db")
+    });
     (a, first)
 }
 
@@ -202,7 +204,11 @@ fn a_second_agent_on_the_same_depot_or_state_dir_refuses_and_changes_nothing() {
         log.contains(&depot_lock.display().to_string()) && log.contains(&format!("pid {pid}")),
         "the error names neither the lock file nor its holder:\n{log}"
     );
-    assert_eq!(snapshot(&a, &names), before, "the refused agent changed something");
+    assert_eq!(
+        snapshot(&a, &names),
+        before,
+        "the refused agent changed something"
+    );
 
     // Another depot, the same state directory: refused as well, on it.
     let mut third = Other::on(&a, "third");
@@ -220,7 +226,11 @@ fn a_second_agent_on_the_same_depot_or_state_dir_refuses_and_changes_nothing() {
         log.contains(&state_lock.display().to_string()) && log.contains(&format!("pid {pid}")),
         "the error names neither the state dir's lock nor its holder:\n{log}"
     );
-    assert_eq!(snapshot(&a, &names), before, "the refused agent changed something");
+    assert_eq!(
+        snapshot(&a, &names),
+        before,
+        "the refused agent changed something"
+    );
     assert_eq!(holder(&depot_lock), pid.to_string());
     assert_eq!(holder(&state_lock), pid.to_string());
     drop(first);
@@ -248,8 +258,16 @@ fn a_waiting_agent_takes_over_when_the_first_exits_with_the_same_pids_and_no_new
         log.contains(&depot_lock.display().to_string()) && log.contains(&format!("pid {pid}")),
         "the wait names neither the lock file nor its holder:\n{log}"
     );
-    assert_eq!(child.0.try_wait().unwrap(), None, "the waiting agent exited");
-    assert_eq!(snapshot(&a, &names), before, "the waiting agent changed something");
+    assert_eq!(
+        child.0.try_wait().unwrap(),
+        None,
+        "the waiting agent exited"
+    );
+    assert_eq!(
+        snapshot(&a, &names),
+        before,
+        "the waiting agent changed something"
+    );
 
     assert!(first.terminate().success());
     // Taken over: a container declared now is made by the second agent.
@@ -314,13 +332,20 @@ fn clean_run_refuses_while_an_agent_runs_and_cleans_once_it_has_stopped() {
     };
     let out = clean();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "clean-state ran under the agent: {stderr}");
+    assert!(
+        !out.status.success(),
+        "clean-state ran under the agent: {stderr}"
+    );
     let pid = first.child.id();
     assert!(
         stderr.contains(&format!("pid {pid}")) && stderr.contains("Nothing was removed"),
         "{stderr}"
     );
-    assert_eq!(snapshot(&a, &names), before, "clean-state changed something");
+    assert_eq!(
+        snapshot(&a, &names),
+        before,
+        "clean-state changed something"
+    );
 
     assert!(first.terminate().success());
     let out = clean();

@@ -30,5 +30,8 @@ fn the_agent_waits_for_the_lock_of_an_agent_still_running() {
     );
     assert!(!out.status.success(), "maxSurge=1 was accepted");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("maxSurge must be 0") && stderr.contains("lock"), "{stderr}");
+    assert!(
+        stderr.contains("maxSurge must be 0") && stderr.contains("lock"),
+        "{stderr}"
+    );
 }

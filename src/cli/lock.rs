@@ -126,6 +126,9 @@ impl AgentLock {
 /// (for all of them together) up to `wait` for it to be released.
 pub async fn acquire(dirs: &[&Path], wait: Option<Duration>) -> Result<AgentLock, LockError> {
     let deadline = wait.map(|w| (tokio::time::Instant::now() + w, w));
+    // Logged once: an exiting holder's second lock may outlive its first
+    // by the moment the kernel takes to close its files.
+    let mut announced = false;
     let mut held: Vec<Held> = Vec::new();
     for dir in dirs {
         let path = dir.join(LOCK_FILE);
@@ -136,7 +139,9 @@ pub async fn acquire(dirs: &[&Path], wait: Option<Duration>) -> Result<AgentLock
         }
         let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
-            Err((file, Errno::EWOULDBLOCK)) => wait_for(file, &path, deadline).await?,
+            Err((file, Errno::EWOULDBLOCK)) => {
+                wait_for(file, &path, deadline, &mut announced).await?
+            }
             Err((_, source)) => return Err(LockError::Flock { path, source }),
         };
         write_holder(&lock, &path)?;
@@ -180,22 +185,26 @@ fn file_id(file: &File, path: &Path) -> Result<(u64, u64), LockError> {
 
 /// The lock another agent holds: an error at once without a deadline, else
 /// a blocking `flock` on a thread of its own, given up at the deadline.
+/// Whom it waits for is logged unless `announced` already.
 async fn wait_for(
     file: File,
     path: &Path,
     deadline: Option<(tokio::time::Instant, Duration)>,
+    announced: &mut bool,
 ) -> Result<Flock<File>, LockError> {
     let holder = read_holder(path);
     let path = path.to_path_buf();
     let Some((deadline, total)) = deadline else {
         return Err(LockError::Held { path, holder });
     };
-    tracing::warn!(
-        lock = %path.display(),
-        %holder,
-        wait = %humantime::format_duration(total),
-        "another rundmc agent holds the lock: waiting for it to exit"
-    );
+    if !std::mem::replace(announced, true) {
+        tracing::warn!(
+            lock = %path.display(),
+            %holder,
+            wait = %humantime::format_duration(total),
+            "another rundmc agent holds the lock: waiting for it to exit"
+        );
+    }
     let (tx, rx) = tokio::sync::oneshot::channel();
     // A thread, not the runtime's blocking pool: on a timeout it is left
     // blocked, and the pool would hold the runtime's shutdown until the
@@ -315,7 +324,10 @@ mod tests {
         );
         let text = err.to_string();
         assert!(text.contains(&depot.join(LOCK_FILE).display().to_string()));
-        assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())),
+            "{text}"
+        );
         assert!(text.contains("--wait-for-lock"), "{text}");
 
         // The state directory alone is enough to refuse.
