@@ -65,6 +65,7 @@ run: build
 		--cni-conf-dir $(CURDIR)/manifests/cni --cni-cache-dir $(STATE)/cni \
 		--cgroup-parent $(DEMO_CGROUP)
 
+# Refuses while an agent runs on $(STATE) (its lock is held): stop it first.
 clean-run:
 	scripts/clean-state.sh $(STATE) $(DEMO_CGROUP) $(CURDIR)/target/release/rundmc
 

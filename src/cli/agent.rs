@@ -79,6 +79,9 @@ pub enum AgentError {
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// Another agent holds the depot or the state directory.
+    #[error(transparent)]
+    Lock(#[from] super::lock::LockError),
 }
 
 /// Why no Kubernetes client could be made, with kube's own error.
@@ -147,6 +150,12 @@ async fn kube_client(args: &AgentArgs) -> Result<kube::Client, AgentError> {
 
 /// Run the agent until a stop signal.
 pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
+    // Before anything is touched: one agent per depot and state directory.
+    let lock = super::lock::acquire(
+        &[&args.depot, &args.state_dir],
+        args.wait_for_lock.map(Duration::from),
+    )
+    .await?;
     raise_open_files_limit();
     let runtime = Runc::new(RuntimeConfig {
         binary: args.runtime.clone(),
@@ -210,6 +219,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     dispatcher.abort();
     // Let in-flight reconciles finish their step, but not forever.
     let _ = tokio::time::timeout(Duration::from_secs(10), workers).await;
+    lock.hold_until_exit();
     Ok(())
 }
 

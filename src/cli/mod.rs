@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod agent;
 pub mod image;
+pub mod lock;
 
 /// rundmc keeps this machine's containers equal to what is declared for it.
 #[derive(Debug, Parser)]
@@ -318,6 +319,12 @@ pub struct AgentArgs {
     /// (kubelet's imageMinimumGCAge).
     #[arg(long, default_value = "2m")]
     pub image_minimum_gc_age: humantime::Duration,
+    // -- lock (issue 20): one agent per depot and state directory --
+    /// When another agent holds the depot's or the state directory's lock,
+    /// wait up to this long (e.g. 2m) for it to exit, then take over;
+    /// without it, the agent refuses to start.
+    #[arg(long, value_name = "DURATION")]
+    pub wait_for_lock: Option<humantime::Duration>,
 }
 
 impl AgentArgs {

@@ -184,6 +184,10 @@ read-only, unless the pod sees them already.
 - {{ .Values.images.gcHighThresholdPercent | quote }}
 - --image-gc-low-threshold
 - {{ .Values.images.gcLowThresholdPercent | quote }}
+{{- with .Values.waitForLock }}
+- --wait-for-lock
+- {{ . | quote }}
+{{- end }}
 {{- range .Values.extraArgs }}
 - {{ . | quote }}
 {{- end }}
