@@ -105,6 +105,9 @@ pub fn main_process(
         working_dir: own.working_dir.or_else(|| defaults.working_dir.clone()),
         user: own.user.or_else(|| defaults.user.clone()),
         env,
+        startup_probe: own.startup_probe,
+        liveness_probe: own.liveness_probe,
+        readiness_probe: own.readiness_probe,
     }))
 }
 

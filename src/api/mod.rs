@@ -9,6 +9,7 @@ pub mod desired;
 pub mod handle;
 pub mod ident;
 pub mod image;
+pub mod probe;
 pub mod quantity;
 pub mod reason;
 pub mod reference;

@@ -9,6 +9,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use super::probe::*;
 pub use super::security::*;
 
 /// Desired state of a container on one node.
@@ -160,6 +161,10 @@ pub struct EnvVar {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerPort {
+    /// A name for the port, unique in the container, that probes can
+    /// refer to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// The port the container listens on.
     pub container_port: i32,
     /// The node's port mapped to it; none when only declared.
@@ -263,6 +268,17 @@ pub struct ProcessSpec {
     /// Extra environment for this process, after the container's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
+    /// Until it first succeeds, the other probes wait; when it fails
+    /// `failureThreshold` times, the process is restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_probe: Option<Probe>,
+    /// When it fails `failureThreshold` times in a row, the process is
+    /// killed and restarted as the restart policy says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Probe>,
+    /// The container is Ready only while it succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
 }
 
 /// When the main process is restarted after it exits.

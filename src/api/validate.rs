@@ -87,6 +87,13 @@ pub fn validate(spec: &ContainerSpec) -> Result<(), ValidationErrors> {
     check_env(&mut errs, "spec.env", &spec.env);
     if let Some(p) = &spec.process {
         check_process(&mut errs, p, spec.image.is_some());
+        let ports: Vec<_> = spec
+            .ports
+            .iter()
+            .map(|p| (p.name.as_deref(), p.container_port))
+            .collect();
+        let probes = super::probe::probe_errors(p, &ports).into_iter();
+        errs.extend(probes.map(|(field, message)| FieldError::new(field, message)));
     }
     check_mounts(&mut errs, &spec.mounts);
     check_network(&mut errs, spec);
@@ -434,6 +441,7 @@ mod tests {
             working_dir: Some("tmp".into()),
             user: Some("1000:x".into()),
             env: vec![],
+            ..Default::default()
         });
         s.mounts = vec![
             Mount {
