@@ -11,6 +11,7 @@ pub mod image;
 pub mod mountinfo;
 pub mod network;
 pub(crate) mod pidfd;
+pub(crate) mod probe;
 pub mod process;
 mod procgroup;
 pub(crate) mod reconcile;

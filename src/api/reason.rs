@@ -69,11 +69,13 @@ pub enum Reason {
     CreateContainerConfigError,
     /// A container's network attachment is broken (kubelet's word).
     NetworkNotReady,
+    /// A probe failed (an event), or has not succeeded yet (Ready).
+    Unhealthy,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 29] = [
+    pub const ALL: [Reason; 30] = [
         Reason::Created,
         Reason::Started,
         Reason::Killing,
@@ -103,6 +105,7 @@ impl Reason {
         Reason::InvalidImageName,
         Reason::CreateContainerConfigError,
         Reason::NetworkNotReady,
+        Reason::Unhealthy,
     ];
 
     /// The one CamelCase word reported.
@@ -137,6 +140,7 @@ impl Reason {
             Reason::InvalidImageName => "InvalidImageName",
             Reason::CreateContainerConfigError => "CreateContainerConfigError",
             Reason::NetworkNotReady => "NetworkNotReady",
+            Reason::Unhealthy => "Unhealthy",
         }
     }
 

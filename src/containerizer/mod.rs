@@ -20,6 +20,7 @@ pub mod bundle;
 pub mod create;
 pub mod depot;
 pub mod destroy;
+pub mod exec_probe;
 pub mod info;
 pub mod leftovers;
 pub mod lifecycle;

@@ -13,6 +13,7 @@ use super::observe::{Observation, observe};
 use super::oom::OomWatches;
 use super::ops::{ContainerOps, MainRun};
 use super::plan::{self, Plan, Step, Waiting};
+use super::probing::ContainerExec;
 use super::queue::WorkQueue;
 use super::reporting::ReportOps;
 use super::status::{self, FailedStep, StatusInput};
@@ -22,6 +23,7 @@ use crate::api::reference::ImageReference;
 use crate::api::{ContainerSpec, Handle, Origin};
 use crate::containerizer::ContainerizerError;
 use crate::image::state::{ImageState, ImageWait, ReadyImage};
+use crate::probe::{Prober, Wake};
 use crate::report::Reporters;
 use crate::report::events::EventType;
 use crate::report::metrics::{AgentMetrics, ResultLabel};
@@ -66,6 +68,8 @@ pub struct Controller<C: ContainerOps, P: ReportOps = Reporters> {
     announced: Mutex<HashSet<(Handle, String, Reason)>>,
     /// OOM kills in running containers.
     oom: Arc<OomWatches>,
+    /// The probes of running main processes.
+    pub(super) prober: Arc<Prober>,
 }
 
 /// Why a reconcile failed; it is retried with backoff.
@@ -116,7 +120,11 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         config: ControllerConfig,
         clock: Clock,
     ) -> Arc<Self> {
+        let wake_queue = Arc::clone(&queue);
+        let wake: Wake = Arc::new(move |h: &Handle| wake_queue.add(h.clone()));
+        let exec = Arc::new(ContainerExec(Arc::clone(&containerizer)));
         Arc::new(Self {
+            prober: Arc::new(Prober::new(wake, exec)),
             containerizer,
             store,
             queue,
@@ -205,6 +213,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         if self.network_broken(handle, desired.as_ref(), &obs).await {
             obs = observe(&*self.containerizer, handle).await?;
         }
+        self.read_health(handle, &mut obs);
         let intent = intent(desired.as_ref(), &synced, &obs);
         let want = match &intent {
             Intent::Run(spec) => Some(&**spec),
@@ -242,11 +251,14 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         drop(image);
         let had_container = obs.record.is_some() || obs.half_made;
         // Nothing done, nothing to look at again: a resync costs one look.
-        let after = match plan.steps.is_empty() {
+        let mut after = match plan.steps.is_empty() {
             true => obs,
             false => observe(&*self.containerizer, handle).await?,
         };
         self.watch_main(handle, &after);
+        self.keep_probing(handle, &after);
+        self.read_health(handle, &mut after);
+        self.announce_probe_failures(handle, desired.as_ref()).await;
         if after.runtime == Some(Status::Running) {
             self.oom.ensure(&*self.containerizer, handle, &self.queue);
         }
@@ -360,6 +372,9 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
                     .await
                     .map_err(ReconcileError::StartMain)?,
                 (Step::StopMain, Some(spec)) => self.stop_main(handle, desired, spec).await?,
+                (Step::KillUnhealthy { probe }, Some(spec)) => {
+                    self.kill_unhealthy(handle, desired, spec, probe).await?
+                }
                 (_, None) => {}
             }
         }

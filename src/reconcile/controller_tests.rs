@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::api::Origin;
-use crate::api::{Phase, ProcessSpec};
+use crate::api::{ExecAction, Phase, Probe, ProcessSpec};
 use crate::reconcile::fake::{
     FakeContainers, FakeImages, FakeReports, FakeRun, Journal, tokio_clock,
 };
@@ -449,6 +449,7 @@ fn observation(record: Option<(ContainerSpec, SourceKind)>) -> Observation<FakeR
         main: MainObs::NotStarted,
         main_process: None,
         last_termination: None,
+        health: Default::default(),
     }
 }
 
@@ -634,4 +635,65 @@ async fn a_broken_network_is_repaired_by_making_the_container_again() {
     // Whole again: left alone at the next look.
     assert!(r.controller.reconcile(&a).await.is_ok());
     assert_eq!(r.journal.count("destroy a"), 1);
+}
+
+fn exec_probe(failure_threshold: i32) -> Option<Probe> {
+    Some(Probe {
+        exec: Some(ExecAction {
+            command: vec!["check".into()],
+        }),
+        period_seconds: Some(1),
+        failure_threshold: Some(failure_threshold),
+        ..Default::default()
+    })
+}
+
+fn ready(r: &Rig, a: &Handle) -> Option<String> {
+    let status = r.reports.statuses(a).pop()?;
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+    Some(format!(
+        "{} {}",
+        ready.status,
+        ready.reason.clone().unwrap_or_default()
+    ))
+}
+
+#[tokio::test(start_paused = true)]
+async fn readiness_drives_ready_and_a_failed_liveness_probe_restarts_the_main_process() {
+    let r = rig();
+    let a = h("a");
+    let mut s = spec();
+    if let Some(p) = s.process.as_mut() {
+        p.liveness_probe = exec_probe(2);
+        p.readiness_probe = exec_probe(1);
+    }
+    r.declare(&a, s);
+    assert!(r.controller.reconcile(&a).await.is_ok());
+    assert_eq!(
+        ready(&r, &a).as_deref(),
+        Some("False Unhealthy"),
+        "not ready before a probe"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(r.controller.reconcile(&a).await.is_ok());
+    assert_eq!(ready(&r, &a).as_deref(), Some("True Started"));
+    assert!(
+        r.journal.count("exec_probe a") >= 2,
+        "{:?}",
+        r.journal.lines()
+    );
+
+    r.containers.answer_probes(&a, Err("boom".into()));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(r.controller.reconcile(&a).await.is_ok());
+    assert_eq!(r.journal.count("stop a"), 1, "{:?}", r.journal.lines());
+    let reasons = r.reports.reasons(&a);
+    assert!(reasons.contains(&Reason::Unhealthy), "{reasons:?}");
+    assert!(reasons.contains(&Reason::Killing), "{reasons:?}");
+    assert!(
+        r.reports
+            .notes(&a)
+            .iter()
+            .any(|e| e.contains("Liveness probe failed: boom"))
+    );
 }

@@ -150,6 +150,8 @@ struct World {
     made: u64,
     /// Broken network attachments, reported once each.
     network_faults: HashMap<Handle, String>,
+    /// What exec probes in a container answer (success when unset).
+    probe_answers: HashMap<Handle, Result<(), String>>,
 }
 
 /// The in-memory containerizer.
@@ -193,6 +195,13 @@ impl FakeContainers {
     /// depot directory went first does.
     pub fn leave_cgroup(&self, handle: &Handle) {
         lock(&self.world).leftover_cgroups.insert(handle.clone());
+    }
+
+    /// From now on, exec probes in `handle` answer `answer`.
+    pub fn answer_probes(&self, handle: &Handle, answer: Result<(), String>) {
+        lock(&self.world)
+            .probe_answers
+            .insert(handle.clone(), answer);
     }
 
     /// Break `handle`'s network attachment: the next look finds `why`.
@@ -451,6 +460,18 @@ impl ContainerOps for FakeContainers {
         lock(&self.world).network_faults.remove(handle)
     }
 
+    async fn exec_probe(
+        &self,
+        handle: &Handle,
+        _command: &[String],
+        _user: Option<String>,
+        _timeout: Duration,
+    ) -> Result<(), String> {
+        self.journal.note(format!("exec_probe {handle}"));
+        let w = lock(&self.world);
+        w.probe_answers.get(handle).cloned().unwrap_or(Ok(()))
+    }
+
     async fn kill_lost(&self, handle: &Handle, id: &str) -> Result<bool, ContainerizerError> {
         self.call("kill_lost", handle)?;
         self.journal.note(format!("killed {handle} {id}"));
@@ -494,6 +515,13 @@ impl FakeReports {
         let events = lock(&self.events);
         let of = events.iter().filter(|(h, _, _)| h == handle);
         of.map(|(_, reason, _)| *reason).collect()
+    }
+
+    /// The notes of the events about `handle`, in order.
+    pub fn notes(&self, handle: &Handle) -> Vec<String> {
+        let events = lock(&self.events);
+        let of = events.iter().filter(|(h, _, _)| h == handle);
+        of.map(|(_, _, note)| note.clone()).collect()
     }
 }
 

@@ -12,6 +12,7 @@ pub mod observe;
 pub mod oom;
 pub mod ops;
 pub mod plan;
+pub mod probing;
 pub mod queue;
 pub mod reporting;
 pub mod status;

@@ -9,6 +9,7 @@ use super::plan::{ContainerObs, MainObs, Observed};
 use crate::api::{Handle, Reason, Termination};
 use crate::containerizer::ContainerizerError;
 use crate::containerizer::depot::{ContainerRecord, DepotError};
+use crate::probe::Health;
 use crate::process::{ExitRecord, ProcState, Process};
 use crate::runtime::Status;
 
@@ -29,6 +30,8 @@ pub struct Observation<P = Process> {
     pub main_process: Option<P>,
     /// How the last run of the main process ended.
     pub last_termination: Option<Termination>,
+    /// What the current run's probes say (filled in by the controller).
+    pub health: Health,
 }
 
 impl<P> Observation<P> {
@@ -52,6 +55,7 @@ impl<P> Observation<P> {
             container,
             main: self.main,
             history: self.main_file.history(),
+            health: self.health.clone(),
         }
     }
 }
@@ -83,6 +87,7 @@ pub async fn observe<C: ContainerOps>(
         main: MainObs::NotStarted,
         main_process: None,
         last_termination: None,
+        health: Health::default(),
     };
     if obs.record.is_none() {
         return Ok(obs);

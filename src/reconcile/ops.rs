@@ -100,6 +100,15 @@ pub trait ContainerOps: Send + Sync + 'static {
     /// Why `handle`'s network attachment is broken (CNI CHECK, and its
     /// pinned namespace); `None` when it is whole or it has none.
     fn network_fault(&self, handle: &Handle) -> impl Future<Output = Option<String>> + Send;
+    /// Run an exec probe's `command` as `user` within `timeout`: `Err`
+    /// carries its output.
+    fn exec_probe(
+        &self,
+        handle: &Handle,
+        command: &[String],
+        user: Option<String>,
+        timeout: Duration,
+    ) -> impl Future<Output = std::result::Result<(), String>> + Send;
 }
 
 /// One run of a main process, as the controller sees it.
@@ -214,6 +223,16 @@ impl<R: OciRuntime, M: Mounter> ContainerOps for Containerizer<R, M> {
 
     async fn network_fault(&self, handle: &Handle) -> Option<String> {
         Containerizer::network_fault(self, handle).await
+    }
+
+    async fn exec_probe(
+        &self,
+        handle: &Handle,
+        command: &[String],
+        user: Option<String>,
+        timeout: Duration,
+    ) -> std::result::Result<(), String> {
+        Containerizer::exec_probe(self, handle, command, user, timeout).await
     }
 }
 

@@ -4,7 +4,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::api::{ContainerSpec, DesiredState, RestartPolicy};
+use crate::api::{ContainerSpec, DesiredState, ProbeKind, RestartPolicy};
+use crate::probe::Health;
 use crate::runtime::Status;
 
 use super::backoff::CrashLoopBackoff;
@@ -64,6 +65,8 @@ pub struct Observed<'a> {
     pub main: MainObs,
     /// The main process's history.
     pub history: MainHistory,
+    /// What the running main process's probes say.
+    pub health: Health,
 }
 
 /// One step of a plan, executed in order.
@@ -86,6 +89,12 @@ pub enum Step {
     },
     /// Stop every process but init, keeping the container.
     StopMain,
+    /// Kill the main process, which failed `probe`; the restart policy
+    /// takes it from there, as after any exit.
+    KillUnhealthy {
+        /// The probe that failed.
+        probe: ProbeKind,
+    },
 }
 
 /// Why a plan is waiting.
@@ -261,7 +270,10 @@ fn main_plan(
         (DesiredState::Stopped, MainObs::Running) => Plan::of(vec![Step::StopMain]),
         (DesiredState::Stopped, _) => Plan::default(),
         (DesiredState::Running, MainObs::NotStarted) => Plan::of(vec![Step::StartMain]),
-        (DesiredState::Running, MainObs::Running) => Plan::default(),
+        (DesiredState::Running, MainObs::Running) => match obs.health.kill {
+            Some(probe) => Plan::of(vec![Step::KillUnhealthy { probe }]),
+            None => Plan::default(),
+        },
         (DesiredState::Running, MainObs::Exited { .. }) if obs.history.stopped => {
             Plan::of(vec![Step::StartMain])
         }

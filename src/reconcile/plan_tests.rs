@@ -31,6 +31,7 @@ fn present(spec: &ContainerSpec, main: MainObs) -> Observed<'_> {
         },
         main,
         history: MainHistory::default(),
+        health: Default::default(),
     }
 }
 
@@ -52,6 +53,7 @@ fn absent_and_undeclared_is_left_alone() {
         container: ContainerObs::Absent,
         main: MainObs::NotStarted,
         history: MainHistory::default(),
+        health: Default::default(),
     };
     assert_eq!(plan(None, &obs, &B, NOW()), Plan::default());
 }
@@ -67,6 +69,7 @@ fn undeclared_containers_are_destroyed() {
         container: ContainerObs::HalfMade,
         main: MainObs::NotStarted,
         history: MainHistory::default(),
+        health: Default::default(),
     };
     assert_eq!(steps(None, &half), vec![Step::Destroy]);
 }
@@ -77,6 +80,7 @@ fn declared_and_absent_is_created_and_started() {
         container: ContainerObs::Absent,
         main: MainObs::NotStarted,
         history: MainHistory::default(),
+        health: Default::default(),
     };
     assert_eq!(
         steps(Some(&spec()), &obs),
@@ -108,6 +112,7 @@ fn half_made_is_finished_then_created() {
         container: ContainerObs::HalfMade,
         main: MainObs::NotStarted,
         history: MainHistory::default(),
+        health: Default::default(),
     };
     assert_eq!(
         steps(Some(&spec()), &obs),
@@ -123,6 +128,7 @@ fn runtime_lost_or_stopped_is_repaired() {
             container: ContainerObs::Present { spec: &s, runtime },
             main: MainObs::Running,
             history: MainHistory::default(),
+            health: Default::default(),
         };
         assert_eq!(
             steps(Some(&s), &obs),
@@ -137,6 +143,7 @@ fn runtime_lost_or_stopped_is_repaired() {
         },
         main: MainObs::Running,
         history: MainHistory::default(),
+        health: Default::default(),
     };
     assert_eq!(
         steps(Some(&s), &paused),

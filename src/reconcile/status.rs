@@ -100,7 +100,10 @@ fn phase(input: &StatusInput<'_>) -> (Phase, bool, Reason, Option<String>) {
         return (Phase::Stopped, false, Reason::Stopped, None);
     }
     match (input.observed.main, input.waiting) {
-        (MainObs::Running, _) => (Phase::Running, true, Reason::Started, None),
+        (MainObs::Running, _) => match &input.observed.health {
+            h if h.ready => (Phase::Running, true, Reason::Started, None),
+            h => (Phase::Running, false, Reason::Unhealthy, h.message.clone()),
+        },
         (MainObs::NotStarted, _) => (Phase::Creating, false, Reason::Creating, None),
         (MainObs::Exited { .. }, Some(Waiting::BackOff { delay, .. })) => (
             Phase::Running,

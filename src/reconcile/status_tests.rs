@@ -27,6 +27,7 @@ fn obs(spec: &ContainerSpec, main: MainObs) -> Observed<'_> {
             restarts: 2,
             ..Default::default()
         },
+        health: Default::default(),
     }
 }
 
