@@ -145,6 +145,7 @@ pub fn classify(have: &ContainerSpec, want: &ContainerSpec) -> Change {
         || have.process != want.process
         || have.mounts != want.mounts
         || have.privileged != want.privileged
+        || have.security_context != want.security_context
         || have.host_network != want.host_network;
     if baked {
         Change::Recreate

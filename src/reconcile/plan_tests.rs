@@ -181,6 +181,12 @@ fn baked_in_changes_recreate() {
         },
         |s| s.privileged = true,
         |s| s.host_network = true,
+        |s| {
+            s.security_context = Some(crate::api::SecurityContext {
+                read_only_root_filesystem: Some(true),
+                ..Default::default()
+            })
+        },
     ];
     for change in changes {
         let mut want = have.clone();
