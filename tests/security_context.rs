@@ -109,7 +109,10 @@ fn read_only_root_users_groups_and_sysctls_hold_inside() {
         &probe(
             "ro",
             "{readOnlyRootFilesystem: true}",
-            "touch /x 2>/dev/null; echo root=$?; touch /dev/shm/x; echo shm=$?",
+            "touch /x 2>/dev/null; echo root=$?; touch /dev/shm/x; echo shm=$?; \
+             echo cgroups=$(ls /sys/fs/cgroup | wc -l); \
+             d=/sys/fs/cgroup; [ -d $d/pids ] && d=$d/pids; \
+             mkdir $d/x 2>/dev/null; echo cgroup_mkdir=$?",
         ),
     );
     a.write(
@@ -134,6 +137,16 @@ fn read_only_root_users_groups_and_sysctls_hold_inside() {
     let ro = output(&a, "ro");
     assert_ne!(value(&ro, "root"), "0", "/ is read-only: {ro:?}");
     assert_eq!(value(&ro, "shm"), "0", "/dev/shm stays writable: {ro:?}");
+    assert_ne!(
+        value(&ro, "cgroups"),
+        "0",
+        "its cgroup at /sys/fs/cgroup: {ro:?}"
+    );
+    assert_ne!(
+        value(&ro, "cgroup_mkdir"),
+        "0",
+        "no cgroup made under its own: {ro:?}"
+    );
 
     let ids = output(&a, "ids");
     assert_eq!(value(&ids, "uid"), "1234");

@@ -150,15 +150,27 @@ fn namespaces(input: &BundleInput<'_>, spec: &mut Spec) {
     linux(spec).set_namespaces(Some(list));
 }
 
-/// /proc, /dev, /dev/pts, /dev/shm, /dev/mqueue and /sys (read-only unless privileged).
+/// containerd's CRI mounts: /proc, /dev, /dev/pts, /dev/shm, /dev/mqueue,
+/// /sys and the container's own cgroup at /sys/fs/cgroup (both read-only
+/// unless privileged). No /run tmpfs: the CRI leaves it out too.
 fn standard_mounts(input: &BundleInput<'_>, spec: &mut Spec) {
     let sys_opts: &[&str] = if input.spec.privileged {
         &["nosuid", "noexec", "nodev"]
     } else {
         &["nosuid", "noexec", "nodev", "ro"]
     };
+    let cgroup_opts: &[&str] = if input.spec.privileged {
+        &["nosuid", "noexec", "nodev", "relatime", "rw"]
+    } else {
+        &["nosuid", "noexec", "nodev", "relatime", "ro"]
+    };
     let list = mounts(spec);
-    list.push(mount("/proc", "proc", "proc", &[]));
+    list.push(mount(
+        "/proc",
+        "proc",
+        "proc",
+        &["nosuid", "noexec", "nodev"],
+    ));
     list.push(mount(
         "/dev",
         "tmpfs",
@@ -191,6 +203,7 @@ fn standard_mounts(input: &BundleInput<'_>, spec: &mut Spec) {
         &["nosuid", "noexec", "nodev"],
     ));
     list.push(mount("/sys", "sysfs", "sysfs", sys_opts));
+    list.push(mount("/sys/fs/cgroup", "cgroup", "cgroup", cgroup_opts));
 }
 
 /// /etc/hosts, /etc/resolv.conf and /etc/hostname, written per container
