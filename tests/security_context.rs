@@ -102,7 +102,22 @@ fn capabilities_added_and_dropped_are_the_containers_own() {
 
 #[test]
 fn read_only_root_users_groups_and_sysctls_hold_inside() {
-    let a = AgentEnv::new("secctx-fs-ids");
+    fs_ids_and_sysctls("secctx-fs-ids", &[], "state.json");
+}
+
+#[test]
+fn crun_takes_the_same_config() {
+    if !std::path::Path::new("/usr/bin/crun").exists() {
+        panic!("crun is not installed: this test needs it");
+    }
+    fs_ids_and_sysctls("secctx-crun", &["--runtime", "crun"], "status");
+}
+
+/// `state_file`: what the runtime keeps in its root for a container
+/// (runc's `state.json`, crun's `status`), to tell which one ran it.
+fn fs_ids_and_sysctls(env: &str, flags: &[&str], state_file: &str) {
+    let mut a = AgentEnv::new(env);
+    a.extra.extend(flags.iter().map(|f| f.to_string()));
     let _agent = a.start();
     a.write(
         "ro.yaml",
@@ -135,6 +150,10 @@ fn read_only_root_users_groups_and_sysctls_hold_inside() {
         ),
     );
     let ro = output(&a, "ro");
+    assert!(
+        a.env.runc_root.join("ro").join(state_file).exists(),
+        "run by the runtime asked for"
+    );
     assert_ne!(value(&ro, "root"), "0", "/ is read-only: {ro:?}");
     assert_eq!(value(&ro, "shm"), "0", "/dev/shm stays writable: {ro:?}");
     assert_ne!(
