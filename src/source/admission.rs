@@ -273,8 +273,12 @@ impl Admission {
 
 impl Admission {
     /// Each capability `add` names beyond the default set must be allowed
-    /// (`ALL` in the list allows any). Unknown names are validation's.
+    /// (`ALL` in the list allows any). Unknown names are validation's; a
+    /// privileged container has every one already, by `--allow-privileged`.
     fn check_capabilities(&self, spec: &ContainerSpec) -> Result<(), Refusal> {
+        if spec.privileged {
+            return Ok(());
+        }
         let adds = spec
             .security_context
             .iter()
@@ -779,10 +783,16 @@ mod tests {
         assert!(check(&policy, &unsafe_).is_ok());
         // A privileged container is --allow-privileged's, not these lists'.
         policy.allowed_capabilities.clear();
+        let privileged = ContainerSpec {
+            privileged: true,
+            ..confined(&["SYS_ADMIN"], &[])
+        };
         assert!(
-            check(&policy, &spec(true, &[]))
+            check(&policy, &privileged)
                 .unwrap_err()
                 .contains("spec.privileged")
         );
+        policy.allow_privileged = true;
+        assert!(check(&policy, &privileged).is_ok());
     }
 }
