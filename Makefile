@@ -7,7 +7,7 @@ STATE ?= $(CURDIR)/state
 DEMO_CGROUP ?= rundmc-demo
 export RUNDMC_TEST_ROOTFS := $(ROOTFS)
 
-.PHONY: all deps rootfs build build-debug test lint soak run clean-run bench image clean
+.PHONY: all deps rootfs build build-debug test lint soak run clean-run bench confinement image clean
 
 all: build
 
@@ -74,6 +74,12 @@ clean-run:
 bench: rootfs build
 	target/release/rundmc-bench --image $(ROOTFS) --bin-dir $(CURDIR)/target/release \
 		--out $(CURDIR)/BENCHMARKS.md --findings $(CURDIR)/benches/e2e/FINDINGS.md
+	scripts/confinement.sh --bin-dir $(CURDIR)/target/release --image $(ROOTFS)
+
+# A default rundmc container's confinement beside a default `podman run` and
+# runc's `runc spec` default, each read from inside (as root; seconds).
+confinement: rootfs build
+	scripts/confinement.sh --bin-dir $(CURDIR)/target/release --image $(ROOTFS)
 
 # The agent's container image, built without a container engine: one
 # archive that is an OCI image layout and a Docker archive (docker load,

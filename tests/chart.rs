@@ -999,6 +999,10 @@ fn the_rendered_args_parse_with_the_agents_own_parser() {
             "images.gcHighThresholdPercent=100",
             "--set",
             "images.gcLowThresholdPercent=0",
+            "--set-json",
+            "allowedCapabilities=[\"NET_ADMIN\",\"SYS_TIME\"]",
+            "--set-json",
+            "allowedUnsafeSysctls=[\"kernel.msg*\"]",
         ],
     ] {
         let rendered = render(&sets);
@@ -1025,6 +1029,8 @@ fn the_rendered_args_parse_with_the_agents_own_parser() {
             assert_eq!(args.runtime, std::path::PathBuf::from("crun"));
             assert_eq!(args.mirror_namespace, "rundmc-system");
             assert!(args.allow_host_network);
+            assert_eq!(args.allowed_capabilities, vec!["NET_ADMIN", "SYS_TIME"]);
+            assert_eq!(args.allowed_unsafe_sysctls, vec!["kernel.msg*"]);
             assert_eq!(
                 args.allowed_rootfs_paths,
                 vec![std::path::PathBuf::from("/opt/images")]

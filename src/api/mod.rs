@@ -4,6 +4,7 @@
 //! rundmc writes (finalizer, mirror annotation, spec hash). Pure data: this
 //! room never touches containers, files or the network, and imports no other.
 
+pub mod capability;
 pub mod crd;
 pub mod desired;
 pub mod handle;
@@ -13,7 +14,9 @@ pub mod probe;
 pub mod quantity;
 pub mod reason;
 pub mod reference;
+pub mod secctx;
 pub mod security;
+pub mod sysctl;
 pub mod types;
 pub mod validate;
 

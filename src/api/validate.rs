@@ -97,6 +97,7 @@ pub fn validate(spec: &ContainerSpec) -> Result<(), ValidationErrors> {
     }
     check_mounts(&mut errs, &spec.mounts);
     check_network(&mut errs, spec);
+    super::secctx::check(&mut errs, spec);
     if let Err(e) = resources(&spec.limits) {
         errs.extend(e.0);
     }

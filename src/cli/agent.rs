@@ -353,6 +353,8 @@ fn start_sources(
         allowed_host_paths: resolved(&args.allowed_host_paths),
         allowed_rootfs_paths: resolved(&args.allowed_rootfs_paths),
         allowed_registries: args.allowed_registries.clone(),
+        allowed_capabilities: args.allowed_capabilities.clone(),
+        allowed_unsafe_sysctls: args.allowed_unsafe_sysctls.clone(),
     };
     let dir = DirSource::new(&args.manifests, args.relist_period.into())
         .with_admission(args.admit_files.then(|| admission.clone()));

@@ -325,6 +325,32 @@ pub struct AgentArgs {
     /// without it, the agent refuses to start.
     #[arg(long, value_name = "DURATION")]
     pub wait_for_lock: Option<humantime::Duration>,
+
+    // securityContext admission (secctx).
+    /// Capabilities (`NET_ADMIN`, or `ALL`) that resources from the API may
+    /// add beyond the default set. Comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = parse_capability)]
+    pub allowed_capabilities: Vec<String>,
+    /// Namespaced sysctls off the kubelet's safe list that resources from
+    /// the API may set: names or prefixes ending in `*` (`kernel.msg*`),
+    /// as the kubelet's --allowed-unsafe-sysctls. Comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = parse_sysctl_pattern)]
+    pub allowed_unsafe_sysctls: Vec<String>,
+}
+
+/// A capability name for `--allowed-capabilities`.
+fn parse_capability(name: &str) -> Result<String, String> {
+    match crate::api::capability::parse(name) {
+        Some(_) => Ok(name.to_string()),
+        None => Err(format!(
+            "{name:?} is not a capability: a name such as NET_ADMIN (capabilities(7)), or ALL"
+        )),
+    }
+}
+
+/// A pattern for `--allowed-unsafe-sysctls`.
+fn parse_sysctl_pattern(pattern: &str) -> Result<String, String> {
+    crate::api::sysctl::check_pattern(pattern).map(|()| pattern.to_string())
 }
 
 impl AgentArgs {

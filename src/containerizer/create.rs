@@ -65,7 +65,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             netns: None,
             etc_files: Vec::new(),
         };
-        log_left_out_capabilities(handle, spec.privileged, input.bounding_set);
+        log_left_out_capabilities(handle, spec, input.bounding_set);
         let made = Made {
             lowers: &lowers,
             image: image.map(|i| &i.image),
@@ -236,8 +236,9 @@ pub fn bounding_set() -> CapSet {
 
 /// Say which capabilities a container asked for and will not get: loudly
 /// for a privileged one, which asked for every one.
-fn log_left_out_capabilities(handle: &Handle, privileged: bool, bounding: CapSet) {
-    let (_, left_out) = bundle::wanted_capabilities(privileged, bounding);
+fn log_left_out_capabilities(handle: &Handle, spec: &ContainerSpec, bounding: CapSet) {
+    let (_, left_out) = bundle::wanted_capabilities(spec, bounding);
+    let privileged = spec.privileged;
     if left_out.is_empty() {
         return;
     }

@@ -9,7 +9,7 @@ use super::lifecycle::can_exec;
 use super::rootfs::Mounter;
 use super::users;
 use super::{Containerizer, ContainerizerError, ErrorKind, Result};
-use crate::api::{EnvVar, Handle};
+use crate::api::{ContainerSpec, EnvVar, FieldError, Handle, ValidationErrors};
 use crate::fsutil;
 use crate::process::{Launch, Process, ProcessInfo};
 use crate::runtime::OciRuntime;
@@ -45,8 +45,9 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             .ok_or_else(|| super::depot::DepotError::NotFound(handle.clone()))?;
         self.check_can_exec(handle).await?;
         let paths = self.depot.paths(handle);
-        let user = users::resolve(&paths.rootfs(), spec.user.as_deref())
+        let user = users::resolve_for(&paths.rootfs(), spec.user.as_deref(), &record.spec)
             .map_err(|source| ContainerizerError::at(handle, ErrorKind::User { source }))?;
+        check_non_root(handle, &record.spec, &user)?;
         let id = spec.id.clone().unwrap_or_else(generate_id);
         let dir = self.make_process_dir(handle, &paths.processes(), &id)?;
         let process = bundle::process_spec(&ProcessInput {
@@ -163,6 +164,28 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             },
         )
     }
+}
+
+/// With `runAsNonRoot`, no process of the container runs as uid 0, whatever
+/// asked for it (the main process is checked before the create, too).
+fn check_non_root(handle: &Handle, spec: &ContainerSpec, user: &bundle::ExecUser) -> Result<()> {
+    let non_root = spec
+        .security_context
+        .as_ref()
+        .is_some_and(|s| s.run_as_non_root == Some(true));
+    if !non_root || user.uid != 0 {
+        return Ok(());
+    }
+    let error = FieldError::new(
+        "spec.securityContext.runAsNonRoot",
+        "the process would run as root (uid 0)",
+    );
+    Err(ContainerizerError::at(
+        handle,
+        ErrorKind::Invalid {
+            errors: ValidationErrors(vec![error]),
+        },
+    ))
 }
 
 /// A fresh process id: `p-` and the time in nanoseconds, in hex.

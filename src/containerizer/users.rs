@@ -37,6 +37,20 @@ pub enum UserError {
     },
 }
 
+/// Resolve the user a process of `container` runs as: `runAsUser` over
+/// `user`, then `runAsGroup` and `supplementalGroups` applied.
+pub fn resolve_for(
+    rootfs: &Path,
+    user: Option<&str>,
+    container: &crate::api::ContainerSpec,
+) -> Result<ExecUser, UserError> {
+    let resolved = match crate::api::secctx::ids(container).0 {
+        Some(uid) => resolve(rootfs, Some(&uid.to_string()))?,
+        None => resolve(rootfs, user)?,
+    };
+    Ok(resolved.with_context(container))
+}
+
 /// Resolve `user` (None means root) against the image mounted at `rootfs`.
 pub fn resolve(rootfs: &Path, user: Option<&str>) -> Result<ExecUser, UserError> {
     let Some(user) = user else {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::backoff::CrashLoopBackoff;
-use super::images::{ImageOps, ImageStep, check_command};
+use super::images::{ImageOps, ImageStep, check_command, config_error};
 use super::observe::{Observation, observe};
 use super::oom::OomWatches;
 use super::ops::{ContainerOps, MainRun};
@@ -513,11 +513,14 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         want: Option<&ContainerSpec>,
         plan: &Plan,
     ) -> ImageStep {
-        let Some(spec) = want.filter(|s| s.image.is_some()) else {
+        let Some(spec) = want.filter(|_| plan.steps.contains(&Step::Create)) else {
             return ImageStep::NotNeeded;
         };
-        if !plan.steps.contains(&Step::Create) {
-            return ImageStep::NotNeeded;
+        if spec.image.is_none() {
+            return match config_error(spec, &Default::default()) {
+                Some(wait) => ImageStep::Wait(wait),
+                None => ImageStep::NotNeeded,
+            };
         }
         let namespace = match desired.map(|d| &d.origin) {
             Some(Origin::Kube { namespace, .. }) => Some(namespace.as_str()),

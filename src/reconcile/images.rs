@@ -61,17 +61,34 @@ pub(super) enum ImageStep {
     Wait(ImageWait),
 }
 
-/// A ready image whose config and the spec together give nothing to run
-/// waits in `CreateContainerConfigError` until the spec changes.
+/// A ready image whose config and the spec together give nothing to run,
+/// or a user that `runAsNonRoot` refuses, waits in
+/// `CreateContainerConfigError` until the spec changes.
 pub(super) fn check_command(spec: &ContainerSpec, ready: ReadyImage) -> ImageStep {
-    match api::image::main_process(spec, &ready.image.defaults) {
-        Ok(_) => ImageStep::Ready(ready),
-        Err(e) => ImageStep::Wait(ImageWait {
-            reason: Reason::CreateContainerConfigError,
-            message: e.to_string(),
-            retry_in: None,
-        }),
+    match config_error(spec, &ready.image.defaults) {
+        None => ImageStep::Ready(ready),
+        Some(wait) => ImageStep::Wait(wait),
     }
+}
+
+/// Why `spec`'s main process, over an image's `defaults` (empty for a
+/// rootfs directory), cannot be made, as the kubelet's
+/// CreateContainerConfigError.
+pub(super) fn config_error(
+    spec: &ContainerSpec,
+    defaults: &api::ImageDefaults,
+) -> Option<ImageWait> {
+    let checked = api::image::main_process(spec, defaults)
+        .map_err(|e| e.to_string())
+        .and_then(|main| {
+            let user = main.as_ref().and_then(|p| p.user.as_deref());
+            api::secctx::verify_non_root(spec, user)
+        });
+    checked.err().map(|message| ImageWait {
+        reason: Reason::CreateContainerConfigError,
+        message,
+        retry_in: None,
+    })
 }
 
 impl ImageOps for std::sync::Arc<crate::image::manager::Manager> {

@@ -4,8 +4,11 @@
 //! under one of `--allowed-host-paths`, and the rootfs under one of
 //! `--allowed-rootfs-paths` (it is a host directory the container reads),
 //! both as written and resolved through symlinks; an image must come from
-//! one of `--allowed-registries` when that is set. Resources from the API
-//! are always checked; the file source is trusted unless told otherwise.
+//! one of `--allowed-registries` when that is set. A capability beyond the
+//! default set needs `--allowed-capabilities`, and a sysctl off the
+//! kubelet's safe list a pattern of `--allowed-unsafe-sysctls`. Resources
+//! from the API are always checked; the file source is trusted unless told
+//! otherwise.
 //!
 //! The path as written is checked first, before it is resolved: in the
 //! agent's pod only the allowed paths are mounted, so a path outside them
@@ -18,8 +21,8 @@ use std::path::{Component, Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::api::ContainerSpec;
 use crate::api::reference::ImageReference;
+use crate::api::{ContainerSpec, capability, secctx, sysctl};
 
 /// Why a declaration is refused on this node. Each names the field, and a
 /// path outside the allowed ones also what the node allows and how to
@@ -46,6 +49,36 @@ pub enum Refusal {
         index: usize,
         /// The port.
         port: i32,
+    },
+    /// A capability beyond the default set, not in `--allowed-capabilities`.
+    #[error(
+        "spec.securityContext.capabilities.add[{index}]: {name} is beyond the default capability \
+         set and not allowed on this node: it allows {}. To allow it, add it to the agent's \
+         --allowed-capabilities (Helm chart value allowedCapabilities)",
+        listed_words(.allowed)
+    )]
+    Capability {
+        /// Its index in `add`.
+        index: usize,
+        /// The name as written.
+        name: String,
+        /// What the node allows beyond the default set.
+        allowed: Vec<String>,
+    },
+    /// A sysctl off the safe list, matched by no `--allowed-unsafe-sysctls` pattern.
+    #[error(
+        "spec.securityContext.sysctls[{index}].name: {name} is not a safe sysctl and not allowed \
+         on this node: it allows {}. To allow it, add it or a pattern such as `kernel.msg*` to \
+         the agent's --allowed-unsafe-sysctls (Helm chart value allowedUnsafeSysctls)",
+        listed_words(.allowed)
+    )]
+    UnsafeSysctl {
+        /// Its index in `sysctls`.
+        index: usize,
+        /// Its normalised name.
+        name: String,
+        /// The node's patterns.
+        allowed: Vec<String>,
     },
     /// An image from a registry outside `--allowed-registries`.
     #[error(
@@ -145,6 +178,13 @@ fn resolved_to(resolved: Option<&Path>) -> String {
     resolved.map_or_else(String::new, |r| format!(" (resolved to {})", r.display()))
 }
 
+fn listed_words(allowed: &[String]) -> String {
+    match allowed.is_empty() {
+        true => "none".to_string(),
+        false => allowed.join(", "),
+    }
+}
+
 fn listed(allowed: &[PathBuf]) -> String {
     match allowed.is_empty() {
         true => "none".to_string(),
@@ -172,6 +212,12 @@ pub struct Admission {
     /// Images must come from one of these registries (`host[:port]`); any
     /// when empty.
     pub allowed_registries: Vec<String>,
+    /// Capabilities (`NET_ADMIN`, or `ALL`) that may be added beyond the
+    /// default set.
+    pub allowed_capabilities: Vec<String>,
+    /// Patterns (`kernel.msg*`, `net.core.somaxconn`) of namespaced
+    /// sysctls allowed besides the safe ones.
+    pub allowed_unsafe_sysctls: Vec<String>,
 }
 
 impl Admission {
@@ -202,6 +248,8 @@ impl Admission {
         }
         self.check_registry(spec)?;
         self.check_ports(spec)?;
+        self.check_capabilities(spec)?;
+        self.check_sysctls(spec)?;
         let rootfs = Under {
             field: "spec.rootfs".into(),
             allowed: &self.allowed_rootfs_paths,
@@ -224,6 +272,61 @@ impl Admission {
 }
 
 impl Admission {
+    /// Each capability `add` names beyond the default set must be allowed
+    /// (`ALL` in the list allows any). Unknown names are validation's; a
+    /// privileged container has every one already, by `--allow-privileged`.
+    fn check_capabilities(&self, spec: &ContainerSpec) -> Result<(), Refusal> {
+        if spec.privileged {
+            return Ok(());
+        }
+        let adds = spec
+            .security_context
+            .iter()
+            .flat_map(|s| s.capabilities.iter())
+            .flat_map(|c| c.add.iter().enumerate());
+        let allowed: Vec<Option<capability::Name>> = self
+            .allowed_capabilities
+            .iter()
+            .map(|a| capability::parse(a))
+            .collect();
+        if allowed.contains(&Some(capability::Name::All)) {
+            return Ok(());
+        }
+        for (index, name) in adds {
+            let beyond = match capability::parse(name) {
+                Some(capability::Name::One(c)) => !capability::DEFAULT.contains(&c),
+                Some(capability::Name::All) => true,
+                None => false,
+            };
+            if beyond && !allowed.contains(&capability::parse(name)) {
+                return Err(Refusal::Capability {
+                    index,
+                    name: name.clone(),
+                    allowed: self.allowed_capabilities.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Every sysctl off the safe list must match an allowed pattern.
+    fn check_sysctls(&self, spec: &ContainerSpec) -> Result<(), Refusal> {
+        let refused = secctx::unsafe_sysctls(spec).into_iter().find(|(_, name)| {
+            !self
+                .allowed_unsafe_sysctls
+                .iter()
+                .any(|p| sysctl::matches(p, name))
+        });
+        match refused {
+            Some((index, name)) => Err(Refusal::UnsafeSysctl {
+                index,
+                name,
+                allowed: self.allowed_unsafe_sysctls.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Host ports under 1024 are the node's services' unless allowed.
     fn check_ports(&self, spec: &ContainerSpec) -> Result<(), Refusal> {
         if self.allow_privileged_ports {
@@ -619,5 +722,77 @@ mod tests {
             ..policy
         };
         assert!(allowed.check(&spec, resolve).is_ok());
+    }
+
+    fn confined(add: &[&str], sysctls: &[&str]) -> ContainerSpec {
+        use crate::api::{Capabilities, SecurityContext, Sysctl};
+        ContainerSpec {
+            security_context: Some(SecurityContext {
+                capabilities: Some(Capabilities {
+                    add: add.iter().map(|s| s.to_string()).collect(),
+                    drop: vec!["ALL".into()],
+                }),
+                sysctls: sysctls
+                    .iter()
+                    .map(|n| Sysctl {
+                        name: n.to_string(),
+                        value: "1".into(),
+                    })
+                    .collect(),
+                ..SecurityContext::default()
+            }),
+            ..spec(false, &[])
+        }
+    }
+
+    #[test]
+    fn capabilities_beyond_the_default_and_unsafe_sysctls_need_the_flags() {
+        let mut policy = Admission {
+            allowed_rootfs_paths: vec!["/img".into()],
+            ..Admission::default()
+        };
+        let check =
+            |p: &Admission, s: &ContainerSpec| p.check(s, resolve).map_err(|e| e.to_string());
+        let default_only = confined(&["CHOWN", "NET_BIND_SERVICE"], &["kernel.shm_rmid_forced"]);
+        assert!(check(&policy, &default_only).is_ok());
+        let beyond = confined(&["CHOWN", "NET_ADMIN"], &[]);
+        let refused = check(&policy, &beyond).unwrap_err();
+        assert!(
+            refused.starts_with(
+                "spec.securityContext.capabilities.add[1]: NET_ADMIN is beyond the default \
+                 capability set and not allowed on this node: it allows none."
+            ),
+            "{refused}"
+        );
+        assert!(check(&policy, &confined(&["ALL"], &[])).is_err());
+        policy.allowed_capabilities = vec!["CAP_NET_ADMIN".into()];
+        assert!(check(&policy, &beyond).is_ok());
+        assert!(check(&policy, &confined(&["SYS_TIME"], &[])).is_err());
+        policy.allowed_capabilities = vec!["ALL".into()];
+        assert!(check(&policy, &confined(&["SYS_TIME", "ALL"], &[])).is_ok());
+
+        let unsafe_ = confined(&[], &["net.ipv4.tcp_syncookies", "kernel/msgmax"]);
+        let refused = check(&policy, &unsafe_).unwrap_err();
+        assert!(
+            refused.starts_with(
+                "spec.securityContext.sysctls[1].name: kernel.msgmax is not a safe sysctl"
+            ),
+            "{refused}"
+        );
+        policy.allowed_unsafe_sysctls = vec!["kernel.msg*".into()];
+        assert!(check(&policy, &unsafe_).is_ok());
+        // A privileged container is --allow-privileged's, not these lists'.
+        policy.allowed_capabilities.clear();
+        let privileged = ContainerSpec {
+            privileged: true,
+            ..confined(&["SYS_ADMIN"], &[])
+        };
+        assert!(
+            check(&policy, &privileged)
+                .unwrap_err()
+                .contains("spec.privileged")
+        );
+        policy.allow_privileged = true;
+        assert!(check(&policy, &privileged).is_ok());
     }
 }

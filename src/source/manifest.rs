@@ -255,6 +255,19 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_capability_names_its_index_and_line() {
+        let text = format!(
+            "{GOOD}  securityContext:\n    capabilities:\n      add: [NET_ADMIN]\n      drop:\n      - ALL\n      - NET_RAWW\n"
+        );
+        assert_eq!(
+            errors(&text),
+            vec![
+                r#"/m/web.yaml: document 1, line 12: spec.securityContext.capabilities.drop[1]: "NET_RAWW" is not a capability: a name such as NET_ADMIN (capabilities(7), without or with CAP_), or ALL"#
+            ]
+        );
+    }
+
+    #[test]
     fn bad_field_names_file_document_and_field() {
         let text = format!(
             "{GOOD}---\n{}  limits:\n    memory: 64Q\n",

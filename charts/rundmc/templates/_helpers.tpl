@@ -148,6 +148,14 @@ read-only, unless the pod sees them already.
 {{- if .Values.allowHostNetwork }}
 - --allow-host-network
 {{- end }}
+{{- with .Values.allowedCapabilities }}
+- --allowed-capabilities
+- {{ join "," . | quote }}
+{{- end }}
+{{- with .Values.allowedUnsafeSysctls }}
+- --allowed-unsafe-sysctls
+- {{ join "," . | quote }}
+{{- end }}
 - --allowed-rootfs-paths
 {{- $rootfs := list }}
 {{- range (default (list (printf "%s/rootfs" (clean .Values.paths.lib))) .Values.allowedRootfsPaths) }}

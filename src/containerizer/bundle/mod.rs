@@ -18,8 +18,8 @@ mod rules;
 pub use caps::CapSet;
 pub use process::{ExecUser, ProcessInput, process_spec};
 pub use rules::{
-    DEFAULT_CAPABILITIES, INIT_PATH, RULES, all_capabilities, hostname, limit_resources,
-    wanted_capabilities,
+    DEFAULT_CAPABILITIES, DEFAULT_DEVICES, INIT_PATH, MASKED_PATHS, READONLY_PATHS, RULES,
+    all_capabilities, hostname, limit_resources, wanted_capabilities,
 };
 
 /// Everything the rules read. Built by the containerizer from the spec and
@@ -94,5 +94,7 @@ fn sort_capability_sets(value: &mut Value) {
     }
 }
 
+#[cfg(test)]
+mod secctx_tests;
 #[cfg(test)]
 mod tests;

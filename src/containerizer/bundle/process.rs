@@ -7,7 +7,7 @@ use oci_spec::runtime::{Process, User};
 
 use super::caps::CapSet;
 use super::rules::{DEFAULT_PATH, capability_sets, nofile_rlimits, wanted_capabilities};
-use crate::api::{ContainerSpec, EnvVar};
+use crate::api::{ContainerSpec, EnvVar, secctx};
 
 /// A user resolved to ids (from `uid:gid`, or from the rootfs' /etc/passwd).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +32,21 @@ impl ExecUser {
             home: Some("/root".into()),
         }
     }
+
+    /// This user with `runAsGroup` as its group and `supplementalGroups`
+    /// after its own; `runAsUser` is applied before, as the user resolved.
+    pub fn with_context(mut self, container: &ContainerSpec) -> Self {
+        let (_, gid, groups) = secctx::ids(container);
+        if let Some(gid) = gid {
+            self.gid = gid;
+        }
+        for g in groups {
+            if !self.additional_gids.contains(&g) {
+                self.additional_gids.push(g);
+            }
+        }
+        self
+    }
 }
 
 /// What one process needs beyond its container's spec.
@@ -45,7 +60,8 @@ pub struct ProcessInput<'a> {
     pub env: &'a [EnvVar],
     /// Working directory, `/` when unset.
     pub working_dir: Option<&'a str>,
-    /// The resolved user.
+    /// The resolved user, `securityContext`'s ids applied
+    /// ([`ExecUser::with_context`]).
     pub user: ExecUser,
     /// The hard open-files limit to give it.
     pub nofile_hard: u64,
@@ -67,9 +83,11 @@ pub fn process_spec(input: &ProcessInput<'_>) -> Process {
         user.set_additional_gids(Some(input.user.additional_gids.clone()));
     }
     p.set_user(user);
-    let (caps, _) = wanted_capabilities(input.container.privileged, input.bounding_set);
+    // The same set as init's in the container's config, which the
+    // seccomp rules read for capability-conditional syscalls.
+    let (caps, _) = wanted_capabilities(input.container, input.bounding_set);
     p.set_capabilities(Some(capability_sets(&caps)));
-    p.set_no_new_privileges(Some(!input.container.privileged));
+    p.set_no_new_privileges(Some(secctx::no_new_privileges(input.container)));
     p.set_rlimits(Some(nofile_rlimits(input.nofile_hard)));
     p
 }

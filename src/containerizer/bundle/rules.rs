@@ -7,14 +7,14 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use oci_spec::runtime::{
-    Capability, Linux, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxNamespace,
-    LinuxNamespaceType, LinuxPids, LinuxResources, Mount, PosixRlimit, PosixRlimitBuilder,
-    PosixRlimitType, Process, Root, Spec, User,
+    Capability, Linux, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup, LinuxDeviceType,
+    LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxPids, LinuxResources, Mount, PosixRlimit,
+    PosixRlimitBuilder, PosixRlimitType, Process, Root, Spec, User,
 };
 
 use super::caps::{self, CapSet};
 use super::{BundleInput, Rule};
-use crate::api::Resources;
+use crate::api::{ContainerSpec, Resources, capability, secctx};
 
 /// Where init is bind-mounted inside every container.
 pub const INIT_PATH: &str = "/.rundmc/init";
@@ -23,71 +23,15 @@ pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/u
 pub use crate::api::validate::CPU_PERIOD_US;
 
 /// The capability set containerd gives an unprivileged container.
-pub const DEFAULT_CAPABILITIES: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+pub const DEFAULT_CAPABILITIES: &[&str] = capability::DEFAULT;
 
 /// Every capability up to CAP_CHECKPOINT_RESTORE, for privileged containers,
 /// in number order: a name's index is its capability number.
-const ALL_CAPABILITIES: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
+const ALL_CAPABILITIES: &[&str] = capability::ALL;
 
-/// Paths hidden from unprivileged containers (containerd's list).
-const MASKED_PATHS: &[&str] = &[
+/// Paths hidden from unprivileged containers: containerd's list, and
+/// /proc/interrupts, as Docker and Kubernetes (1.34's default procMount) hide it.
+pub const MASKED_PATHS: &[&str] = &[
     "/proc/acpi",
     "/proc/asound",
     "/proc/interrupts",
@@ -102,8 +46,8 @@ const MASKED_PATHS: &[&str] = &[
     "/sys/devices/virtual/powercap",
 ];
 
-/// Paths read-only in unprivileged containers.
-const READONLY_PATHS: &[&str] = &[
+/// Paths read-only in unprivileged containers (containerd's list).
+pub const READONLY_PATHS: &[&str] = &[
     "/proc/bus",
     "/proc/fs",
     "/proc/irq",
@@ -170,11 +114,12 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
     m
 }
 
-/// The overlay mount point, relative to the bundle, writable.
-fn root(_: &BundleInput<'_>, spec: &mut Spec) {
+/// The overlay mount point, relative to the bundle; read-only with
+/// `readOnlyRootFilesystem` (the mounts over it stay as they are).
+fn root(input: &BundleInput<'_>, spec: &mut Spec) {
     let mut root = Root::default();
     root.set_path(PathBuf::from("rootfs"));
-    root.set_readonly(Some(false));
+    root.set_readonly(Some(secctx::read_only_root(input.spec)));
     spec.set_root(Some(root));
 }
 
@@ -205,15 +150,27 @@ fn namespaces(input: &BundleInput<'_>, spec: &mut Spec) {
     linux(spec).set_namespaces(Some(list));
 }
 
-/// /proc, /dev, /dev/pts, /dev/shm, /dev/mqueue and /sys (read-only unless privileged).
+/// containerd's CRI mounts: /proc, /dev, /dev/pts, /dev/shm, /dev/mqueue,
+/// /sys and the container's own cgroup at /sys/fs/cgroup (both read-only
+/// unless privileged). No /run tmpfs: the CRI leaves it out too.
 fn standard_mounts(input: &BundleInput<'_>, spec: &mut Spec) {
     let sys_opts: &[&str] = if input.spec.privileged {
         &["nosuid", "noexec", "nodev"]
     } else {
         &["nosuid", "noexec", "nodev", "ro"]
     };
+    let cgroup_opts: &[&str] = if input.spec.privileged {
+        &["nosuid", "noexec", "nodev", "relatime", "rw"]
+    } else {
+        &["nosuid", "noexec", "nodev", "relatime", "ro"]
+    };
     let list = mounts(spec);
-    list.push(mount("/proc", "proc", "proc", &[]));
+    list.push(mount(
+        "/proc",
+        "proc",
+        "proc",
+        &["nosuid", "noexec", "nodev"],
+    ));
     list.push(mount(
         "/dev",
         "tmpfs",
@@ -246,6 +203,7 @@ fn standard_mounts(input: &BundleInput<'_>, spec: &mut Spec) {
         &["nosuid", "noexec", "nodev"],
     ));
     list.push(mount("/sys", "sysfs", "sysfs", sys_opts));
+    list.push(mount("/sys/fs/cgroup", "cgroup", "cgroup", cgroup_opts));
 }
 
 /// /etc/hosts, /etc/resolv.conf and /etc/hostname, written per container
@@ -300,14 +258,48 @@ fn hostname_env(input: &BundleInput<'_>, spec: &mut Spec) {
 }
 
 /// Memory, CPU (quota from millicores) and pids; all devices for privileged
-/// containers, none beyond runc's defaults otherwise.
+/// containers, containerd's default devices otherwise.
 fn limits(input: &BundleInput<'_>, spec: &mut Spec) {
     let mut res = limit_resources(&input.resources, false);
-    let mut deny_all = LinuxDeviceCgroup::default();
-    deny_all.set_allow(input.spec.privileged);
-    deny_all.set_access(Some("rwm".to_string()));
-    res.set_devices(Some(vec![deny_all]));
+    res.set_devices(Some(device_rules(input.spec.privileged)));
     linux(spec).set_resources(Some(res));
+}
+
+/// The device cgroup rules containerd gives a container (its
+/// WithDefaultUnixDevices after denying all): character devices (major,
+/// minor; `None` any minor) read, written and made.
+pub const DEFAULT_DEVICES: &[(i64, Option<i64>)] = &[
+    (1, Some(3)),    // /dev/null
+    (1, Some(8)),    // /dev/random
+    (1, Some(7)),    // /dev/full
+    (5, Some(0)),    // /dev/tty
+    (1, Some(5)),    // /dev/zero
+    (1, Some(9)),    // /dev/urandom
+    (5, Some(1)),    // /dev/console
+    (136, None),     // /dev/pts/*
+    (5, Some(2)),    // /dev/ptmx
+    (10, Some(200)), // /dev/net/tun
+];
+
+/// Every device for a privileged container; otherwise none but
+/// [`DEFAULT_DEVICES`].
+fn device_rules(privileged: bool) -> Vec<LinuxDeviceCgroup> {
+    let mut all = LinuxDeviceCgroup::default();
+    all.set_allow(privileged);
+    all.set_access(Some("rwm".to_string()));
+    if privileged {
+        return vec![all];
+    }
+    let allowed = DEFAULT_DEVICES.iter().map(|&(major, minor)| {
+        let mut rule = LinuxDeviceCgroup::default();
+        rule.set_allow(true);
+        rule.set_typ(Some(LinuxDeviceType::C));
+        rule.set_major(Some(major));
+        rule.set_minor(minor);
+        rule.set_access(Some("rwm".to_string()));
+        rule
+    });
+    std::iter::once(all).chain(allowed).collect()
 }
 
 /// The cgroup limits of `resources`. With `clear_unset`, a limit that is
@@ -359,25 +351,21 @@ fn cgroup_path(input: &BundleInput<'_>, spec: &mut Spec) {
     linux(spec).set_cgroups_path(Some(PathBuf::from(path)));
 }
 
-/// containerd's default set, or every capability when privileged; either
-/// within the agent's bounding set.
+/// What the spec asks for (containerd's default set, every capability when
+/// privileged, and `securityContext.capabilities`), within the agent's
+/// bounding set. The same set as every process's ([`wanted_capabilities`]).
 fn capabilities(input: &BundleInput<'_>, spec: &mut Spec) {
-    let (names, _) = wanted_capabilities(input.spec.privileged, input.bounding_set);
+    let (names, _) = wanted_capabilities(input.spec, input.bounding_set);
     process(spec).set_capabilities(Some(capability_sets(&names)));
 }
 
-/// The capabilities a container asks for (every one when privileged,
-/// containerd's default set otherwise), cut to `bounding`: (granted, left out).
+/// The capabilities `spec` asks for ([`capability::wanted`]), cut to
+/// `bounding`: (granted, left out). Init's and every process's set.
 pub fn wanted_capabilities(
-    privileged: bool,
+    spec: &ContainerSpec,
     bounding: CapSet,
 ) -> (Vec<&'static str>, Vec<&'static str>) {
-    let wanted = if privileged {
-        ALL_CAPABILITIES
-    } else {
-        DEFAULT_CAPABILITIES
-    };
-    caps::within(wanted, ALL_CAPABILITIES, bounding)
+    caps::within(&capability::wanted(spec), ALL_CAPABILITIES, bounding)
 }
 
 /// Bounding, effective and permitted sets of `names`; none inheritable or ambient.
@@ -400,14 +388,21 @@ pub fn all_capabilities() -> &'static [&'static str] {
     ALL_CAPABILITIES
 }
 
-/// Masked and read-only /proc and /sys paths, no-new-privileges and an open
-/// files limit; privileged containers get none of the first three.
+/// Masked and read-only /proc and /sys paths (none when privileged or
+/// with `procMount: Unmasked`), no-new-privileges (unless privileged or
+/// `allowPrivilegeEscalation`), the spec's sysctls and an open files limit.
 fn hardening(input: &BundleInput<'_>, spec: &mut Spec) {
-    if !input.spec.privileged {
+    if secctx::masked(input.spec) {
         let l = linux(spec);
         l.set_masked_paths(Some(MASKED_PATHS.iter().map(|s| s.to_string()).collect()));
         l.set_readonly_paths(Some(READONLY_PATHS.iter().map(|s| s.to_string()).collect()));
+    }
+    if secctx::no_new_privileges(input.spec) {
         process(spec).set_no_new_privileges(Some(true));
+    }
+    let sysctls = secctx::sysctls(input.spec);
+    if !sysctls.is_empty() {
+        linux(spec).set_sysctl(Some(sysctls.into_iter().collect()));
     }
     process(spec).set_rlimits(Some(nofile_rlimits(input.nofile_hard)));
 }
@@ -426,7 +421,9 @@ pub fn nofile_rlimits(hard: u64) -> Vec<PosixRlimit> {
         .unwrap_or_default()
 }
 
-/// PID 1 is rundmc-init, bind-mounted read-only from the host, as root.
+/// PID 1 is rundmc-init, bind-mounted read-only from the host, as root, or
+/// as `runAsUser`/`runAsGroup` when set (it needs no privilege: it only
+/// reaps), so that no process of such a container runs as root.
 fn init(input: &BundleInput<'_>, spec: &mut Spec) {
     mounts(spec).push(mount(
         INIT_PATH,
@@ -438,5 +435,9 @@ fn init(input: &BundleInput<'_>, spec: &mut Spec) {
     p.set_terminal(Some(false));
     p.set_args(Some(vec![INIT_PATH.to_string()]));
     p.set_cwd(PathBuf::from("/"));
-    p.set_user(User::default());
+    let (uid, gid, _) = secctx::ids(input.spec);
+    let mut user = User::default();
+    user.set_uid(uid.unwrap_or(0));
+    user.set_gid(gid.unwrap_or(0));
+    p.set_user(user);
 }

@@ -264,12 +264,19 @@ fn privileged_gets_only_what_the_agents_bounding_set_has() {
         );
     }
     assert_eq!(
-        wanted_capabilities(true, bounding).1,
+        wanted_capabilities(&spec, bounding).1,
         vec!["CAP_SYS_RESOURCE", "CAP_MKNOD"]
     );
     // An unprivileged container loses CAP_MKNOD from its default set too,
     // and so does a process run in either.
-    assert_eq!(wanted_capabilities(false, bounding).1, vec!["CAP_MKNOD"]);
+    let unprivileged = ContainerSpec {
+        privileged: false,
+        ..spec.clone()
+    };
+    assert_eq!(
+        wanted_capabilities(&unprivileged, bounding).1,
+        vec!["CAP_MKNOD"]
+    );
     let p = process_spec(&ProcessInput {
         container: &spec,
         args: &["/bin/true".to_string()],
