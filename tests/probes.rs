@@ -1,0 +1,131 @@
+//! Probes end to end through the agent and real runc, as an operator sees
+//! them in status and events: an HTTP readiness probe holds Ready at False
+//! until the server answers, inside a container that has loopback only; an
+//! exec readiness probe follows a file; a TCP liveness probe that never
+//! connects gets the main process killed and restarted.
+
+#![allow(clippy::unwrap_used)] // a test: a panic is its failure
+
+mod support;
+
+use std::time::Duration;
+
+use support::agent::{AgentEnv, manifest};
+
+const T: Duration = Duration::from_secs(60);
+
+fn ready(a: &AgentEnv, name: &str) -> Option<(String, String, String)> {
+    a.condition(name, "Ready")
+}
+
+fn reasons(a: &AgentEnv, name: &str) -> Vec<String> {
+    a.events()
+        .iter()
+        .filter(|e| e["handle"] == name)
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn an_http_readiness_probe_holds_ready_until_the_server_answers() {
+    let a = AgentEnv::new("probe-http");
+    let _agent = a.start();
+    // The server starts only once /go exists; the probe reaches it on the
+    // container's own loopback (no CNI network here).
+    let spec = r#"  process:
+    args: ["/bin/sh", "-c", "mkdir -p /www; echo ok > /www/index.html; while [ ! -e /go ]; do sleep 0.1; done; exec httpd -f -p 8080 -h /www"]
+    readinessProbe:
+      httpGet: {path: /index.html, port: 8080}
+      periodSeconds: 1
+"#;
+    a.write("h.yaml", &manifest("web", spec));
+    a.wait("running, not ready", T, || {
+        a.running("web")
+            && ready(&a, "web").is_some_and(|(s, r, m)| {
+                s == "False" && r == "Unhealthy" && m.starts_with("Readiness probe failed: ")
+            })
+    });
+    let (_, _, message) = ready(&a, "web").unwrap();
+    assert!(message.contains("127.0.0.1:8080"), "{message}");
+    assert!(reasons(&a, "web").iter().any(|r| r == "Unhealthy"));
+
+    let (code, _, err) = a.env.exec("web", &["touch", "/go"]);
+    assert_eq!(code, 0, "{err}");
+    a.wait("ready", T, || {
+        ready(&a, "web").is_some_and(|(s, r, _)| s == "True" && r == "Started")
+    });
+    assert_eq!(a.status_field("web", "restartCount").as_deref(), Some("0"));
+}
+
+#[test]
+fn an_exec_readiness_probe_follows_a_file_in_the_container() {
+    let a = AgentEnv::new("probe-exec");
+    let _agent = a.start();
+    let spec = r#"  process:
+    args: ["/bin/sh", "-c", "exec sleep 100000"]
+    readinessProbe:
+      exec: {command: ["cat", "/tmp/ready"]}
+      periodSeconds: 1
+"#;
+    a.write("e.yaml", &manifest("worker", spec));
+    a.wait("not ready, with cat's complaint", T, || {
+        ready(&a, "worker").is_some_and(|(s, _, m)| s == "False" && m.contains("/tmp/ready"))
+    });
+    let (code, _, err) = a.env.exec("worker", &["touch", "/tmp/ready"]);
+    assert_eq!(code, 0, "{err}");
+    a.wait("ready", T, || {
+        ready(&a, "worker").is_some_and(|(s, _, _)| s == "True")
+    });
+    let (code, _, err) = a.env.exec("worker", &["rm", "/tmp/ready"]);
+    assert_eq!(code, 0, "{err}");
+    a.wait("not ready again", T, || {
+        ready(&a, "worker").is_some_and(|(s, _, _)| s == "False")
+    });
+    let leftovers: Vec<String> = std::fs::read_dir(a.env.depot.join("worker").join("processes"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("probe-"))
+        .collect();
+    assert!(
+        leftovers.len() <= 1,
+        "probe processes are removed: {leftovers:?}"
+    );
+}
+
+#[test]
+fn a_failing_tcp_liveness_probe_restarts_the_main_process() {
+    let a = AgentEnv::new("probe-live");
+    let _agent = a.start();
+    let spec = r#"  process:
+    args: ["/bin/sh", "-c", "exec sleep 100000"]
+    livenessProbe:
+      tcpSocket: {port: 9000}
+      periodSeconds: 1
+      failureThreshold: 2
+"#;
+    a.write("l.yaml", &manifest("dead", spec));
+    a.wait("running", T, || {
+        a.running("dead") && a.main_pid("dead").is_some()
+    });
+    let first = a.main_pid("dead").unwrap();
+    a.wait("killed and restarted", T, || {
+        a.main_pid("dead").is_some_and(|p| p != first)
+            && a.status_field("dead", "restartCount")
+                .is_some_and(|c| c != "0")
+    });
+    let reasons = reasons(&a, "dead");
+    assert!(reasons.iter().any(|r| r == "Unhealthy"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "Killing"), "{reasons:?}");
+    let notes: Vec<String> = a
+        .events()
+        .iter()
+        .filter(|e| e["reason"] == "Unhealthy")
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("Liveness probe failed: dial tcp 127.0.0.1:9000")),
+        "{notes:?}"
+    );
+}
