@@ -129,3 +129,51 @@ fn a_failing_tcp_liveness_probe_restarts_the_main_process() {
         "{notes:?}"
     );
 }
+
+#[test]
+fn a_restarted_agent_resumes_probing_where_it_was() {
+    let a = AgentEnv::new("probe-resume");
+    let mut agent = a.start();
+    // A startup probe that passes once only: probed again from scratch,
+    // it would fail and get a healthy process killed.
+    let spec = r#"  process:
+    args: ["/bin/sh", "-c", "exec sleep 100000"]
+    startupProbe:
+      exec: {command: ["/bin/sh", "-c", "test ! -e /tmp/started && touch /tmp/started"]}
+      periodSeconds: 1
+      failureThreshold: 1
+    readinessProbe:
+      exec: {command: ["true"]}
+      periodSeconds: 1
+"#;
+    a.write("r.yaml", &manifest("steady", spec));
+    a.wait("started and ready", T, || {
+        ready(&a, "steady").is_some_and(|(s, _, _)| s == "True")
+    });
+    let pid = a.main_pid("steady").unwrap();
+    let events = a.events().len();
+    agent.kill9();
+
+    let _agent = a.start();
+    // Long enough for several probe periods of the new agent.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        a.main_pid("steady"),
+        Some(pid),
+        "not killed: {:?}",
+        reasons(&a, "steady")
+    );
+    assert_eq!(
+        a.status_field("steady", "restartCount").as_deref(),
+        Some("0")
+    );
+    assert!(ready(&a, "steady").is_some_and(|(s, _, _)| s == "True"));
+    let new: Vec<String> = a.events()[events..]
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        !new.iter().any(|r| r == "Unhealthy" || r == "Killing"),
+        "{new:?}"
+    );
+}

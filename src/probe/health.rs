@@ -3,7 +3,9 @@
 //! starts failed, liveness successful, startup unknown; until the startup
 //! probe succeeds the other two do not count. [`RunHealth`] holds one run
 //! of the main process's three trackers; [`Health`] is what planning and
-//! status read of it.
+//! status read of it; [`Saved`] is what a restarted agent resumes from.
+
+use serde::{Deserialize, Serialize};
 
 use crate::api::{ProbeKind, ProbeTiming, ProcessSpec};
 
@@ -130,6 +132,38 @@ impl RunHealth {
         self.tracker_mut(kind).is_some_and(|t| t.record(ok))
     }
 
+    /// What a restarted agent resumes from: each probe's result.
+    pub fn saved(&self) -> Saved {
+        let result = |t: &Option<Tracker>| t.as_ref().and_then(|t| t.result);
+        Saved {
+            run: self.run.clone(),
+            startup: result(&self.startup),
+            liveness: result(&self.liveness),
+            readiness: result(&self.readiness),
+        }
+    }
+
+    /// `process`'s trackers for `run`, with the results `saved` for the
+    /// same run. Counts in a row start again: a failing process needs its
+    /// whole threshold again before it is killed, and a ready one stays
+    /// ready until its readiness probe has failed its threshold.
+    pub fn resume(run: &str, process: &ProcessSpec, saved: &Saved) -> RunHealth {
+        let mut health = RunHealth::new(run, process);
+        if saved.run != run {
+            return health;
+        }
+        for (kind, result) in [
+            (ProbeKind::Startup, saved.startup),
+            (ProbeKind::Liveness, saved.liveness),
+            (ProbeKind::Readiness, saved.readiness),
+        ] {
+            if let (Some(t), Some(r)) = (health.tracker_mut(kind), result) {
+                t.result = Some(r);
+            }
+        }
+        health
+    }
+
     /// The failures since the last call, to announce.
     pub fn take_unannounced(&mut self) -> Vec<(ProbeKind, String)> {
         std::mem::take(&mut self.unannounced)
@@ -169,6 +203,22 @@ impl RunHealth {
             message,
         }
     }
+}
+
+/// Each probe's result for one run, as kept in the run's directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Saved {
+    /// The run, `main-<n>`.
+    pub run: String,
+    /// The startup probe's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup: Option<bool>,
+    /// The liveness probe's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<bool>,
+    /// The readiness probe's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<bool>,
 }
 
 /// `Liveness probe failed: <output>`, as the kubelet's event says.
@@ -291,6 +341,28 @@ mod tests {
         never.record(ProbeKind::Startup, fail());
         never.record(ProbeKind::Startup, fail());
         assert_eq!(never.health().kill, Some(ProbeKind::Startup));
+    }
+
+    #[test]
+    fn a_resumed_run_keeps_its_results_and_starts_its_counts_again() {
+        let process = ProcessSpec {
+            startup_probe: probe(1, 1),
+            liveness_probe: probe(1, 2),
+            readiness_probe: probe(1, 2),
+            ..ProcessSpec::default()
+        };
+        let mut before = RunHealth::new("main-3", &process);
+        before.record(ProbeKind::Startup, Ok(()));
+        before.record(ProbeKind::Readiness, Ok(()));
+        before.record(ProbeKind::Liveness, fail());
+        let saved = before.saved();
+        let mut after = RunHealth::resume("main-3", &process, &saved);
+        assert!(after.started(), "the startup probe is not run again");
+        assert!(after.health().ready, "a ready process stays ready");
+        after.record(ProbeKind::Liveness, fail());
+        assert_eq!(after.health().kill, None, "the whole threshold again");
+        let other = RunHealth::resume("main-4", &process, &saved);
+        assert!(!other.started(), "another run's results are not taken");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::check::{self, Target};
-use super::health::{Health, RunHealth};
+use super::health::{Health, RunHealth, Saved};
 use crate::api::{Handle, Probe, ProbeKind, ProcessSpec, resolve_port};
 use crate::sync::lock;
 
@@ -49,6 +50,8 @@ pub struct Subject {
     pub ports: Vec<(Option<String>, i32)>,
     /// The process and its probes.
     pub process: ProcessSpec,
+    /// Where the run's probe results are kept for a restarted agent.
+    pub saved: Option<PathBuf>,
 }
 
 /// Probing of every running main process.
@@ -91,7 +94,10 @@ impl Prober {
             return;
         }
         runs.remove(handle);
-        let health = RunHealth::new(&subject.run, &subject.process);
+        let health = match subject.saved.as_deref().and_then(load) {
+            Some(saved) => RunHealth::resume(&subject.run, &subject.process, &saved),
+            None => RunHealth::new(&subject.run, &subject.process),
+        };
         if [
             ProbeKind::Startup,
             ProbeKind::Liveness,
@@ -164,11 +170,14 @@ impl Prober {
             }
             let outcome = self.run(&handle, &subject, &probe, timing.timeout).await;
             let failed = outcome.is_err();
-            let (changed, now_started, kill) = {
+            let (changed, now_started, kill, saved) = {
                 let mut h = lock(&health);
                 let changed = h.record(kind, outcome);
-                (changed, h.started(), h.health().kill)
+                (changed, h.started(), h.health().kill, h.saved())
             };
+            if changed && let Some(path) = &subject.saved {
+                save(path, &saved);
+            }
             if changed && now_started && kind == ProbeKind::Startup {
                 // The others start at once rather than at their next tick.
                 let now = Instant::now();
@@ -229,6 +238,21 @@ impl Prober {
             return self.exec.exec(handle, &exec.command, timeout).await;
         }
         Err("the probe has no handler this agent runs".into())
+    }
+}
+
+/// The results kept for a run, if readable.
+fn load(path: &Path) -> Option<Saved> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Keep a run's results (best effort: without them a restarted agent
+/// starts from the kubelet's initial results).
+fn save(path: &Path, saved: &Saved) {
+    let written = crate::fsutil::write_json_with(path, saved, crate::fsutil::Durability::Volatile);
+    if let Err(error) = written {
+        tracing::debug!(%error, "keeping probe results");
     }
 }
 

@@ -343,6 +343,10 @@ impl ContainerOps for FakeContainers {
         });
     }
 
+    fn run_file(&self, _handle: &Handle, _id: &str, _name: &str) -> Option<std::path::PathBuf> {
+        None
+    }
+
     fn cgroup_instance(&self, handle: &Handle) -> Option<u64> {
         self.get(handle).map(|c| c.instance)
     }

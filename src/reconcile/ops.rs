@@ -57,6 +57,9 @@ pub trait ContainerOps: Send + Sync + 'static {
     fn attach(&self, handle: &Handle, id: &str) -> Result<Self::Run>;
     /// Remove what is left of run `id` (its directory and logs).
     fn remove_run(&self, handle: &Handle, id: &str);
+    /// Where run `id` may keep a file of its own (its probes' standing),
+    /// which goes with the run; `None` when runs have no directory.
+    fn run_file(&self, handle: &Handle, id: &str, name: &str) -> Option<std::path::PathBuf>;
     /// Which instance of `handle`'s cgroup is there now (a container made
     /// again has a new one); `None` when it cannot be watched.
     fn cgroup_instance(&self, handle: &Handle) -> Option<u64>;
@@ -171,6 +174,10 @@ impl<R: OciRuntime, M: Mounter> ContainerOps for Containerizer<R, M> {
 
     fn remove_run(&self, handle: &Handle, id: &str) {
         let _ = std::fs::remove_dir_all(self.process_dir(handle, id));
+    }
+
+    fn run_file(&self, handle: &Handle, id: &str, name: &str) -> Option<std::path::PathBuf> {
+        Some(self.process_dir(handle, id).join(name))
     }
 
     fn cgroup_instance(&self, handle: &Handle) -> Option<u64> {

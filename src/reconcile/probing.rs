@@ -20,6 +20,9 @@ use crate::containerizer::ContainerizerError;
 use crate::probe::{ExecProbe, Subject, check::default_host, failure_message};
 use crate::report::events::EventType;
 
+/// The file in a run's directory that keeps its probes' results.
+const PROBES_FILE: &str = "probes.json";
+
 /// Exec probes through the containerizer, as the main process's user.
 pub struct ContainerExec<C>(pub Arc<C>);
 
@@ -90,6 +93,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
                 .map(|p| (p.name.clone(), p.container_port))
                 .collect(),
             process: declared(spec),
+            saved: self.containerizer.run_file(handle, p.id(), PROBES_FILE),
         };
         self.prober.ensure(handle, subject);
     }
