@@ -154,7 +154,9 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         timeout: args.runtime_timeout.into(),
     });
     let containerizer = Containerizer::new(containerizer_config(&args)?, runtime)?
-        .with_networking(networking(&args));
+        .with_networking(networking(&args))
+        // User namespaces (spec.hostUsers).
+        .with_user_namespaces(args.userns_range, !args.host_users_default)?;
     let containerizer = Arc::new(containerizer);
     let store = Arc::new(Store::new());
     let metrics = AgentMetrics::default();

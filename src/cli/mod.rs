@@ -318,6 +318,18 @@ pub struct AgentArgs {
     /// (kubelet's imageMinimumGCAge).
     #[arg(long, default_value = "2m")]
     pub image_minimum_gc_age: humantime::Duration,
+    // --- User namespaces (spec.hostUsers) ---
+    /// Host ids the agent gives user-namespaced containers (`hostUsers:
+    /// false`) 65,536 at a time, as FIRST:COUNT, both multiples of 65536.
+    /// The default is the kubelet's: 110 containers' worth from 65536.
+    #[arg(long, default_value = "65536:7208960")]
+    pub userns_range: crate::containerizer::userns::IdRange,
+    /// What a container whose spec leaves `hostUsers` unset gets: `true`
+    /// (the node's user namespace, as Kubernetes), or `false` (one of its
+    /// own, as Garden; privileged and hostNetwork containers still get the
+    /// node's).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub host_users_default: bool,
 }
 
 impl AgentArgs {

@@ -20,6 +20,7 @@ pub mod bundle;
 pub mod create;
 pub mod depot;
 pub mod destroy;
+pub mod idmap;
 pub mod info;
 pub mod leftovers;
 pub mod lifecycle;
@@ -31,12 +32,14 @@ pub mod stop;
 pub mod stream;
 pub mod update;
 pub mod users;
+pub mod userns;
 
 use crate::cgroup::{Cgroup, CgroupError, Hierarchy};
 use crate::process::{ProcessError, Tracker};
 use depot::{Depot, DepotError};
 use rootfs::{KernelMounter, Mounter, RootfsError};
 use users::UserError;
+use userns::{Allocator, IdRange, UsernsError};
 
 /// Everything that can go wrong in a containerizer verb. Most of it is
 /// about one container, which it names once, with what went wrong there in
@@ -163,6 +166,13 @@ pub enum ErrorKind {
         /// What nstar or the pipe said.
         message: String,
     },
+    /// No user namespace range could be given (`spec.hostUsers: false`).
+    #[error("{source}")]
+    Userns {
+        /// Why.
+        #[source]
+        source: UsernsError,
+    },
     /// A process could not be started, found or signalled.
     #[error("{source}")]
     Process {
@@ -228,6 +238,10 @@ pub struct Containerizer<R, M = KernelMounter> {
     config: Config,
     /// Containers' networks of their own, when the node has CNI.
     networking: Option<Arc<network::Networking>>,
+    /// User namespace id ranges (`hostUsers: false`), kept in the depot.
+    userns: Arc<Allocator>,
+    /// Whether a spec that leaves `hostUsers` unset gets a user namespace.
+    userns_by_default: bool,
 }
 
 impl<R: OciRuntime> Containerizer<R, KernelMounter> {
@@ -241,6 +255,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     /// A containerizer with its own mounter.
     pub fn with_mounter(config: Config, runtime: R, mounter: M) -> Result<Self> {
         let depot = Depot::open(&config.depot)?;
+        let userns = Arc::new(Allocator::rebuild(&depot, userns::DEFAULT_RANGE)?);
         let hierarchy = Hierarchy::detect().map_err(ContainerizerError::CgroupSetup)?;
         let tracker = Tracker::new(&config.shim_binary);
         let all_roots = crate::cgroup::mounted_roots().unwrap_or_else(|e| {
@@ -262,7 +277,34 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             tracker,
             config,
             networking: None,
+            userns,
+            userns_by_default: false,
         })
+    }
+
+    /// Give user-namespaced containers their ids from `range` (the
+    /// kubelet's default otherwise), and with `by_default` a user namespace
+    /// to every spec that leaves `hostUsers` unset (but privileged and
+    /// hostNetwork ones). Ranges containers already hold stay theirs,
+    /// inside `range` or not.
+    pub fn with_user_namespaces(mut self, range: IdRange, by_default: bool) -> Result<Self> {
+        self.userns = Arc::new(Allocator::rebuild(&self.depot, range)?);
+        self.userns_by_default = by_default;
+        Ok(self)
+    }
+
+    /// True when `spec` runs in a user namespace of its own: `hostUsers:
+    /// false`, or unset where the agent defaults to one.
+    pub fn wants_userns(&self, spec: &crate::api::ContainerSpec) -> bool {
+        match spec.host_users {
+            Some(host) => !host,
+            None => self.userns_by_default && !spec.privileged && !spec.host_network,
+        }
+    }
+
+    /// The user namespace range `handle` holds, if any.
+    pub fn userns_range(&self, handle: &Handle) -> Option<IdRange> {
+        self.userns.get(handle)
     }
 
     /// Give containers a network of their own through CNI.

@@ -283,6 +283,7 @@ fn record(
         labels,
         image: None,
         network: None,
+        userns: None,
     }
 }
 
