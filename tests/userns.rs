@@ -6,12 +6,19 @@
 
 #![allow(clippy::unwrap_used)] // a test: a panic is its failure
 
+#[path = "support/cni_net.rs"]
+mod cni_net;
+/// What `cni_net` takes from the shared support code.
+mod common {
+    pub use crate::support::image;
+}
 mod support;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
+use cni_net::{TestNet, free_port, http_get};
 use support::agent::{AgentEnv, manifest};
 use support::image;
 
@@ -173,4 +180,77 @@ fn host_users_false_with_privileged_or_host_network_is_invalid() {
         assert!(a.env.runc_status(name).is_none(), "nothing created for {name}");
         assert!(!Path::new(&a.env.depot.join(name)).exists());
     }
+}
+
+/// On a CNI network its namespace is pinned by the agent and owned by the
+/// node's user namespace, where the container may not mount a sysfs: it
+/// still starts, reads its names files, and serves a published port.
+fn on_a_network(runtime: &str) {
+    let net = TestNet::new();
+    let mut a = AgentEnv::new(&format!("userns-net-{runtime}"));
+    let bins = format!("{},/usr/lib/cni", net.dir.join("bin").display());
+    a.extra = vec![
+        "--runtime".into(),
+        runtime.into(),
+        "--cni-conf-dir".into(),
+        net.conf_dir().display().to_string(),
+        "--cni-bin-dir".into(),
+        bins,
+        "--cni-cache-dir".into(),
+        net.cache_dir().display().to_string(),
+    ];
+    let _agent = a.start();
+    let port = free_port();
+    let spec = format!(
+        "  hostUsers: false\n  ports: [{{containerPort: 8080, hostPort: {port}}}]\n  process:\n    args: [\"/bin/sh\", \"-c\", \"echo uid_map $(cat /proc/self/uid_map); cat /etc/hostname /etc/hosts /etc/resolv.conf > /dev/null && echo names read; ls /sys/class/net > /dev/null && echo sys read; mkdir -p /www; echo hello > /www/index.html; exec httpd -f -p 8080 -h /www\"]\n"
+    );
+    a.write("web.yaml", &manifest("web", &spec));
+    a.wait("web serving its names and /sys read", T, || {
+        let log = a.main_log("web");
+        phase_running(&a, "web") && log.contains("names read") && log.contains("sys read")
+    });
+    assert_eq!(logged_map(&a, "web", "uid_map"), Some(recorded(&a, "web")));
+    let got = cni_net::eventually(T, || http_get(&format!("127.0.0.1:{port}")));
+    assert!(got.contains("hello"), "{got}");
+    a.remove("web.yaml");
+    a.wait("web destroyed", T, || !a.env.depot.join("web").exists());
+}
+
+/// runc before 1.2 joins the container's user namespace before its network
+/// one, which it may then not join: the create is refused, saying so,
+/// rather than a main process that fails to start again and again.
+#[test]
+fn runc_on_a_network_of_its_own() {
+    let version = std::process::Command::new("runc")
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8_lossy(&version.stdout).into_owned();
+    if rundmc::containerizer::userns::execs_into_foreign_netns(&version) {
+        return on_a_network("runc");
+    }
+    let net = TestNet::new();
+    let mut a = AgentEnv::new("userns-net-runc-old");
+    a.extra = vec![
+        "--cni-conf-dir".into(),
+        net.conf_dir().display().to_string(),
+        "--cni-bin-dir".into(),
+        format!("{},/usr/lib/cni", net.dir.join("bin").display()),
+        "--cni-cache-dir".into(),
+        net.cache_dir().display().to_string(),
+    ];
+    let _agent = a.start();
+    a.write("web.yaml", &manifest("web", PRIVATE));
+    a.wait("web refused with the reason", T, || {
+        a.condition("web", "Ready").is_some_and(|c| {
+            c.2.contains("needs crun or runc 1.2+") && c.2.contains("runc version 1.1")
+        })
+    });
+    assert!(!a.env.depot.join("web").exists(), "nothing half-made");
+    assert!(net.leases().is_empty(), "no address kept");
+}
+
+#[test]
+fn crun_on_a_network_of_its_own() {
+    on_a_network("crun");
 }

@@ -167,6 +167,14 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         }
         self.mount_rootfs(handle, made.lowers, userns)?;
         let attached = self.attach_network(handle, spec, &paths).await?;
+        if let (Some(_), Some(_), Some(runtime)) =
+            (userns, &attached.netns, &self.userns_netns_refused_by)
+        {
+            let source = super::userns::UsernsError::RuntimeCannotJoin {
+                runtime: runtime.clone(),
+            };
+            return Err(ContainerizerError::at(handle, ErrorKind::Userns { source }));
+        }
         let input = BundleInput {
             netns: attached.netns.clone(),
             etc_files: attached.etc_files.clone(),

@@ -242,6 +242,9 @@ pub struct Containerizer<R, M = KernelMounter> {
     userns: Arc<Allocator>,
     /// Whether a spec that leaves `hostUsers` unset gets a user namespace.
     userns_by_default: bool,
+    /// What `<runtime> --version` says, when the runtime cannot exec into
+    /// a user namespace whose network namespace is the node's.
+    userns_netns_refused_by: Option<String>,
 }
 
 impl<R: OciRuntime> Containerizer<R, KernelMounter> {
@@ -279,6 +282,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             networking: None,
             userns,
             userns_by_default: false,
+            userns_netns_refused_by: None,
         })
     }
 
@@ -291,6 +295,15 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         self.userns = Arc::new(Allocator::rebuild(&self.depot, range)?);
         self.userns_by_default = by_default;
         Ok(self)
+    }
+
+    /// Tell the containerizer what `<runtime> --version` printed: runc
+    /// before 1.2 cannot run user-namespaced containers on a CNI network,
+    /// which are then refused with a message saying so.
+    pub fn with_runtime_version(mut self, version: &str) -> Self {
+        self.userns_netns_refused_by = (!userns::execs_into_foreign_netns(version))
+            .then(|| userns::runtime_name(version));
+        self
     }
 
     /// True when `spec` runs in a user namespace of its own: `hostUsers:

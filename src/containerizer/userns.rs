@@ -103,6 +103,17 @@ pub enum UsernsError {
         /// How many containers hold one.
         used: usize,
     },
+    /// The runtime cannot start processes in a user namespace of the
+    /// container's own when the network namespace is the node's (CNI's).
+    #[error(
+        "spec.hostUsers: false on a network of its own needs crun or runc 1.2+: {runtime} \
+         cannot exec into a user namespace whose network namespace the node's user namespace \
+         owns (use --runtime crun, spec.network: none, or leave hostUsers unset)"
+    )]
+    RuntimeCannotJoin {
+        /// What the runtime says it is.
+        runtime: String,
+    },
     /// The range could not be recorded in the depot.
     #[error(transparent)]
     Depot(#[from] DepotError),
@@ -172,6 +183,28 @@ impl RangePool {
     pub fn release(&mut self, handle: &Handle) -> Option<IdRange> {
         self.held.remove(handle)
     }
+}
+
+/// Whether the runtime whose `--version` printed `version` can exec into a
+/// container whose user namespace is its own but whose network namespace
+/// belongs to the node's: runc before 1.2 joins the user namespace first
+/// and is then refused the network one; crun, and runc 1.2+, manage.
+pub fn execs_into_foreign_netns(version: &str) -> bool {
+    let Some(rest) = version.trim_start().strip_prefix("runc version ") else {
+        return true;
+    };
+    let mut parts = rest.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next().and_then(|p| p.parse::<u32>().ok());
+    let minor = parts.next().and_then(|p| p.parse::<u32>().ok());
+    match (major, minor) {
+        (Some(major), Some(minor)) => (major, minor) >= (1, 2),
+        _ => true,
+    }
+}
+
+/// The first line of what `<runtime> --version` prints, for messages.
+pub fn runtime_name(version: &str) -> String {
+    version.lines().next().unwrap_or("the runtime").trim().to_string()
 }
 
 /// The pool, shared by every create and destroy, and kept in the depot.
@@ -281,6 +314,19 @@ mod tests {
             assert!(bad.parse::<IdRange>().is_err(), "{bad} must be refused");
         }
         assert!("4294836224:65536".parse::<IdRange>().is_ok());
+    }
+
+    #[test]
+    fn only_runc_before_1_2_cannot_exec_across() {
+        assert!(!execs_into_foreign_netns(
+            "runc version 1.1.5+ds1\ncommit: 1.1.5+ds1-1+deb12u1\n"
+        ));
+        assert!(!execs_into_foreign_netns("runc version 1.0.0-rc93"));
+        assert!(execs_into_foreign_netns("runc version 1.2.0\n"));
+        assert!(execs_into_foreign_netns("runc version 2.0.1"));
+        assert!(execs_into_foreign_netns("crun version 1.8.1\ncommit: f8a0\n"));
+        assert!(execs_into_foreign_netns(""));
+        assert_eq!(runtime_name("runc version 1.1.5\ncommit: x"), "runc version 1.1.5");
     }
 
     #[test]
