@@ -25,7 +25,7 @@ use support::image;
 const T: Duration = Duration::from_secs(30);
 
 /// Prints its maps, makes a file, and idles.
-const PRIVATE: &str = "  hostUsers: false\n  process:\n    args: [\"/bin/sh\", \"-c\", \"echo uid_map $(cat /proc/self/uid_map); echo gid_map $(cat /proc/self/gid_map); touch /made-here && echo made; exec sleep 100000\"]\n";
+const PRIVATE: &str = "  hostUsers: false\n  process:\n    args: [\"/bin/sh\", \"-c\", \"echo uid_map $(cat /proc/self/uid_map); echo gid_map $(cat /proc/self/gid_map); echo image owner $(stat -c %u:%g /bin/busybox); touch /made-here && echo made; exec sleep 100000\"]\n";
 
 /// The first host id of a `0 <host> <size>` map line the container logged.
 fn logged_map(a: &AgentEnv, name: &str, which: &str) -> Option<(u32, u32)> {
@@ -81,6 +81,11 @@ fn maps_and_owner(runtime: &str) {
 
     let made = std::fs::metadata(a.env.depot.join("private/upper/made-here")).unwrap();
     assert_eq!((made.uid(), made.gid()), (range.0, range.0), "the mapped root owns it");
+    assert!(
+        a.main_log("private").contains("image owner 0:0"),
+        "the image is the container root's inside: {}",
+        a.main_log("private")
+    );
     let bin = std::fs::metadata(image().join("bin")).unwrap();
     assert_eq!((bin.uid(), bin.gid()), (0, 0), "the shared image keeps its owners");
 
