@@ -80,14 +80,22 @@ fn maps_and_owner(runtime: &str) {
     assert_eq!(logged_map(&a, "private", "gid_map"), Some(range));
 
     let made = std::fs::metadata(a.env.depot.join("private/upper/made-here")).unwrap();
-    assert_eq!((made.uid(), made.gid()), (range.0, range.0), "the mapped root owns it");
+    assert_eq!(
+        (made.uid(), made.gid()),
+        (range.0, range.0),
+        "the mapped root owns it"
+    );
     assert!(
         a.main_log("private").contains("image owner 0:0"),
         "the image is the container root's inside: {}",
         a.main_log("private")
     );
     let bin = std::fs::metadata(image().join("bin")).unwrap();
-    assert_eq!((bin.uid(), bin.gid()), (0, 0), "the shared image keeps its owners");
+    assert_eq!(
+        (bin.uid(), bin.gid()),
+        (0, 0),
+        "the shared image keeps its owners"
+    );
 
     // Gone with its manifest: nothing of crun's is left for runc's cleanup.
     a.remove("private.yaml");
@@ -182,7 +190,10 @@ fn host_users_false_with_privileged_or_host_network_is_invalid() {
                 c.0 == "False" && c.2.contains("spec.hostUsers") && c.2.contains(other)
             })
         });
-        assert!(a.env.runc_status(name).is_none(), "nothing created for {name}");
+        assert!(
+            a.env.runc_status(name).is_none(),
+            "nothing created for {name}"
+        );
         assert!(!Path::new(&a.env.depot.join(name)).exists());
     }
 }

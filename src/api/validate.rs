@@ -562,7 +562,10 @@ mod tests {
         own.privileged = true;
         let errs = fields(&own);
         assert_eq!(errs.len(), 2, "{errs:?}");
-        assert!(errs.iter().all(|e| e.starts_with("spec.hostUsers:")), "{errs:?}");
+        assert!(
+            errs.iter().all(|e| e.starts_with("spec.hostUsers:")),
+            "{errs:?}"
+        );
         own.host_users = Some(true);
         assert_eq!(fields(&own), Vec::<String>::new());
         let msg = validate(&ContainerSpec {

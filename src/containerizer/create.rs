@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use super::bundle::{self, BundleInput, CapSet};
 use super::depot::{ContainerRecord, spec_hash};
-use super::userns::IdRange;
 use super::rootfs::{Mounter, inherited_bind_flags};
+use super::userns::IdRange;
 use super::{Containerizer, ContainerizerError, ErrorKind, Result};
 use crate::api::{ContainerSpec, Handle, ImageUse, validate};
 use crate::fsutil;
@@ -149,14 +149,13 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         }
         // Recorded before anything uses it: a crash from here leaves a
         // half-made bundle whose destroy frees the range.
-        let userns = match self.wants_userns(spec) {
-            true => Some(
-                self.userns
-                    .claim(&self.depot, handle)
-                    .map_err(|source| ContainerizerError::at(handle, ErrorKind::Userns { source }))?,
-            ),
-            false => None,
-        };
+        let userns =
+            match self.wants_userns(spec) {
+                true => Some(self.userns.claim(&self.depot, handle).map_err(|source| {
+                    ContainerizerError::at(handle, ErrorKind::Userns { source })
+                })?),
+                false => None,
+            };
         for dir in [
             paths.rootfs(),
             paths.upper(),
@@ -229,8 +228,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         let upper = paths.upper();
         let root = Some(nix::unistd::Uid::from_raw(range.host_id));
         let group = Some(nix::unistd::Gid::from_raw(range.host_id));
-        nix::unistd::chown(&upper, root, group)
-            .map_err(|e| fs_err(handle, &upper)(e.into()))?;
+        nix::unistd::chown(&upper, root, group).map_err(|e| fs_err(handle, &upper)(e.into()))?;
         let mapped = self
             .mounter
             .idmap_layers(lowers, &paths.lower(), range)
@@ -253,7 +251,10 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     }
 }
 
-fn fs_err<'a>(handle: &'a Handle, path: &'a Path) -> impl FnOnce(std::io::Error) -> ContainerizerError + 'a {
+fn fs_err<'a>(
+    handle: &'a Handle,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ContainerizerError + 'a {
     move |e| {
         ContainerizerError::at(
             handle,

@@ -31,15 +31,15 @@ pub mod run;
 pub mod stop;
 pub mod stream;
 pub mod update;
-pub mod users;
 pub mod userns;
+pub mod users;
 
 use crate::cgroup::{Cgroup, CgroupError, Hierarchy};
 use crate::process::{ProcessError, Tracker};
 use depot::{Depot, DepotError};
 use rootfs::{KernelMounter, Mounter, RootfsError};
-use users::UserError;
 use userns::{Allocator, IdRange, UsernsError};
+use users::UserError;
 
 /// Everything that can go wrong in a containerizer verb. Most of it is
 /// about one container, which it names once, with what went wrong there in
@@ -301,8 +301,8 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     /// before 1.2 cannot run user-namespaced containers on a CNI network,
     /// which are then refused with a message saying so.
     pub fn with_runtime_version(mut self, version: &str) -> Self {
-        self.userns_netns_refused_by = (!userns::execs_into_foreign_netns(version))
-            .then(|| userns::runtime_name(version));
+        self.userns_netns_refused_by =
+            (!userns::execs_into_foreign_netns(version)).then(|| userns::runtime_name(version));
         self
     }
 

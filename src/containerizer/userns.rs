@@ -96,7 +96,9 @@ impl FromStr for IdRange {
 #[derive(Debug, Error)]
 pub enum UsernsError {
     /// Every block of the agent's range is taken.
-    #[error("spec.hostUsers: no free {UNIT}-id range left in --userns-range {range} ({used} in use)")]
+    #[error(
+        "spec.hostUsers: no free {UNIT}-id range left in --userns-range {range} ({used} in use)"
+    )]
     Exhausted {
         /// The agent's range.
         range: IdRange,
@@ -204,7 +206,12 @@ pub fn execs_into_foreign_netns(version: &str) -> bool {
 
 /// The first line of what `<runtime> --version` prints, for messages.
 pub fn runtime_name(version: &str) -> String {
-    version.lines().next().unwrap_or("the runtime").trim().to_string()
+    version
+        .lines()
+        .next()
+        .unwrap_or("the runtime")
+        .trim()
+        .to_string()
 }
 
 /// The pool, shared by every create and destroy, and kept in the depot.
@@ -324,9 +331,14 @@ mod tests {
         assert!(!execs_into_foreign_netns("runc version 1.0.0-rc93"));
         assert!(execs_into_foreign_netns("runc version 1.2.0\n"));
         assert!(execs_into_foreign_netns("runc version 2.0.1"));
-        assert!(execs_into_foreign_netns("crun version 1.8.1\ncommit: f8a0\n"));
+        assert!(execs_into_foreign_netns(
+            "crun version 1.8.1\ncommit: f8a0\n"
+        ));
         assert!(execs_into_foreign_netns(""));
-        assert_eq!(runtime_name("runc version 1.1.5\ncommit: x"), "runc version 1.1.5");
+        assert_eq!(
+            runtime_name("runc version 1.1.5\ncommit: x"),
+            "runc version 1.1.5"
+        );
     }
 
     #[test]
@@ -347,7 +359,11 @@ mod tests {
             Err(UsernsError::Exhausted { used: 3, .. })
         ));
         assert_eq!(pool.release(&h("a")), Some(a));
-        assert_eq!(pool.allocate(&h("d")).unwrap(), a, "a freed block is reused");
+        assert_eq!(
+            pool.allocate(&h("d")).unwrap(),
+            a,
+            "a freed block is reused"
+        );
     }
 
     #[test]
@@ -363,11 +379,21 @@ mod tests {
         };
         pool.record(&h("old"), old).unwrap();
         assert_eq!(
-            pool.record(&h("clash"), IdRange { host_id: 2 * UNIT, size: UNIT }),
+            pool.record(
+                &h("clash"),
+                IdRange {
+                    host_id: 2 * UNIT,
+                    size: UNIT
+                }
+            ),
             Err(h("old"))
         );
         let next = pool.allocate(&h("new")).unwrap();
-        assert_eq!(next.host_id, 3 * UNIT, "both blocks the old range touches are skipped");
+        assert_eq!(
+            next.host_id,
+            3 * UNIT,
+            "both blocks the old range touches are skipped"
+        );
     }
 
     #[test]
@@ -392,7 +418,11 @@ mod tests {
         assert_eq!(again.claim(&depot, &h("c")).unwrap(), a);
         let missing = alloc.claim(&depot, &h("gone"));
         assert!(matches!(missing, Err(UsernsError::Depot(_))));
-        assert_eq!(alloc.get(&h("gone")), None, "a range not recorded is not held");
+        assert_eq!(
+            alloc.get(&h("gone")),
+            None,
+            "a range not recorded is not held"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -72,7 +72,8 @@ pub fn userns_fd(host_id: u32, size: u32) -> io::Result<OwnedFd> {
 }
 
 fn cpath(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
 /// Mount a clone of `source`'s mount at `target`, ids shifted through `userns`.

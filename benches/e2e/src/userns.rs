@@ -96,8 +96,18 @@ fn private(env: &AgentEnv, name: &str) -> String {
 pub fn phase(run: &Run) -> Result<UsernsResults> {
     let env = run.agent_env_on("userns-agent", "runc", run.image())?;
     let mut agent = env.start(&["--workers", &WORKERS.to_string()])?;
-    let raw_host = raw_from(run, &env, "userns-raw-host", &env.manifest("tpl-host", "Always"))?;
-    let raw_private = raw_from(run, &env, "userns-raw-private", &private(&env, "tpl-private"))?;
+    let raw_host = raw_from(
+        run,
+        &env,
+        "userns-raw-host",
+        &env.manifest("tpl-host", "Always"),
+    )?;
+    let raw_private = raw_from(
+        run,
+        &env,
+        "userns-raw-private",
+        &private(&env, "tpl-private"),
+    )?;
     let n = run.sizes().net_samples;
     let mut r = UsernsResults::default();
     let mut sets: [Vec<Duration>; 4] = Default::default();
@@ -106,7 +116,11 @@ pub fn phase(run: &Run) -> Result<UsernsResults> {
         for k in 0..4 {
             let which = (k + i) % 4;
             took[which] = match which {
-                0 => agent_round(&env, &format!("h{i}"), &env.manifest(&format!("h{i}"), "Always"))?,
+                0 => agent_round(
+                    &env,
+                    &format!("h{i}"),
+                    &env.manifest(&format!("h{i}"), "Always"),
+                )?,
                 1 => agent_round(&env, &format!("p{i}"), &private(&env, &format!("p{i}")))?,
                 2 => raw_round(&raw_host, &format!("rh{i}"))?,
                 _ => raw_round(&raw_private, &format!("rp{i}"))?,
@@ -178,9 +192,12 @@ fn agent_round(env: &AgentEnv, name: &str, yaml: &str) -> Result<Duration> {
 fn raw_round(raw: &Raw, id: &str) -> Result<Duration> {
     let t0 = Instant::now();
     raw.create_and_run(id)?;
-    wait_for(&format!("{id}'s output"), TIMEOUT, Duration::from_millis(1), || {
-        raw.output_landed(id)
-    })?;
+    wait_for(
+        &format!("{id}'s output"),
+        TIMEOUT,
+        Duration::from_millis(1),
+        || raw.output_landed(id),
+    )?;
     let took = t0.elapsed();
     pause(SETTLE)?;
     raw.destroy(id)?;

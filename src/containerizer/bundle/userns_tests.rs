@@ -61,7 +61,11 @@ fn a_range_gives_a_user_namespace_mapping_it() {
     let map = json!([{"containerID": 0, "hostID": 196_608, "size": 65_536}]);
     assert_eq!(cfg["linux"]["uidMappings"], map);
     assert_eq!(cfg["linux"]["gidMappings"], map);
-    assert_eq!(sys_mount(&cfg)["type"], "sysfs", "its own network: its own sysfs");
+    assert_eq!(
+        sys_mount(&cfg)["type"],
+        "sysfs",
+        "its own network: its own sysfs"
+    );
 }
 
 #[test]
