@@ -75,7 +75,10 @@ fn maps_and_owner(runtime: &str) {
     });
     let range = recorded(&a, "private");
     assert_eq!(range.1, 65_536);
-    assert!(range.0 >= 65_536 && range.0 % 65_536 == 0, "{range:?}");
+    assert!(
+        range.0 >= 65_536 && range.0.is_multiple_of(65_536),
+        "{range:?}"
+    );
     assert_eq!(logged_map(&a, "private", "uid_map"), Some(range));
     assert_eq!(logged_map(&a, "private", "gid_map"), Some(range));
 

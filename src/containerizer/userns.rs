@@ -78,7 +78,10 @@ impl FromStr for IdRange {
             host_id: num("first id", first)?,
             size: num("count", count)?,
         };
-        if range.host_id < UNIT || range.host_id % UNIT != 0 || range.size % UNIT != 0 {
+        if range.host_id < UNIT
+            || !range.host_id.is_multiple_of(UNIT)
+            || !range.size.is_multiple_of(UNIT)
+        {
             return Err(format!(
                 "{s:?}: the first id must be a non-zero multiple of {UNIT}, and the count a multiple of {UNIT}"
             ));

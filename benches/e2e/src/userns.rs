@@ -228,7 +228,7 @@ fn agent_rootfs_steps(env: &AgentEnv) -> Result<Samples> {
     let took: Vec<Duration> = log
         .lines()
         .filter(|l| l.contains("rootfs layers idmapped"))
-        .filter_map(|l| micros(l))
+        .filter_map(micros)
         .map(Duration::from_micros)
         .collect();
     Ok(Samples::from_durations(&took))
