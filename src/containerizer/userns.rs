@@ -229,7 +229,7 @@ impl Allocator {
     pub fn rebuild(depot: &Depot, span: IdRange) -> Result<Self, DepotError> {
         let mut pool = RangePool::new(span);
         for entry in depot.entries()? {
-            let Some(range) = recorded(depot, &entry.handle)? else {
+            let Some(range) = recorded(depot, &entry.handle) else {
                 continue;
             };
             if let Err(other) = pool.record(&entry.handle, range) {
@@ -280,23 +280,29 @@ impl Allocator {
 
 /// The range recorded in `handle`'s directory: `userns.json`, written
 /// before the range is used, else the record's copy (a machine crash may
-/// lose the first but keep the second).
-fn recorded(depot: &Depot, handle: &Handle) -> Result<Option<IdRange>, DepotError> {
+/// lose the first but keep the second). What cannot be read holds no range,
+/// with a warning: an unreadable record is the controller's to repair (it
+/// remakes the container), not a reason for the agent not to start.
+fn recorded(depot: &Depot, handle: &Handle) -> Option<IdRange> {
     let path = depot.paths(handle).userns();
     match std::fs::read(&path) {
-        Ok(bytes) if !fsutil::is_unwritten(&bytes) => {
-            return serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| DepotError::Corrupt { path, source });
-        }
+        Ok(bytes) if !fsutil::is_unwritten(&bytes) => match serde_json::from_slice(&bytes) {
+            Ok(range) => return Some(range),
+            Err(e) => tracing::warn!(%handle, path = %path.display(), error = %e,
+                    "unreadable user namespace range; trying the record"),
+        },
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(fsutil::FsError::new(path, e).into()),
+        Err(e) => tracing::warn!(%handle, path = %path.display(), error = %e,
+            "unreadable user namespace range; trying the record"),
     }
     match depot.record(handle) {
-        Ok(Some(record)) => Ok(record.userns),
-        Ok(None) | Err(DepotError::NotFound(_)) => Ok(None),
-        Err(e) => Err(e),
+        Ok(Some(record)) => record.userns,
+        Ok(None) | Err(DepotError::NotFound(_)) => None,
+        Err(e) => {
+            tracing::warn!(%handle, error = %e, "no user namespace range known for it");
+            None
+        }
     }
 }
 
@@ -419,6 +425,16 @@ mod tests {
         again.release(&h("a"));
         depot.reserve(&h("c")).unwrap();
         assert_eq!(again.claim(&depot, &h("c")).unwrap(), a);
+        // Unreadable: no range, and no reason not to start.
+        depot.reserve(&h("bad")).unwrap();
+        std::fs::write(
+            depot.paths(&h("bad")).record(),
+            b"{\"handle\": \"bad\", \"sp",
+        )
+        .unwrap();
+        let with_bad = Allocator::rebuild(&depot, DEFAULT_RANGE).unwrap();
+        assert_eq!(with_bad.get(&h("bad")), None);
+        assert_eq!(with_bad.get(&h("c")), Some(a));
         let missing = alloc.claim(&depot, &h("gone"));
         assert!(matches!(missing, Err(UsernsError::Depot(_))));
         assert_eq!(
