@@ -234,13 +234,34 @@ fn agent_rootfs_steps(env: &AgentEnv) -> Result<Samples> {
     Ok(Samples::from_durations(&took))
 }
 
-/// The number after `micros` in a log line, colours and all.
+/// The number of `micros=N` in a log line, its colour codes taken out.
 fn micros(line: &str) -> Option<u64> {
-    let after = &line[line.find("micros")? + "micros".len()..];
-    let digits: String = after
-        .chars()
-        .skip_while(|c| !c.is_ascii_digit())
-        .take_while(char::is_ascii_digit)
-        .collect();
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // An escape runs to its final letter.
+            for e in chars.by_ref() {
+                if e.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let after = &plain[plain.find("micros=")? + "micros=".len()..];
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn micros_are_read_through_colours() {
+        let line = "\u{1b}[32m INFO\u{1b}[0m rootfs layers idmapped \u{1b}[3mmicros\u{1b}[0m\u{1b}[2m=\u{1b}[0m1234 x";
+        assert_eq!(super::micros(line), Some(1234));
+        assert_eq!(super::micros("micros=56 layers=1"), Some(56));
+        assert_eq!(super::micros("nothing"), None);
+    }
 }
