@@ -273,3 +273,39 @@ fn runc_on_a_network_of_its_own() {
 fn crun_on_a_network_of_its_own() {
     on_a_network("crun");
 }
+
+/// A tar streamed in as root lands as the container's root: owned by 0
+/// inside, by the range's first id on the host.
+#[tokio::test]
+async fn streamed_in_files_belong_to_the_containers_root() {
+    let env = support::Env::new("userns-stream");
+    let c = env.containerizer();
+    let h = support::handle("files");
+    let spec = rundmc::api::ContainerSpec {
+        host_users: Some(false),
+        ..support::spec()
+    };
+    c.create(&h, &spec, std::collections::BTreeMap::new())
+        .await
+        .unwrap();
+    let range = c.userns_range(&h).unwrap();
+    let mut tar_in = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut tar_in);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(5);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_cksum();
+        b.append_data(&mut header, "in.txt", &b"hello"[..]).unwrap();
+        b.finish().unwrap();
+    }
+    c.stream_in(&h, "/srv", None, &tar_in[..]).await.unwrap();
+    let (code, owner, err) = env.exec("files", &["stat", "-c", "%u:%g", "/srv/in.txt"]);
+    let on_host = std::fs::metadata(env.depot.join("files/upper/srv/in.txt")).map(|m| m.uid());
+    c.destroy(&h).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(owner.trim(), "0:0", "the container's root owns it inside");
+    assert_eq!(on_host.unwrap(), range.host_id);
+}
