@@ -98,6 +98,7 @@ pub fn validate(spec: &ContainerSpec) -> Result<(), ValidationErrors> {
     check_mounts(&mut errs, &spec.mounts);
     check_network(&mut errs, spec);
     super::secctx::check(&mut errs, spec);
+    check_host_users(&mut errs, spec);
     if let Err(e) = resources(&spec.limits) {
         errs.extend(e.0);
     }
@@ -208,6 +209,27 @@ fn check_env(errs: &mut Vec<FieldError>, field: &str, env: &[EnvVar]) {
                 "must not contain NUL",
             ));
         }
+    }
+}
+
+/// `hostUsers: false` with what Kubernetes refuses it with: the node's
+/// network (its namespace belongs to the node's user namespace), and
+/// privileged (every capability, meant for the node's root).
+fn check_host_users(errs: &mut Vec<FieldError>, spec: &ContainerSpec) {
+    if spec.host_users != Some(false) {
+        return;
+    }
+    if spec.host_network {
+        errs.push(FieldError::new(
+            "spec.hostUsers",
+            "must not be false with spec.hostNetwork: the node's network belongs to the node's user namespace",
+        ));
+    }
+    if spec.privileged {
+        errs.push(FieldError::new(
+            "spec.hostUsers",
+            "must not be false with spec.privileged: a privileged container runs as the node's root",
+        ));
     }
 }
 
@@ -538,6 +560,31 @@ mod tests {
         for bad in ["", ":", "1000:", "a:b", "-x", "a b"] {
             assert!(check_user(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn host_users_false_refuses_host_network_and_privileged() {
+        let mut own = spec();
+        own.host_users = Some(false);
+        assert_eq!(fields(&own), Vec::<String>::new());
+        own.host_network = true;
+        own.privileged = true;
+        let errs = fields(&own);
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs.iter().all(|e| e.starts_with("spec.hostUsers:")),
+            "{errs:?}"
+        );
+        own.host_users = Some(true);
+        assert_eq!(fields(&own), Vec::<String>::new());
+        let msg = validate(&ContainerSpec {
+            host_users: Some(false),
+            privileged: true,
+            ..spec()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("spec.privileged"), "{msg}");
     }
 
     #[test]

@@ -163,7 +163,10 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         timeout: args.runtime_timeout.into(),
     });
     let containerizer = Containerizer::new(containerizer_config(&args)?, runtime)?
-        .with_networking(networking(&args));
+        .with_networking(networking(&args))
+        // User namespaces (spec.hostUsers).
+        .with_user_namespaces(args.userns_range, !args.host_users_default)?
+        .with_runtime_version(&runtime_version(&args.runtime));
     let containerizer = Arc::new(containerizer);
     let store = Arc::new(Store::new());
     let metrics = AgentMetrics::default();
@@ -308,6 +311,16 @@ fn containerizer_config(args: &AgentArgs) -> Result<Config, AgentError> {
         ),
         nstar_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("rundmc")),
     })
+}
+
+/// What `<runtime> --version` prints (user namespaces: runc 1.1 cannot
+/// join a network namespace the node owns); empty when it cannot be run.
+fn runtime_version(runtime: &std::path::Path) -> String {
+    std::process::Command::new(runtime)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }
 
 /// CNI, as the flags say. Without a configuration in `--cni-conf-dir`,

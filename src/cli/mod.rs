@@ -336,6 +336,19 @@ pub struct AgentArgs {
     /// as the kubelet's --allowed-unsafe-sysctls. Comma-separated.
     #[arg(long, value_delimiter = ',', value_parser = parse_sysctl_pattern)]
     pub allowed_unsafe_sysctls: Vec<String>,
+
+    // --- User namespaces (spec.hostUsers) ---
+    /// Host ids the agent gives user-namespaced containers (`hostUsers:
+    /// false`) 65,536 at a time, as FIRST:COUNT, both multiples of 65536.
+    /// The default is the kubelet's: 110 containers' worth from 65536.
+    #[arg(long, default_value = "65536:7208960")]
+    pub userns_range: crate::containerizer::userns::IdRange,
+    /// What a container whose spec leaves `hostUsers` unset gets: `true`
+    /// (the node's user namespace, as Kubernetes), or `false` (one of its
+    /// own, as Garden; privileged and hostNetwork containers still get the
+    /// node's).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub host_users_default: bool,
 }
 
 /// A capability name for `--allowed-capabilities`.

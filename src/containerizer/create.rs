@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use super::bundle::{self, BundleInput, CapSet};
 use super::depot::{BundlePaths, ContainerRecord, spec_hash};
 use super::rootfs::{Mounter, inherited_bind_flags};
+use super::userns::IdRange;
 use super::{Containerizer, ContainerizerError, ErrorKind, Result};
 use crate::api::{ContainerSpec, Handle, ImageUse, validate};
 use crate::fsutil;
@@ -64,6 +65,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             bounding_set: bounding_set(),
             netns: None,
             etc_files: Vec::new(),
+            userns: None,
         };
         log_left_out_capabilities(handle, spec, input.bounding_set);
         let made = Made {
@@ -146,31 +148,39 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         if leftovers > 0 {
             tracing::warn!(%handle, count = leftovers, "killed processes left in the cgroup before creating");
         }
+        // Recorded before anything uses it: a crash from here leaves a
+        // half-made bundle whose destroy frees the range.
+        let userns =
+            match self.wants_userns(spec) {
+                true => Some(self.userns.claim(&self.depot, handle).map_err(|source| {
+                    ContainerizerError::at(handle, ErrorKind::Userns { source })
+                })?),
+                false => None,
+            };
         for dir in [
             paths.rootfs(),
             paths.upper(),
             paths.work(),
             paths.processes(),
         ] {
-            fs::create_dir(&dir).map_err(|e| {
-                ContainerizerError::at(
-                    handle,
-                    ErrorKind::Fs {
-                        source: fsutil::FsError::new(&dir, e),
-                    },
-                )
-            })?;
+            fs::create_dir(&dir).map_err(fs_err(handle, &dir))?;
         }
-        self.mounter
-            .mount_overlay(made.lowers, &paths.upper(), &paths.work(), &paths.rootfs())
-            .map_err(Self::rootfs_err(handle))?;
+        self.mount_rootfs(handle, made.lowers, userns)?;
         let pinned = self.pin_network(handle, spec, &paths).await?;
+        if let (Some(_), Some(_), Some(runtime)) = (userns, &pinned, &self.userns_netns_refused_by)
+        {
+            let source = super::userns::UsernsError::RuntimeCannotJoin {
+                runtime: runtime.clone(),
+            };
+            return Err(ContainerizerError::at(handle, ErrorKind::Userns { source }));
+        }
         let input = BundleInput {
             netns: pinned.as_ref().map(|p| p.netns.clone()),
             etc_files: pinned
                 .as_ref()
                 .map(|p| p.etc_files.clone())
                 .unwrap_or_default(),
+            userns,
             ..input.clone()
         };
         let config = bundle::canonical_json(&bundle::generate(&input));
@@ -195,6 +205,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             labels: made.labels,
             image: made.image.cloned(),
             network,
+            userns,
         };
         self.depot.write_record(&record)?;
         Ok(())
@@ -210,6 +221,65 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             .start(handle.as_str())
             .await
             .map_err(Self::runtime_err(handle))
+    }
+}
+
+impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
+    /// The overlay of `lowers` at the bundle's rootfs. In a user namespace
+    /// the layers are idmapped into its range first (their clones mounted
+    /// under `lower/` only until the overlay holds them), and the upper
+    /// directory, the root directory the container sees, belongs to its root.
+    fn mount_rootfs(
+        &self,
+        handle: &Handle,
+        lowers: &[PathBuf],
+        userns: Option<IdRange>,
+    ) -> Result<()> {
+        let paths = self.depot.paths(handle);
+        let Some(range) = userns else {
+            return self
+                .mounter
+                .mount_overlay(lowers, &paths.upper(), &paths.work(), &paths.rootfs())
+                .map_err(Self::rootfs_err(handle));
+        };
+        let started = std::time::Instant::now();
+        let upper = paths.upper();
+        let root = Some(nix::unistd::Uid::from_raw(range.host_id));
+        let group = Some(nix::unistd::Gid::from_raw(range.host_id));
+        nix::unistd::chown(&upper, root, group).map_err(|e| fs_err(handle, &upper)(e.into()))?;
+        let mapped = self
+            .mounter
+            .idmap_layers(lowers, &paths.lower(), range)
+            .map_err(Self::rootfs_err(handle))?;
+        let mounted = self
+            .mounter
+            .mount_overlay(&mapped, &upper, &paths.work(), &paths.rootfs());
+        // The overlay keeps private clones of its layers: the mount points
+        // can go, whether or not it was mounted.
+        for point in &mapped {
+            self.mounter
+                .unmount(point)
+                .map_err(Self::rootfs_err(handle))?;
+        }
+        mounted.map_err(Self::rootfs_err(handle))?;
+        tracing::info!(%handle, %range, layers = lowers.len(),
+            micros = started.elapsed().as_micros() as u64,
+            "user namespace: rootfs layers idmapped");
+        Ok(())
+    }
+}
+
+fn fs_err<'a>(
+    handle: &'a Handle,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ContainerizerError + 'a {
+    move |e| {
+        ContainerizerError::at(
+            handle,
+            ErrorKind::Fs {
+                source: fsutil::FsError::new(path, e),
+            },
+        )
     }
 }
 

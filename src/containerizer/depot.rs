@@ -10,6 +10,10 @@
 //!                   a machine crash may leave it) is half-made.
 //!   rootfs/         the overlay mount point (lower: the image)
 //!   upper/ work/    the container's own writable layer
+//!   userns.json     its user namespace's id range (`hostUsers: false`),
+//!                   written right after the reservation, before it is used
+//!   lower/<n>/      mount points of the idmapped image layers while the
+//!                   overlay is being mounted (empty otherwise)
 //!   processes/<id>/ one directory per process (see rundmc_shim::protocol)
 //! ```
 
@@ -69,6 +73,9 @@ pub struct ContainerRecord {
     /// Its network of its own (CNI), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<super::network::NetworkUse>,
+    /// Its user namespace's host ids, when it has one (`hostUsers: false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<super::userns::IdRange>,
 }
 
 /// Paths inside one container's depot directory.
@@ -102,6 +109,14 @@ impl BundlePaths {
     /// Where process directories live.
     pub fn processes(&self) -> PathBuf {
         self.dir.join("processes")
+    }
+    /// The user namespace's id range, recorded before it is used.
+    pub fn userns(&self) -> PathBuf {
+        self.dir.join("userns.json")
+    }
+    /// Where the idmapped image layers are mounted while the overlay is made.
+    pub fn lower(&self) -> PathBuf {
+        self.dir.join("lower")
     }
 }
 
@@ -274,6 +289,7 @@ mod tests {
         let record = ContainerRecord {
             image: None,
             network: None,
+            userns: None,
             handle: h.clone(),
             spec_hash: spec_hash(&spec),
             spec,

@@ -55,7 +55,10 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         detached?;
         unmounted?;
         let (depot, owned) = (self.depot.clone(), handle.clone());
-        off_the_workers(move || depot.remove(&owned).map_err(Into::into)).await
+        off_the_workers(move || depot.remove(&owned).map_err(Into::into)).await?;
+        // The bundle, and with it the record of the range, is gone.
+        self.userns.release(handle);
+        Ok(())
     }
 
     /// Kill init (which ends every process in the pid namespace), wait for
@@ -137,14 +140,21 @@ fn unmount_and_uncgroup<M: Mounter>(
     handle: &Handle,
 ) -> Result<()> {
     let rootfs_err = |source| ContainerizerError::at(handle, ErrorKind::Rootfs { source });
-    let rootfs = depot.paths(handle).rootfs();
-    mounter.unmount(&rootfs).map_err(rootfs_err)?;
-    if mounter.is_mounted(&rootfs).map_err(rootfs_err)? {
-        // Never recurse into a mounted image: it would delete through it.
-        return Err(rootfs_err(RootfsError::Unmount {
-            target: rootfs,
-            source: nix::Error::EBUSY,
-        }));
+    let paths = depot.paths(handle);
+    // Idmapped layers a crashed create left mounted under lower/, then
+    // the rootfs.
+    let lower = std::fs::read_dir(paths.lower())
+        .map(|dir| dir.flatten().map(|e| e.path()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    for point in lower.into_iter().chain([paths.rootfs()]) {
+        mounter.unmount(&point).map_err(rootfs_err)?;
+        if mounter.is_mounted(&point).map_err(rootfs_err)? {
+            // Never recurse into a mounted image: it would delete through it.
+            return Err(rootfs_err(RootfsError::Unmount {
+                target: point,
+                source: nix::Error::EBUSY,
+            }));
+        }
     }
     cgroup
         .remove()

@@ -21,6 +21,7 @@ pub mod create;
 pub mod depot;
 pub mod destroy;
 pub mod exec_probe;
+pub mod idmap;
 pub mod info;
 pub mod leftovers;
 pub mod lifecycle;
@@ -31,12 +32,14 @@ pub mod run;
 pub mod stop;
 pub mod stream;
 pub mod update;
+pub mod userns;
 pub mod users;
 
 use crate::cgroup::{Cgroup, CgroupError, Hierarchy};
 use crate::process::{ProcessError, Tracker};
 use depot::{Depot, DepotError};
 use rootfs::{KernelMounter, Mounter, RootfsError};
+use userns::{Allocator, IdRange, UsernsError};
 use users::UserError;
 
 /// Everything that can go wrong in a containerizer verb. Most of it is
@@ -164,6 +167,13 @@ pub enum ErrorKind {
         /// What nstar or the pipe said.
         message: String,
     },
+    /// No user namespace range could be given (`spec.hostUsers: false`).
+    #[error("{source}")]
+    Userns {
+        /// Why.
+        #[source]
+        source: UsernsError,
+    },
     /// A process could not be started, found or signalled.
     #[error("{source}")]
     Process {
@@ -229,6 +239,13 @@ pub struct Containerizer<R, M = KernelMounter> {
     config: Config,
     /// Containers' networks of their own, when the node has CNI.
     networking: Option<Arc<network::Networking>>,
+    /// User namespace id ranges (`hostUsers: false`), kept in the depot.
+    userns: Arc<Allocator>,
+    /// Whether a spec that leaves `hostUsers` unset gets a user namespace.
+    userns_by_default: bool,
+    /// What `<runtime> --version` says, when the runtime cannot exec into
+    /// a user namespace whose network namespace is the node's.
+    userns_netns_refused_by: Option<String>,
 }
 
 impl<R: OciRuntime> Containerizer<R, KernelMounter> {
@@ -242,6 +259,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     /// A containerizer with its own mounter.
     pub fn with_mounter(config: Config, runtime: R, mounter: M) -> Result<Self> {
         let depot = Depot::open(&config.depot)?;
+        let userns = Arc::new(Allocator::rebuild(&depot, userns::DEFAULT_RANGE)?);
         let hierarchy = Hierarchy::detect().map_err(ContainerizerError::CgroupSetup)?;
         let tracker = Tracker::new(&config.shim_binary);
         let all_roots = crate::cgroup::mounted_roots().unwrap_or_else(|e| {
@@ -263,7 +281,44 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             tracker,
             config,
             networking: None,
+            userns,
+            userns_by_default: false,
+            userns_netns_refused_by: None,
         })
+    }
+
+    /// Give user-namespaced containers their ids from `range` (the
+    /// kubelet's default otherwise), and with `by_default` a user namespace
+    /// to every spec that leaves `hostUsers` unset (but privileged and
+    /// hostNetwork ones). Ranges containers already hold stay theirs,
+    /// inside `range` or not.
+    pub fn with_user_namespaces(mut self, range: IdRange, by_default: bool) -> Result<Self> {
+        self.userns = Arc::new(Allocator::rebuild(&self.depot, range)?);
+        self.userns_by_default = by_default;
+        Ok(self)
+    }
+
+    /// Tell the containerizer what `<runtime> --version` printed: runc
+    /// before 1.2 cannot run user-namespaced containers on a CNI network,
+    /// which are then refused with a message saying so.
+    pub fn with_runtime_version(mut self, version: &str) -> Self {
+        self.userns_netns_refused_by =
+            (!userns::execs_into_foreign_netns(version)).then(|| userns::runtime_name(version));
+        self
+    }
+
+    /// True when `spec` runs in a user namespace of its own: `hostUsers:
+    /// false`, or unset where the agent defaults to one.
+    pub fn wants_userns(&self, spec: &crate::api::ContainerSpec) -> bool {
+        match spec.host_users {
+            Some(host) => !host,
+            None => self.userns_by_default && !spec.privileged && !spec.host_network,
+        }
+    }
+
+    /// The user namespace range `handle` holds, if any.
+    pub fn userns_range(&self, handle: &Handle) -> Option<IdRange> {
+        self.userns.get(handle)
     }
 
     /// Give containers a network of their own through CNI.

@@ -77,14 +77,34 @@ pub fn run(
 }
 
 /// setns(CLONE_NEWNS) puts root and cwd at the namespace's root: the
-/// container's rootfs, since runc pivots into it.
+/// container's rootfs, since runc pivots into it. A container with a user
+/// namespace of its own (`hostUsers: false`) is joined there first, as its
+/// root, so that what is streamed in belongs to its ids, not the node's.
 fn enter(pid: i32) -> Result<(), NstarError> {
+    join_user_namespace(pid)?;
     let ns = format!("/proc/{pid}/ns/mnt");
     let fd = File::open(&ns).map_err(|source| NstarError::Setns { pid, source })?;
     setns(fd, CloneFlags::CLONE_NEWNS).map_err(|e| NstarError::Setns {
         pid,
         source: e.into(),
     })
+}
+
+/// Join `pid`'s user namespace, when it is not ours, and become its root.
+fn join_user_namespace(pid: i32) -> Result<(), NstarError> {
+    use std::os::unix::fs::MetadataExt;
+    let err = |source| NstarError::Setns { pid, source };
+    let theirs = format!("/proc/{pid}/ns/user");
+    let (a, b) = (
+        std::fs::metadata(&theirs).map_err(err)?,
+        std::fs::metadata("/proc/self/ns/user").map_err(err)?,
+    );
+    if (a.dev(), a.ino()) == (b.dev(), b.ino()) {
+        return Ok(());
+    }
+    let fd = File::open(&theirs).map_err(err)?;
+    setns(fd, CloneFlags::CLONE_NEWUSER).map_err(|e| err(e.into()))?;
+    become_user(0, 0)
 }
 
 fn become_user(uid: u32, gid: u32) -> Result<(), NstarError> {

@@ -4,12 +4,15 @@
 //! see each other's writes. The kernel calls are behind [`Mounter`].
 
 use std::io;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::statvfs::{FsFlags, statvfs};
 use thiserror::Error;
 
+use super::idmap;
+use super::userns::IdRange;
 use crate::mountinfo;
 
 /// Rootfs failures.
@@ -55,6 +58,20 @@ pub enum RootfsError {
         /// How long the options were.
         bytes: usize,
     },
+    /// A layer could not be idmapped for the container's user namespace
+    /// (the kernel or its filesystem does not support idmapped mounts).
+    #[error("idmapping {layer} at {target} for the user namespace {range}: {source}")]
+    Idmap {
+        /// The layer.
+        layer: PathBuf,
+        /// Where its clone was to go.
+        target: PathBuf,
+        /// The container's ids.
+        range: IdRange,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
     /// A path overlayfs cannot take as a layer.
     #[error("{0}: overlay layer paths must not contain ',', ':' or '\\'")]
     UnsafePath(PathBuf),
@@ -71,6 +88,15 @@ pub trait Mounter: Send + Sync + 'static {
         work: &Path,
         target: &Path,
     ) -> Result<(), RootfsError>;
+    /// Mount each of `lowers` at `into/<index>` with its ids shifted into
+    /// `range` (an idmapped mount), for an overlay of them; returns the
+    /// mount points, in the same order. The layers on disk are untouched.
+    fn idmap_layers(
+        &self,
+        lowers: &[PathBuf],
+        into: &Path,
+        range: IdRange,
+    ) -> Result<Vec<PathBuf>, RootfsError>;
     /// Detach whatever is mounted at `target`; nothing mounted is success.
     fn unmount(&self, target: &Path) -> Result<(), RootfsError>;
     /// True when something is mounted exactly at `target`.
@@ -102,6 +128,34 @@ impl Mounter for KernelMounter {
             target: target.into(),
             source,
         })
+    }
+
+    fn idmap_layers(
+        &self,
+        lowers: &[PathBuf],
+        into: &Path,
+        range: IdRange,
+    ) -> Result<Vec<PathBuf>, RootfsError> {
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RootfsError::Io { path, source }
+        };
+        let userns = idmap::userns_fd(range).map_err(io_err(Path::new("/proc/self/ns/user")))?;
+        let mut points = Vec::with_capacity(lowers.len());
+        for (i, layer) in lowers.iter().enumerate() {
+            let target = into.join(i.to_string());
+            std::fs::create_dir_all(&target).map_err(io_err(&target))?;
+            idmap::mount_idmapped(layer, &target, userns.as_fd()).map_err(|source| {
+                RootfsError::Idmap {
+                    layer: layer.clone(),
+                    target: target.clone(),
+                    range,
+                    source,
+                }
+            })?;
+            points.push(target);
+        }
+        Ok(points)
     }
 
     fn unmount(&self, target: &Path) -> Result<(), RootfsError> {

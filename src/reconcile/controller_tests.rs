@@ -434,6 +434,7 @@ fn observation(record: Option<(ContainerSpec, SourceKind)>) -> Observation<FakeR
         |(spec, kind)| crate::containerizer::depot::ContainerRecord {
             image: None,
             network: None,
+            userns: None,
             handle: h("a"),
             spec,
             spec_hash: String::new(),

@@ -292,6 +292,7 @@ fn record(
         labels,
         image: None,
         network: None,
+        userns: None,
     }
 }
 

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE]
-//!              [--quick] [--samples N] [--phases runc,crun,steady,images,network]
+//!              [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns]
 //! ```
 //!
 //! `--quick` runs every figure with a handful of samples, to try changes;
@@ -19,6 +19,7 @@ mod burst;
 mod cleanup;
 mod cold_pull;
 mod exit;
+mod idmap;
 mod images;
 mod images_report;
 mod latency;
@@ -36,6 +37,7 @@ mod report;
 mod stats;
 mod steady;
 mod sys;
+mod userns;
 mod wait;
 
 use std::path::{Path, PathBuf};
@@ -111,7 +113,7 @@ struct Args {
     findings: PathBuf,
 }
 
-const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--phases runc,crun,steady,images,network]";
+const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns]";
 
 fn number(p: PathBuf) -> Result<usize> {
     p.to_string_lossy()
@@ -129,7 +131,7 @@ fn parse_args() -> Result<Args> {
         bins: own_dir,
         out: PathBuf::from("BENCHMARKS.md"),
         sizes: FULL,
-        phases: ["runc", "crun", "steady", "images", "network"]
+        phases: ["runc", "crun", "steady", "images", "network", "userns"]
             .map(String::from)
             .to_vec(),
         findings: PathBuf::from("benches/e2e/FINDINGS.md"),
@@ -247,6 +249,10 @@ fn run(args: &Args) -> Result<Results> {
             None => results.images = Some(phase("images", || images::phase(&run))?),
             Some(why) => results.notes.push(format!("images skipped: {why}")),
         }
+    }
+    if wants("userns") {
+        let r = phase("user namespaces", || userns::phase(&run))?;
+        results.notes.push(r.summary());
     }
     if wants("network") {
         match net::missing_tools() {

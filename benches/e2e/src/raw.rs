@@ -30,6 +30,9 @@ pub struct Raw {
     image: PathBuf,
     config: Value,
     process: Value,
+    /// The bundle's user namespace range (first host id, size), when it
+    /// has one: the image is then idmapped under the overlay, as the agent does.
+    idmap: Option<(u32, u32)>,
 }
 
 impl Raw {
@@ -49,14 +52,20 @@ impl Raw {
                 fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
             serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
         };
+        let config = read(agent_bundle.join("config.json"))?;
+        let idmap = config["linux"]["uidMappings"][0]["hostID"]
+            .as_u64()
+            .zip(config["linux"]["uidMappings"][0]["size"].as_u64())
+            .map(|(h, s)| (h as u32, s as u32));
         let raw = Raw {
             runtime: runtime.to_owned(),
             root: run_dir.join("root"),
             bundles: dir.join("bundles"),
             cgroup_parent,
             image: image.to_owned(),
-            config: read(agent_bundle.join("config.json"))?,
+            config,
             process: read(agent_bundle.join("processes/main-1/process.json"))?,
+            idmap,
         };
         fs::create_dir_all(&raw.bundles)
             .with_context(|| format!("creating {}", raw.bundles.display()))?;
@@ -102,13 +111,8 @@ impl Raw {
             fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("creating {}/{sub}", dir.display()))?;
         }
-        sys::mount_overlay(
-            &self.image,
-            &dir.join("upper"),
-            &dir.join("work"),
-            &dir.join("rootfs"),
-        )
-        .with_context(|| format!("mounting the overlay of {id}"))?;
+        self.mount_rootfs(&dir)
+            .with_context(|| format!("mounting the overlay of {id}"))?;
         let mut config = self.config.clone();
         config["hostname"] = Value::from(id);
         config["linux"]["cgroupsPath"] = Value::from(format!("/{}/{id}", self.cgroup_parent));
@@ -119,6 +123,23 @@ impl Raw {
         self.run(id, self.command(id, &create)?, "create")?;
         self.run(id, self.command(id, &["start", id])?, "start")?;
         self.exec(id, &dir)
+    }
+
+    /// The overlay of the image; in a user namespace, over an idmapped
+    /// clone of it, the upper owned by the container's root.
+    fn mount_rootfs(&self, dir: &Path) -> std::io::Result<()> {
+        let (upper, work, rootfs) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
+        let Some((host_id, size)) = self.idmap else {
+            return sys::mount_overlay(&self.image, &upper, &work, &rootfs);
+        };
+        std::os::unix::fs::chown(&upper, Some(host_id), Some(host_id))?;
+        let lower = dir.join("lower");
+        fs::create_dir_all(&lower)?;
+        let userns = crate::idmap::userns_fd(host_id, size)?;
+        crate::idmap::mount_idmapped(&self.image, &lower, &userns)?;
+        let mounted = sys::mount_overlay(&lower, &upper, &work, &rootfs);
+        sys::unmount(&lower)?;
+        mounted
     }
 
     fn exec(&self, id: &str, dir: &Path) -> Result<()> {

@@ -49,6 +49,9 @@ pub struct BundleInput<'a> {
     /// Files written for the container, bind-mounted over the image's:
     /// (path in the container, path on the host).
     pub etc_files: Vec<(String, PathBuf)>,
+    /// The host ids of the container's own user namespace
+    /// (`hostUsers: false`); `None`: the host's.
+    pub userns: Option<crate::containerizer::userns::IdRange>,
 }
 
 /// A bundle rule: one concern's part of the config.
@@ -98,3 +101,5 @@ fn sort_capability_sets(value: &mut Value) {
 mod secctx_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod userns_tests;

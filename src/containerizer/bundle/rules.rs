@@ -8,8 +8,9 @@ use std::str::FromStr;
 
 use oci_spec::runtime::{
     Capability, Linux, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup, LinuxDeviceType,
-    LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxPids, LinuxResources, Mount, PosixRlimit,
-    PosixRlimitBuilder, PosixRlimitType, Process, Root, Spec, User,
+    LinuxIdMappingBuilder, LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxPids,
+    LinuxResources, Mount, PosixRlimit, PosixRlimitBuilder, PosixRlimitType, Process, Root, Spec,
+    User,
 };
 
 use super::caps::{self, CapSet};
@@ -60,6 +61,7 @@ pub const RULES: &[(&str, Rule)] = &[
     ("root", root),
     ("namespaces", namespaces),
     ("standard_mounts", standard_mounts),
+    ("user_namespace", user_namespace),
     ("etc_files", etc_files),
     ("bind_mounts", bind_mounts),
     ("hostname_env", hostname_env),
@@ -204,6 +206,43 @@ fn standard_mounts(input: &BundleInput<'_>, spec: &mut Spec) {
     ));
     list.push(mount("/sys", "sysfs", "sysfs", sys_opts));
     list.push(mount("/sys/fs/cgroup", "cgroup", "cgroup", cgroup_opts));
+}
+
+/// A user namespace of the container's own, its ids 0..65535 mapped to its
+/// range on the host. sysfs can be mounted only by the owner of the network
+/// namespace: in a pinned one (CNI), which the host's user namespace owns,
+/// /sys is the host's, bound read-only all the way down, as crun falls back
+/// to (runc 1.1 fails instead).
+fn user_namespace(input: &BundleInput<'_>, spec: &mut Spec) {
+    let Some(range) = input.userns else {
+        return;
+    };
+    // The builder has no validation for these fields, so it cannot fail.
+    let map = LinuxIdMappingBuilder::default()
+        .container_id(0u32)
+        .host_id(range.host_id)
+        .size(range.size)
+        .build()
+        .unwrap_or_default();
+    let l = linux(spec);
+    let mut ns = LinuxNamespace::default();
+    ns.set_typ(LinuxNamespaceType::User);
+    l.namespaces_mut().get_or_insert_with(Vec::new).push(ns);
+    l.set_uid_mappings(Some(vec![map]));
+    l.set_gid_mappings(Some(vec![map]));
+    if input.netns.is_none() {
+        return;
+    }
+    for m in mounts(spec) {
+        if m.destination() == &PathBuf::from("/sys") {
+            *m = mount(
+                "/sys",
+                "bind",
+                "/sys",
+                &["rbind", "rro", "nosuid", "noexec", "nodev"],
+            );
+        }
+    }
 }
 
 /// /etc/hosts, /etc/resolv.conf and /etc/hostname, written per container

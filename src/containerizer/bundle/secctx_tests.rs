@@ -19,6 +19,7 @@ fn input<'a>(handle: &'a Handle, spec: &'a ContainerSpec) -> BundleInput<'a> {
         bounding_set: CapSet::ALL,
         netns: None,
         etc_files: Vec::new(),
+        userns: None,
     }
 }
 

@@ -23,6 +23,7 @@ fn input<'a>(
         bounding_set: CapSet::ALL,
         netns: None,
         etc_files: Vec::new(),
+        userns: None,
     }
 }
 
