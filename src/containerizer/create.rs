@@ -51,6 +51,8 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             .map_err(|errors| ContainerizerError::at(handle, ErrorKind::Invalid { errors }))?;
         let lowers = self.lowers(handle, spec, image)?;
         let bind_flags = self.check_host_paths(handle, spec)?;
+        let seccomp_localhost = super::seccomp::localhost_profile(&self.seccomp_root, spec)
+            .map_err(|source| ContainerizerError::at(handle, ErrorKind::SeccompProfile { source }))?;
         self.depot.reserve(handle)?;
         let input = BundleInput {
             handle,
@@ -63,6 +65,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             bounding_set: bounding_set(),
             netns: None,
             etc_files: Vec::new(),
+            seccomp_localhost,
         };
         log_left_out_capabilities(handle, spec.privileged, input.bounding_set);
         let made = Made {

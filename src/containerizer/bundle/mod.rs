@@ -14,9 +14,12 @@ use crate::api::{ContainerSpec, Handle, Resources};
 mod caps;
 mod process;
 mod rules;
+mod seccomp;
+mod seccomp_table;
 
 pub use caps::CapSet;
 pub use process::{ExecUser, ProcessInput, process_spec};
+pub use seccomp::{Profile as SeccompProfile, ProfileError as SeccompProfileError};
 pub use rules::{
     DEFAULT_CAPABILITIES, INIT_PATH, RULES, all_capabilities, hostname, limit_resources,
     wanted_capabilities,
@@ -49,6 +52,9 @@ pub struct BundleInput<'a> {
     /// Files written for the container, bind-mounted over the image's:
     /// (path in the container, path on the host).
     pub etc_files: Vec<(String, PathBuf)>,
+    /// The spec's Localhost seccomp profile, read from the node; `None`
+    /// for the other profile types.
+    pub seccomp_localhost: Option<SeccompProfile>,
 }
 
 /// A bundle rule: one concern's part of the config.

@@ -123,6 +123,7 @@ pub const RULES: &[(&str, Rule)] = &[
     ("cgroup_path", cgroup_path),
     ("capabilities", capabilities),
     ("hardening", hardening),
+    ("seccomp", super::seccomp::seccomp),
     ("init", init),
 ];
 
