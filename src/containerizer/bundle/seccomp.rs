@@ -80,6 +80,9 @@ pub struct SyscallRule {
     /// The errno of an `SCMP_ACT_ERRNO` action.
     #[serde(default)]
     pub errno_ret: Option<u32>,
+    /// Podman's name of the errno; kept for its files, unused.
+    #[serde(default)]
+    pub errno: Option<String>,
     /// Argument comparisons, all of which must hold.
     #[serde(default)]
     pub args: Option<Vec<LinuxSeccompArg>>,
