@@ -52,7 +52,9 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         let lowers = self.lowers(handle, spec, image)?;
         let bind_flags = self.check_host_paths(handle, spec)?;
         let seccomp_localhost = super::seccomp::localhost_profile(&self.seccomp_root, spec)
-            .map_err(|source| ContainerizerError::at(handle, ErrorKind::SeccompProfile { source }))?;
+            .map_err(|source| {
+                ContainerizerError::at(handle, ErrorKind::SeccompProfile { source })
+            })?;
         self.depot.reserve(handle)?;
         let input = BundleInput {
             handle,

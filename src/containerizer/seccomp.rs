@@ -4,7 +4,7 @@
 //! pure rules run (which evaluate it, see `bundle::seccomp`).
 
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
@@ -25,7 +25,9 @@ pub enum LocalhostError {
     #[error("{FIELD}: must be set for type Localhost")]
     Unset,
     /// An absolute path, or one with `..`: it must stay below the root.
-    #[error("{FIELD}: {path:?} must be a relative path below the seccomp profile root {root} (--seccomp-profile-root), without ..")]
+    #[error(
+        "{FIELD}: {path:?} must be a relative path below the seccomp profile root {root} (--seccomp-profile-root), without .."
+    )]
     Escapes {
         /// As written.
         path: String,
@@ -33,7 +35,9 @@ pub enum LocalhostError {
         root: PathBuf,
     },
     /// The file cannot be read.
-    #[error("{FIELD}: cannot read the seccomp profile {file}: {source} (profiles are read from --seccomp-profile-root)")]
+    #[error(
+        "{FIELD}: cannot read the seccomp profile {file}: {source} (profiles are read from --seccomp-profile-root)"
+    )]
     Read {
         /// The file.
         file: PathBuf,
@@ -82,13 +86,8 @@ pub fn localhost_profile(
 
 /// `root`/`path`, when `path` is relative and has no `..`.
 pub fn profile_path(root: &Path, path: &str) -> Result<PathBuf, LocalhostError> {
-    let relative = Path::new(path);
-    let below = !path.is_empty()
-        && relative
-            .components()
-            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-    match below {
-        true => Ok(root.join(relative)),
+    match crate::api::validate::is_below(path) {
+        true => Ok(root.join(path)),
         false => Err(LocalhostError::Escapes {
             path: path.to_string(),
             root: root.to_path_buf(),
@@ -115,6 +114,49 @@ mod tests {
     }
 
     #[test]
+    fn validation_wants_a_localhost_profile_exactly_for_type_localhost() {
+        let errors = |s: &ContainerSpec| match crate::api::validate(s) {
+            Ok(()) => String::new(),
+            Err(e) => e.to_string(),
+        };
+        let mut ok = spec(SeccompProfileType::Localhost, Some("team/p.json"));
+        ok.rootfs = "/img".into();
+        assert_eq!(errors(&ok), "");
+        for (type_, path, want) in [
+            (
+                SeccompProfileType::Localhost,
+                None,
+                "must be set for type Localhost",
+            ),
+            (
+                SeccompProfileType::Localhost,
+                Some("../p.json"),
+                "without ..",
+            ),
+            (
+                SeccompProfileType::Localhost,
+                Some("/p.json"),
+                "must be a relative path",
+            ),
+            (
+                SeccompProfileType::Unconfined,
+                Some("p.json"),
+                "must not be set for type Unconfined",
+            ),
+            (
+                SeccompProfileType::RuntimeDefault,
+                Some("p.json"),
+                "must not be set for type RuntimeDefault",
+            ),
+        ] {
+            let mut bad = spec(type_, path);
+            bad.rootfs = "/img".into();
+            let err = errors(&bad);
+            assert!(err.starts_with(FIELD) && err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
     fn paths_stay_below_the_root() {
         let root = Path::new("/var/lib/rundmc/seccomp");
         assert_eq!(
@@ -123,7 +165,10 @@ mod tests {
         );
         for bad in ["/etc/p.json", "../p.json", "a/../../p.json", ""] {
             let err = profile_path(root, bad).unwrap_err().to_string();
-            assert!(err.contains(FIELD) && err.contains("--seccomp-profile-root"), "{err}");
+            assert!(
+                err.contains(FIELD) && err.contains("--seccomp-profile-root"),
+                "{err}"
+            );
         }
     }
 
@@ -150,16 +195,28 @@ mod tests {
         assert!(localhost_profile(dir.path(), &other).unwrap().is_none());
 
         let missing = spec(SeccompProfileType::Localhost, Some("nope.json"));
-        let err = localhost_profile(dir.path(), &missing).unwrap_err().to_string();
+        let err = localhost_profile(dir.path(), &missing)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(FIELD), "{err}");
-        assert!(err.contains(&dir.path().join("nope.json").display().to_string()), "{err}");
+        assert!(
+            err.contains(&dir.path().join("nope.json").display().to_string()),
+            "{err}"
+        );
 
         std::fs::write(dir.path().join("bad.json"), "{\"defaultAction\": 1}").unwrap();
         let bad = spec(SeccompProfileType::Localhost, Some("bad.json"));
         let err = localhost_profile(dir.path(), &bad).unwrap_err().to_string();
-        assert!(err.contains("bad.json") && err.contains("is invalid"), "{err}");
+        assert!(
+            err.contains("bad.json") && err.contains("is invalid"),
+            "{err}"
+        );
 
-        std::fs::write(dir.path().join("ok.json"), "{\"defaultAction\": \"SCMP_ACT_LOG\"}").unwrap();
+        std::fs::write(
+            dir.path().join("ok.json"),
+            "{\"defaultAction\": \"SCMP_ACT_LOG\"}",
+        )
+        .unwrap();
         let ok = spec(SeccompProfileType::Localhost, Some("ok.json"));
         assert!(localhost_profile(dir.path(), &ok).unwrap().is_some());
     }

@@ -19,11 +19,11 @@ mod seccomp_table;
 
 pub use caps::CapSet;
 pub use process::{ExecUser, ProcessInput, process_spec};
-pub use seccomp::{Profile as SeccompProfile, ProfileError as SeccompProfileError};
 pub use rules::{
     DEFAULT_CAPABILITIES, INIT_PATH, RULES, all_capabilities, hostname, limit_resources,
     wanted_capabilities,
 };
+pub use seccomp::{Profile as SeccompProfile, ProfileError as SeccompProfileError};
 
 /// Everything the rules read. Built by the containerizer from the spec and
 /// a few facts about the machine.

@@ -12,8 +12,8 @@ use std::collections::HashSet;
 use std::str::FromStr;
 
 use oci_spec::runtime::{
-    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompArgBuilder, LinuxSeccompFilterFlag,
-    LinuxSeccompOperator, LinuxSyscall, Spec,
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompArgBuilder,
+    LinuxSeccompFilterFlag, LinuxSeccompOperator, LinuxSyscall, Spec,
 };
 use serde::Deserialize;
 use thiserror::Error;
@@ -206,7 +206,12 @@ fn rule_of(group: &table::Group) -> Option<SyscallRule> {
         Act::Errno(errno) => (LinuxSeccompAction::ScmpActErrno, Some(errno)),
     };
     let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
-    let args: Vec<_> = group.args.iter().map(arg_of).collect::<Result<_, _>>().ok()?;
+    let args: Vec<_> = group
+        .args
+        .iter()
+        .map(arg_of)
+        .collect::<Result<_, _>>()
+        .ok()?;
     Some(SyscallRule {
         names: strings(group.names),
         action,

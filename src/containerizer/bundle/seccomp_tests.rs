@@ -55,7 +55,11 @@ fn the_default_refuses_with_eperm_on_the_native_architectures() {
     assert_eq!(filter.default_errno_ret(), Some(1));
     assert_eq!(
         filter.architectures(),
-        &Some(vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32])
+        &Some(vec![
+            Arch::ScmpArchX86_64,
+            Arch::ScmpArchX86,
+            Arch::ScmpArchX32
+        ])
     );
     let arm = evaluate(&default_profile(), &default_caps(), ARM64);
     assert_eq!(
@@ -73,12 +77,31 @@ fn without_cap_sys_admin_namespaces_mounts_keys_and_bpf_are_refused() {
     let filter = evaluate(&default_profile(), &default_caps(), AMD64);
     let allowed = allowed(&filter);
     for name in [
-        "unshare", "setns", "mount", "umount2", "bpf", "keyctl", "add_key", "request_key",
-        "clone3", "reboot", "kexec_load", "init_module", "open_by_handle_at", "sethostname",
+        "unshare",
+        "setns",
+        "mount",
+        "umount2",
+        "bpf",
+        "keyctl",
+        "add_key",
+        "request_key",
+        "clone3",
+        "reboot",
+        "kexec_load",
+        "init_module",
+        "open_by_handle_at",
+        "sethostname",
     ] {
         assert!(!allowed.contains(name), "{name} is allowed");
     }
-    for name in ["read", "execve", "ptrace", "process_vm_readv", "chroot", "io_uring_setup"] {
+    for name in [
+        "read",
+        "execve",
+        "ptrace",
+        "process_vm_readv",
+        "chroot",
+        "io_uring_setup",
+    ] {
         assert!(allowed.contains(name), "{name} is refused");
     }
     let rules = summary(&filter);
@@ -109,7 +132,9 @@ fn capabilities_open_their_syscalls() {
     with.extend(caps(&["CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_BPF"]));
     let filter = evaluate(&default_profile(), &with, AMD64);
     let allowed = allowed(&filter);
-    for name in ["unshare", "setns", "mount", "clone", "clone3", "bpf", "kcmp"] {
+    for name in [
+        "unshare", "setns", "mount", "clone", "clone3", "bpf", "kcmp",
+    ] {
         assert!(allowed.contains(name), "{name} is refused");
     }
     // With CAP_SYS_ADMIN, clone has no flag filter and clone3 no ENOSYS.
@@ -172,14 +197,20 @@ fn the_rule_follows_the_profile_type_and_the_capabilities_in_the_config() {
 
     let unconfined = with_profile(SeccompProfileType::Unconfined, None);
     let config = generate(&input(&h, &unconfined));
-    assert_eq!(config.linux().as_ref().and_then(|l| l.seccomp().clone()), None);
+    assert_eq!(
+        config.linux().as_ref().and_then(|l| l.seccomp().clone()),
+        None
+    );
 
     let privileged = ContainerSpec {
         privileged: true,
         ..plain.clone()
     };
     let config = generate(&input(&h, &privileged));
-    assert_eq!(config.linux().as_ref().and_then(|l| l.seccomp().clone()), None);
+    assert_eq!(
+        config.linux().as_ref().and_then(|l| l.seccomp().clone()),
+        None
+    );
 
     // Capabilities are read from the config the earlier rules wrote.
     let mut spec = generate(&input(&h, &plain));
