@@ -148,6 +148,9 @@ read-only, unless the pod sees them already.
 {{- if .Values.allowHostNetwork }}
 - --allow-host-network
 {{- end }}
+{{- if .Values.allowUnconfinedSeccomp }}
+- --allow-unconfined-seccomp
+{{- end }}
 - --allowed-rootfs-paths
 {{- $rootfs := list }}
 {{- range (default (list (printf "%s/rootfs" (clean .Values.paths.lib))) .Values.allowedRootfsPaths) }}
