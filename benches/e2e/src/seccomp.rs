@@ -38,6 +38,8 @@ pub struct SeccompResults {
     pub raw_unconfined: Samples,
     /// Syscall rules in the default container's `linux.seccomp`.
     pub rules: usize,
+    /// Syscall names in them.
+    pub names: usize,
 }
 
 impl SeccompResults {
@@ -62,9 +64,15 @@ pub fn phase(run: &Run) -> Result<SeccompResults> {
     let env = run.agent_env_on("seccomp-agent", "runc", run.image())?;
     let mut agent = env.start(&["--workers", &WORKERS.to_string()])?;
     let filtered = run.raw_beside(&env, "seccomp-raw")?;
-    let rules = filtered.config()["linux"]["seccomp"]["syscalls"]
+    let syscalls = filtered.config()["linux"]["seccomp"]["syscalls"]
         .as_array()
-        .map_or(0, Vec::len);
+        .cloned()
+        .unwrap_or_default();
+    let rules = syscalls.len();
+    let names = syscalls
+        .iter()
+        .filter_map(|r| r["names"].as_array().map(Vec::len))
+        .sum();
     if rules == 0 {
         bail!("the agent's default bundle has no seccomp filter");
     }
@@ -79,7 +87,7 @@ pub fn phase(run: &Run) -> Result<SeccompResults> {
         unfiltered: &unfiltered,
     };
     let mut r = sides.measure(run.sizes().samples)?;
-    r.rules = rules;
+    (r.rules, r.names) = (rules, names);
     agent.terminate();
     for (what, v) in [
         ("drop to running, agent, default profile", &r.agent_default),
@@ -123,6 +131,7 @@ impl Sides<'_> {
             raw_default: rd,
             raw_unconfined: ru,
             rules: 0,
+            names: 0,
         })
     }
 

@@ -13,15 +13,15 @@ pub fn render(s: &mut String, r: &SeccompResults) {
     let _ = writeln!(
         s,
         "\n- **Drop to running, default profile against Unconfined**: one agent (4 workers, runc) \
-         runs the same container twice, as it is (the built-in default profile, {} syscall rules \
-         for the default capabilities) and with `securityContext.seccompProfile.type: Unconfined`. \
+         runs the same container twice, as it is (the built-in default profile: for the default \
+         capabilities, {} rules naming {} syscalls, for the native architecture and those it also runs) and with `securityContext.seccompProfile.type: Unconfined`. \
          Measured as the drop to running above.\n- **Raw runc, same bundle**: the agent's own \
          `config.json` of the default container, with its `linux.seccomp`, and the same with \
          `linux.seccomp` taken out, run by hand as the raw baseline above (create, start, exec of \
          the agent's `process.json`; runc loads the filter in init and again in the exec'd process).\n\
          - The four go in one order and the reverse on every other sample; two warm-up samples \
          are dropped; teardowns are not timed.",
-        r.rules
+        r.rules, r.names
     );
     targets(s, r);
     table(s, r);
@@ -88,6 +88,7 @@ mod tests {
             raw_default: s(&[52.0]),
             raw_unconfined: s(&[50.0]),
             rules: 13,
+            names: 370,
         };
         let mut text = String::new();
         render(&mut text, &r);
