@@ -22,6 +22,9 @@ command -v htpasswd >/dev/null 2>&1 || missing="$missing apache2-utils"
 command -v iptables >/dev/null 2>&1 || missing="$missing iptables"
 command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
 command -v script >/dev/null 2>&1 || missing="$missing bsdutils"
+# Seccomp: containers/common's profile, which the default profile's test
+# diffs against (Moby's, loosened for Podman).
+[ -f /usr/share/containers/seccomp.json ] || missing="$missing golang-github-containers-common"
 if [ -n "$missing" ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "deps: missing:$missing; run as root to install them" >&2

@@ -420,6 +420,11 @@ fn values_change_the_agent_flags() {
     let r = render(&["--set", "allowPrivileged=true"]);
     assert!(r.args().contains(&"--allow-privileged".to_string()));
 
+    let r = render(&["--set", "allowUnconfinedSeccomp=true"]);
+    assert!(r.args().contains(&"--allow-unconfined-seccomp".to_string()));
+    let r = render(&[]);
+    assert!(!r.args().contains(&"--allow-unconfined-seccomp".to_string()));
+
     let r = render(&[
         "--set",
         "logFormat=text",
@@ -981,6 +986,8 @@ fn the_rendered_args_parse_with_the_agents_own_parser() {
             "mirrorNamespace=rundmc-system",
             "--set",
             "allowHostNetwork=true",
+            "--set",
+            "allowUnconfinedSeccomp=true",
             "--set-json",
             "allowedRootfsPaths=[\"/opt/images/\"]",
             "--set-json",
@@ -1022,6 +1029,7 @@ fn the_rendered_args_parse_with_the_agents_own_parser() {
         assert_eq!(args.node_name.as_deref(), Some("node-1"));
         if !sets.is_empty() {
             assert!(args.allow_privileged);
+            assert!(args.allow_unconfined_seccomp);
             assert_eq!(
                 args.allowed_host_paths,
                 vec![std::path::PathBuf::from("/srv/a"), "/opt/b".into()]

@@ -7,7 +7,7 @@ use std::fmt;
 
 use super::quantity::{self, QuantityError};
 use super::reference::ImageReference;
-use super::types::{ContainerSpec, EnvVar, Limits, Mount, ProcessSpec};
+use super::types::{ContainerSpec, EnvVar, Limits, Mount, ProcessSpec, SeccompProfileType};
 
 /// Smallest memory limit runc accepts in practice.
 pub const MIN_MEMORY_BYTES: u64 = 4 << 20;
@@ -99,6 +99,7 @@ pub fn validate(spec: &ContainerSpec) -> Result<(), ValidationErrors> {
     check_network(&mut errs, spec);
     super::secctx::check(&mut errs, spec);
     check_host_users(&mut errs, spec);
+    check_seccomp(&mut errs, spec);
     if let Err(e) = resources(&spec.limits) {
         errs.extend(e.0);
     }
@@ -407,6 +408,50 @@ fn check_mounts(errs: &mut Vec<FieldError>, mounts: &[Mount]) {
             ));
         }
     }
+}
+
+/// `securityContext.seccompProfile`: `localhostProfile` exactly for type
+/// Localhost, as a path that stays below the agent's profile root.
+fn check_seccomp(errs: &mut Vec<FieldError>, spec: &ContainerSpec) {
+    let Some(profile) = spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.seccomp_profile.as_ref())
+    else {
+        return;
+    };
+    let field = "spec.securityContext.seccompProfile.localhostProfile";
+    match (profile.type_, profile.localhost_profile.as_deref()) {
+        (SeccompProfileType::Localhost, None) => {
+            errs.push(FieldError::new(field, "must be set for type Localhost"));
+        }
+        (SeccompProfileType::Localhost, Some(path)) if !is_below(path) => {
+            errs.push(FieldError::new(
+                field,
+                format!(
+                    "{path:?} must be a relative path below the node's seccomp profile root, \
+                     without .."
+                ),
+            ));
+        }
+        (SeccompProfileType::Localhost, Some(_)) | (_, None) => {}
+        (other, Some(_)) => errs.push(FieldError::new(
+            field,
+            format!("must not be set for type {other:?}, only for Localhost"),
+        )),
+    }
+}
+
+/// Whether `path` is relative and names something below the directory it
+/// is relative to: not empty, not absolute, no `..`.
+pub fn is_below(path: &str) -> bool {
+    !path.is_empty()
+        && std::path::Path::new(path).components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
 }
 
 #[cfg(test)]

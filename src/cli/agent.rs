@@ -166,7 +166,8 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         .with_networking(networking(&args))
         // User namespaces (spec.hostUsers).
         .with_user_namespaces(args.userns_range, !args.host_users_default)?
-        .with_runtime_version(&runtime_version(&args.runtime));
+        .with_runtime_version(&runtime_version(&args.runtime))
+        .with_seccomp_profile_root(args.seccomp_profile_root.clone());
     let containerizer = Arc::new(containerizer);
     let store = Arc::new(Store::new());
     let metrics = AgentMetrics::default();
@@ -362,6 +363,7 @@ fn start_sources(
     let admission = Admission {
         allow_privileged: args.allow_privileged,
         allow_host_network: args.allow_host_network,
+        allow_unconfined_seccomp: args.allow_unconfined_seccomp,
         allow_privileged_ports: args.allow_privileged_ports,
         allowed_host_paths: resolved(&args.allowed_host_paths),
         allowed_rootfs_paths: resolved(&args.allowed_rootfs_paths),

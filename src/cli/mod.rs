@@ -259,6 +259,15 @@ pub struct AgentArgs {
     /// Let resources from the API ask for privileged containers.
     #[arg(long)]
     pub allow_privileged: bool,
+    // Seccomp (issue 15): Localhost profiles' root, and who may go without.
+    /// Where `securityContext.seccompProfile.localhostProfile` paths are
+    /// read from (relative to it, never above it).
+    #[arg(long, default_value = crate::containerizer::seccomp::DEFAULT_PROFILE_ROOT)]
+    pub seccomp_profile_root: PathBuf,
+    /// Let resources from the API ask for `seccompProfile.type: Unconfined`
+    /// (no seccomp filter).
+    #[arg(long)]
+    pub allow_unconfined_seccomp: bool,
     /// Host paths (and what is below them) that resources from the API may
     /// bind-mount, checked after resolving symlinks. Comma-separated.
     #[arg(long, value_delimiter = ',')]

@@ -53,6 +53,10 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             .map_err(|errors| ContainerizerError::at(handle, ErrorKind::Invalid { errors }))?;
         let lowers = self.lowers(handle, spec, image)?;
         let bind_flags = self.check_host_paths(handle, spec)?;
+        let seccomp_localhost = super::seccomp::localhost_profile(&self.seccomp_root, spec)
+            .map_err(|source| {
+                ContainerizerError::at(handle, ErrorKind::SeccompProfile { source })
+            })?;
         self.depot.reserve(handle)?;
         let input = BundleInput {
             handle,
@@ -66,6 +70,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             netns: None,
             etc_files: Vec::new(),
             userns: None,
+            seccomp_localhost,
         };
         log_left_out_capabilities(handle, spec, input.bounding_set);
         let made = Made {

@@ -29,6 +29,7 @@ pub mod network;
 pub mod nstar;
 pub mod rootfs;
 pub mod run;
+pub mod seccomp;
 pub mod stop;
 pub mod stream;
 pub mod update;
@@ -195,6 +196,14 @@ pub enum ErrorKind {
         /// The id.
         id: String,
     },
+    /// The spec's Localhost seccomp profile cannot be used: the spec cannot
+    /// run on this node as it is (kubelet's CreateContainerConfigError).
+    #[error("{source}")]
+    SeccompProfile {
+        /// Which file, and why.
+        #[source]
+        source: seccomp::LocalhostError,
+    },
     /// Processes survived SIGKILL (e.g. stuck in the kernel).
     #[error("{count} processes survived SIGKILL")]
     Unkillable {
@@ -246,6 +255,8 @@ pub struct Containerizer<R, M = KernelMounter> {
     /// What `<runtime> --version` says, when the runtime cannot exec into
     /// a user namespace whose network namespace is the node's.
     userns_netns_refused_by: Option<String>,
+    /// Where Localhost seccomp profiles are read from.
+    seccomp_root: PathBuf,
 }
 
 impl<R: OciRuntime> Containerizer<R, KernelMounter> {
@@ -284,6 +295,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             userns,
             userns_by_default: false,
             userns_netns_refused_by: None,
+            seccomp_root: PathBuf::from(seccomp::DEFAULT_PROFILE_ROOT),
         })
     }
 
@@ -324,6 +336,13 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     /// Give containers a network of their own through CNI.
     pub fn with_networking(mut self, networking: network::Networking) -> Self {
         self.networking = Some(Arc::new(networking));
+        self
+    }
+
+    /// Read Localhost seccomp profiles from below `root` (the agent's
+    /// `--seccomp-profile-root`; [`seccomp::DEFAULT_PROFILE_ROOT`] otherwise).
+    pub fn with_seccomp_profile_root(mut self, root: PathBuf) -> Self {
+        self.seccomp_root = root;
         self
     }
 

@@ -586,6 +586,14 @@ fn normalised(image: &str) -> String {
 fn failed_step(e: &ReconcileError) -> FailedStep {
     match e {
         ReconcileError::StartMain(_) => FailedStep::MainProcess,
+        ReconcileError::Containerizer(e)
+            if matches!(
+                e.kind(),
+                Some(crate::containerizer::ErrorKind::SeccompProfile { .. })
+            ) =>
+        {
+            FailedStep::Config
+        }
         _ => FailedStep::Container,
     }
 }

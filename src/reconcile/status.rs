@@ -22,6 +22,9 @@ pub enum FailedStep {
     Container,
     /// Starting the main process: it is not running.
     MainProcess,
+    /// The spec cannot be made into a container on this node as it is (a
+    /// Localhost seccomp profile that is missing or invalid): nothing runs.
+    Config,
 }
 
 /// Everything status is computed from.
@@ -149,6 +152,7 @@ fn failed(
     let (phase, why) = match step {
         FailedStep::MainProcess if ever_ran => (Phase::Running, Reason::CreateContainerError),
         FailedStep::MainProcess => (Phase::Pending, Reason::CreateContainerError),
+        FailedStep::Config => (Phase::Pending, Reason::CreateContainerConfigError),
         FailedStep::Container if present => (Phase::Running, Reason::Failed),
         FailedStep::Container => (Phase::Pending, Reason::Failed),
     };

@@ -276,6 +276,17 @@ fn a_main_process_that_cannot_start_is_pending_until_it_first_ran() {
         summary(&compute(&i)),
         (Phase::Running, "False".into(), "Failed".into())
     );
+
+    i.error = Some((FailedStep::Config, "seccomp profile missing"));
+    assert_eq!(
+        summary(&compute(&i)),
+        (
+            Phase::Pending,
+            "False".into(),
+            "CreateContainerConfigError".into()
+        ),
+        "a spec this node cannot make a container of"
+    );
 }
 
 #[test]

@@ -34,6 +34,12 @@ pub enum Refusal {
         "spec.privileged: privileged containers are not allowed on this node (--allow-privileged)"
     )]
     Privileged,
+    /// `seccompProfile.type: Unconfined` without `--allow-unconfined-seccomp`.
+    #[error(
+        "spec.securityContext.seccompProfile.type: Unconfined (no seccomp filter) is not allowed \
+         on this node (--allow-unconfined-seccomp)"
+    )]
+    UnconfinedSeccomp,
     /// `hostNetwork: true` without `--allow-host-network`.
     #[error(
         "spec.hostNetwork: the host's network is not allowed on this node (--allow-host-network)"
@@ -203,6 +209,8 @@ pub struct Admission {
     pub allow_privileged: bool,
     /// Allow `hostNetwork: true`.
     pub allow_host_network: bool,
+    /// Allow `securityContext.seccompProfile.type: Unconfined`.
+    pub allow_unconfined_seccomp: bool,
     /// Allow host ports under 1024.
     pub allow_privileged_ports: bool,
     /// Bind-mount sources must resolve to one of these or below.
@@ -245,6 +253,9 @@ impl Admission {
         }
         if spec.host_network && !self.allow_host_network {
             return Err(Refusal::HostNetwork);
+        }
+        if unconfined_seccomp(spec) && !self.allow_unconfined_seccomp {
+            return Err(Refusal::UnconfinedSeccomp);
         }
         self.check_registry(spec)?;
         self.check_ports(spec)?;
@@ -367,6 +378,15 @@ impl Admission {
             }),
         }
     }
+}
+
+/// Whether `spec` asks for no seccomp filter. A privileged container has
+/// none either, but `--allow-privileged` already gates that.
+fn unconfined_seccomp(spec: &ContainerSpec) -> bool {
+    spec.security_context
+        .as_ref()
+        .and_then(|s| s.seccomp_profile.as_ref())
+        .is_some_and(|p| p.type_ == crate::api::SeccompProfileType::Unconfined)
 }
 
 /// A host path a field names must be one of `allowed` or below, both as
@@ -496,6 +516,48 @@ mod tests {
             "spec.mounts[0].source: /srv/data is not under an allowed host path: this node \
              allows none. To allow it, add it or a directory above it to the agent's \
              --allowed-host-paths (Helm chart value allowedHostPaths)"
+        );
+    }
+
+    #[test]
+    fn unconfined_seccomp_needs_its_flag() {
+        use crate::api::{SeccompProfile, SeccompProfileType, SecurityContext};
+        let with = |type_| ContainerSpec {
+            security_context: Some(SecurityContext {
+                seccomp_profile: Some(SeccompProfile {
+                    type_,
+                    localhost_profile: None,
+                }),
+                ..SecurityContext::default()
+            }),
+            ..spec(false, &[])
+        };
+        let policy = Admission {
+            allowed_rootfs_paths: vec!["/img".into()],
+            ..Admission::default()
+        };
+        let err = policy
+            .check(&with(SeccompProfileType::Unconfined), resolve)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "spec.securityContext.seccompProfile.type: Unconfined (no seccomp filter) is not \
+             allowed on this node (--allow-unconfined-seccomp)"
+        );
+        assert!(
+            policy
+                .check(&with(SeccompProfileType::RuntimeDefault), resolve)
+                .is_ok()
+        );
+        let allowing = Admission {
+            allow_unconfined_seccomp: true,
+            ..policy
+        };
+        assert!(
+            allowing
+                .check(&with(SeccompProfileType::Unconfined), resolve)
+                .is_ok()
         );
     }
 

@@ -5,13 +5,14 @@
 //!
 //! ```text
 //! rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE]
-//!              [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns]
+//!              [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp]
 //! ```
 //!
 //! `--quick` runs every figure with a handful of samples, to try changes;
 //! `--phases` runs only some. The `images` phase (issue 13) pulls from a
 //! registry it starts on loopback (see [`images`]); the `network` phase
-//! (issue 14) attaches containers to a bridge of its own (see [`network`]). `--findings` (default
+//! (issue 14) attaches containers to a bridge of its own (see [`network`]); the `seccomp` phase
+//! (issue 15) weighs the default seccomp profile against none (see [`seccomp`]). `--findings` (default
 //! `benches/e2e/FINDINGS.md`) is hand-written analysis appended as it is.
 
 mod agent;
@@ -34,6 +35,8 @@ mod raw;
 mod reaper;
 mod registry;
 mod report;
+mod seccomp;
+mod seccomp_report;
 mod stats;
 mod steady;
 mod sys;
@@ -107,13 +110,13 @@ struct Args {
     bins: PathBuf,
     out: PathBuf,
     sizes: Sizes,
-    /// Which phases to run: runc, crun, steady, images, network.
+    /// Which phases to run: runc, crun, steady, images, network, seccomp.
     phases: Vec<String>,
     /// Hand-written findings appended to the report, when the file exists.
     findings: PathBuf,
 }
 
-const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns]";
+const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp]";
 
 fn number(p: PathBuf) -> Result<usize> {
     p.to_string_lossy()
@@ -131,9 +134,11 @@ fn parse_args() -> Result<Args> {
         bins: own_dir,
         out: PathBuf::from("BENCHMARKS.md"),
         sizes: FULL,
-        phases: ["runc", "crun", "steady", "images", "network", "userns"]
-            .map(String::from)
-            .to_vec(),
+        phases: [
+            "runc", "crun", "steady", "images", "network", "userns", "seccomp",
+        ]
+        .map(String::from)
+        .to_vec(),
         findings: PathBuf::from("benches/e2e/FINDINGS.md"),
     };
     let mut it = std::env::args_os().skip(1);
@@ -259,6 +264,9 @@ fn run(args: &Args) -> Result<Results> {
             None => results.network = Some(phase("network", || network::phase(&run))?),
             Some(why) => results.notes.push(format!("network skipped: {why}")),
         }
+    }
+    if wants("seccomp") {
+        results.seccomp = Some(phase("seccomp", || seccomp::phase(&run))?);
     }
     Ok(results)
 }

@@ -95,7 +95,7 @@ impl Run {
     }
 
     /// A raw baseline copying the bundle of a container the agent makes.
-    fn raw_beside(&self, env: &AgentEnv, name: &str) -> Result<Raw> {
+    pub fn raw_beside(&self, env: &AgentEnv, name: &str) -> Result<Raw> {
         let template = vec!["template".to_string()];
         env.create_all(&template, "Always", Duration::from_secs(60))?;
         let parent = format!("{}-{name}", self.tag);

@@ -72,6 +72,27 @@ impl Raw {
         Ok(raw)
     }
 
+    /// The agent's `config.json` it copies.
+    pub fn config(&self) -> &Value {
+        &self.config
+    }
+
+    /// The same baseline (bundles, root, process) with its config edited:
+    /// e.g. without `linux.seccomp`. Its ids must differ from this one's.
+    pub fn with_config(&self, edit: impl FnOnce(&mut Value)) -> Raw {
+        let mut config = self.config.clone();
+        edit(&mut config);
+        Raw {
+            runtime: self.runtime.clone(),
+            root: self.root.clone(),
+            bundles: self.bundles.clone(),
+            cgroup_parent: self.cgroup_parent.clone(),
+            image: self.image.clone(),
+            config,
+            process: self.process.clone(),
+        }
+    }
+
     fn bundle(&self, id: &str) -> PathBuf {
         self.bundles.join(id)
     }

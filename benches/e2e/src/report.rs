@@ -45,6 +45,8 @@ pub struct Results {
     pub images: Option<ImageResults>,
     /// The network phase (issue 14).
     pub network: Option<crate::network::NetResults>,
+    /// The seccomp phase (issue 15).
+    pub seccomp: Option<crate::seccomp::SeccompResults>,
     /// What was skipped or went wrong, and why.
     pub notes: Vec<String>,
     /// Hand-written findings (`benches/e2e/FINDINGS.md`), appended as they are.
@@ -93,6 +95,9 @@ pub fn render(r: &Results) -> String {
     }
     if let Some(network) = &r.network {
         crate::network_report::render(&mut s, network);
+    }
+    if let Some(seccomp) = &r.seccomp {
+        crate::seccomp_report::render(&mut s, seccomp);
     }
     if let Some(f) = &r.findings {
         s.push('\n');

@@ -156,6 +156,9 @@ read-only, unless the pod sees them already.
 - --allowed-unsafe-sysctls
 - {{ join "," . | quote }}
 {{- end }}
+{{- if .Values.allowUnconfinedSeccomp }}
+- --allow-unconfined-seccomp
+{{- end }}
 - --allowed-rootfs-paths
 {{- $rootfs := list }}
 {{- range (default (list (printf "%s/rootfs" (clean .Values.paths.lib))) .Values.allowedRootfsPaths) }}

@@ -14,6 +14,8 @@ use crate::api::{ContainerSpec, Handle, Resources};
 mod caps;
 mod process;
 mod rules;
+mod seccomp;
+mod seccomp_table;
 
 pub use caps::CapSet;
 pub use process::{ExecUser, ProcessInput, process_spec};
@@ -21,6 +23,7 @@ pub use rules::{
     DEFAULT_CAPABILITIES, DEFAULT_DEVICES, INIT_PATH, MASKED_PATHS, READONLY_PATHS, RULES,
     all_capabilities, hostname, limit_resources, wanted_capabilities,
 };
+pub use seccomp::{Profile as SeccompProfile, ProfileError as SeccompProfileError};
 
 /// Everything the rules read. Built by the containerizer from the spec and
 /// a few facts about the machine.
@@ -52,6 +55,9 @@ pub struct BundleInput<'a> {
     /// The host ids of the container's own user namespace
     /// (`hostUsers: false`); `None`: the host's.
     pub userns: Option<crate::containerizer::userns::IdRange>,
+    /// The spec's Localhost seccomp profile, read from the node; `None`
+    /// for the other profile types.
+    pub seccomp_localhost: Option<SeccompProfile>,
 }
 
 /// A bundle rule: one concern's part of the config.

@@ -69,6 +69,7 @@ pub const RULES: &[(&str, Rule)] = &[
     ("cgroup_path", cgroup_path),
     ("capabilities", capabilities),
     ("hardening", hardening),
+    ("seccomp", super::seccomp::seccomp),
     ("init", init),
 ];
 

@@ -20,6 +20,7 @@ fn input<'a>(handle: &'a Handle, spec: &'a ContainerSpec) -> BundleInput<'a> {
         netns: None,
         etc_files: Vec::new(),
         userns: None,
+        seccomp_localhost: None,
     }
 }
 
@@ -51,7 +52,8 @@ fn confined() -> ContainerSpec {
 fn snapshot_security_context() {
     let h = Handle::new("confined").unwrap();
     let spec = confined();
-    insta::assert_json_snapshot!(canonical_json(&generate(&input(&h, &spec))));
+    let config = canonical_json(&generate(&input(&h, &spec)));
+    insta::assert_json_snapshot!(super::tests::seccomp_summarised(config));
 }
 
 fn strings(list: &Option<Vec<String>>) -> Vec<String> {

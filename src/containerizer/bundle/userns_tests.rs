@@ -32,6 +32,7 @@ fn config(userns: Option<IdRange>, netns: Option<PathBuf>) -> Value {
         netns,
         etc_files: Vec::new(),
         userns,
+        seccomp_localhost: None,
     };
     canonical_json(&generate(&input))
 }
