@@ -53,10 +53,7 @@ impl Raw {
             serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
         };
         let config = read(agent_bundle.join("config.json"))?;
-        let idmap = config["linux"]["uidMappings"][0]["hostID"]
-            .as_u64()
-            .zip(config["linux"]["uidMappings"][0]["size"].as_u64())
-            .map(|(h, s)| (h as u32, s as u32));
+        let idmap = idmap_of(&config);
         let raw = Raw {
             runtime: runtime.to_owned(),
             root: run_dir.join("root"),
@@ -88,6 +85,7 @@ impl Raw {
             bundles: self.bundles.clone(),
             cgroup_parent: self.cgroup_parent.clone(),
             image: self.image.clone(),
+            idmap: idmap_of(&config),
             config,
             process: self.process.clone(),
         }
@@ -215,4 +213,12 @@ fn path_str(p: &Path) -> Result<String> {
     p.to_str()
         .map(str::to_owned)
         .with_context(|| format!("{} is not UTF-8", p.display()))
+}
+
+/// The first uid mapping of `config`, (host id, size), if it has one.
+fn idmap_of(config: &Value) -> Option<(u32, u32)> {
+    let first = &config["linux"]["uidMappings"][0];
+    let host = u32::try_from(first["hostID"].as_u64()?).ok()?;
+    let size = u32::try_from(first["size"].as_u64()?).ok()?;
+    Some((host, size))
 }
