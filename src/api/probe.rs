@@ -253,6 +253,12 @@ fn check_probe(
                 "must be 1-65535 or the name of one of spec.ports",
             );
         }
+        if http.scheme == Some(Scheme::Https) {
+            err(
+                ".httpGet.scheme",
+                "HTTPS probes are not supported by this agent yet",
+            );
+        }
         if http
             .path
             .as_deref()
@@ -337,6 +343,11 @@ mod tests {
             }),
             readiness_probe: Some(Probe {
                 exec: Some(ExecAction { command: vec![] }),
+                http_get: Some(HttpGetAction {
+                    port: IntOrString::Int(443),
+                    scheme: Some(Scheme::Https),
+                    ..HttpGetAction::default()
+                }),
                 period_seconds: Some(0),
                 ..Probe::default()
             }),
@@ -352,7 +363,9 @@ mod tests {
                 "spec.process.startupProbe",
                 "spec.process.livenessProbe.tcpSocket.port",
                 "spec.process.livenessProbe.successThreshold",
+                "spec.process.readinessProbe",
                 "spec.process.readinessProbe.exec.command",
+                "spec.process.readinessProbe.httpGet.scheme",
                 "spec.process.readinessProbe.periodSeconds",
             ]
         );
