@@ -177,3 +177,71 @@ fn a_restarted_agent_resumes_probing_where_it_was() {
         "{new:?}"
     );
 }
+
+#[test]
+fn post_start_runs_before_ready_and_a_failed_one_restarts_the_main_process() {
+    let a = AgentEnv::new("hook-post");
+    let _agent = a.start();
+    let good = r#"  process:
+    args: ["/bin/sh", "-c", "exec sleep 100000"]
+    lifecycle:
+      postStart:
+        exec: {command: ["/bin/sh", "-c", "echo hooked > /tmp/post"]}
+"#;
+    a.write("g.yaml", &manifest("good", good));
+    a.wait("ready", T, || {
+        ready(&a, "good").is_some_and(|(s, _, _)| s == "True")
+    });
+    let (code, out, _) = a.env.exec("good", &["cat", "/tmp/post"]);
+    assert_eq!((code, out.trim()), (0, "hooked"));
+
+    let bad = r#"  process:
+    args: ["/bin/sh", "-c", "exec sleep 100000"]
+    lifecycle:
+      postStart:
+        exec: {command: ["/bin/sh", "-c", "echo no way; exit 3"]}
+"#;
+    a.write("b.yaml", &manifest("bad", bad));
+    a.wait("killed and restarted", T, || {
+        a.status_field("bad", "restartCount")
+            .is_some_and(|c| c != "0")
+    });
+    let hook: Vec<String> = a
+        .events()
+        .iter()
+        .filter(|e| e["handle"] == "bad" && e["reason"] == "FailedPostStartHook")
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        hook.iter().any(|m| m == "PostStart hook failed: no way"),
+        "{hook:?}"
+    );
+}
+
+#[test]
+fn pre_stop_runs_before_sigterm_within_the_grace_period() {
+    let a = AgentEnv::new("hook-pre");
+    let _agent = a.start();
+    let shared = a.env.dir.join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let spec = format!(
+        r#"  process:
+    args: ["/bin/sh", "-c", "trap 'echo term >> /shared/log; exit 0' TERM; while true; do sleep 0.1; done"]
+    lifecycle:
+      preStop:
+        exec: {{command: ["/bin/sh", "-c", "echo prestop >> /shared/log"]}}
+  mounts:
+  - {{source: {}, destination: /shared}}
+  terminationGracePeriodSeconds: 10
+"#,
+        shared.display()
+    );
+    a.write("p.yaml", &manifest("stopping", &spec));
+    a.wait("running", T, || {
+        a.running("stopping") && a.main_pid("stopping").is_some()
+    });
+    a.remove("p.yaml");
+    a.wait("destroyed", T, || !a.env.depot.join("stopping").exists());
+    let log = std::fs::read_to_string(shared.join("log")).unwrap();
+    assert_eq!(log, "prestop\nterm\n");
+}

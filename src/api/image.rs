@@ -108,6 +108,7 @@ pub fn main_process(
         startup_probe: own.startup_probe,
         liveness_probe: own.liveness_probe,
         readiness_probe: own.readiness_probe,
+        lifecycle: own.lifecycle,
     }))
 }
 

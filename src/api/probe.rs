@@ -115,6 +115,56 @@ pub struct GrpcAction {
     pub service: Option<String>,
 }
 
+/// Hooks run around the main process's life, as a container's `lifecycle`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Lifecycle {
+    /// Run right after the main process starts; it is not Ready until the
+    /// hook returns, and a failed hook gets it killed and restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_start: Option<LifecycleHandler>,
+    /// Run before the main process is sent SIGTERM; its time counts
+    /// against `terminationGracePeriodSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_stop: Option<LifecycleHandler>,
+}
+
+/// What a hook does: exactly one of these.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleHandler {
+    /// Run a command in the container; exit 0 is success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecAction>,
+    /// An HTTP GET to the container; a status from 200 to 399 is success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_get: Option<HttpGetAction>,
+    /// Wait this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep: Option<SleepAction>,
+}
+
+/// A pause.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct SleepAction {
+    /// Seconds to sleep.
+    pub seconds: i64,
+}
+
+impl LifecycleHandler {
+    /// How many actions are set (exactly one is valid).
+    pub fn actions(&self) -> usize {
+        [
+            self.exec.is_some(),
+            self.http_get.is_some(),
+            self.sleep.is_some(),
+        ]
+        .into_iter()
+        .filter(|set| *set)
+        .count()
+    }
+}
+
 /// Which probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ProbeKind {
@@ -224,7 +274,54 @@ pub fn probe_errors(
             check_probe(&mut errs, &field, kind, probe, ports);
         }
     }
+    if let Some(lifecycle) = &process.lifecycle {
+        for (name, hook) in [
+            ("postStart", &lifecycle.post_start),
+            ("preStop", &lifecycle.pre_stop),
+        ] {
+            if let Some(hook) = hook {
+                let field = format!("spec.process.lifecycle.{name}");
+                check_hook(&mut errs, &field, hook, ports);
+            }
+        }
+    }
     errs
+}
+
+fn check_hook(
+    errs: &mut Vec<(String, String)>,
+    field: &str,
+    hook: &LifecycleHandler,
+    ports: &[(Option<&str>, i32)],
+) {
+    let mut err = |f: &str, m: &str| errs.push((format!("{field}{f}"), m.to_string()));
+    match hook.actions() {
+        0 => err("", "must set one of exec, httpGet and sleep"),
+        1 => {}
+        _ => err("", "must set only one of exec, httpGet and sleep"),
+    }
+    if let Some(exec) = &hook.exec
+        && exec.command.first().is_none_or(String::is_empty)
+    {
+        err(".exec.command", "needs at least the command");
+    }
+    if let Some(http) = &hook.http_get {
+        if resolve_port(&http.port, ports).is_none() {
+            err(
+                ".httpGet.port",
+                "must be 1-65535 or the name of one of spec.ports",
+            );
+        }
+        if http.scheme == Some(Scheme::Https) {
+            err(
+                ".httpGet.scheme",
+                "HTTPS hooks are not supported by this agent yet",
+            );
+        }
+    }
+    if hook.sleep.as_ref().is_some_and(|s| s.seconds < 0) {
+        err(".sleep.seconds", "must not be negative");
+    }
 }
 
 fn check_probe(
@@ -316,6 +413,35 @@ mod tests {
         assert_eq!(t.timeout, Duration::from_secs(1));
         assert_eq!(t.period, Duration::from_secs(10));
         assert_eq!((t.success_threshold, t.failure_threshold), (1, 3));
+    }
+
+    #[test]
+    fn hooks_need_exactly_one_action() {
+        let process = ProcessSpec {
+            lifecycle: Some(Lifecycle {
+                post_start: Some(LifecycleHandler::default()),
+                pre_stop: Some(LifecycleHandler {
+                    sleep: Some(SleepAction { seconds: -1 }),
+                    exec: Some(ExecAction {
+                        command: vec!["true".into()],
+                    }),
+                    ..LifecycleHandler::default()
+                }),
+            }),
+            ..ProcessSpec::default()
+        };
+        let fields: Vec<String> = probe_errors(&process, &[])
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.process.lifecycle.postStart",
+                "spec.process.lifecycle.preStop",
+                "spec.process.lifecycle.preStop.sleep.seconds",
+            ]
+        );
     }
 
     #[test]

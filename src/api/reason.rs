@@ -71,11 +71,15 @@ pub enum Reason {
     NetworkNotReady,
     /// A probe failed (an event), or has not succeeded yet (Ready).
     Unhealthy,
+    /// The postStart hook failed: the main process is killed (an event).
+    FailedPostStartHook,
+    /// The preStop hook failed; the stop goes on (an event).
+    FailedPreStopHook,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 30] = [
+    pub const ALL: [Reason; 32] = [
         Reason::Created,
         Reason::Started,
         Reason::Killing,
@@ -106,6 +110,8 @@ impl Reason {
         Reason::CreateContainerConfigError,
         Reason::NetworkNotReady,
         Reason::Unhealthy,
+        Reason::FailedPostStartHook,
+        Reason::FailedPreStopHook,
     ];
 
     /// The one CamelCase word reported.
@@ -141,6 +147,8 @@ impl Reason {
             Reason::CreateContainerConfigError => "CreateContainerConfigError",
             Reason::NetworkNotReady => "NetworkNotReady",
             Reason::Unhealthy => "Unhealthy",
+            Reason::FailedPostStartHook => "FailedPostStartHook",
+            Reason::FailedPreStopHook => "FailedPreStopHook",
         }
     }
 

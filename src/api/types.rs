@@ -279,6 +279,9 @@ pub struct ProcessSpec {
     /// The container is Ready only while it succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness_probe: Option<Probe>,
+    /// Hooks run after the process starts and before it is stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle>,
 }
 
 /// When the main process is restarted after it exits.

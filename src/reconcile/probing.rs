@@ -2,9 +2,11 @@
 //! (the prober is told at every look, so a restarted agent resumes
 //! probing the run it finds), what its health is before planning, the
 //! `Unhealthy` events, and the kill of a main process whose liveness or
-//! startup probe failed. The prober only reports; the rules are here and
-//! in the planner.
+//! startup probe failed; and the lifecycle hooks (postStart after a start,
+//! preStop before a stop, within the grace period). The prober only
+//! reports; the rules are here and in the planner.
 
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,9 +17,13 @@ use super::ops::{ContainerOps, MainRun};
 use super::plan::MainObs;
 use super::reporting::ReportOps;
 use super::store::Desired;
-use crate::api::{ContainerSpec, Handle, ProbeKind, ProcessSpec, Reason};
+use crate::api::{
+    ContainerSpec, Handle, Lifecycle, LifecycleHandler, ProbeKind, ProcessSpec, Reason,
+    resolve_port,
+};
 use crate::containerizer::ContainerizerError;
-use crate::probe::{ExecProbe, Subject, check::default_host, failure_message};
+use crate::probe::check::{self, Target, default_host};
+use crate::probe::{ExecProbe, Subject, failure_message};
 use crate::report::events::EventType;
 
 /// The file in a run's directory that keeps its probes' results.
@@ -116,7 +122,9 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         probe: ProbeKind,
     ) -> Result<(), ContainerizerError> {
         self.announce_probe_failures(handle, desired).await;
-        let grace = grace_period(spec);
+        let grace = self
+            .pre_stop(handle, desired, spec, grace_period(spec))
+            .await;
         let msg = format!(
             "Main process failed {} probe, will be restarted",
             probe.as_str().to_lowercase()
@@ -125,5 +133,146 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             .await;
         self.prober.stop(handle);
         self.containerizer.stop(handle, grace).await
+    }
+}
+
+/// How long a postStart hook may run. Kubernetes sets no bound; one that
+/// never returned would hold a reconcile worker for good.
+const POST_START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What the kubelet leaves for SIGTERM after a preStop hook that used the
+/// whole grace period.
+const MIN_GRACE_AFTER_PRE_STOP: Duration = Duration::from_secs(2);
+
+/// `spec`'s lifecycle hooks.
+fn lifecycle(spec: &ContainerSpec) -> Lifecycle {
+    declared(spec).lifecycle.unwrap_or_default()
+}
+
+impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
+    /// Run `hook` in `handle`'s container within `timeout`.
+    async fn run_hook(
+        &self,
+        handle: &Handle,
+        spec: &ContainerSpec,
+        hook: &LifecycleHandler,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        if let Some(sleep) = &hook.sleep {
+            let wanted = Duration::from_secs(u64::try_from(sleep.seconds).unwrap_or(0));
+            tokio::time::sleep(wanted.min(timeout)).await;
+            return Ok(());
+        }
+        if let Some(exec) = &hook.exec {
+            let user = main_user(&*self.containerizer, handle);
+            return self
+                .containerizer
+                .exec_probe(handle, &exec.command, user, timeout)
+                .await;
+        }
+        let Some(http) = &hook.http_get else {
+            return Err("the hook has no action".into());
+        };
+        let (pid, host) = self.main_target(handle)?;
+        let ports: Vec<(Option<&str>, i32)> = spec
+            .ports
+            .iter()
+            .map(|p| (p.name.as_deref(), p.container_port))
+            .collect();
+        let port = resolve_port(&http.port, &ports).ok_or("the hook's port is unknown")?;
+        let ip = match http.host.as_deref() {
+            Some(h) => h
+                .parse()
+                .map_err(|_| format!("host {h:?} is not an IP address"))?,
+            None => host,
+        };
+        let target = Target {
+            pid,
+            addr: SocketAddr::new(ip, port),
+        };
+        let path = http
+            .path
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .unwrap_or("/");
+        check::http(
+            target,
+            http.host.as_deref(),
+            path,
+            &http.http_headers,
+            timeout,
+        )
+        .await
+    }
+
+    /// The running main process's pid and the container's address.
+    fn main_target(&self, handle: &Handle) -> Result<(i32, IpAddr), String> {
+        let id = self.containerizer.main_file(handle).current_id();
+        let run = id.and_then(|id| self.containerizer.attach(handle, &id).ok());
+        let pid = run
+            .and_then(|r| r.pid())
+            .ok_or("the main process is not running")?;
+        let record = self.containerizer.record(handle).ok().flatten();
+        let ips = record
+            .and_then(|r| r.network)
+            .map(|n| n.ips)
+            .unwrap_or_default();
+        Ok((pid, default_host(&ips)))
+    }
+
+    /// The postStart hook of a main process that just started: until it
+    /// returns the container is not Ready (this reconcile writes no status
+    /// before); a failure kills the process, and the restart policy takes
+    /// it from there.
+    pub(super) async fn post_start(
+        &self,
+        handle: &Handle,
+        desired: Option<&Desired>,
+        spec: &ContainerSpec,
+    ) -> Result<(), ContainerizerError> {
+        let Some(hook) = lifecycle(spec).post_start else {
+            return Ok(());
+        };
+        let Err(output) = self.run_hook(handle, spec, &hook, POST_START_TIMEOUT).await else {
+            return Ok(());
+        };
+        let msg = format!("PostStart hook failed: {output}");
+        self.event(
+            desired,
+            handle,
+            EventType::Warning,
+            Reason::FailedPostStartHook,
+            msg,
+        )
+        .await;
+        self.containerizer.stop(handle, grace_period(spec)).await
+    }
+
+    /// The preStop hook, within `grace`; the grace left for SIGTERM.
+    pub(super) async fn pre_stop(
+        &self,
+        handle: &Handle,
+        desired: Option<&Desired>,
+        spec: &ContainerSpec,
+        grace: Duration,
+    ) -> Duration {
+        let Some(hook) = lifecycle(spec).pre_stop else {
+            return grace;
+        };
+        let started = tokio::time::Instant::now();
+        if let Err(output) = self.run_hook(handle, spec, &hook, grace).await {
+            let msg = format!("PreStop hook failed: {output}");
+            self.event(
+                desired,
+                handle,
+                EventType::Warning,
+                Reason::FailedPreStopHook,
+                msg,
+            )
+            .await;
+        }
+        grace
+            .saturating_sub(started.elapsed())
+            .max(MIN_GRACE_AFTER_PRE_STOP.min(grace))
     }
 }

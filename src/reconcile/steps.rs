@@ -8,6 +8,7 @@ use super::controller::{Controller, ReconcileError, grace_period};
 use super::history::{MainFile, run_id};
 use super::observe::Observation;
 use super::ops::{ContainerOps, MainRun};
+use super::plan::MainObs;
 use super::reporting::ReportOps;
 use super::store::{Desired, SOURCE_LABEL, SourceKind};
 use crate::api::Reason;
@@ -39,7 +40,10 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         if let Some(record) = &obs.record
             && obs.runtime.is_some()
         {
-            let grace = grace_period(&record.spec);
+            let mut grace = grace_period(&record.spec);
+            if obs.main == MainObs::Running {
+                grace = self.pre_stop(handle, desired, &record.spec, grace).await;
+            }
             self.event(
                 desired,
                 handle,
@@ -150,7 +154,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
                 let msg = "Started main process";
                 self.event(desired, handle, EventType::Normal, Reason::Started, msg)
                     .await;
-                Ok(())
+                self.post_start(handle, desired, spec).await
             }
             Ok(Err(source)) => {
                 // Recorded in the run's exit file; the restart policy takes it from here.
@@ -288,7 +292,9 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             ..self.containerizer.main_file(handle)
         };
         self.containerizer.save_main_file(handle, &file)?;
-        let grace = grace_period(spec);
+        let grace = self
+            .pre_stop(handle, desired, spec, grace_period(spec))
+            .await;
         self.event(
             desired,
             handle,
