@@ -245,3 +245,68 @@ fn pre_stop_runs_before_sigterm_within_the_grace_period() {
     let log = std::fs::read_to_string(shared.join("log")).unwrap();
     assert_eq!(log, "prestop\nterm\n");
 }
+
+/// A grpc.health.v1 server on the host's loopback answering `status`, with
+/// hyper's HTTP/2 server on a runtime of its own.
+fn health_server(status: u8) -> u16 {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    move |_req: hyper::Request<hyper::body::Incoming>| async move {
+                        let body = Full::new(Bytes::from(vec![0, 0, 0, 0, 2, 0x08, status]))
+                            .with_trailers(async {
+                                let mut t = hyper::HeaderMap::new();
+                                t.insert(
+                                    "grpc-status",
+                                    hyper::header::HeaderValue::from_static("0"),
+                                );
+                                Some(Ok(t))
+                            });
+                        hyper::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(body)
+                    },
+                );
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let exec = hyper_util::rt::TokioExecutor::new();
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(exec).serve_connection(io, svc),
+                );
+            }
+        });
+    });
+    port
+}
+
+#[test]
+fn grpc_readiness_probes_ask_the_health_service() {
+    let a = AgentEnv::new("probe-grpc");
+    let _agent = a.start();
+    // On the node's network, the probe reaches servers the test runs on
+    // the node's loopback.
+    let spec = |port: u16| {
+        format!(
+            "  hostNetwork: true\n  process:\n    args: [\"/bin/sh\", \"-c\", \"exec sleep 100000\"]\n    readinessProbe:\n      grpc: {{port: {port}}}\n      periodSeconds: 1\n"
+        )
+    };
+    a.write("s.yaml", &manifest("serving", &spec(health_server(1))));
+    a.write("n.yaml", &manifest("notserving", &spec(health_server(2))));
+    a.wait("one ready, one not", T, || {
+        ready(&a, "serving").is_some_and(|(s, _, _)| s == "True")
+            && ready(&a, "notserving").is_some_and(|(s, _, m)| {
+                s == "False"
+                    && m == "Readiness probe failed: service unhealthy (responded with \"NOT_SERVING\")"
+            })
+    });
+}

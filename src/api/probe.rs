@@ -372,8 +372,10 @@ fn check_probe(
             "must be 1-65535 or the name of one of spec.ports",
         );
     }
-    if probe.grpc.is_some() {
-        err(".grpc", "gRPC probes are not supported by this agent yet");
+    if let Some(grpc) = &probe.grpc
+        && !(1..=65535).contains(&grpc.port)
+    {
+        err(".grpc.port", "must be 1-65535");
     }
     for (name, value, min) in [
         ("initialDelaySeconds", probe.initial_delay_seconds, 0),

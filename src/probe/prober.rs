@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::time::Instant;
 
 use super::check::{self, Target};
@@ -233,6 +234,11 @@ impl Prober {
                 .find(|h| h.name.eq_ignore_ascii_case("host"));
             let host = host.map(|h| h.value.as_str()).or(http.host.as_deref());
             return check::http(to, host, path, &http.http_headers, timeout).await;
+        }
+        if let Some(grpc) = &probe.grpc {
+            let to = target(None, &IntOrString::Int(grpc.port))?;
+            let service = grpc.service.as_deref().unwrap_or_default();
+            return check::grpc(to, service, timeout).await;
         }
         if let Some(exec) = &probe.exec {
             return self.exec.exec(handle, &exec.command, timeout).await;
