@@ -162,7 +162,11 @@ impl Prober {
             tokio::time::sleep_until(next.2).await;
             let (kind, probe) = (next.0, next.1.clone());
             let timing = probe.timing();
-            next.2 = next.2.max(Instant::now() - timing.period) + timing.period;
+            // The next tick, a period on; one that fell behind (a slow
+            // probe) is not run twice to catch up.
+            let now = Instant::now();
+            let behind = now.checked_sub(timing.period).unwrap_or(now);
+            next.2 = next.2.max(behind) + timing.period;
             if !lock(&health).due(kind) {
                 if kind == ProbeKind::Startup {
                     schedule.retain(|(k, _, _)| *k != ProbeKind::Startup);
