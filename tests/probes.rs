@@ -310,3 +310,33 @@ fn grpc_readiness_probes_ask_the_health_service() {
             })
     });
 }
+
+#[test]
+fn a_hanging_probe_is_bounded_by_its_timeout_and_killed() {
+    let a = AgentEnv::new("probe-hang");
+    let _agent = a.start();
+    let spec = r#"  process:
+    args: ["/bin/sh", "-c", "exec sleep 100000"]
+    readinessProbe:
+      exec: {command: ["sleep", "4242"]}
+      timeoutSeconds: 1
+      periodSeconds: 2
+"#;
+    a.write("h.yaml", &manifest("hung", spec));
+    a.wait("not ready: timed out", T, || {
+        ready(&a, "hung").is_some_and(|(s, _, m)| s == "False" && m.contains("timed out"))
+    });
+    // Every probe run was killed at its timeout: at most the one in flight
+    // is left in the container.
+    a.wait("two more periods", T, || {
+        a.events()
+            .iter()
+            .filter(|e| e["reason"] == "Unhealthy")
+            .count()
+            >= 3
+    });
+    let (code, ps, err) = a.env.exec("hung", &["ps", "-o", "args"]);
+    assert_eq!(code, 0, "{err}");
+    let hung = ps.lines().filter(|l| l.contains("sleep 4242")).count();
+    assert!(hung <= 1, "{ps}");
+}
