@@ -542,6 +542,27 @@ mod tests {
         assert!(result_ips(&json!({}), "eth0").is_empty());
     }
 
+    /// Write an executable script from a child process, so that no fd of
+    /// it is ever open in this multi-threaded test process: a fork by
+    /// another test could carry one into its child, and the exec would
+    /// fail with ETXTBSY ("Text file busy").
+    fn write_script(path: &Path, text: &str) {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
+            .arg(path)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+
     #[tokio::test]
     async fn process_exec_kills_the_plugin_and_what_it_forked_at_the_timeout() {
         let dir = std::env::temp_dir().join(format!("rundmc-plugin-t-{}", std::process::id()));
@@ -553,8 +574,7 @@ mod tests {
             "#!/bin/sh\nsleep 60 &\necho $! > {}\nwait\n",
             pid_file.display()
         );
-        std::fs::write(&script, body).unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_script(&script, &body);
         let mut request = request(Command::Del);
         request.plugin = "hang".into();
         request.bin_dirs = vec![dir.clone()];
@@ -585,12 +605,10 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let script = dir.join("echo-plugin");
-        std::fs::write(
+        write_script(
             &script,
             "#!/bin/sh\necho \"$CNI_COMMAND $CNI_CONTAINERID\"; cat; echo err >&2; exit 3\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        );
         let mut request = request(Command::Add);
         request.plugin = "echo-plugin".into();
         request.bin_dirs = vec![dir.join("missing"), dir.clone()];

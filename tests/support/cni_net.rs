@@ -15,7 +15,6 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
@@ -143,11 +142,26 @@ impl TestNet {
         self.dir.join("ipam")
     }
 
-    /// A wrapper plugin: a shell script named `name` in the bin dir.
+    /// A wrapper plugin: a shell script named `name` in the bin dir,
+    /// written by a child process so that no fd of it is ever open in this
+    /// multi-threaded test process (a fork by another test could carry one
+    /// into its child, and the plugin's exec would fail with ETXTBSY).
     pub fn wrapper(&self, name: &str, script: &str) {
         let path = self.dir.join("bin").join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut child = Command::new("sh")
+            .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
+            .arg(&path)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let text = format!("#!/bin/sh\n{script}\n");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
     }
 
     /// A new network namespace, `/run/netns/<its name>`, removed on drop.
