@@ -80,10 +80,14 @@ pub fn run(
 /// container's rootfs, since runc pivots into it. A container with a user
 /// namespace of its own (`hostUsers: false`) is joined there first, as its
 /// root, so that what is streamed in belongs to its ids, not the node's.
+/// The mount namespace is opened before that, as the node's root: once in
+/// the container's user namespace, opening /proc/<pid>/ns of an init that
+/// is not dumpable (runc's init is not until it execs, which may be just
+/// after `start` returned) is refused with EACCES, as seen once in a test.
 fn enter(pid: i32) -> Result<(), NstarError> {
-    join_user_namespace(pid)?;
     let ns = format!("/proc/{pid}/ns/mnt");
     let fd = File::open(&ns).map_err(|source| NstarError::Setns { pid, source })?;
+    join_user_namespace(pid)?;
     setns(fd, CloneFlags::CLONE_NEWNS).map_err(|e| NstarError::Setns {
         pid,
         source: e.into(),
