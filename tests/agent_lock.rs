@@ -12,7 +12,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
@@ -49,34 +49,9 @@ impl Other {
     /// but these manifests, this depot, and its own log.
     fn start(&self, a: &AgentEnv) -> Killed {
         let log = File::create(&self.log).unwrap();
-        let child = Command::new(binary("rundmc"))
-            .arg("agent")
-            .arg("--manifests")
-            .arg(&self.manifests)
-            .arg("--depot")
-            .arg(&self.depot)
-            .arg("--state-dir")
-            .arg(&a.state)
-            .arg("--image-store")
-            .arg(a.env.dir.join("images"))
-            .arg("--cni-conf-dir")
-            .arg(a.env.dir.join("cni"))
-            .arg("--cni-cache-dir")
-            .arg(a.env.dir.join("cni-cache"))
-            .arg("--runtime-root")
-            .arg(&a.env.runc_root)
-            .arg("--cgroup-parent")
-            .arg(&a.env.cgroup_parent)
-            .arg("--shim-cgroup")
-            .arg(a.env.shim_cgroup())
-            .arg("--init-binary")
-            .arg(binary("rundmc-init"))
-            .arg("--shim-binary")
-            .arg(binary("rundmc-shim"))
-            .args(["--resync-period", "2s"])
+        let child = a
+            .command(&self.manifests, &self.depot)
             .args(&self.extra)
-            .env("RUST_LOG", "info,rundmc=debug")
-            .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();

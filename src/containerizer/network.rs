@@ -224,17 +224,17 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         let Some(net) = self.networking.as_ref() else {
             return Ok(());
         };
-        let left = net.cni.attachment(handle.as_str(), IFNAME);
-        if let Some((left, ip)) = left.and_then(|l| first_address(&l.ips).map(|ip| (l, ip))) {
-            net.previous()
-                .remember(handle.as_str(), &left.network, ip, Instant::now());
-        }
         let path = net.netns_dir.join(handle.as_str());
         let pinned = netns::is_pinned(&path).then_some(path.as_path());
-        net.cni
+        let undone = net
+            .cni
             .del(handle.as_str(), pinned, IFNAME)
             .await
             .map_err(|e| network_err(handle, e.to_string()))?;
+        if let Some((left, ip)) = undone.and_then(|l| first_address(&l.ips).map(|ip| (l, ip))) {
+            net.previous()
+                .remember(handle.as_str(), &left.network, ip, Instant::now());
+        }
         blocking(handle, path, |p| netns::remove(&p)).await
     }
 

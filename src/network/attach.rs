@@ -277,15 +277,16 @@ impl<E: PluginExec> Cni<E> {
     /// Idempotent: no cache entry is Ok. A `netns` that is gone (absent, or
     /// no longer a namespace) is passed as an empty `CNI_NETNS`, as the
     /// spec allows. The entry is removed once every plugin succeeded.
+    /// Returns the attachment that was undone, if its ADD had finished.
     pub async fn del(
         &self,
         container_id: &str,
         netns: Option<&Path>,
         ifname: &str,
-    ) -> Result<(), CniError> {
+    ) -> Result<Option<Attachment>, CniError> {
         let path = self.entry_path(container_id, ifname)?;
         let Some(entry) = read_entry(&path)? else {
-            return Ok(());
+            return Ok(None);
         };
         let target = Target {
             container_id,
@@ -293,7 +294,11 @@ impl<E: PluginExec> Cni<E> {
             ifname,
             args: "",
         };
-        self.del_entry(&path, &entry, target).await
+        self.del_entry(&path, &entry, target).await?;
+        let undone = entry
+            .result
+            .map(|r| attachment(&entry.network_name, ifname, r));
+        Ok(undone)
     }
 
     async fn del_entry(

@@ -44,12 +44,25 @@ impl AgentEnv {
             .append(true)
             .open(self.env.dir.join("agent.log"))
             .unwrap();
-        let child = Command::new(binary("rundmc"))
+        let child = self
+            .command(&self.manifests, &self.env.depot)
+            .args(&self.extra)
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Agent { child }
+    }
+
+    /// `rundmc agent` with this environment's flags, on `manifests` and
+    /// `depot`; the caller adds its own flags and stderr.
+    pub fn command(&self, manifests: &std::path::Path, depot: &std::path::Path) -> Command {
+        let mut command = Command::new(binary("rundmc"));
+        command
             .arg("agent")
             .arg("--manifests")
-            .arg(&self.manifests)
+            .arg(manifests)
             .arg("--depot")
-            .arg(&self.env.depot)
+            .arg(depot)
             .arg("--state-dir")
             .arg(&self.state)
             .arg("--image-store")
@@ -73,13 +86,9 @@ impl AgentEnv {
                 "--crash-loop-max",
                 "3s",
             ])
-            .args(&self.extra)
             .env("RUST_LOG", "info,rundmc=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Agent { child }
+            .stdout(Stdio::null());
+        command
     }
 
     /// The node's own CNI configuration is not the test's: an empty one,
