@@ -39,7 +39,7 @@ async fn wait_for_status(rt: &Runc, id: &str, want: Status) -> State {
 
 async fn create_and_start(sb: &Sandbox, rt: &Runc, id: &str, spec: &BundleSpec) -> PathBuf {
     let bundle = sb.bundle(id, spec);
-    rt.create(id, &bundle).await.unwrap();
+    rt.create(id, &bundle, None).await.unwrap();
     rt.start(id).await.unwrap();
     bundle
 }
@@ -107,7 +107,7 @@ async fn lifecycle(binary: &'static str) {
     let id = "life";
     let bundle = sb.bundle(id, &BundleSpec::default());
 
-    rt.create(id, &bundle).await.unwrap();
+    rt.create(id, &bundle, None).await.unwrap();
     let created = rt.state(id).await.unwrap();
     assert_eq!(created.status, Status::Created);
     assert_eq!(created.bundle, bundle);
@@ -202,7 +202,7 @@ async fn missing_rootfs_fails_in_the_runtimes_words(binary: &'static str) {
             ..BundleSpec::default()
         },
     );
-    match rt.create("norootfs", &bundle).await {
+    match rt.create("norootfs", &bundle, None).await {
         Err(RuntimeError::Failed {
             verb: "create",
             id,
@@ -413,7 +413,7 @@ async fn in_process_state_agrees_with_the_binary(binary: &'static str) {
     let rt = sb.runtime();
     let spec = BundleSpec::default();
     let bundle = sb.bundle("created", &spec);
-    rt.create("created", &bundle).await.unwrap();
+    rt.create("created", &bundle, None).await.unwrap();
     create_and_start(&sb, &rt, "running", &spec).await;
     create_and_start(&sb, &rt, "paused", &spec).await;
     let out = sb.raw(&["pause", "paused"]);

@@ -216,10 +216,12 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         Ok(())
     }
 
-    /// `runtime create`, then `runtime start` of the init.
+    /// `runtime create`, then `runtime start` of the init, which is handed
+    /// the listening socket it serves commands on as its stdin.
     async fn create_and_start_init(&self, handle: &Handle, paths: &BundlePaths) -> Result<()> {
+        let listener = super::init_exec::listen(&paths.init_socket());
         self.runtime
-            .create(handle.as_str(), &paths.dir)
+            .create(handle.as_str(), &paths.dir, listener)
             .await
             .map_err(Self::runtime_err(handle))?;
         self.runtime

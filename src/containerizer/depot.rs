@@ -106,6 +106,11 @@ impl BundlePaths {
     pub fn work(&self) -> PathBuf {
         self.dir.join("work")
     }
+    /// The socket the container's init serves commands on (exec probes and
+    /// hooks), bound by the agent and handed to the init at create.
+    pub fn init_socket(&self) -> PathBuf {
+        self.dir.join("init.sock")
+    }
     /// Where process directories live.
     pub fn processes(&self) -> PathBuf {
         self.dir.join("processes")

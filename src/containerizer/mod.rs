@@ -23,6 +23,7 @@ pub mod destroy;
 pub mod exec_probe;
 pub mod idmap;
 pub mod info;
+pub mod init_exec;
 pub mod leftovers;
 pub mod lifecycle;
 pub mod network;

@@ -45,20 +45,9 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             .ok_or_else(|| super::depot::DepotError::NotFound(handle.clone()))?;
         self.check_can_exec(handle).await?;
         let paths = self.depot.paths(handle);
-        let user = users::resolve_for(&paths.rootfs(), spec.user.as_deref(), &record.spec)
-            .map_err(|source| ContainerizerError::at(handle, ErrorKind::User { source }))?;
-        check_non_root(handle, &record.spec, &user)?;
+        let process = self.process_spec_for(handle, &record.spec, spec)?;
         let id = spec.id.clone().unwrap_or_else(generate_id);
         let dir = self.make_process_dir(handle, &paths.processes(), &id)?;
-        let process = bundle::process_spec(&ProcessInput {
-            container: &record.spec,
-            args: &spec.args,
-            env: &spec.env,
-            working_dir: spec.working_dir.as_deref(),
-            user,
-            nofile_hard: super::create::nofile_hard(),
-            bounding_set: super::create::bounding_set(),
-        });
         fsutil::write_json_with(
             &dir.join(PROCESS_JSON),
             &process,
@@ -70,6 +59,30 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             .spawn(launch)
             .await
             .map_err(|source| ContainerizerError::at(handle, ErrorKind::Process { source }))
+    }
+
+    /// The OCI process `spec` runs as in a container made from `container`:
+    /// its user resolved in the rootfs (and refused as root under
+    /// `runAsNonRoot`), the container's env and capabilities.
+    pub(super) fn process_spec_for(
+        &self,
+        handle: &Handle,
+        container: &ContainerSpec,
+        spec: &RunSpec,
+    ) -> Result<oci_spec::runtime::Process> {
+        let rootfs = self.depot.paths(handle).rootfs();
+        let user = users::resolve_for(&rootfs, spec.user.as_deref(), container)
+            .map_err(|source| ContainerizerError::at(handle, ErrorKind::User { source }))?;
+        check_non_root(handle, container, &user)?;
+        Ok(bundle::process_spec(&ProcessInput {
+            container,
+            args: &spec.args,
+            env: &spec.env,
+            working_dir: spec.working_dir.as_deref(),
+            user,
+            nofile_hard: super::create::nofile_hard(),
+            bounding_set: super::create::bounding_set(),
+        }))
     }
 
     /// Refuse unless the runtime says the container can take an exec.

@@ -8,8 +8,10 @@ use crate::procgroup::{GroupGuard, exchange};
 use std::ffi::OsString;
 use std::future::Future;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -18,12 +20,16 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
 /// What the child gets on stdin.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Input {
     /// `/dev/null`.
     Null,
     /// These bytes, then end of file.
     Bytes(Vec<u8>),
+    /// This descriptor itself (a duplicate of it): a `create` passes its
+    /// stdin on to the container's init, which serves requests on the
+    /// listening socket given this way (see `rundmc_init`).
+    Fd(Arc<OwnedFd>),
 }
 
 /// Where the child's stdout and stderr go.
@@ -154,6 +160,13 @@ impl CommandRunner for TokioRunner {
         let (stdin, bytes) = match invocation.input {
             Input::Null => (Stdio::null(), Vec::new()),
             Input::Bytes(bytes) => (Stdio::piped(), bytes),
+            Input::Fd(fd) => {
+                let fd = fd.try_clone().map_err(|source| RunError::Spawn {
+                    program: program.clone(),
+                    source,
+                })?;
+                (Stdio::from(fd), Vec::new())
+            }
         };
         let (out, err) = match invocation.capture {
             Capture::Pipes => (Stdio::piped(), Stdio::piped()),

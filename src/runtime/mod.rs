@@ -110,11 +110,14 @@ pub enum Event {
 /// What rundmc asks of an OCI runtime. Every call is bounded by the
 /// configured timeout. Errors carry the runtime's own message.
 pub trait OciRuntime: Send + Sync + 'static {
-    /// `create` the container from `bundle`, with stdio on /dev/null.
+    /// `create` the container from `bundle`, with stdout and stderr on
+    /// /dev/null and stdin on `init_stdin` (the runtime passes its stdio on
+    /// to the container's init), else /dev/null.
     fn create(
         &self,
         id: &str,
         bundle: &Path,
+        init_stdin: Option<std::os::fd::OwnedFd>,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// `start` a created container.
     fn start(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;

@@ -340,9 +340,18 @@ async fn forward_ooms(id: String, mut watch: OomWatch, tx: mpsc::Sender<Event>) 
 }
 
 impl<R: CommandRunner> OciRuntime for Runc<R> {
-    async fn create(&self, id: &str, bundle: &Path) -> Result<(), RuntimeError> {
+    async fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        init_stdin: Option<std::os::fd::OwnedFd>,
+    ) -> Result<(), RuntimeError> {
         let words = argv::create(id, &absolute(bundle));
-        self.call("create", id, words, Input::Null, Capture::Discard)
+        let input = match init_stdin {
+            Some(fd) => Input::Fd(std::sync::Arc::new(fd)),
+            None => Input::Null,
+        };
+        self.call("create", id, words, input, Capture::Discard)
             .await
             .map(drop)
     }
