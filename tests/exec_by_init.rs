@@ -22,10 +22,17 @@ fn ready(a: &AgentEnv, name: &str) -> bool {
         .is_some_and(|(s, _, _)| s == "True")
 }
 
-/// Lines of `path` in the container `name`.
+/// Lines of `path` in the container `name`, read from the node through
+/// its main process's root (whatever the runtime).
 fn lines(a: &AgentEnv, name: &str, path: &str) -> Vec<String> {
-    let (_, out, _) = a.env.exec(name, &["cat", path]);
-    out.lines().map(str::to_string).collect()
+    let Some(pid) = a.main_pid(name) else {
+        return Vec::new();
+    };
+    std::fs::read_to_string(format!("/proc/{pid}/root{path}"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
@@ -82,26 +89,52 @@ fn confinement(status: &str) -> Vec<String> {
 
 #[test]
 fn a_probe_gets_the_main_processes_user_and_the_containers_confinement() {
-    let a = AgentEnv::new("init-exec-confined");
+    probe_confinement("init-exec-confined", &[], "", true);
+}
+
+#[test]
+fn under_crun_a_probe_gets_the_same() {
+    probe_confinement("init-exec-crun", &["--runtime", "crun"], "", true);
+}
+
+#[test]
+fn in_a_user_namespace_a_probe_gets_the_same() {
+    // Ids read from the node are the host's, the probe's own the
+    // container's: those fields are compared from inside instead.
+    probe_confinement("init-exec-userns", &[], "  hostUsers: false\n", false);
+}
+
+/// The main process runs as 1000:1000 with an added group and capability;
+/// its exec readiness probe records what it is from inside, and that is
+/// compared with the main process seen from the node.
+fn probe_confinement(name: &str, flags: &[&str], extra: &str, host_ids: bool) {
+    let mut a = AgentEnv::new(name);
+    a.extra = flags.iter().map(|f| f.to_string()).collect();
     let _agent = a.start();
-    // The main process runs as 1000:1000 with an added group; the probe
-    // records what it is from inside.
-    let spec = r#"  process:
+    let spec = format!(
+        r#"  process:
     args: ["/bin/sh", "-c", "cat /proc/self/cgroup > /tmp/main-cgroup; exec sleep 100000"]
     user: "1000:1000"
     readinessProbe:
-      exec: {command: ["/bin/sh", "-c", "cat /proc/self/status > /tmp/probe-status; cat /proc/self/cgroup > /tmp/probe-cgroup; ls -l /proc/self/ns > /tmp/probe-ns"]}
+      exec: {{command: ["/bin/sh", "-c", "cat /proc/self/status > /tmp/probe-status; cat /proc/self/cgroup > /tmp/probe-cgroup; ls -l /proc/self/ns > /tmp/probe-ns"]}}
       periodSeconds: 1
   securityContext:
     supplementalGroups: [4000]
-    capabilities: {add: [NET_ADMIN]}
-"#;
-    a.write("c.yaml", &manifest("confined", spec));
+    capabilities: {{add: [NET_ADMIN]}}
+{extra}"#
+    );
+    a.write("c.yaml", &manifest("confined", &spec));
     a.wait("ready", T, || ready(&a, "confined"));
     let pid = a.main_pid("confined").unwrap();
     let probe = lines(&a, "confined", "/tmp/probe-status").join("\n");
     let main = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    assert_eq!(confinement(&probe), confinement(&main), "{probe}");
+    let ids = |l: &String| ["Uid", "Gid", "Groups"].iter().any(|f| l.starts_with(f));
+    let (mut want, mut got) = (confinement(&main), confinement(&probe));
+    if !host_ids {
+        want.retain(|l| !ids(l));
+        got.retain(|l| !ids(l));
+    }
+    assert_eq!(got, want, "{probe}");
     assert!(probe.contains("Uid:\t1000\t1000\t1000\t1000"), "{probe}");
     assert!(probe.contains("\nGroups:\t4000"), "{probe}");
     assert!(probe.contains("\nSeccomp:\t2"), "{probe}");
@@ -114,7 +147,7 @@ fn a_probe_gets_the_main_processes_user_and_the_containers_confinement() {
         lines(&a, "confined", "/tmp/main-cgroup")
     );
     let ns = lines(&a, "confined", "/tmp/probe-ns").join("\n");
-    for kind in ["mnt", "pid", "net", "ipc", "uts", "cgroup"] {
+    for kind in ["mnt", "pid", "net", "ipc", "uts", "cgroup", "user"] {
         let main_ns = std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap();
         let main_ns = main_ns.to_string_lossy().into_owned();
         assert!(ns.contains(&main_ns), "{kind}: {main_ns} not in\n{ns}");
