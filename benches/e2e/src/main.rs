@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE]
-//!              [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp]
+//!              [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp,probes]
 //! ```
 //!
 //! `--quick` runs every figure with a handful of samples, to try changes;
@@ -30,6 +30,8 @@ mod network;
 mod network_report;
 mod oci_image;
 mod phases;
+mod probes;
+mod probes_report;
 mod procfs;
 mod raw;
 mod reaper;
@@ -116,7 +118,7 @@ struct Args {
     findings: PathBuf,
 }
 
-const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp]";
+const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp,probes]";
 
 fn number(p: PathBuf) -> Result<usize> {
     p.to_string_lossy()
@@ -135,7 +137,7 @@ fn parse_args() -> Result<Args> {
         out: PathBuf::from("BENCHMARKS.md"),
         sizes: FULL,
         phases: [
-            "runc", "crun", "steady", "images", "network", "userns", "seccomp",
+            "runc", "crun", "steady", "images", "network", "userns", "seccomp", "probes",
         ]
         .map(String::from)
         .to_vec(),
@@ -267,6 +269,9 @@ fn run(args: &Args) -> Result<Results> {
     }
     if wants("seccomp") {
         results.seccomp = Some(phase("seccomp", || seccomp::phase(&run))?);
+    }
+    if wants("probes") {
+        results.probes = Some(phase("probes", || probes::phase(&run))?);
     }
     Ok(results)
 }

@@ -47,6 +47,8 @@ pub struct Results {
     pub network: Option<crate::network::NetResults>,
     /// The seccomp phase (issue 15).
     pub seccomp: Option<crate::seccomp::SeccompResults>,
+    /// The probes phase (issue 16).
+    pub probes: Option<crate::probes::ProbeResults>,
     /// What was skipped or went wrong, and why.
     pub notes: Vec<String>,
     /// Hand-written findings (`benches/e2e/FINDINGS.md`), appended as they are.
@@ -98,6 +100,9 @@ pub fn render(r: &Results) -> String {
     }
     if let Some(seccomp) = &r.seccomp {
         crate::seccomp_report::render(&mut s, seccomp);
+    }
+    if let Some(probes) = &r.probes {
+        crate::probes_report::render(&mut s, probes);
     }
     if let Some(f) = &r.findings {
         s.push('\n');
