@@ -312,12 +312,6 @@ fn check_hook(
                 "must be 1-65535 or the name of one of spec.ports",
             );
         }
-        if http.scheme == Some(Scheme::Https) {
-            err(
-                ".httpGet.scheme",
-                "HTTPS hooks are not supported by this agent yet",
-            );
-        }
     }
     if hook.sleep.as_ref().is_some_and(|s| s.seconds < 0) {
         err(".sleep.seconds", "must not be negative");
@@ -348,12 +342,6 @@ fn check_probe(
             err(
                 ".httpGet.port",
                 "must be 1-65535 or the name of one of spec.ports",
-            );
-        }
-        if http.scheme == Some(Scheme::Https) {
-            err(
-                ".httpGet.scheme",
-                "HTTPS probes are not supported by this agent yet",
             );
         }
         if http
@@ -493,7 +481,6 @@ mod tests {
                 "spec.process.livenessProbe.successThreshold",
                 "spec.process.readinessProbe",
                 "spec.process.readinessProbe.exec.command",
-                "spec.process.readinessProbe.httpGet.scheme",
                 "spec.process.readinessProbe.periodSeconds",
             ]
         );

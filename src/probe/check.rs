@@ -69,31 +69,37 @@ pub async fn tcp(target: Target, timeout: Duration) -> Result<(), String> {
     }
 }
 
-/// An HTTP GET of `path`: success for a status from 200 to 399.
-pub async fn http(
-    target: Target,
-    host: Option<&str>,
-    path: &str,
-    headers: &[HttpHeader],
-    timeout: Duration,
-) -> Result<(), String> {
-    let url = format!("http://{}{path}", target.addr);
+/// Where and how an HTTP probe asks.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpGet<'a> {
+    /// Over TLS (`scheme: HTTPS`), the certificate not verified.
+    pub tls: bool,
+    /// The `Host` header's name, and TLS's server name.
+    pub host: Option<&'a str>,
+    /// The path asked for.
+    pub path: &'a str,
+    /// Extra headers.
+    pub headers: &'a [HttpHeader],
+}
+
+/// An HTTP(S) GET: success for a status from 200 to 399.
+pub async fn http(target: Target, get: HttpGet<'_>, timeout: Duration) -> Result<(), String> {
+    let scheme = if get.tls { "https" } else { "http" };
+    let url = format!("{scheme}://{}{}", target.addr, get.path);
     let request = async {
         let stream = connect(target, timeout).await?;
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| format!("Get {url:?}: {e}"))?;
-        let driver = tokio::spawn(conn);
-        let request = build_request(target, host, path, headers)?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("Get {url:?}: {e}"))?;
-        let status = response.status();
-        let body = read_some(response.into_body()).await;
-        driver.abort();
-        match status.as_u16() {
+        let request = build_request(target, get.host, get.path, get.headers)?;
+        let asked = match get.tls {
+            true => {
+                let tls = super::tls::connect(stream, get.host, target.addr.ip())
+                    .await
+                    .map_err(|e| format!("Get {url:?}: {e}"))?;
+                send(tls, request).await
+            }
+            false => send(stream, request).await,
+        };
+        let (status, body) = asked.map_err(|e| format!("Get {url:?}: {e}"))?;
+        match status {
             200..=399 => Ok(()),
             code => Err(format!("HTTP probe failed with statuscode: {code}{body}")),
         }
@@ -104,6 +110,24 @@ pub async fn http(
             "Get {url:?}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
         )),
     }
+}
+
+/// One HTTP/1.1 request on `stream`: the status and the start of the body.
+async fn send<S>(
+    stream: S,
+    request: hyper::Request<Empty<Bytes>>,
+) -> Result<(u16, String), hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+    let driver = tokio::spawn(conn);
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let body = read_some(response.into_body()).await;
+    driver.abort();
+    Ok((status, body))
 }
 
 fn build_request(

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::check::{self, Target};
 use super::health::{Health, RunHealth, Saved};
-use crate::api::{Handle, Probe, ProbeKind, ProcessSpec, resolve_port};
+use crate::api::{Handle, Probe, ProbeKind, ProcessSpec, Scheme, resolve_port};
 use crate::sync::lock;
 
 /// Runs an exec probe's command in a container, within a time limit:
@@ -237,7 +237,13 @@ impl Prober {
                 .iter()
                 .find(|h| h.name.eq_ignore_ascii_case("host"));
             let host = host.map(|h| h.value.as_str()).or(http.host.as_deref());
-            return check::http(to, host, path, &http.http_headers, timeout).await;
+            let get = check::HttpGet {
+                tls: http.scheme == Some(Scheme::Https),
+                host,
+                path,
+                headers: &http.http_headers,
+            };
+            return check::http(to, get, timeout).await;
         }
         if let Some(grpc) = &probe.grpc {
             let to = target(None, &IntOrString::Int(grpc.port))?;

@@ -18,7 +18,7 @@ use super::plan::MainObs;
 use super::reporting::ReportOps;
 use super::store::Desired;
 use crate::api::{
-    ContainerSpec, Handle, Lifecycle, LifecycleHandler, ProbeKind, ProcessSpec, Reason,
+    ContainerSpec, Handle, Lifecycle, LifecycleHandler, ProbeKind, ProcessSpec, Reason, Scheme,
     resolve_port,
 };
 use crate::containerizer::ContainerizerError;
@@ -195,14 +195,13 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             .as_deref()
             .filter(|p| !p.is_empty())
             .unwrap_or("/");
-        check::http(
-            target,
-            http.host.as_deref(),
+        let get = check::HttpGet {
+            tls: http.scheme == Some(Scheme::Https),
+            host: http.host.as_deref(),
             path,
-            &http.http_headers,
-            timeout,
-        )
-        .await
+            headers: &http.http_headers,
+        };
+        check::http(target, get, timeout).await
     }
 
     /// The running main process's pid and the container's address.
