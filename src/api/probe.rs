@@ -305,13 +305,13 @@ fn check_hook(
     {
         err(".exec.command", "needs at least the command");
     }
-    if let Some(http) = &hook.http_get {
-        if resolve_port(&http.port, ports).is_none() {
-            err(
-                ".httpGet.port",
-                "must be 1-65535 or the name of one of spec.ports",
-            );
-        }
+    if let Some(http) = &hook.http_get
+        && resolve_port(&http.port, ports).is_none()
+    {
+        err(
+            ".httpGet.port",
+            "must be 1-65535 or the name of one of spec.ports",
+        );
     }
     if hook.sleep.as_ref().is_some_and(|s| s.seconds < 0) {
         err(".sleep.seconds", "must not be negative");
