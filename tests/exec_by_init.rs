@@ -4,8 +4,7 @@
 //! command forks is gone when it ends; a probe gets the main process's user,
 //! namespaces, cgroup, capabilities, no_new_privs and seccomp filter; only
 //! the agent may use the init's socket; a container whose init does not
-//! serve falls back to the runtime's exec; a preStop hook that hangs is cut
-//! at the grace period and the stop goes on.
+//! serve falls back to the runtime's exec.
 
 #![allow(clippy::unwrap_used)] // a test: a panic is its failure
 
@@ -232,37 +231,4 @@ fn without_a_serving_init_probes_fall_back_to_the_runtimes_exec() {
             >= 2
     });
     assert!(ready(&a, "older"));
-}
-
-#[test]
-fn a_hanging_pre_stop_hook_is_cut_at_the_grace_period_and_the_stop_goes_on() {
-    let a = AgentEnv::new("init-exec-prestop");
-    let _agent = a.start();
-    let shared = a.env.dir.join("shared");
-    std::fs::create_dir_all(&shared).unwrap();
-    let spec = format!(
-        r#"  process:
-    args: ["/bin/sh", "-c", "trap 'echo term >> /shared/log; exit 0' TERM; while true; do sleep 0.1; done"]
-    lifecycle:
-      preStop:
-        exec: {{command: ["/bin/sh", "-c", "echo prestop >> /shared/log; exec sleep 4245"]}}
-  mounts:
-  - {{source: {}, destination: /shared}}
-  terminationGracePeriodSeconds: 4
-"#,
-        shared.display()
-    );
-    a.write("s.yaml", &manifest("slow", &spec));
-    a.wait("running", T, || a.running("slow"));
-    a.remove("s.yaml");
-    a.wait("destroyed", T, || !a.env.depot.join("slow").exists());
-    let log = std::fs::read_to_string(shared.join("log")).unwrap();
-    assert_eq!(log, "prestop\nterm\n");
-    let hook: Vec<String> = a
-        .events()
-        .iter()
-        .filter(|e| e["handle"] == "slow" && e["reason"] == "FailedPreStopHook")
-        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
-        .collect();
-    assert!(hook.iter().any(|m| m.contains("timed out")), "{hook:?}");
 }

@@ -222,6 +222,28 @@ fn post_start_runs_before_ready_and_a_failed_one_restarts_the_main_process() {
 fn pre_stop_runs_before_sigterm_within_the_grace_period() {
     let a = AgentEnv::new("hook-pre");
     let _agent = a.start();
+    let log = stop_with_pre_stop(&a, "echo prestop >> /shared/log", 10);
+    assert_eq!(log, "prestop\nterm\n");
+}
+
+#[test]
+fn a_hanging_pre_stop_hook_is_cut_at_the_grace_period_and_the_stop_goes_on() {
+    let a = AgentEnv::new("hook-pre-hang");
+    let _agent = a.start();
+    let log = stop_with_pre_stop(&a, "echo prestop >> /shared/log; exec sleep 4245", 4);
+    assert_eq!(log, "prestop\nterm\n");
+    let hook: Vec<String> = a
+        .events()
+        .iter()
+        .filter(|e| e["handle"] == "stopping" && e["reason"] == "FailedPreStopHook")
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(hook.iter().any(|m| m.contains("timed out")), "{hook:?}");
+}
+
+/// Run a container whose main process logs SIGTERM to a shared file and
+/// whose preStop hook runs `hook`, remove it, and return the shared log.
+fn stop_with_pre_stop(a: &AgentEnv, hook: &str, grace: u32) -> String {
     let shared = a.env.dir.join("shared");
     std::fs::create_dir_all(&shared).unwrap();
     let spec = format!(
@@ -229,10 +251,10 @@ fn pre_stop_runs_before_sigterm_within_the_grace_period() {
     args: ["/bin/sh", "-c", "trap 'echo term >> /shared/log; exit 0' TERM; while true; do sleep 0.1; done"]
     lifecycle:
       preStop:
-        exec: {{command: ["/bin/sh", "-c", "echo prestop >> /shared/log"]}}
+        exec: {{command: ["/bin/sh", "-c", "{hook}"]}}
   mounts:
   - {{source: {}, destination: /shared}}
-  terminationGracePeriodSeconds: 10
+  terminationGracePeriodSeconds: {grace}
 "#,
         shared.display()
     );
@@ -242,8 +264,7 @@ fn pre_stop_runs_before_sigterm_within_the_grace_period() {
     });
     a.remove("p.yaml");
     a.wait("destroyed", T, || !a.env.depot.join("stopping").exists());
-    let log = std::fs::read_to_string(shared.join("log")).unwrap();
-    assert_eq!(log, "prestop\nterm\n");
+    std::fs::read_to_string(shared.join("log")).unwrap()
 }
 
 /// A grpc.health.v1 server on the host's loopback answering `status`, with

@@ -291,25 +291,21 @@ pub fn write(fd: i32, buf: &[u8]) -> isize {
 /// Read exactly `buf.len()` bytes, retrying short reads; false on EOF or
 /// error first.
 pub fn read_exact(fd: i32, buf: &mut [u8]) -> bool {
-    let mut done = 0;
-    while done < buf.len() {
-        let n = read(fd, &mut buf[done..]);
-        if n == -EINTR {
-            continue;
-        }
-        if n <= 0 {
-            return false;
-        }
-        done += n as usize;
-    }
-    true
+    let len = buf.len();
+    whole(len, |done| read(fd, &mut buf[done..]))
 }
 
 /// Write all of `buf`, retrying short writes; false on error.
 pub fn write_all(fd: i32, buf: &[u8]) -> bool {
+    whole(buf.len(), |done| write(fd, &buf[done..]))
+}
+
+/// Repeat `step` (given how much is done, returning how much more it did)
+/// until `len` is done; false when it ends or fails first (EINTR retried).
+fn whole(len: usize, mut step: impl FnMut(usize) -> isize) -> bool {
     let mut done = 0;
-    while done < buf.len() {
-        let n = write(fd, &buf[done..]);
+    while done < len {
+        let n = step(done);
         if n == -EINTR {
             continue;
         }
