@@ -212,6 +212,40 @@ fn a_second_agent_on_the_same_depot_or_state_dir_refuses_and_changes_nothing() {
 }
 
 #[test]
+fn an_agent_on_another_depot_and_state_but_the_same_runtime_root_refuses() {
+    let (a, first) = two_running("lock-root");
+    let names = ["web", "db"];
+    let before = snapshot(&a, &names);
+    let pid = first.child.id();
+    let mut b = AgentEnv::new("lock-root-other");
+    b.env.runc_root = a.env.runc_root.clone();
+    let mut second = b.start();
+    let status = exited(&mut second.child);
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "an agent on the same runtime root did not refuse: {status:?}\n{}",
+        b.agent_log()
+    );
+    let root_lock = a.env.runc_root.join(LOCK_FILE);
+    let log = b.agent_log();
+    assert!(
+        log.contains(&root_lock.display().to_string()) && log.contains(&format!("pid {pid}")),
+        "the error names neither the runtime root's lock nor its holder:\n{log}"
+    );
+    assert_eq!(
+        snapshot(&a, &names),
+        before,
+        "the refused agent changed something"
+    );
+    assert_eq!(holder(&root_lock), pid.to_string());
+    // runc still lists the containers beside the lock file.
+    let list = a.env.runc(&["list", "-q"]);
+    let listed = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(listed.contains("web") && listed.contains("db"), "{listed}");
+    drop(first);
+}
+
+#[test]
 fn a_waiting_agent_takes_over_when_the_first_exits_with_the_same_pids_and_no_new_events() {
     let (a, mut first) = two_running("lock-wait");
     let names = ["web", "db"];

@@ -150,9 +150,10 @@ async fn kube_client(args: &AgentArgs) -> Result<kube::Client, AgentError> {
 
 /// Run the agent until a stop signal.
 pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
-    // Before anything is touched: one agent per depot and state directory.
+    // Before anything is touched: one agent per depot, state directory and
+    // runtime root.
     let lock = super::lock::acquire(
-        &[&args.depot, &args.state_dir],
+        &[&args.depot, &args.state_dir, &args.runtime_root],
         args.wait_for_lock.map(Duration::from),
     )
     .await?;

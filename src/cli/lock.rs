@@ -1,10 +1,13 @@
-//! One agent per depot and per state directory (issue 20).
+//! One agent per depot, per state directory and per runtime root (issue 20).
 //!
 //! Two agents on the same state fight: each makes again what the other just
 //! destroyed, and a cleanup under a running agent leaves containers that
-//! nothing controls. So before it touches anything else, the agent takes an
-//! exclusive `flock` on [`LOCK_FILE`] in the depot, then on the one in the
-//! state directory, and holds both for its lifetime. The holder writes its
+//! nothing controls. Two on the same runtime root see each other's
+//! containers as leftovers of their own. So before it touches anything
+//! else, the agent takes an exclusive `flock` on [`LOCK_FILE`] in the depot,
+//! then on the one in the state directory, then in the runtime root (runc
+//! and crun skip a file there, and so does rundmc's reading of it), and
+//! holds them for its lifetime. The holder writes its
 //! pid into each, for the error (or the log line) of the agent that finds
 //! them taken.
 //!
@@ -26,7 +29,8 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use thiserror::Error;
 
-/// The lock file's name, in the depot and in the state directory. A name
+/// The lock file's name, in the depot, the state directory and the runtime
+/// root. A name
 /// with a leading dot is never a handle, so the depot never takes it for a
 /// container.
 pub const LOCK_FILE: &str = ".rundmc-agent.lock";
@@ -54,8 +58,8 @@ pub enum LockError {
     },
     /// Another agent holds the lock, and the agent was not told to wait.
     #[error(
-        "{path} is held by another rundmc agent ({holder}): one agent per depot and state \
-         directory. Stop that agent first, or pass --wait-for-lock DURATION to take over when it exits"
+        "{path} is held by another rundmc agent ({holder}): one agent per depot, state \
+         directory and runtime root. Stop that agent first, or pass --wait-for-lock DURATION to take over when it exits"
     )]
     Held {
         /// The lock file.
