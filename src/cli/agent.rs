@@ -106,7 +106,17 @@ fn sibling(
     flag: &'static str,
 ) -> Result<PathBuf, AgentError> {
     if let Some(p) = given {
-        return Ok(p.clone());
+        // Absolute: the runtime resolves a bind mount's source from the
+        // bundle directory, where a relative path names nothing.
+        let path = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        return match path.is_file() {
+            true => Ok(path),
+            false => Err(AgentError::MissingBinary {
+                what: name,
+                path,
+                flag,
+            }),
+        };
     }
     let beside = std::env::current_exe()
         .ok()
@@ -530,5 +540,43 @@ async fn dispatch(store: &Store, queue: &WorkQueue, reporters: &Reporters, chang
                 .await;
         }
         queue.add(handle);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_helper_binary_given_by_a_relative_path_is_made_absolute_and_must_exist() {
+        let dir = std::env::temp_dir().join(format!("rundmc-sibling-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("rundmc-init"), b"").unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let relative = pathdiff(&dir.join("rundmc-init"), &cwd);
+        let found = sibling(&Some(relative), "rundmc-init", "--init-binary").unwrap();
+        assert!(found.is_absolute(), "{}", found.display());
+        assert_eq!(
+            found.canonicalize().unwrap(),
+            dir.join("rundmc-init").canonicalize().unwrap()
+        );
+        let missing = sibling(
+            &Some(PathBuf::from("no/such/rundmc-init")),
+            "rundmc-init",
+            "--init-binary",
+        );
+        let message = missing.unwrap_err().to_string();
+        assert!(message.contains("pass --init-binary"), "{message}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `path` relative to `base` (both absolute), through `..` as needed.
+    fn pathdiff(path: &std::path::Path, base: &std::path::Path) -> PathBuf {
+        let up = base.components().count() - 1;
+        let mut out = PathBuf::new();
+        for _ in 0..up {
+            out.push("..");
+        }
+        out.join(path.strip_prefix("/").unwrap())
     }
 }
