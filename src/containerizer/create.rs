@@ -194,7 +194,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         // The network is attached while the runtime makes the container:
         // both need only the pinned namespace, and the main process, the
         // first that may use the network, starts after both.
-        let (ran, network) = tokio::join!(self.create_and_start_init(handle, &paths), async {
+        let (ran, network) = tokio::join!(self.create_and_start_init(handle, spec, &paths), async {
             match &pinned {
                 Some(pinned) => self.attach_pinned(handle, spec, pinned).await.map(Some),
                 None => Ok(None),
@@ -218,8 +218,16 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
 
     /// `runtime create`, then `runtime start` of the init, which is handed
     /// the listening socket it serves commands on as its stdin.
-    async fn create_and_start_init(&self, handle: &Handle, paths: &BundlePaths) -> Result<()> {
-        let listener = super::init_exec::listen(&paths.init_socket());
+    async fn create_and_start_init(
+        &self,
+        handle: &Handle,
+        spec: &ContainerSpec,
+        paths: &BundlePaths,
+    ) -> Result<()> {
+        let listener = match super::init_exec::init_may_serve(spec) {
+            true => super::init_exec::listen(&paths.init_socket()),
+            false => None,
+        };
         self.runtime
             .create(handle.as_str(), &paths.dir, listener)
             .await

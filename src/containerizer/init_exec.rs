@@ -22,6 +22,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use oci_spec::runtime::Process;
+
+use crate::api::{ContainerSpec, SeccompProfileType};
 use rundmc_init::{self as protocol, Kind, Stage};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -100,6 +102,20 @@ pub struct Reply {
     pub output: Vec<u8>,
     /// How it ended.
     pub end: End,
+}
+
+/// Whether the init of a container made from `spec` is given the socket.
+/// Not under a `Localhost` seccomp profile: serving makes system calls
+/// (`signalfd4`, `ppoll`, `accept4`, `clone`...) that the built-in profile
+/// allows but a profile of the user's own may not, and one that kills on a
+/// refused call would kill PID 1. Such a container's probes take the
+/// runtime's exec.
+pub fn init_may_serve(spec: &ContainerSpec) -> bool {
+    let profile = spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.seccomp_profile.as_ref());
+    !profile.is_some_and(|p| p.type_ == SeccompProfileType::Localhost)
 }
 
 /// Bind the socket at `path` (replacing a stale one) for the init to serve;
@@ -286,6 +302,25 @@ mod tests {
         user.set_additional_gids(Some(vec![10, 20]));
         p.set_user(user);
         p
+    }
+
+    #[test]
+    fn the_init_serves_unless_the_seccomp_profile_is_the_users_own() {
+        use crate::api::{SeccompProfile, SecurityContext};
+        let with = |type_| ContainerSpec {
+            security_context: Some(SecurityContext {
+                seccomp_profile: Some(SeccompProfile {
+                    type_,
+                    localhost_profile: None,
+                }),
+                ..SecurityContext::default()
+            }),
+            ..ContainerSpec::default()
+        };
+        assert!(init_may_serve(&ContainerSpec::default()));
+        assert!(init_may_serve(&with(SeccompProfileType::RuntimeDefault)));
+        assert!(init_may_serve(&with(SeccompProfileType::Unconfined)));
+        assert!(!init_may_serve(&with(SeccompProfileType::Localhost)));
     }
 
     #[test]
