@@ -194,12 +194,13 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         // The network is attached while the runtime makes the container:
         // both need only the pinned namespace, and the main process, the
         // first that may use the network, starts after both.
-        let (ran, network) = tokio::join!(self.create_and_start_init(handle, spec, &paths), async {
-            match &pinned {
-                Some(pinned) => self.attach_pinned(handle, spec, pinned).await.map(Some),
-                None => Ok(None),
-            }
-        });
+        let (ran, network) =
+            tokio::join!(self.create_and_start_init(handle, spec, &paths), async {
+                match &pinned {
+                    Some(pinned) => self.attach_pinned(handle, spec, pinned).await.map(Some),
+                    None => Ok(None),
+                }
+            });
         let network = network?;
         ran?;
         let record = ContainerRecord {
