@@ -123,7 +123,11 @@ fn probe_confinement(name: &str, flags: &[&str], extra: &str, host_ids: bool) {
 {extra}"#
     );
     a.write("c.yaml", &manifest("confined", &spec));
-    a.wait("ready", T, || ready(&a, "confined"));
+    // Ready as soon as one probe passed, which may be before the main
+    // process's first line ran.
+    a.wait("ready, with both views written", T, || {
+        ready(&a, "confined") && !lines(&a, "confined", "/tmp/main-cgroup").is_empty()
+    });
     let pid = a.main_pid("confined").unwrap();
     let probe = lines(&a, "confined", "/tmp/probe-status").join("\n");
     let main = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
