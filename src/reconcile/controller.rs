@@ -375,6 +375,15 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
                 (Step::KillUnhealthy { probe }, Some(spec)) => {
                     self.kill_unhealthy(handle, desired, spec, probe).await?
                 }
+                (Step::StartInit { index }, Some(spec)) => self
+                    .start_init(handle, desired, spec, index, None)
+                    .await
+                    .map_err(ReconcileError::StartMain)?,
+                (Step::RestartInit { index, delay }, Some(spec)) => self
+                    .start_init(handle, desired, spec, index, Some(delay))
+                    .await
+                    .map_err(ReconcileError::StartMain)?,
+                (Step::InitDone { index }, Some(spec)) => self.init_done(handle, spec, index)?,
                 (_, None) => {}
             }
         }
@@ -383,10 +392,20 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
 
     /// Make sure the current run's exit wakes this handle's reconcile: a
     /// task awaits the supervisor's pidfd, so exits arrive in milliseconds.
+    /// So does a running init process's.
     fn watch_main(&self, handle: &Handle, obs: &Observation<C::Run>) {
-        let (Some(p), plan::MainObs::Running) = (&obs.main_process, obs.main) else {
-            return;
-        };
+        if let (Some(p), plan::MainObs::Running) = (&obs.main_process, obs.main) {
+            self.watch_run(handle, p);
+        }
+        for init in &obs.inits {
+            if let (Some(p), plan::MainObs::Running) = (&init.process, init.obs.run) {
+                self.watch_run(handle, p);
+            }
+        }
+    }
+
+    /// Wake `handle`'s reconcile when run `p` ends.
+    fn watch_run(&self, handle: &Handle, p: &C::Run) {
         let key = (handle.clone(), p.id().to_string());
         if !lock(&self.watching).insert(key.clone()) {
             return;
@@ -475,6 +494,11 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         let invalid = d.error.as_ref().map(|e| (e.reason, e.message.as_str()));
         let observed = obs.observed();
         let previous = self.reporters.previous(d);
+        let init_terminations: Vec<_> = obs
+            .inits
+            .iter()
+            .map(|i| i.last_termination.clone())
+            .collect();
         let st = status::compute(&StatusInput {
             spec,
             generation: d.generation,
@@ -482,6 +506,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             terminating: d.deleting,
             observed: &observed,
             last_termination: obs.last_termination.clone(),
+            init_terminations: &init_terminations,
             main_process: obs.main_process.as_ref().map(|p| (p.id(), p.pid())),
             waiting,
             error,

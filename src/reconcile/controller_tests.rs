@@ -451,6 +451,7 @@ fn observation(record: Option<(ContainerSpec, SourceKind)>) -> Observation<FakeR
         main_process: None,
         last_termination: None,
         health: Default::default(),
+        inits: Vec::new(),
     }
 }
 

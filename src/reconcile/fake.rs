@@ -131,6 +131,8 @@ pub struct FakeContainer {
     pub runtime: Option<Status>,
     /// `main.json`.
     pub main_file: MainFile,
+    /// The other processes' histories, by slot.
+    pub slots: HashMap<String, MainFile>,
     /// Runs by process id.
     pub runs: HashMap<String, FakeRun>,
     /// Which make of the container this is (its cgroup's instance).
@@ -185,6 +187,7 @@ impl FakeContainers {
             record: Some(record(handle, spec, labels)),
             runtime: Some(Status::Running),
             main_file: MainFile::default(),
+            slots: HashMap::new(),
             runs: HashMap::new(),
             instance: w.made,
         };
@@ -330,6 +333,25 @@ impl ContainerOps for FakeContainers {
     fn save_main_file(&self, handle: &Handle, file: &MainFile) -> Result<(), ContainerizerError> {
         self.call("save_main_file", handle)?;
         self.edit(handle, |c| c.main_file = *file);
+        Ok(())
+    }
+
+    fn slot_file(&self, handle: &Handle, slot: &str) -> MainFile {
+        let c = self.get(handle);
+        c.and_then(|c| c.slots.get(slot).copied())
+            .unwrap_or_default()
+    }
+
+    fn save_slot_file(
+        &self,
+        handle: &Handle,
+        slot: &str,
+        file: &MainFile,
+    ) -> Result<(), ContainerizerError> {
+        self.call("save_slot_file", handle)?;
+        self.edit(handle, |c| {
+            c.slots.insert(slot.to_string(), *file);
+        });
         Ok(())
     }
 

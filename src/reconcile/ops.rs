@@ -53,6 +53,11 @@ pub trait ContainerOps: Send + Sync + 'static {
     fn main_file(&self, handle: &Handle) -> MainFile;
     /// Write the main process's history.
     fn save_main_file(&self, handle: &Handle, file: &MainFile) -> Result<()>;
+    /// The history of another process of the container, by its slot
+    /// (`init-<name>`); empty when there is none.
+    fn slot_file(&self, handle: &Handle, slot: &str) -> MainFile;
+    /// Write the history of process `slot`.
+    fn save_slot_file(&self, handle: &Handle, slot: &str, file: &MainFile) -> Result<()>;
     /// Process `id` of `handle`, from its directory.
     fn attach(&self, handle: &Handle, id: &str) -> Result<Self::Run>;
     /// Remove what is left of run `id` (its directory and logs).
@@ -165,6 +170,15 @@ impl<R: OciRuntime, M: Mounter> ContainerOps for Containerizer<R, M> {
 
     fn save_main_file(&self, handle: &Handle, file: &MainFile) -> Result<()> {
         file.save(&self.bundle_dir(handle))
+            .map_err(|source| ContainerizerError::at(handle, ErrorKind::Fs { source }))
+    }
+
+    fn slot_file(&self, handle: &Handle, slot: &str) -> MainFile {
+        MainFile::load_slot(&self.bundle_dir(handle), slot)
+    }
+
+    fn save_slot_file(&self, handle: &Handle, slot: &str, file: &MainFile) -> Result<()> {
+        file.save_slot(&self.bundle_dir(handle), slot)
             .map_err(|source| ContainerizerError::at(handle, ErrorKind::Fs { source }))
     }
 

@@ -26,10 +26,12 @@ pub enum ContainerObs<'a> {
     },
 }
 
-/// The main process as observed in its process directory.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The main process (or another process of the container) as observed in
+/// its process directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub enum MainObs {
     /// Not started since the container was made (or since a stop).
+    #[default]
     NotStarted,
     /// Running.
     Running,
@@ -56,6 +58,18 @@ pub struct MainHistory {
     pub stopped: bool,
 }
 
+/// An init process as observed: whether it completed (recorded in the
+/// depot), its current run, and its history.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct InitObs {
+    /// It ran to completion since the container was made.
+    pub completed: bool,
+    /// Its current run.
+    pub run: MainObs,
+    /// Its starts, restarts and backoff.
+    pub history: MainHistory,
+}
+
 /// Everything observed about one handle.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observed<'a> {
@@ -67,6 +81,8 @@ pub struct Observed<'a> {
     pub history: MainHistory,
     /// What the running main process's probes say.
     pub health: Health,
+    /// The init processes, in the spec's order.
+    pub inits: Vec<InitObs>,
 }
 
 /// One step of a plan, executed in order.
@@ -95,6 +111,24 @@ pub enum Step {
         /// The probe that failed.
         probe: ProbeKind,
     },
+    /// Start init process `index` (first time, or after a stop).
+    StartInit {
+        /// Its place in `spec.initProcesses`.
+        index: usize,
+    },
+    /// Run init process `index` again after it failed; `delay` is the
+    /// backoff waited.
+    RestartInit {
+        /// Its place in `spec.initProcesses`.
+        index: usize,
+        /// The crash-loop delay that was waited.
+        delay: Duration,
+    },
+    /// Record in the depot that init process `index` completed.
+    InitDone {
+        /// Its place in `spec.initProcesses`.
+        index: usize,
+    },
 }
 
 /// Why a plan is waiting.
@@ -102,6 +136,15 @@ pub enum Step {
 pub enum Waiting {
     /// Crash-loop backoff before restarting the main process.
     BackOff {
+        /// The whole delay.
+        delay: Duration,
+        /// What is left of it.
+        remaining: Duration,
+    },
+    /// Crash-loop backoff before running init process `index` again.
+    InitBackOff {
+        /// Its place in `spec.initProcesses`.
+        index: usize,
         /// The whole delay.
         delay: Duration,
         /// What is left of it.
@@ -165,6 +208,8 @@ pub fn classify(have: &ContainerSpec, want: &ContainerSpec) -> Change {
         hostname,
         env,
         process,
+        // Init processes run once per make of the container.
+        init_processes,
         mounts,
         privileged,
         security_context,
@@ -179,6 +224,7 @@ pub fn classify(have: &ContainerSpec, want: &ContainerSpec) -> Change {
         || have.hostname != *hostname
         || have.env != *env
         || have.process != *process
+        || have.init_processes != *init_processes
         || have.mounts != *mounts
         || have.privileged != *privileged
         || have.security_context != *security_context
@@ -244,7 +290,12 @@ pub fn plan(
 
 fn create_and_start(want: &ContainerSpec) -> Vec<Step> {
     let mut steps = vec![Step::Create];
-    if want.runs_main() && want.state == DesiredState::Running {
+    if want.state != DesiredState::Running {
+        return steps;
+    }
+    if !want.init_processes.is_empty() {
+        steps.push(Step::StartInit { index: 0 });
+    } else if want.runs_main() {
         steps.push(Step::StartMain);
     }
     steps
@@ -256,16 +307,99 @@ fn recreate(want: &ContainerSpec) -> Vec<Step> {
     steps
 }
 
-/// What the main process of an existing, healthy container needs.
+/// What the main process of an existing, healthy container needs; its
+/// init processes first, while it has not started.
 fn main_plan(
     want: &ContainerSpec,
     obs: &Observed<'_>,
     backoff: &CrashLoopBackoff,
     now: SystemTime,
 ) -> Plan {
-    if !want.runs_main() {
-        return Plan::default();
+    let mut done = vec![];
+    match (want.state, obs.main) {
+        (DesiredState::Running, MainObs::NotStarted) => match init_plan(want, obs, backoff, now) {
+            Ok(steps) => done = steps,
+            Err(plan) => return plan,
+        },
+        (DesiredState::Stopped, _) if obs.inits.iter().any(|i| i.run == MainObs::Running) => {
+            return Plan::of(vec![Step::StopMain]);
+        }
+        _ => {}
     }
+    if !want.runs_main() {
+        return Plan::of(done);
+    }
+    after(done, process_plan(want, obs, backoff, now))
+}
+
+/// The init processes, in order, until every one has completed: `Ok` with
+/// the steps recording completions when all have (the main process may
+/// start after them), or the plan that runs or waits on the first that has
+/// not.
+fn init_plan(
+    want: &ContainerSpec,
+    obs: &Observed<'_>,
+    backoff: &CrashLoopBackoff,
+    now: SystemTime,
+) -> Result<Vec<Step>, Plan> {
+    let mut steps = vec![];
+    for index in 0..want.init_processes.len() {
+        let init = obs.inits.get(index).copied().unwrap_or_default();
+        if init.completed {
+            continue;
+        }
+        let stop = |plan: Plan| Err(after(steps.clone(), plan));
+        match init.run {
+            MainObs::NotStarted => return stop(Plan::of(vec![Step::StartInit { index }])),
+            MainObs::Running => return stop(Plan::default()),
+            MainObs::Exited { .. } if init.history.stopped => {
+                return stop(Plan::of(vec![Step::StartInit { index }]));
+            }
+            MainObs::Exited { code: Some(0), .. } => steps.push(Step::InitDone { index }),
+            MainObs::Exited {
+                finished_at,
+                ran_for,
+                ..
+            } => {
+                // As the kubelet: a failed init process runs again unless
+                // the policy is Never.
+                if want.restart_policy == RestartPolicy::Never {
+                    return stop(Plan::default());
+                }
+                let delay = backoff.next_delay(init.history.last_delay, ran_for);
+                let waited = now.duration_since(finished_at).unwrap_or_default();
+                return stop(match delay.checked_sub(waited).filter(|r| !r.is_zero()) {
+                    None => Plan::of(vec![Step::RestartInit { index, delay }]),
+                    Some(remaining) => Plan {
+                        steps: vec![],
+                        requeue_after: Some(remaining),
+                        waiting: Some(Waiting::InitBackOff {
+                            index,
+                            delay,
+                            remaining,
+                        }),
+                    },
+                });
+            }
+        }
+    }
+    Ok(steps)
+}
+
+/// `plan`, after `steps`.
+fn after(mut steps: Vec<Step>, mut plan: Plan) -> Plan {
+    steps.append(&mut plan.steps);
+    plan.steps = steps;
+    plan
+}
+
+/// What the main process needs, once its init processes have completed.
+fn process_plan(
+    want: &ContainerSpec,
+    obs: &Observed<'_>,
+    backoff: &CrashLoopBackoff,
+    now: SystemTime,
+) -> Plan {
     match (want.state, obs.main) {
         (DesiredState::Stopped, MainObs::Running) => Plan::of(vec![Step::StopMain]),
         (DesiredState::Stopped, _) => Plan::default(),

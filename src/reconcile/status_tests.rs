@@ -28,6 +28,7 @@ fn obs(spec: &ContainerSpec, main: MainObs) -> Observed<'_> {
             ..Default::default()
         },
         health: Default::default(),
+        inits: vec![],
     }
 }
 
@@ -51,6 +52,7 @@ fn input<'a>(spec: &'a ContainerSpec, observed: &'a Observed<'a>) -> StatusInput
         terminating: false,
         observed,
         last_termination: None,
+        init_terminations: &[],
         main_process: None,
         waiting: None,
         error: None,
