@@ -1,6 +1,7 @@
 //! Pods end to end through the agent and real runc: init processes run to
 //! completion in order before the main process, once per make of the
-//! container; a failing one backs off and status names it.
+//! container; a failing one backs off and status names it. Sidecars run
+//! beside the main process, each restarted and edited on its own.
 
 #![allow(clippy::unwrap_used)] // a test: a panic is its failure
 
@@ -38,6 +39,24 @@ fn cat(a: &AgentEnv, name: &str, file: &str) -> String {
     let (code, out, err) = a.env.exec(name, &["cat", file]);
     assert_eq!(code, 0, "cat {file}: {err}");
     out
+}
+
+/// The pid of the current run of process `slot` (`sidecar-<name>`) of `name`.
+fn slot_pid(a: &AgentEnv, name: &str, slot: &str) -> Option<i32> {
+    let dir = a.env.depot.join(name);
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(format!("{slot}.json"))).ok()?).ok()?;
+    let runs = file["runs"].as_u64()?;
+    let pid = std::fs::read_to_string(
+        dir.join("processes")
+            .join(format!("{slot}-{runs}"))
+            .join("pid"),
+    );
+    pid.ok()?.trim().parse().ok()
+}
+
+fn alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 fn kill(pid: i32) {
@@ -171,4 +190,128 @@ fn a_restarted_agent_neither_reruns_nor_loses_an_init_process() {
     assert_eq!(code, 0, "{err}");
     a.wait("running", T, || a.running("waits"));
     assert_eq!(cat(&a, "waits", "/order"), "done\nwait\nmain\n");
+}
+
+#[test]
+fn a_sidecar_restarts_on_its_own_and_holds_ready() {
+    let a = AgentEnv::new("pods-sidecar");
+    let mut agent = a.start();
+    let spec = r#"  process:
+    args: ["/bin/sh", "-c", "exec sleep 100000"]
+  sidecars:
+  - name: helper
+    args: ["/bin/sh", "-c", "echo helper up; exec sleep 100000"]
+    readinessProbe:
+      exec: {command: ["cat", "/ready"]}
+      periodSeconds: 1
+"#;
+    a.write("s.yaml", &manifest("pod", spec));
+    a.wait("running, not ready for the sidecar", T, || {
+        a.running("pod")
+            && a.condition("pod", "Ready").is_some_and(|(s, r, m)| {
+                s == "False" && r == "Unhealthy" && m.starts_with("sidecar helper is not ready")
+            })
+    });
+    let (code, _, err) = a.env.exec("pod", &["touch", "/ready"]);
+    assert_eq!(code, 0, "{err}");
+    a.wait("ready", T, || {
+        a.condition("pod", "Ready")
+            .is_some_and(|(s, _, _)| s == "True")
+            && process_field(&a, "pod", "helper", &["ready"]).as_deref() == Some("true")
+    });
+    let log = a
+        .env
+        .depot
+        .join("pod/processes/sidecar-helper-1/output.log");
+    assert!(std::fs::read_to_string(&log).unwrap().contains("helper up"));
+
+    let main = a.main_pid("pod").unwrap();
+    let helper = slot_pid(&a, "pod", "sidecar-helper").unwrap();
+    kill(helper);
+    a.wait("the sidecar restarted", T, || {
+        slot_pid(&a, "pod", "sidecar-helper").is_some_and(|p| p != helper && alive(p))
+            && process_field(&a, "pod", "helper", &["restartCount"]).as_deref() == Some("1")
+    });
+    assert_eq!(
+        a.main_pid("pod"),
+        Some(main),
+        "the main process was not touched"
+    );
+    assert!(alive(main));
+    assert_eq!(a.status_field("pod", "restartCount").as_deref(), Some("0"));
+    assert_eq!(
+        process_field(&a, "pod", "helper", &["lastTermination", "exitCode"]).as_deref(),
+        Some("137")
+    );
+
+    // A restarted agent reattaches: nothing is restarted.
+    let helper = slot_pid(&a, "pod", "sidecar-helper").unwrap();
+    agent.kill9();
+    let _agent = a.start();
+    a.wait("ready again after the agent restart", T, || {
+        a.condition("pod", "Ready")
+            .is_some_and(|(s, _, _)| s == "True")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(a.main_pid("pod"), Some(main));
+    assert_eq!(slot_pid(&a, "pod", "sidecar-helper"), Some(helper));
+    assert!(alive(main) && alive(helper));
+}
+
+const TWO_SIDECARS: &str = r#"  process:
+    args: ["/bin/sh", "-c", "exec sleep 100000"]
+  sidecars:
+  - name: one
+    args: ["/bin/sh", "-c", "exec sleep 100001"]
+  - name: two
+    args: ["/bin/sh", "-c", "exec sleep 100002"]
+"#;
+
+#[test]
+fn an_edit_of_one_sidecar_touches_only_that_sidecar() {
+    let a = AgentEnv::new("pods-edit");
+    let _agent = a.start();
+    a.write("e.yaml", &manifest("pod", TWO_SIDECARS));
+    a.wait("running with both sidecars", T, || {
+        a.running("pod")
+            && slot_pid(&a, "pod", "sidecar-one").is_some_and(alive)
+            && slot_pid(&a, "pod", "sidecar-two").is_some_and(alive)
+    });
+    let init = a.env.init_pid("pod");
+    let main = a.main_pid("pod").unwrap();
+    let one = slot_pid(&a, "pod", "sidecar-one").unwrap();
+    let two = slot_pid(&a, "pod", "sidecar-two").unwrap();
+    a.write(
+        "e.yaml",
+        &manifest("pod", &TWO_SIDECARS.replace("100002", "100003")),
+    );
+    a.wait("the edited sidecar replaced", T, || {
+        slot_pid(&a, "pod", "sidecar-two").is_some_and(|p| p != two && alive(p))
+    });
+    let cmdline = std::fs::read_to_string(format!(
+        "/proc/{}/cmdline",
+        slot_pid(&a, "pod", "sidecar-two").unwrap()
+    ))
+    .unwrap();
+    assert!(cmdline.contains("100003"), "{cmdline:?}");
+    assert!(!alive(two), "the old one is gone");
+    assert_eq!(
+        a.env.init_pid("pod"),
+        init,
+        "the container was not made again"
+    );
+    assert_eq!(a.main_pid("pod"), Some(main));
+    assert_eq!(slot_pid(&a, "pod", "sidecar-one"), Some(one));
+    assert!(alive(main) && alive(one));
+
+    // Removed: it stops, and the rest runs on.
+    let only_one = TWO_SIDECARS.split("  - name: two").next().unwrap();
+    a.write("e.yaml", &manifest("pod", only_one));
+    let two = slot_pid(&a, "pod", "sidecar-two").unwrap();
+    a.wait("the removed sidecar stopped", T, || {
+        !alive(two) && process(&a, "pod", "two").is_none()
+    });
+    assert_eq!(a.main_pid("pod"), Some(main));
+    assert_eq!(slot_pid(&a, "pod", "sidecar-one"), Some(one));
+    assert_eq!(a.env.init_pid("pod"), init);
 }

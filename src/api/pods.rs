@@ -1,11 +1,13 @@
 //! Processes beside the main one: init processes that run to completion
-//! before it, and what status says of every process of a container. Their
-//! validation names the field of each bad entry.
+//! before it, sidecars that run beside it, and what status says of every
+//! process of a container. Their validation names the field of each bad
+//! entry.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::types::{ContainerSpec, EnvVar, ProcessSpec, Termination};
+use super::probe::Probe;
+use super::types::{ContainerSpec, EnvVar, ProcessSpec, RestartPolicy, Termination};
 use super::validate::{FieldError, check_process};
 
 /// A process run to completion in the container's rootfs before the main
@@ -49,6 +51,75 @@ impl InitProcess {
             user: self.user.clone(),
             env: self.env.clone(),
             ..ProcessSpec::default()
+        }
+    }
+}
+
+/// A long-running process beside the main one, as a Kubernetes native
+/// sidecar: started before the main process and stopped after it,
+/// supervised, logged and restarted on its own. Its argv is `command` +
+/// `args`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Sidecar {
+    /// Unique among the container's processes; a DNS label. Status and logs
+    /// name the process by it.
+    pub name: String,
+    /// The executable and its first arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Arguments after `command`; without it, the first is the executable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Working directory inside the container. Defaults to `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// `uid:gid`, `uid`, or a user name from the rootfs' /etc/passwd. Defaults to root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Extra environment for this process, after the container's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// When to restart it after it exits: Always (the default), OnFailure
+    /// or Never. The main process's policy does not apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<RestartPolicy>,
+    /// Until it first succeeds, the other probes wait; when it fails
+    /// `failureThreshold` times, the sidecar is restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_probe: Option<Probe>,
+    /// When it fails `failureThreshold` times in a row, the sidecar is
+    /// killed and restarted as its restart policy says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Probe>,
+    /// The container is Ready only while it succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
+}
+
+impl Sidecar {
+    /// The argv it runs.
+    pub fn argv(&self) -> Vec<String> {
+        self.command.iter().chain(&self.args).cloned().collect()
+    }
+
+    /// Its restart policy: Always unless it says otherwise.
+    pub fn policy(&self) -> RestartPolicy {
+        self.restart_policy.unwrap_or(RestartPolicy::Always)
+    }
+
+    /// As a process spec, for what checks, runs and probes every process.
+    pub fn as_process(&self) -> ProcessSpec {
+        ProcessSpec {
+            command: self.command.clone(),
+            args: self.args.clone(),
+            working_dir: self.working_dir.clone(),
+            user: self.user.clone(),
+            env: self.env.clone(),
+            startup_probe: self.startup_probe.clone(),
+            liveness_probe: self.liveness_probe.clone(),
+            readiness_probe: self.readiness_probe.clone(),
+            lifecycle: None,
         }
     }
 }
@@ -102,14 +173,29 @@ pub struct ProcessStatus {
 /// The name status gives the main process; no other process may take it.
 pub const MAIN_NAME: &str = "main";
 
-/// Check the init processes: each a runnable argv with a unique DNS-label
-/// name.
+/// Check the init processes and sidecars: each a runnable argv with a
+/// name unique among them all, a DNS label; a sidecar's probes too.
 pub(super) fn check(errs: &mut Vec<FieldError>, spec: &ContainerSpec) {
     let mut seen = std::collections::BTreeSet::new();
     for (i, p) in spec.init_processes.iter().enumerate() {
         let at = format!("spec.initProcesses[{i}]");
         check_name(errs, &at, &p.name, &mut seen);
         check_process(errs, &at, &p.as_process(), false);
+    }
+    let ports: Vec<_> = spec
+        .ports
+        .iter()
+        .map(|p| (p.name.as_deref(), p.container_port))
+        .collect();
+    for (i, s) in spec.sidecars.iter().enumerate() {
+        let at = format!("spec.sidecars[{i}]");
+        check_name(errs, &at, &s.name, &mut seen);
+        let process = s.as_process();
+        check_process(errs, &at, &process, false);
+        for (field, message) in super::probe::probe_errors(&process, &ports) {
+            let field = field.replacen("spec.process", &at, 1);
+            errs.push(FieldError::new(field, message));
+        }
     }
 }
 
@@ -164,6 +250,29 @@ mod tests {
             args: args.iter().map(|a| a.to_string()).collect(),
             ..InitProcess::default()
         }
+    }
+
+    #[test]
+    fn sidecar_names_are_unique_among_every_process() {
+        let mut spec = with_inits(vec![init("a", &["/bin/true"])]);
+        spec.sidecars = vec![
+            Sidecar {
+                name: "a".into(),
+                args: vec!["x".into()],
+                ..Sidecar::default()
+            },
+            Sidecar {
+                name: "b".into(),
+                ..Sidecar::default()
+            },
+        ];
+        let fields: Vec<String> = validate(&spec)
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(fields, ["spec.sidecars[0].name", "spec.sidecars[1].args"]);
     }
 
     #[test]

@@ -107,6 +107,10 @@ pub struct ContainerSpec {
     /// again only when the container is made again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub init_processes: Vec<InitProcess>,
+    /// Processes beside the main one, each restarted on its own: started
+    /// before it (after the init processes), stopped after it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<Sidecar>,
     /// When to restart the main process after it exits: Always, OnFailure or Never.
     #[serde(default)]
     pub restart_policy: RestartPolicy,

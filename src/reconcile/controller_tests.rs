@@ -452,6 +452,7 @@ fn observation(record: Option<(ContainerSpec, SourceKind)>) -> Observation<FakeR
         last_termination: None,
         health: Default::default(),
         inits: Vec::new(),
+        sidecars: Vec::new(),
     }
 }
 

@@ -499,6 +499,14 @@ impl ContainerOps for FakeContainers {
         w.probe_answers.get(handle).cloned().unwrap_or(Ok(()))
     }
 
+    fn signal(&self, handle: &Handle, id: &str, signal: i32) -> Result<(), ContainerizerError> {
+        self.call("signal", handle)?;
+        self.journal.note(format!("signal {handle} {id} {signal}"));
+        let run = self.attach(handle, id)?;
+        run.exit(128 + signal, (self.clock)());
+        Ok(())
+    }
+
     async fn kill_lost(&self, handle: &Handle, id: &str) -> Result<bool, ContainerizerError> {
         self.call("kill_lost", handle)?;
         self.journal.note(format!("killed {handle} {id}"));

@@ -117,6 +117,12 @@ pub fn init_slot(name: &str) -> String {
     format!("init-{name}")
 }
 
+/// The slot of sidecar `name`: its history is `sidecar-<name>.json`, its
+/// runs `sidecar-<name>-<n>`.
+pub fn sidecar_slot(name: &str) -> String {
+    format!("sidecar-{name}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use super::history::{MainFile, init_slot, slot_run_id};
+use super::history::{MainFile, init_slot, sidecar_slot, slot_run_id};
 use super::ops::{ContainerOps, MainRun};
-use super::plan::{ContainerObs, InitObs, MainObs, Observed};
+use super::plan::{ContainerObs, InitObs, MainObs, Observed, SidecarObs};
 use crate::api::{Handle, Reason, Termination};
 use crate::containerizer::ContainerizerError;
 use crate::containerizer::depot::{ContainerRecord, DepotError};
@@ -34,6 +34,18 @@ pub struct Observation<P = Process> {
     pub health: Health,
     /// The init processes, in the recorded spec's order.
     pub inits: Vec<InitSeen<P>>,
+    /// The sidecars, in the recorded spec's order (their health filled in
+    /// by the controller).
+    pub sidecars: Vec<SidecarSeen<P>>,
+}
+
+/// One sidecar, observed; `P` is one of its runs.
+#[derive(Debug)]
+pub struct SidecarSeen<P> {
+    /// The planner's view.
+    pub obs: SidecarObs,
+    /// Its current run, when it has started.
+    pub process: Option<P>,
 }
 
 /// One init process, observed; `P` is one of its runs.
@@ -70,6 +82,7 @@ impl<P> Observation<P> {
             history: self.main_file.history(),
             health: self.health.clone(),
             inits: self.inits.iter().map(|i| i.obs).collect(),
+            sidecars: self.sidecars.iter().map(|s| s.obs.clone()).collect(),
         }
     }
 }
@@ -103,6 +116,7 @@ pub async fn observe<C: ContainerOps>(
         last_termination: None,
         health: Health::default(),
         inits: Vec::new(),
+        sidecars: Vec::new(),
     };
     let Some(record) = &obs.record else {
         return Ok(obs);
@@ -112,6 +126,12 @@ pub async fn observe<C: ContainerOps>(
         .init_processes
         .iter()
         .map(|i| i.name.clone())
+        .collect();
+    obs.sidecars = record
+        .spec
+        .sidecars
+        .iter()
+        .map(|s| observe_sidecar(c, handle, &s.name))
         .collect();
     obs.runtime = c.runtime_status(handle).await?;
     obs.main_file = c.main_file(handle);
@@ -135,6 +155,33 @@ pub async fn observe<C: ContainerOps>(
         .map(|name| observe_init(c, handle, name, main_started))
         .collect();
     Ok(obs)
+}
+
+/// Sidecar `name` of `handle`.
+fn observe_sidecar<C: ContainerOps>(c: &C, handle: &Handle, name: &str) -> SidecarSeen<C::Run> {
+    let slot = sidecar_slot(name);
+    let file = c.slot_file(handle, &slot);
+    let mut seen = SidecarSeen {
+        obs: SidecarObs {
+            name: name.to_string(),
+            history: file.history(),
+            ..SidecarObs::default()
+        },
+        process: None,
+    };
+    if let Some(id) = file.current_slot_id(&slot)
+        && let Ok(p) = c.attach(handle, &id)
+    {
+        (seen.obs.run, seen.obs.last_termination) = main_state(&p);
+        seen.process = Some(p);
+    }
+    if seen.obs.last_termination.is_none()
+        && file.runs > 1
+        && let Ok(p) = c.attach(handle, &slot_run_id(&slot, file.runs - 1))
+    {
+        seen.obs.last_termination = main_state(&p).1;
+    }
+    seen
 }
 
 /// Init process `name` of `handle`. Once the main process has started,

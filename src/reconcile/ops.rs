@@ -103,6 +103,8 @@ pub trait ContainerOps: Send + Sync + 'static {
         handle: &Handle,
         spec: &RunSpec,
     ) -> impl Future<Output = Result<Self::Run>> + Send;
+    /// Send `signal` to process `id` of `handle`, through its supervisor.
+    fn signal(&self, handle: &Handle, id: &str, signal: i32) -> Result<()>;
     /// End process `id` where nothing watches it; true when one was.
     fn kill_lost(&self, handle: &Handle, id: &str) -> impl Future<Output = Result<bool>> + Send;
     /// Why `handle`'s network attachment is broken (CNI CHECK, and its
@@ -236,6 +238,10 @@ impl<R: OciRuntime, M: Mounter> ContainerOps for Containerizer<R, M> {
 
     async fn run(&self, handle: &Handle, spec: &RunSpec) -> Result<Process> {
         Containerizer::run(self, handle, spec).await
+    }
+
+    fn signal(&self, handle: &Handle, id: &str, signal: i32) -> Result<()> {
+        Containerizer::signal(self, handle, id, signal)
     }
 
     async fn kill_lost(&self, handle: &Handle, id: &str) -> Result<bool> {

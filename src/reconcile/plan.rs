@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::api::{ContainerSpec, DesiredState, ProbeKind, RestartPolicy};
+use crate::api::{ContainerSpec, DesiredState, ProbeKind, RestartPolicy, Termination};
 use crate::probe::Health;
 use crate::runtime::Status;
 
@@ -70,6 +70,22 @@ pub struct InitObs {
     pub history: MainHistory,
 }
 
+/// A sidecar as observed, by name: its current run, history, probes and
+/// last termination.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SidecarObs {
+    /// Its name in the recorded spec.
+    pub name: String,
+    /// Its current run.
+    pub run: MainObs,
+    /// Its starts, restarts and backoff.
+    pub history: MainHistory,
+    /// What its current run's probes say.
+    pub health: Health,
+    /// How its last run ended.
+    pub last_termination: Option<Termination>,
+}
+
 /// Everything observed about one handle.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observed<'a> {
@@ -83,6 +99,8 @@ pub struct Observed<'a> {
     pub health: Health,
     /// The init processes, in the spec's order.
     pub inits: Vec<InitObs>,
+    /// The sidecars of the recorded spec.
+    pub sidecars: Vec<SidecarObs>,
 }
 
 /// One step of a plan, executed in order.
@@ -127,6 +145,33 @@ pub enum Step {
     /// Record in the depot that init process `index` completed.
     InitDone {
         /// Its place in `spec.initProcesses`.
+        index: usize,
+    },
+    /// Start sidecar `index` of the declared spec (first time, after a
+    /// stop, or after an edit made it new).
+    StartSidecar {
+        /// Its place in the declared `spec.sidecars`.
+        index: usize,
+    },
+    /// Restart sidecar `index` after it ended; `delay` is the backoff waited.
+    RestartSidecar {
+        /// Its place in the declared `spec.sidecars`.
+        index: usize,
+        /// The crash-loop delay that was waited.
+        delay: Duration,
+    },
+    /// Kill sidecar `index`, which failed `probe`; its restart policy takes
+    /// it from there.
+    KillSidecar {
+        /// Its place in the declared `spec.sidecars`.
+        index: usize,
+        /// The probe that failed.
+        probe: ProbeKind,
+    },
+    /// Stop sidecar `index` of the recorded spec and forget its history:
+    /// it was removed or changed.
+    RemoveSidecar {
+        /// Its place in the recorded `spec.sidecars`.
         index: usize,
     },
 }
@@ -210,6 +255,8 @@ pub fn classify(have: &ContainerSpec, want: &ContainerSpec) -> Change {
         process,
         // Init processes run once per make of the container.
         init_processes,
+        // Each is stopped and started on its own (sidecar_plan).
+        sidecars: _,
         mounts,
         privileged,
         security_context,
@@ -273,19 +320,124 @@ pub fn plan(
             Plan::of(recreate(want))
         }
         ContainerObs::Present { spec: have, .. } => {
-            let mut plan = match classify(have, want) {
+            let record = match classify(have, want) {
                 Change::Recreate => return Plan::of(recreate(want)),
-                Change::LimitsOnly => Plan::of(vec![Step::UpdateLimits]),
-                Change::RecordOnly => Plan::of(vec![Step::UpdateRecord]),
-                Change::None => Plan::default(),
+                Change::LimitsOnly => Some(Step::UpdateLimits),
+                Change::RecordOnly => Some(Step::UpdateRecord),
+                Change::None => None,
             };
+            // Removed and changed sidecars go before the record says they
+            // did, so a crash in between leaves them to go again.
+            let (mut steps, fresh) = sidecar_edits(have, want);
+            steps.extend(record);
             let main = main_plan(want, obs, backoff, now);
-            plan.steps.extend(main.steps);
-            plan.requeue_after = main.requeue_after;
-            plan.waiting = main.waiting;
-            plan
+            let mut sidecars = Plan::default();
+            if want.state == DesiredState::Running && inits_done(want, obs, backoff, now) {
+                sidecars = sidecar_plan(want, obs, &fresh, backoff, now);
+            }
+            // Sidecars start before the main process.
+            let at = main
+                .steps
+                .iter()
+                .position(|s| matches!(s, Step::StartMain | Step::RestartMain { .. }))
+                .unwrap_or(main.steps.len());
+            let mut main_steps = main.steps;
+            let tail = main_steps.split_off(at);
+            steps.extend(main_steps);
+            steps.extend(sidecars.steps);
+            steps.extend(tail);
+            let requeue_after = match (main.requeue_after, sidecars.requeue_after) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            Plan {
+                steps,
+                requeue_after,
+                waiting: main.waiting,
+            }
         }
     }
+}
+
+/// Whether the init processes have all completed (or will have, once this
+/// plan records it): only then do sidecars start.
+fn inits_done(
+    want: &ContainerSpec,
+    obs: &Observed<'_>,
+    backoff: &CrashLoopBackoff,
+    now: SystemTime,
+) -> bool {
+    obs.main != MainObs::NotStarted || init_plan(want, obs, backoff, now).is_ok()
+}
+
+/// The sidecars an edit removed or changed, to stop (by their place in the
+/// recorded spec); and the names of those to start afresh (changed or new).
+fn sidecar_edits(have: &ContainerSpec, want: &ContainerSpec) -> (Vec<Step>, Vec<String>) {
+    let mut steps = vec![];
+    for (index, h) in have.sidecars.iter().enumerate() {
+        if !want.sidecars.contains(h) {
+            steps.push(Step::RemoveSidecar { index });
+        }
+    }
+    let fresh = want
+        .sidecars
+        .iter()
+        .filter(|w| !have.sidecars.contains(w))
+        .map(|w| w.name.clone())
+        .collect();
+    (steps, fresh)
+}
+
+/// What each declared sidecar needs, on its own; `fresh` ones (new or
+/// changed by this edit) start anew.
+fn sidecar_plan(
+    want: &ContainerSpec,
+    obs: &Observed<'_>,
+    fresh: &[String],
+    backoff: &CrashLoopBackoff,
+    now: SystemTime,
+) -> Plan {
+    let mut plan = Plan::default();
+    for (index, sidecar) in want.sidecars.iter().enumerate() {
+        let seen = obs.sidecars.iter().find(|o| o.name == sidecar.name);
+        let seen = match seen {
+            Some(seen) if !fresh.contains(&sidecar.name) => seen,
+            _ => {
+                plan.steps.push(Step::StartSidecar { index });
+                continue;
+            }
+        };
+        match seen.run {
+            MainObs::NotStarted => plan.steps.push(Step::StartSidecar { index }),
+            MainObs::Running => {
+                if let Some(probe) = seen.health.kill {
+                    plan.steps.push(Step::KillSidecar { index, probe });
+                }
+            }
+            MainObs::Exited { .. } if seen.history.stopped => {
+                plan.steps.push(Step::StartSidecar { index });
+            }
+            MainObs::Exited {
+                code,
+                finished_at,
+                ran_for,
+            } => {
+                if !should_restart(sidecar.policy(), code) {
+                    continue;
+                }
+                let delay = backoff.next_delay(seen.history.last_delay, ran_for);
+                let waited = now.duration_since(finished_at).unwrap_or_default();
+                match delay.checked_sub(waited).filter(|r| !r.is_zero()) {
+                    None => plan.steps.push(Step::RestartSidecar { index, delay }),
+                    Some(remaining) => {
+                        let r = plan.requeue_after.map_or(remaining, |r| r.min(remaining));
+                        plan.requeue_after = Some(r);
+                    }
+                }
+            }
+        }
+    }
+    plan
 }
 
 fn create_and_start(want: &ContainerSpec) -> Vec<Step> {
@@ -295,7 +447,10 @@ fn create_and_start(want: &ContainerSpec) -> Vec<Step> {
     }
     if !want.init_processes.is_empty() {
         steps.push(Step::StartInit { index: 0 });
-    } else if want.runs_main() {
+        return steps;
+    }
+    steps.extend((0..want.sidecars.len()).map(|index| Step::StartSidecar { index }));
+    if want.runs_main() {
         steps.push(Step::StartMain);
     }
     steps
@@ -321,7 +476,10 @@ fn main_plan(
             Ok(steps) => done = steps,
             Err(plan) => return plan,
         },
-        (DesiredState::Stopped, _) if obs.inits.iter().any(|i| i.run == MainObs::Running) => {
+        (DesiredState::Stopped, _)
+            if obs.inits.iter().any(|i| i.run == MainObs::Running)
+                || obs.sidecars.iter().any(|s| s.run == MainObs::Running) =>
+        {
             return Plan::of(vec![Step::StopMain]);
         }
         _ => {}

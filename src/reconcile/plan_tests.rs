@@ -33,6 +33,7 @@ fn present(spec: &ContainerSpec, main: MainObs) -> Observed<'_> {
         history: MainHistory::default(),
         health: Default::default(),
         inits: vec![],
+        sidecars: vec![],
     }
 }
 
@@ -56,6 +57,7 @@ fn absent_and_undeclared_is_left_alone() {
         history: MainHistory::default(),
         health: Default::default(),
         inits: vec![],
+        sidecars: vec![],
     };
     assert_eq!(plan(None, &obs, &B, NOW()), Plan::default());
 }
@@ -73,6 +75,7 @@ fn undeclared_containers_are_destroyed() {
         history: MainHistory::default(),
         health: Default::default(),
         inits: vec![],
+        sidecars: vec![],
     };
     assert_eq!(steps(None, &half), vec![Step::Destroy]);
 }
@@ -85,6 +88,7 @@ fn declared_and_absent_is_created_and_started() {
         history: MainHistory::default(),
         health: Default::default(),
         inits: vec![],
+        sidecars: vec![],
     };
     assert_eq!(
         steps(Some(&spec()), &obs),
@@ -118,6 +122,7 @@ fn half_made_is_finished_then_created() {
         history: MainHistory::default(),
         health: Default::default(),
         inits: vec![],
+        sidecars: vec![],
     };
     assert_eq!(
         steps(Some(&spec()), &obs),
@@ -135,6 +140,7 @@ fn runtime_lost_or_stopped_is_repaired() {
             history: MainHistory::default(),
             health: Default::default(),
             inits: vec![],
+            sidecars: vec![],
         };
         assert_eq!(
             steps(Some(&s), &obs),
@@ -151,6 +157,7 @@ fn runtime_lost_or_stopped_is_repaired() {
         history: MainHistory::default(),
         health: Default::default(),
         inits: vec![],
+        sidecars: vec![],
     };
     assert_eq!(
         steps(Some(&s), &paused),
@@ -501,4 +508,121 @@ fn a_stop_stops_a_running_init_process_and_a_start_runs_it_afresh() {
 fn changing_init_processes_recreates() {
     let have = with_inits(&["a"]);
     assert_eq!(classify(&have, &with_inits(&["b"])), Change::Recreate);
+}
+
+fn with_sidecars(names: &[&str]) -> ContainerSpec {
+    ContainerSpec {
+        sidecars: names
+            .iter()
+            .map(|n| crate::api::Sidecar {
+                name: n.to_string(),
+                args: vec!["sleep".into(), "9".into()],
+                ..Default::default()
+            })
+            .collect(),
+        ..spec()
+    }
+}
+
+fn sidecar(name: &str, run: MainObs) -> SidecarObs {
+    SidecarObs {
+        name: name.into(),
+        run,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn sidecars_start_before_the_main_process_and_after_init_processes() {
+    let want = with_sidecars(&["a", "b"]);
+    let absent = Observed {
+        container: ContainerObs::Absent,
+        ..present(&want, MainObs::NotStarted)
+    };
+    assert_eq!(
+        steps(Some(&want), &absent),
+        [
+            Step::Create,
+            Step::StartSidecar { index: 0 },
+            Step::StartSidecar { index: 1 },
+            Step::StartMain
+        ]
+    );
+    let both = ContainerSpec {
+        init_processes: with_inits(&["i"]).init_processes,
+        ..want.clone()
+    };
+    let mut obs = present(&both, MainObs::NotStarted);
+    obs.inits = vec![init(false, MainObs::Running)];
+    assert_eq!(steps(Some(&both), &obs), []);
+    obs.inits[0].run = exited(0, 0, 1);
+    assert_eq!(
+        steps(Some(&both), &obs),
+        [
+            Step::InitDone { index: 0 },
+            Step::StartSidecar { index: 0 },
+            Step::StartSidecar { index: 1 },
+            Step::StartMain
+        ]
+    );
+}
+
+#[test]
+fn a_sidecar_restarts_on_its_own_policy_without_the_main_process() {
+    let mut want = with_sidecars(&["a", "b"]);
+    want.sidecars[1].restart_policy = Some(RestartPolicy::Never);
+    let mut obs = present(&want, MainObs::Running);
+    obs.sidecars = vec![
+        sidecar("a", exited(0, 20, 1)),
+        sidecar("b", exited(1, 20, 1)),
+    ];
+    assert_eq!(
+        steps(Some(&want), &obs),
+        [Step::RestartSidecar {
+            index: 0,
+            delay: Duration::from_secs(10)
+        }]
+    );
+    obs.sidecars[0].run = exited(0, 2, 1);
+    let p = plan(Some(&want), &obs, &B, NOW());
+    assert_eq!(
+        (p.steps, p.requeue_after),
+        (vec![], Some(Duration::from_secs(8)))
+    );
+}
+
+#[test]
+fn an_edit_of_one_sidecar_touches_only_that_sidecar() {
+    let have = with_sidecars(&["a", "b", "c"]);
+    let mut want = with_sidecars(&["a", "b", "d"]);
+    want.sidecars[1].args = vec!["sleep".into(), "10".into()];
+    let mut obs = present(&have, MainObs::Running);
+    obs.sidecars = vec![
+        sidecar("a", MainObs::Running),
+        sidecar("b", MainObs::Running),
+        sidecar("c", MainObs::Running),
+    ];
+    assert_eq!(classify(&have, &want), Change::RecordOnly);
+    assert_eq!(
+        steps(Some(&want), &obs),
+        [
+            Step::RemoveSidecar { index: 1 },
+            Step::RemoveSidecar { index: 2 },
+            Step::UpdateRecord,
+            Step::StartSidecar { index: 1 },
+            Step::StartSidecar { index: 2 },
+        ]
+    );
+}
+
+#[test]
+fn a_stop_stops_running_sidecars() {
+    let want = ContainerSpec {
+        state: DesiredState::Stopped,
+        ..with_sidecars(&["a"])
+    };
+    let mut obs = present(&want, exited(137, 1, 1));
+    obs.history.stopped = true;
+    obs.sidecars = vec![sidecar("a", MainObs::Running)];
+    assert_eq!(steps(Some(&want), &obs), [Step::StopMain]);
 }

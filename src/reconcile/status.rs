@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use super::plan::{ContainerObs, InitObs, MainObs, Observed, Waiting, should_restart};
+use super::plan::{ContainerObs, InitObs, MainObs, Observed, SidecarObs, Waiting, should_restart};
 use crate::api::{
     Condition, ContainerSpec, ContainerStatus, DeclReason, DesiredState, MAIN_NAME, MainProcess,
     Phase, ProcessRole, ProcessState, ProcessStatus, Reason, RestartPolicy, Termination,
@@ -104,6 +104,12 @@ fn phase(input: &StatusInput<'_>) -> (Phase, bool, Reason, Option<String>) {
     {
         return initializing;
     }
+    if !spec.runs_main() && spec.state == DesiredState::Running {
+        return match sidecar_unready(spec, input.observed) {
+            None => (Phase::Running, true, Reason::Started, None),
+            Some(msg) => (Phase::Running, false, Reason::Unhealthy, Some(msg)),
+        };
+    }
     if !spec.runs_main() {
         return (Phase::Running, true, Reason::Started, None);
     }
@@ -112,8 +118,11 @@ fn phase(input: &StatusInput<'_>) -> (Phase, bool, Reason, Option<String>) {
     }
     match (input.observed.main, input.waiting) {
         (MainObs::Running, _) => match &input.observed.health {
-            h if h.ready => (Phase::Running, true, Reason::Started, None),
-            h => (Phase::Running, false, Reason::Unhealthy, h.message.clone()),
+            h if !h.ready => (Phase::Running, false, Reason::Unhealthy, h.message.clone()),
+            _ => match sidecar_unready(spec, input.observed) {
+                None => (Phase::Running, true, Reason::Started, None),
+                Some(msg) => (Phase::Running, false, Reason::Unhealthy, Some(msg)),
+            },
         },
         (MainObs::NotStarted, _) => (Phase::Creating, false, Reason::Creating, None),
         (MainObs::Exited { .. }, Some(Waiting::BackOff { delay, .. })) => (
@@ -194,10 +203,32 @@ fn init_phase(
     })
 }
 
+/// Why the first declared sidecar that is not ready is not, if one is not.
+fn sidecar_unready(spec: &ContainerSpec, obs: &Observed<'_>) -> Option<String> {
+    spec.sidecars.iter().find_map(|s| {
+        let seen = obs.sidecars.iter().find(|o| o.name == s.name);
+        match seen {
+            Some(o) if o.run == MainObs::Running && o.health.ready => None,
+            Some(o) if o.run == MainObs::Running => Some(format!(
+                "sidecar {} is not ready: {}",
+                s.name,
+                o.health
+                    .message
+                    .as_deref()
+                    .unwrap_or("its readiness probe has not succeeded")
+            )),
+            _ => Some(format!("sidecar {} is not running", s.name)),
+        }
+    })
+}
+
 /// Every process of a container that has more than its main one: the
-/// init processes, then the main process.
+/// init processes, the main process, then the sidecars.
 fn processes(input: &StatusInput<'_>) -> Vec<ProcessStatus> {
-    let Some(spec) = input.spec.filter(|s| !s.init_processes.is_empty()) else {
+    let Some(spec) = input
+        .spec
+        .filter(|s| !s.init_processes.is_empty() || !s.sidecars.is_empty())
+    else {
         return vec![];
     };
     let obs = input.observed;
@@ -234,7 +265,38 @@ fn processes(input: &StatusInput<'_>) -> Vec<ProcessStatus> {
             last_termination: input.last_termination.clone(),
         });
     }
+    all.extend(spec.sidecars.iter().map(|s| {
+        let seen = obs.sidecars.iter().find(|o| o.name == s.name);
+        sidecar_status(&s.name, seen, s.policy())
+    }));
     all
+}
+
+/// One sidecar's status; `seen` is `None` before it was first started.
+fn sidecar_status(name: &str, seen: Option<&SidecarObs>, policy: RestartPolicy) -> ProcessStatus {
+    let default = SidecarObs::default();
+    let o = seen.unwrap_or(&default);
+    let (state, reason) = match o.run {
+        MainObs::Running => (ProcessState::Running, None),
+        MainObs::NotStarted => (ProcessState::Waiting, None),
+        MainObs::Exited { code, .. } if should_restart(policy, code) && !o.history.stopped => (
+            ProcessState::Waiting,
+            Some(Reason::CrashLoopBackOff.to_string()),
+        ),
+        MainObs::Exited { .. } => (
+            ProcessState::Terminated,
+            o.last_termination.as_ref().map(|t| t.reason.clone()),
+        ),
+    };
+    ProcessStatus {
+        name: name.to_string(),
+        role: ProcessRole::Sidecar,
+        state,
+        reason,
+        ready: o.run == MainObs::Running && o.health.ready,
+        restart_count: i64::from(o.history.restarts),
+        last_termination: o.last_termination.clone(),
+    }
 }
 
 /// One init process's status.

@@ -29,6 +29,7 @@ fn obs(spec: &ContainerSpec, main: MainObs) -> Observed<'_> {
         },
         health: Default::default(),
         inits: vec![],
+        sidecars: vec![],
     }
 }
 

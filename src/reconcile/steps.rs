@@ -44,6 +44,9 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             if obs.main == MainObs::Running {
                 grace = self.pre_stop(handle, desired, &record.spec, grace).await;
             }
+            grace = self
+                .stop_main_first(handle, obs.main_process.as_ref(), &record.spec, grace)
+                .await;
             self.event(
                 desired,
                 handle,
@@ -258,6 +261,12 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         self.containerizer.save_slot_file(handle, &slot, &file)
     }
 
+    /// The main process's current run, when it has one.
+    fn current_main(&self, handle: &Handle) -> Option<C::Run> {
+        let id = self.containerizer.main_file(handle).current_id()?;
+        self.containerizer.attach(handle, &id).ok()
+    }
+
     /// The history of process `slot`.
     fn history(&self, handle: &Handle, slot: &str) -> MainFile {
         match slot {
@@ -282,7 +291,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
     /// Start the next run of process `slot` (the main process, or an init
     /// process). `Ok(Err(_))` when it was started and failed at once:
     /// recorded in its exit file, it ended.
-    async fn start_run(
+    pub(super) async fn start_run(
         &self,
         handle: &Handle,
         slot: &str,
@@ -369,28 +378,6 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         Ok(next.runs)
     }
 
-    /// Before a stop: an init process that has not completed is marked
-    /// stopped, so that it runs afresh (without backoff) when the
-    /// container runs again.
-    fn mark_inits_stopped(
-        &self,
-        handle: &Handle,
-        spec: &ContainerSpec,
-    ) -> Result<(), ContainerizerError> {
-        for init in &spec.init_processes {
-            let slot = init_slot(&init.name);
-            let file = self.containerizer.slot_file(handle, &slot);
-            if file.runs > 0 && !file.completed {
-                let stopped = MainFile {
-                    stopped: true,
-                    ..file
-                };
-                self.containerizer.save_slot_file(handle, &slot, &stopped)?;
-            }
-        }
-        Ok(())
-    }
-
     pub(super) async fn stop_main(
         &self,
         handle: &Handle,
@@ -402,9 +389,13 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             ..self.containerizer.main_file(handle)
         };
         self.containerizer.save_main_file(handle, &file)?;
-        self.mark_inits_stopped(handle, spec)?;
+        self.mark_stopped(handle, spec)?;
         let grace = self
             .pre_stop(handle, desired, spec, grace_period(spec))
+            .await;
+        let main = self.current_main(handle);
+        let grace = self
+            .stop_main_first(handle, main.as_ref(), spec, grace)
             .await;
         self.event(
             desired,
