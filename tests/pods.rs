@@ -1,7 +1,9 @@
 //! Pods end to end through the agent and real runc: init processes run to
 //! completion in order before the main process, once per make of the
 //! container; a failing one backs off and status names it. Sidecars run
-//! beside the main process, each restarted and edited on its own.
+//! beside the main process, each restarted and edited on its own. Peas
+//! (sidecars with a rootfs of their own) are containers of their own that
+//! join the main container's network, IPC and UTS namespaces.
 
 #![allow(clippy::unwrap_used)] // a test: a panic is its failure
 
@@ -314,4 +316,146 @@ fn an_edit_of_one_sidecar_touches_only_that_sidecar() {
     assert_eq!(a.main_pid("pod"), Some(main));
     assert_eq!(slot_pid(&a, "pod", "sidecar-one"), Some(one));
     assert_eq!(a.env.init_pid("pod"), init);
+}
+
+/// A copy of the test image with a file that tells it apart.
+fn pea_rootfs(a: &AgentEnv) -> std::path::PathBuf {
+    let dir = a.env.dir.join("pea-rootfs");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(support::image())
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(dir.join("pea-marker"), "pea\n").unwrap();
+    dir
+}
+
+fn ns(pid: i32, kind: &str) -> std::path::PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap()
+}
+
+/// The pea's runtime id: `<handle>.pea-<name>`.
+fn pea_id(name: &str, pea: &str) -> String {
+    format!("{name}.pea-{pea}")
+}
+
+fn pea_spec(rootfs: &std::path::Path, share: bool) -> String {
+    format!(
+        r#"  shareProcessNamespace: {share}
+  process:
+    args: ["/bin/sh", "-c", "mkdir -p /www; echo from-main > /www/index.html; exec httpd -f -p 8080 -h /www"]
+  sidecars:
+  - name: web
+    rootfs: {}
+    args: ["/bin/sh", "-c", "until wget -q -O /got http://127.0.0.1:8080/index.html; do sleep 0.2; done; exec sleep 100000"]
+    limits: {{pids: 50}}
+"#,
+        rootfs.display()
+    )
+}
+
+#[test]
+fn a_pea_reaches_the_main_process_over_loopback_and_shares_its_ipc() {
+    let a = AgentEnv::new("pods-pea");
+    let mut agent = a.start();
+    let rootfs = pea_rootfs(&a);
+    a.write("p.yaml", &manifest("pod", &pea_spec(&rootfs, false)));
+    let pea = pea_id("pod", "web");
+    a.wait("the pea fetched from the main process", T, || {
+        a.running("pod") && a.env.exec(&pea, &["cat", "/got"]).1 == "from-main\n"
+    });
+    // Its own rootfs and mount namespace; the container's network, IPC
+    // and UTS namespaces; its own PID namespace unless shared.
+    assert_eq!(cat(&a, &pea, "/pea-marker"), "pea\n");
+    let (code, _, _) = a.env.exec("pod", &["cat", "/pea-marker"]);
+    assert_ne!(code, 0, "the main container does not see the pea's files");
+    let main = a.main_pid("pod").unwrap();
+    let web = slot_pid(&a, "pod", "sidecar-web").unwrap();
+    for kind in ["net", "ipc", "uts"] {
+        assert_eq!(ns(web, kind), ns(main, kind), "{kind}");
+    }
+    for kind in ["mnt", "pid"] {
+        assert_ne!(ns(web, kind), ns(main, kind), "{kind}");
+    }
+    let pids_max = format!(
+        "/sys/fs/cgroup/pids/{}-peas/{pea}/pids.max",
+        a.env.cgroup_parent
+    );
+    assert_eq!(
+        std::fs::read_to_string(pids_max).unwrap().trim(),
+        "50",
+        "its own limits"
+    );
+    let log = a.env.depot.join("pod/processes/sidecar-web-1/output.log");
+    assert!(log.exists(), "logged as every process");
+
+    // The agent killed and started again: nothing is restarted.
+    let pea_init = a.env.init_pid(&pea);
+    agent.kill9();
+    let _agent = a.start();
+    a.wait("reported running again", T, || {
+        a.running("pod")
+            && process_field(&a, "pod", "web", &["state"]).as_deref() == Some("Running")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(a.main_pid("pod"), Some(main));
+    assert_eq!(slot_pid(&a, "pod", "sidecar-web"), Some(web));
+    assert_eq!(a.env.init_pid(&pea), pea_init);
+    assert!(alive(main) && alive(web) && alive(pea_init));
+}
+
+#[test]
+fn share_process_namespace_lets_a_pea_see_the_main_process() {
+    let a = AgentEnv::new("pods-pea-pid");
+    let _agent = a.start();
+    let rootfs = pea_rootfs(&a);
+    a.write("p.yaml", &manifest("pod", &pea_spec(&rootfs, true)));
+    let pea = pea_id("pod", "web");
+    a.wait("the pea running", T, || {
+        a.running("pod") && a.env.exec(&pea, &["cat", "/got"]).1 == "from-main\n"
+    });
+    let main = a.main_pid("pod").unwrap();
+    let web = slot_pid(&a, "pod", "sidecar-web").unwrap();
+    assert_eq!(ns(web, "pid"), ns(main, "pid"));
+    assert_ne!(ns(web, "mnt"), ns(main, "mnt"));
+    let (code, out, err) = a.env.exec(&pea, &["ps"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("httpd -f -p 8080"),
+        "the pea sees the main process: {out}"
+    );
+}
+
+#[test]
+fn destroy_leaves_no_pea_container_mount_or_cgroup() {
+    let a = AgentEnv::new("pods-pea-destroy");
+    let mut agent = a.start();
+    let rootfs = pea_rootfs(&a);
+    a.write("p.yaml", &manifest("pod", &pea_spec(&rootfs, false)));
+    let pea = pea_id("pod", "web");
+    a.wait("the pea running", T, || {
+        a.running("pod") && a.env.runc_status(&pea).as_deref() == Some("running")
+    });
+    let pea_init = a.env.init_pid(&pea);
+    let cgroup = std::path::PathBuf::from(format!(
+        "/sys/fs/cgroup/pids/{}-peas/{pea}",
+        a.env.cgroup_parent
+    ));
+    assert!(cgroup.is_dir(), "{}", cgroup.display());
+    let mount = a.env.depot.join("pod/peas/web/rootfs");
+    assert!(support::is_mounted(&mount));
+
+    // Removed while the agent is down: the next one destroys it at start.
+    agent.kill9();
+    a.remove("p.yaml");
+    let _agent = a.start();
+    a.wait("destroyed", T, || {
+        a.env.runc_status("pod").is_none() && !a.env.depot.join("pod").exists()
+    });
+    assert_eq!(a.env.runc_status(&pea), None, "no pea container");
+    assert!(!support::is_mounted(&mount), "no pea mount");
+    assert!(!cgroup.exists(), "no pea cgroup");
+    assert!(!alive(pea_init));
 }

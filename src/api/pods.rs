@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::probe::Probe;
-use super::types::{ContainerSpec, EnvVar, ProcessSpec, RestartPolicy, Termination};
+use super::types::{ContainerSpec, EnvVar, Limits, ProcessSpec, RestartPolicy, Termination};
 use super::validate::{FieldError, check_process};
 
 /// A process run to completion in the container's rootfs before the main
@@ -59,7 +59,7 @@ impl InitProcess {
 /// sidecar: started before the main process and stopped after it,
 /// supervised, logged and restarted on its own. Its argv is `command` +
 /// `args`.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Sidecar {
     /// Unique among the container's processes; a DNS label. Status and logs
@@ -95,9 +95,26 @@ pub struct Sidecar {
     /// The container is Ready only while it succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness_probe: Option<Probe>,
+    /// Absolute path of a read-only image directory on the node: the
+    /// sidecar is then a pea, an OCI container of its own (its own writable
+    /// overlay, mount namespace and cgroup) that joins the container's
+    /// network, IPC and UTS namespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<String>,
+    /// An OCI image for a pea. Not supported yet: refused at validation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// A pea's own limits (its own cgroup); only with `rootfs`.
+    #[serde(default, skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
 }
 
 impl Sidecar {
+    /// Whether it is a pea: a container of its own beside the main one.
+    pub fn is_pea(&self) -> bool {
+        self.rootfs.is_some() || self.image.is_some()
+    }
+
     /// The argv it runs.
     pub fn argv(&self) -> Vec<String> {
         self.command.iter().chain(&self.args).cloned().collect()
@@ -190,11 +207,59 @@ pub(super) fn check(errs: &mut Vec<FieldError>, spec: &ContainerSpec) {
     for (i, s) in spec.sidecars.iter().enumerate() {
         let at = format!("spec.sidecars[{i}]");
         check_name(errs, &at, &s.name, &mut seen);
+        check_pea(errs, &at, spec, s);
         let process = s.as_process();
         check_process(errs, &at, &process, false);
         for (field, message) in super::probe::probe_errors(&process, &ports) {
             let field = field.replacen("spec.process", &at, 1);
             errs.push(FieldError::new(field, message));
+        }
+    }
+}
+
+/// A pea: a rootfs directory (images are not supported yet), its own
+/// limits, and namespaces it can join.
+fn check_pea(errs: &mut Vec<FieldError>, at: &str, spec: &ContainerSpec, s: &Sidecar) {
+    let mut refuse = |field: &str, message: &str| {
+        errs.push(FieldError::new(format!("{at}.{field}"), message));
+    };
+    if s.image.is_some() {
+        refuse(
+            "image",
+            "images for sidecars are not supported yet: use rootfs",
+        );
+    }
+    if !s.is_pea() {
+        if !s.limits.is_empty() {
+            refuse(
+                "limits",
+                "only a sidecar with a rootfs of its own has limits of its own",
+            );
+        }
+        return;
+    }
+    if let Some(rootfs) = &s.rootfs
+        && !rootfs.starts_with('/')
+    {
+        refuse("rootfs", "must be an absolute path");
+    }
+    if spec.host_users == Some(false) {
+        refuse(
+            "rootfs",
+            "a sidecar with a rootfs of its own cannot join a container with hostUsers: false",
+        );
+    }
+    let exec = |p: &Option<Probe>| p.as_ref().is_some_and(|p| p.exec.is_some());
+    if exec(&s.startup_probe) || exec(&s.liveness_probe) || exec(&s.readiness_probe) {
+        refuse(
+            "readinessProbe",
+            "exec probes of a sidecar with a rootfs of its own are not supported yet",
+        );
+    }
+    if let Err(e) = super::validate::resources(&s.limits) {
+        for err in e.0 {
+            let field = err.field.replacen("spec.", &format!("{at}."), 1);
+            errs.push(FieldError::new(field, err.message));
         }
     }
 }

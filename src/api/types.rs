@@ -111,6 +111,10 @@ pub struct ContainerSpec {
     /// before it (after the init processes), stopped after it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sidecars: Vec<Sidecar>,
+    /// Peas (sidecars with a rootfs of their own) join the container's PID
+    /// namespace too, and see its processes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub share_process_namespace: bool,
     /// When to restart the main process after it exits: Always, OnFailure or Never.
     #[serde(default)]
     pub restart_policy: RestartPolicy,

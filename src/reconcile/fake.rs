@@ -499,6 +499,18 @@ impl ContainerOps for FakeContainers {
         w.probe_answers.get(handle).cloned().unwrap_or(Ok(()))
     }
 
+    async fn ensure_pea(&self, handle: &Handle, name: &str) -> Result<(), ContainerizerError> {
+        self.call("ensure_pea", handle)?;
+        self.journal.note(format!("pea {handle} {name}"));
+        Ok(())
+    }
+
+    async fn destroy_pea(&self, handle: &Handle, name: &str) -> Result<(), ContainerizerError> {
+        self.call("destroy_pea", handle)?;
+        self.journal.note(format!("destroy pea {handle} {name}"));
+        Ok(())
+    }
+
     fn signal(&self, handle: &Handle, id: &str, signal: i32) -> Result<(), ContainerizerError> {
         self.call("signal", handle)?;
         self.journal.note(format!("signal {handle} {id} {signal}"));

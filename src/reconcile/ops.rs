@@ -103,6 +103,11 @@ pub trait ContainerOps: Send + Sync + 'static {
         handle: &Handle,
         spec: &RunSpec,
     ) -> impl Future<Output = Result<Self::Run>> + Send;
+    /// Make pea `name` of `handle` (a sidecar with a rootfs of its own)
+    /// unless it runs.
+    fn ensure_pea(&self, handle: &Handle, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Destroy pea `name` of `handle`; missing is success.
+    fn destroy_pea(&self, handle: &Handle, name: &str) -> impl Future<Output = Result<()>> + Send;
     /// Send `signal` to process `id` of `handle`, through its supervisor.
     fn signal(&self, handle: &Handle, id: &str, signal: i32) -> Result<()>;
     /// End process `id` where nothing watches it; true when one was.
@@ -242,6 +247,14 @@ impl<R: OciRuntime, M: Mounter> ContainerOps for Containerizer<R, M> {
 
     fn signal(&self, handle: &Handle, id: &str, signal: i32) -> Result<()> {
         Containerizer::signal(self, handle, id, signal)
+    }
+
+    async fn ensure_pea(&self, handle: &Handle, name: &str) -> Result<()> {
+        Containerizer::ensure_pea(self, handle, name).await
+    }
+
+    async fn destroy_pea(&self, handle: &Handle, name: &str) -> Result<()> {
+        Containerizer::destroy_pea(self, handle, name).await
     }
 
     async fn kill_lost(&self, handle: &Handle, id: &str) -> Result<bool> {

@@ -257,6 +257,9 @@ pub fn classify(have: &ContainerSpec, want: &ContainerSpec) -> Change {
         init_processes,
         // Each is stopped and started on its own (sidecar_plan).
         sidecars: _,
+        // Fixed in the peas' bundles when they are made: simplest made
+        // again with everything.
+        share_process_namespace,
         mounts,
         privileged,
         security_context,
@@ -272,6 +275,7 @@ pub fn classify(have: &ContainerSpec, want: &ContainerSpec) -> Change {
         || have.env != *env
         || have.process != *process
         || have.init_processes != *init_processes
+        || have.share_process_namespace != *share_process_namespace
         || have.mounts != *mounts
         || have.privileged != *privileged
         || have.security_context != *security_context

@@ -93,7 +93,19 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         };
         let slot = sidecar_slot(&sidecar.name);
         let name = &sidecar.name;
-        match self.start_run(handle, &slot, &process, restart_delay).await {
+        let pea = sidecar.is_pea().then_some(name.as_str());
+        if let Some(pea) = pea
+            && let Err(e) = self.containerizer.ensure_pea(handle, pea).await
+        {
+            let msg = format!("Error: sidecar {name}: {e}");
+            self.event(desired, handle, EventType::Warning, Reason::Failed, msg)
+                .await;
+            return Err(e);
+        }
+        match self
+            .start_run(handle, &slot, &process, pea, restart_delay)
+            .await
+        {
             Ok(Ok(_)) => {
                 let msg = format!("Started sidecar {name}");
                 self.event(desired, handle, EventType::Normal, Reason::Started, msg)
@@ -173,6 +185,11 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
                 .await;
             self.stop_run(handle, &id, grace_period(have)).await?;
         }
+        if sidecar.is_pea() {
+            self.containerizer
+                .destroy_pea(handle, &sidecar.name)
+                .await?;
+        }
         self.containerizer
             .save_slot_file(handle, &slot, &MainFile::default())?;
         for n in file.runs.saturating_sub(1)..=file.runs {
@@ -225,6 +242,33 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             tracing::debug!(%handle, error = %e, "stopping the main process before its sidecars");
         }
         grace.saturating_sub(started.elapsed())
+    }
+
+    /// Stop every running sidecar of `spec`, together, within `grace`:
+    /// after the main process, and before what is left of the container is
+    /// stopped at once (a pea's processes are in a cgroup of their own).
+    pub(super) async fn stop_sidecars(
+        &self,
+        handle: &Handle,
+        spec: &ContainerSpec,
+        grace: Duration,
+    ) {
+        let ids: Vec<String> = spec
+            .sidecars
+            .iter()
+            .filter_map(|s| {
+                let slot = sidecar_slot(&s.name);
+                self.containerizer
+                    .slot_file(handle, &slot)
+                    .current_slot_id(&slot)
+            })
+            .collect();
+        let stops = ids.iter().map(|id| self.stop_run(handle, id, grace));
+        for (id, result) in ids.iter().zip(futures_util::future::join_all(stops).await) {
+            if let Err(e) = result {
+                tracing::debug!(%handle, process = %id, error = %e, "stopping a sidecar");
+            }
+        }
     }
 
     /// Fill in what the probes of each running sidecar say.

@@ -47,6 +47,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             grace = self
                 .stop_main_first(handle, obs.main_process.as_ref(), &record.spec, grace)
                 .await;
+            self.stop_sidecars(handle, &record.spec, grace).await;
             self.event(
                 desired,
                 handle,
@@ -147,7 +148,9 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         let Some(process) = self.main_process(handle, spec)? else {
             return Ok(());
         };
-        let started = self.start_run(handle, MAIN, &process, restart_delay).await;
+        let started = self
+            .start_run(handle, MAIN, &process, None, restart_delay)
+            .await;
         match started {
             Ok(Ok(p)) => {
                 // The same words for every run, as kubelet's "Started
@@ -220,7 +223,10 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         };
         let slot = init_slot(&init.name);
         let name = &init.name;
-        match self.start_run(handle, &slot, &process, restart_delay).await {
+        match self
+            .start_run(handle, &slot, &process, None, restart_delay)
+            .await
+        {
             Ok(Ok(_)) => {
                 let msg = format!("Started init process {name}");
                 self.event(desired, handle, EventType::Normal, Reason::Started, msg)
@@ -289,13 +295,15 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
     }
 
     /// Start the next run of process `slot` (the main process, or an init
-    /// process). `Ok(Err(_))` when it was started and failed at once:
-    /// recorded in its exit file, it ended.
+    /// process, a sidecar), in pea `pea` when it has one. `Ok(Err(_))`
+    /// when it was started and failed at once: recorded in its exit file,
+    /// it ended.
     pub(super) async fn start_run(
         &self,
         handle: &Handle,
         slot: &str,
         process: &ProcessSpec,
+        pea: Option<&str>,
         restart_delay: Option<Duration>,
     ) -> Result<Result<C::Run, ProcessError>, ContainerizerError> {
         if restart_delay.is_some() {
@@ -310,6 +318,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             user: process.user.clone(),
             log_max_bytes: Some(self.config.log_max_bytes),
             log_max_files: Some(self.config.log_max_files),
+            pea: pea.map(str::to_string),
             ..RunSpec::default()
         };
         match self.containerizer.run(handle, &run).await {
@@ -397,6 +406,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         let grace = self
             .stop_main_first(handle, main.as_ref(), spec, grace)
             .await;
+        self.stop_sidecars(handle, spec, grace).await;
         self.event(
             desired,
             handle,
