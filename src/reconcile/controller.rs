@@ -390,6 +390,10 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
                     .await
                     .map_err(ReconcileError::StartMain)?,
                 (Step::StopMain, Some(spec)) => self.stop_main(handle, desired, spec).await?,
+                (Step::KillUnhealthy { probe }, Some(spec)) if !spec.sidecars.is_empty() => {
+                    self.kill_unhealthy_main(handle, desired, spec, probe)
+                        .await?
+                }
                 (Step::KillUnhealthy { probe }, Some(spec)) => {
                     self.kill_unhealthy(handle, desired, spec, probe).await?
                 }

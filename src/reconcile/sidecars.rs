@@ -201,6 +201,33 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         Ok(())
     }
 
+    /// Kill the main process, which failed `probe`, and nothing beside it:
+    /// its sidecars run on (the restart policy takes the main process from
+    /// there, as after any exit).
+    pub(super) async fn kill_unhealthy_main(
+        &self,
+        handle: &Handle,
+        desired: Option<&Desired>,
+        spec: &ContainerSpec,
+        probe: ProbeKind,
+    ) -> Result<(), ContainerizerError> {
+        self.announce_probe_failures(handle, desired).await;
+        let grace = self
+            .pre_stop(handle, desired, spec, grace_period(spec))
+            .await;
+        let msg = format!(
+            "Main process failed {} probe, will be restarted",
+            probe.as_str().to_lowercase()
+        );
+        self.event(desired, handle, EventType::Normal, Reason::Killing, msg)
+            .await;
+        self.prober.stop(handle);
+        let Some(id) = self.containerizer.main_file(handle).current_id() else {
+            return Ok(());
+        };
+        self.stop_run(handle, &id, grace).await
+    }
+
     /// Stop run `id` alone: SIGTERM, then SIGKILL after `grace`.
     pub(super) async fn stop_run(
         &self,
