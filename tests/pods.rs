@@ -57,8 +57,9 @@ fn slot_pid(a: &AgentEnv, name: &str, slot: &str) -> Option<i32> {
     pid.ok()?.trim().parse().ok()
 }
 
+/// Running: neither gone nor a zombie (this machine's PID 1 reaps late).
 fn alive(pid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+    !support::ended(pid)
 }
 
 fn kill(pid: i32) {
