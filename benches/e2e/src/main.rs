@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE]
-//!              [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp]
+//!              [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp,pods]
 //! ```
 //!
 //! `--quick` runs every figure with a handful of samples, to try changes;
@@ -30,6 +30,8 @@ mod network;
 mod network_report;
 mod oci_image;
 mod phases;
+// Issue 17 (pods): drop to running of a container with a sidecar and a pea.
+mod pods;
 mod procfs;
 mod raw;
 mod reaper;
@@ -116,7 +118,7 @@ struct Args {
     findings: PathBuf,
 }
 
-const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp]";
+const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp,pods]";
 
 fn number(p: PathBuf) -> Result<usize> {
     p.to_string_lossy()
@@ -135,7 +137,7 @@ fn parse_args() -> Result<Args> {
         out: PathBuf::from("BENCHMARKS.md"),
         sizes: FULL,
         phases: [
-            "runc", "crun", "steady", "images", "network", "userns", "seccomp",
+            "runc", "crun", "steady", "images", "network", "userns", "seccomp", "pods",
         ]
         .map(String::from)
         .to_vec(),
@@ -267,6 +269,10 @@ fn run(args: &Args) -> Result<Results> {
     }
     if wants("seccomp") {
         results.seccomp = Some(phase("seccomp", || seccomp::phase(&run))?);
+    }
+    if wants("pods") {
+        let r = phase("pods", || pods::phase(&run))?;
+        results.notes.push(r.summary());
     }
     Ok(results)
 }
