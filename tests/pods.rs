@@ -450,6 +450,24 @@ fn destroy_leaves_no_pea_container_mount_or_cgroup() {
 
     // Removed while the agent is down: the next one destroys it at start.
     agent.kill9();
+    // And a pea a killed agent left half-made: its directory and overlay,
+    // no runtime container yet.
+    let ghost = a.env.depot.join("pod/peas/ghost");
+    for sub in ["rootfs", "upper", "work"] {
+        std::fs::create_dir_all(ghost.join(sub)).unwrap();
+    }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        support::image().display(),
+        ghost.join("upper").display(),
+        ghost.join("work").display()
+    );
+    let status = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &options])
+        .arg(ghost.join("rootfs"))
+        .status()
+        .unwrap();
+    assert!(status.success());
     a.remove("p.yaml");
     let _agent = a.start();
     a.wait("destroyed", T, || {
@@ -457,6 +475,10 @@ fn destroy_leaves_no_pea_container_mount_or_cgroup() {
     });
     assert_eq!(a.env.runc_status(&pea), None, "no pea container");
     assert!(!support::is_mounted(&mount), "no pea mount");
+    assert!(
+        !support::is_mounted(&ghost.join("rootfs")),
+        "no mount of the half-made pea"
+    );
     assert!(!cgroup.exists(), "no pea cgroup");
     assert!(!alive(pea_init));
 }

@@ -341,6 +341,47 @@ mod tests {
     }
 
     #[test]
+    fn a_pea_needs_a_rootfs_directory_and_namespaces_it_can_join() {
+        let pea = |s: Sidecar| ContainerSpec {
+            rootfs: "/r".into(),
+            sidecars: vec![Sidecar {
+                name: "p".into(),
+                args: vec!["x".into()],
+                ..s
+            }],
+            ..ContainerSpec::default()
+        };
+        let fields = |spec: &ContainerSpec| -> Vec<String> {
+            validate(spec)
+                .err()
+                .map_or(vec![], |e| e.0.into_iter().map(|e| e.field).collect())
+        };
+        let ok = pea(Sidecar {
+            rootfs: Some("/pea".into()),
+            ..Sidecar::default()
+        });
+        assert_eq!(fields(&ok), Vec::<String>::new());
+        let image = pea(Sidecar {
+            image: Some("busybox".into()),
+            ..Sidecar::default()
+        });
+        assert_eq!(fields(&image), ["spec.sidecars[0].image"]);
+        let relative = pea(Sidecar {
+            rootfs: Some("pea".into()),
+            ..Sidecar::default()
+        });
+        assert_eq!(fields(&relative), ["spec.sidecars[0].rootfs"]);
+        let mut limited = pea(Sidecar::default());
+        limited.sidecars[0].limits.pids = Some(5);
+        assert_eq!(fields(&limited), ["spec.sidecars[0].limits"]);
+        let userns = ContainerSpec {
+            host_users: Some(false),
+            ..ok
+        };
+        assert!(fields(&userns).contains(&"spec.sidecars[0].rootfs".to_string()));
+    }
+
+    #[test]
     fn init_processes_need_a_unique_name_and_an_argv() {
         let ok = with_inits(vec![init("a", &["/bin/true"]), init("b-2", &["x"])]);
         assert_eq!(validate(&ok), Ok(()));
