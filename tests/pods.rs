@@ -337,9 +337,9 @@ fn ns(pid: i32, kind: &str) -> std::path::PathBuf {
     std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap()
 }
 
-/// The pea's runtime id: `<handle>.pea-<name>`.
+/// The pea's runtime id: `<handle>+pea-<name>`.
 fn pea_id(name: &str, pea: &str) -> String {
-    format!("{name}.pea-{pea}")
+    format!("{name}+pea-{pea}")
 }
 
 fn pea_spec(rootfs: &std::path::Path, share: bool) -> String {

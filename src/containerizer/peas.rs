@@ -45,13 +45,16 @@ pub fn pea_spec(container: &ContainerSpec, sidecar: &Sidecar) -> ContainerSpec {
 }
 
 impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
-    /// The runtime's id of pea `name` of `handle`.
+    /// The runtime's id of pea `name` of `handle`: `<handle>+pea-<name>`,
+    /// hashed when that is too long. No container's handle has a `+` (file
+    /// names are DNS subdomains, resources' handles `k8s_<ns>_<name>`), so
+    /// a pea's id never meets one.
     pub fn pea_id(&self, handle: &Handle, name: &str) -> Handle {
-        let plain = format!("{handle}.pea-{name}");
+        let plain = format!("{handle}+pea-{name}");
         Handle::new(&plain).unwrap_or_else(|_| {
             let hash = crate::api::handle::fnv1a64(plain.as_bytes());
             // Only hex digits and a known prefix: always a handle.
-            Handle::new(format!("pea-{hash:016x}")).unwrap_or_else(|_| handle.clone())
+            Handle::new(format!("pea+{hash:016x}")).unwrap_or_else(|_| handle.clone())
         })
     }
 
