@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE]
-//!              [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp,probes]
+//!              [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp,probes,pods]
 //! ```
 //!
 //! `--quick` runs every figure with a handful of samples, to try changes;
@@ -30,6 +30,8 @@ mod network;
 mod network_report;
 mod oci_image;
 mod phases;
+// Issue 17 (pods): drop to running of a container with a sidecar and a pea.
+mod pods;
 mod probes;
 mod probes_report;
 mod procfs;
@@ -118,7 +120,7 @@ struct Args {
     findings: PathBuf,
 }
 
-const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp,probes]";
+const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp,probes,pods]";
 
 fn number(p: PathBuf) -> Result<usize> {
     p.to_string_lossy()
@@ -137,7 +139,7 @@ fn parse_args() -> Result<Args> {
         out: PathBuf::from("BENCHMARKS.md"),
         sizes: FULL,
         phases: [
-            "runc", "crun", "steady", "images", "network", "userns", "seccomp", "probes",
+            "runc", "crun", "steady", "images", "network", "userns", "seccomp", "probes", "pods",
         ]
         .map(String::from)
         .to_vec(),
@@ -272,6 +274,10 @@ fn run(args: &Args) -> Result<Results> {
     }
     if wants("probes") {
         results.probes = Some(phase("probes", || probes::phase(&run))?);
+    }
+    if wants("pods") {
+        let r = phase("pods", || pods::phase(&run))?;
+        results.notes.push(r.summary());
     }
     Ok(results)
 }
