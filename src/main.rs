@@ -2,15 +2,16 @@
 
 use anyhow::Context;
 use clap::Parser;
-use rundmc::cli::{Cli, Command, LogFormat, NstarDirection};
+use rundmc::cli::{Cli, Command, LogFormat, NstarDirection, ops};
 use rundmc::containerizer::nstar;
 
 fn main() -> anyhow::Result<()> {
     rundmc_shim::abort_on_panic();
     let cli = Cli::parse();
     match cli.command {
-        Command::Agent(args) => {
+        Command::Agent(mut args) => {
             init_logging(args.log_format, "info");
+            args.api_socket = cli.api_socket.clone();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -35,6 +36,16 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Ps(_) | Command::Get(_) | Command::Describe(_) => {
+            init_logging(LogFormat::Text, "warn");
+            let code = operator(cli);
+            std::process::exit(code);
+        }
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "rundmc", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Crd(args) => {
             print!(
                 "{}",
@@ -54,6 +65,36 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
             Ok(())
+        }
+    }
+}
+
+/// Run an operator verb against the agent's API; its exit code.
+fn operator(cli: Cli) -> i32 {
+    let client = ops::client::Client::new(ops::socket(cli.api_socket));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rundmc: cannot start the async runtime: {e}");
+            return ops::client::EXIT_FAILED;
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Ps(a) => ops::ps(&client, a).await,
+            Command::Get(a) => ops::get(&client, a).await,
+            Command::Describe(a) => ops::describe(&client, a).await,
+            _ => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("rundmc: {e}");
+            e.exit_code()
         }
     }
 }

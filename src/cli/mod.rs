@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub mod agent;
 pub mod image;
 pub mod lock;
+pub mod ops;
 
 /// rundmc keeps this machine's containers equal to what is declared for it.
 #[derive(Debug, Parser)]
@@ -16,6 +17,10 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// The agent's API socket (the agent serves it; the other verbs use it).
+    /// Default: /run/rundmc/rundmc.sock, the agent's `<state-dir>/rundmc.sock`.
+    #[arg(long, global = true, env = "RUNDMC_API_SOCKET", value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
 }
 
 /// The subcommands.
@@ -27,6 +32,17 @@ pub enum Command {
     Crd(CrdArgs),
     /// Pull, list, remove, prune and import images in the node's image store.
     Image(ImageArgs),
+    /// List containers, with their phase, readiness and restarts.
+    Ps(ops::PsArgs),
+    /// Show one container (`-o yaml|json`: as a resource, with its status).
+    Get(ops::GetArgs),
+    /// Show one container in detail: spec, status, conditions, processes, events.
+    Describe(ops::DescribeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Stream a tar into or out of a container's mount namespace (internal).
     #[command(hide = true)]
     Nstar(NstarArgs),
@@ -358,6 +374,15 @@ pub struct AgentArgs {
     /// node's).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub host_users_default: bool,
+
+    // --- Operator access (issue 18): the local API ---
+    /// The API socket; set from the global `--api-socket`, else
+    /// `<state-dir>/rundmc.sock`.
+    #[arg(skip)]
+    pub api_socket: Option<PathBuf>,
+    /// The group (name or gid) that may use the API socket besides root.
+    #[arg(long, value_name = "GROUP")]
+    pub api_group: Option<String>,
 }
 
 /// A capability name for `--allowed-capabilities`.
