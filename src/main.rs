@@ -36,7 +36,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Ps(_) | Command::Get(_) | Command::Describe(_) => {
+        Command::Ps(_) | Command::Get(_) | Command::Describe(_) | Command::Logs(_) => {
             init_logging(LogFormat::Text, "warn");
             let code = operator(cli);
             std::process::exit(code);
@@ -87,6 +87,7 @@ fn operator(cli: Cli) -> i32 {
             Command::Ps(a) => ops::ps(&client, a).await,
             Command::Get(a) => ops::get(&client, a).await,
             Command::Describe(a) => ops::describe(&client, a).await,
+            Command::Logs(a) => ops::logs::logs(&client, a).await,
             _ => Ok(()),
         }
     });

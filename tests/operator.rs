@@ -134,3 +134,91 @@ fn only_root_and_the_api_group_may_use_the_socket() {
     assert_eq!(other.status.code(), Some(77), "{err}");
     assert!(err.contains("permission denied"), "{err}");
 }
+
+#[test]
+fn logs_follow_keeps_every_line_across_rotations() {
+    let mut a = AgentEnv::new("op-logs-f");
+    a.extra = [
+        "--container-log-max-size",
+        "1Ki",
+        "--container-log-max-files",
+        "3",
+    ]
+    .map(String::from)
+    .to_vec();
+    let _agent = a.start();
+    let spec = "  process:\n    args: [\"/bin/sh\", \"-c\", \"i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.01; done\"]\n";
+    a.write("web.yaml", &manifest("web", spec));
+    a.wait("web running", T, || a.running("web"));
+
+    let mut follower = op::command(&a, &["logs", "-f", "web"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let number = |l: &str| l.strip_prefix("line-").unwrap().parse::<u64>().unwrap();
+    let first = number(&rx.recv_timeout(T).unwrap());
+    let mut last = first;
+    // About 20 records fit a 1 KiB file: 300 lines cross about 15 rotations.
+    while last < first + 300 {
+        let line = rx.recv_timeout(T).expect("logs -f stopped delivering");
+        assert_eq!(
+            number(&line),
+            last + 1,
+            "a line lost or repeated after line-{last}"
+        );
+        last += 1;
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let dir = a.main_dir("web").unwrap();
+    assert!(dir.join("output.log.2").exists(), "the log rotated");
+}
+
+#[test]
+fn logs_split_streams_and_take_tail_since_timestamps_and_previous() {
+    let a = AgentEnv::new("op-logs");
+    let _agent = a.start();
+    let spec = "  process:\n    args: [\"/bin/sh\", \"-c\", \"if [ -e /tmp/ran ]; then echo second; exec sleep 3600; fi; touch /tmp/ran; echo out-a; echo err-b >&2; sleep 0.2; echo out-c; exit 1\"]\n";
+    a.write("web.yaml", &manifest("web", spec));
+    a.wait("the second run", T, || {
+        a.running("web") && a.main_log("web").contains("second")
+    });
+
+    let (code, out, err) = op::run(&a, &["logs", "web"]);
+    assert_eq!((code, out.as_str()), (0, "second\n"), "{err}");
+    let (code, out, err) = op::run(&a, &["logs", "--previous", "web"]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (0, "out-a\nout-c\n", "err-b\n")
+    );
+    let (_, out, err) = op::run(&a, &["logs", "-p", "--tail", "1", "web"]);
+    assert_eq!((out.as_str(), err.as_str()), ("out-c\n", ""));
+    let (_, out, _) = op::run(&a, &["logs", "-p", "--timestamps", "web"]);
+    for line in out.lines() {
+        let (ts, text) = line.split_once(' ').unwrap();
+        assert!(
+            humantime::parse_rfc3339(ts).is_ok() && text.starts_with("out-"),
+            "{line}"
+        );
+    }
+    let (_, out, _) = op::run(&a, &["logs", "-p", "--since", "1h", "web"]);
+    assert_eq!(out, "out-a\nout-c\n");
+    let (_, out, err) = op::run(
+        &a,
+        &["logs", "-p", "--since", "2999-01-01T00:00:00Z", "web"],
+    );
+    assert_eq!((out.as_str(), err.as_str()), ("", ""));
+    let (code, _, err) = op::run(&a, &["logs", "--process", "main-9", "web"]);
+    assert_eq!(code, 66, "{err}");
+    assert!(err.contains("no process \"main-9\""), "{err}");
+}

@@ -38,6 +38,8 @@ pub enum Command {
     Get(ops::GetArgs),
     /// Show one container in detail: spec, status, conditions, processes, events.
     Describe(ops::DescribeArgs),
+    /// Print a container's log (its main process's, or another process's).
+    Logs(ops::logs::LogsArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion {
         /// The shell.

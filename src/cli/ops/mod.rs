@@ -10,9 +10,10 @@ use std::time::SystemTime;
 use clap::ValueEnum;
 
 pub mod client;
+pub mod logs;
 pub mod show;
 
-use crate::server::local::escape;
+pub(crate) use crate::server::local::escape;
 use crate::server::local::wire::{Detail, Summary};
 use client::{Client, ClientError};
 

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -21,6 +21,7 @@ use hyper_util::rt::TokioIo;
 use thiserror::Error;
 use tokio::net::UnixListener;
 
+pub mod logs;
 pub mod node;
 pub mod wire;
 
@@ -28,7 +29,7 @@ use node::Node;
 use wire::{ApiError, ErrorKind};
 
 /// A response body: whole, or streamed.
-pub type Body = BoxBody<Bytes, std::io::Error>;
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// Why the API socket could not be set up.
 #[derive(Debug, Error)]
@@ -189,7 +190,16 @@ pub fn flag(q: &HashMap<String, String>, key: &str) -> bool {
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never: Infallible| match never {})
-        .boxed()
+        .boxed_unsync()
+}
+
+/// A body streamed from a channel; it ends when every sender is gone.
+pub fn channel_body(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Body {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((Ok(hyper::body::Frame::data(chunk)), rx))
+    });
+    StreamBody::new(stream).boxed_unsync()
 }
 
 /// A JSON response.
@@ -234,6 +244,7 @@ async fn route(node: &Node, req: Request<Incoming>) -> Response<Body> {
             Ok(json(StatusCode::OK, &node.list(all).await))
         }
         (&Method::GET, ["containers", name]) => get(node, name).await,
+        (&Method::GET, ["containers", name, "logs"]) => container_logs(node, name, &req),
         _ => Err(ApiError::new(
             ErrorKind::NotFound,
             format!("{} {path}: no such endpoint", req.method()),
@@ -245,6 +256,22 @@ async fn route(node: &Node, req: Request<Incoming>) -> Response<Body> {
 async fn get(node: &Node, name: &str) -> Result<Response<Body>, ApiError> {
     let handle = node.resolve(name)?;
     Ok(json(StatusCode::OK, &node.detail(&handle).await?))
+}
+
+fn container_logs(
+    node: &Node,
+    name: &str,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let handle = node.resolve(name)?;
+    let q = logs::LogQuery::parse(&query(req))?;
+    let dir = logs::process_dir(node, name, &handle, &q)?;
+    let mut r = Response::new(logs::stream(dir, q));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(r)
 }
 
 #[cfg(test)]

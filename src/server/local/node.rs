@@ -12,6 +12,7 @@ use crate::api::{ContainerSpec, ContainerStatus, Desired, Handle, Origin};
 use crate::containerizer::Containerizer;
 use crate::containerizer::depot::ContainerRecord;
 use crate::process::ProcState;
+use crate::reconcile::history::{MainFile, run_id};
 use crate::reconcile::store::Store;
 use crate::report::Reporters;
 use crate::runtime::Runc;
@@ -141,6 +142,15 @@ impl Node {
                 }
             })
             .collect()
+    }
+
+    /// The id of `handle`'s current main run, or the one before it.
+    pub fn main_run(&self, handle: &Handle, previous: bool) -> Option<String> {
+        let main = MainFile::load(&self.containerizer.bundle_dir(handle));
+        match previous {
+            false => main.current_id(),
+            true => (main.runs > 1).then(|| run_id(main.runs - 1)),
+        }
     }
 
     /// The newest events about `handle` in the event log.
