@@ -36,7 +36,11 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Ps(_) | Command::Get(_) | Command::Describe(_) | Command::Logs(_) => {
+        Command::Ps(_)
+        | Command::Get(_)
+        | Command::Describe(_)
+        | Command::Logs(_)
+        | Command::Exec(_) => {
             init_logging(LogFormat::Text, "warn");
             let code = operator(cli);
             std::process::exit(code);
@@ -84,15 +88,16 @@ fn operator(cli: Cli) -> i32 {
     };
     let result = runtime.block_on(async {
         match &cli.command {
-            Command::Ps(a) => ops::ps(&client, a).await,
-            Command::Get(a) => ops::get(&client, a).await,
-            Command::Describe(a) => ops::describe(&client, a).await,
-            Command::Logs(a) => ops::logs::logs(&client, a).await,
-            _ => Ok(()),
+            Command::Ps(a) => ops::ps(&client, a).await.map(|()| 0),
+            Command::Get(a) => ops::get(&client, a).await.map(|()| 0),
+            Command::Describe(a) => ops::describe(&client, a).await.map(|()| 0),
+            Command::Logs(a) => ops::logs::logs(&client, a).await.map(|()| 0),
+            Command::Exec(a) => ops::exec::exec(&client, a).await,
+            _ => Ok(0),
         }
     });
     match result {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("rundmc: {e}");
             e.exit_code()

@@ -222,3 +222,142 @@ fn logs_split_streams_and_take_tail_since_timestamps_and_previous() {
     assert_eq!(code, 66, "{err}");
     assert!(err.contains("no process \"main-9\""), "{err}");
 }
+
+/// (state, exit code) of the exec processes `describe` lists, oldest first.
+fn exec_rows(describe: &str) -> Vec<(String, String)> {
+    describe
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.first().is_some_and(|id| id.starts_with("exec-")) && f.len() >= 4)
+        .map(|f| (f[2].to_string(), f[3].to_string()))
+        .collect()
+}
+
+#[test]
+fn exec_keeps_stdout_and_stderr_apart_and_passes_the_exit_code() {
+    let a = AgentEnv::new("op-exec");
+    let _agent = a.start();
+    a.write("web.yaml", &manifest("web", SLEEPER));
+    a.wait("web running", T, || a.running("web"));
+
+    let script = "echo out; echo err >&2; exit 5";
+    let (code, out, err) = op::run(&a, &["exec", "web", "--", "sh", "-c", script]);
+    assert_eq!((code, out.as_str(), err.as_str()), (5, "out\n", "err\n"));
+
+    let script = "id -u; pwd; echo $K";
+    let args = [
+        "exec", "-u", "1000", "-w", "/tmp", "-e", "K=V", "web", "--", "sh", "-c", script,
+    ];
+    let (code, out, err) = op::run(&a, &args);
+    assert_eq!((code, out.as_str()), (0, "1000\n/tmp\nV\n"), "{err}");
+
+    let mut cat = op::command(&a, &["exec", "-i", "web", "--", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = cat.stdin.take().unwrap();
+        stdin.write_all(b"hello\nworld\n").unwrap();
+    } // closed: cat sees the end of its input and exits
+    let out = cat.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\nworld\n");
+
+    let (code, _, err) = op::run(&a, &["exec", "web", "--", "/no/such/command"]);
+    assert_eq!(code, 127, "{err}");
+    assert!(err.contains("/no/such/command"), "{err}");
+
+    // Each exec is a process of the container like any other: reaped, its
+    // exit recorded.
+    let (_, out, _) = op::run(&a, &["get", "web", "-o", "json"]);
+    assert!(out.contains("\"kind\": \"Container\""), "{out}");
+    let (_, out, _) = op::run(&a, &["describe", "web"]);
+    let execs = exec_rows(&out);
+    assert_eq!(execs.len(), 4, "{out}");
+    assert!(execs.iter().all(|(state, _)| state == "Exited"), "{out}");
+    let codes: Vec<&str> = execs.iter().map(|(_, code)| code.as_str()).collect();
+    assert_eq!(codes, ["5", "0", "0", "128"], "{out}");
+}
+
+#[test]
+fn exec_with_a_terminal_sizes_resizes_and_exits_with_the_shell() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+
+    let a = AgentEnv::new("op-tty");
+    let _agent = a.start();
+    a.write("web.yaml", &manifest("web", SLEEPER));
+    a.wait("web running", T, || a.running("web"));
+
+    let size = |rows, cols| nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size(24, 80)), None).unwrap();
+    let mut cmd = op::command(&a, &["exec", "-i", "-t", "web", "--", "/bin/sh"]);
+    cmd.stdin(pty.slave.try_clone().unwrap())
+        .stdout(pty.slave.try_clone().unwrap())
+        .stderr(pty.slave.try_clone().unwrap());
+    // SAFETY: only async-signal-safe calls between fork and exec: the
+    // client gets a session whose controlling terminal is the pty, so a
+    // resize sends it SIGWINCH as a terminal emulator's would.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()?;
+            match libc::ioctl(0, libc::TIOCSCTTY, 0) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd);
+    drop(pty.slave);
+    let master = pty.master;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut reader = std::fs::File::from(master.try_clone().unwrap());
+    let sink = seen.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                return;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let mut writer = std::fs::File::from(master.try_clone().unwrap());
+    let mut ask_size_until = |want: &str| {
+        let found = support::eventually(T, || {
+            writer.write_all(b"stty size\n").unwrap();
+            support::eventually(Duration::from_secs(1), || {
+                seen.lock().unwrap().contains(want)
+            })
+        });
+        assert!(
+            found,
+            "no {want:?} from stty size; the terminal showed:\n{}",
+            seen.lock().unwrap()
+        );
+    };
+    ask_size_until("24 80");
+    // SAFETY: TIOCSWINSZ reads one winsize through a valid pointer.
+    let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size(40, 100)) };
+    assert_eq!(rc, 0);
+    ask_size_until("40 100");
+    writer.write_all(b"exit 3\n").unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "{}", seen.lock().unwrap());
+    let (_, out, _) = op::run(&a, &["describe", "web"]);
+    assert_eq!(
+        exec_rows(&out),
+        [("Exited".to_string(), "3".to_string())],
+        "{out}"
+    );
+}

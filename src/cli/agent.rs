@@ -491,6 +491,7 @@ async fn serve_local_api(
         store: Arc::clone(store),
         reporters: Arc::clone(reporters),
         events_path: args.state_dir.join("events.jsonl"),
+        console_dir: args.state_dir.join("console"),
     };
     crate::server::local::serve(config, node).await?;
     tracing::info!(socket = %path.display(), "serving the local API");

@@ -40,6 +40,8 @@ pub enum Command {
     Describe(ops::DescribeArgs),
     /// Print a container's log (its main process's, or another process's).
     Logs(ops::logs::LogsArgs),
+    /// Run a command in a container (`-it` for a shell).
+    Exec(ops::exec::ExecArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion {
         /// The shell.

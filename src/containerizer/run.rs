@@ -34,6 +34,21 @@ pub struct RunSpec {
     pub log_max_bytes: Option<u64>,
     /// Log files kept; the supervisor's default when `None`.
     pub log_max_files: Option<u32>,
+    /// A terminal instead of pipes (`rundmc exec -t`, issue 18).
+    pub terminal: Option<Terminal>,
+}
+
+/// A terminal for a process: the runtime makes a pty of this size and
+/// sends its master over the unix socket listening at `socket` (runc's
+/// `--console-socket`); the process's output then bypasses the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Terminal {
+    /// Where the caller listens for the pty master.
+    pub socket: PathBuf,
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
 }
 
 impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
@@ -50,7 +65,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         check_non_root(handle, &record.spec, &user)?;
         let id = spec.id.clone().unwrap_or_else(generate_id);
         let dir = self.make_process_dir(handle, &paths.processes(), &id)?;
-        let process = bundle::process_spec(&ProcessInput {
+        let mut process = bundle::process_spec(&ProcessInput {
             container: &record.spec,
             args: &spec.args,
             env: &spec.env,
@@ -59,6 +74,15 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             nofile_hard: super::create::nofile_hard(),
             bounding_set: super::create::bounding_set(),
         });
+        if let Some(t) = &spec.terminal {
+            let size = oci_spec::runtime::BoxBuilder::default()
+                .height(u64::from(t.rows))
+                .width(u64::from(t.cols))
+                .build()
+                .ok();
+            process.set_terminal(Some(true));
+            process.set_console_size(size);
+        }
         fsutil::write_json_with(
             &dir.join(PROCESS_JSON),
             &process,
@@ -107,12 +131,17 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
 
     /// What the supervisor of process `id` is started with.
     fn launch(&self, handle: &Handle, spec: &RunSpec, id: &str, dir: &Path) -> Launch {
-        let argv = self.runtime.exec_argv(
+        let mut argv = self.runtime.exec_argv(
             handle.as_str(),
             &dir.join(PROCESS_JSON),
             &dir.join(PID_FILE),
             &dir.join(RUNTIME_LOG),
         );
+        if let Some(t) = &spec.terminal {
+            // Before the container id, which ends the exec's argv.
+            let at = argv.len().saturating_sub(1);
+            argv.splice(at..at, ["--console-socket".into(), t.socket.clone().into()]);
+        }
         let mut launch = Launch::new(id, dir, argv);
         launch.stdin = spec.stdin;
         launch.oom_file = self.cgroup(handle).oom_counter_file().ok();

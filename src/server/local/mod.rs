@@ -21,6 +21,9 @@ use hyper_util::rt::TokioIo;
 use thiserror::Error;
 use tokio::net::UnixListener;
 
+pub mod console;
+pub mod exec;
+pub mod frame;
 pub mod logs;
 pub mod node;
 pub mod wire;
@@ -82,7 +85,7 @@ pub async fn serve(config: SocketConfig, node: Node) -> Result<(), LocalApiError
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let node = Arc::clone(&node);
-                    async move { Ok::<_, Infallible>(route(&node, req).await) }
+                    async move { Ok::<_, Infallible>(route(node, req).await) }
                 });
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -220,7 +223,7 @@ pub fn error(e: &ApiError) -> Response<Body> {
     json(code, e)
 }
 
-async fn route(node: &Node, req: Request<Incoming>) -> Response<Body> {
+async fn route(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let Some(rest) = path.strip_prefix(wire::V1) else {
         return error(&ApiError::new(
@@ -239,12 +242,16 @@ async fn route(node: &Node, req: Request<Incoming>) -> Response<Body> {
             StatusCode::OK,
             &serde_json::json!({"apiVersion": "v1", "version": env!("CARGO_PKG_VERSION")}),
         )),
+        (&Method::POST, ["containers", name, "exec"]) => {
+            let name = name.to_string();
+            exec::exec(Arc::clone(&node), &name, req).await
+        }
         (&Method::GET, ["containers"]) => {
             let all = flag(&query(&req), "all");
             Ok(json(StatusCode::OK, &node.list(all).await))
         }
-        (&Method::GET, ["containers", name]) => get(node, name).await,
-        (&Method::GET, ["containers", name, "logs"]) => container_logs(node, name, &req),
+        (&Method::GET, ["containers", name]) => get(&node, name).await,
+        (&Method::GET, ["containers", name, "logs"]) => container_logs(&node, name, &req),
         _ => Err(ApiError::new(
             ErrorKind::NotFound,
             format!("{} {path}: no such endpoint", req.method()),

@@ -30,6 +30,8 @@ pub struct Node {
     pub reporters: Arc<Reporters>,
     /// The event log (`<state-dir>/events.jsonl`).
     pub events_path: PathBuf,
+    /// Where console sockets of execs with a terminal listen (root only).
+    pub console_dir: PathBuf,
 }
 
 impl Node {

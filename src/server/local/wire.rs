@@ -121,6 +121,8 @@ pub enum ErrorKind {
     BadRequest,
     /// The container cannot do it in its state (409).
     Conflict,
+    /// The runtime could not start the process (422): the message is the runtime's.
+    StartFailed,
     /// The agent failed (500).
     Internal,
 }
@@ -132,6 +134,7 @@ impl ErrorKind {
             ErrorKind::NotFound => 404,
             ErrorKind::BadRequest => 400,
             ErrorKind::Conflict => 409,
+            ErrorKind::StartFailed => 422,
             ErrorKind::Internal => 500,
         }
     }
@@ -156,4 +159,49 @@ impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
     }
+}
+
+/// The protocol named in `Upgrade:` for exec and attach streams.
+pub const STREAM_PROTOCOL: &str = "rundmc-stream.v1";
+
+/// `POST /v1/containers/{name}/exec`: what to run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecRequest {
+    /// Command and arguments.
+    pub args: Vec<String>,
+    /// A terminal (stdout and stderr then arrive as one stream).
+    #[serde(default)]
+    pub tty: bool,
+    /// Pass the client's stdin.
+    #[serde(default)]
+    pub stdin: bool,
+    /// `uid`, `uid:gid` or a name from the image's /etc/passwd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// `NAME=VALUE` pairs after the container's env.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// The terminal's rows, with `tty`.
+    #[serde(default)]
+    pub rows: u16,
+    /// The terminal's columns, with `tty`.
+    #[serde(default)]
+    pub cols: u16,
+}
+
+/// How a process ended: the payload of the last frame of an exec.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExitStatus {
+    /// The exit code (128 + the signal's number when a signal ended it).
+    pub exit_code: i32,
+    /// The process's id in the container (`describe` lists it).
+    pub process: String,
+    /// Why the code is not the process's own (its supervisor was lost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
