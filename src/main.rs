@@ -40,7 +40,8 @@ fn main() -> anyhow::Result<()> {
         | Command::Get(_)
         | Command::Describe(_)
         | Command::Logs(_)
-        | Command::Exec(_) => {
+        | Command::Exec(_)
+        | Command::Cp(_) => {
             init_logging(LogFormat::Text, "warn");
             let code = operator(cli);
             std::process::exit(code);
@@ -93,6 +94,7 @@ fn operator(cli: Cli) -> i32 {
             Command::Describe(a) => ops::describe(&client, a).await.map(|()| 0),
             Command::Logs(a) => ops::logs::logs(&client, a).await.map(|()| 0),
             Command::Exec(a) => ops::exec::exec(&client, a).await,
+            Command::Cp(a) => ops::cp::cp(&client, a).await.map(|()| 0),
             _ => Ok(0),
         }
     });

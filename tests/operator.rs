@@ -361,3 +361,78 @@ fn exec_with_a_terminal_sizes_resizes_and_exits_with_the_shell() {
         "{out}"
     );
 }
+
+#[test]
+fn cp_copies_both_ways_keeping_modes_and_owners_and_symlinks_resolve_inside() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let a = AgentEnv::new("op-cp");
+    let _agent = a.start();
+    a.write("web.yaml", &manifest("web", SLEEPER));
+    a.wait("web running", T, || a.running("web"));
+    let here = a.env.dir.join("here");
+    std::fs::create_dir_all(here.join("up/sub")).unwrap();
+    std::fs::write(here.join("up/a.txt"), "alpha\n").unwrap();
+    std::fs::write(here.join("up/sub/b.txt"), "beta\n").unwrap();
+    std::fs::set_permissions(
+        here.join("up/a.txt"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(here.join("up/a.txt"), Some(1000), Some(1000)).unwrap();
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+
+    let (code, _, err) = op::run(&a, &["cp", &s(&here.join("up")), "web:/tmp/up"]);
+    assert_eq!(code, 0, "{err}");
+    let script = "cat /tmp/up/a.txt; stat -c '%a %u:%g' /tmp/up/a.txt; cat /tmp/up/sub/b.txt";
+    let (_, out, err) = op::run(&a, &["exec", "web", "--", "sh", "-c", script]);
+    assert_eq!(out, "alpha\n640 1000:1000\nbeta\n", "{err}");
+
+    let (code, _, err) = op::run(&a, &["cp", "web:/tmp/up", &s(&here.join("back"))]);
+    assert_eq!(code, 0, "{err}");
+    let back = here.join("back/a.txt");
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "alpha\n");
+    let meta = std::fs::metadata(&back).unwrap();
+    assert_eq!(
+        (meta.mode() & 0o777, meta.uid(), meta.gid()),
+        (0o640, 1000, 1000)
+    );
+    assert_eq!(
+        std::fs::read_to_string(here.join("back/sub/b.txt")).unwrap(),
+        "beta\n"
+    );
+    let (code, _, err) = op::run(&a, &["cp", "web:/tmp/up/sub/b.txt", &s(&here.join("b2"))]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read_to_string(here.join("b2")).unwrap(), "beta\n");
+
+    // A symlink in the container pointing at a node path: what is copied
+    // through it lands in the container's own tree, never the node's.
+    let escape = a.env.dir.join("escape");
+    std::fs::create_dir_all(&escape).unwrap();
+    let target = format!("../../../../../../..{}", s(&escape));
+    let script = format!("mkdir -p {} && ln -s {target} /tmp/esc", s(&escape));
+    let (code, _, err) = op::run(&a, &["exec", "web", "--", "sh", "-c", &script]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = op::run(&a, &["cp", &s(&here.join("up/a.txt")), "web:/tmp/esc/"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !escape.join("a.txt").exists(),
+        "cp wrote through a symlink onto the node"
+    );
+    let inside = format!("{}/a.txt", s(&escape));
+    let (_, out, err) = op::run(&a, &["exec", "web", "--", "cat", &inside]);
+    assert_eq!(out, "alpha\n", "{err}");
+    // Out of the container, a symlink stays a symlink: nothing of the node
+    // behind it is read, nothing here written through it.
+    let (code, _, err) = op::run(&a, &["exec", "web", "--", "ln", "-s", "/", "/tmp/root"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = op::run(&a, &["cp", "web:/tmp/root", &s(&here.join("root"))]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read_link(here.join("root")).unwrap(),
+        std::path::Path::new("/")
+    );
+
+    let (code, _, err) = op::run(&a, &["cp", "web:/no/such", &s(&here.join("x"))]);
+    assert_eq!(code, 66, "{err}");
+    assert!(err.contains("/no/such"), "{err}");
+}

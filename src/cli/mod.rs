@@ -42,6 +42,8 @@ pub enum Command {
     Logs(ops::logs::LogsArgs),
     /// Run a command in a container (`-it` for a shell).
     Exec(ops::exec::ExecArgs),
+    /// Copy files and directories between a container and here (`NAME:/path`).
+    Cp(ops::cp::CpArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion {
         /// The shell.

@@ -105,7 +105,12 @@ impl Client {
     }
 
     /// A fresh connection, its driver spawned.
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+    async fn connect<B>(&self) -> Result<SendRequest<B>, ClientError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -128,7 +133,12 @@ impl Client {
     }
 
     /// Send `req` on a fresh connection; an error status becomes [`ClientError::Api`].
-    pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, ClientError> {
+    pub async fn send<B>(&self, req: Request<B>) -> Result<Response<Incoming>, ClientError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let mut sender = self.connect().await?;
         let resp = sender
             .send_request(req)

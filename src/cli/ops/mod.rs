@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use clap::ValueEnum;
 
 pub mod client;
+pub mod cp;
 pub mod exec;
 pub mod logs;
 pub mod show;

@@ -21,6 +21,7 @@ use hyper_util::rt::TokioIo;
 use thiserror::Error;
 use tokio::net::UnixListener;
 
+pub mod archive;
 pub mod console;
 pub mod exec;
 pub mod frame;
@@ -245,6 +246,13 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
         (&Method::POST, ["containers", name, "exec"]) => {
             let name = name.to_string();
             exec::exec(Arc::clone(&node), &name, req).await
+        }
+        (&Method::GET, ["containers", name, "archive"]) => {
+            archive::get(Arc::clone(&node), name, &req).await
+        }
+        (&Method::PUT, ["containers", name, "archive"]) => {
+            let name = name.to_string();
+            archive::put(Arc::clone(&node), &name, req).await
         }
         (&Method::GET, ["containers"]) => {
             let all = flag(&query(&req), "all");
