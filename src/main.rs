@@ -41,7 +41,10 @@ fn main() -> anyhow::Result<()> {
         | Command::Describe(_)
         | Command::Logs(_)
         | Command::Exec(_)
-        | Command::Cp(_) => {
+        | Command::Cp(_)
+        | Command::Attach(_)
+        | Command::Stats(_)
+        | Command::Events(_) => {
             init_logging(LogFormat::Text, "warn");
             let code = operator(cli);
             std::process::exit(code);
@@ -95,6 +98,9 @@ fn operator(cli: Cli) -> i32 {
             Command::Logs(a) => ops::logs::logs(&client, a).await.map(|()| 0),
             Command::Exec(a) => ops::exec::exec(&client, a).await,
             Command::Cp(a) => ops::cp::cp(&client, a).await.map(|()| 0),
+            Command::Attach(a) => ops::watch::attach(&client, a).await,
+            Command::Stats(a) => ops::watch::stats(&client, a).await.map(|()| 0),
+            Command::Events(a) => ops::watch::events(&client, a).await.map(|()| 0),
             _ => Ok(0),
         }
     });

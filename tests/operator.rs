@@ -436,3 +436,93 @@ fn cp_copies_both_ways_keeping_modes_and_owners_and_symlinks_resolve_inside() {
     assert_eq!(code, 66, "{err}");
     assert!(err.contains("/no/such"), "{err}");
 }
+
+/// Lines of a spawned verb's stdout, as they come.
+fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn stats_events_and_attach_show_usage_history_and_live_output() {
+    let a = AgentEnv::new("op-watch");
+    let _agent = a.start();
+    a.wait("the API socket", T, || op::socket(&a).exists());
+    let mut follow = op::command(&a, &["events", "-f", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let events = lines_of(&mut follow);
+    let spec = "  limits: {memory: 64Mi}\n  process:\n    args: [\"/bin/sh\", \"-c\", \"i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done\"]\n";
+    a.write("web.yaml", &manifest("web", spec));
+    a.wait("web running", T, || a.running("web"));
+
+    // events -f delivers each event as it is recorded.
+    let started = loop {
+        let line = events
+            .recv_timeout(T)
+            .expect("events -f delivered no Started");
+        let e: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if e["handle"] == "web" && e["reason"] == "Started" {
+            break e;
+        }
+    };
+    assert_eq!(started["type"], "Normal");
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let (code, out, err) = op::run(&a, &["events"]);
+    assert_eq!(code, 0, "{err}");
+    let created = out
+        .lines()
+        .position(|l| l.contains("Created") && l.contains("web: "));
+    let started = out
+        .lines()
+        .position(|l| l.contains("Started") && l.contains("web: "));
+    assert!(created.is_some() && created < started, "{out}");
+
+    let (code, out, err) = op::run(&a, &["stats", "--no-stream", "web"]);
+    assert_eq!(code, 0, "{err}");
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[0], "web", "{out}");
+    assert!(row[1].ends_with('%'), "{out}");
+    assert!(out.contains("/ 64.0MiB"), "the memory limit: {out}");
+    let pids: u64 = row[6]
+        .parse()
+        .unwrap_or_else(|_| panic!("pids column: {out}"));
+    assert!(pids >= 2, "init and the shell at least: {out}");
+
+    // attach follows the main process's output live, and ends with it.
+    let mut attach = op::command(&a, &["attach", "web"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = lines_of(&mut attach);
+    let first: u64 = output
+        .recv_timeout(T)
+        .unwrap()
+        .strip_prefix("tick-")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let next: u64 = output
+        .recv_timeout(T)
+        .unwrap()
+        .strip_prefix("tick-")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(next, first + 1);
+    let pid = nix::unistd::Pid::from_raw(a.main_pid("web").unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert_eq!(attach.wait().unwrap().code(), Some(137));
+}

@@ -44,6 +44,12 @@ pub enum Command {
     Exec(ops::exec::ExecArgs),
     /// Copy files and directories between a container and here (`NAME:/path`).
     Cp(ops::cp::CpArgs),
+    /// Follow a container's main process's output from now until it ends.
+    Attach(ops::watch::AttachArgs),
+    /// Show what containers use: CPU, memory, pids, network and block I/O.
+    Stats(ops::watch::StatsArgs),
+    /// Print what happened to containers (`-f`: as it happens).
+    Events(ops::watch::EventsArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion {
         /// The shell.

@@ -120,7 +120,7 @@ fn protocol(client: &Client, e: impl std::fmt::Display) -> ClientError {
 
 /// The stream until the exit frame: output to stdout and stderr, stdin and
 /// window changes to the agent.
-async fn relay(
+pub(super) async fn relay(
     io: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
     interactive: bool,
     tty: bool,

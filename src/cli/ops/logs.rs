@@ -37,7 +37,7 @@ pub struct LogsArgs {
 }
 
 /// `10m` before now, or an RFC 3339 time.
-fn parse_since(s: &str) -> Result<SystemTime, String> {
+pub(super) fn parse_since(s: &str) -> Result<SystemTime, String> {
     if let Ok(d) = humantime::parse_duration(s) {
         return Ok(SystemTime::now()
             .checked_sub(d)

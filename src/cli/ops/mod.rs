@@ -14,6 +14,7 @@ pub mod cp;
 pub mod exec;
 pub mod logs;
 pub mod show;
+pub mod watch;
 
 pub(crate) use crate::server::local::escape;
 use crate::server::local::wire::{Detail, Summary};

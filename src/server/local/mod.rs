@@ -22,11 +22,14 @@ use thiserror::Error;
 use tokio::net::UnixListener;
 
 pub mod archive;
+pub mod attach;
 pub mod console;
+pub mod events;
 pub mod exec;
 pub mod frame;
 pub mod logs;
 pub mod node;
+pub mod stats;
 pub mod wire;
 
 use node::Node;
@@ -253,6 +256,21 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
         (&Method::PUT, ["containers", name, "archive"]) => {
             let name = name.to_string();
             archive::put(Arc::clone(&node), &name, req).await
+        }
+        (&Method::POST, ["containers", name, "attach"]) => {
+            let name = name.to_string();
+            attach::attach(Arc::clone(&node), &name, req).await
+        }
+        (&Method::GET, ["stats"]) => {
+            let q = query(&req);
+            let rows = stats::rows(&node, q.get("name").map(String::as_str)).await;
+            rows.map(|r| json(StatusCode::OK, &r))
+        }
+        (&Method::GET, ["events"]) => {
+            let q = query(&req);
+            let since = q.get("since").cloned().filter(|s| !s.is_empty());
+            let body = events::stream(node.events_path.clone(), since, flag(&q, "follow"));
+            Ok(Response::new(body))
         }
         (&Method::GET, ["containers"]) => {
             let all = flag(&query(&req), "all");

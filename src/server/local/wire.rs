@@ -205,3 +205,33 @@ pub struct ExitStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
+
+/// One row of `GET /v1/stats`: what a container uses now, read from its
+/// cgroup and network namespace in-process.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsRow {
+    /// As `ps` names it.
+    pub name: String,
+    /// When it was read, nanoseconds since the epoch (CPU % is the growth
+    /// of `cpuUsageNs` over the growth of this between two reads).
+    pub read_at_ns: u64,
+    /// CPU time used, nanoseconds.
+    pub cpu_usage_ns: u64,
+    /// Memory in use, bytes.
+    pub memory_bytes: u64,
+    /// Memory limit, bytes; none when unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit_bytes: Option<u64>,
+    /// Tasks.
+    pub pids: u64,
+    /// Task limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<u64>,
+    /// Bytes received and sent on its network, when it has its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_rx_tx: Option<(u64, u64)>,
+    /// Bytes read from and written to block devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_read_write: Option<(u64, u64)>,
+}
