@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE]
-//!              [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp]
+//!              [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp,ops]
 //! ```
 //!
 //! `--quick` runs every figure with a handful of samples, to try changes;
@@ -29,6 +29,7 @@ mod net;
 mod network;
 mod network_report;
 mod oci_image;
+mod ops;
 mod phases;
 mod procfs;
 mod raw;
@@ -110,13 +111,13 @@ struct Args {
     bins: PathBuf,
     out: PathBuf,
     sizes: Sizes,
-    /// Which phases to run: runc, crun, steady, images, network, seccomp.
+    /// Which phases to run: runc, crun, steady, images, network, seccomp, ops.
     phases: Vec<String>,
     /// Hand-written findings appended to the report, when the file exists.
     findings: PathBuf,
 }
 
-const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp]";
+const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp,ops]";
 
 fn number(p: PathBuf) -> Result<usize> {
     p.to_string_lossy()
@@ -135,7 +136,7 @@ fn parse_args() -> Result<Args> {
         out: PathBuf::from("BENCHMARKS.md"),
         sizes: FULL,
         phases: [
-            "runc", "crun", "steady", "images", "network", "userns", "seccomp",
+            "runc", "crun", "steady", "images", "network", "userns", "seccomp", "ops",
         ]
         .map(String::from)
         .to_vec(),
@@ -267,6 +268,11 @@ fn run(args: &Args) -> Result<Results> {
     }
     if wants("seccomp") {
         results.seccomp = Some(phase("seccomp", || seccomp::phase(&run))?);
+    }
+    // Operator access (issue 18).
+    if wants("ops") {
+        let r = phase("operator access", || ops::phase(&run))?;
+        results.notes.push(r.summary());
     }
     Ok(results)
 }
