@@ -2,15 +2,16 @@
 
 use anyhow::Context;
 use clap::Parser;
-use rundmc::cli::{Cli, Command, LogFormat, NstarDirection};
+use rundmc::cli::{Cli, Command, LogFormat, NstarDirection, ops};
 use rundmc::containerizer::nstar;
 
 fn main() -> anyhow::Result<()> {
     rundmc_shim::abort_on_panic();
     let cli = Cli::parse();
     match cli.command {
-        Command::Agent(args) => {
+        Command::Agent(mut args) => {
             init_logging(args.log_format, "info");
+            args.api_socket = cli.api_socket.clone();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -35,6 +36,24 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Ps(_)
+        | Command::Get(_)
+        | Command::Describe(_)
+        | Command::Logs(_)
+        | Command::Exec(_)
+        | Command::Cp(_)
+        | Command::Attach(_)
+        | Command::Stats(_)
+        | Command::Events(_) => {
+            init_logging(LogFormat::Text, "warn");
+            let code = operator(cli);
+            std::process::exit(code);
+        }
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "rundmc", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Crd(args) => {
             print!(
                 "{}",
@@ -54,6 +73,42 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
             Ok(())
+        }
+    }
+}
+
+/// Run an operator verb against the agent's API; its exit code.
+fn operator(cli: Cli) -> i32 {
+    let client = ops::client::Client::new(ops::socket(cli.api_socket));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rundmc: cannot start the async runtime: {e}");
+            return ops::client::EXIT_FAILED;
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Ps(a) => ops::ps(&client, a).await.map(|()| 0),
+            Command::Get(a) => ops::get(&client, a).await.map(|()| 0),
+            Command::Describe(a) => ops::describe(&client, a).await.map(|()| 0),
+            Command::Logs(a) => ops::logs::logs(&client, a).await.map(|()| 0),
+            Command::Exec(a) => ops::exec::exec(&client, a).await,
+            Command::Cp(a) => ops::cp::cp(&client, a).await.map(|()| 0),
+            Command::Attach(a) => ops::watch::attach(&client, a).await,
+            Command::Stats(a) => ops::watch::stats(&client, a).await.map(|()| 0),
+            Command::Events(a) => ops::watch::events(&client, a).await.map(|()| 0),
+            _ => Ok(0),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rundmc: {e}");
+            e.exit_code()
         }
     }
 }

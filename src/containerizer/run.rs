@@ -38,6 +38,8 @@ pub struct RunSpec {
     /// own) rather than in the container itself; its process directory is
     /// the container's all the same.
     pub pea: Option<String>,
+    /// A terminal instead of pipes (`rundmc exec -t`, issue 18).
+    pub terminal: Option<Terminal>,
 }
 
 /// Where a process runs: the runtime's container, its rootfs, the spec
@@ -47,6 +49,19 @@ struct Target {
     rootfs: PathBuf,
     spec: ContainerSpec,
     cgroup: crate::cgroup::Cgroup,
+}
+
+/// A terminal for a process: the runtime makes a pty of this size and
+/// sends its master over the unix socket listening at `socket` (runc's
+/// `--console-socket`); the process's output then bypasses the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Terminal {
+    /// Where the caller listens for the pty master.
+    pub socket: PathBuf,
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
 }
 
 impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
@@ -59,9 +74,18 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         let target = self.target(handle, record.spec, spec.pea.as_deref())?;
         self.check_can_exec(handle, &target.id).await?;
         let paths = self.depot.paths(handle);
-        let process = self.process_spec_for(handle, &target.rootfs, &target.spec, spec)?;
+        let mut process = self.process_spec_for(handle, &target.rootfs, &target.spec, spec)?;
         let id = spec.id.clone().unwrap_or_else(generate_id);
         let dir = self.make_process_dir(handle, &paths.processes(), &id)?;
+        if let Some(t) = &spec.terminal {
+            let size = oci_spec::runtime::BoxBuilder::default()
+                .height(u64::from(t.rows))
+                .width(u64::from(t.cols))
+                .build()
+                .ok();
+            process.set_terminal(Some(true));
+            process.set_console_size(size);
+        }
         fsutil::write_json_with(
             &dir.join(PROCESS_JSON),
             &process,
@@ -161,12 +185,17 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
 
     /// What the supervisor of process `id` is started with.
     fn launch(&self, target: &Target, spec: &RunSpec, id: &str, dir: &Path) -> Launch {
-        let argv = self.runtime.exec_argv(
+        let mut argv = self.runtime.exec_argv(
             target.id.as_str(),
             &dir.join(PROCESS_JSON),
             &dir.join(PID_FILE),
             &dir.join(RUNTIME_LOG),
         );
+        if let Some(t) = &spec.terminal {
+            // Before the container id, which ends the exec's argv.
+            let at = argv.len().saturating_sub(1);
+            argv.splice(at..at, ["--console-socket".into(), t.socket.clone().into()]);
+        }
         let mut launch = Launch::new(id, dir, argv);
         launch.stdin = spec.stdin;
         launch.oom_file = target.cgroup.oom_counter_file().ok();

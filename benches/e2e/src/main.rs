@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE]
-//!              [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp,probes,pods]
+//!              [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp,probes,pods,ops]
 //! ```
 //!
 //! `--quick` runs every figure with a handful of samples, to try changes;
@@ -29,6 +29,7 @@ mod net;
 mod network;
 mod network_report;
 mod oci_image;
+mod ops;
 mod phases;
 // Issue 17 (pods): drop to running of a container with a sidecar and a pea.
 mod pods;
@@ -114,13 +115,13 @@ struct Args {
     bins: PathBuf,
     out: PathBuf,
     sizes: Sizes,
-    /// Which phases to run: runc, crun, steady, images, network, seccomp.
+    /// Which phases to run: runc, crun, steady, images, network, seccomp, ops.
     phases: Vec<String>,
     /// Hand-written findings appended to the report, when the file exists.
     findings: PathBuf,
 }
 
-const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp,probes,pods]";
+const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp,probes,pods,ops]";
 
 fn number(p: PathBuf) -> Result<usize> {
     p.to_string_lossy()
@@ -140,6 +141,7 @@ fn parse_args() -> Result<Args> {
         sizes: FULL,
         phases: [
             "runc", "crun", "steady", "images", "network", "userns", "seccomp", "probes", "pods",
+            "ops",
         ]
         .map(String::from)
         .to_vec(),
@@ -277,6 +279,11 @@ fn run(args: &Args) -> Result<Results> {
     }
     if wants("pods") {
         let r = phase("pods", || pods::phase(&run))?;
+        results.notes.push(r.summary());
+    }
+    // Operator access (issue 18).
+    if wants("ops") {
+        let r = phase("operator access", || ops::phase(&run))?;
         results.notes.push(r.summary());
     }
     Ok(results)
