@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE]
-//!              [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp]
+//!              [--quick] [--samples N] [--burst N] [--rounds N] [--phases runc,crun,steady,images,network,userns,seccomp]
 //! ```
 //!
 //! `--quick` runs every figure with a handful of samples, to try changes;
@@ -19,6 +19,7 @@ mod agent;
 mod burst;
 mod cleanup;
 mod cold_pull;
+mod cpu;
 mod exit;
 mod idmap;
 mod images;
@@ -116,7 +117,7 @@ struct Args {
     findings: PathBuf,
 }
 
-const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp]";
+const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--burst N] [--rounds N] [--phases runc,crun,steady,images,network,userns,seccomp]";
 
 fn number(p: PathBuf) -> Result<usize> {
     p.to_string_lossy()
@@ -151,6 +152,11 @@ fn parse_args() -> Result<Args> {
             Some("--findings") => args.findings = value()?,
             Some("--quick") => args.sizes = QUICK,
             Some("--samples") => args.sizes.samples = number(value()?)?,
+            Some("--burst") => args.sizes.burst = number(value()?)?,
+            Some("--rounds") => {
+                args.sizes.rounds = number(value()?)?;
+                args.sizes.crun_rounds = args.sizes.rounds;
+            }
             Some("--phases") => {
                 let list = value()?.to_string_lossy().into_owned();
                 args.phases = list.split(',').map(str::to_owned).collect();

@@ -131,9 +131,10 @@ pub fn runtime_phase(
     let latency = latency::measure(&env, &raw, s.samples, s.warmup)?;
     eprintln!("  {}", brief("drop to running, agent", &latency.agent_drop));
     eprintln!("  {}", brief("drop to running, raw", &latency.raw_drop));
-    let bursts = burst::measure(&env, &raw, s.burst, WORKERS, rounds)?;
+    let bursts = burst::measure(&env, agent.pid, &raw, s.burst, WORKERS, rounds)?;
     eprintln!("  {}", brief("burst /s, agent", &bursts.agent_up.rates));
     eprintln!("  {}", brief("burst /s, raw", &bursts.raw_up.rates));
+    eprintln!("  {}", burst::cpu_brief(&bursts));
     let exits = match exits {
         true => Some(exit::measure(&env, s.exits)?),
         false => None,
