@@ -119,7 +119,11 @@ fn agent_round(
         env.all_running(names)
     })?;
     pause(Duration::from_millis(200))?;
-    agent_cost(&mut b.cpu_up, &meter.per_container(env.cpu(), names.len()), rounds);
+    agent_cost(
+        &mut b.cpu_up,
+        &meter.per_container(env.cpu(), names.len()),
+        rounds,
+    );
     let meter = Meter::start(Some(pid), env.cpu());
     let t0 = Instant::now();
     for n in names {
@@ -131,7 +135,11 @@ fn agent_round(
         names.iter().all(|n| !env.status_path(n).exists())
     })?;
     pause(Duration::from_millis(200))?;
-    agent_cost(&mut b.cpu_down, &meter.per_container(env.cpu(), names.len()), rounds);
+    agent_cost(
+        &mut b.cpu_down,
+        &meter.per_container(env.cpu(), names.len()),
+        rounds,
+    );
     Ok(())
 }
 
@@ -183,12 +191,18 @@ fn raw_round(
     record(&mut b.raw_up, up);
     pause(Duration::from_millis(200))?;
     let n = ids.len();
-    b.cpu_up.raw.0.push(meter.per_container(env.cpu(), n).children_ms);
+    b.cpu_up
+        .raw
+        .0
+        .push(meter.per_container(env.cpu(), n).children_ms);
     let meter = Meter::start(None, env.cpu());
     let down = in_parallel(&ids, parallelism, |id| raw.destroy(id))?;
     record(&mut b.raw_down, down);
     pause(Duration::from_millis(200))?;
-    b.cpu_down.raw.0.push(meter.per_container(env.cpu(), n).children_ms);
+    b.cpu_down
+        .raw
+        .0
+        .push(meter.per_container(env.cpu(), n).children_ms);
     Ok(())
 }
 

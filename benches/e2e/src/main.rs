@@ -21,6 +21,7 @@ mod cleanup;
 mod cold_pull;
 mod cpu;
 mod exit;
+mod hog;
 mod idmap;
 mod images;
 mod images_report;
@@ -72,6 +73,9 @@ struct Sizes {
     image_containers: usize,
     /// Network phase samples: drops with and without, hand ADD and DEL.
     net_samples: usize,
+    /// Containers per burst beside a CPU hog, and rounds of them.
+    sat_burst: usize,
+    sat_rounds: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -88,6 +92,8 @@ const FULL: Sizes = Sizes {
     image_drops: 60,
     image_containers: 100,
     net_samples: 40,
+    sat_burst: 50,
+    sat_rounds: 4,
 };
 
 const QUICK: Sizes = Sizes {
@@ -104,6 +110,8 @@ const QUICK: Sizes = Sizes {
     image_drops: 4,
     image_containers: 10,
     net_samples: 4,
+    sat_burst: 10,
+    sat_rounds: 1,
 };
 
 struct Args {
@@ -152,10 +160,14 @@ fn parse_args() -> Result<Args> {
             Some("--findings") => args.findings = value()?,
             Some("--quick") => args.sizes = QUICK,
             Some("--samples") => args.sizes.samples = number(value()?)?,
-            Some("--burst") => args.sizes.burst = number(value()?)?,
+            Some("--burst") => {
+                args.sizes.burst = number(value()?)?;
+                args.sizes.sat_burst = args.sizes.burst;
+            }
             Some("--rounds") => {
                 args.sizes.rounds = number(value()?)?;
                 args.sizes.crun_rounds = args.sizes.rounds;
+                args.sizes.sat_rounds = args.sizes.rounds;
             }
             Some("--phases") => {
                 let list = value()?.to_string_lossy().into_owned();

@@ -14,7 +14,7 @@ use crate::raw::Raw;
 use crate::report::{Results, RuntimeResults, brief};
 use crate::steady::{self, Restarts};
 use crate::wait::pause;
-use crate::{Args, Sizes, burst, cleanup, exit, latency, machine};
+use crate::{Args, Sizes, burst, cleanup, exit, hog, latency, machine};
 
 /// Agent workers, and raw threads in the bursts.
 pub const WORKERS: usize = 4;
@@ -135,6 +135,7 @@ pub fn runtime_phase(
     eprintln!("  {}", brief("burst /s, agent", &bursts.agent_up.rates));
     eprintln!("  {}", brief("burst /s, raw", &bursts.raw_up.rates));
     eprintln!("  {}", burst::cpu_brief(&bursts));
+    let saturated = saturated_bursts(&env, agent.pid, &raw, s)?;
     let exits = match exits {
         true => Some(exit::measure(&env, s.exits)?),
         false => None,
@@ -145,8 +146,36 @@ pub fn runtime_phase(
         runtime,
         latency,
         bursts,
+        saturated,
     };
     Ok((results, exits))
+}
+
+/// The bursts again beside [`hog::WHAT`]; `None` without stress-ng.
+fn saturated_bursts(
+    env: &AgentEnv,
+    pid: i32,
+    raw: &Raw,
+    s: Sizes,
+) -> Result<Option<burst::Bursts>> {
+    if let Some(why) = hog::missing() {
+        eprintln!("  saturated bursts skipped: {why}");
+        return Ok(None);
+    }
+    let hog = hog::Hog::start(2)?;
+    let bursts = burst::measure(env, pid, raw, s.sat_burst, WORKERS, s.sat_rounds);
+    drop(hog);
+    let bursts = bursts?;
+    eprintln!(
+        "  {}",
+        brief("saturated burst /s, agent", &bursts.agent_up.rates)
+    );
+    eprintln!(
+        "  {}",
+        brief("saturated burst /s, raw", &bursts.raw_up.rates)
+    );
+    eprintln!("  saturated {}", burst::cpu_brief(&bursts));
+    Ok(Some(bursts))
 }
 
 fn names(from: usize, to: usize) -> Vec<String> {

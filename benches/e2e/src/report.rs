@@ -22,6 +22,8 @@ pub struct RuntimeResults {
     pub latency: Latencies,
     /// Many at once.
     pub bursts: Bursts,
+    /// Many at once beside a CPU hog (issue 19), when stress-ng is there.
+    pub saturated: Option<Bursts>,
 }
 
 /// Everything one run measured.
@@ -182,6 +184,7 @@ fn target_rows(r: &Results) -> Vec<TargetRow> {
     if let Some(rt) = r.runtimes.iter().find(|x| x.runtime == "runc") {
         runc_rows(rt, &mut rows);
     }
+    saturated_rows(r, &mut rows);
     let exit = r.exits.as_ref().map(|e| e.in_status.p50());
     rows.push((
         "Exit detection p50 ≤ 10 ms",
@@ -236,6 +239,32 @@ fn runc_rows(rt: &RuntimeResults, rows: &mut Vec<TargetRow>) {
         format!("{cpu:.2} ms"),
         cpu.is_finite().then_some(cpu <= 2.0),
     ));
+}
+
+/// Issue 19: burst throughput beside a CPU hog, against raw.
+fn saturated_rows(r: &Results, rows: &mut Vec<TargetRow>) {
+    for (runtime, target, floor) in [
+        (
+            "runc",
+            "Burst, saturated, ≥ 0.97× raw runc (issue 19)",
+            0.97,
+        ),
+        (
+            "crun",
+            "Burst, saturated, ≥ 0.95× raw crun (issue 19)",
+            0.95,
+        ),
+    ] {
+        let rt = r.runtimes.iter().find(|x| x.runtime == runtime);
+        let Some(b) = rt.and_then(|rt| rt.saturated.as_ref()) else {
+            rows.push((target, String::new(), None));
+            continue;
+        };
+        let (agent, raw) = (b.agent_up.rates.p50(), b.raw_up.rates.p50());
+        let share = ratio(agent, raw);
+        let text = format!("{} ({} vs {} containers/s)", x(share), f1(agent), f1(raw));
+        rows.push((target, text, share.is_finite().then_some(share >= floor)));
+    }
 }
 
 fn idle_rows(r: &Results, rows: &mut Vec<TargetRow>) {
@@ -296,7 +325,20 @@ fn burst_table(s: &mut String, r: &Results) {
         ] {
             burst_row(s, what, &rt.runtime, b, a, w);
         }
+        if let Some(b) = &rt.saturated {
+            for (what, a, w) in [
+                ("Burst, saturated", &b.agent_up, &b.raw_up),
+                ("Teardown, saturated", &b.agent_down, &b.raw_down),
+            ] {
+                burst_row(s, what, &rt.runtime, b, a, w);
+            }
+        }
     }
+    let _ = writeln!(
+        s,
+        "\nSaturated: the same bursts with `{}` running beside, for agent and raw alike.",
+        crate::hog::WHAT
+    );
 }
 
 fn burst_row(s: &mut String, what: &str, runtime: &str, b: &Bursts, a: &Side, w: &Side) {
@@ -319,13 +361,20 @@ fn burst_row(s: &mut String, what: &str, runtime: &str, b: &Bursts, a: &Side, w:
 }
 
 fn cpu_table(s: &mut String, r: &Results) {
-    s.push_str("\n## CPU per container in the bursts (issue 19; ms, median over rounds)\n\nAgent process: the agent's own threads (its process CPU clock, `clock_getcpuclockid`), from the manifests' writes until every status file says so and 200 ms more, so status and event writes are in. Agent cgroup: the agent, the runtime processes it spawned and the supervisors. Raw runtime: the runtime processes the harness spawned and reaped for the same containers.\n\n| runtime | phase | agent process | agent cgroup | raw runtime | agent threads (burst) |\n|---|---|---|---|---|---|\n");
+    s.push_str("\n## CPU per container in the bursts (issue 19; ms, median over rounds)\n\nAgent process: the agent's own threads (its process CPU clock, `clock_getcpuclockid`), from the manifests' writes until every status file says so and 200 ms more, so status and event writes are in. Agent cgroup: the agent, the runtime processes it spawned and the supervisors. Raw runtime: the runtime processes the harness spawned and reaped for the same containers.\n\n| runtime | phase | agent process | agent cgroup | raw runtime | agent threads (bursts) |\n|---|---|---|---|---|---|\n");
     for rt in &r.runtimes {
-        let b = &rt.bursts;
-        for (what, c) in [("burst", &b.cpu_up), ("teardown", &b.cpu_down)] {
-            let threads = match what {
-                "burst" => crate::cpu::top_threads(&c.threads, 4),
-                _ => String::new(),
+        let sat = rt.saturated.as_ref();
+        let rows = [
+            ("burst", Some(&rt.bursts.cpu_up)),
+            ("teardown", Some(&rt.bursts.cpu_down)),
+            ("burst, saturated", sat.map(|b| &b.cpu_up)),
+            ("teardown, saturated", sat.map(|b| &b.cpu_down)),
+        ];
+        for (what, c) in rows {
+            let Some(c) = c else { continue };
+            let threads = match what.starts_with("burst") {
+                true => crate::cpu::top_threads(&c.threads, 4),
+                false => String::new(),
             };
             let _ = writeln!(
                 s,
