@@ -208,7 +208,7 @@ fn raw_round(
 
 /// Runs `job` on every id with `parallelism` threads; returns each id's
 /// finishing time from the start.
-fn in_parallel(
+pub fn in_parallel(
     ids: &[String],
     parallelism: usize,
     job: impl Fn(&str) -> Result<()> + Sync,

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE]
-//!              [--quick] [--samples N] [--burst N] [--rounds N] [--phases runc,crun,steady,images,network,userns,seccomp]
+//!              [--quick] [--samples N] [--burst N] [--rounds N] [--phases runc,crun,peers,steady,images,network,userns,seccomp]
 //! ```
 //!
 //! `--quick` runs every figure with a handful of samples, to try changes;
@@ -31,6 +31,8 @@ mod net;
 mod network;
 mod network_report;
 mod oci_image;
+mod peers;
+mod peers_report;
 mod phases;
 mod procfs;
 mod raw;
@@ -76,6 +78,8 @@ struct Sizes {
     /// Containers per burst beside a CPU hog, and rounds of them.
     sat_burst: usize,
     sat_rounds: usize,
+    /// The peers phase.
+    peers: peers::PeerSizes,
 }
 
 const FULL: Sizes = Sizes {
@@ -94,6 +98,12 @@ const FULL: Sizes = Sizes {
     net_samples: 40,
     sat_burst: 50,
     sat_rounds: 4,
+    peers: peers::PeerSizes {
+        samples: 20,
+        burst: 50,
+        rounds: 3,
+        idle_secs: 10,
+    },
 };
 
 const QUICK: Sizes = Sizes {
@@ -112,6 +122,12 @@ const QUICK: Sizes = Sizes {
     net_samples: 4,
     sat_burst: 10,
     sat_rounds: 1,
+    peers: peers::PeerSizes {
+        samples: 3,
+        burst: 10,
+        rounds: 1,
+        idle_secs: 2,
+    },
 };
 
 struct Args {
@@ -125,7 +141,7 @@ struct Args {
     findings: PathBuf,
 }
 
-const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--burst N] [--rounds N] [--phases runc,crun,steady,images,network,userns,seccomp]";
+const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--burst N] [--rounds N] [--phases runc,crun,peers,steady,images,network,userns,seccomp]";
 
 fn number(p: PathBuf) -> Result<usize> {
     p.to_string_lossy()
@@ -144,7 +160,7 @@ fn parse_args() -> Result<Args> {
         out: PathBuf::from("BENCHMARKS.md"),
         sizes: FULL,
         phases: [
-            "runc", "crun", "steady", "images", "network", "userns", "seccomp",
+            "runc", "crun", "peers", "steady", "images", "network", "userns", "seccomp",
         ]
         .map(String::from)
         .to_vec(),
@@ -263,6 +279,10 @@ fn run(args: &Args) -> Result<Results> {
             }
             Err(why) => results.notes.push(format!("crun skipped: {why}")),
         }
+    }
+    if wants("peers") {
+        let sizes = args.sizes.peers;
+        results.peers = Some(phase("peers", || peers::phase(&run, sizes))?);
     }
     if wants("steady") {
         phase("steady state", || phases::steady_phase(&run, &mut results))?;

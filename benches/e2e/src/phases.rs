@@ -70,7 +70,13 @@ impl Run {
         &self.image
     }
 
-    fn agent_env(&self, name: &str, runtime: &str) -> Result<AgentEnv> {
+    /// `rundmc-bench-<pid>`: what every name of the run starts with.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// An agent environment on the run's image, registered for the sweep.
+    pub fn agent_env(&self, name: &str, runtime: &str) -> Result<AgentEnv> {
         self.agent_env_on(name, runtime, &self.image)
     }
 
@@ -98,6 +104,13 @@ impl Run {
     pub fn raw_beside(&self, env: &AgentEnv, name: &str) -> Result<Raw> {
         let template = vec!["template".to_string()];
         env.create_all(&template, "Always", Duration::from_secs(60))?;
+        let raw = self.raw_from(env, name, &env.depot.join("template"))?;
+        env.remove_all(&template, Duration::from_secs(60))?;
+        Ok(raw)
+    }
+
+    /// A raw baseline named `name` copying the agent's bundle at `bundle`.
+    pub fn raw_from(&self, env: &AgentEnv, name: &str, bundle: &Path) -> Result<Raw> {
         let parent = format!("{}-{name}", self.tag);
         let raw = Raw::new(
             &env.runtime,
@@ -105,13 +118,12 @@ impl Run {
             &self.run_base.join(name),
             parent.clone(),
             &self.image,
-            &env.depot.join("template"),
+            bundle,
         )?;
         cleanup::register(|r| {
             r.roots.push((env.runtime.clone(), raw.root.clone()));
             r.cgroup_parents.push(parent);
         });
-        env.remove_all(&template, Duration::from_secs(60))?;
         Ok(raw)
     }
 }

@@ -49,6 +49,8 @@ pub struct Results {
     pub network: Option<crate::network::NetResults>,
     /// The seccomp phase (issue 15).
     pub seccomp: Option<crate::seccomp::SeccompResults>,
+    /// The peers phase (issue 19).
+    pub peers: Option<crate::peers::PeerResults>,
     /// What was skipped or went wrong, and why.
     pub notes: Vec<String>,
     /// Hand-written findings (`benches/e2e/FINDINGS.md`), appended as they are.
@@ -91,6 +93,9 @@ pub fn render(r: &Results) -> String {
     latency_table(&mut s, r);
     burst_table(&mut s, r);
     cpu_table(&mut s, r);
+    if let Some(p) = &r.peers {
+        crate::peers_report::render(&mut s, p);
+    }
     exit_table(&mut s, r);
     steady_tables(&mut s, r);
     if let Some(images) = &r.images {
