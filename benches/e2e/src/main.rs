@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE]
-//!              [--quick] [--samples N] [--burst N] [--rounds N] [--phases runc,crun,peers,steady,images,network,userns,seccomp]
+//!              [--quick] [--samples N] [--burst N] [--rounds N] [--phases runc,crun,peers,steady,scale,images,network,userns,seccomp]
 //! ```
 //!
 //! `--quick` runs every figure with a handful of samples, to try changes;
@@ -39,6 +39,7 @@ mod raw;
 mod reaper;
 mod registry;
 mod report;
+mod scale;
 mod seccomp;
 mod seccomp_report;
 mod stats;
@@ -80,6 +81,8 @@ struct Sizes {
     sat_rounds: usize,
     /// The peers phase.
     peers: peers::PeerSizes,
+    /// The scale phase.
+    scale: scale::ScaleSizes,
 }
 
 const FULL: Sizes = Sizes {
@@ -103,6 +106,11 @@ const FULL: Sizes = Sizes {
         burst: 50,
         rounds: 3,
         idle_secs: 10,
+    },
+    scale: scale::ScaleSizes {
+        containers: 1000,
+        restarts: 2,
+        resync_period: std::time::Duration::from_secs(2),
     },
 };
 
@@ -128,6 +136,11 @@ const QUICK: Sizes = Sizes {
         rounds: 1,
         idle_secs: 2,
     },
+    scale: scale::ScaleSizes {
+        containers: 40,
+        restarts: 1,
+        resync_period: std::time::Duration::from_secs(1),
+    },
 };
 
 struct Args {
@@ -141,7 +154,7 @@ struct Args {
     findings: PathBuf,
 }
 
-const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--burst N] [--rounds N] [--phases runc,crun,peers,steady,images,network,userns,seccomp]";
+const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--burst N] [--rounds N] [--phases runc,crun,peers,steady,scale,images,network,userns,seccomp]";
 
 fn number(p: PathBuf) -> Result<usize> {
     p.to_string_lossy()
@@ -160,7 +173,7 @@ fn parse_args() -> Result<Args> {
         out: PathBuf::from("BENCHMARKS.md"),
         sizes: FULL,
         phases: [
-            "runc", "crun", "peers", "steady", "images", "network", "userns", "seccomp",
+            "runc", "crun", "peers", "steady", "scale", "images", "network", "userns", "seccomp",
         ]
         .map(String::from)
         .to_vec(),
@@ -286,6 +299,10 @@ fn run(args: &Args) -> Result<Results> {
     }
     if wants("steady") {
         phase("steady state", || phases::steady_phase(&run, &mut results))?;
+    }
+    if wants("scale") {
+        let sizes = args.sizes.scale;
+        results.scale = Some(phase("scale", || scale::phase(&run, sizes))?);
     }
     if wants("images") {
         match images::missing_tools() {

@@ -133,9 +133,12 @@ impl Marks {
     fn wait(&self, names: &[String], t0: Instant) -> Result<Vec<Duration>> {
         let mut out = Vec::with_capacity(names.len());
         for n in names {
-            wait_for(&format!("{n}'s mark"), TIMEOUT, Duration::from_millis(1), || {
-                self.when(n).is_some()
-            })?;
+            wait_for(
+                &format!("{n}'s mark"),
+                TIMEOUT,
+                Duration::from_millis(1),
+                || self.when(n).is_some(),
+            )?;
             let at = self.when(n).unwrap_or(t0);
             out.push(at.saturating_duration_since(t0));
         }
@@ -203,9 +206,12 @@ impl System<'_> {
         match self {
             System::Rundmc { env, .. } => {
                 env.remove(id)?;
-                wait_for(&format!("{id} gone"), TIMEOUT, Duration::from_millis(1), || {
-                    env.gone(id)
-                })
+                wait_for(
+                    &format!("{id} gone"),
+                    TIMEOUT,
+                    Duration::from_millis(1),
+                    || env.gone(id),
+                )
                 .with_context(|| env.log_tail())
                 .map(drop)
             }
@@ -332,23 +338,39 @@ impl Podman {
 
     fn run(&self, id: &str, marks: &Path) -> Result<()> {
         let mut c = self.command();
-        c.args(["run", "-d", "--name", id, "--hostname", id, "--network", "none"])
-            .args(["--cgroup-parent", &format!("/{}", self.cgroup_parent)])
-            .arg("-v")
-            .arg(format!("{}:/mark", marks.display()))
-            .arg("--rootfs")
-            .arg(&self.rootfs)
-            .args(["/bin/sh", "-c", SCRIPT]);
+        c.args([
+            "run",
+            "-d",
+            "--name",
+            id,
+            "--hostname",
+            id,
+            "--network",
+            "none",
+        ])
+        .args(["--cgroup-parent", &format!("/{}", self.cgroup_parent)])
+        .arg("-v")
+        .arg(format!("{}:/mark", marks.display()))
+        .arg("--rootfs")
+        .arg(&self.rootfs)
+        .args(["/bin/sh", "-c", SCRIPT]);
         run_ok(&mut c, "podman run")
     }
 
     fn rm(&self, id: &str) -> Result<()> {
-        run_ok(self.command().args(["rm", "-f", "-t", "0", id]), "podman rm")
+        run_ok(
+            self.command().args(["rm", "-f", "-t", "0", id]),
+            "podman rm",
+        )
     }
 
     /// Removes whatever is left (after an error).
     fn rm_all(&self) {
-        let _ = crate::reaper::status(self.command().args(["rm", "-af", "-t", "0"]).stderr(Stdio::null()));
+        let _ = crate::reaper::status(
+            self.command()
+                .args(["rm", "-af", "-t", "0"])
+                .stderr(Stdio::null()),
+        );
     }
 }
 
@@ -416,9 +438,12 @@ impl Containerd {
             cgroup_parent,
             rootfs: run.image().to_owned(),
         };
-        wait_for("containerd's socket", Duration::from_secs(30), Duration::from_millis(20), || {
-            c.socket.exists()
-        })
+        wait_for(
+            "containerd's socket",
+            Duration::from_secs(30),
+            Duration::from_millis(20),
+            || c.socket.exists(),
+        )
         .with_context(|| fs::read_to_string(dir.join("containerd.log")).unwrap_or_default())?;
         Ok(c)
     }
@@ -438,7 +463,10 @@ impl Containerd {
         c.args(["run", "-d", "--null-io", "--env", &format!("MARK={id}")])
             .args(["--cgroup", &format!("/{}/{id}", self.cgroup_parent)])
             .arg("--mount")
-            .arg(format!("type=bind,src={},dst=/mark,options=rbind:rw", marks.display()))
+            .arg(format!(
+                "type=bind,src={},dst=/mark,options=rbind:rw",
+                marks.display()
+            ))
             .arg("--rootfs")
             .arg(&self.rootfs)
             .args([id, "/bin/sh", "-c", SCRIPT]);
@@ -446,8 +474,14 @@ impl Containerd {
     }
 
     fn rm(&self, id: &str) -> Result<()> {
-        run_ok(self.ctr().args(["task", "delete", "-f", id]), "ctr task delete")?;
-        run_ok(self.ctr().args(["container", "delete", id]), "ctr container delete")
+        run_ok(
+            self.ctr().args(["task", "delete", "-f", id]),
+            "ctr task delete",
+        )?;
+        run_ok(
+            self.ctr().args(["container", "delete", id]),
+            "ctr container delete",
+        )
     }
 
     fn stop(mut self) {
@@ -478,11 +512,19 @@ pub fn phase(run: &Run, sizes: PeerSizes) -> Result<PeerResults> {
         idle_secs: sizes.idle_secs,
         ..PeerResults::default()
     };
-    let mut systems = vec![System::Rundmc { env: &env, agent: &agent }, System::Raw(&raw)];
+    let mut systems = vec![
+        System::Rundmc {
+            env: &env,
+            agent: &agent,
+        },
+        System::Raw(&raw),
+    ];
     let podman_ok = crate::cold_pull::installed("podman") && crate::cold_pull::installed("conmon");
     for runtime in ["runc", "crun"] {
         if !podman_ok {
-            out.skipped.push(format!("podman + {runtime}: podman or conmon is not installed"));
+            out.skipped.push(format!(
+                "podman + {runtime}: podman or conmon is not installed"
+            ));
             continue;
         }
         if runtime == "crun"
@@ -493,13 +535,15 @@ pub fn phase(run: &Run, sizes: PeerSizes) -> Result<PeerResults> {
         }
         systems.push(System::Podman(Podman::new(run, runtime)?));
     }
-    let containerd = match crate::cold_pull::installed("containerd") && crate::cold_pull::installed("ctr") {
-        true => Some(Containerd::start(run)?),
-        false => {
-            out.skipped.push("containerd: containerd or ctr is not installed".into());
-            None
-        }
-    };
+    let containerd =
+        match crate::cold_pull::installed("containerd") && crate::cold_pull::installed("ctr") {
+            true => Some(Containerd::start(run)?),
+            false => {
+                out.skipped
+                    .push("containerd: containerd or ctr is not installed".into());
+                None
+            }
+        };
     if let Some(c) = &containerd {
         systems.push(System::Containerd(c));
     }
@@ -521,9 +565,12 @@ pub fn phase(run: &Run, sizes: PeerSizes) -> Result<PeerResults> {
 fn raw_beside(run: &Run, env: &AgentEnv, marks: &Path) -> Result<Raw> {
     let names = vec!["template".to_string()];
     env.write("template", &manifest(env, "template", marks))?;
-    wait_for("the template running", TIMEOUT, Duration::from_millis(5), || {
-        env.output_landed("template") && env.all_running(&names)
-    })
+    wait_for(
+        "the template running",
+        TIMEOUT,
+        Duration::from_millis(5),
+        || env.output_landed("template") && env.all_running(&names),
+    )
     .with_context(|| env.log_tail())?;
     let raw = run.raw_from(env, "peers-raw", &env.depot.join("template"))?;
     env.remove_all(&names, TIMEOUT)?;
@@ -531,7 +578,12 @@ fn raw_beside(run: &Run, env: &AgentEnv, marks: &Path) -> Result<Raw> {
     Ok(raw)
 }
 
-fn measure(systems: &[System], marks: &Marks, dir: &Path, s: PeerSizes) -> Result<Vec<SystemResults>> {
+fn measure(
+    systems: &[System],
+    marks: &Marks,
+    dir: &Path,
+    s: PeerSizes,
+) -> Result<Vec<SystemResults>> {
     let mut results: Vec<SystemResults> = systems
         .iter()
         .map(|sys| {
@@ -561,7 +613,11 @@ fn measure(systems: &[System], marks: &Marks, dir: &Path, s: PeerSizes) -> Resul
             let at = (round + j) % k;
             let r = &mut results[at];
             many(&systems[at], marks, dir, round, at, s, r)?;
-            eprintln!("    {}: burst {:.1}/s", r.name, r.burst.0.last().copied().unwrap_or(f64::NAN));
+            eprintln!(
+                "    {}: burst {:.1}/s",
+                r.name,
+                r.burst.0.last().copied().unwrap_or(f64::NAN)
+            );
         }
     }
     Ok(results)
@@ -602,7 +658,9 @@ fn many(
     }
     let each = marks.wait(&ids, t0).with_context(|| sys.name())?;
     let last = each.iter().max().copied().unwrap_or_default();
-    r.burst.0.push(ids.len() as f64 / last.as_secs_f64().max(1e-9));
+    r.burst
+        .0
+        .push(ids.len() as f64 / last.as_secs_f64().max(1e-9));
     sys.settle(&ids, true)?;
     if round == 0 {
         steady(sys, &ids, s.idle_secs, r)?;
@@ -611,14 +669,19 @@ fn many(
     match sys {
         System::Rundmc { env, .. } => {
             ids.iter().try_for_each(|id| env.remove(id))?;
-            wait_for("every depot directory gone", TIMEOUT, Duration::from_millis(2), || {
-                ids.iter().all(|id| env.gone(id))
-            })
+            wait_for(
+                "every depot directory gone",
+                TIMEOUT,
+                Duration::from_millis(2),
+                || ids.iter().all(|id| env.gone(id)),
+            )
             .with_context(|| env.log_tail())?;
         }
         _ => drop(burst::in_parallel(&ids, WORKERS, |id| sys.stop(id))?),
     }
-    r.burst_down.0.push(ids.len() as f64 / t0.elapsed().as_secs_f64().max(1e-9));
+    r.burst_down
+        .0
+        .push(ids.len() as f64 / t0.elapsed().as_secs_f64().max(1e-9));
     sys.settle(&ids, false)?;
     marks.clear(&ids);
     Ok(())
@@ -628,7 +691,11 @@ fn many(
 fn steady(sys: &System, ids: &[String], secs: u64, r: &mut SystemResults) -> Result<()> {
     pause(Duration::from_secs(1))?;
     let sups = sys.supervisors(ids);
-    let mut pss: Vec<u64> = sups.iter().filter_map(|p| procfs::mem(*p).ok()).map(|m| m.pss_kib).collect();
+    let mut pss: Vec<u64> = sups
+        .iter()
+        .filter_map(|p| procfs::mem(*p).ok())
+        .map(|m| m.pss_kib)
+        .collect();
     pss.sort_unstable();
     r.supervisor_pss_kib = pss.get(pss.len() / 2).copied();
     let daemon = sys.daemon();
@@ -638,13 +705,17 @@ fn steady(sys: &System, ids: &[String], secs: u64, r: &mut SystemResults) -> Res
         r.idle_cpu_pct = Some(0.0);
         return Ok(());
     }
-    let cpu = |pids: &[i32]| -> u64 { pids.iter().filter_map(|p| procfs::process_cpu_ns(*p)).sum() };
+    let cpu =
+        |pids: &[i32]| -> u64 { pids.iter().filter_map(|p| procfs::process_cpu_ns(*p)).sum() };
     let (c0, t0) = (cpu(&watched), Instant::now());
     pause(Duration::from_secs(secs))?;
     let (c1, wall) = (cpu(&watched), t0.elapsed().as_secs_f64());
     r.idle_cpu_pct = Some(c1.saturating_sub(c0) as f64 / 1e9 / wall * 100.0);
     if sups_missing(sys, ids) {
-        return Err(anyhow!("{}: supervisors ended during the idle window", sys.name()));
+        return Err(anyhow!(
+            "{}: supervisors ended during the idle window",
+            sys.name()
+        ));
     }
     Ok(())
 }

@@ -51,6 +51,8 @@ pub struct Results {
     pub seccomp: Option<crate::seccomp::SeccompResults>,
     /// The peers phase (issue 19).
     pub peers: Option<crate::peers::PeerResults>,
+    /// The scale phase (issue 19).
+    pub scale: Option<crate::scale::ScaleResults>,
     /// What was skipped or went wrong, and why.
     pub notes: Vec<String>,
     /// Hand-written findings (`benches/e2e/FINDINGS.md`), appended as they are.
@@ -98,6 +100,9 @@ pub fn render(r: &Results) -> String {
     }
     exit_table(&mut s, r);
     steady_tables(&mut s, r);
+    if let Some(scale) = &r.scale {
+        crate::peers_report::render_scale(&mut s, scale);
+    }
     if let Some(images) = &r.images {
         crate::images_report::render(&mut s, images);
     }
@@ -182,7 +187,7 @@ fn targets(s: &mut String, r: &Results) {
     }
 }
 
-type TargetRow = (&'static str, String, Option<bool>);
+pub type TargetRow = (&'static str, String, Option<bool>);
 
 fn target_rows(r: &Results) -> Vec<TargetRow> {
     let mut rows = Vec::new();
@@ -190,6 +195,9 @@ fn target_rows(r: &Results) -> Vec<TargetRow> {
         runc_rows(rt, &mut rows);
     }
     saturated_rows(r, &mut rows);
+    if let Some(scale) = &r.scale {
+        crate::peers_report::scale_rows(scale, &mut rows);
+    }
     let exit = r.exits.as_ref().map(|e| e.in_status.p50());
     rows.push((
         "Exit detection p50 ≤ 10 ms",
