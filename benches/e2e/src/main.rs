@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE]
-//!              [--quick] [--samples N] [--burst N] [--rounds N] [--phases runc,crun,peers,steady,scale,images,network,userns,seccomp]
+//!              [--quick] [--samples N] [--burst N] [--rounds N] [--scale N] [--phases runc,crun,peers,steady,scale,images,network,userns,seccomp]
 //! ```
 //!
 //! `--quick` runs every figure with a handful of samples, to try changes;
@@ -154,7 +154,7 @@ struct Args {
     findings: PathBuf,
 }
 
-const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--burst N] [--rounds N] [--phases runc,crun,peers,steady,scale,images,network,userns,seccomp]";
+const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--burst N] [--rounds N] [--scale N] [--phases runc,crun,peers,steady,scale,images,network,userns,seccomp]";
 
 fn number(p: PathBuf) -> Result<usize> {
     p.to_string_lossy()
@@ -193,6 +193,7 @@ fn parse_args() -> Result<Args> {
                 args.sizes.burst = number(value()?)?;
                 args.sizes.sat_burst = args.sizes.burst;
             }
+            Some("--scale") => args.sizes.scale.containers = number(value()?)?,
             Some("--rounds") => {
                 args.sizes.rounds = number(value()?)?;
                 args.sizes.crun_rounds = args.sizes.rounds;

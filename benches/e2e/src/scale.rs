@@ -47,6 +47,8 @@ pub struct ScaleResults {
     pub mem: Mem,
     /// The agent's open files with all running.
     pub fds: usize,
+    /// The agent's memory after a restart with all running.
+    pub mem_restarted: Mem,
     /// Restarts, with the proof nothing restarted.
     pub restarts: Restarts,
     /// One full resync.
@@ -160,6 +162,9 @@ fn measure(run: &Run, s: ScaleSizes, out: &mut ScaleResults) -> Result<()> {
         agent = steady::restart(&env, &mut agent, &names, &[], &mut out.restarts)?;
     }
     eprintln!("  restarts: {:?}", out.restarts.ready.0);
+    pause(Duration::from_secs(1))?;
+    out.mem_restarted = procfs::mem(agent.pid)?;
+    eprintln!("  RSS {:?} after converging, {:?} after a restart", out.mem, out.mem_restarted);
     let (mut resyncing, resync) =
         steady::resync(&env, &mut agent, &names, s.resync_period, &mut out.restarts)?;
     eprintln!("  {resync:?}");
