@@ -86,7 +86,14 @@ pub fn render_scale(s: &mut String, r: &crate::scale::ScaleResults) {
                 r.mem.pss_kib as f64 / 1024.0
             ),
         ),
-        ("Agent RSS / PSS after a restart with all running", format!("{:.1} MiB / {:.1} MiB", r.mem_restarted.rss_kib as f64 / 1024.0, r.mem_restarted.pss_kib as f64 / 1024.0)),
+        (
+            "Agent RSS / PSS after a restart with all running",
+            format!(
+                "{:.1} MiB / {:.1} MiB",
+                r.mem_restarted.rss_kib as f64 / 1024.0,
+                r.mem_restarted.pss_kib as f64 / 1024.0
+            ),
+        ),
         ("Agent open files with all running", r.fds.to_string()),
         (
             "Restart until ready, p50 / max",

@@ -164,7 +164,10 @@ fn measure(run: &Run, s: ScaleSizes, out: &mut ScaleResults) -> Result<()> {
     eprintln!("  restarts: {:?}", out.restarts.ready.0);
     pause(Duration::from_secs(1))?;
     out.mem_restarted = procfs::mem(agent.pid)?;
-    eprintln!("  RSS {:?} after converging, {:?} after a restart", out.mem, out.mem_restarted);
+    eprintln!(
+        "  RSS {:?} after converging, {:?} after a restart",
+        out.mem, out.mem_restarted
+    );
     let (mut resyncing, resync) =
         steady::resync(&env, &mut agent, &names, s.resync_period, &mut out.restarts)?;
     eprintln!("  {resync:?}");
