@@ -176,7 +176,7 @@ of 10 periods whose edges fall half-way between ticks, divided by 10.
 ";
 
 fn targets(s: &mut String, r: &Results) {
-    s.push_str("\n## Targets (issue 6)\n\n| target | measured | |\n|---|---|---|\n");
+    s.push_str("\n## Targets (issues 6 and 19)\n\n| target | measured | |\n|---|---|---|\n");
     for (target, measured, met) in target_rows(r) {
         let mark = match met {
             Some(true) => "met",
@@ -275,7 +275,7 @@ fn saturated_rows(r: &Results, rows: &mut Vec<TargetRow>) {
         };
         let (agent, raw) = (b.agent_up.rates.p50(), b.raw_up.rates.p50());
         let share = ratio(agent, raw);
-        let text = format!("{} ({} vs {} containers/s)", x(share), f1(agent), f1(raw));
+        let text = format!("{share:.3}× ({} vs {} containers/s)", f1(agent), f1(raw));
         rows.push((target, text, share.is_finite().then_some(share >= floor)));
     }
 }
