@@ -10,6 +10,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Agent(mut args) => {
+            bound_heap_retention();
             init_logging(args.log_format, "info");
             args.api_socket = cli.api_socket.clone();
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -124,4 +125,14 @@ fn init_logging(format: LogFormat, level: &str) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Fixes glibc's mmap threshold at its default, 128 KiB. Left dynamic, it
+/// grows with every large block freed, and the trim threshold with it (to
+/// 64 MiB), so the heap a burst frees stays resident: with 1,000 containers
+/// made at once the agent kept about 20 MiB it no longer used (issue 19).
+fn bound_heap_retention() {
+    // SAFETY: mallopt takes a documented parameter and a value; it runs
+    // before any other thread exists.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
 }
