@@ -526,3 +526,25 @@ fn stats_events_and_attach_show_usage_history_and_live_output() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
     assert_eq!(attach.wait().unwrap().code(), Some(137));
 }
+
+#[test]
+fn only_the_newest_sixteen_finished_execs_are_kept() {
+    let a = AgentEnv::new("op-keep");
+    let _agent = a.start();
+    a.write("web.yaml", &manifest("web", SLEEPER));
+    a.wait("web running", T, || a.running("web"));
+    for i in 0..20 {
+        let (code, _, err) = op::run(&a, &["exec", "web", "--", "sh", "-c", &format!("exit {i}")]);
+        assert_eq!(code, i, "{err}");
+    }
+    // The record of an exec goes once its stream has ended, which is
+    // after its client exited: wait for it.
+    let kept = || {
+        let (_, out, _) = op::run(&a, &["describe", "web"]);
+        exec_rows(&out)
+    };
+    a.wait("16 execs kept", T, || kept().len() == 16);
+    let codes: Vec<String> = kept().into_iter().map(|(_, code)| code).collect();
+    let newest: Vec<String> = (4..20).map(|i: i32| i.to_string()).collect();
+    assert_eq!(codes, newest, "the newest are kept, in order");
+}

@@ -288,15 +288,13 @@ fn an_edit_of_one_sidecar_touches_only_that_sidecar() {
         "e.yaml",
         &manifest("pod", &TWO_SIDECARS.replace("100002", "100003")),
     );
+    // Its pid is runc's exec until it execs the sidecar: wait for that.
+    let cmdline = |pid: i32| std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     a.wait("the edited sidecar replaced", T, || {
-        slot_pid(&a, "pod", "sidecar-two").is_some_and(|p| p != two && alive(p))
+        slot_pid(&a, "pod", "sidecar-two").is_some_and(|p| {
+            p != two && alive(p) && String::from_utf8_lossy(&cmdline(p)).contains("100003")
+        })
     });
-    let cmdline = std::fs::read_to_string(format!(
-        "/proc/{}/cmdline",
-        slot_pid(&a, "pod", "sidecar-two").unwrap()
-    ))
-    .unwrap();
-    assert!(cmdline.contains("100003"), "{cmdline:?}");
     assert!(!alive(two), "the old one is gone");
     assert_eq!(
         a.env.init_pid("pod"),

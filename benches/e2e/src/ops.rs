@@ -150,7 +150,11 @@ fn write_log(dir: &Path) -> Result<std::path::PathBuf> {
     let mut text = Vec::with_capacity(LOG_BYTES + 128);
     let mut i = 0u64;
     while text.len() < LOG_BYTES {
-        let stream = if i.is_multiple_of(7) { "stderr" } else { "stdout" };
+        let stream = if i.is_multiple_of(7) {
+            "stderr"
+        } else {
+            "stdout"
+        };
         text.extend_from_slice(
             format!("2026-01-01T00:00:00.{:09}Z {stream} F line {i:08} of a chatty process, padded to about a hundred bytes\n", i % 1_000_000_000)
                 .as_bytes(),

@@ -79,6 +79,7 @@ pub async fn exec(
             Ok(io) => stream(process, master, exec.stdin, io).await,
             Err(e) => tracing::warn!(%handle, error = %e, "exec: the client's upgrade failed"),
         }
+        prune_execs(&node, &handle);
     });
     let mut r = Response::new(full(""));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -92,6 +93,29 @@ pub async fn exec(
         hyper::header::HeaderValue::from_static(STREAM_PROTOCOL),
     );
     Ok(r)
+}
+
+/// Exec'd processes whose records are kept per container, the newest.
+pub const KEEP_EXECS: usize = 16;
+
+/// Remove the records of all but the newest [`KEEP_EXECS`] finished execs
+/// of `handle` (ids sort by start time), so that a container exec'd into
+/// every minute does not pile up directories.
+fn prune_execs(node: &Node, handle: &crate::api::Handle) {
+    let Ok(list) = node.containerizer.processes(handle) else {
+        return;
+    };
+    let ended: Vec<_> = list
+        .into_iter()
+        .filter(|p| {
+            p.id.starts_with("exec-") && matches!(p.state, crate::process::ProcState::Exited(_))
+        })
+        .collect();
+    for p in &ended[..ended.len().saturating_sub(KEEP_EXECS)] {
+        if let Err(e) = std::fs::remove_dir_all(&p.dir) {
+            tracing::warn!(%handle, process = %p.id, error = %e, "cannot remove an old exec's record");
+        }
+    }
 }
 
 /// An exec must ask to upgrade to the stream protocol.
