@@ -22,6 +22,15 @@ command -v htpasswd >/dev/null 2>&1 || missing="$missing apache2-utils"
 command -v iptables >/dev/null 2>&1 || missing="$missing iptables"
 command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
 command -v script >/dev/null 2>&1 || missing="$missing bsdutils"
+# `make bench` (issue 19): a CPU hog for bursts under saturation, and the
+# peers it measures rundmc against: podman (with conmon, which drives runc
+# or crun) and containerd with its ctr client and runc shim.
+command -v stress-ng >/dev/null 2>&1 || missing="$missing stress-ng"
+command -v podman >/dev/null 2>&1 || missing="$missing podman"
+command -v conmon >/dev/null 2>&1 || missing="$missing conmon"
+{ command -v containerd >/dev/null 2>&1 && command -v ctr >/dev/null 2>&1 \
+    && command -v containerd-shim-runc-v2 >/dev/null 2>&1; } || missing="$missing containerd"
+command -v perf >/dev/null 2>&1 || missing="$missing linux-perf"
 # Seccomp: containers/common's profile, which the default profile's test
 # diffs against (Moby's, loosened for Podman).
 [ -f /usr/share/containers/seccomp.json ] || missing="$missing golang-github-containers-common"

@@ -2,15 +2,17 @@
 
 use anyhow::Context;
 use clap::Parser;
-use rundmc::cli::{Cli, Command, LogFormat, NstarDirection};
+use rundmc::cli::{Cli, Command, LogFormat, NstarDirection, ops};
 use rundmc::containerizer::nstar;
 
 fn main() -> anyhow::Result<()> {
     rundmc_shim::abort_on_panic();
     let cli = Cli::parse();
     match cli.command {
-        Command::Agent(args) => {
+        Command::Agent(mut args) => {
+            bound_heap_retention();
             init_logging(args.log_format, "info");
+            args.api_socket = cli.api_socket.clone();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -33,6 +35,24 @@ fn main() -> anyhow::Result<()> {
                 eprintln!("rundmc image: {e}");
                 std::process::exit(1);
             }
+            Ok(())
+        }
+        Command::Ps(_)
+        | Command::Get(_)
+        | Command::Describe(_)
+        | Command::Logs(_)
+        | Command::Exec(_)
+        | Command::Cp(_)
+        | Command::Attach(_)
+        | Command::Stats(_)
+        | Command::Events(_) => {
+            init_logging(LogFormat::Text, "warn");
+            let code = operator(cli);
+            std::process::exit(code);
+        }
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "rundmc", &mut std::io::stdout());
             Ok(())
         }
         Command::Crd(args) => {
@@ -58,6 +78,42 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Run an operator verb against the agent's API; its exit code.
+fn operator(cli: Cli) -> i32 {
+    let client = ops::client::Client::new(ops::socket(cli.api_socket));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rundmc: cannot start the async runtime: {e}");
+            return ops::client::EXIT_FAILED;
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Ps(a) => ops::ps(&client, a).await.map(|()| 0),
+            Command::Get(a) => ops::get(&client, a).await.map(|()| 0),
+            Command::Describe(a) => ops::describe(&client, a).await.map(|()| 0),
+            Command::Logs(a) => ops::logs::logs(&client, a).await.map(|()| 0),
+            Command::Exec(a) => ops::exec::exec(&client, a).await,
+            Command::Cp(a) => ops::cp::cp(&client, a).await.map(|()| 0),
+            Command::Attach(a) => ops::watch::attach(&client, a).await,
+            Command::Stats(a) => ops::watch::stats(&client, a).await.map(|()| 0),
+            Command::Events(a) => ops::watch::events(&client, a).await.map(|()| 0),
+            _ => Ok(0),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rundmc: {e}");
+            e.exit_code()
+        }
+    }
+}
+
 /// Log to stderr, as text or JSON, filtered by RUST_LOG (default: `level`).
 fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -69,4 +125,14 @@ fn init_logging(format: LogFormat, level: &str) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Fixes glibc's mmap threshold at its default, 128 KiB. Left dynamic, it
+/// grows with every large block freed, and the trim threshold with it (to
+/// 64 MiB), so the heap a burst frees stays resident: with 1,000 containers
+/// made at once the agent kept about 20 MiB it no longer used (issue 19).
+fn bound_heap_retention() {
+    // SAFETY: mallopt takes a documented parameter and a value; it runs
+    // before any other thread exists.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
 }

@@ -10,6 +10,7 @@ pub mod desired;
 pub mod handle;
 pub mod ident;
 pub mod image;
+pub mod pods;
 pub mod probe;
 pub mod quantity;
 pub mod reason;

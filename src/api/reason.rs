@@ -75,11 +75,14 @@ pub enum Reason {
     FailedPostStartHook,
     /// The preStop hook failed; the stop goes on (an event).
     FailedPreStopHook,
+    /// Init processes are running (Ready's reason, as the kubelet's
+    /// PodInitializing).
+    Initializing,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 32] = [
+    pub const ALL: [Reason; 33] = [
         Reason::Created,
         Reason::Started,
         Reason::Killing,
@@ -112,6 +115,7 @@ impl Reason {
         Reason::Unhealthy,
         Reason::FailedPostStartHook,
         Reason::FailedPreStopHook,
+        Reason::Initializing,
     ];
 
     /// The one CamelCase word reported.
@@ -149,6 +153,7 @@ impl Reason {
             Reason::Unhealthy => "Unhealthy",
             Reason::FailedPostStartHook => "FailedPostStartHook",
             Reason::FailedPreStopHook => "FailedPreStopHook",
+            Reason::Initializing => "Initializing",
         }
     }
 

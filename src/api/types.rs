@@ -9,6 +9,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use super::pods::*;
 pub use super::probe::*;
 pub use super::security::*;
 
@@ -102,6 +103,18 @@ pub struct ContainerSpec {
     /// The main process. Without it the container idles on its init.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessSpec>,
+    /// Processes run to completion, in order, before the main process; run
+    /// again only when the container is made again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init_processes: Vec<InitProcess>,
+    /// Processes beside the main one, each restarted on its own: started
+    /// before it (after the init processes), stopped after it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<Sidecar>,
+    /// Peas (sidecars with a rootfs of their own) join the container's PID
+    /// namespace too, and see its processes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub share_process_namespace: bool,
     /// When to restart the main process after it exits: Always, OnFailure or Never.
     #[serde(default)]
     pub restart_policy: RestartPolicy,
@@ -366,6 +379,10 @@ pub struct ContainerStatus {
     /// main process started; this says which run, and its pid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub main_process: Option<MainProcess>,
+    /// Every process of a container with init processes or sidecars: its
+    /// state, restarts, last termination and readiness.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcessStatus>,
     /// The container's first address on its network.
     #[serde(rename = "podIP", default, skip_serializing_if = "Option::is_none")]
     pub pod_ip: Option<String>,

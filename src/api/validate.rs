@@ -86,7 +86,7 @@ pub fn validate(spec: &ContainerSpec) -> Result<(), ValidationErrors> {
     }
     check_env(&mut errs, "spec.env", &spec.env);
     if let Some(p) = &spec.process {
-        check_process(&mut errs, p, spec.image.is_some());
+        check_process(&mut errs, "spec.process", p, spec.image.is_some());
         let ports: Vec<_> = spec
             .ports
             .iter()
@@ -95,6 +95,7 @@ pub fn validate(spec: &ContainerSpec) -> Result<(), ValidationErrors> {
         let probes = super::probe::probe_errors(p, &ports).into_iter();
         errs.extend(probes.map(|(field, message)| FieldError::new(field, message)));
     }
+    super::pods::check(&mut errs, spec);
     check_mounts(&mut errs, &spec.mounts);
     check_network(&mut errs, spec);
     super::secctx::check(&mut errs, spec);
@@ -196,7 +197,7 @@ fn check_hostname(errs: &mut Vec<FieldError>, h: &str) {
     }
 }
 
-fn check_env(errs: &mut Vec<FieldError>, field: &str, env: &[EnvVar]) {
+pub(super) fn check_env(errs: &mut Vec<FieldError>, field: &str, env: &[EnvVar]) {
     for (i, var) in env.iter().enumerate() {
         if var.name.is_empty() || var.name.contains(['=', '\0']) {
             errs.push(FieldError::new(
@@ -340,35 +341,40 @@ fn check_image(errs: &mut Vec<FieldError>, spec: &ContainerSpec) {
 
 /// The process: without an image, `command` + `args` is the whole argv
 /// and must name an executable; with one, the image may supply it.
-fn check_process(errs: &mut Vec<FieldError>, p: &ProcessSpec, from_image: bool) {
+pub(super) fn check_process(
+    errs: &mut Vec<FieldError>,
+    at: &str,
+    p: &ProcessSpec,
+    from_image: bool,
+) {
     let first = p.command.first().or(p.args.first());
     if !from_image && first.is_none_or(|a| a.is_empty()) {
         errs.push(FieldError::new(
-            "spec.process.args",
+            format!("{at}.args"),
             "needs at least the command",
         ));
     }
     if p.command.first().is_some_and(String::is_empty) {
         errs.push(FieldError::new(
-            "spec.process.command",
+            format!("{at}.command"),
             "must not start with an empty string",
         ));
     }
     for (field, words) in [("command", &p.command), ("args", &p.args)] {
         if words.iter().any(|a| a.contains('\0')) {
             errs.push(FieldError::new(
-                format!("spec.process.{field}"),
+                format!("{at}.{field}"),
                 "must not contain NUL",
             ));
         }
     }
     if let Some(dir) = &p.working_dir {
-        check_abs(errs, "spec.process.workingDir", dir);
+        check_abs(errs, &format!("{at}.workingDir"), dir);
     }
     if let Some(Err(msg)) = p.user.as_deref().map(check_user) {
-        errs.push(FieldError::new("spec.process.user", msg));
+        errs.push(FieldError::new(format!("{at}.user"), msg));
     }
-    check_env(errs, "spec.process.env", &p.env);
+    check_env(errs, &format!("{at}.env"), &p.env);
 }
 
 /// `uid`, `uid:gid` or a passwd name.

@@ -67,6 +67,9 @@ pub enum AgentError {
     /// The metrics endpoint could not start.
     #[error(transparent)]
     Server(#[from] crate::server::ServerError),
+    /// The local API's socket could not be set up (issue 18).
+    #[error(transparent)]
+    LocalApi(#[from] crate::server::local::LocalApiError),
     /// The image store could not be opened.
     #[error("image store: {0}")]
     Images(#[source] StoreError),
@@ -222,12 +225,14 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         changes,
         store.clone(),
         queue.clone(),
-        reporters,
+        Arc::clone(&reporters),
     ));
     if let Some(addr) = args.metrics_addr {
         let bound = serve_metrics(addr, &containerizer, &store, &metrics, args.kube).await?;
         tracing::info!(%bound, "serving /metrics, /healthz and /readyz");
     }
+    // Operator access (issue 18): the local API.
+    serve_local_api(&args, &containerizer, &store, &reporters).await?;
     let workers = tokio::spawn(Arc::clone(&controller).run());
     until_stopped().await?;
     queue.shutdown();
@@ -474,6 +479,33 @@ async fn until_stopped() -> Result<(), AgentError> {
         _ = term.recv() => tracing::info!("SIGTERM: stopping the agent, leaving containers running"),
         _ = int.recv() => tracing::info!("SIGINT: stopping the agent, leaving containers running"),
     }
+    Ok(())
+}
+
+/// Operator access (issue 18): serve the local API on its socket.
+async fn serve_local_api(
+    args: &AgentArgs,
+    containerizer: &Arc<Containerizer<Runc>>,
+    store: &Arc<Store>,
+    reporters: &Arc<Reporters>,
+) -> Result<(), AgentError> {
+    let path = args
+        .api_socket
+        .clone()
+        .unwrap_or_else(|| args.state_dir.join("rundmc.sock"));
+    let config = crate::server::local::SocketConfig {
+        path: path.clone(),
+        group: args.api_group.clone(),
+    };
+    let node = crate::server::local::node::Node {
+        containerizer: Arc::clone(containerizer),
+        store: Arc::clone(store),
+        reporters: Arc::clone(reporters),
+        events_path: args.state_dir.join("events.jsonl"),
+        console_dir: args.state_dir.join("console"),
+    };
+    crate::server::local::serve(config, node).await?;
+    tracing::info!(socket = %path.display(), "serving the local API");
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub mod agent;
 pub mod image;
 pub mod lock;
+pub mod ops;
 
 /// rundmc keeps this machine's containers equal to what is declared for it.
 #[derive(Debug, Parser)]
@@ -16,6 +17,10 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// The agent's API socket (the agent serves it; the other verbs use it).
+    /// Default: /run/rundmc/rundmc.sock, the agent's `<state-dir>/rundmc.sock`.
+    #[arg(long, global = true, env = "RUNDMC_API_SOCKET", value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
 }
 
 /// The subcommands.
@@ -27,6 +32,29 @@ pub enum Command {
     Crd(CrdArgs),
     /// Pull, list, remove, prune and import images in the node's image store.
     Image(ImageArgs),
+    /// List containers, with their phase, readiness and restarts.
+    Ps(ops::PsArgs),
+    /// Show one container (`-o yaml|json`: as a resource, with its status).
+    Get(ops::GetArgs),
+    /// Show one container in detail: spec, status, conditions, processes, events.
+    Describe(ops::DescribeArgs),
+    /// Print a container's log (its main process's, or another process's).
+    Logs(ops::logs::LogsArgs),
+    /// Run a command in a container (`-it` for a shell).
+    Exec(ops::exec::ExecArgs),
+    /// Copy files and directories between a container and here (`NAME:/path`).
+    Cp(ops::cp::CpArgs),
+    /// Follow a container's main process's output from now until it ends.
+    Attach(ops::watch::AttachArgs),
+    /// Show what containers use: CPU, memory, pids, network and block I/O.
+    Stats(ops::watch::StatsArgs),
+    /// Print what happened to containers (`-f`: as it happens).
+    Events(ops::watch::EventsArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Stream a tar into or out of a container's mount namespace (internal).
     #[command(hide = true)]
     Nstar(NstarArgs),
@@ -358,6 +386,15 @@ pub struct AgentArgs {
     /// node's).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub host_users_default: bool,
+
+    // --- Operator access (issue 18): the local API ---
+    /// The API socket; set from the global `--api-socket`, else
+    /// `<state-dir>/rundmc.sock`.
+    #[arg(skip)]
+    pub api_socket: Option<PathBuf>,
+    /// The group (name or gid) that may use the API socket besides root.
+    #[arg(long, value_name = "GROUP")]
+    pub api_group: Option<String>,
 }
 
 /// A capability name for `--allowed-capabilities`.

@@ -308,8 +308,15 @@ pub fn nofile_hard() -> u64 {
 
 /// The agent's capability bounding set, which caps every container's
 /// capabilities (a runtime it starts inherits it). Every capability when it
-/// cannot be read, so a failure here changes nothing.
+/// cannot be read, so a failure here changes nothing. Read once: the agent
+/// never drops from it, and reading `/proc/self/status` of a process with
+/// many threads on every create and start was measurable (issue 19).
 pub fn bounding_set() -> CapSet {
+    static READ: std::sync::OnceLock<CapSet> = std::sync::OnceLock::new();
+    *READ.get_or_init(read_bounding_set)
+}
+
+fn read_bounding_set() -> CapSet {
     let status = fs::read_to_string("/proc/self/status");
     match status.as_deref().map(CapSet::from_status) {
         Ok(Some(set)) => set,

@@ -27,6 +27,8 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     /// and bundle. Destroying what is already gone succeeds.
     pub async fn destroy(&self, handle: &Handle) -> Result<()> {
         self.depot.unmark(handle)?;
+        // Peas first: they joined the container's namespaces.
+        self.destroy_peas(handle).await?;
         self.delete_from_runtime(handle).await?;
         // With the runtime's container gone, anything left in the cgroup is
         // a process whose state was lost: it would keep the cgroup busy.

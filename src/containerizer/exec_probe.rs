@@ -64,7 +64,8 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             user,
             ..RunSpec::default()
         };
-        let process = match self.process_spec_for(handle, &record.spec, &spec) {
+        let rootfs = self.depot.paths(handle).rootfs();
+        let process = match self.process_spec_for(handle, &rootfs, &record.spec, &spec) {
             Ok(process) => process,
             Err(e) => return Ok(Err(e.to_string())),
         };

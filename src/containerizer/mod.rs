@@ -28,6 +28,7 @@ pub mod leftovers;
 pub mod lifecycle;
 pub mod network;
 pub mod nstar;
+pub mod peas;
 pub mod rootfs;
 pub mod run;
 pub mod seccomp;
@@ -152,6 +153,12 @@ pub enum ErrorKind {
         /// Why.
         #[source]
         source: FsError,
+    },
+    /// A pea was asked for that the container's spec does not declare.
+    #[error("no sidecar {name:?} with a rootfs of its own is declared")]
+    PeaUnknown {
+        /// The sidecar's name.
+        name: String,
     },
     /// The verb needs the container in another state.
     #[error("cannot {verb} a container that is {status:?}")]

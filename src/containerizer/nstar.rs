@@ -132,6 +132,9 @@ pub fn unpack(input: impl Read, dest: &Path, keep_owners: bool) -> io::Result<()
 /// Pack `src` as `tar -C dirname(src) basename(src)` would; a path ending in
 /// `/` packs its contents instead.
 pub fn pack(output: impl Write, src: &Path) -> io::Result<()> {
+    // Before the builder, whose drop writes an empty archive's end: a path
+    // that is not there writes nothing at all.
+    let is_dir = std::fs::symlink_metadata(src)?.is_dir();
     let mut builder = tar::Builder::new(output);
     builder.follow_symlinks(false);
     let contents_only = src.as_os_str().to_string_lossy().ends_with('/');
@@ -139,7 +142,7 @@ pub fn pack(output: impl Write, src: &Path) -> io::Result<()> {
         (true, _) | (false, None) => PathBuf::from("."),
         (false, Some(n)) => PathBuf::from(n),
     };
-    if std::fs::symlink_metadata(src)?.is_dir() {
+    if is_dir {
         builder.append_dir_all(&name, src)?;
     } else {
         builder.append_path_with_name(src, &name)?;

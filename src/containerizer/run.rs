@@ -34,6 +34,34 @@ pub struct RunSpec {
     pub log_max_bytes: Option<u64>,
     /// Log files kept; the supervisor's default when `None`.
     pub log_max_files: Option<u32>,
+    /// Run it in this pea of the container (a sidecar with a rootfs of its
+    /// own) rather than in the container itself; its process directory is
+    /// the container's all the same.
+    pub pea: Option<String>,
+    /// A terminal instead of pipes (`rundmc exec -t`, issue 18).
+    pub terminal: Option<Terminal>,
+}
+
+/// Where a process runs: the runtime's container, its rootfs, the spec
+/// confining it, and its cgroup.
+struct Target {
+    id: Handle,
+    rootfs: PathBuf,
+    spec: ContainerSpec,
+    cgroup: crate::cgroup::Cgroup,
+}
+
+/// A terminal for a process: the runtime makes a pty of this size and
+/// sends its master over the unix socket listening at `socket` (runc's
+/// `--console-socket`); the process's output then bypasses the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Terminal {
+    /// Where the caller listens for the pty master.
+    pub socket: PathBuf,
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
 }
 
 impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
@@ -43,35 +71,45 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             .depot
             .record(handle)?
             .ok_or_else(|| super::depot::DepotError::NotFound(handle.clone()))?;
-        self.check_can_exec(handle).await?;
+        let target = self.target(handle, record.spec, spec.pea.as_deref())?;
+        self.check_can_exec(handle, &target.id).await?;
         let paths = self.depot.paths(handle);
-        let process = self.process_spec_for(handle, &record.spec, spec)?;
+        let mut process = self.process_spec_for(handle, &target.rootfs, &target.spec, spec)?;
         let id = spec.id.clone().unwrap_or_else(generate_id);
         let dir = self.make_process_dir(handle, &paths.processes(), &id)?;
+        if let Some(t) = &spec.terminal {
+            let size = oci_spec::runtime::BoxBuilder::default()
+                .height(u64::from(t.rows))
+                .width(u64::from(t.cols))
+                .build()
+                .ok();
+            process.set_terminal(Some(true));
+            process.set_console_size(size);
+        }
         fsutil::write_json_with(
             &dir.join(PROCESS_JSON),
             &process,
             fsutil::Durability::Volatile,
         )
         .map_err(|source| ContainerizerError::at(handle, ErrorKind::Fs { source }))?;
-        let launch = self.launch(handle, spec, &id, &dir);
+        let launch = self.launch(&target, spec, &id, &dir);
         self.tracker
             .spawn(launch)
             .await
             .map_err(|source| ContainerizerError::at(handle, ErrorKind::Process { source }))
     }
 
-    /// The OCI process `spec` runs as in a container made from `container`:
-    /// its user resolved in the rootfs (and refused as root under
+    /// The OCI process `spec` runs as in a container made from `container`
+    /// on `rootfs`: its user resolved there (and refused as root under
     /// `runAsNonRoot`), the container's env and capabilities.
     pub(super) fn process_spec_for(
         &self,
         handle: &Handle,
+        rootfs: &Path,
         container: &ContainerSpec,
         spec: &RunSpec,
     ) -> Result<oci_spec::runtime::Process> {
-        let rootfs = self.depot.paths(handle).rootfs();
-        let user = users::resolve_for(&rootfs, spec.user.as_deref(), container)
+        let user = users::resolve_for(rootfs, spec.user.as_deref(), container)
             .map_err(|source| ContainerizerError::at(handle, ErrorKind::User { source }))?;
         check_non_root(handle, container, &user)?;
         Ok(bundle::process_spec(&ProcessInput {
@@ -85,11 +123,38 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         }))
     }
 
-    /// Refuse unless the runtime says the container can take an exec.
-    async fn check_can_exec(&self, handle: &Handle) -> Result<()> {
+    /// Where a process of `handle` runs: the container, or its pea `pea`.
+    fn target(&self, handle: &Handle, spec: ContainerSpec, pea: Option<&str>) -> Result<Target> {
+        let Some(name) = pea else {
+            return Ok(Target {
+                id: handle.clone(),
+                rootfs: self.depot.paths(handle).rootfs(),
+                cgroup: self.cgroup(handle),
+                spec,
+            });
+        };
+        let sidecar = spec
+            .sidecars
+            .iter()
+            .find(|s| s.name == name && s.is_pea())
+            .ok_or_else(|| {
+                ContainerizerError::at(handle, ErrorKind::PeaUnknown { name: name.into() })
+            })?;
+        let id = self.pea_id(handle, name);
+        Ok(Target {
+            rootfs: self.pea_paths(handle, name).rootfs(),
+            cgroup: self.pea_cgroup(&id),
+            spec: super::peas::pea_spec(&spec, sidecar),
+            id,
+        })
+    }
+
+    /// Refuse unless the runtime says container `id` (the container
+    /// `handle`, or one of its peas) can take an exec.
+    async fn check_can_exec(&self, handle: &Handle, id: &Handle) -> Result<()> {
         let state = self
             .runtime
-            .state(handle.as_str())
+            .state(id.as_str())
             .await
             .map_err(Self::runtime_err(handle))?;
         if can_exec(Some(state.status)) {
@@ -119,16 +184,21 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     }
 
     /// What the supervisor of process `id` is started with.
-    fn launch(&self, handle: &Handle, spec: &RunSpec, id: &str, dir: &Path) -> Launch {
-        let argv = self.runtime.exec_argv(
-            handle.as_str(),
+    fn launch(&self, target: &Target, spec: &RunSpec, id: &str, dir: &Path) -> Launch {
+        let mut argv = self.runtime.exec_argv(
+            target.id.as_str(),
             &dir.join(PROCESS_JSON),
             &dir.join(PID_FILE),
             &dir.join(RUNTIME_LOG),
         );
+        if let Some(t) = &spec.terminal {
+            // Before the container id, which ends the exec's argv.
+            let at = argv.len().saturating_sub(1);
+            argv.splice(at..at, ["--console-socket".into(), t.socket.clone().into()]);
+        }
         let mut launch = Launch::new(id, dir, argv);
         launch.stdin = spec.stdin;
-        launch.oom_file = self.cgroup(handle).oom_counter_file().ok();
+        launch.oom_file = target.cgroup.oom_counter_file().ok();
         launch.join_cgroups = self.shim_cgroups.clone();
         if let Some(b) = spec.log_max_bytes {
             launch.log_max_bytes = b;

@@ -16,6 +16,7 @@ use super::plan::{self, Plan, Step, Waiting};
 use super::probing::ContainerExec;
 use super::queue::WorkQueue;
 use super::reporting::ReportOps;
+use super::sidecars::{SidecarExec, SidecarKeys, sidecar_wake};
 use super::status::{self, FailedStep, StatusInput};
 use super::store::{Desired, SOURCE_LABEL, SourceKind, Store};
 use crate::api::Reason;
@@ -70,6 +71,10 @@ pub struct Controller<C: ContainerOps, P: ReportOps = Reporters> {
     oom: Arc<OomWatches>,
     /// The probes of running main processes.
     pub(super) prober: Arc<Prober>,
+    /// The probes of running sidecars, keyed as `sidecar_keys` says.
+    pub(super) sidecar_prober: Arc<Prober>,
+    /// Which sidecar each key of `sidecar_prober` is.
+    pub(super) sidecar_keys: SidecarKeys,
 }
 
 /// Why a reconcile failed; it is retried with backoff.
@@ -123,8 +128,16 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         let wake_queue = Arc::clone(&queue);
         let wake: Wake = Arc::new(move |h: &Handle| wake_queue.add(h.clone()));
         let exec = Arc::new(ContainerExec(Arc::clone(&containerizer)));
+        let sidecar_keys = SidecarKeys::default();
+        let sidecar_exec = Arc::new(SidecarExec {
+            containerizer: Arc::clone(&containerizer),
+            keys: Arc::clone(&sidecar_keys),
+        });
+        let sidecar_wake = sidecar_wake(Arc::clone(&sidecar_keys), Arc::clone(&wake));
         Arc::new(Self {
             prober: Arc::new(Prober::new(wake, exec)),
+            sidecar_prober: Arc::new(Prober::new(sidecar_wake, sidecar_exec)),
+            sidecar_keys,
             containerizer,
             store,
             queue,
@@ -214,6 +227,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             obs = observe(&*self.containerizer, handle).await?;
         }
         self.read_health(handle, &mut obs);
+        self.read_sidecar_health(handle, &mut obs);
         let intent = intent(desired.as_ref(), &synced, &obs);
         let want = match &intent {
             Intent::Run(spec) => Some(&**spec),
@@ -257,8 +271,12 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         };
         self.watch_main(handle, &after);
         self.keep_probing(handle, &after);
+        self.keep_probing_sidecars(handle, &after);
         self.read_health(handle, &mut after);
+        self.read_sidecar_health(handle, &mut after);
         self.announce_probe_failures(handle, desired.as_ref()).await;
+        self.announce_sidecar_probe_failures(handle, desired.as_ref(), &after)
+            .await;
         if after.runtime == Some(Status::Running) {
             self.oom.ensure(&*self.containerizer, handle, &self.queue);
         }
@@ -372,8 +390,39 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
                     .await
                     .map_err(ReconcileError::StartMain)?,
                 (Step::StopMain, Some(spec)) => self.stop_main(handle, desired, spec).await?,
+                (Step::KillUnhealthy { probe }, Some(spec)) if !spec.sidecars.is_empty() => {
+                    self.kill_unhealthy_main(handle, desired, spec, probe)
+                        .await?
+                }
                 (Step::KillUnhealthy { probe }, Some(spec)) => {
                     self.kill_unhealthy(handle, desired, spec, probe).await?
+                }
+                (Step::StartInit { index }, Some(spec)) => self
+                    .start_init(handle, desired, spec, index, None)
+                    .await
+                    .map_err(ReconcileError::StartMain)?,
+                (Step::RestartInit { index, delay }, Some(spec)) => self
+                    .start_init(handle, desired, spec, index, Some(delay))
+                    .await
+                    .map_err(ReconcileError::StartMain)?,
+                (Step::InitDone { index }, Some(spec)) => self.init_done(handle, spec, index)?,
+                (Step::StartSidecar { index }, Some(spec)) => {
+                    self.start_sidecar(handle, desired, spec, index, None)
+                        .await?
+                }
+                (Step::RestartSidecar { index, delay }, Some(spec)) => {
+                    self.start_sidecar(handle, desired, spec, index, Some(delay))
+                        .await?
+                }
+                (Step::KillSidecar { index, probe }, Some(spec)) => {
+                    self.kill_sidecar(handle, desired, spec, index, probe)
+                        .await?
+                }
+                (Step::RemoveSidecar { index }, Some(_)) => {
+                    if let Some(record) = &obs.record {
+                        self.remove_sidecar(handle, desired, &record.spec, index)
+                            .await?
+                    }
                 }
                 (_, None) => {}
             }
@@ -383,10 +432,25 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
 
     /// Make sure the current run's exit wakes this handle's reconcile: a
     /// task awaits the supervisor's pidfd, so exits arrive in milliseconds.
+    /// So does a running init process's.
     fn watch_main(&self, handle: &Handle, obs: &Observation<C::Run>) {
-        let (Some(p), plan::MainObs::Running) = (&obs.main_process, obs.main) else {
-            return;
-        };
+        if let (Some(p), plan::MainObs::Running) = (&obs.main_process, obs.main) {
+            self.watch_run(handle, p);
+        }
+        for init in &obs.inits {
+            if let (Some(p), plan::MainObs::Running) = (&init.process, init.obs.run) {
+                self.watch_run(handle, p);
+            }
+        }
+        for sidecar in &obs.sidecars {
+            if let (Some(p), plan::MainObs::Running) = (&sidecar.process, sidecar.obs.run) {
+                self.watch_run(handle, p);
+            }
+        }
+    }
+
+    /// Wake `handle`'s reconcile when run `p` ends.
+    fn watch_run(&self, handle: &Handle, p: &C::Run) {
         let key = (handle.clone(), p.id().to_string());
         if !lock(&self.watching).insert(key.clone()) {
             return;
@@ -475,6 +539,11 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         let invalid = d.error.as_ref().map(|e| (e.reason, e.message.as_str()));
         let observed = obs.observed();
         let previous = self.reporters.previous(d);
+        let init_terminations: Vec<_> = obs
+            .inits
+            .iter()
+            .map(|i| i.last_termination.clone())
+            .collect();
         let st = status::compute(&StatusInput {
             spec,
             generation: d.generation,
@@ -482,6 +551,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             terminating: d.deleting,
             observed: &observed,
             last_termination: obs.last_termination.clone(),
+            init_terminations: &init_terminations,
             main_process: obs.main_process.as_ref().map(|p| (p.id(), p.pid())),
             waiting,
             error,

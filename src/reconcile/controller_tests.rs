@@ -451,6 +451,8 @@ fn observation(record: Option<(ContainerSpec, SourceKind)>) -> Observation<FakeR
         main_process: None,
         last_termination: None,
         health: Default::default(),
+        inits: Vec::new(),
+        sidecars: Vec::new(),
     }
 }
 
@@ -697,4 +699,133 @@ async fn readiness_drives_ready_and_a_failed_liveness_probe_restarts_the_main_pr
             .iter()
             .any(|e| e.contains("Liveness probe failed: boom"))
     );
+}
+
+fn with_pods(inits: &[&str], sidecars: &[&str]) -> ContainerSpec {
+    ContainerSpec {
+        init_processes: inits
+            .iter()
+            .map(|n| crate::api::InitProcess {
+                name: n.to_string(),
+                args: vec![format!("/bin/{n}")],
+                ..Default::default()
+            })
+            .collect(),
+        sidecars: sidecars
+            .iter()
+            .map(|n| crate::api::Sidecar {
+                name: n.to_string(),
+                args: vec![format!("/bin/{n}")],
+                ..Default::default()
+            })
+            .collect(),
+        ..spec()
+    }
+}
+
+/// Run `id` of `handle` ends with `code` now.
+fn end(r: &Rig, handle: &Handle, id: &str, code: i32) {
+    let run = r
+        .containers
+        .get(handle)
+        .and_then(|c| c.runs.get(id).cloned());
+    run.expect("the run exists").exit(code, (r.clock)());
+}
+
+#[tokio::test(start_paused = true)]
+async fn init_processes_run_one_after_another_and_a_failure_is_named() {
+    let r = rig_with(CrashLoopBackoff {
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(4),
+        reset_after: Duration::from_secs(60),
+    });
+    let a = h("a");
+    r.declare(&a, with_pods(&["one", "two"], &[]));
+    assert!(r.controller.reconcile(&a).await.is_ok());
+    let argv = |r: &Rig| -> Vec<String> {
+        let lines = r.journal.lines().into_iter();
+        lines.filter(|l| l.starts_with("argv a ")).collect()
+    };
+    assert_eq!(argv(&r), ["argv a /bin/one"]);
+    end(&r, &a, "init-one-1", 0);
+    assert!(r.controller.reconcile(&a).await.is_ok());
+    assert_eq!(argv(&r), ["argv a /bin/one", "argv a /bin/two"]);
+    end(&r, &a, "init-two-1", 3);
+    assert!(r.controller.reconcile(&a).await.is_ok());
+    let status = r.reports.statuses(&a).pop().unwrap();
+    assert_eq!(status.phase, Some(Phase::Pending));
+    let message = status.conditions[0].message.clone().unwrap_or_default();
+    assert!(
+        message.contains("init process two") && message.contains("exit code 3"),
+        "{message}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(r.controller.reconcile(&a).await.is_ok());
+    assert_eq!(argv(&r).last().map(String::as_str), Some("argv a /bin/two"));
+    end(&r, &a, "init-two-2", 0);
+    assert!(r.controller.reconcile(&a).await.is_ok());
+    assert_eq!(
+        argv(&r),
+        [
+            "argv a /bin/one",
+            "argv a /bin/two",
+            "argv a /bin/two",
+            "argv a sleep 1000"
+        ],
+        "the one that completed is not run again"
+    );
+    let slots = r.containers.get(&a).unwrap().slots;
+    assert!(slots["init-one"].completed && slots["init-two"].completed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sidecar_is_restarted_alone_and_a_liveness_kill_spares_it() {
+    let r = rig_with(CrashLoopBackoff {
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(4),
+        reset_after: Duration::from_secs(60),
+    });
+    let a = h("a");
+    let mut s = with_pods(&[], &["side"]);
+    if let Some(p) = s.process.as_mut() {
+        p.liveness_probe = exec_probe(1);
+    }
+    r.declare(&a, s);
+    assert!(r.controller.reconcile(&a).await.is_ok());
+    let lines = r.journal.lines();
+    let side = lines.iter().position(|l| l == "argv a /bin/side");
+    let main = lines.iter().position(|l| l == "argv a sleep 1000");
+    assert!(
+        side < main && side.is_some(),
+        "the sidecar starts first: {lines:?}"
+    );
+
+    end(&r, &a, "sidecar-side-1", 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(r.controller.reconcile(&a).await.is_ok());
+    let c = r.containers.get(&a).unwrap();
+    assert!(
+        c.runs.contains_key("sidecar-side-2"),
+        "{:?}",
+        r.journal.lines()
+    );
+    assert_eq!((c.main_file.runs, c.main_file.restarts), (1, 0));
+
+    r.containers.answer_probes(&a, Err("boom".into()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(r.controller.reconcile(&a).await.is_ok());
+    assert_eq!(
+        r.journal.count("signal a main-1 15"),
+        1,
+        "{:?}",
+        r.journal.lines()
+    );
+    assert_eq!(
+        r.journal.count("stop a"),
+        0,
+        "nothing but the main process is stopped"
+    );
+    let c = r.containers.get(&a).unwrap();
+    let sidecar = c.runs["sidecar-side-2"].state().unwrap();
+    assert!(matches!(sidecar, crate::process::ProcState::Running));
 }

@@ -131,6 +131,8 @@ pub struct FakeContainer {
     pub runtime: Option<Status>,
     /// `main.json`.
     pub main_file: MainFile,
+    /// The other processes' histories, by slot.
+    pub slots: HashMap<String, MainFile>,
     /// Runs by process id.
     pub runs: HashMap<String, FakeRun>,
     /// Which make of the container this is (its cgroup's instance).
@@ -185,6 +187,7 @@ impl FakeContainers {
             record: Some(record(handle, spec, labels)),
             runtime: Some(Status::Running),
             main_file: MainFile::default(),
+            slots: HashMap::new(),
             runs: HashMap::new(),
             instance: w.made,
         };
@@ -333,6 +336,25 @@ impl ContainerOps for FakeContainers {
         Ok(())
     }
 
+    fn slot_file(&self, handle: &Handle, slot: &str) -> MainFile {
+        let c = self.get(handle);
+        c.and_then(|c| c.slots.get(slot).copied())
+            .unwrap_or_default()
+    }
+
+    fn save_slot_file(
+        &self,
+        handle: &Handle,
+        slot: &str,
+        file: &MainFile,
+    ) -> Result<(), ContainerizerError> {
+        self.call("save_slot_file", handle)?;
+        self.edit(handle, |c| {
+            c.slots.insert(slot.to_string(), *file);
+        });
+        Ok(())
+    }
+
     fn attach(&self, handle: &Handle, id: &str) -> Result<FakeRun, ContainerizerError> {
         let run = self.get(handle).and_then(|c| c.runs.get(id).cloned());
         run.ok_or_else(|| failure(handle))
@@ -475,6 +497,26 @@ impl ContainerOps for FakeContainers {
         self.journal.note(format!("exec_probe {handle}"));
         let w = lock(&self.world);
         w.probe_answers.get(handle).cloned().unwrap_or(Ok(()))
+    }
+
+    async fn ensure_pea(&self, handle: &Handle, name: &str) -> Result<(), ContainerizerError> {
+        self.call("ensure_pea", handle)?;
+        self.journal.note(format!("pea {handle} {name}"));
+        Ok(())
+    }
+
+    async fn destroy_pea(&self, handle: &Handle, name: &str) -> Result<(), ContainerizerError> {
+        self.call("destroy_pea", handle)?;
+        self.journal.note(format!("destroy pea {handle} {name}"));
+        Ok(())
+    }
+
+    fn signal(&self, handle: &Handle, id: &str, signal: i32) -> Result<(), ContainerizerError> {
+        self.call("signal", handle)?;
+        self.journal.note(format!("signal {handle} {id} {signal}"));
+        let run = self.attach(handle, id)?;
+        run.exit(128 + signal, (self.clock)());
+        Ok(())
     }
 
     async fn kill_lost(&self, handle: &Handle, id: &str) -> Result<bool, ContainerizerError> {

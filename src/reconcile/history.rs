@@ -10,9 +10,6 @@ use serde::{Deserialize, Serialize};
 use super::plan::MainHistory;
 use crate::fsutil::{self, FsError};
 
-/// File name in the bundle directory.
-pub const MAIN_JSON: &str = "main.json";
-
 /// `main.json`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -27,26 +24,47 @@ pub struct MainFile {
     /// The current run was ended by a stop.
     #[serde(default)]
     pub stopped: bool,
+    /// An init process's: it ran to completion, and is not run again until
+    /// the container is made again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub completed: bool,
 }
 
 impl MainFile {
     /// Read it from `bundle`; absent means no run yet.
     pub fn load(bundle: &Path) -> Self {
-        std::fs::read(bundle.join(MAIN_JSON))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        Self::load_slot(bundle, MAIN)
     }
 
     /// Write it atomically into `bundle`. Not fsynced: after a machine crash
     /// the container is recreated and its history starts again anyway.
     pub fn save(&self, bundle: &Path) -> Result<(), FsError> {
-        fsutil::write_json_with(&bundle.join(MAIN_JSON), self, fsutil::Durability::Volatile)
+        self.save_slot(bundle, MAIN)
+    }
+
+    /// The history of process `slot` (`main`, `init-<name>`), read from
+    /// `<slot>.json` in `bundle`; absent means no run yet.
+    pub fn load_slot(bundle: &Path, slot: &str) -> Self {
+        std::fs::read(bundle.join(format!("{slot}.json")))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Write the history of process `slot` atomically into `bundle`.
+    pub fn save_slot(&self, bundle: &Path, slot: &str) -> Result<(), FsError> {
+        let path = bundle.join(format!("{slot}.json"));
+        fsutil::write_json_with(&path, self, fsutil::Durability::Volatile)
     }
 
     /// The process id of the current run, if there was one.
     pub fn current_id(&self) -> Option<String> {
         (self.runs > 0).then(|| run_id(self.runs))
+    }
+
+    /// The process id of the current run of process `slot`, if there was one.
+    pub fn current_slot_id(&self, slot: &str) -> Option<String> {
+        (self.runs > 0).then(|| slot_run_id(slot, self.runs))
     }
 
     /// The history the planner reads.
@@ -75,13 +93,34 @@ impl MainFile {
             restarts: self.restarts + 1,
             last_delay_ms: Some(delay.as_millis() as u64),
             stopped: false,
+            completed: false,
         }
     }
 }
 
+/// The main process's slot: its history is `main.json`.
+pub const MAIN: &str = "main";
+
 /// The process id of run `n`.
 pub fn run_id(n: u32) -> String {
-    format!("main-{n}")
+    slot_run_id(MAIN, n)
+}
+
+/// The process id of run `n` of process `slot`: `<slot>-<n>`.
+pub fn slot_run_id(slot: &str, n: u32) -> String {
+    format!("{slot}-{n}")
+}
+
+/// The slot of init process `name`: its history is `init-<name>.json`,
+/// its runs `init-<name>-<n>`.
+pub fn init_slot(name: &str) -> String {
+    format!("init-{name}")
+}
+
+/// The slot of sidecar `name`: its history is `sidecar-<name>.json`, its
+/// runs `sidecar-<name>-<n>`.
+pub fn sidecar_slot(name: &str) -> String {
+    format!("sidecar-{name}")
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod plan;
 pub mod probing;
 pub mod queue;
 pub mod reporting;
+pub mod sidecars;
 pub mod status;
 pub mod steps;
 pub mod store;

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use super::history::MainFile;
+use super::history::{MainFile, init_slot, sidecar_slot, slot_run_id};
 use super::ops::{ContainerOps, MainRun};
-use super::plan::{ContainerObs, MainObs, Observed};
+use super::plan::{ContainerObs, InitObs, MainObs, Observed, SidecarObs};
 use crate::api::{Handle, Reason, Termination};
 use crate::containerizer::ContainerizerError;
 use crate::containerizer::depot::{ContainerRecord, DepotError};
@@ -32,6 +32,31 @@ pub struct Observation<P = Process> {
     pub last_termination: Option<Termination>,
     /// What the current run's probes say (filled in by the controller).
     pub health: Health,
+    /// The init processes, in the recorded spec's order.
+    pub inits: Vec<InitSeen<P>>,
+    /// The sidecars, in the recorded spec's order (their health filled in
+    /// by the controller).
+    pub sidecars: Vec<SidecarSeen<P>>,
+}
+
+/// One sidecar, observed; `P` is one of its runs.
+#[derive(Debug)]
+pub struct SidecarSeen<P> {
+    /// The planner's view.
+    pub obs: SidecarObs,
+    /// Its current run, when it has started.
+    pub process: Option<P>,
+}
+
+/// One init process, observed; `P` is one of its runs.
+#[derive(Debug)]
+pub struct InitSeen<P> {
+    /// The planner's view.
+    pub obs: InitObs,
+    /// Its current run, when it has started.
+    pub process: Option<P>,
+    /// How its last run ended.
+    pub last_termination: Option<Termination>,
 }
 
 impl<P> Observation<P> {
@@ -56,6 +81,8 @@ impl<P> Observation<P> {
             main: self.main,
             history: self.main_file.history(),
             health: self.health.clone(),
+            inits: self.inits.iter().map(|i| i.obs).collect(),
+            sidecars: self.sidecars.iter().map(|s| s.obs.clone()).collect(),
         }
     }
 }
@@ -88,10 +115,24 @@ pub async fn observe<C: ContainerOps>(
         main_process: None,
         last_termination: None,
         health: Health::default(),
+        inits: Vec::new(),
+        sidecars: Vec::new(),
     };
-    if obs.record.is_none() {
+    let Some(record) = &obs.record else {
         return Ok(obs);
-    }
+    };
+    let inits: Vec<String> = record
+        .spec
+        .init_processes
+        .iter()
+        .map(|i| i.name.clone())
+        .collect();
+    obs.sidecars = record
+        .spec
+        .sidecars
+        .iter()
+        .map(|s| observe_sidecar(c, handle, &s.name))
+        .collect();
     obs.runtime = c.runtime_status(handle).await?;
     obs.main_file = c.main_file(handle);
     if let Some(id) = obs.main_file.current_id()
@@ -108,7 +149,73 @@ pub async fn observe<C: ContainerOps>(
             obs.last_termination = main_state(&p).1;
         }
     }
+    let main_started = obs.main_file.runs > 0;
+    obs.inits = inits
+        .iter()
+        .map(|name| observe_init(c, handle, name, main_started))
+        .collect();
     Ok(obs)
+}
+
+/// Sidecar `name` of `handle`.
+fn observe_sidecar<C: ContainerOps>(c: &C, handle: &Handle, name: &str) -> SidecarSeen<C::Run> {
+    let slot = sidecar_slot(name);
+    let file = c.slot_file(handle, &slot);
+    let mut seen = SidecarSeen {
+        obs: SidecarObs {
+            name: name.to_string(),
+            history: file.history(),
+            ..SidecarObs::default()
+        },
+        process: None,
+    };
+    if let Some(id) = file.current_slot_id(&slot)
+        && let Ok(p) = c.attach(handle, &id)
+    {
+        (seen.obs.run, seen.obs.last_termination) = main_state(&p);
+        seen.process = Some(p);
+    }
+    if seen.obs.last_termination.is_none()
+        && file.runs > 1
+        && let Ok(p) = c.attach(handle, &slot_run_id(&slot, file.runs - 1))
+    {
+        seen.obs.last_termination = main_state(&p).1;
+    }
+    seen
+}
+
+/// Init process `name` of `handle`. Once the main process has started,
+/// every init process counts as completed whatever its files say.
+fn observe_init<C: ContainerOps>(
+    c: &C,
+    handle: &Handle,
+    name: &str,
+    main_started: bool,
+) -> InitSeen<C::Run> {
+    let slot = init_slot(name);
+    let file = c.slot_file(handle, &slot);
+    let mut seen = InitSeen {
+        obs: InitObs {
+            completed: file.completed || main_started,
+            run: MainObs::NotStarted,
+            history: file.history(),
+        },
+        process: None,
+        last_termination: None,
+    };
+    if let Some(id) = file.current_slot_id(&slot)
+        && let Ok(p) = c.attach(handle, &id)
+    {
+        (seen.obs.run, seen.last_termination) = main_state(&p);
+        seen.process = Some(p);
+    }
+    if seen.last_termination.is_none()
+        && file.runs > 1
+        && let Ok(p) = c.attach(handle, &slot_run_id(&slot, file.runs - 1))
+    {
+        seen.last_termination = main_state(&p).1;
+    }
+    seen
 }
 
 /// The planner's view of one run, and how it ended.

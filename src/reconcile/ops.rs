@@ -53,6 +53,11 @@ pub trait ContainerOps: Send + Sync + 'static {
     fn main_file(&self, handle: &Handle) -> MainFile;
     /// Write the main process's history.
     fn save_main_file(&self, handle: &Handle, file: &MainFile) -> Result<()>;
+    /// The history of another process of the container, by its slot
+    /// (`init-<name>`); empty when there is none.
+    fn slot_file(&self, handle: &Handle, slot: &str) -> MainFile;
+    /// Write the history of process `slot`.
+    fn save_slot_file(&self, handle: &Handle, slot: &str, file: &MainFile) -> Result<()>;
     /// Process `id` of `handle`, from its directory.
     fn attach(&self, handle: &Handle, id: &str) -> Result<Self::Run>;
     /// Remove what is left of run `id` (its directory and logs).
@@ -98,6 +103,13 @@ pub trait ContainerOps: Send + Sync + 'static {
         handle: &Handle,
         spec: &RunSpec,
     ) -> impl Future<Output = Result<Self::Run>> + Send;
+    /// Make pea `name` of `handle` (a sidecar with a rootfs of its own)
+    /// unless it runs.
+    fn ensure_pea(&self, handle: &Handle, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Destroy pea `name` of `handle`; missing is success.
+    fn destroy_pea(&self, handle: &Handle, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Send `signal` to process `id` of `handle`, through its supervisor.
+    fn signal(&self, handle: &Handle, id: &str, signal: i32) -> Result<()>;
     /// End process `id` where nothing watches it; true when one was.
     fn kill_lost(&self, handle: &Handle, id: &str) -> impl Future<Output = Result<bool>> + Send;
     /// Why `handle`'s network attachment is broken (CNI CHECK, and its
@@ -168,6 +180,15 @@ impl<R: OciRuntime, M: Mounter> ContainerOps for Containerizer<R, M> {
             .map_err(|source| ContainerizerError::at(handle, ErrorKind::Fs { source }))
     }
 
+    fn slot_file(&self, handle: &Handle, slot: &str) -> MainFile {
+        MainFile::load_slot(&self.bundle_dir(handle), slot)
+    }
+
+    fn save_slot_file(&self, handle: &Handle, slot: &str, file: &MainFile) -> Result<()> {
+        file.save_slot(&self.bundle_dir(handle), slot)
+            .map_err(|source| ContainerizerError::at(handle, ErrorKind::Fs { source }))
+    }
+
     fn attach(&self, handle: &Handle, id: &str) -> Result<Process> {
         Containerizer::attach(self, handle, id)
     }
@@ -222,6 +243,18 @@ impl<R: OciRuntime, M: Mounter> ContainerOps for Containerizer<R, M> {
 
     async fn run(&self, handle: &Handle, spec: &RunSpec) -> Result<Process> {
         Containerizer::run(self, handle, spec).await
+    }
+
+    fn signal(&self, handle: &Handle, id: &str, signal: i32) -> Result<()> {
+        Containerizer::signal(self, handle, id, signal)
+    }
+
+    async fn ensure_pea(&self, handle: &Handle, name: &str) -> Result<()> {
+        Containerizer::ensure_pea(self, handle, name).await
+    }
+
+    async fn destroy_pea(&self, handle: &Handle, name: &str) -> Result<()> {
+        Containerizer::destroy_pea(self, handle, name).await
     }
 
     async fn kill_lost(&self, handle: &Handle, id: &str) -> Result<bool> {

@@ -32,6 +32,8 @@ fn present(spec: &ContainerSpec, main: MainObs) -> Observed<'_> {
         main,
         history: MainHistory::default(),
         health: Default::default(),
+        inits: vec![],
+        sidecars: vec![],
     }
 }
 
@@ -54,6 +56,8 @@ fn absent_and_undeclared_is_left_alone() {
         main: MainObs::NotStarted,
         history: MainHistory::default(),
         health: Default::default(),
+        inits: vec![],
+        sidecars: vec![],
     };
     assert_eq!(plan(None, &obs, &B, NOW()), Plan::default());
 }
@@ -70,6 +74,8 @@ fn undeclared_containers_are_destroyed() {
         main: MainObs::NotStarted,
         history: MainHistory::default(),
         health: Default::default(),
+        inits: vec![],
+        sidecars: vec![],
     };
     assert_eq!(steps(None, &half), vec![Step::Destroy]);
 }
@@ -81,6 +87,8 @@ fn declared_and_absent_is_created_and_started() {
         main: MainObs::NotStarted,
         history: MainHistory::default(),
         health: Default::default(),
+        inits: vec![],
+        sidecars: vec![],
     };
     assert_eq!(
         steps(Some(&spec()), &obs),
@@ -113,6 +121,8 @@ fn half_made_is_finished_then_created() {
         main: MainObs::NotStarted,
         history: MainHistory::default(),
         health: Default::default(),
+        inits: vec![],
+        sidecars: vec![],
     };
     assert_eq!(
         steps(Some(&spec()), &obs),
@@ -129,6 +139,8 @@ fn runtime_lost_or_stopped_is_repaired() {
             main: MainObs::Running,
             history: MainHistory::default(),
             health: Default::default(),
+            inits: vec![],
+            sidecars: vec![],
         };
         assert_eq!(
             steps(Some(&s), &obs),
@@ -144,6 +156,8 @@ fn runtime_lost_or_stopped_is_repaired() {
         main: MainObs::Running,
         history: MainHistory::default(),
         health: Default::default(),
+        inits: vec![],
+        sidecars: vec![],
     };
     assert_eq!(
         steps(Some(&s), &paused),
@@ -363,4 +377,252 @@ fn lost_main_is_restarted_like_a_failure() {
         steps(Some(&s), &obs),
         vec![Step::RestartMain { delay: B.initial }]
     );
+}
+
+fn with_inits(names: &[&str]) -> ContainerSpec {
+    ContainerSpec {
+        init_processes: names
+            .iter()
+            .map(|n| crate::api::InitProcess {
+                name: n.to_string(),
+                args: vec!["true".into()],
+                ..Default::default()
+            })
+            .collect(),
+        ..spec()
+    }
+}
+
+fn init(completed: bool, run: MainObs) -> InitObs {
+    InitObs {
+        completed,
+        run,
+        history: MainHistory::default(),
+    }
+}
+
+#[test]
+fn init_processes_run_in_order_before_the_main_process() {
+    let want = with_inits(&["a", "b"]);
+    let absent = Observed {
+        container: ContainerObs::Absent,
+        ..present(&want, MainObs::NotStarted)
+    };
+    assert_eq!(
+        steps(Some(&want), &absent),
+        [Step::Create, Step::StartInit { index: 0 }]
+    );
+    let mut obs = present(&want, MainObs::NotStarted);
+    obs.inits = vec![
+        init(false, MainObs::Running),
+        init(false, MainObs::NotStarted),
+    ];
+    assert_eq!(steps(Some(&want), &obs), []);
+    obs.inits[0].run = exited(0, 0, 1);
+    assert_eq!(
+        steps(Some(&want), &obs),
+        [Step::InitDone { index: 0 }, Step::StartInit { index: 1 }]
+    );
+    obs.inits[0].completed = true;
+    obs.inits[1].run = exited(0, 0, 1);
+    assert_eq!(
+        steps(Some(&want), &obs),
+        [Step::InitDone { index: 1 }, Step::StartMain]
+    );
+    obs.inits[1].completed = true;
+    assert_eq!(steps(Some(&want), &obs), [Step::StartMain]);
+}
+
+#[test]
+fn a_failed_init_process_backs_off_and_stops_the_line() {
+    let want = with_inits(&["a", "b"]);
+    let mut obs = present(&want, MainObs::NotStarted);
+    obs.inits = vec![
+        init(false, exited(3, 2, 1)),
+        init(false, MainObs::NotStarted),
+    ];
+    let p = plan(Some(&want), &obs, &B, NOW());
+    assert_eq!(p.steps, []);
+    assert_eq!(
+        p.waiting,
+        Some(Waiting::InitBackOff {
+            index: 0,
+            delay: Duration::from_secs(10),
+            remaining: Duration::from_secs(8),
+        })
+    );
+    obs.inits[0].run = exited(3, 10, 1);
+    assert_eq!(
+        steps(Some(&want), &obs),
+        [Step::RestartInit {
+            index: 0,
+            delay: Duration::from_secs(10)
+        }]
+    );
+    let never = ContainerSpec {
+        restart_policy: RestartPolicy::Never,
+        ..want.clone()
+    };
+    let mut obs = present(&never, MainObs::NotStarted);
+    obs.inits = vec![
+        init(false, exited(3, 10, 1)),
+        init(false, MainObs::NotStarted),
+    ];
+    assert_eq!(plan(Some(&never), &obs, &B, NOW()), Plan::default());
+}
+
+#[test]
+fn init_processes_are_not_run_again_when_the_main_process_restarts() {
+    let want = with_inits(&["a"]);
+    let mut obs = present(&want, exited(1, 100, 1));
+    obs.inits = vec![init(true, exited(0, 200, 1))];
+    assert_eq!(
+        steps(Some(&want), &obs),
+        [Step::RestartMain {
+            delay: Duration::from_secs(10)
+        }]
+    );
+}
+
+#[test]
+fn a_stop_stops_a_running_init_process_and_a_start_runs_it_afresh() {
+    let want = ContainerSpec {
+        state: DesiredState::Stopped,
+        ..with_inits(&["a"])
+    };
+    let mut obs = present(&want, MainObs::NotStarted);
+    obs.inits = vec![init(false, MainObs::Running)];
+    assert_eq!(steps(Some(&want), &obs), [Step::StopMain]);
+    obs.inits[0].run = exited(137, 1, 1);
+    obs.inits[0].history.stopped = true;
+    assert_eq!(steps(Some(&want), &obs), []);
+    let running = with_inits(&["a"]);
+    // The state is recorded, and the init process runs afresh.
+    assert_eq!(
+        steps(Some(&running), &obs),
+        [Step::UpdateRecord, Step::StartInit { index: 0 }]
+    );
+}
+
+#[test]
+fn changing_init_processes_recreates() {
+    let have = with_inits(&["a"]);
+    assert_eq!(classify(&have, &with_inits(&["b"])), Change::Recreate);
+}
+
+fn with_sidecars(names: &[&str]) -> ContainerSpec {
+    ContainerSpec {
+        sidecars: names
+            .iter()
+            .map(|n| crate::api::Sidecar {
+                name: n.to_string(),
+                args: vec!["sleep".into(), "9".into()],
+                ..Default::default()
+            })
+            .collect(),
+        ..spec()
+    }
+}
+
+fn sidecar(name: &str, run: MainObs) -> SidecarObs {
+    SidecarObs {
+        name: name.into(),
+        run,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn sidecars_start_before_the_main_process_and_after_init_processes() {
+    let want = with_sidecars(&["a", "b"]);
+    let absent = Observed {
+        container: ContainerObs::Absent,
+        ..present(&want, MainObs::NotStarted)
+    };
+    assert_eq!(
+        steps(Some(&want), &absent),
+        [
+            Step::Create,
+            Step::StartSidecar { index: 0 },
+            Step::StartSidecar { index: 1 },
+            Step::StartMain
+        ]
+    );
+    let both = ContainerSpec {
+        init_processes: with_inits(&["i"]).init_processes,
+        ..want.clone()
+    };
+    let mut obs = present(&both, MainObs::NotStarted);
+    obs.inits = vec![init(false, MainObs::Running)];
+    assert_eq!(steps(Some(&both), &obs), []);
+    obs.inits[0].run = exited(0, 0, 1);
+    assert_eq!(
+        steps(Some(&both), &obs),
+        [
+            Step::InitDone { index: 0 },
+            Step::StartSidecar { index: 0 },
+            Step::StartSidecar { index: 1 },
+            Step::StartMain
+        ]
+    );
+}
+
+#[test]
+fn a_sidecar_restarts_on_its_own_policy_without_the_main_process() {
+    let mut want = with_sidecars(&["a", "b"]);
+    want.sidecars[1].restart_policy = Some(RestartPolicy::Never);
+    let mut obs = present(&want, MainObs::Running);
+    obs.sidecars = vec![
+        sidecar("a", exited(0, 20, 1)),
+        sidecar("b", exited(1, 20, 1)),
+    ];
+    assert_eq!(
+        steps(Some(&want), &obs),
+        [Step::RestartSidecar {
+            index: 0,
+            delay: Duration::from_secs(10)
+        }]
+    );
+    obs.sidecars[0].run = exited(0, 2, 1);
+    let p = plan(Some(&want), &obs, &B, NOW());
+    assert_eq!(
+        (p.steps, p.requeue_after),
+        (vec![], Some(Duration::from_secs(8)))
+    );
+}
+
+#[test]
+fn an_edit_of_one_sidecar_touches_only_that_sidecar() {
+    let have = with_sidecars(&["a", "b", "c"]);
+    let mut want = with_sidecars(&["a", "b", "d"]);
+    want.sidecars[1].args = vec!["sleep".into(), "10".into()];
+    let mut obs = present(&have, MainObs::Running);
+    obs.sidecars = vec![
+        sidecar("a", MainObs::Running),
+        sidecar("b", MainObs::Running),
+        sidecar("c", MainObs::Running),
+    ];
+    assert_eq!(classify(&have, &want), Change::RecordOnly);
+    assert_eq!(
+        steps(Some(&want), &obs),
+        [
+            Step::RemoveSidecar { index: 1 },
+            Step::RemoveSidecar { index: 2 },
+            Step::UpdateRecord,
+            Step::StartSidecar { index: 1 },
+            Step::StartSidecar { index: 2 },
+        ]
+    );
+}
+
+#[test]
+fn a_stop_stops_running_sidecars() {
+    let want = ContainerSpec {
+        state: DesiredState::Stopped,
+        ..with_sidecars(&["a"])
+    };
+    let mut obs = present(&want, exited(137, 1, 1));
+    obs.history.stopped = true;
+    obs.sidecars = vec![sidecar("a", MainObs::Running)];
+    assert_eq!(steps(Some(&want), &obs), [Step::StopMain]);
 }

@@ -4,10 +4,10 @@
 
 use std::time::SystemTime;
 
-use super::plan::{ContainerObs, MainObs, Observed, Waiting, should_restart};
+use super::plan::{ContainerObs, InitObs, MainObs, Observed, SidecarObs, Waiting, should_restart};
 use crate::api::{
-    Condition, ContainerSpec, ContainerStatus, DeclReason, DesiredState, MainProcess, Phase,
-    Reason, Termination,
+    Condition, ContainerSpec, ContainerStatus, DeclReason, DesiredState, MAIN_NAME, MainProcess,
+    Phase, ProcessRole, ProcessState, ProcessStatus, Reason, RestartPolicy, Termination,
 };
 
 /// Condition types.
@@ -42,6 +42,8 @@ pub struct StatusInput<'a> {
     pub observed: &'a Observed<'a>,
     /// The last termination of the main process.
     pub last_termination: Option<Termination>,
+    /// The last termination of each init process, in the spec's order.
+    pub init_terminations: &'a [Option<Termination>],
     /// The main process's current run (id, pid), when it has started.
     pub main_process: Option<(&'a str, Option<i32>)>,
     /// Why the plan is waiting.
@@ -96,6 +98,18 @@ fn phase(input: &StatusInput<'_>) -> (Phase, bool, Reason, Option<String>) {
     if !healthy {
         return (Phase::Creating, false, Reason::Creating, None);
     }
+    if spec.state == DesiredState::Running
+        && input.observed.main == MainObs::NotStarted
+        && let Some(initializing) = init_phase(spec, input)
+    {
+        return initializing;
+    }
+    if !spec.runs_main() && spec.state == DesiredState::Running {
+        return match sidecar_unready(spec, input.observed) {
+            None => (Phase::Running, true, Reason::Started, None),
+            Some(msg) => (Phase::Running, false, Reason::Unhealthy, Some(msg)),
+        };
+    }
     if !spec.runs_main() {
         return (Phase::Running, true, Reason::Started, None);
     }
@@ -104,8 +118,11 @@ fn phase(input: &StatusInput<'_>) -> (Phase, bool, Reason, Option<String>) {
     }
     match (input.observed.main, input.waiting) {
         (MainObs::Running, _) => match &input.observed.health {
-            h if h.ready => (Phase::Running, true, Reason::Started, None),
-            h => (Phase::Running, false, Reason::Unhealthy, h.message.clone()),
+            h if !h.ready => (Phase::Running, false, Reason::Unhealthy, h.message.clone()),
+            _ => match sidecar_unready(spec, input.observed) {
+                None => (Phase::Running, true, Reason::Started, None),
+                Some(msg) => (Phase::Running, false, Reason::Unhealthy, Some(msg)),
+            },
         },
         (MainObs::NotStarted, _) => (Phase::Creating, false, Reason::Creating, None),
         (MainObs::Exited { .. }, Some(Waiting::BackOff { delay, .. })) => (
@@ -117,7 +134,7 @@ fn phase(input: &StatusInput<'_>) -> (Phase, bool, Reason, Option<String>) {
                 humantime::format_duration(delay)
             )),
         ),
-        (MainObs::Exited { code, .. }, None) => {
+        (MainObs::Exited { code, .. }, _) => {
             let term_reason = input
                 .last_termination
                 .as_ref()
@@ -136,6 +153,184 @@ fn phase(input: &StatusInput<'_>) -> (Phase, bool, Reason, Option<String>) {
             };
             (phase, false, r, None)
         }
+    }
+}
+
+/// While an init process has not completed: Pending and initializing, or
+/// in backoff after it failed, or Failed when the policy is Never. The
+/// message names the process and its exit code.
+fn init_phase(
+    spec: &ContainerSpec,
+    input: &StatusInput<'_>,
+) -> Option<(Phase, bool, Reason, Option<String>)> {
+    let inits = &input.observed.inits;
+    let index =
+        (0..spec.init_processes.len()).find(|i| !inits.get(*i).is_some_and(|o| o.completed))?;
+    let name = &spec.init_processes[index].name;
+    let exit = input
+        .init_terminations
+        .get(index)
+        .and_then(Option::as_ref)
+        .map_or_else(String::new, |t| format!(" (exit code {})", t.exit_code));
+    let run = inits.get(index).map(|o| o.run).unwrap_or_default();
+    let failed = matches!(run, MainObs::Exited { code, .. } if code != Some(0));
+    Some(match input.waiting {
+        Some(Waiting::InitBackOff { delay, .. }) => (
+            Phase::Pending,
+            false,
+            Reason::CrashLoopBackOff,
+            Some(format!(
+                "back-off {} restarting failed init process {name}{exit}",
+                humantime::format_duration(delay)
+            )),
+        ),
+        _ if failed && spec.restart_policy == RestartPolicy::Never => (
+            Phase::Failed,
+            false,
+            Reason::Error,
+            Some(format!("init process {name} failed{exit}")),
+        ),
+        _ => (
+            Phase::Pending,
+            false,
+            Reason::Initializing,
+            Some(format!(
+                "init process {name} ({} of {})",
+                index + 1,
+                spec.init_processes.len()
+            )),
+        ),
+    })
+}
+
+/// Why the first declared sidecar that is not ready is not, if one is not.
+fn sidecar_unready(spec: &ContainerSpec, obs: &Observed<'_>) -> Option<String> {
+    spec.sidecars.iter().find_map(|s| {
+        let seen = obs.sidecars.iter().find(|o| o.name == s.name);
+        match seen {
+            Some(o) if o.run == MainObs::Running && o.health.ready => None,
+            Some(o) if o.run == MainObs::Running => Some(format!(
+                "sidecar {} is not ready: {}",
+                s.name,
+                o.health
+                    .message
+                    .as_deref()
+                    .unwrap_or("its readiness probe has not succeeded")
+            )),
+            _ => Some(format!("sidecar {} is not running", s.name)),
+        }
+    })
+}
+
+/// Every process of a container that has more than its main one: the
+/// init processes, the main process, then the sidecars.
+fn processes(input: &StatusInput<'_>) -> Vec<ProcessStatus> {
+    let Some(spec) = input
+        .spec
+        .filter(|s| !s.init_processes.is_empty() || !s.sidecars.is_empty())
+    else {
+        return vec![];
+    };
+    let obs = input.observed;
+    let mut all: Vec<ProcessStatus> = spec
+        .init_processes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let term = input.init_terminations.get(i).cloned().flatten();
+            let init = obs.inits.get(i).copied().unwrap_or_default();
+            init_status(&p.name, &init, term, spec.restart_policy, input.waiting)
+        })
+        .collect();
+    if spec.runs_main() {
+        let (state, reason) = match (obs.main, input.waiting) {
+            (MainObs::Running, _) => (ProcessState::Running, None),
+            (MainObs::NotStarted, _) => (ProcessState::Waiting, None),
+            (MainObs::Exited { .. }, Some(Waiting::BackOff { .. })) => (
+                ProcessState::Waiting,
+                Some(Reason::CrashLoopBackOff.to_string()),
+            ),
+            (MainObs::Exited { .. }, _) => (
+                ProcessState::Terminated,
+                input.last_termination.as_ref().map(|t| t.reason.clone()),
+            ),
+        };
+        all.push(ProcessStatus {
+            name: MAIN_NAME.to_string(),
+            role: ProcessRole::Main,
+            state,
+            reason,
+            ready: obs.main == MainObs::Running && obs.health.ready,
+            restart_count: i64::from(obs.history.restarts),
+            last_termination: input.last_termination.clone(),
+        });
+    }
+    all.extend(spec.sidecars.iter().map(|s| {
+        let seen = obs.sidecars.iter().find(|o| o.name == s.name);
+        sidecar_status(&s.name, seen, s.policy())
+    }));
+    all
+}
+
+/// One sidecar's status; `seen` is `None` before it was first started.
+fn sidecar_status(name: &str, seen: Option<&SidecarObs>, policy: RestartPolicy) -> ProcessStatus {
+    let default = SidecarObs::default();
+    let o = seen.unwrap_or(&default);
+    let (state, reason) = match o.run {
+        MainObs::Running => (ProcessState::Running, None),
+        MainObs::NotStarted => (ProcessState::Waiting, None),
+        MainObs::Exited { code, .. } if should_restart(policy, code) && !o.history.stopped => (
+            ProcessState::Waiting,
+            Some(Reason::CrashLoopBackOff.to_string()),
+        ),
+        MainObs::Exited { .. } => (
+            ProcessState::Terminated,
+            o.last_termination.as_ref().map(|t| t.reason.clone()),
+        ),
+    };
+    ProcessStatus {
+        name: name.to_string(),
+        role: ProcessRole::Sidecar,
+        state,
+        reason,
+        ready: o.run == MainObs::Running && o.health.ready,
+        restart_count: i64::from(o.history.restarts),
+        last_termination: o.last_termination.clone(),
+    }
+}
+
+/// One init process's status.
+fn init_status(
+    name: &str,
+    init: &InitObs,
+    last_termination: Option<Termination>,
+    policy: RestartPolicy,
+    waiting: Option<Waiting>,
+) -> ProcessStatus {
+    let backing_off = |w: Option<Waiting>| matches!(w, Some(Waiting::InitBackOff { .. }));
+    let (state, reason) = match init.run {
+        _ if init.completed => (ProcessState::Terminated, Some(Reason::Completed)),
+        MainObs::Running => (ProcessState::Running, None),
+        MainObs::NotStarted => (ProcessState::Waiting, None),
+        MainObs::Exited { code: Some(0), .. } => {
+            (ProcessState::Terminated, Some(Reason::Completed))
+        }
+        MainObs::Exited { .. } if policy == RestartPolicy::Never => {
+            (ProcessState::Terminated, Some(Reason::Error))
+        }
+        MainObs::Exited { .. } if backing_off(waiting) => {
+            (ProcessState::Waiting, Some(Reason::CrashLoopBackOff))
+        }
+        MainObs::Exited { .. } => (ProcessState::Waiting, None),
+    };
+    ProcessStatus {
+        name: name.to_string(),
+        role: ProcessRole::Init,
+        state,
+        reason: reason.map(|r| r.to_string()),
+        ready: init.completed,
+        restart_count: i64::from(init.history.restarts),
+        last_termination,
     }
 }
 
@@ -186,6 +381,7 @@ pub fn compute(input: &StatusInput<'_>) -> ContainerStatus {
         restart_count: i64::from(input.observed.history.restarts),
         last_termination: input.last_termination.clone(),
         main_process: main_process(input),
+        processes: processes(input),
         pod_ip: input.pod_ips.first().cloned(),
         pod_ips: input
             .pod_ips

@@ -28,6 +28,8 @@ fn obs(spec: &ContainerSpec, main: MainObs) -> Observed<'_> {
             ..Default::default()
         },
         health: Default::default(),
+        inits: vec![],
+        sidecars: vec![],
     }
 }
 
@@ -51,6 +53,7 @@ fn input<'a>(spec: &'a ContainerSpec, observed: &'a Observed<'a>) -> StatusInput
         terminating: false,
         observed,
         last_termination: None,
+        init_terminations: &[],
         main_process: None,
         waiting: None,
         error: None,
@@ -306,4 +309,78 @@ fn the_running_main_process_is_named_with_its_pid() {
         ..input(&spec, &exited)
     });
     assert_eq!(st.main_process, None);
+}
+
+fn pod_spec() -> ContainerSpec {
+    ContainerSpec {
+        init_processes: vec![crate::api::InitProcess {
+            name: "setup".into(),
+            args: vec!["x".into()],
+            ..Default::default()
+        }],
+        sidecars: vec![crate::api::Sidecar {
+            name: "side".into(),
+            args: vec!["x".into()],
+            ..Default::default()
+        }],
+        ..spec()
+    }
+}
+
+#[test]
+fn every_process_is_listed_and_ready_needs_every_sidecar() {
+    let s = pod_spec();
+    let mut o = obs(&s, MainObs::Running);
+    o.inits = vec![crate::reconcile::plan::InitObs {
+        completed: true,
+        run: exited(0),
+        history: MainHistory::default(),
+    }];
+    o.sidecars = vec![crate::reconcile::plan::SidecarObs {
+        name: "side".into(),
+        run: MainObs::Running,
+        health: crate::probe::Health {
+            ready: false,
+            kill: None,
+            message: Some("Readiness probe failed: no".into()),
+        },
+        ..Default::default()
+    }];
+    let st = compute(&input(&s, &o));
+    let states: Vec<_> = st
+        .processes
+        .iter()
+        .map(|p| (p.name.as_str(), p.role, p.state, p.ready))
+        .collect();
+    use crate::api::{ProcessRole as R, ProcessState as S};
+    assert_eq!(
+        states,
+        [
+            ("setup", R::Init, S::Terminated, true),
+            ("main", R::Main, S::Running, true),
+            ("side", R::Sidecar, S::Running, false),
+        ]
+    );
+    assert_eq!(
+        summary(&st),
+        (Phase::Running, "False".into(), "Unhealthy".into())
+    );
+    let message = st.conditions[0].message.clone().unwrap_or_default();
+    assert_eq!(
+        message,
+        "sidecar side is not ready: Readiness probe failed: no"
+    );
+    o.sidecars[0].health.ready = true;
+    let st = compute(&input(&s, &o));
+    assert_eq!(
+        summary(&st),
+        (Phase::Running, "True".into(), "Started".into())
+    );
+}
+
+#[test]
+fn a_container_without_init_processes_or_sidecars_lists_no_processes() {
+    let s = spec();
+    let o = obs(&s, MainObs::Running);
+    assert_eq!(compute(&input(&s, &o)).processes, vec![]);
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::controller::{Controller, ReconcileError, grace_period};
-use super::history::{MainFile, run_id};
+use super::history::{MAIN, MainFile, init_slot, slot_run_id};
 use super::observe::Observation;
 use super::ops::{ContainerOps, MainRun};
 use super::plan::MainObs;
@@ -44,6 +44,10 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             if obs.main == MainObs::Running {
                 grace = self.pre_stop(handle, desired, &record.spec, grace).await;
             }
+            grace = self
+                .stop_main_first(handle, obs.main_process.as_ref(), &record.spec, grace)
+                .await;
+            self.stop_sidecars(handle, &record.spec, grace).await;
             self.event(
                 desired,
                 handle,
@@ -144,7 +148,9 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         let Some(process) = self.main_process(handle, spec)? else {
             return Ok(());
         };
-        let started = self.start_run(handle, &process, restart_delay).await;
+        let started = self
+            .start_run(handle, MAIN, &process, None, restart_delay)
+            .await;
         match started {
             Ok(Ok(p)) => {
                 // The same words for every run, as kubelet's "Started
@@ -198,26 +204,121 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         })
     }
 
-    /// Start the next run of the main process. `Ok(Err(_))` when it was
-    /// started and failed at once: recorded in its exit file, it ended.
-    async fn start_run(
+    /// Start init process `index` of `spec`, after `restart_delay` of
+    /// backoff when it failed before.
+    pub(super) async fn start_init(
         &self,
         handle: &Handle,
+        desired: Option<&Desired>,
+        spec: &ContainerSpec,
+        index: usize,
+        restart_delay: Option<Duration>,
+    ) -> Result<(), ContainerizerError> {
+        let Some(init) = spec.init_processes.get(index) else {
+            return Ok(());
+        };
+        let process = ProcessSpec {
+            args: init.argv(),
+            ..init.as_process()
+        };
+        let slot = init_slot(&init.name);
+        let name = &init.name;
+        match self
+            .start_run(handle, &slot, &process, None, restart_delay)
+            .await
+        {
+            Ok(Ok(_)) => {
+                let msg = format!("Started init process {name}");
+                self.event(desired, handle, EventType::Normal, Reason::Started, msg)
+                    .await;
+                Ok(())
+            }
+            Ok(Err(source)) => {
+                let msg = format!("Error: init process {name}: {source}");
+                self.event(desired, handle, EventType::Warning, Reason::Failed, msg)
+                    .await;
+                Ok(())
+            }
+            Err(e) => {
+                let msg = format!("Error: init process {name}: {e}");
+                self.event(desired, handle, EventType::Warning, Reason::Failed, msg)
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Record that init process `index` ran to completion: it is not run
+    /// again while the container lasts, an agent restart included.
+    pub(super) fn init_done(
+        &self,
+        handle: &Handle,
+        spec: &ContainerSpec,
+        index: usize,
+    ) -> Result<(), ContainerizerError> {
+        let Some(init) = spec.init_processes.get(index) else {
+            return Ok(());
+        };
+        let slot = init_slot(&init.name);
+        let file = MainFile {
+            completed: true,
+            ..self.containerizer.slot_file(handle, &slot)
+        };
+        self.containerizer.save_slot_file(handle, &slot, &file)
+    }
+
+    /// The main process's current run, when it has one.
+    fn current_main(&self, handle: &Handle) -> Option<C::Run> {
+        let id = self.containerizer.main_file(handle).current_id()?;
+        self.containerizer.attach(handle, &id).ok()
+    }
+
+    /// The history of process `slot`.
+    fn history(&self, handle: &Handle, slot: &str) -> MainFile {
+        match slot {
+            MAIN => self.containerizer.main_file(handle),
+            _ => self.containerizer.slot_file(handle, slot),
+        }
+    }
+
+    /// Write the history of process `slot`.
+    fn save_history(
+        &self,
+        handle: &Handle,
+        slot: &str,
+        file: &MainFile,
+    ) -> Result<(), ContainerizerError> {
+        match slot {
+            MAIN => self.containerizer.save_main_file(handle, file),
+            _ => self.containerizer.save_slot_file(handle, slot, file),
+        }
+    }
+
+    /// Start the next run of process `slot` (the main process, or an init
+    /// process, a sidecar), in pea `pea` when it has one. `Ok(Err(_))`
+    /// when it was started and failed at once: recorded in its exit file,
+    /// it ended.
+    pub(super) async fn start_run(
+        &self,
+        handle: &Handle,
+        slot: &str,
         process: &ProcessSpec,
+        pea: Option<&str>,
         restart_delay: Option<Duration>,
     ) -> Result<Result<C::Run, ProcessError>, ContainerizerError> {
         if restart_delay.is_some() {
-            self.end_previous_run(handle).await?;
+            self.end_previous_run(handle, slot).await?;
         }
-        let runs = self.record_next_run(handle, restart_delay)?;
+        let runs = self.record_next_run(handle, slot, restart_delay)?;
         let run = RunSpec {
-            id: Some(run_id(runs)),
+            id: Some(slot_run_id(slot, runs)),
             args: process.args.clone(),
             env: process.env.clone(),
             working_dir: process.working_dir.clone(),
             user: process.user.clone(),
             log_max_bytes: Some(self.config.log_max_bytes),
             log_max_files: Some(self.config.log_max_files),
+            pea: pea.map(str::to_string),
             ..RunSpec::default()
         };
         match self.containerizer.run(handle, &run).await {
@@ -237,8 +338,12 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
     /// it end (its supervisor was lost, or the runtime's exec reported a
     /// failure after starting it); end it, so that its restart never runs
     /// beside it.
-    async fn end_previous_run(&self, handle: &Handle) -> Result<(), ContainerizerError> {
-        let Some(id) = self.containerizer.main_file(handle).current_id() else {
+    async fn end_previous_run(
+        &self,
+        handle: &Handle,
+        slot: &str,
+    ) -> Result<(), ContainerizerError> {
+        let Some(id) = self.history(handle, slot).current_slot_id(slot) else {
             return Ok(());
         };
         let state = self.containerizer.attach(handle, &id).map(|p| p.state());
@@ -250,22 +355,23 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             _ => return Ok(()),
         };
         if self.containerizer.kill_lost(handle, &id).await? {
-            tracing::warn!(%handle, process = %id, "killed the previous main process: {unseen}");
+            tracing::warn!(%handle, process = %id, "killed the previous run: {unseen}");
         }
         Ok(())
     }
 
-    /// Record the next run of the main process in `main.json`, before it
-    /// starts, so a crash in between never leaves a run the next agent would
-    /// not know about: it just starts the next. Keeps the previous run's
-    /// directory (for its logs) and removes the one before. Returns the
-    /// run's number.
+    /// Record the next run of process `slot` in its history file (the main
+    /// process's is `main.json`), before it starts, so a crash in between
+    /// never leaves a run the next agent would not know about: it just
+    /// starts the next. Keeps the previous run's directory (for its logs)
+    /// and removes the one before. Returns the run's number.
     fn record_next_run(
         &self,
         handle: &Handle,
+        slot: &str,
         restart_delay: Option<Duration>,
     ) -> Result<u32, ContainerizerError> {
-        let file = self.containerizer.main_file(handle);
+        let file = self.history(handle, slot);
         let next = match restart_delay {
             Some(delay) => {
                 self.config.metrics.restarts.inc();
@@ -273,10 +379,10 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             }
             None => file.start(),
         };
-        self.containerizer.save_main_file(handle, &next)?;
+        self.save_history(handle, slot, &next)?;
         if next.runs > 2 {
             self.containerizer
-                .remove_run(handle, &run_id(next.runs - 2));
+                .remove_run(handle, &slot_run_id(slot, next.runs - 2));
         }
         Ok(next.runs)
     }
@@ -292,9 +398,15 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             ..self.containerizer.main_file(handle)
         };
         self.containerizer.save_main_file(handle, &file)?;
+        self.mark_stopped(handle, spec)?;
         let grace = self
             .pre_stop(handle, desired, spec, grace_period(spec))
             .await;
+        let main = self.current_main(handle);
+        let grace = self
+            .stop_main_first(handle, main.as_ref(), spec, grace)
+            .await;
+        self.stop_sidecars(handle, spec, grace).await;
         self.event(
             desired,
             handle,

@@ -18,8 +18,10 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use rundmc_shim::procstat::{self, ProcStat};
 use serde::Deserialize;
@@ -157,12 +159,81 @@ pub fn derive_status(layout: Layout, alive: bool, exec_fifo: bool, frozen: bool)
     }
 }
 
+/// What identifies one version of a state file without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+impl FileKey {
+    fn of(meta: &fs::Metadata) -> FileKey {
+        FileKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        }
+    }
+}
+
+/// Above this many entries the cache of parsed `state.json` files starts
+/// over, so ids that are never looked up again cannot grow it for ever.
+const PARSED_MAX: usize = 16_384;
+
+/// Records parsed from runc's `state.json` files, by path, with the version
+/// of the file each came from. runc replaces the file by rename, so an
+/// unchanged key is an unchanged record. The file carries the container's
+/// whole config (seccomp filters and all, tens of KiB), and parsing it was
+/// the largest user-space cost of the agent per container in a burst
+/// (issue 19): every observation of a container read it again.
+static PARSED: Mutex<Option<HashMap<PathBuf, (FileKey, Record)>>> = Mutex::new(None);
+
+fn parsed() -> MutexGuard<'static, Option<HashMap<PathBuf, (FileKey, Record)>>> {
+    PARSED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// runc's `state.json` at `path`, parsed, or from the cache when the file
+/// is the version parsed before. The key is taken from the opened file, so
+/// a rename racing the read cannot pair one version's key with another's
+/// record.
+fn read_runc_state(path: &Path) -> std::io::Result<Lookup> {
+    let mut file = fs::File::open(path)?;
+    let key = FileKey::of(&file.metadata()?);
+    if let Some((k, record)) = parsed().as_ref().and_then(|m| m.get(path))
+        && *k == key
+    {
+        return Ok(Lookup::Found(record.clone()));
+    }
+    let mut bytes = Vec::with_capacity(key.size as usize);
+    file.read_to_end(&mut bytes)?;
+    let Ok(record) = parse_runc_state(&bytes) else {
+        return Ok(Lookup::Unparsable);
+    };
+    let mut cache = parsed();
+    let map = cache.get_or_insert_with(HashMap::new);
+    if map.len() >= PARSED_MAX {
+        map.clear();
+    }
+    map.insert(path.to_owned(), (key, record.clone()));
+    Ok(Lookup::Found(record))
+}
+
+fn forget_runc_state(path: &Path) {
+    if let Some(map) = parsed().as_mut() {
+        map.remove(path);
+    }
+}
+
 /// Look up container `id` under `root`.
 pub fn lookup(root: &Path, id: &str) -> Lookup {
     let dir = root.join(id);
-    match fs::read(dir.join("state.json")) {
-        Ok(bytes) => return parse_runc_state(&bytes).map_or(Lookup::Unparsable, Lookup::Found),
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
+    let state = dir.join("state.json");
+    match read_runc_state(&state) {
+        Ok(found) => return found,
+        Err(e) if e.kind() == ErrorKind::NotFound => forget_runc_state(&state),
         Err(_) => return Lookup::Unparsable,
     }
     match fs::read(dir.join("status")) {
@@ -272,6 +343,36 @@ mod tests {
         json["config"]["labels"] = serde_json::Value::Null;
         let record = parse_runc_state(&serde_json::to_vec(&json).unwrap()).unwrap();
         assert_eq!(record.bundle, PathBuf::new());
+    }
+
+    #[test]
+    fn a_state_json_is_parsed_once_per_version() {
+        let root = std::env::temp_dir().join(format!("rundmc-statedir-{}", std::process::id()));
+        let dir = root.join("x-runc");
+        fs::create_dir_all(&dir).unwrap();
+        let state = dir.join("state.json");
+        fs::write(&state, RUNC_STATE).unwrap();
+        let Lookup::Found(first) = lookup(&root, "x-runc") else {
+            panic!("state.json not read")
+        };
+        assert_eq!(first.pid, 12265);
+        let cached = parsed().as_ref().and_then(|m| m.get(&state).cloned());
+        assert_eq!(cached.map(|(_, r)| r), Some(first));
+        // runc replaces the file by rename: the new version is read.
+        let mut json: serde_json::Value = serde_json::from_slice(RUNC_STATE).unwrap();
+        json["init_process_pid"] = 4242.into();
+        let tmp = dir.join("state-tmp");
+        fs::write(&tmp, serde_json::to_vec(&json).unwrap()).unwrap();
+        fs::rename(&tmp, &state).unwrap();
+        let Lookup::Found(second) = lookup(&root, "x-runc") else {
+            panic!("state.json not read")
+        };
+        assert_eq!(second.pid, 4242);
+        // Gone, and forgotten.
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(lookup(&root, "x-runc"), Lookup::Missing);
+        assert!(parsed().as_ref().is_none_or(|m| !m.contains_key(&state)));
+        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The agent's HTTP endpoint: `/metrics` (Prometheus text), `/healthz`
 //! (the process serves), `/readyz` (every source has listed once). It reads
-//! what other rooms expose and never touches containers.
+//! what other rooms expose and never touches containers. The local API on
+//! a unix socket (`rundmc ps|get|logs|exec|...`) is [`local`].
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,6 +17,8 @@ use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
 use thiserror::Error;
 use tokio::net::TcpListener;
+
+pub mod local;
 
 /// Why the endpoint could not start.
 #[derive(Debug, Error)]

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 
 use crate::agent::AgentEnv;
+use crate::cpu::{self, Meter};
 use crate::raw::Raw;
 use crate::stats::Samples;
 use crate::wait::{check_interrupted, pause, wait_for};
@@ -43,11 +44,30 @@ pub struct Bursts {
     pub agent_down: Side,
     /// Raw teardown.
     pub raw_down: Side,
+    /// CPU per container, burst.
+    pub cpu_up: CpuSide,
+    /// CPU per container, teardown.
+    pub cpu_down: CpuSide,
+}
+
+/// CPU per container of one direction, one sample per round, ms.
+#[derive(Debug, Default, Clone)]
+pub struct CpuSide {
+    /// The agent process alone (its threads, by its CPU clock), from the manifests' writes
+    /// until every status says so and the agent has settled.
+    pub agent: Samples,
+    /// The agent's cgroup: agent, runtime processes and supervisors.
+    pub cgroup: Samples,
+    /// The raw runtime's processes (reaped by the harness).
+    pub raw: Samples,
+    /// The agent's threads by name, averaged over rounds.
+    pub threads: std::collections::BTreeMap<String, f64>,
 }
 
 /// `rounds` rounds of `size` containers each way.
 pub fn measure(
     env: &AgentEnv,
+    agent_pid: i32,
     raw: &Raw,
     size: usize,
     parallelism: usize,
@@ -62,11 +82,11 @@ pub fn measure(
         let names: Vec<String> = (0..size).map(|i| format!("b{r}-{i}")).collect();
         let agent_first = r % 2 == 0;
         if agent_first {
-            agent_round(env, &names, &mut b)?;
+            agent_round(env, agent_pid, &names, &mut b, rounds)?;
         }
-        raw_round(raw, &names, parallelism, &mut b)?;
+        raw_round(env, raw, &names, parallelism, &mut b)?;
         if !agent_first {
-            agent_round(env, &names, &mut b)?;
+            agent_round(env, agent_pid, &names, &mut b, rounds)?;
         }
     }
     Ok(b)
@@ -80,8 +100,15 @@ fn record(side: &mut Side, each: Vec<Duration>) {
     side.each.0.extend(Samples::from_durations(&each).0);
 }
 
-fn agent_round(env: &AgentEnv, names: &[String], b: &mut Bursts) -> Result<()> {
+fn agent_round(
+    env: &AgentEnv,
+    pid: i32,
+    names: &[String],
+    b: &mut Bursts,
+    rounds: usize,
+) -> Result<()> {
     let yamls: Vec<String> = names.iter().map(|n| env.manifest(n, "Always")).collect();
+    let meter = Meter::start(Some(pid), env.cpu());
     let t0 = Instant::now();
     for (n, y) in names.iter().zip(&yamls) {
         env.write(n, y)?;
@@ -92,6 +119,12 @@ fn agent_round(env: &AgentEnv, names: &[String], b: &mut Bursts) -> Result<()> {
         env.all_running(names)
     })?;
     pause(Duration::from_millis(200))?;
+    agent_cost(
+        &mut b.cpu_up,
+        &meter.per_container(env.cpu(), names.len()),
+        rounds,
+    );
+    let meter = Meter::start(Some(pid), env.cpu());
     let t0 = Instant::now();
     for n in names {
         env.remove(n)?;
@@ -101,7 +134,19 @@ fn agent_round(env: &AgentEnv, names: &[String], b: &mut Bursts) -> Result<()> {
     wait_for("every status file gone", TIMEOUT, POLL, || {
         names.iter().all(|n| !env.status_path(n).exists())
     })?;
-    pause(Duration::from_millis(200))
+    pause(Duration::from_millis(200))?;
+    agent_cost(
+        &mut b.cpu_down,
+        &meter.per_container(env.cpu(), names.len()),
+        rounds,
+    );
+    Ok(())
+}
+
+fn agent_cost(side: &mut CpuSide, cost: &cpu::Cost, rounds: usize) {
+    side.agent.0.push(cost.agent_ms);
+    side.cgroup.0.push(cost.cgroup_ms);
+    cpu::add_threads(&mut side.threads, cost, rounds);
 }
 
 /// Polls each pending name until `done` holds for it; returns each one's
@@ -127,8 +172,15 @@ fn until_each(names: &[String], t0: Instant, done: impl Fn(&str) -> bool) -> Res
     Ok(when.into_iter().flatten().collect())
 }
 
-fn raw_round(raw: &Raw, names: &[String], parallelism: usize, b: &mut Bursts) -> Result<()> {
+fn raw_round(
+    env: &AgentEnv,
+    raw: &Raw,
+    names: &[String],
+    parallelism: usize,
+    b: &mut Bursts,
+) -> Result<()> {
     let ids: Vec<String> = names.iter().map(|n| format!("r{n}")).collect();
+    let meter = Meter::start(None, env.cpu());
     let up = in_parallel(&ids, parallelism, |id| {
         raw.create_and_run(id)?;
         wait_for(id, TIMEOUT, Duration::from_millis(1), || {
@@ -138,14 +190,25 @@ fn raw_round(raw: &Raw, names: &[String], parallelism: usize, b: &mut Bursts) ->
     })?;
     record(&mut b.raw_up, up);
     pause(Duration::from_millis(200))?;
+    let n = ids.len();
+    b.cpu_up
+        .raw
+        .0
+        .push(meter.per_container(env.cpu(), n).children_ms);
+    let meter = Meter::start(None, env.cpu());
     let down = in_parallel(&ids, parallelism, |id| raw.destroy(id))?;
     record(&mut b.raw_down, down);
-    pause(Duration::from_millis(200))
+    pause(Duration::from_millis(200))?;
+    b.cpu_down
+        .raw
+        .0
+        .push(meter.per_container(env.cpu(), n).children_ms);
+    Ok(())
 }
 
 /// Runs `job` on every id with `parallelism` threads; returns each id's
 /// finishing time from the start.
-fn in_parallel(
+pub fn in_parallel(
     ids: &[String],
     parallelism: usize,
     job: impl Fn(&str) -> Result<()> + Sync,
@@ -175,4 +238,16 @@ fn in_parallel(
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The CPU figures of `b`, for the terminal.
+pub fn cpu_brief(b: &Bursts) -> String {
+    format!(
+        "CPU ms/container: agent up {:.2} down {:.2}; agent cgroup up {:.1}; raw runtime up {:.1}; threads up: {}",
+        b.cpu_up.agent.p50(),
+        b.cpu_down.agent.p50(),
+        b.cpu_up.cgroup.p50(),
+        b.cpu_up.raw.p50(),
+        cpu::top_threads(&b.cpu_up.threads, 6)
+    )
 }

@@ -79,6 +79,8 @@ pub fn sweep() -> Vec<String> {
     for parent in &reg.cgroup_parents {
         for h in hierarchies() {
             remove_cgroup_tree(&h.join(parent));
+            // The agent's supervisors' cgroup beside its containers'.
+            remove_cgroup_tree(&h.join(format!("{parent}-shims")));
         }
     }
     for c in &reg.cpu_cgroups {

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE]
-//!              [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp,probes]
+//!              [--quick] [--samples N] [--burst N] [--rounds N] [--scale N]
+//!              [--phases runc,crun,peers,steady,scale,images,network,userns,seccomp,probes,pods,ops]
 //! ```
 //!
 //! `--quick` runs every figure with a handful of samples, to try changes;
@@ -19,7 +20,9 @@ mod agent;
 mod burst;
 mod cleanup;
 mod cold_pull;
+mod cpu;
 mod exit;
+mod hog;
 mod idmap;
 mod images;
 mod images_report;
@@ -29,7 +32,12 @@ mod net;
 mod network;
 mod network_report;
 mod oci_image;
+mod ops;
+mod peers;
+mod peers_report;
 mod phases;
+// Issue 17 (pods): drop to running of a container with a sidecar and a pea.
+mod pods;
 mod probes;
 mod probes_report;
 mod procfs;
@@ -37,6 +45,7 @@ mod raw;
 mod reaper;
 mod registry;
 mod report;
+mod scale;
 mod seccomp;
 mod seccomp_report;
 mod stats;
@@ -73,6 +82,13 @@ struct Sizes {
     image_containers: usize,
     /// Network phase samples: drops with and without, hand ADD and DEL.
     net_samples: usize,
+    /// Containers per burst beside a CPU hog, and rounds of them.
+    sat_burst: usize,
+    sat_rounds: usize,
+    /// The peers phase.
+    peers: peers::PeerSizes,
+    /// The scale phase.
+    scale: scale::ScaleSizes,
 }
 
 const FULL: Sizes = Sizes {
@@ -89,6 +105,19 @@ const FULL: Sizes = Sizes {
     image_drops: 60,
     image_containers: 100,
     net_samples: 40,
+    sat_burst: 50,
+    sat_rounds: 4,
+    peers: peers::PeerSizes {
+        samples: 20,
+        burst: 50,
+        rounds: 3,
+        idle_secs: 10,
+    },
+    scale: scale::ScaleSizes {
+        containers: 1000,
+        restarts: 2,
+        resync_period: std::time::Duration::from_secs(2),
+    },
 };
 
 const QUICK: Sizes = Sizes {
@@ -105,6 +134,19 @@ const QUICK: Sizes = Sizes {
     image_drops: 4,
     image_containers: 10,
     net_samples: 4,
+    sat_burst: 10,
+    sat_rounds: 1,
+    peers: peers::PeerSizes {
+        samples: 3,
+        burst: 10,
+        rounds: 1,
+        idle_secs: 2,
+    },
+    scale: scale::ScaleSizes {
+        containers: 40,
+        restarts: 1,
+        resync_period: std::time::Duration::from_secs(1),
+    },
 };
 
 struct Args {
@@ -112,13 +154,13 @@ struct Args {
     bins: PathBuf,
     out: PathBuf,
     sizes: Sizes,
-    /// Which phases to run: runc, crun, steady, images, network, seccomp.
+    /// Which phases to run: runc, crun, steady, images, network, seccomp, ops.
     phases: Vec<String>,
     /// Hand-written findings appended to the report, when the file exists.
     findings: PathBuf,
 }
 
-const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--phases runc,crun,steady,images,network,userns,seccomp,probes]";
+const USAGE: &str = "rundmc-bench --image DIR [--bin-dir DIR] [--out FILE] [--findings FILE] [--quick] [--samples N] [--burst N] [--rounds N] [--scale N] [--phases runc,crun,peers,steady,scale,images,network,userns,seccomp,probes,pods,ops]";
 
 fn number(p: PathBuf) -> Result<usize> {
     p.to_string_lossy()
@@ -137,7 +179,8 @@ fn parse_args() -> Result<Args> {
         out: PathBuf::from("BENCHMARKS.md"),
         sizes: FULL,
         phases: [
-            "runc", "crun", "steady", "images", "network", "userns", "seccomp", "probes",
+            "runc", "crun", "peers", "steady", "scale", "images", "network", "userns", "seccomp",
+            "probes", "pods", "ops",
         ]
         .map(String::from)
         .to_vec(),
@@ -153,6 +196,16 @@ fn parse_args() -> Result<Args> {
             Some("--findings") => args.findings = value()?,
             Some("--quick") => args.sizes = QUICK,
             Some("--samples") => args.sizes.samples = number(value()?)?,
+            Some("--burst") => {
+                args.sizes.burst = number(value()?)?;
+                args.sizes.sat_burst = args.sizes.burst;
+            }
+            Some("--scale") => args.sizes.scale.containers = number(value()?)?,
+            Some("--rounds") => {
+                args.sizes.rounds = number(value()?)?;
+                args.sizes.crun_rounds = args.sizes.rounds;
+                args.sizes.sat_rounds = args.sizes.rounds;
+            }
             Some("--phases") => {
                 let list = value()?.to_string_lossy().into_owned();
                 args.phases = list.split(',').map(str::to_owned).collect();
@@ -248,8 +301,16 @@ fn run(args: &Args) -> Result<Results> {
             Err(why) => results.notes.push(format!("crun skipped: {why}")),
         }
     }
+    if wants("peers") {
+        let sizes = args.sizes.peers;
+        results.peers = Some(phase("peers", || peers::phase(&run, sizes))?);
+    }
     if wants("steady") {
         phase("steady state", || phases::steady_phase(&run, &mut results))?;
+    }
+    if wants("scale") {
+        let sizes = args.sizes.scale;
+        results.scale = Some(phase("scale", || scale::phase(&run, sizes))?);
     }
     if wants("images") {
         match images::missing_tools() {
@@ -272,6 +333,15 @@ fn run(args: &Args) -> Result<Results> {
     }
     if wants("probes") {
         results.probes = Some(phase("probes", || probes::phase(&run))?);
+    }
+    if wants("pods") {
+        let r = phase("pods", || pods::phase(&run))?;
+        results.notes.push(r.summary());
+    }
+    // Operator access (issue 18).
+    if wants("ops") {
+        let r = phase("operator access", || ops::phase(&run))?;
+        results.notes.push(r.summary());
     }
     Ok(results)
 }

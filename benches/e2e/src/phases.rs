@@ -14,7 +14,7 @@ use crate::raw::Raw;
 use crate::report::{Results, RuntimeResults, brief};
 use crate::steady::{self, Restarts};
 use crate::wait::pause;
-use crate::{Args, Sizes, burst, cleanup, exit, latency, machine};
+use crate::{Args, Sizes, burst, cleanup, exit, hog, latency, machine};
 
 /// Agent workers, and raw threads in the bursts.
 pub const WORKERS: usize = 4;
@@ -70,7 +70,13 @@ impl Run {
         &self.image
     }
 
-    fn agent_env(&self, name: &str, runtime: &str) -> Result<AgentEnv> {
+    /// `rundmc-bench-<pid>`: what every name of the run starts with.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// An agent environment on the run's image, registered for the sweep.
+    pub fn agent_env(&self, name: &str, runtime: &str) -> Result<AgentEnv> {
         self.agent_env_on(name, runtime, &self.image)
     }
 
@@ -98,6 +104,13 @@ impl Run {
     pub fn raw_beside(&self, env: &AgentEnv, name: &str) -> Result<Raw> {
         let template = vec!["template".to_string()];
         env.create_all(&template, "Always", Duration::from_secs(60))?;
+        let raw = self.raw_from(env, name, &env.depot.join("template"))?;
+        env.remove_all(&template, Duration::from_secs(60))?;
+        Ok(raw)
+    }
+
+    /// A raw baseline named `name` copying the agent's bundle at `bundle`.
+    pub fn raw_from(&self, env: &AgentEnv, name: &str, bundle: &Path) -> Result<Raw> {
         let parent = format!("{}-{name}", self.tag);
         let raw = Raw::new(
             &env.runtime,
@@ -105,13 +118,12 @@ impl Run {
             &self.run_base.join(name),
             parent.clone(),
             &self.image,
-            &env.depot.join("template"),
+            bundle,
         )?;
         cleanup::register(|r| {
             r.roots.push((env.runtime.clone(), raw.root.clone()));
             r.cgroup_parents.push(parent);
         });
-        env.remove_all(&template, Duration::from_secs(60))?;
         Ok(raw)
     }
 }
@@ -131,9 +143,11 @@ pub fn runtime_phase(
     let latency = latency::measure(&env, &raw, s.samples, s.warmup)?;
     eprintln!("  {}", brief("drop to running, agent", &latency.agent_drop));
     eprintln!("  {}", brief("drop to running, raw", &latency.raw_drop));
-    let bursts = burst::measure(&env, &raw, s.burst, WORKERS, rounds)?;
+    let bursts = burst::measure(&env, agent.pid, &raw, s.burst, WORKERS, rounds)?;
     eprintln!("  {}", brief("burst /s, agent", &bursts.agent_up.rates));
     eprintln!("  {}", brief("burst /s, raw", &bursts.raw_up.rates));
+    eprintln!("  {}", burst::cpu_brief(&bursts));
+    let saturated = saturated_bursts(&env, agent.pid, &raw, s)?;
     let exits = match exits {
         true => Some(exit::measure(&env, s.exits)?),
         false => None,
@@ -144,8 +158,36 @@ pub fn runtime_phase(
         runtime,
         latency,
         bursts,
+        saturated,
     };
     Ok((results, exits))
+}
+
+/// The bursts again beside [`hog::WHAT`]; `None` without stress-ng.
+fn saturated_bursts(
+    env: &AgentEnv,
+    pid: i32,
+    raw: &Raw,
+    s: Sizes,
+) -> Result<Option<burst::Bursts>> {
+    if let Some(why) = hog::missing() {
+        eprintln!("  saturated bursts skipped: {why}");
+        return Ok(None);
+    }
+    let hog = hog::Hog::start(2)?;
+    let bursts = burst::measure(env, pid, raw, s.sat_burst, WORKERS, s.sat_rounds);
+    drop(hog);
+    let bursts = bursts?;
+    eprintln!(
+        "  {}",
+        brief("saturated burst /s, agent", &bursts.agent_up.rates)
+    );
+    eprintln!(
+        "  {}",
+        brief("saturated burst /s, raw", &bursts.raw_up.rates)
+    );
+    eprintln!("  saturated {}", burst::cpu_brief(&bursts));
+    Ok(Some(bursts))
 }
 
 fn names(from: usize, to: usize) -> Vec<String> {

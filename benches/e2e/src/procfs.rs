@@ -64,6 +64,58 @@ fn parse_stat_ticks(text: &str) -> Option<(u64, u64)> {
     (f.len() == 4).then(|| (f[0] + f[1], f[2] + f[3]))
 }
 
+/// CPU time of the whole process `pid` (every thread, live or gone), in
+/// nanoseconds, from its process CPU clock: exact, where /proc/<pid>/stat
+/// counts 10 ms ticks.
+pub fn process_cpu_ns(pid: i32) -> Option<u64> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: a valid pointer to a clockid_t.
+    if unsafe { libc::clock_getcpuclockid(pid, &mut clock) } != 0 {
+        return None;
+    }
+    // SAFETY: an all-zero timespec is valid; clock_gettime fills it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a clock id from clock_getcpuclockid and a valid pointer.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return None;
+    }
+    Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// CPU time of each thread of `pid` that is alive now, in nanoseconds, summed
+/// by thread name (`comm`), from /proc/<pid>/task/*/schedstat. Threads that
+/// ended are missing: [`cpu_seconds`] counts them.
+pub fn thread_cpu_ns(pid: i32) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.filter_map(|t| t.ok()) {
+        let dir = task.path();
+        let comm = fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let ns = fs::read_to_string(dir.join("schedstat"))
+            .ok()
+            .and_then(|t| t.split_whitespace().next()?.parse::<u64>().ok());
+        if let Some(ns) = ns {
+            *out.entry(comm.trim().to_owned()).or_insert(0) += ns;
+        }
+    }
+    out
+}
+
+/// CPU seconds of the reaped children of this process (every runtime call
+/// the harness spawned and waited for, and what the subreaper reaped).
+pub fn children_cpu_seconds() -> f64 {
+    // SAFETY: an all-zero rusage is valid; getrusage fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to an rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
+        return f64::NAN;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(ru.ru_utime) + secs(ru.ru_stime)
+}
+
 /// The pids that `pid` holds pidfds on, from /proc/<pid>/fd and fdinfo.
 pub fn pidfd_targets(pid: i32) -> HashSet<i32> {
     let Ok(entries) = fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -192,6 +244,7 @@ mod tests {
         let me = std::process::id() as i32;
         assert!(mem(me).unwrap().rss_kib > 0);
         assert!(cpu_seconds(me).unwrap().0 >= 0.0);
+        assert!(process_cpu_ns(me).unwrap() > 0);
         let fd = crate::sys::PidFd::open(me).unwrap();
         assert!(pidfd_targets(me).contains(&me));
         drop(fd);

@@ -22,6 +22,8 @@ pub struct RuntimeResults {
     pub latency: Latencies,
     /// Many at once.
     pub bursts: Bursts,
+    /// Many at once beside a CPU hog (issue 19), when stress-ng is there.
+    pub saturated: Option<Bursts>,
 }
 
 /// Everything one run measured.
@@ -49,6 +51,10 @@ pub struct Results {
     pub seccomp: Option<crate::seccomp::SeccompResults>,
     /// The probes phase (issue 16).
     pub probes: Option<crate::probes::ProbeResults>,
+    /// The peers phase (issue 19).
+    pub peers: Option<crate::peers::PeerResults>,
+    /// The scale phase (issue 19).
+    pub scale: Option<crate::scale::ScaleResults>,
     /// What was skipped or went wrong, and why.
     pub notes: Vec<String>,
     /// Hand-written findings (`benches/e2e/FINDINGS.md`), appended as they are.
@@ -90,8 +96,15 @@ pub fn render(r: &Results) -> String {
     targets(&mut s, r);
     latency_table(&mut s, r);
     burst_table(&mut s, r);
+    cpu_table(&mut s, r);
+    if let Some(p) = &r.peers {
+        crate::peers_report::render(&mut s, p);
+    }
     exit_table(&mut s, r);
     steady_tables(&mut s, r);
+    if let Some(scale) = &r.scale {
+        crate::peers_report::render_scale(&mut s, scale);
+    }
     if let Some(images) = &r.images {
         crate::images_report::render(&mut s, images);
     }
@@ -168,7 +181,7 @@ of 10 periods whose edges fall half-way between ticks, divided by 10.
 ";
 
 fn targets(s: &mut String, r: &Results) {
-    s.push_str("\n## Targets (issue 6)\n\n| target | measured | |\n|---|---|---|\n");
+    s.push_str("\n## Targets (issues 6 and 19)\n\n| target | measured | |\n|---|---|---|\n");
     for (target, measured, met) in target_rows(r) {
         let mark = match met {
             Some(true) => "met",
@@ -179,12 +192,16 @@ fn targets(s: &mut String, r: &Results) {
     }
 }
 
-type TargetRow = (&'static str, String, Option<bool>);
+pub type TargetRow = (&'static str, String, Option<bool>);
 
 fn target_rows(r: &Results) -> Vec<TargetRow> {
     let mut rows = Vec::new();
     if let Some(rt) = r.runtimes.iter().find(|x| x.runtime == "runc") {
         runc_rows(rt, &mut rows);
+    }
+    saturated_rows(r, &mut rows);
+    if let Some(scale) = &r.scale {
+        crate::peers_report::scale_rows(scale, &mut rows);
     }
     let exit = r.exits.as_ref().map(|e| e.in_status.p50());
     rows.push((
@@ -234,6 +251,38 @@ fn runc_rows(rt: &RuntimeResults, rows: &mut Vec<TargetRow>) {
         x(tn),
         Some(tn <= 1.3),
     ));
+    let cpu = b.cpu_up.agent.p50();
+    rows.push((
+        "Agent CPU per container in a burst, status and event writes in, ≤ 2 ms (issue 19)",
+        format!("{cpu:.2} ms"),
+        cpu.is_finite().then_some(cpu <= 2.0),
+    ));
+}
+
+/// Issue 19: burst throughput beside a CPU hog, against raw.
+fn saturated_rows(r: &Results, rows: &mut Vec<TargetRow>) {
+    for (runtime, target, floor) in [
+        (
+            "runc",
+            "Burst, saturated, ≥ 0.97× raw runc (issue 19)",
+            0.97,
+        ),
+        (
+            "crun",
+            "Burst, saturated, ≥ 0.95× raw crun (issue 19)",
+            0.95,
+        ),
+    ] {
+        let rt = r.runtimes.iter().find(|x| x.runtime == runtime);
+        let Some(b) = rt.and_then(|rt| rt.saturated.as_ref()) else {
+            rows.push((target, String::new(), None));
+            continue;
+        };
+        let (agent, raw) = (b.agent_up.rates.p50(), b.raw_up.rates.p50());
+        let share = ratio(agent, raw);
+        let text = format!("{share:.3}× ({} vs {} containers/s)", f1(agent), f1(raw));
+        rows.push((target, text, share.is_finite().then_some(share >= floor)));
+    }
 }
 
 fn idle_rows(r: &Results, rows: &mut Vec<TargetRow>) {
@@ -294,7 +343,20 @@ fn burst_table(s: &mut String, r: &Results) {
         ] {
             burst_row(s, what, &rt.runtime, b, a, w);
         }
+        if let Some(b) = &rt.saturated {
+            for (what, a, w) in [
+                ("Burst, saturated", &b.agent_up, &b.raw_up),
+                ("Teardown, saturated", &b.agent_down, &b.raw_down),
+            ] {
+                burst_row(s, what, &rt.runtime, b, a, w);
+            }
+        }
     }
+    let _ = writeln!(
+        s,
+        "\nSaturated: the same bursts with `{}` running beside, for agent and raw alike.",
+        crate::hog::WHAT
+    );
 }
 
 fn burst_row(s: &mut String, what: &str, runtime: &str, b: &Bursts, a: &Side, w: &Side) {
@@ -314,6 +376,34 @@ fn burst_row(s: &mut String, what: &str, runtime: &str, b: &Bursts, a: &Side, w:
         x(ratio(a.each.p50(), w.each.p50())),
         x(ratio(a.each.p95(), w.each.p95()))
     );
+}
+
+fn cpu_table(s: &mut String, r: &Results) {
+    s.push_str("\n## CPU per container in the bursts (issue 19; ms, median over rounds)\n\nAgent process: the agent's own threads (its process CPU clock, `clock_getcpuclockid`), from the manifests' writes until every status file says so and 200 ms more, so status and event writes are in. Agent cgroup: the agent, the runtime processes it spawned and the supervisors. Raw runtime: the runtime processes the harness spawned and reaped for the same containers.\n\n| runtime | phase | agent process | agent cgroup | raw runtime | agent threads (bursts) |\n|---|---|---|---|---|---|\n");
+    for rt in &r.runtimes {
+        let sat = rt.saturated.as_ref();
+        let rows = [
+            ("burst", Some(&rt.bursts.cpu_up)),
+            ("teardown", Some(&rt.bursts.cpu_down)),
+            ("burst, saturated", sat.map(|b| &b.cpu_up)),
+            ("teardown, saturated", sat.map(|b| &b.cpu_down)),
+        ];
+        for (what, c) in rows {
+            let Some(c) = c else { continue };
+            let threads = match what.starts_with("burst") {
+                true => crate::cpu::top_threads(&c.threads, 4),
+                false => String::new(),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {what} | {:.2} | {} | {} | {threads} |",
+                rt.runtime,
+                c.agent.p50(),
+                f1(c.cgroup.p50()),
+                f1(c.raw.p50()),
+            );
+        }
+    }
 }
 
 fn exit_table(s: &mut String, r: &Results) {
