@@ -301,10 +301,17 @@ fn exec_keeps_stdout_and_stderr_apart_and_passes_the_exit_code() {
     assert!(err.contains("/no/such/command"), "{err}");
 
     // Each exec is a process of the container like any other: reaped, its
-    // exit recorded.
+    // exit recorded (a start failure's record lands just after the
+    // refusal, as its supervisor's last act).
     let (_, out, _) = op::run(&a, &["get", "web", "-o", "json"]);
     assert!(out.contains("\"kind\": \"Container\""), "{out}");
-    let (_, out, _) = op::run(&a, &["describe", "web"]);
+    let describe = || op::run(&a, &["describe", "web"]).1;
+    a.wait("every exec recorded as exited", T, || {
+        exec_rows(&describe())
+            .iter()
+            .all(|(state, _)| state == "Exited")
+    });
+    let out = describe();
     let execs = exec_rows(&out);
     assert_eq!(execs.len(), 4, "{out}");
     assert!(execs.iter().all(|(state, _)| state == "Exited"), "{out}");
