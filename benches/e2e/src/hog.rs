@@ -23,7 +23,9 @@ pub fn missing() -> Option<String> {
     // Through the reaper: a child spawned behind its back may be reaped by
     // it first, and the wait fail.
     let mut cmd = Command::new("stress-ng");
-    cmd.arg("--version").stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let found = crate::reaper::status(&mut cmd).is_ok_and(|s| s.success());
     (!found).then(|| "stress-ng is not installed (scripts/deps.sh installs it)".to_string())
 }
