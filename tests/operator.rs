@@ -61,6 +61,17 @@ fn ps_get_and_describe_show_what_the_agent_runs() {
     );
     assert_eq!(row("done")["phase"], "Succeeded");
 
+    let (code, out, err) = op::run(&a, &["ps", "-o", "wide"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines().next().unwrap().contains("HANDLE  SOURCE"),
+        "{out}"
+    );
+    assert!(
+        out.contains("web.yaml#1") && out.contains("rootfs"),
+        "{out}"
+    );
+
     let (code, out, err) = op::run(&a, &["get", "web", "-o", "yaml"]);
     assert_eq!(code, 0, "{err}");
     let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
@@ -103,6 +114,26 @@ fn errors_say_what_is_wrong_with_their_own_exit_codes() {
     let (code, _, err) = op::run(&a, &["describe", "team/nope"]);
     assert_eq!(code, 66, "{err}");
     assert!(err.contains("no such container: team/nope"), "{err}");
+
+    // The flag wins over the environment.
+    let socket = op::socket(&a);
+    let out = op::command(
+        &a,
+        &["--api-socket", socket.to_str().unwrap(), "ps", "-o", "yaml"],
+    )
+    .env("RUNDMC_API_SOCKET", "/nonexistent/rundmc.sock")
+    .output()
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "[]\n");
+    let (code, out, _) = op::run(&a, &["completion", "bash"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("rundmc") && out.contains("exec") && out.contains("--api-socket"));
 }
 
 #[test]
@@ -270,10 +301,17 @@ fn exec_keeps_stdout_and_stderr_apart_and_passes_the_exit_code() {
     assert!(err.contains("/no/such/command"), "{err}");
 
     // Each exec is a process of the container like any other: reaped, its
-    // exit recorded.
+    // exit recorded (a start failure's record lands just after the
+    // refusal, as its supervisor's last act).
     let (_, out, _) = op::run(&a, &["get", "web", "-o", "json"]);
     assert!(out.contains("\"kind\": \"Container\""), "{out}");
-    let (_, out, _) = op::run(&a, &["describe", "web"]);
+    let describe = || op::run(&a, &["describe", "web"]).1;
+    a.wait("every exec recorded as exited", T, || {
+        exec_rows(&describe())
+            .iter()
+            .all(|(state, _)| state == "Exited")
+    });
+    let out = describe();
     let execs = exec_rows(&out);
     assert_eq!(execs.len(), 4, "{out}");
     assert!(execs.iter().all(|(state, _)| state == "Exited"), "{out}");

@@ -108,10 +108,10 @@ const FULL: Sizes = Sizes {
     sat_burst: 50,
     sat_rounds: 4,
     peers: peers::PeerSizes {
-        samples: 20,
+        samples: 15,
         burst: 50,
         rounds: 3,
-        idle_secs: 10,
+        idle_secs: 6,
     },
     scale: scale::ScaleSizes {
         containers: 1000,
