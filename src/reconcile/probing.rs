@@ -121,6 +121,22 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         spec: &ContainerSpec,
         probe: ProbeKind,
     ) -> Result<(), ContainerizerError> {
+        let grace = self
+            .before_unhealthy_kill(handle, desired, spec, probe)
+            .await;
+        self.containerizer.stop(handle, grace).await
+    }
+
+    /// What comes before the main process that failed `probe` is killed:
+    /// the failures announced, its preStop hook, `Killing`, its probes
+    /// stopped. Returns the grace period left for SIGTERM.
+    pub(super) async fn before_unhealthy_kill(
+        &self,
+        handle: &Handle,
+        desired: Option<&Desired>,
+        spec: &ContainerSpec,
+        probe: ProbeKind,
+    ) -> Duration {
         self.announce_probe_failures(handle, desired).await;
         let grace = self
             .pre_stop(handle, desired, spec, grace_period(spec))
@@ -132,7 +148,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         self.event(desired, handle, EventType::Normal, Reason::Killing, msg)
             .await;
         self.prober.stop(handle);
-        self.containerizer.stop(handle, grace).await
+        grace
     }
 }
 

@@ -102,29 +102,9 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
                 .await;
             return Err(e);
         }
-        match self
-            .start_run(handle, &slot, &process, pea, restart_delay)
+        let what = format!("sidecar {name}");
+        self.start_announced(handle, desired, &what, &slot, &process, pea, restart_delay)
             .await
-        {
-            Ok(Ok(_)) => {
-                let msg = format!("Started sidecar {name}");
-                self.event(desired, handle, EventType::Normal, Reason::Started, msg)
-                    .await;
-                Ok(())
-            }
-            Ok(Err(source)) => {
-                let msg = format!("Error: sidecar {name}: {source}");
-                self.event(desired, handle, EventType::Warning, Reason::Failed, msg)
-                    .await;
-                Ok(())
-            }
-            Err(e) => {
-                let msg = format!("Error: sidecar {name}: {e}");
-                self.event(desired, handle, EventType::Warning, Reason::Failed, msg)
-                    .await;
-                Err(e)
-            }
-        }
     }
 
     /// Kill sidecar `index`, which failed `probe`; its restart policy
@@ -211,17 +191,9 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         spec: &ContainerSpec,
         probe: ProbeKind,
     ) -> Result<(), ContainerizerError> {
-        self.announce_probe_failures(handle, desired).await;
         let grace = self
-            .pre_stop(handle, desired, spec, grace_period(spec))
+            .before_unhealthy_kill(handle, desired, spec, probe)
             .await;
-        let msg = format!(
-            "Main process failed {} probe, will be restarted",
-            probe.as_str().to_lowercase()
-        );
-        self.event(desired, handle, EventType::Normal, Reason::Killing, msg)
-            .await;
-        self.prober.stop(handle);
         let Some(id) = self.containerizer.main_file(handle).current_id() else {
             return Ok(());
         };

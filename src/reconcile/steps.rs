@@ -204,6 +204,48 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         })
     }
 
+    /// [`Self::start_run`] of `what` (a process other than the main one)
+    /// in `slot`, announced as `Started` or `Failed`. A process that could
+    /// not start is announced and left to the backoff; a containerizer
+    /// error is announced and returned.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn start_announced(
+        &self,
+        handle: &Handle,
+        desired: Option<&Desired>,
+        what: &str,
+        slot: &str,
+        process: &ProcessSpec,
+        pea: Option<&str>,
+        restart_delay: Option<Duration>,
+    ) -> Result<(), ContainerizerError> {
+        let (kind, reason, msg, outcome) = match self
+            .start_run(handle, slot, process, pea, restart_delay)
+            .await
+        {
+            Ok(Ok(_)) => (
+                EventType::Normal,
+                Reason::Started,
+                format!("Started {what}"),
+                Ok(()),
+            ),
+            Ok(Err(source)) => (
+                EventType::Warning,
+                Reason::Failed,
+                format!("Error: {what}: {source}"),
+                Ok(()),
+            ),
+            Err(e) => (
+                EventType::Warning,
+                Reason::Failed,
+                format!("Error: {what}: {e}"),
+                Err(e),
+            ),
+        };
+        self.event(desired, handle, kind, reason, msg).await;
+        outcome
+    }
+
     /// Start init process `index` of `spec`, after `restart_delay` of
     /// backoff when it failed before.
     pub(super) async fn start_init(
@@ -221,31 +263,10 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             args: init.argv(),
             ..init.as_process()
         };
+        let what = format!("init process {}", init.name);
         let slot = init_slot(&init.name);
-        let name = &init.name;
-        match self
-            .start_run(handle, &slot, &process, None, restart_delay)
+        self.start_announced(handle, desired, &what, &slot, &process, None, restart_delay)
             .await
-        {
-            Ok(Ok(_)) => {
-                let msg = format!("Started init process {name}");
-                self.event(desired, handle, EventType::Normal, Reason::Started, msg)
-                    .await;
-                Ok(())
-            }
-            Ok(Err(source)) => {
-                let msg = format!("Error: init process {name}: {source}");
-                self.event(desired, handle, EventType::Warning, Reason::Failed, msg)
-                    .await;
-                Ok(())
-            }
-            Err(e) => {
-                let msg = format!("Error: init process {name}: {e}");
-                self.event(desired, handle, EventType::Warning, Reason::Failed, msg)
-                    .await;
-                Err(e)
-            }
-        }
     }
 
     /// Record that init process `index` ran to completion: it is not run
