@@ -300,21 +300,38 @@ fn check_hook(
         1 => {}
         _ => err("", "must set only one of exec, httpGet and sleep"),
     }
-    if let Some(exec) = &hook.exec
-        && exec.command.first().is_none_or(String::is_empty)
-    {
+    check_actions(&mut err, hook.exec.as_ref(), hook.http_get.as_ref(), ports);
+    if hook.sleep.as_ref().is_some_and(|s| s.seconds < 0) {
+        err(".sleep.seconds", "must not be negative");
+    }
+}
+
+/// The checks probes and hooks share: an exec needs its command, an
+/// httpGet a port of the container's and a path from `/`.
+fn check_actions(
+    err: &mut impl FnMut(&str, &str),
+    exec: Option<&ExecAction>,
+    http: Option<&HttpGetAction>,
+    ports: &[(Option<&str>, i32)],
+) {
+    if exec.is_some_and(|e| e.command.first().is_none_or(String::is_empty)) {
         err(".exec.command", "needs at least the command");
     }
-    if let Some(http) = &hook.http_get
-        && resolve_port(&http.port, ports).is_none()
-    {
+    let Some(http) = http else {
+        return;
+    };
+    if resolve_port(&http.port, ports).is_none() {
         err(
             ".httpGet.port",
             "must be 1-65535 or the name of one of spec.ports",
         );
     }
-    if hook.sleep.as_ref().is_some_and(|s| s.seconds < 0) {
-        err(".sleep.seconds", "must not be negative");
+    if http
+        .path
+        .as_deref()
+        .is_some_and(|p| !p.is_empty() && !p.starts_with('/'))
+    {
+        err(".httpGet.path", "must start with /");
     }
 }
 
@@ -331,29 +348,14 @@ fn check_probe(
         1 => {}
         _ => err("", "must set only one of exec, httpGet, tcpSocket and grpc"),
     }
-    if let Some(exec) = &probe.exec
-        && exec.command.first().is_none_or(String::is_empty)
-    {
-        err(".exec.command", "needs at least the command");
-    }
-    let port_ok = |port: &IntOrString| resolve_port(port, ports).is_some();
-    if let Some(http) = &probe.http_get {
-        if !port_ok(&http.port) {
-            err(
-                ".httpGet.port",
-                "must be 1-65535 or the name of one of spec.ports",
-            );
-        }
-        if http
-            .path
-            .as_deref()
-            .is_some_and(|p| !p.is_empty() && !p.starts_with('/'))
-        {
-            err(".httpGet.path", "must start with /");
-        }
-    }
+    check_actions(
+        &mut err,
+        probe.exec.as_ref(),
+        probe.http_get.as_ref(),
+        ports,
+    );
     if let Some(tcp) = &probe.tcp_socket
-        && !port_ok(&tcp.port)
+        && resolve_port(&tcp.port, ports).is_none()
     {
         err(
             ".tcpSocket.port",
@@ -432,6 +434,26 @@ mod tests {
                 "spec.process.lifecycle.preStop.sleep.seconds",
             ]
         );
+        // A hook's httpGet is checked as a probe's.
+        let process = ProcessSpec {
+            lifecycle: Some(Lifecycle {
+                post_start: Some(LifecycleHandler {
+                    http_get: Some(HttpGetAction {
+                        port: IntOrString::Int(8080),
+                        path: Some("health".into()),
+                        ..HttpGetAction::default()
+                    }),
+                    ..LifecycleHandler::default()
+                }),
+                pre_stop: None,
+            }),
+            ..ProcessSpec::default()
+        };
+        let fields: Vec<String> = probe_errors(&process, &[])
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(fields, ["spec.process.lifecycle.postStart.httpGet.path"]);
     }
 
     #[test]

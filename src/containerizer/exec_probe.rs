@@ -11,16 +11,13 @@
 use std::time::Duration;
 
 use super::Containerizer;
-use super::init_exec::{self, End, InitExecError, Reply};
+use super::init_exec::{self, End, InitExecError, MAX_OUTPUT, Reply};
 use super::rootfs::Mounter;
 use super::run::RunSpec;
 use crate::api::Handle;
 use crate::process::ProcState;
 use crate::runtime::OciRuntime;
 use rundmc_init::Stage;
-
-/// At most this much of a failed command's output is kept.
-const MAX_OUTPUT: usize = 1024;
 
 impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     /// Run `command` as `user` and wait up to `timeout`: `Ok` when it
