@@ -109,6 +109,9 @@ pub fn main_process(
         liveness_probe: own.liveness_probe,
         readiness_probe: own.readiness_probe,
         lifecycle: own.lifecycle,
+        stdin: own.stdin,
+        stdin_once: own.stdin_once,
+        tty: own.tty,
     }))
 }
 

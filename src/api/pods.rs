@@ -137,6 +137,7 @@ impl Sidecar {
             liveness_probe: self.liveness_probe.clone(),
             readiness_probe: self.readiness_probe.clone(),
             lifecycle: None,
+            ..ProcessSpec::default()
         }
     }
 }

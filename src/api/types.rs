@@ -295,6 +295,21 @@ pub struct ProcessSpec {
     /// Hooks run after the process starts and before it is stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<Lifecycle>,
+    /// Keep the process's stdin open for `rundmc attach -i` (Kubernetes'
+    /// `stdin`). Without it the process's stdin is `/dev/null`. Main
+    /// process only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin: bool,
+    /// With `stdin`: close the process's stdin (it reads end of file) when
+    /// the first attach session that sent stdin detaches, until the next
+    /// run (Kubernetes' `stdinOnce`). Without it stdin stays open across
+    /// attach sessions.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin_once: bool,
+    /// A terminal for the process (Kubernetes' `tty`): not supported, and
+    /// refused by validation; `rundmc exec -t` gives an interactive one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tty: bool,
 }
 
 /// When the main process is restarted after it exits.

@@ -87,6 +87,7 @@ pub fn validate(spec: &ContainerSpec) -> Result<(), ValidationErrors> {
     check_env(&mut errs, "spec.env", &spec.env);
     if let Some(p) = &spec.process {
         check_process(&mut errs, "spec.process", p, spec.image.is_some());
+        check_main_stdio(&mut errs, "spec.process", p);
         let ports: Vec<_> = spec
             .ports
             .iter()
@@ -377,6 +378,20 @@ pub(super) fn check_process(
     check_env(errs, &format!("{at}.env"), &p.env);
 }
 
+/// The main process's `tty`: refused, since its output goes to its log
+/// through pipes and a terminal would need its master held by a
+/// supervisor that outlives the agent (the agent holds `exec -t`'s).
+fn check_main_stdio(errs: &mut Vec<FieldError>, at: &str, p: &ProcessSpec) {
+    if p.tty {
+        errs.push(FieldError::new(
+            format!("{at}.tty"),
+            "a terminal for the main process is not supported (its output is logged \
+             through pipes); use `stdin: true` with `rundmc attach -i`, or \
+             `rundmc exec -it NAME -- sh` for an interactive terminal",
+        ));
+    }
+}
+
 /// `uid`, `uid:gid` or a passwd name.
 pub fn check_user(user: &str) -> Result<(), String> {
     let numeric = |s: &str| !s.is_empty() && s.parse::<u32>().is_ok();
@@ -497,6 +512,27 @@ mod tests {
         assert_eq!(
             fields(&s),
             vec![r#"spec.limits.memory: "1Ki" is below the minimum of 4Mi"#]
+        );
+    }
+
+    #[test]
+    fn a_main_process_terminal_is_refused_naming_the_field() {
+        let mut s = spec();
+        s.process = Some(ProcessSpec {
+            args: vec!["/bin/sh".into()],
+            stdin: true,
+            stdin_once: true,
+            ..Default::default()
+        });
+        assert_eq!(fields(&s), Vec::<String>::new(), "stdin is fine");
+        if let Some(p) = s.process.as_mut() {
+            p.tty = true;
+        }
+        let got = fields(&s);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with("spec.process.tty: a terminal for the main process is not supported"),
+            "{got:?}"
         );
     }
 

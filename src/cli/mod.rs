@@ -44,7 +44,7 @@ pub enum Command {
     Exec(ops::exec::ExecArgs),
     /// Copy files and directories between a container and here (`NAME:/path`).
     Cp(ops::cp::CpArgs),
-    /// Follow a container's main process's output from now until it ends.
+    /// Follow a container's main process's output from now until it ends (`-i`: and send it stdin).
     Attach(ops::watch::AttachArgs),
     /// Show what containers use: CPU, memory, pids, network and block I/O.
     Stats(ops::watch::StatsArgs),

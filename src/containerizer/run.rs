@@ -28,8 +28,11 @@ pub struct RunSpec {
     pub working_dir: Option<String>,
     /// `uid`, `uid:gid` or a name from the image's /etc/passwd; root by default.
     pub user: Option<String>,
-    /// Give it a stdin fifo.
+    /// Give it a stdin fifo; the first writer's close is its end of file.
     pub stdin: bool,
+    /// With `stdin`: keep the fifo open across writers (the spec's `stdin`
+    /// without `stdinOnce`), so attach sessions come and go.
+    pub keep_stdin_open: bool,
     /// Log rotation size; the supervisor's default when `None`.
     pub log_max_bytes: Option<u64>,
     /// Log files kept; the supervisor's default when `None`.
@@ -198,6 +201,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         }
         let mut launch = Launch::new(id, dir, argv);
         launch.stdin = spec.stdin;
+        launch.keep_stdin_open = spec.keep_stdin_open;
         launch.oom_file = target.cgroup.oom_counter_file().ok();
         launch.join_cgroups = self.shim_cgroups.clone();
         if let Some(b) = spec.log_max_bytes {

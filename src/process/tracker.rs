@@ -37,8 +37,13 @@ pub struct Launch {
     pub dir: PathBuf,
     /// The runtime's detached exec command line.
     pub runtime_argv: Vec<OsString>,
-    /// Give the process a `stdin` fifo (else `/dev/null`).
+    /// Give the process a `stdin` fifo (else `/dev/null`); the first
+    /// writer's close is its end of file.
     pub stdin: bool,
+    /// With `stdin`: the fifo outlives its writers (the supervisor holds it
+    /// read-write), so attach sessions come and go; a spec's `stdin: true`
+    /// without `stdinOnce`.
+    pub keep_stdin_open: bool,
     /// Rotate `output.log` when it would pass this size.
     pub log_max_bytes: u64,
     /// Keep this many log files, the current one included.
@@ -62,6 +67,7 @@ impl Launch {
             dir: dir.into(),
             runtime_argv,
             stdin: false,
+            keep_stdin_open: false,
             log_max_bytes: DEFAULT_LOG_MAX_BYTES,
             log_max_files: DEFAULT_LOG_MAX_FILES,
             oom_file: None,
@@ -72,8 +78,10 @@ impl Launch {
     /// The supervisor's arguments.
     pub fn shim_args(&self) -> Vec<OsString> {
         let mut args: Vec<OsString> = Vec::new();
-        if self.stdin {
-            args.push("--stdin".into());
+        match (self.stdin, self.keep_stdin_open) {
+            (true, true) => args.push("--keep-stdin-open".into()),
+            (true, false) => args.push("--stdin".into()),
+            (false, _) => {}
         }
         args.extend([
             "--log-max-bytes".into(),
@@ -369,5 +377,13 @@ mod tests {
         );
         let plain = Launch::new("p", "/d", vec!["runc".into()]);
         assert_eq!(plain.shim_args()[0], "--log-max-bytes");
+        launch.keep_stdin_open = true;
+        assert_eq!(launch.shim_args()[0], "--keep-stdin-open");
+        launch.stdin = false;
+        assert_eq!(
+            launch.shim_args()[0],
+            "--log-max-bytes",
+            "no stdin: /dev/null"
+        );
     }
 }

@@ -340,6 +340,8 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             log_max_bytes: Some(self.config.log_max_bytes),
             log_max_files: Some(self.config.log_max_files),
             pea: pea.map(str::to_string),
+            stdin: process.stdin,
+            keep_stdin_open: process.stdin && !process.stdin_once,
             ..RunSpec::default()
         };
         match self.containerizer.run(handle, &run).await {

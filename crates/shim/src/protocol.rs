@@ -10,7 +10,7 @@
 //! | `shim.log`     | agent opens, shim writes | the supervisor's own stderr (diagnostics) |
 //! | `pid`          | runtime    | the process's host pid (`runc exec --pid-file`)           |
 //! | `output.log`   | shim       | stdout and stderr in the CRI log format ([`crate::cri`]), rotated to `.1`.. |
-//! | `stdin`        | shim       | a fifo feeding the process's stdin, with `--stdin`       |
+//! | `stdin`        | shim       | a fifo feeding the process's stdin, with `--stdin` or `--keep-stdin-open` |
 //! | `control`      | shim       | a fifo taking [`Command`] lines from the agent           |
 //! | `runtime.log`  | runtime    | the runtime's JSON log for the exec                      |
 //! | `exit.json`    | shim       | [`ExitRecord`], written atomically as the last act       |
@@ -18,7 +18,7 @@
 //! # The supervisor's life
 //!
 //! The shim is started as
-//! `rundmc-shim [--stdin] [--log-max-bytes N] [--log-max-files N] [--oom-file PATH] --dir DIR -- RUNTIME-ARGV...`
+//! `rundmc-shim [--stdin] [--keep-stdin-open] [--log-max-bytes N] [--log-max-files N] [--oom-file PATH] --dir DIR -- RUNTIME-ARGV...`
 //! where the runtime argv is a complete *detached* exec, e.g.
 //! `runc --root R --log DIR/runtime.log --log-format json exec --detach --pid-file DIR/pid --process DIR/process.json ID`.
 //!
@@ -38,6 +38,10 @@
 //!    whether anybody reads or not, carries out [`Command`]s from `control`
 //!    through the pidfd, and copies what writers put into `stdin` to the
 //!    process; when the first writer of `stdin` closes, the process sees EOF.
+//!    With `--keep-stdin-open` (a spec's `stdin: true` without `stdinOnce`)
+//!    the shim opens the fifo read-write, so it is a writer itself: writers
+//!    (attach sessions, an agent restarted meanwhile) come and go, and the
+//!    process never sees EOF while it runs.
 //! 5. When the process exits the shim reaps it, drains what output is left
 //!    (without waiting for end of file: the process's own children may hold
 //!    the pipes), writes `exit.json` atomically (temp file, rename; no fsync:

@@ -38,9 +38,14 @@ pub struct EventsArgs {
     pub json: bool,
 }
 
-/// `rundmc attach NAME`.
+/// `rundmc attach [-i] NAME`.
 #[derive(Debug, clap::Args)]
 pub struct AttachArgs {
+    /// Pass stdin to the main process (as `kubectl attach -i`); its spec
+    /// must say `stdin: true`. This stdin's end, or Ctrl-C, detaches: the
+    /// process runs on, and reads end of file only under `stdinOnce`.
+    #[arg(long = "stdin", short = 'i')]
+    pub stdin: bool,
     /// The container: a file-sourced container's name, or `namespace/name`.
     pub name: String,
 }
@@ -185,7 +190,11 @@ pub async fn events(client: &Client, args: &EventsArgs) -> Result<(), ClientErro
 
 /// `rundmc attach`: the main process's exit code once it ends.
 pub async fn attach(client: &Client, args: &AttachArgs) -> Result<i32, ClientError> {
-    let req = Request::post(format!("{}/attach", container_path(&args.name)))
+    let query = match args.stdin {
+        true => "?stdin=true",
+        false => "",
+    };
+    let req = Request::post(format!("{}/attach{query}", container_path(&args.name)))
         .header(hyper::header::HOST, "rundmc")
         .header(hyper::header::CONNECTION, "Upgrade")
         .header(hyper::header::UPGRADE, STREAM_PROTOCOL)
@@ -195,7 +204,7 @@ pub async fn attach(client: &Client, args: &AttachArgs) -> Result<i32, ClientErr
     let io = hyper::upgrade::on(resp)
         .await
         .map_err(|e| failed(client, e))?;
-    let status = super::exec::relay(TokioIo::new(io), false, false)
+    let status = super::exec::relay(TokioIo::new(io), args.stdin, false)
         .await
         .map_err(|e| failed(client, e))?;
     Ok(status.exit_code)

@@ -1,5 +1,5 @@
 //! The shim's command line, parsed by hand to keep the binary small:
-//! `rundmc-shim [--stdin] [--log-max-bytes N] [--log-max-files N]
+//! `rundmc-shim [--stdin] [--keep-stdin-open] [--log-max-bytes N] [--log-max-files N]
 //! [--oom-file PATH] [--join-cgroup PROCS-FILE]... --dir DIR -- RUNTIME-ARGV...`.
 
 use std::ffi::OsString;
@@ -13,6 +13,9 @@ use rundmc_shim::protocol::{DEFAULT_LOG_MAX_BYTES, DEFAULT_LOG_MAX_FILES};
 pub struct Args {
     pub dir: PathBuf,
     pub stdin: bool,
+    /// The `stdin` fifo outlives its writers (implies `stdin`): the shim
+    /// holds it read-write, so no writer's close is an end of file.
+    pub keep_stdin_open: bool,
     pub log_max_bytes: u64,
     pub log_max_files: u32,
     pub oom_file: Option<PathBuf>,
@@ -41,7 +44,7 @@ impl fmt::Display for ArgsError {
     }
 }
 
-pub const USAGE: &str = "usage: rundmc-shim [--stdin] [--log-max-bytes N] [--log-max-files N] \
+pub const USAGE: &str = "usage: rundmc-shim [--stdin] [--keep-stdin-open] [--log-max-bytes N] [--log-max-files N] \
 [--oom-file PATH] [--join-cgroup PROCS-FILE]... --dir DIR -- RUNTIME-ARGV...";
 
 /// Parses the arguments after the program name.
@@ -51,6 +54,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, ArgsError
     let mut parsed = Args {
         dir: PathBuf::new(),
         stdin: false,
+        keep_stdin_open: false,
         log_max_bytes: DEFAULT_LOG_MAX_BYTES,
         log_max_files: DEFAULT_LOG_MAX_FILES,
         oom_file: None,
@@ -66,6 +70,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, ArgsError
                 break;
             }
             "--stdin" => parsed.stdin = true,
+            "--keep-stdin-open" => {
+                parsed.stdin = true;
+                parsed.keep_stdin_open = true;
+            }
             "--dir" => dir = Some(PathBuf::from(value()?)),
             "--oom-file" => parsed.oom_file = Some(PathBuf::from(value()?)),
             "--join-cgroup" => parsed.join_cgroups.push(PathBuf::from(value()?)),
@@ -140,8 +148,10 @@ mod tests {
     #[test]
     fn defaults_and_refusals() {
         let a = parse(os(&["--dir", "/d", "--", "runc"])).unwrap();
-        assert!(!a.stdin);
+        assert!(!a.stdin && !a.keep_stdin_open);
         assert_eq!(a.log_max_bytes, DEFAULT_LOG_MAX_BYTES);
+        let open = parse(os(&["--keep-stdin-open", "--dir", "/d", "--", "runc"])).unwrap();
+        assert!(open.stdin && open.keep_stdin_open, "it implies --stdin");
         assert!(a.join_cgroups.is_empty());
         assert_eq!(parse(os(&["--", "runc"])), Err(ArgsError::Missing("--dir")));
         assert!(matches!(

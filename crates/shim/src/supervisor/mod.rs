@@ -152,7 +152,13 @@ fn open_stdio(args: &Args) -> io::Result<(Pump, ChildStdio)> {
     sys::set_nonblocking(err_r.as_fd())?;
     let control = fifo(&args.dir.join(CONTROL_FIFO), libc::O_RDWR)?;
     let (stdin, relay) = if args.stdin {
-        let fifo = fifo(&args.dir.join(STDIN_FIFO), libc::O_RDONLY)?;
+        // Read-write, the shim is a writer too: the fifo never reads end of
+        // file, so attach sessions come and go (a restarted agent's too).
+        let mode = match args.keep_stdin_open {
+            true => libc::O_RDWR,
+            false => libc::O_RDONLY,
+        };
+        let fifo = fifo(&args.dir.join(STDIN_FIFO), mode)?;
         let (in_r, in_w) = sys::pipe()?;
         sys::set_nonblocking(in_w.as_fd())?;
         (Stdio::from(in_r), Some(StdinRelay::new(fifo, in_w)))

@@ -30,7 +30,9 @@ pub struct Pump {
 }
 
 /// Copies the `stdin` fifo into the pipe that is the process's stdin. The
-/// first writer's close ends it: the pipe is closed and the process sees EOF.
+/// first writer's close ends it (the pipe is closed and the process sees
+/// EOF), unless the shim holds the fifo read-write (`--keep-stdin-open`):
+/// then no close ends it, and stdin lasts as long as the process.
 pub struct StdinRelay {
     pub fifo: OwnedFd,
     pub pipe: OwnedFd,
