@@ -117,7 +117,10 @@ fn logs(a: &AgentEnv, name: &str) -> String {
 fn stdin_reaches_the_process_and_survives_detaching() {
     let a = AgentEnv::new("attach-stdin");
     let _agent = a.start();
-    a.write("reader.yaml", &manifest("reader", &reader("    stdin: true\n")));
+    a.write(
+        "reader.yaml",
+        &manifest("reader", &reader("    stdin: true\n")),
+    );
     a.wait("reader running", T, || a.running("reader"));
     let pid = a.main_pid("reader");
 
@@ -143,8 +146,14 @@ fn stdin_reaches_the_process_and_survives_detaching() {
     third.disconnect();
 
     let out = logs(&a, "reader");
-    assert!(out.contains("got:three\ngot:four\n"), "rundmc logs: {out:?}");
-    assert!(!out.contains("eof"), "the process never read end of file: {out:?}");
+    assert!(
+        out.contains("got:three\ngot:four\n"),
+        "rundmc logs: {out:?}"
+    );
+    assert!(
+        !out.contains("eof"),
+        "the process never read end of file: {out:?}"
+    );
     assert!(a.running("reader"));
     assert_eq!(a.main_pid("reader"), pid, "the same run, never restarted");
 }
@@ -187,7 +196,10 @@ fn stdin_once_closes_stdin_when_the_first_session_detaches() {
 fn stdin_attaches_again_after_the_agent_is_killed() {
     let a = AgentEnv::new("attach-restart");
     let mut agent = a.start();
-    a.write("reader.yaml", &manifest("reader", &reader("    stdin: true\n")));
+    a.write(
+        "reader.yaml",
+        &manifest("reader", &reader("    stdin: true\n")),
+    );
     a.wait("reader running", T, || a.running("reader"));
     let pid = a.main_pid("reader");
     let mut before = Session::start(&a, "reader");

@@ -531,7 +531,8 @@ mod tests {
         let got = fields(&s);
         assert_eq!(got.len(), 1, "{got:?}");
         assert!(
-            got[0].starts_with("spec.process.tty: a terminal for the main process is not supported"),
+            got[0]
+                .starts_with("spec.process.tty: a terminal for the main process is not supported"),
             "{got:?}"
         );
     }

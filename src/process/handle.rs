@@ -151,7 +151,8 @@ impl Process {
     }
 
     /// A writer into the process's stdin (started with `stdin: true`).
-    /// Closing the first writer gives the process end of file.
+    /// Closing the first writer gives the process end of file, unless it
+    /// was started with `keep_stdin_open`: then writers come and go.
     pub fn stdin(&self) -> Result<pipe::Sender, ProcessError> {
         let path = self.dir.join(STDIN_FIFO);
         match pipe::OpenOptions::new().open_sender(&path) {
