@@ -270,6 +270,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             ));
         }
         cgroup.remove().map_err(Self::cgroup_err(handle))?;
+        self.remove_peas_cgroup_if_empty();
         match std::fs::remove_dir_all(&paths.dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(self.pea_fs_err(handle, &paths.dir, e))
@@ -283,6 +284,23 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     pub fn pea_image(&self, handle: &Handle, name: &str) -> Result<Option<ImageUse>> {
         let record = super::depot::read_pea_record(&self.pea_paths(handle, name))?;
         Ok(record.and_then(|r| r.image))
+    }
+
+    /// Remove `<cgroup-parent>-peas` in every hierarchy once no pea's
+    /// cgroup is left in it: the kernel refuses the rmdir (EBUSY) while one
+    /// is, and that is left alone. A pea made at that very moment may find
+    /// the directory gone between the runtime's two mkdirs and fail; its
+    /// reconcile makes it again.
+    fn remove_peas_cgroup_if_empty(&self) {
+        let rel = format!("{}-peas", self.config.cgroup_parent.trim_matches('/'));
+        let all = self.with_all_roots(self.hierarchy.cgroup(&format!("/{rel}")), &rel);
+        for dir in all.dirs() {
+            if let Err(e) = std::fs::remove_dir(&dir)
+                && !matches!(e.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY | libc::ENOENT))
+            {
+                tracing::debug!(dir = %dir.display(), error = %e, "removing the peas' cgroup");
+            }
+        }
     }
 
     /// Destroy every pea the depot lists for `handle`.

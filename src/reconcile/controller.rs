@@ -285,6 +285,8 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         }
         self.announce_exit(handle, desired.as_ref(), &after, plan.waiting)
             .await;
+        self.announce_sidecar_backoff(handle, desired.as_ref(), &after)
+            .await;
         self.announce_oom(handle, desired.as_ref(), &after).await;
         let mut requeue = self.next_look(want, &after, plan.requeue_after);
         if let Some(d) = &desired {
@@ -524,7 +526,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             .await;
     }
 
-    fn first_time(&self, handle: &Handle, id: &str, what: Reason) -> bool {
+    pub(super) fn first_time(&self, handle: &Handle, id: &str, what: Reason) -> bool {
         let mut announced = lock(&self.announced);
         // Only the current run's announcements are worth remembering.
         announced.retain(|(h, i, _)| h != handle || i == id);

@@ -914,3 +914,23 @@ async fn a_failed_pull_of_a_peas_image_names_its_field() {
             .starts_with("spec.sidecars[0]: image peaimg has no Entrypoint or Cmd")
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_sidecar_in_crash_loop_backoff_is_announced_once_per_run() {
+    let r = rig();
+    let a = h("a");
+    r.declare(&a, with_pods(&[], &["side"]));
+    assert!(r.controller.reconcile(&a).await.is_ok());
+    end(&r, &a, "sidecar-side-1", 1);
+    let backoffs = |r: &Rig| {
+        r.reports
+            .notes(&a)
+            .iter()
+            .filter(|n| *n == "Back-off restarting failed sidecar side")
+            .count()
+    };
+    assert!(r.controller.reconcile(&a).await.is_ok());
+    assert!(r.controller.reconcile(&a).await.is_ok());
+    assert_eq!(backoffs(&r), 1, "{:?}", r.reports.notes(&a));
+    assert!(r.reports.reasons(&a).contains(&Reason::BackOff));
+}

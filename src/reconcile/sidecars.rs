@@ -12,7 +12,7 @@ use super::controller::{Controller, grace_period};
 use super::history::{MainFile, sidecar_slot, slot_run_id};
 use super::observe::Observation;
 use super::ops::{ContainerOps, MainRun};
-use super::plan::MainObs;
+use super::plan::{MainObs, should_restart};
 use super::reporting::ReportOps;
 use super::store::Desired;
 use super::images::PlanImages;
@@ -429,6 +429,43 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
                     failure_message(kind, &output)
                 );
                 self.event(desired, handle, EventType::Warning, Reason::Unhealthy, msg)
+                    .await;
+            }
+        }
+    }
+
+    /// One `BackOff` event per run of a sidecar waiting out its crash-loop
+    /// backoff, as the main process gets (remembered under the sidecar's
+    /// probe key, so the main process's announcements are not touched).
+    pub(super) async fn announce_sidecar_backoff(
+        &self,
+        handle: &Handle,
+        desired: Option<&Desired>,
+        obs: &Observation<C::Run>,
+    ) {
+        let Some(record) = &obs.record else {
+            return;
+        };
+        for seen in &obs.sidecars {
+            let declared = record
+                .spec
+                .sidecars
+                .iter()
+                .find(|s| s.name == seen.obs.name);
+            let (Some(sidecar), Some(p), MainObs::Exited { code, .. }) =
+                (declared, &seen.process, seen.obs.run)
+            else {
+                continue;
+            };
+            if seen.obs.history.stopped || !should_restart(sidecar.policy(), code) {
+                continue;
+            }
+            let Some(key) = probe_key(handle, &sidecar.name) else {
+                continue;
+            };
+            if self.first_time(&key, p.id(), Reason::BackOff) {
+                let msg = format!("Back-off restarting failed sidecar {}", sidecar.name);
+                self.event(desired, handle, EventType::Warning, Reason::BackOff, msg)
                     .await;
             }
         }
