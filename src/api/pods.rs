@@ -299,7 +299,11 @@ fn check_pea(errs: &mut Vec<FieldError>, at: &str, spec: &ContainerSpec, s: &Sid
         _ => {}
     }
     if spec.host_users == Some(false) {
-        let field = if s.rootfs.is_some() { "rootfs" } else { "image" };
+        let field = if s.rootfs.is_some() {
+            "rootfs"
+        } else {
+            "image"
+        };
         refuse(
             field,
             "a sidecar with a rootfs or image of its own cannot join a container with hostUsers: false",
@@ -467,7 +471,10 @@ mod tests {
             image_pull_policy: Some(PullPolicy::Never),
             ..Sidecar::default()
         };
-        assert_eq!(errors(&pea(policy))[0].0, "spec.sidecars[1].imagePullPolicy");
+        assert_eq!(
+            errors(&pea(policy))[0].0,
+            "spec.sidecars[1].imagePullPolicy"
+        );
     }
 
     #[test]
@@ -496,7 +503,11 @@ mod tests {
         assert_eq!(p.args, ["/entry", "other"]);
         assert_eq!(p.working_dir.as_deref(), Some("/app"));
         assert_eq!(p.user.as_deref(), Some("1000"));
-        let env: Vec<_> = p.env.iter().map(|e| format!("{}={}", e.name, e.value)).collect();
+        let env: Vec<_> = p
+            .env
+            .iter()
+            .map(|e| format!("{}={}", e.name, e.value))
+            .collect();
         assert_eq!(env, ["B=image"]);
         let bare = Sidecar {
             args: vec![],

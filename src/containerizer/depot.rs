@@ -351,7 +351,10 @@ mod tests {
             BTreeSet::from(["sha256:pea".to_string()])
         );
         fs::write(pea.pea_record(), b"{").unwrap();
-        assert!(depot.images_in_use().is_err(), "unreadable keeps everything");
+        assert!(
+            depot.images_in_use().is_err(),
+            "unreadable keeps everything"
+        );
         fs::remove_dir_all(depot.root()).unwrap();
     }
 

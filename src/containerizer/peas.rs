@@ -296,7 +296,10 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         let all = self.with_all_roots(self.hierarchy.cgroup(&format!("/{rel}")), &rel);
         for dir in all.dirs() {
             if let Err(e) = std::fs::remove_dir(&dir)
-                && !matches!(e.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY | libc::ENOENT))
+                && !matches!(
+                    e.raw_os_error(),
+                    Some(libc::EBUSY | libc::ENOTEMPTY | libc::ENOENT)
+                )
             {
                 tracing::debug!(dir = %dir.display(), error = %e, "removing the peas' cgroup");
             }

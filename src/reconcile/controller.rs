@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use super::backoff::CrashLoopBackoff;
 use super::images::{
-    ImageOps, ImageStep, PlanImages, check_command, config_error, pea_config_error,
-    pea_image_key, pea_wait, peas_to_start,
+    ImageOps, ImageStep, PlanImages, check_command, config_error, pea_config_error, pea_image_key,
+    pea_wait, peas_to_start,
 };
 use super::observe::{Observation, observe};
 use super::oom::OomWatches;

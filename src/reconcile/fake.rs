@@ -522,7 +522,11 @@ impl ContainerOps for FakeContainers {
         Ok(())
     }
 
-    fn pea_image(&self, handle: &Handle, name: &str) -> Result<Option<ImageUse>, ContainerizerError> {
+    fn pea_image(
+        &self,
+        handle: &Handle,
+        name: &str,
+    ) -> Result<Option<ImageUse>, ContainerizerError> {
         let key = (handle.clone(), name.to_string());
         Ok(lock(&self.world).pea_images.get(&key).cloned())
     }

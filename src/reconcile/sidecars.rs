@@ -10,12 +10,12 @@ use std::time::{Duration, SystemTime};
 
 use super::controller::{Controller, grace_period};
 use super::history::{MainFile, sidecar_slot, slot_run_id};
+use super::images::PlanImages;
 use super::observe::Observation;
 use super::ops::{ContainerOps, MainRun};
 use super::plan::{MainObs, should_restart};
 use super::reporting::ReportOps;
 use super::store::Desired;
-use super::images::PlanImages;
 use crate::api::{ContainerSpec, Handle, ProbeKind, ProcessSpec, Reason, Sidecar};
 use crate::containerizer::{ContainerizerError, ErrorKind};
 use crate::probe::check::default_host;
@@ -75,9 +75,7 @@ impl<C: ContainerOps> ExecProbe for SidecarExec<C> {
                     .await;
             }
             let image = self.containerizer.pea_image(&handle, &name).ok().flatten();
-            let user = sidecar
-                .user
-                .or_else(|| image.and_then(|i| i.defaults.user));
+            let user = sidecar.user.or_else(|| image.and_then(|i| i.defaults.user));
             self.containerizer
                 .exec_probe_in_pea(&handle, &name, command, user, timeout)
                 .await
