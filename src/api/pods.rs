@@ -6,8 +6,12 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::image::{ImageDefaults, NoCommand, main_process};
 use super::probe::Probe;
-use super::types::{ContainerSpec, EnvVar, Limits, ProcessSpec, RestartPolicy, Termination};
+use super::reference::ImageReference;
+use super::types::{
+    ContainerSpec, EnvVar, Limits, ProcessSpec, PullPolicy, RestartPolicy, Termination,
+};
 use super::validate::{FieldError, check_process};
 
 /// A process run to completion in the container's rootfs before the main
@@ -101,10 +105,18 @@ pub struct Sidecar {
     /// network, IPC and UTS namespaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rootfs: Option<String>,
-    /// An OCI image for a pea. Not supported yet: refused at validation.
+    /// An OCI image reference: the sidecar is then a pea (as with
+    /// `rootfs`) whose rootfs is the image's layers under a writable
+    /// overlay of its own. The image's Entrypoint, Cmd, Env, WorkingDir and
+    /// User fill what the sidecar leaves unset, as for `spec.image`. Pulled
+    /// with the container's `imagePullSecrets`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// A pea's own limits (its own cgroup); only with `rootfs`.
+    /// When to pull `image`: Always, IfNotPresent or Never. Defaults to
+    /// Always for `:latest` or no tag, IfNotPresent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+    /// A pea's own limits (its own cgroup); only with `rootfs` or `image`.
     #[serde(default, skip_serializing_if = "Limits::is_empty")]
     pub limits: Limits,
 }
@@ -123,6 +135,42 @@ impl Sidecar {
     /// Its restart policy: Always unless it says otherwise.
     pub fn policy(&self) -> RestartPolicy {
         self.restart_policy.unwrap_or(RestartPolicy::Always)
+    }
+
+    /// The process it runs in `container`: its own fields, over the
+    /// defaults of its image (`defaults`, empty without one) by the rules
+    /// of `spec.image` (`command` replaces the Entrypoint, `args` the Cmd,
+    /// the image's Env loses to any variable the container or the sidecar
+    /// sets; its WorkingDir and User fill what the sidecar leaves unset).
+    pub fn process(
+        &self,
+        container: &ContainerSpec,
+        defaults: &ImageDefaults,
+    ) -> Result<ProcessSpec, NoCommand> {
+        if self.image.is_none() {
+            return Ok(ProcessSpec {
+                args: self.argv(),
+                ..self.as_process()
+            });
+        }
+        let process = main_process(&self.alone(container), defaults)?;
+        Ok(process.unwrap_or_default())
+    }
+
+    /// A pea of an image, as if it were a container of its own in
+    /// `container`: its image, pull policy and process, the container's
+    /// env, pull secrets and security context. What the image room and the
+    /// image's checks are asked about.
+    pub fn alone(&self, container: &ContainerSpec) -> ContainerSpec {
+        ContainerSpec {
+            image: self.image.clone(),
+            image_pull_policy: self.image_pull_policy,
+            image_pull_secrets: container.image_pull_secrets.clone(),
+            env: container.env.clone(),
+            process: Some(self.as_process()),
+            security_context: container.security_context.clone(),
+            ..ContainerSpec::default()
+        }
     }
 
     /// As a process spec, for what checks, runs and probes every process.
@@ -210,7 +258,7 @@ pub(super) fn check(errs: &mut Vec<FieldError>, spec: &ContainerSpec) {
         check_name(errs, &at, &s.name, &mut seen);
         check_pea(errs, &at, spec, s);
         let process = s.as_process();
-        check_process(errs, &at, &process, false);
+        check_process(errs, &at, &process, s.image.is_some());
         for (field, message) in super::probe::probe_errors(&process, &ports) {
             let field = field.replacen("spec.process", &at, 1);
             errs.push(FieldError::new(field, message));
@@ -218,43 +266,48 @@ pub(super) fn check(errs: &mut Vec<FieldError>, spec: &ContainerSpec) {
     }
 }
 
-/// A pea: a rootfs directory (images are not supported yet), its own
-/// limits, and namespaces it can join.
+/// A pea: a rootfs directory or an image (one of them), its own limits,
+/// and namespaces it can join.
 fn check_pea(errs: &mut Vec<FieldError>, at: &str, spec: &ContainerSpec, s: &Sidecar) {
     let mut refuse = |field: &str, message: &str| {
         errs.push(FieldError::new(format!("{at}.{field}"), message));
     };
-    if s.image.is_some() {
-        refuse(
-            "image",
-            "images for sidecars are not supported yet: use rootfs",
-        );
+    if s.image.is_none() && s.image_pull_policy.is_some() {
+        refuse("imagePullPolicy", "is for an image only");
     }
     if !s.is_pea() {
         if !s.limits.is_empty() {
             refuse(
                 "limits",
-                "only a sidecar with a rootfs of its own has limits of its own",
+                "only a sidecar with a rootfs or image of its own has limits of its own",
             );
         }
         return;
     }
-    if let Some(rootfs) = &s.rootfs
-        && !rootfs.starts_with('/')
-    {
-        refuse("rootfs", "must be an absolute path");
+    match (&s.rootfs, &s.image) {
+        (Some(_), Some(_)) => refuse(
+            "rootfs",
+            "must not be set with image: a sidecar runs from one or the other",
+        ),
+        (Some(rootfs), None) if !rootfs.starts_with('/') => {
+            refuse("rootfs", "must be an absolute path")
+        }
+        (None, Some(image)) => {
+            if let Err(e) = ImageReference::parse(image) {
+                refuse("image", &format!("{image:?}: {e}"));
+            }
+        }
+        _ => {}
     }
     if spec.host_users == Some(false) {
+        let field = if s.rootfs.is_some() {
+            "rootfs"
+        } else {
+            "image"
+        };
         refuse(
-            "rootfs",
-            "a sidecar with a rootfs of its own cannot join a container with hostUsers: false",
-        );
-    }
-    let exec = |p: &Option<Probe>| p.as_ref().is_some_and(|p| p.exec.is_some());
-    if exec(&s.startup_probe) || exec(&s.liveness_probe) || exec(&s.readiness_probe) {
-        refuse(
-            "readinessProbe",
-            "exec probes of a sidecar with a rootfs of its own are not supported yet",
+            field,
+            "a sidecar with a rootfs or image of its own cannot join a container with hostUsers: false",
         );
     }
     if let Err(e) = super::validate::resources(&s.limits) {
@@ -366,7 +419,7 @@ mod tests {
             image: Some("busybox".into()),
             ..Sidecar::default()
         });
-        assert_eq!(fields(&image), ["spec.sidecars[0].image"]);
+        assert_eq!(fields(&image), Vec::<String>::new());
         let relative = pea(Sidecar {
             rootfs: Some("pea".into()),
             ..Sidecar::default()
@@ -380,6 +433,88 @@ mod tests {
             ..ok
         };
         assert!(fields(&userns).contains(&"spec.sidecars[0].rootfs".to_string()));
+    }
+
+    #[test]
+    fn a_pea_image_is_a_reference_that_may_give_the_command() {
+        let pea = |s: Sidecar| ContainerSpec {
+            rootfs: "/r".into(),
+            sidecars: vec![Sidecar::default(), s],
+            ..ContainerSpec::default()
+        };
+        let errors = |spec: &ContainerSpec| -> Vec<(String, String)> {
+            validate(spec).err().map_or(vec![], |e| {
+                e.0.into_iter()
+                    .filter(|e| e.field.starts_with("spec.sidecars[1]"))
+                    .map(|e| (e.field, e.message))
+                    .collect()
+            })
+        };
+        let named = |image: &str| Sidecar {
+            name: "p".into(),
+            image: Some(image.into()),
+            ..Sidecar::default()
+        };
+        // No args: the image's Entrypoint and Cmd run.
+        assert_eq!(errors(&pea(named("registry.local:5000/app:1"))), vec![]);
+        let bad = errors(&pea(named("Bad Image!")));
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert_eq!(bad[0].0, "spec.sidecars[1].image");
+        assert!(bad[0].1.contains("Bad Image!"), "{bad:?}");
+        let both = Sidecar {
+            rootfs: Some("/pea".into()),
+            ..named("app:1")
+        };
+        assert_eq!(errors(&pea(both))[0].0, "spec.sidecars[1].rootfs");
+        let policy = Sidecar {
+            name: "p".into(),
+            args: vec!["x".into()],
+            image_pull_policy: Some(PullPolicy::Never),
+            ..Sidecar::default()
+        };
+        assert_eq!(
+            errors(&pea(policy))[0].0,
+            "spec.sidecars[1].imagePullPolicy"
+        );
+    }
+
+    #[test]
+    fn a_pea_image_fills_what_the_sidecar_leaves_unset() {
+        let defaults = ImageDefaults {
+            entrypoint: vec!["/entry".into()],
+            cmd: vec!["serve".into()],
+            env: vec!["A=image".into(), "B=image".into()],
+            working_dir: Some("/app".into()),
+            user: Some("1000".into()),
+        };
+        let container = ContainerSpec {
+            env: vec![EnvVar {
+                name: "A".into(),
+                value: "container".into(),
+            }],
+            ..ContainerSpec::default()
+        };
+        let sidecar = Sidecar {
+            name: "p".into(),
+            image: Some("app:1".into()),
+            args: vec!["other".into()],
+            ..Sidecar::default()
+        };
+        let p = sidecar.process(&container, &defaults).unwrap();
+        assert_eq!(p.args, ["/entry", "other"]);
+        assert_eq!(p.working_dir.as_deref(), Some("/app"));
+        assert_eq!(p.user.as_deref(), Some("1000"));
+        let env: Vec<_> = p
+            .env
+            .iter()
+            .map(|e| format!("{}={}", e.name, e.value))
+            .collect();
+        assert_eq!(env, ["B=image"]);
+        let bare = Sidecar {
+            args: vec![],
+            ..sidecar
+        };
+        assert!(bare.process(&container, &ImageDefaults::default()).is_err());
     }
 
     #[test]

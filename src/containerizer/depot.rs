@@ -15,6 +15,9 @@
 //!   lower/<n>/      mount points of the idmapped image layers while the
 //!                   overlay is being mounted (empty otherwise)
 //!   processes/<id>/ one directory per process (see rundmc_shim::protocol)
+//!   peas/<name>/    a pea's bundle (config.json, rootfs/, upper/, work/),
+//!                   and pea.json, the image it was made from, written
+//!                   before its overlay is mounted
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -78,6 +81,19 @@ pub struct ContainerRecord {
     pub userns: Option<super::userns::IdRange>,
 }
 
+/// Where a container's peas have their bundles, in its own.
+pub const PEAS_DIR: &str = "peas";
+
+/// What the depot remembers of a pea beyond its bundle.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeaRecord {
+    /// The image it was made from, when it runs one: its layers stay in
+    /// use, and its config gives the sidecar's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<crate::api::ImageUse>,
+}
+
 /// Paths inside one container's depot directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BundlePaths {
@@ -122,6 +138,10 @@ impl BundlePaths {
     /// Where the idmapped image layers are mounted while the overlay is made.
     pub fn lower(&self) -> PathBuf {
         self.dir.join("lower")
+    }
+    /// A pea's record (in a pea's bundle).
+    pub fn pea_record(&self) -> PathBuf {
+        self.dir.join("pea.json")
     }
 }
 
@@ -234,6 +254,8 @@ impl Depot {
     /// The ids of the images the depot's containers were made from: what
     /// the image store must keep. A record that cannot be read keeps
     /// nothing, so the error is returned rather than skipped.
+    /// Its peas' images count as long as their bundles are there, whether
+    /// or not the container's record is (a destroy removes it first).
     pub fn images_in_use(&self) -> Result<BTreeSet<String>, DepotError> {
         let mut used = BTreeSet::new();
         for entry in self.entries()? {
@@ -242,8 +264,31 @@ impl Depot {
                 Ok(None) | Err(DepotError::NotFound(_)) => {}
                 Err(e) => return Err(e),
             }
+            for pea in self.pea_records(&entry.handle)? {
+                used.extend(pea.image.map(|i| i.id));
+            }
         }
         Ok(used)
+    }
+
+    /// The records of `handle`'s peas: one per pea bundle that has one (a
+    /// pea of a rootfs directory, or half-made, may have none).
+    pub fn pea_records(&self, handle: &Handle) -> Result<Vec<PeaRecord>, DepotError> {
+        let dir = self.paths(handle).dir.join(PEAS_DIR);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(FsError::new(dir, e).into()),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(fsutil::at(&dir))?;
+            let paths = BundlePaths { dir: entry.path() };
+            if let Some(record) = read_pea_record(&paths)? {
+                out.push(record);
+            }
+        }
+        Ok(out)
     }
 
     /// Mark the bundle half-made, so that a crash from here on leaves a
@@ -259,6 +304,19 @@ impl Depot {
     }
 }
 
+/// The record in pea bundle `paths`; `None` when it has none (yet).
+pub fn read_pea_record(paths: &BundlePaths) -> Result<Option<PeaRecord>, DepotError> {
+    let path = paths.pea_record();
+    match fs::read(&path) {
+        Ok(bytes) if fsutil::is_unwritten(&bytes) => Ok(None),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| DepotError::Corrupt { path, source }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(FsError::new(path, e).into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +325,37 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rundmc-depot-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         Depot::open(dir).unwrap()
+    }
+
+    #[test]
+    fn a_peas_image_is_in_use_while_its_bundle_is_there() {
+        let depot = tmp_depot("pea-images");
+        let h = Handle::new("web").unwrap();
+        depot.reserve(&h).unwrap();
+        let pea = BundlePaths {
+            dir: depot.paths(&h).dir.join(PEAS_DIR).join("p"),
+        };
+        fs::create_dir_all(&pea.dir).unwrap();
+        assert!(depot.images_in_use().unwrap().is_empty());
+        let record = PeaRecord {
+            image: Some(crate::api::ImageUse {
+                name: "app:1".into(),
+                id: "sha256:pea".into(),
+                defaults: Default::default(),
+            }),
+        };
+        fsutil::write_json_with(&pea.pea_record(), &record, Durability::Volatile).unwrap();
+        // No container record (half-made, or a destroy under way): still in use.
+        assert_eq!(
+            depot.images_in_use().unwrap(),
+            BTreeSet::from(["sha256:pea".to_string()])
+        );
+        fs::write(pea.pea_record(), b"{").unwrap();
+        assert!(
+            depot.images_in_use().is_err(),
+            "unreadable keeps everything"
+        );
+        fs::remove_dir_all(depot.root()).unwrap();
     }
 
     #[test]

@@ -38,7 +38,23 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             Err(why) => tracing::debug!(%handle, %why,
                 "exec probe: the init cannot run it; using the runtime's exec"),
         }
-        self.exec_by_runtime(handle, command, user, timeout).await
+        self.exec_by_runtime(handle, None, command, user, timeout)
+            .await
+    }
+
+    /// [`Self::exec_probe`] in pea `pea` of `handle`, by the runtime's exec
+    /// in the pea's container: its rootfs, its cgroup, the namespaces it
+    /// joined. (A pea's init does not serve commands.)
+    pub async fn exec_probe_in_pea(
+        &self,
+        handle: &Handle,
+        pea: &str,
+        command: &[String],
+        user: Option<String>,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        self.exec_by_runtime(handle, Some(pea), command, user, timeout)
+            .await
     }
 
     /// The command run by the container's init: `Err` when the init cannot
@@ -76,6 +92,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     async fn exec_by_runtime(
         &self,
         handle: &Handle,
+        pea: Option<&str>,
         command: &[String],
         user: Option<String>,
         timeout: Duration,
@@ -87,6 +104,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             user,
             log_max_bytes: Some(64 * 1024),
             log_max_files: Some(1),
+            pea: pea.map(str::to_string),
             ..RunSpec::default()
         };
         let outcome = match self.run(handle, &spec).await {

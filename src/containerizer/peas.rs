@@ -7,24 +7,28 @@
 //! sidecar itself runs in it as every process does: an exec under its own
 //! supervisor, its directory among the container's processes.
 //!
+//! A pea's rootfs is an overlay of a read-only directory (`rootfs:`) or of
+//! an image's layers (`image:`, held in the image store, which the caller
+//! made sure of), with an upper and work directory of its own.
+//!
 //! The pea's directory is made before anything of it exists and removed
-//! last, so the depot always lists what a destroy has to undo.
+//! last, so the depot always lists what a destroy has to undo; its record
+//! (`pea.json`, the image it was made from) is written before its overlay
+//! is mounted, so the image store's GC keeps those layers while it is.
 
 use std::path::PathBuf;
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use super::bundle::{self, BundleInput};
-use super::depot::BundlePaths;
+use super::create::ImageLayers;
+use super::depot::{BundlePaths, PEAS_DIR, PeaRecord};
 use super::rootfs::Mounter;
 use super::{Containerizer, ContainerizerError, ErrorKind, Result};
-use crate::api::{ContainerSpec, Handle, Sidecar, validate};
+use crate::api::{ContainerSpec, Handle, ImageUse, Sidecar, validate};
 use crate::cgroup::Cgroup;
 use crate::fsutil;
 use crate::runtime::{OciRuntime, RuntimeError, Status};
-
-/// Where a container's peas have their bundles, in its own.
-const PEAS_DIR: &str = "peas";
 
 /// The container spec a pea's bundle is made from: its rootfs and limits,
 /// the container's env and confinement; no mounts, no hostname (the UTS
@@ -72,8 +76,14 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     }
 
     /// Make pea `name` of `handle` unless it runs: a leftover of it is
-    /// destroyed first. The container must be running.
-    pub async fn ensure_pea(&self, handle: &Handle, name: &str) -> Result<()> {
+    /// destroyed first. The container must be running. A pea of an image
+    /// mounts `image`'s layers, which the caller holds in the store.
+    pub async fn ensure_pea(
+        &self,
+        handle: &Handle,
+        name: &str,
+        image: Option<&ImageLayers>,
+    ) -> Result<()> {
         let id = self.pea_id(handle, name);
         if let Ok(state) = self.runtime.state(id.as_str()).await
             && state.status == Status::Running
@@ -108,15 +118,18 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
                 )
             })?;
         let spec = pea_spec(&record.spec, sidecar);
+        let lowers = self.pea_lowers(handle, sidecar, image)?;
+        let pea = Pea {
+            name,
+            id: &id,
+            spec: &spec,
+            lowers,
+            record: PeaRecord {
+                image: image.map(|i| i.image.clone()),
+            },
+        };
         let made = self
-            .make_pea(
-                handle,
-                name,
-                &id,
-                &spec,
-                init,
-                record.spec.share_process_namespace,
-            )
+            .make_pea(handle, &pea, init, record.spec.share_process_namespace)
             .await;
         if let Err(e) = made {
             if let Err(cleanup) = self.destroy_pea(handle, name).await {
@@ -127,38 +140,59 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         Ok(())
     }
 
-    /// The pea's directory, overlay and bundle, then its init, joined to
-    /// the namespaces of the container's init `init`.
+    /// The overlay's lower directories of pea `sidecar`: its image's
+    /// layers, or its rootfs directory. Each must be a directory.
+    fn pea_lowers(
+        &self,
+        handle: &Handle,
+        sidecar: &Sidecar,
+        image: Option<&ImageLayers>,
+    ) -> Result<Vec<PathBuf>> {
+        let lowers = match (&sidecar.rootfs, image) {
+            (Some(rootfs), None) => vec![PathBuf::from(rootfs)],
+            (None, Some(i)) if sidecar.image.is_some() && !i.lowerdirs.is_empty() => {
+                i.lowerdirs.clone()
+            }
+            _ => return Err(ContainerizerError::at(handle, ErrorKind::ImageMismatch)),
+        };
+        match lowers.iter().find(|l| !l.is_dir()) {
+            Some(missing) => Err(ContainerizerError::at(
+                handle,
+                ErrorKind::RootfsMissing {
+                    path: missing.clone(),
+                },
+            )),
+            None => Ok(lowers),
+        }
+    }
+
+    /// The pea's directory, record, overlay and bundle, then its init,
+    /// joined to the namespaces of the container's init `init`.
     async fn make_pea(
         &self,
         handle: &Handle,
-        name: &str,
-        id: &Handle,
-        spec: &ContainerSpec,
+        pea: &Pea<'_>,
         init: i32,
         share_pid: bool,
     ) -> Result<()> {
+        let spec = pea.spec;
         let resources = validate::resources(&spec.limits)
             .map_err(|errors| ContainerizerError::at(handle, ErrorKind::Invalid { errors }))?;
-        let lower = PathBuf::from(&spec.rootfs);
-        if !lower.is_dir() {
-            return Err(ContainerizerError::at(
-                handle,
-                ErrorKind::RootfsMissing { path: lower },
-            ));
-        }
-        let paths = self.pea_paths(handle, name);
-        for dir in [
-            paths.dir.clone(),
-            paths.rootfs(),
-            paths.upper(),
-            paths.work(),
-        ] {
+        let paths = self.pea_paths(handle, pea.name);
+        std::fs::create_dir_all(&paths.dir).map_err(|e| self.pea_fs_err(handle, &paths.dir, e))?;
+        fsutil::write_json_with(
+            &paths.pea_record(),
+            &pea.record,
+            fsutil::Durability::Volatile,
+        )
+        .map_err(|source| ContainerizerError::at(handle, ErrorKind::Fs { source }))?;
+        for dir in [paths.rootfs(), paths.upper(), paths.work()] {
             std::fs::create_dir_all(&dir).map_err(|e| self.pea_fs_err(handle, &dir, e))?;
         }
         self.mounter
-            .mount_overlay(&[lower], &paths.upper(), &paths.work(), &paths.rootfs())
+            .mount_overlay(&pea.lowers, &paths.upper(), &paths.work(), &paths.rootfs())
             .map_err(Self::rootfs_err(handle))?;
+        let id = pea.id;
         let input = BundleInput {
             handle: id,
             spec,
@@ -236,11 +270,39 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             ));
         }
         cgroup.remove().map_err(Self::cgroup_err(handle))?;
+        self.remove_peas_cgroup_if_empty();
         match std::fs::remove_dir_all(&paths.dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(self.pea_fs_err(handle, &paths.dir, e))
             }
             _ => Ok(()),
+        }
+    }
+
+    /// The image pea `name` of `handle` was made from, as its record says;
+    /// `None` for a pea of a rootfs directory, or one not made.
+    pub fn pea_image(&self, handle: &Handle, name: &str) -> Result<Option<ImageUse>> {
+        let record = super::depot::read_pea_record(&self.pea_paths(handle, name))?;
+        Ok(record.and_then(|r| r.image))
+    }
+
+    /// Remove `<cgroup-parent>-peas` in every hierarchy once no pea's
+    /// cgroup is left in it: the kernel refuses the rmdir (EBUSY) while one
+    /// is, and that is left alone. A pea made at that very moment may find
+    /// the directory gone between the runtime's two mkdirs and fail; its
+    /// reconcile makes it again.
+    fn remove_peas_cgroup_if_empty(&self) {
+        let rel = format!("{}-peas", self.config.cgroup_parent.trim_matches('/'));
+        let all = self.with_all_roots(self.hierarchy.cgroup(&format!("/{rel}")), &rel);
+        for dir in all.dirs() {
+            if let Err(e) = std::fs::remove_dir(&dir)
+                && !matches!(
+                    e.raw_os_error(),
+                    Some(libc::EBUSY | libc::ENOTEMPTY | libc::ENOENT)
+                )
+            {
+                tracing::debug!(dir = %dir.display(), error = %e, "removing the peas' cgroup");
+            }
         }
     }
 
@@ -273,6 +335,15 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             },
         )
     }
+}
+
+/// What a pea is made of.
+struct Pea<'a> {
+    name: &'a str,
+    id: &'a Handle,
+    spec: &'a ContainerSpec,
+    lowers: Vec<PathBuf>,
+    record: PeaRecord,
 }
 
 /// Join the namespaces of the process `pid`: network (unless the config

@@ -238,9 +238,13 @@ impl Manager {
         }
     }
 
-    /// `handle` is gone: what it was told goes too.
+    /// `handle` is gone: what it was told goes too, and what its peas
+    /// were (asked about as `<handle>+pea-<name>`).
     pub fn forget(&self, handle: &Handle) {
-        crate::sync::lock(&self.state).told.remove(handle);
+        let peas = format!("{handle}+pea-");
+        crate::sync::lock(&self.state)
+            .told
+            .retain(|h, _| h != handle && !h.as_str().starts_with(&peas));
     }
 
     /// The image is here: its layers, held until the create is recorded.

@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::backoff::CrashLoopBackoff;
-use super::images::{ImageOps, ImageStep, check_command, config_error};
+use super::images::{
+    ImageOps, ImageStep, PlanImages, check_command, config_error, pea_config_error, pea_image_key,
+    pea_wait, peas_to_start,
+};
 use super::observe::{Observation, observe};
 use super::oom::OomWatches;
 use super::ops::{ContainerOps, MainRun};
@@ -23,7 +26,7 @@ use crate::api::Reason;
 use crate::api::reference::ImageReference;
 use crate::api::{ContainerSpec, Handle, Origin};
 use crate::containerizer::ContainerizerError;
-use crate::image::state::{ImageState, ImageWait, ReadyImage};
+use crate::image::state::{ImageState, ImageWait};
 use crate::probe::{Prober, Wake};
 use crate::report::Reporters;
 use crate::report::events::EventType;
@@ -251,18 +254,18 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         if !plan.steps.is_empty() {
             tracing::debug!(%handle, steps = ?plan.steps, runtime = ?obs.runtime, main = ?obs.main, declared = desired.is_some(), "plan");
         }
-        let image = match self.image_step(handle, desired.as_ref(), want, &plan).await {
-            ImageStep::NotNeeded => None,
-            ImageStep::Ready(ready) => Some(ready),
-            ImageStep::Wait(wait) => {
+        let images = match self.image_step(handle, desired.as_ref(), want, &plan).await {
+            Ok(images) => images,
+            Err(wait) => {
                 return Ok(self.wait_for_image(desired.as_ref(), &obs, &wait).await);
             }
         };
         let result = self
-            .execute(handle, desired.as_ref(), want, &obs, &plan, image.as_ref())
+            .execute(handle, desired.as_ref(), want, &obs, &plan, &images)
             .await;
-        // The container's record names its image now: the store may let go.
-        drop(image);
+        // The container's record and the peas' name their images now: the
+        // store may let go.
+        drop(images);
         let had_container = obs.record.is_some() || obs.half_made;
         // Nothing done, nothing to look at again: a resync costs one look.
         let mut after = match plan.steps.is_empty() {
@@ -281,6 +284,8 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             self.oom.ensure(&*self.containerizer, handle, &self.queue);
         }
         self.announce_exit(handle, desired.as_ref(), &after, plan.waiting)
+            .await;
+        self.announce_sidecar_backoff(handle, desired.as_ref(), &after)
             .await;
         self.announce_oom(handle, desired.as_ref(), &after).await;
         let mut requeue = self.next_look(want, &after, plan.requeue_after);
@@ -369,12 +374,15 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         want: Option<&ContainerSpec>,
         obs: &Observation<C::Run>,
         plan: &Plan,
-        image: Option<&ReadyImage>,
+        images: &PlanImages,
     ) -> Result<(), ReconcileError> {
         for step in &plan.steps {
             match (*step, want) {
                 (Step::Destroy, _) => self.destroy(handle, desired, obs).await?,
-                (Step::Create, Some(spec)) => self.create(handle, desired, spec, image).await?,
+                (Step::Create, Some(spec)) => {
+                    self.create(handle, desired, spec, images.main.as_ref())
+                        .await?
+                }
                 (Step::UpdateLimits, Some(spec)) => {
                     self.update_limits(handle, desired, spec).await?
                 }
@@ -407,11 +415,11 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
                     .map_err(ReconcileError::StartMain)?,
                 (Step::InitDone { index }, Some(spec)) => self.init_done(handle, spec, index)?,
                 (Step::StartSidecar { index }, Some(spec)) => {
-                    self.start_sidecar(handle, desired, spec, index, None)
+                    self.start_sidecar(handle, desired, spec, index, None, images)
                         .await?
                 }
                 (Step::RestartSidecar { index, delay }, Some(spec)) => {
-                    self.start_sidecar(handle, desired, spec, index, Some(delay))
+                    self.start_sidecar(handle, desired, spec, index, Some(delay), images)
                         .await?
                 }
                 (Step::KillSidecar { index, probe }, Some(spec)) => {
@@ -518,7 +526,7 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
             .await;
     }
 
-    fn first_time(&self, handle: &Handle, id: &str, what: Reason) -> bool {
+    pub(super) fn first_time(&self, handle: &Handle, id: &str, what: Reason) -> bool {
         let mut announced = lock(&self.announced);
         // Only the current run's announcements are worth remembering.
         announced.retain(|(h, i, _)| h != handle || i == id);
@@ -574,24 +582,77 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         self.reporters.status(d, spec, &st).await
     }
 
-    /// Before a create from an image: the image must be on the node. A
-    /// pull runs in the background and wakes the handle when it ends.
+    /// Before a step makes something from an image (a create, a pea's
+    /// start), the image must be on the node. A pull runs in the
+    /// background and wakes the handle when it ends; meanwhile nothing of
+    /// the plan is done, and the wait is what status says.
     async fn image_step(
         &self,
         handle: &Handle,
         desired: Option<&Desired>,
         want: Option<&ContainerSpec>,
         plan: &Plan,
-    ) -> ImageStep {
-        let Some(spec) = want.filter(|_| plan.steps.contains(&Step::Create)) else {
-            return ImageStep::NotNeeded;
+    ) -> Result<PlanImages, ImageWait> {
+        let mut images = PlanImages::default();
+        let Some(spec) = want else {
+            return Ok(images);
         };
+        if plan.steps.contains(&Step::Create) {
+            match self.main_image_step(handle, desired, spec).await {
+                ImageStep::NotNeeded => {}
+                ImageStep::Ready(ready) => images.main = Some(ready),
+                ImageStep::Wait(wait) => return Err(wait),
+            }
+        }
+        for (index, sidecar) in peas_to_start(spec, plan) {
+            let key = pea_image_key(handle, &sidecar.name);
+            let alone = sidecar.alone(spec);
+            let at = format!("spec.sidecars[{index}].image: ");
+            match self.ensure_image(handle, &key, desired, &alone, &at).await {
+                ImageState::Ready(ready) => {
+                    let defaults = &ready.image.defaults;
+                    if let Some(wait) = pea_config_error(spec, index, sidecar, defaults) {
+                        return Err(wait);
+                    }
+                    images.peas.insert(sidecar.name.clone(), ready);
+                }
+                ImageState::Waiting(wait) => return Err(pea_wait(index, wait)),
+            }
+        }
+        Ok(images)
+    }
+
+    /// The container's image, before its create.
+    async fn main_image_step(
+        &self,
+        handle: &Handle,
+        desired: Option<&Desired>,
+        spec: &ContainerSpec,
+    ) -> ImageStep {
         if spec.image.is_none() {
             return match config_error(spec, &Default::default()) {
                 Some(wait) => ImageStep::Wait(wait),
                 None => ImageStep::NotNeeded,
             };
         }
+        match self.ensure_image(handle, handle, desired, spec, "").await {
+            ImageState::Ready(ready) => check_command(spec, ready),
+            ImageState::Waiting(wait) => ImageStep::Wait(wait),
+        }
+    }
+
+    /// Ask the image room about `spec`'s image for `key` (the container,
+    /// or one of its peas), announcing on `handle` what it says, each
+    /// note after `at` (what names the field, for a pea); the end of a
+    /// pull wakes `handle`.
+    async fn ensure_image(
+        &self,
+        handle: &Handle,
+        key: &Handle,
+        desired: Option<&Desired>,
+        spec: &ContainerSpec,
+        at: &str,
+    ) -> ImageState {
         let namespace = match desired.map(|d| &d.origin) {
             Some(Origin::Kube { namespace, .. }) => Some(namespace.as_str()),
             _ => None,
@@ -599,20 +660,17 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         let queue = Arc::clone(&self.queue);
         let woken = handle.clone();
         let wake = Box::new(move || queue.add(woken));
-        let (state, events) = self.images.ensure(handle, spec, namespace, wake);
+        let (state, events) = self.images.ensure(key, spec, namespace, wake);
         for e in events {
             let type_ = if e.warning {
                 EventType::Warning
             } else {
                 EventType::Normal
             };
-            self.event(desired, handle, type_, e.reason, e.message)
-                .await;
+            let message = format!("{at}{}", e.message);
+            self.event(desired, handle, type_, e.reason, message).await;
         }
-        match state {
-            ImageState::Ready(ready) => check_command(spec, ready),
-            ImageState::Waiting(wait) => ImageStep::Wait(wait),
-        }
+        state
     }
 
     /// Nothing is done while the image is not there: report why, and look

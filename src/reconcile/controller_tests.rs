@@ -829,3 +829,108 @@ async fn a_sidecar_is_restarted_alone_and_a_liveness_kill_spares_it() {
     let sidecar = c.runs["sidecar-side-2"].state().unwrap();
     assert!(matches!(sidecar, crate::process::ProcState::Running));
 }
+
+/// `spec()` with sidecar `p`, a pea of image `image`.
+fn with_pea_image(image: &str) -> ContainerSpec {
+    ContainerSpec {
+        sidecars: vec![crate::api::Sidecar {
+            name: "p".into(),
+            image: Some(image.into()),
+            ..Default::default()
+        }],
+        ..spec()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peas_image_is_ensured_before_anything_is_made_and_fills_its_command() {
+    let r = rig();
+    let a = h("a");
+    r.declare(&a, with_pea_image("peaimg"));
+    r.start();
+    r.queue.add(a.clone());
+    r.until("the pea's image is asked for", || {
+        r.journal.count("ensure a+pea-p peaimg -") == 1
+    })
+    .await;
+    r.until("a status", || !r.reports.statuses(&a).is_empty())
+        .await;
+    let waiting = r.reports.statuses(&a).pop().unwrap();
+    assert_eq!(
+        waiting.message.as_deref(),
+        Some("spec.sidecars[0].image: Pulling image peaimg")
+    );
+    assert_eq!(r.journal.count("create a"), 0, "nothing made while pulling");
+
+    r.images.pulled("peaimg", app_defaults());
+    r.until("the pea's sidecar runs the image's command", || {
+        r.journal.count("argv a /bin/app serve") == 1
+    })
+    .await;
+    assert_eq!(r.journal.count("pea a p from peaimg"), 1);
+    assert_eq!(r.journal.count("argv a sleep 1000"), 1);
+    let notes = r.reports.notes(&a);
+    assert!(
+        notes
+            .iter()
+            .any(|n| n == "spec.sidecars[0].image: pulled peaimg"),
+        "{notes:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_pull_of_a_peas_image_names_its_field() {
+    let r = rig();
+    let a = h("a");
+    r.declare(&a, with_pea_image("peaimg"));
+    r.images.failed(
+        "peaimg",
+        crate::image::state::ImageWait {
+            reason: Reason::ImagePullBackOff,
+            message: "Back-off pulling image \"peaimg\"".into(),
+            retry_in: Some(Duration::from_secs(10)),
+        },
+    );
+    assert!(r.controller.reconcile(&a).await.is_ok());
+    assert_eq!(r.journal.count("create a"), 0);
+    let st = r.reports.statuses(&a).pop().unwrap();
+    assert_eq!(st.conditions[0].reason.as_deref(), Some("ImagePullBackOff"));
+    assert_eq!(
+        st.message.as_deref(),
+        Some("spec.sidecars[0].image: Back-off pulling image \"peaimg\"")
+    );
+    // An image with nothing to run, and a sidecar that sets nothing.
+    r.images.pulled("peaimg", Default::default());
+    assert!(r.controller.reconcile(&a).await.is_ok());
+    assert_eq!(r.journal.count("create a"), 0);
+    let st = r.reports.statuses(&a).pop().unwrap();
+    assert_eq!(
+        st.conditions[0].reason.as_deref(),
+        Some("CreateContainerConfigError")
+    );
+    assert!(
+        st.message
+            .unwrap_or_default()
+            .starts_with("spec.sidecars[0]: image peaimg has no Entrypoint or Cmd")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sidecar_in_crash_loop_backoff_is_announced_once_per_run() {
+    let r = rig();
+    let a = h("a");
+    r.declare(&a, with_pods(&[], &["side"]));
+    assert!(r.controller.reconcile(&a).await.is_ok());
+    end(&r, &a, "sidecar-side-1", 1);
+    let backoffs = |r: &Rig| {
+        r.reports
+            .notes(&a)
+            .iter()
+            .filter(|n| *n == "Back-off restarting failed sidecar side")
+            .count()
+    };
+    assert!(r.controller.reconcile(&a).await.is_ok());
+    assert!(r.controller.reconcile(&a).await.is_ok());
+    assert_eq!(backoffs(&r), 1, "{:?}", r.reports.notes(&a));
+    assert!(r.reports.reasons(&a).contains(&Reason::BackOff));
+}

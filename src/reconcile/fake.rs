@@ -154,6 +154,8 @@ struct World {
     network_faults: HashMap<Handle, String>,
     /// What exec probes in a container answer (success when unset).
     probe_answers: HashMap<Handle, Result<(), String>>,
+    /// The image each pea was made from.
+    pea_images: HashMap<(Handle, String), ImageUse>,
 }
 
 /// The in-memory containerizer.
@@ -499,10 +501,47 @@ impl ContainerOps for FakeContainers {
         w.probe_answers.get(handle).cloned().unwrap_or(Ok(()))
     }
 
-    async fn ensure_pea(&self, handle: &Handle, name: &str) -> Result<(), ContainerizerError> {
+    async fn ensure_pea(
+        &self,
+        handle: &Handle,
+        name: &str,
+        image: Option<&ImageLayers>,
+    ) -> Result<(), ContainerizerError> {
         self.call("ensure_pea", handle)?;
-        self.journal.note(format!("pea {handle} {name}"));
+        match image {
+            Some(i) => self
+                .journal
+                .note(format!("pea {handle} {name} from {}", i.image.name)),
+            None => self.journal.note(format!("pea {handle} {name}")),
+        }
+        if let Some(i) = image {
+            lock(&self.world)
+                .pea_images
+                .insert((handle.clone(), name.to_string()), i.image.clone());
+        }
         Ok(())
+    }
+
+    fn pea_image(
+        &self,
+        handle: &Handle,
+        name: &str,
+    ) -> Result<Option<ImageUse>, ContainerizerError> {
+        let key = (handle.clone(), name.to_string());
+        Ok(lock(&self.world).pea_images.get(&key).cloned())
+    }
+
+    async fn exec_probe_in_pea(
+        &self,
+        handle: &Handle,
+        pea: &str,
+        _command: &[String],
+        _user: Option<String>,
+        _timeout: Duration,
+    ) -> Result<(), String> {
+        self.journal.note(format!("exec_probe {handle} pea {pea}"));
+        let w = lock(&self.world);
+        w.probe_answers.get(handle).cloned().unwrap_or(Ok(()))
     }
 
     async fn destroy_pea(&self, handle: &Handle, name: &str) -> Result<(), ContainerizerError> {

@@ -3,7 +3,11 @@
 //! [`ImageOps`]; the real one pulls in the background and wakes the handle
 //! when the pull ends, so a slow registry never holds a worker.
 
-use crate::api::{self, ContainerSpec, Handle, Reason};
+use std::collections::BTreeMap;
+
+use super::plan::{Plan, Step};
+use crate::api::{self, ContainerSpec, Handle, Reason, Sidecar};
+use crate::containerizer::create::ImageLayers;
 use crate::image::state::{ImageEvent, ImageState, ImageWait, ReadyImage, Wake};
 
 /// What the controller asks of the image room.
@@ -59,6 +63,81 @@ pub(super) enum ImageStep {
     Ready(ReadyImage),
     /// Do nothing now; report this.
     Wait(ImageWait),
+}
+
+/// The images a plan's steps make things from, each held until the depot
+/// names it: the container's, for a create, and the image of each pea
+/// that a step starts.
+#[derive(Debug, Default)]
+pub(super) struct PlanImages {
+    /// The container's image.
+    pub main: Option<ReadyImage>,
+    /// Each pea's image, by sidecar name.
+    pub peas: BTreeMap<String, ReadyImage>,
+}
+
+impl PlanImages {
+    /// The layers pea `name` is made from, when it is made from an image.
+    pub fn pea(&self, name: &str) -> Option<ImageLayers> {
+        self.peas.get(name).map(|r| ImageLayers {
+            image: r.image.clone(),
+            lowerdirs: r.lowerdirs.clone(),
+        })
+    }
+}
+
+/// The sidecars of `spec` with an image that a step of `plan` starts, by
+/// index: a pea that is not running is made then, from its image. (One
+/// that runs takes its restart as an exec; its image is looked at all the
+/// same, as the kubelet looks at a container's at each start.)
+pub(super) fn peas_to_start<'a>(spec: &'a ContainerSpec, plan: &Plan) -> Vec<(usize, &'a Sidecar)> {
+    let mut out: Vec<(usize, &Sidecar)> = plan
+        .steps
+        .iter()
+        .filter_map(|step| match *step {
+            Step::StartSidecar { index } | Step::RestartSidecar { index, .. } => Some(index),
+            _ => None,
+        })
+        .filter_map(|index| spec.sidecars.get(index).map(|s| (index, s)))
+        .filter(|(_, s)| s.image.is_some())
+        .collect();
+    out.sort_by_key(|(index, _)| *index);
+    out.dedup_by_key(|(index, _)| *index);
+    out
+}
+
+/// The key the image room remembers pea `name` of `handle` by: what it
+/// was told, apart from the container's own image.
+pub(super) fn pea_image_key(handle: &Handle, name: &str) -> Handle {
+    let plain = format!("{handle}+pea-{name}");
+    Handle::new(&plain).unwrap_or_else(|_| {
+        let hash = api::handle::fnv1a64(plain.as_bytes());
+        // Only hex digits and a known prefix: always a handle.
+        Handle::new(format!("pea+{hash:016x}")).unwrap_or_else(|_| handle.clone())
+    })
+}
+
+/// A wait for pea `index`'s image, naming its field.
+pub(super) fn pea_wait(index: usize, wait: ImageWait) -> ImageWait {
+    ImageWait {
+        message: format!("spec.sidecars[{index}].image: {}", wait.message),
+        ..wait
+    }
+}
+
+/// Why pea `index` of `spec`, over its image's `defaults`, cannot run;
+/// as [`config_error`] for the container's image.
+pub(super) fn pea_config_error(
+    spec: &ContainerSpec,
+    index: usize,
+    sidecar: &Sidecar,
+    defaults: &api::ImageDefaults,
+) -> Option<ImageWait> {
+    let wait = config_error(&sidecar.alone(spec), defaults)?;
+    Some(ImageWait {
+        message: format!("spec.sidecars[{index}]: {}", wait.message),
+        ..wait
+    })
 }
 
 /// A ready image whose config and the spec together give nothing to run,

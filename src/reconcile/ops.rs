@@ -12,7 +12,7 @@ use std::future::Future;
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, SystemTime};
 
-use crate::api::{ContainerSpec, Handle};
+use crate::api::{ContainerSpec, Handle, ImageUse};
 use crate::cgroup::{CgroupError, OomWatch};
 use crate::containerizer::create::ImageLayers;
 use crate::containerizer::depot::{ContainerRecord, DepotError};
@@ -103,9 +103,16 @@ pub trait ContainerOps: Send + Sync + 'static {
         handle: &Handle,
         spec: &RunSpec,
     ) -> impl Future<Output = Result<Self::Run>> + Send;
-    /// Make pea `name` of `handle` (a sidecar with a rootfs of its own)
-    /// unless it runs.
-    fn ensure_pea(&self, handle: &Handle, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Make pea `name` of `handle` (a sidecar with a rootfs or image of
+    /// its own) unless it runs; a pea of an image mounts `image`'s layers.
+    fn ensure_pea(
+        &self,
+        handle: &Handle,
+        name: &str,
+        image: Option<&ImageLayers>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// The image pea `name` of `handle` was made from, as the depot says.
+    fn pea_image(&self, handle: &Handle, name: &str) -> Result<Option<ImageUse>>;
     /// Destroy pea `name` of `handle`; missing is success.
     fn destroy_pea(&self, handle: &Handle, name: &str) -> impl Future<Output = Result<()>> + Send;
     /// Send `signal` to process `id` of `handle`, through its supervisor.
@@ -120,6 +127,15 @@ pub trait ContainerOps: Send + Sync + 'static {
     fn exec_probe(
         &self,
         handle: &Handle,
+        command: &[String],
+        user: Option<String>,
+        timeout: Duration,
+    ) -> impl Future<Output = std::result::Result<(), String>> + Send;
+    /// [`Self::exec_probe`] in pea `pea` of `handle`.
+    fn exec_probe_in_pea(
+        &self,
+        handle: &Handle,
+        pea: &str,
         command: &[String],
         user: Option<String>,
         timeout: Duration,
@@ -249,8 +265,17 @@ impl<R: OciRuntime, M: Mounter> ContainerOps for Containerizer<R, M> {
         Containerizer::signal(self, handle, id, signal)
     }
 
-    async fn ensure_pea(&self, handle: &Handle, name: &str) -> Result<()> {
-        Containerizer::ensure_pea(self, handle, name).await
+    async fn ensure_pea(
+        &self,
+        handle: &Handle,
+        name: &str,
+        image: Option<&ImageLayers>,
+    ) -> Result<()> {
+        Containerizer::ensure_pea(self, handle, name, image).await
+    }
+
+    fn pea_image(&self, handle: &Handle, name: &str) -> Result<Option<ImageUse>> {
+        Containerizer::pea_image(self, handle, name)
     }
 
     async fn destroy_pea(&self, handle: &Handle, name: &str) -> Result<()> {
@@ -273,6 +298,17 @@ impl<R: OciRuntime, M: Mounter> ContainerOps for Containerizer<R, M> {
         timeout: Duration,
     ) -> std::result::Result<(), String> {
         Containerizer::exec_probe(self, handle, command, user, timeout).await
+    }
+
+    async fn exec_probe_in_pea(
+        &self,
+        handle: &Handle,
+        pea: &str,
+        command: &[String],
+        user: Option<String>,
+        timeout: Duration,
+    ) -> std::result::Result<(), String> {
+        Containerizer::exec_probe_in_pea(self, handle, pea, command, user, timeout).await
     }
 }
 

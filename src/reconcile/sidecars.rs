@@ -10,13 +10,14 @@ use std::time::{Duration, SystemTime};
 
 use super::controller::{Controller, grace_period};
 use super::history::{MainFile, sidecar_slot, slot_run_id};
+use super::images::PlanImages;
 use super::observe::Observation;
 use super::ops::{ContainerOps, MainRun};
-use super::plan::MainObs;
+use super::plan::{MainObs, should_restart};
 use super::reporting::ReportOps;
 use super::store::Desired;
-use crate::api::{ContainerSpec, Handle, ProbeKind, ProcessSpec, Reason};
-use crate::containerizer::ContainerizerError;
+use crate::api::{ContainerSpec, Handle, ProbeKind, ProcessSpec, Reason, Sidecar};
+use crate::containerizer::{ContainerizerError, ErrorKind};
 use crate::probe::check::default_host;
 use crate::probe::{ExecProbe, Subject, Wake, failure_message};
 use crate::report::events::EventType;
@@ -42,7 +43,8 @@ pub fn sidecar_wake(keys: SidecarKeys, wake: Wake) -> Wake {
     })
 }
 
-/// Exec probes of sidecars, run in their container as the sidecar's user.
+/// Exec probes of sidecars, run where the sidecar runs (its container, or
+/// its pea) as the sidecar's user (or its image's).
 pub struct SidecarExec<C> {
     /// The containerizer.
     pub containerizer: Arc<C>,
@@ -63,11 +65,19 @@ impl<C: ContainerOps> ExecProbe for SidecarExec<C> {
                 .cloned()
                 .ok_or("the sidecar is gone")?;
             let record = self.containerizer.record(&handle).ok().flatten();
-            let user = record
+            let sidecar = record
                 .and_then(|r| r.spec.sidecars.into_iter().find(|s| s.name == name))
-                .and_then(|s| s.user);
+                .ok_or("the sidecar is gone")?;
+            if !sidecar.is_pea() {
+                return self
+                    .containerizer
+                    .exec_probe(&handle, command, sidecar.user, timeout)
+                    .await;
+            }
+            let image = self.containerizer.pea_image(&handle, &name).ok().flatten();
+            let user = sidecar.user.or_else(|| image.and_then(|i| i.defaults.user));
             self.containerizer
-                .exec_probe(&handle, command, user, timeout)
+                .exec_probe_in_pea(&handle, &name, command, user, timeout)
                 .await
         })
     }
@@ -75,7 +85,8 @@ impl<C: ContainerOps> ExecProbe for SidecarExec<C> {
 
 impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
     /// Start (or, after `restart_delay` of backoff, restart) sidecar `index`
-    /// of `spec`.
+    /// of `spec`; a pea that is not running is made first, from its image
+    /// in `images` when it has one.
     pub(super) async fn start_sidecar(
         &self,
         handle: &Handle,
@@ -83,28 +94,82 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         spec: &ContainerSpec,
         index: usize,
         restart_delay: Option<Duration>,
+        images: &PlanImages,
     ) -> Result<(), ContainerizerError> {
         let Some(sidecar) = spec.sidecars.get(index) else {
             return Ok(());
         };
-        let process = ProcessSpec {
-            args: sidecar.argv(),
-            ..sidecar.as_process()
-        };
         let slot = sidecar_slot(&sidecar.name);
         let name = &sidecar.name;
         let pea = sidecar.is_pea().then_some(name.as_str());
-        if let Some(pea) = pea
-            && let Err(e) = self.containerizer.ensure_pea(handle, pea).await
-        {
-            let msg = format!("Error: sidecar {name}: {e}");
-            self.event(desired, handle, EventType::Warning, Reason::Failed, msg)
-                .await;
-            return Err(e);
-        }
+        let process = match pea {
+            Some(pea) => self.make_pea(handle, spec, sidecar, pea, images).await,
+            None => self.sidecar_process(handle, spec, sidecar),
+        };
+        let process = match process {
+            Ok(process) => process,
+            Err(e) => {
+                let msg = format!("Error: sidecar {name}: {e}");
+                self.event(desired, handle, EventType::Warning, Reason::Failed, msg)
+                    .await;
+                return Err(e);
+            }
+        };
         let what = format!("sidecar {name}");
         self.start_announced(handle, desired, &what, &slot, &process, pea, restart_delay)
             .await
+    }
+
+    /// Make pea `pea` of sidecar `sidecar` unless it runs; the process it
+    /// then runs, over the defaults of the image it was made from.
+    async fn make_pea(
+        &self,
+        handle: &Handle,
+        spec: &ContainerSpec,
+        sidecar: &Sidecar,
+        pea: &str,
+        images: &PlanImages,
+    ) -> Result<ProcessSpec, ContainerizerError> {
+        let layers = images.pea(pea);
+        self.containerizer
+            .ensure_pea(handle, pea, layers.as_ref())
+            .await?;
+        self.sidecar_process(handle, spec, sidecar)
+    }
+
+    /// The process sidecar `sidecar` runs: its own fields, over the
+    /// defaults of its pea's image, as the depot records it (so a restart
+    /// needs neither the registry nor the store).
+    fn sidecar_process(
+        &self,
+        handle: &Handle,
+        spec: &ContainerSpec,
+        sidecar: &Sidecar,
+    ) -> Result<ProcessSpec, ContainerizerError> {
+        let defaults = match sidecar.image {
+            Some(_) => self
+                .containerizer
+                .pea_image(handle, &sidecar.name)?
+                .map(|i| i.defaults)
+                .unwrap_or_default(),
+            None => Default::default(),
+        };
+        sidecar.process(spec, &defaults).map_err(|e| {
+            let index = spec
+                .sidecars
+                .iter()
+                .position(|s| s.name == sidecar.name)
+                .unwrap_or_default();
+            ContainerizerError::at(
+                handle,
+                ErrorKind::Invalid {
+                    errors: crate::api::ValidationErrors(vec![crate::api::FieldError::new(
+                        format!("spec.sidecars[{index}]"),
+                        e.to_string(),
+                    )]),
+                },
+            )
+        })
     }
 
     /// Kill sidecar `index`, which failed `probe`; its restart policy
@@ -362,6 +427,43 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
                     failure_message(kind, &output)
                 );
                 self.event(desired, handle, EventType::Warning, Reason::Unhealthy, msg)
+                    .await;
+            }
+        }
+    }
+
+    /// One `BackOff` event per run of a sidecar waiting out its crash-loop
+    /// backoff, as the main process gets (remembered under the sidecar's
+    /// probe key, so the main process's announcements are not touched).
+    pub(super) async fn announce_sidecar_backoff(
+        &self,
+        handle: &Handle,
+        desired: Option<&Desired>,
+        obs: &Observation<C::Run>,
+    ) {
+        let Some(record) = &obs.record else {
+            return;
+        };
+        for seen in &obs.sidecars {
+            let declared = record
+                .spec
+                .sidecars
+                .iter()
+                .find(|s| s.name == seen.obs.name);
+            let (Some(sidecar), Some(p), MainObs::Exited { code, .. }) =
+                (declared, &seen.process, seen.obs.run)
+            else {
+                continue;
+            };
+            if seen.obs.history.stopped || !should_restart(sidecar.policy(), code) {
+                continue;
+            }
+            let Some(key) = probe_key(handle, &sidecar.name) else {
+                continue;
+            };
+            if self.first_time(&key, p.id(), Reason::BackOff) {
+                let msg = format!("Back-off restarting failed sidecar {}", sidecar.name);
+                self.event(desired, handle, EventType::Warning, Reason::BackOff, msg)
                     .await;
             }
         }
