@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod agent;
 pub mod image;
+pub mod kubectl;
 pub mod lock;
 pub mod ops;
 
@@ -50,6 +51,8 @@ pub enum Command {
     Stats(ops::watch::StatsArgs),
     /// Print what happened to containers (`-f`: as it happens).
     Events(ops::watch::EventsArgs),
+    /// kubectl access to Container resources (`kubectl rundmc`, issue 18).
+    Kubectl(kubectl::KubectlArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion {
         /// The shell.
