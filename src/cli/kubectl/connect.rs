@@ -37,7 +37,10 @@ enum Route {
         token: String,
     },
     /// Through `/api/v1/nodes/https:{node}:{port}/proxy`.
-    Proxy { client: kube::Client, prefix: String },
+    Proxy {
+        client: kube::Client,
+        prefix: String,
+    },
 }
 
 /// The agent that runs one Container, and how to reach it.
@@ -222,7 +225,10 @@ fn empty() -> Full<Bytes> {
 /// A response that upgraded, or why not.
 fn started<B>(resp: Result<Response<B>, PluginError>) -> Result<Response<B>, PluginError> {
     match resp {
-        Err(PluginError::Refused { status: 422, message }) => {
+        Err(PluginError::Refused {
+            status: 422,
+            message,
+        }) => {
             eprintln!("kubectl-rundmc: {message}");
             Err(PluginError::Refused {
                 status: start_failure_code(&message) as u16,
@@ -353,7 +359,12 @@ async fn node_address(client: &kube::Client, node: &str, port: u16) -> Result<St
         source,
     })?;
     let addresses = n.status.and_then(|s| s.addresses).unwrap_or_default();
-    let pick = |kind: &str| addresses.iter().find(|a| a.type_ == kind).map(|a| a.address.clone());
+    let pick = |kind: &str| {
+        addresses
+            .iter()
+            .find(|a| a.type_ == kind)
+            .map(|a| a.address.clone())
+    };
     let address = pick("InternalIP")
         .or_else(|| pick("ExternalIP"))
         .or_else(|| pick("Hostname"))
@@ -389,12 +400,17 @@ fn bearer_token(how: &Access, config: &kube::Config) -> Result<String, PluginErr
 }
 
 /// TLS that trusts `--certificate-authority`, else the cluster's CA.
-fn client_tls(how: &Access, config: &kube::Config) -> Result<Arc<rustls::ClientConfig>, PluginError> {
+fn client_tls(
+    how: &Access,
+    config: &kube::Config,
+) -> Result<Arc<rustls::ClientConfig>, PluginError> {
     let mut roots = rustls::RootCertStore::empty();
     let certs: Vec<CertificateDer<'static>> = match &how.certificate_authority {
         Some(path) => CertificateDer::pem_file_iter(path)
             .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| PluginError::Setup(format!("--certificate-authority {}: {e}", path.display())))?,
+            .map_err(|e| {
+                PluginError::Setup(format!("--certificate-authority {}: {e}", path.display()))
+            })?,
         None => config
             .root_cert
             .clone()

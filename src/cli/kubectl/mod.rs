@@ -22,7 +22,11 @@ pub const DEFAULT_PORT: u16 = 10260;
 
 /// `kubectl-rundmc`, as kubectl runs it.
 #[derive(Debug, clap::Parser)]
-#[command(name = "kubectl-rundmc", version, about = "kubectl access to rundmc Containers")]
+#[command(
+    name = "kubectl-rundmc",
+    version,
+    about = "kubectl access to rundmc Containers"
+)]
 pub struct PluginCli {
     /// What to do.
     #[command(flatten)]
@@ -67,7 +71,12 @@ pub struct Access {
     #[arg(long, global = true, value_name = "FILE")]
     pub certificate_authority: Option<PathBuf>,
     /// The bearer token to present to the agent (default: the kubeconfig user's).
-    #[arg(long, global = true, env = "KUBECTL_RUNDMC_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "KUBECTL_RUNDMC_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
 }
 
@@ -126,7 +135,9 @@ impl PluginError {
     /// The exit code this error ends the plugin with.
     pub fn exit_code(&self) -> i32 {
         match self {
-            PluginError::Refused { status: 401 | 403, .. } => EXIT_PERMISSION,
+            PluginError::Refused {
+                status: 401 | 403, ..
+            } => EXIT_PERMISSION,
             PluginError::Refused { status: 404, .. } => EXIT_NOT_FOUND,
             PluginError::Kube {
                 source: kube::Error::Api(e),

@@ -210,7 +210,11 @@ async fn authenticate(
 
 /// The request's bearer token, if it has one.
 fn bearer(req: &Request<Incoming>) -> Option<&str> {
-    let value = req.headers().get(hyper::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)

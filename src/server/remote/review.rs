@@ -122,7 +122,11 @@ impl KubeReviews {
         Ok(who)
     }
 
-    async fn review_access(&self, who: &Identity, target: &Target) -> Result<Decision, ReviewError> {
+    async fn review_access(
+        &self,
+        who: &Identity,
+        target: &Target,
+    ) -> Result<Decision, ReviewError> {
         let key = (who.clone(), target.clone());
         if let Some(d) = self.decisions.get(&key) {
             return Ok(d);
@@ -255,7 +259,10 @@ mod tests {
             ..TokenReview::default()
         };
         let who = identity(&answer(true, "alice")).unwrap();
-        assert_eq!((who.user.as_str(), who.groups.as_slice()), ("alice", &["devs".to_string()][..]));
+        assert_eq!(
+            (who.user.as_str(), who.groups.as_slice()),
+            ("alice", &["devs".to_string()][..])
+        );
         assert_eq!(identity(&answer(false, "alice")), None);
         assert_eq!(identity(&answer(true, "")), None);
         assert_eq!(identity(&TokenReview::default()), None);

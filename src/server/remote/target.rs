@@ -145,7 +145,10 @@ mod tests {
     fn paths_map_to_review_attributes_and_local_endpoints() {
         let t = Target::parse(&Method::POST, "/v1/namespaces/team/containers/web/exec").unwrap();
         assert_eq!((t.namespace.as_str(), t.name.as_str()), ("team", "web"));
-        assert_eq!((t.subresource.as_str(), t.subresource.verb()), ("exec", "create"));
+        assert_eq!(
+            (t.subresource.as_str(), t.subresource.verb()),
+            ("exec", "create")
+        );
         assert_eq!(t.local_uri(None), "/v1/containers/team%2Fweb/exec");
         let t = Target::parse(&Method::GET, "/v1/namespaces/team/containers/web/log").unwrap();
         assert_eq!(t.subresource.verb(), "get");
