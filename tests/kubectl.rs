@@ -40,6 +40,12 @@ struct Setup {
 
 impl Setup {
     async fn new(name: &str) -> Setup {
+        Setup::with(name, false).await
+    }
+
+    /// With `client_ca`, the test CA also signs client certificates the
+    /// agent accepts (`--remote-api-client-ca`).
+    async fn with(name: &str, client_ca: bool) -> Setup {
         let mut cluster = Cluster::new(name, FakeApiServer::start().await).await;
         let dir = cluster.env.env.dir.clone();
         let (ca, cert, key) = kc::serving_certificate(&dir);
@@ -50,6 +56,13 @@ impl Setup {
             ("--remote-api-tls-key", key.display().to_string()),
         ] {
             cluster.env.extra.extend([flag.to_string(), value]);
+        }
+        if client_ca {
+            let ca = ca.display().to_string();
+            cluster
+                .env
+                .extra
+                .extend(["--remote-api-client-ca".into(), ca]);
         }
         // The node's address, as the kubelet reports it.
         let nodes: Api<Node> = Api::all(cluster.client.clone());
@@ -268,5 +281,52 @@ async fn kubectl_rundmc_is_refused_when_the_token_authenticates_no_one() {
     assert!(
         asked(&s).is_empty(),
         "no access review for an unknown caller"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_from_the_client_ca_authenticates_its_cn_and_o() {
+    let s = Setup::with("kubectl-x509", true).await;
+    s.server()
+        .authorize(|spec| spec["user"] == "bob" && spec["groups"] == json!(["ops"]));
+    let dir = s.cluster.env.env.dir.clone();
+    let (cert, key) = kc::client_certificate(&dir, "/O=ops/CN=bob");
+    let port: u16 = s.port().parse().unwrap();
+    let path = "/v1/namespaces/default/containers/web/log";
+
+    let mut last = (0, String::new());
+    for _ in 0..100 {
+        last = kc::get_with_certificate(port, &s.ca, (&cert, &key), path).await;
+        if last.1.contains("hello from web") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(last.0, 200, "{}", last.1);
+    assert!(last.1.contains("stdout F hello from web"), "{}", last.1);
+    let reviews = asked(&s);
+    assert!(!reviews.is_empty());
+    assert!(
+        reviews
+            .iter()
+            .all(|(user, a)| user == "bob" && named(a) == attributes("log", "get"))
+    );
+    assert!(
+        s.server().token_reviews().is_empty(),
+        "no token, no TokenReview"
+    );
+
+    // Allowed, but no such Container is declared to this agent.
+    let (code, text) = kc::get_with_certificate(
+        port,
+        &s.ca,
+        (&cert, &key),
+        "/v1/namespaces/default/containers/elsewhere/log",
+    )
+    .await;
+    assert_eq!(code, 404, "{text}");
+    assert!(
+        text.contains("no Container default/elsewhere runs on this node"),
+        "{text}"
     );
 }

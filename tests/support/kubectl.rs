@@ -49,6 +49,82 @@ pub fn serving_certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (f("ca.crt"), f("remote.crt"), f("remote.key"))
 }
 
+/// A client certificate for `subject` (`/O=ops/CN=bob`) signed by the test
+/// CA of [`serving_certificate`] in `dir`: `(cert, key)`.
+pub fn client_certificate(dir: &Path, subject: &str) -> (PathBuf, PathBuf) {
+    let f = |n: &str| dir.join(n);
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[&["req", "-new"], &ec[..], &["-subj", subject]],
+        &[("-keyout", f("client.key")), ("-out", f("client.csr"))],
+    );
+    let ext = "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n";
+    std::fs::write(f("client.ext"), ext).expect("write the extensions");
+    openssl(
+        &[&["x509", "-req", "-days", "2", "-CAcreateserial"]],
+        &[
+            ("-in", f("client.csr")),
+            ("-CA", f("ca.crt")),
+            ("-CAkey", f("ca.key")),
+            ("-extfile", f("client.ext")),
+            ("-out", f("client.crt")),
+        ],
+    );
+    (f("client.crt"), f("client.key"))
+}
+
+/// `GET path` on `127.0.0.1:port` over TLS trusting `ca`, presenting the
+/// client certificate `client` and no token: (status, body).
+pub async fn get_with_certificate(
+    port: u16,
+    ca: &Path,
+    client: (&Path, &Path),
+    path: &str,
+) -> (u16, String) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain: Vec<_> = CertificateDer::pem_file_iter(client.0)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(client.1).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
 fn openssl(args: &[&[&str]], files: &[(&str, PathBuf)]) {
     let mut c = Command::new("openssl");
     c.args(args.concat());
