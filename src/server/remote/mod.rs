@@ -75,6 +75,10 @@ pub struct Refusal {
     pub message: String,
 }
 
+/// How long a client may take over its TLS handshake before it is dropped
+/// (a connection that never speaks must not hold a task for ever).
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 struct Remote {
     node: Arc<Node>,
     reviews: Arc<dyn Reviews>,
@@ -104,10 +108,15 @@ pub async fn serve(
             };
             let (acceptor, remote) = (acceptor.clone(), Arc::clone(&remote));
             tokio::spawn(async move {
-                let stream = match acceptor.accept(stream).await {
-                    Ok(s) => s,
-                    Err(e) => {
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                let stream = match handshake.await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "remote API: TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "remote API: TLS handshake timed out");
                         return;
                     }
                 };
