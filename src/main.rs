@@ -7,6 +7,10 @@ use rundmc::containerizer::nstar;
 
 fn main() -> anyhow::Result<()> {
     rundmc_shim::abort_on_panic();
+    if invoked_as_kubectl_plugin() {
+        let plugin = rundmc::cli::kubectl::PluginCli::parse();
+        std::process::exit(kubectl(&plugin.args));
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Agent(mut args) => {
@@ -50,6 +54,7 @@ fn main() -> anyhow::Result<()> {
             let code = operator(cli);
             std::process::exit(code);
         }
+        Command::Kubectl(args) => std::process::exit(kubectl(&args)),
         Command::Completion { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "rundmc", &mut std::io::stdout());
@@ -110,6 +115,31 @@ fn operator(cli: Cli) -> i32 {
         Err(e) => {
             eprintln!("rundmc: {e}");
             e.exit_code()
+        }
+    }
+}
+
+/// Whether this binary runs as `kubectl-rundmc` (kubectl's plugin name, a
+/// symlink or a copy), issue 18.
+fn invoked_as_kubectl_plugin() -> bool {
+    std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n == "kubectl-rundmc"))
+        .unwrap_or(false)
+}
+
+/// `kubectl rundmc ...`: its exit code.
+fn kubectl(args: &rundmc::cli::kubectl::KubectlArgs) -> i32 {
+    init_logging(LogFormat::Text, "warn");
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(rundmc::cli::kubectl::run(args)),
+        Err(e) => {
+            eprintln!("kubectl-rundmc: cannot start the async runtime: {e}");
+            ops::client::EXIT_FAILED
         }
     }
 }

@@ -1089,3 +1089,105 @@ fn the_rendered_args_parse_with_the_agents_own_parser() {
         }
     }
 }
+
+/// The kubectl path (issue 18): off by default; `remoteApi.enabled` serves
+/// the remote API on the node's port with the TLS Secret, grants the agent
+/// TokenReview and SubjectAccessReview, and ships the users' ClusterRole.
+#[test]
+fn remote_api_is_a_values_switch() {
+    use clap::Parser;
+    let off = render(&[]);
+    assert!(off.flag("--remote-api-listen").is_none());
+    let reviews = [
+        ("authentication.k8s.io", "tokenreviews", "create"),
+        ("authorization.k8s.io", "subjectaccessreviews", "create"),
+    ]
+    .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()));
+    let agent_role = |r: &Rendered| {
+        let roles = r.all("ClusterRole");
+        let mine = roles.iter().find(|c| c["metadata"]["name"] == "rundmc");
+        grants(mine.unwrap())
+    };
+    assert!(reviews.iter().all(|g| !agent_role(&off).contains(g)));
+    assert_eq!(off.all("ClusterRole").len(), 1);
+
+    let on = render(&[
+        "--set",
+        "remoteApi.enabled=true",
+        "--set",
+        "remoteApi.tlsSecret=rundmc-remote-tls",
+        "--set",
+        "remoteApi.clientCASecret=kubelet-client-ca",
+        "--set",
+        "hostNetwork=false",
+    ]);
+    let mut argv = vec!["rundmc".to_string()];
+    argv.extend(
+        on.args()
+            .into_iter()
+            .map(|a| a.replace("$(NODE_NAME)", "n")),
+    );
+    let cli = rundmc::cli::Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    let rundmc::cli::Command::Agent(args) = cli.command else {
+        panic!("not the agent")
+    };
+    assert_eq!(
+        args.remote_api_listen,
+        Some("0.0.0.0:10260".parse().unwrap())
+    );
+    let cert = args.remote_api_tls_cert.unwrap();
+    let ca = args.remote_api_client_ca.unwrap();
+    for (path, secret) in [(&cert, "rundmc-remote-tls"), (&ca, "kubelet-client-ca")] {
+        let dir = path.parent().unwrap().display().to_string();
+        let mount = on.agent()["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["mountPath"] == dir.as_str())
+            .unwrap_or_else(|| panic!("{dir} not mounted"))
+            .clone();
+        let volume = on.pod()["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap()
+            .clone();
+        assert_eq!(volume["secret"]["secretName"], secret);
+    }
+    let port = on.agent()["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "remote-api")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (port["containerPort"].as_i64(), port["hostPort"].as_i64()),
+        (Some(10260), Some(10260))
+    );
+    assert!(reviews.iter().all(|g| agent_role(&on).contains(g)));
+    let users = on.all("ClusterRole");
+    let users = users
+        .iter()
+        .find(|c| c["metadata"]["name"] == "rundmc-container-access")
+        .unwrap();
+    let want: BTreeSet<_> = [
+        ("rundmc.io", "containers", "get"),
+        ("rundmc.io", "containers/log", "get"),
+        ("rundmc.io", "containers/exec", "create"),
+        ("rundmc.io", "containers/attach", "create"),
+        ("", "nodes", "get"),
+    ]
+    .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
+    .into_iter()
+    .collect();
+    assert_eq!(grants(users), want);
+
+    let out = helm_chart("template", &["--set", "remoteApi.enabled=true"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("remoteApi.tlsSecret"),
+        "{stderr}"
+    );
+}

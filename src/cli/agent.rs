@@ -82,6 +82,12 @@ pub enum AgentError {
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// The remote API could not start, or cannot without a Kubernetes client (issue 18).
+    #[error(transparent)]
+    RemoteApi(#[from] crate::server::remote::RemoteApiError),
+    /// `--remote-api-listen` without `--kube`: no API server to review callers.
+    #[error("--remote-api-listen needs --kube: callers are reviewed by the API server")]
+    RemoteApiWithoutKube,
     /// Another agent holds the depot or the state directory.
     #[error(transparent)]
     Lock(#[from] super::lock::LockError),
@@ -207,6 +213,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         image_manager(&args, client.clone())?,
         controller_config(&args, metrics.clone()),
     );
+    let remote_client = client.clone();
     let updates = start_sources(&args, client, &node);
     let mut changes = start_writer(updates, Arc::clone(&store), Arc::clone(&reporters));
     tracing::info!(manifests = %args.manifests.display(), depot = %args.depot.display(), %node, kube = args.kube, "rundmc agent starting");
@@ -233,6 +240,8 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     }
     // Operator access (issue 18): the local API.
     serve_local_api(&args, &containerizer, &store, &reporters).await?;
+    // Operator access from kubectl (issue 18): the remote API.
+    serve_remote_api(&args, remote_client, &containerizer, &store, &reporters).await?;
     let workers = tokio::spawn(Arc::clone(&controller).run());
     until_stopped().await?;
     queue.shutdown();
@@ -506,6 +515,46 @@ async fn serve_local_api(
     };
     crate::server::local::serve(config, node).await?;
     tracing::info!(socket = %path.display(), "serving the local API");
+    Ok(())
+}
+
+/// Operator access from kubectl (issue 18): serve the remote API when
+/// `--remote-api-listen` asks, reviewing callers through the agent's client.
+async fn serve_remote_api(
+    args: &AgentArgs,
+    client: Option<kube::Client>,
+    containerizer: &Arc<Containerizer<Runc>>,
+    store: &Arc<Store>,
+    reporters: &Arc<Reporters>,
+) -> Result<(), AgentError> {
+    use crate::server::remote::{RemoteConfig, review::KubeReviews};
+    let (Some(listen), Some(cert), Some(key)) = (
+        args.remote_api_listen,
+        args.remote_api_tls_cert.clone(),
+        args.remote_api_tls_key.clone(),
+    ) else {
+        return Ok(());
+    };
+    let client = client.ok_or(AgentError::RemoteApiWithoutKube)?;
+    let config = RemoteConfig {
+        listen,
+        cert,
+        key,
+        client_ca: args.remote_api_client_ca.clone(),
+    };
+    let node = crate::server::local::node::Node {
+        containerizer: Arc::clone(containerizer),
+        store: Arc::clone(store),
+        reporters: Arc::clone(reporters),
+        events_path: args.state_dir.join("events.jsonl"),
+        console_dir: args.state_dir.join("console"),
+    };
+    let reviews = Arc::new(KubeReviews::new(
+        client,
+        args.remote_api_token_audience.clone(),
+    ));
+    let bound = crate::server::remote::serve(&config, node, reviews).await?;
+    tracing::info!(%bound, "serving the remote API (kubectl rundmc)");
     Ok(())
 }
 

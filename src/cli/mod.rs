@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod agent;
 pub mod image;
+pub mod kubectl;
 pub mod lock;
 pub mod ops;
 
@@ -50,6 +51,8 @@ pub enum Command {
     Stats(ops::watch::StatsArgs),
     /// Print what happened to containers (`-f`: as it happens).
     Events(ops::watch::EventsArgs),
+    /// kubectl access to Container resources (`kubectl rundmc`, issue 18).
+    Kubectl(kubectl::KubectlArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion {
         /// The shell.
@@ -395,6 +398,28 @@ pub struct AgentArgs {
     /// The group (name or gid) that may use the API socket besides root.
     #[arg(long, value_name = "GROUP")]
     pub api_group: Option<String>,
+
+    // --- Operator access from kubectl (issue 18): the remote API ---
+    /// Serve `kubectl rundmc logs|exec|attach` over HTTPS on ADDR:PORT
+    /// (off without it; needs --kube, --remote-api-tls-cert and -key).
+    /// Callers are authenticated by TokenReview and authorised by
+    /// SubjectAccessReview, as by the kubelet (docs/security.md).
+    #[arg(long, value_name = "ADDR:PORT", requires_all = ["remote_api_tls_cert", "remote_api_tls_key"])]
+    pub remote_api_listen: Option<std::net::SocketAddr>,
+    /// The remote API's serving certificate (PEM, the chain from the leaf).
+    #[arg(long, value_name = "FILE")]
+    pub remote_api_tls_cert: Option<PathBuf>,
+    /// The serving certificate's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub remote_api_tls_key: Option<PathBuf>,
+    /// CA (PEM) whose client certificates authenticate as their subject's
+    /// CN (user) and O (groups); without it only bearer tokens do.
+    #[arg(long, value_name = "FILE")]
+    pub remote_api_client_ca: Option<PathBuf>,
+    /// An audience a bearer token must be meant for (TokenReview
+    /// `audiences`). Repeatable; none: the API server's own audiences.
+    #[arg(long, value_name = "AUDIENCE")]
+    pub remote_api_token_audience: Vec<String>,
 }
 
 /// A capability name for `--allowed-capabilities`.

@@ -19,6 +19,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 
 pub mod local;
+pub mod remote;
 
 /// Why the endpoint could not start.
 #[derive(Debug, Error)]

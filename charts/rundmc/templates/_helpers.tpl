@@ -199,9 +199,36 @@ read-only, unless the pod sees them already.
 - --wait-for-lock
 - {{ . | quote }}
 {{- end }}
+{{- with .Values.remoteApi }}
+{{- if .enabled }}
+- --remote-api-listen
+- {{ include "rundmc.hostPort" (list .bindAddress .port) | quote }}
+- --remote-api-tls-cert
+- "/etc/rundmc/remote-api/tls/tls.crt"
+- --remote-api-tls-key
+- "/etc/rundmc/remote-api/tls/tls.key"
+{{- if .clientCASecret }}
+- --remote-api-client-ca
+- "/etc/rundmc/remote-api/client-ca/ca.crt"
+{{- end }}
+{{- range .tokenAudiences }}
+- --remote-api-token-audience
+- {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- range .Values.extraArgs }}
 - {{ . | quote }}
 {{- end }}
+{{- end }}
+
+{{/* host:port from (list host port), an IPv6 host in brackets. */}}
+{{- define "rundmc.hostPort" -}}
+{{- $host := index . 0 }}
+{{- if contains ":" $host }}
+{{- $host = printf "[%s]" $host }}
+{{- end }}
+{{- printf "%s:%v" $host (index . 1) }}
 {{- end }}
 
 {{/* host:port for --metrics-addr, an IPv6 host in brackets. */}}

@@ -120,7 +120,7 @@ fn protocol(client: &Client, e: impl std::fmt::Display) -> ClientError {
 
 /// The stream until the exit frame: output to stdout and stderr, stdin and
 /// window changes to the agent.
-pub(super) async fn relay(
+pub(crate) async fn relay(
     io: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
     interactive: bool,
     tty: bool,
@@ -199,12 +199,13 @@ async fn watch_resizes(tx: mpsc::Sender<(u8, Vec<u8>)>) {
 }
 
 /// This terminal in raw mode until dropped.
-struct RawMode {
+pub(crate) struct RawMode {
     saved: Termios,
 }
 
 impl RawMode {
-    fn enter() -> nix::Result<Self> {
+    /// Raw mode on stdin's terminal.
+    pub(crate) fn enter() -> nix::Result<Self> {
         let stdin = std::io::stdin();
         let saved = termios::tcgetattr(&stdin)?;
         let mut raw = saved.clone();

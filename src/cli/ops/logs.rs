@@ -89,7 +89,7 @@ pub async fn logs(client: &Client, args: &LogsArgs) -> Result<(), ClientError> {
 }
 
 /// Splits records into the two streams.
-struct Output {
+pub(crate) struct Output {
     timestamps: bool,
     buf: Vec<u8>,
     stdout: std::io::BufWriter<std::io::Stdout>,
@@ -97,7 +97,8 @@ struct Output {
 }
 
 impl Output {
-    fn new(timestamps: bool) -> Self {
+    /// Writing to stdout and stderr.
+    pub(crate) fn new(timestamps: bool) -> Self {
         Self {
             timestamps,
             buf: Vec::new(),
@@ -107,7 +108,7 @@ impl Output {
     }
 
     /// Take a chunk of records; write out every complete one.
-    fn push(&mut self, mut data: &[u8]) -> std::io::Result<()> {
+    pub(crate) fn push(&mut self, mut data: &[u8]) -> std::io::Result<()> {
         if !self.buf.is_empty() {
             let Some(i) = data.iter().position(|b| *b == b'\n') else {
                 self.buf.extend_from_slice(data);
@@ -145,7 +146,8 @@ impl Output {
         Ok(())
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
+    /// Write out what is buffered.
+    pub(crate) fn flush(&mut self) -> std::io::Result<()> {
         self.stdout.flush()?;
         self.stderr.flush()
     }

@@ -227,7 +227,7 @@ pub fn error(e: &ApiError) -> Response<Body> {
     json(code, e)
 }
 
-async fn route(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn route(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let Some(rest) = path.strip_prefix(wire::V1) else {
         return error(&ApiError::new(

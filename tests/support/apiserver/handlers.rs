@@ -103,6 +103,9 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    if let Some(r) = super::reviews::answer(&shared.reviews, &parts.method, &path, &body) {
+        return r;
+    }
     let response = if outage == Outage::ServiceUnavailable {
         error(&ApiError::service_unavailable())
     } else {

@@ -27,6 +27,7 @@ pub mod handlers;
 pub mod kinds;
 pub mod kubeconfig;
 pub mod patch;
+pub mod reviews;
 pub mod routes;
 pub mod selectors;
 pub mod server;
@@ -72,6 +73,8 @@ pub struct Shared {
     /// Emulated Kubernetes version.
     pub version: discovery::VersionInfo,
     pub addr: SocketAddr,
+    /// TokenReviews and SubjectAccessReviews: the test's decisions, what was asked.
+    pub reviews: Mutex<reviews::Reviews>,
 }
 
 impl Shared {
@@ -172,6 +175,7 @@ impl Builder {
             kill: notify::channel(0).0,
             version: self.version,
             addr,
+            reviews: Mutex::default(),
         });
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
         tokio::spawn(server::accept_loop(shared.clone(), listener, ctl_rx));
