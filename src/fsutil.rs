@@ -4,10 +4,11 @@
 //! write is [`Durability::Durable`] and when [`Durability::Volatile`]), and
 //! removals where a missing file is success. What a machine crash can leave
 //! of a volatile write, an empty file renamed into place, [`is_unwritten`]
-//! recognises.
+//! recognises. Small files are read with [`read_small`], which skips what
+//! `fs::read` spends on a size hint.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use rundmc_shim::atomic;
@@ -72,6 +73,34 @@ pub fn is_unwritten(bytes: &[u8]) -> bool {
     bytes.iter().all(|b| *b == 0)
 }
 
+/// What [`read_small`] reads at a time: a `/proc/<pid>/stat` line, a
+/// cgroup file or a depot record in one read.
+const SMALL_READ: usize = 4096;
+
+/// Read the whole of a small file: `open`, `read` until end of file,
+/// `close`. `fs::read` first asks `statx` for the size, which procfs and
+/// cgroupfs report as 0, and then grows its buffer from 32 bytes (six reads
+/// for one `/proc/<pid>/stat`); the agent reads such files on every
+/// observation of every container (issue 19).
+pub fn read_small(path: &Path) -> io::Result<Vec<u8>> {
+    let mut file = fs::File::open(path)?;
+    let mut chunk = [0u8; SMALL_READ];
+    let mut bytes = Vec::new();
+    loop {
+        match file.read(&mut chunk) {
+            Ok(0) => return Ok(bytes),
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// [`read_small`], as UTF-8 text.
+pub fn read_small_string(path: &Path) -> io::Result<String> {
+    String::from_utf8(read_small(path)?).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 /// Remove a file; a missing file is success.
 pub fn remove_file_if_exists(path: &Path) -> Result<(), FsError> {
     match fs::remove_file(path) {
@@ -106,6 +135,24 @@ mod tests {
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
         remove_dir_all_if_exists(&dir).unwrap();
+        remove_dir_all_if_exists(&dir).unwrap();
+    }
+
+    #[test]
+    fn read_small_reads_proc_files_and_files_larger_than_one_read() {
+        let stat = read_small_string(Path::new("/proc/self/stat")).unwrap();
+        assert!(
+            stat.starts_with(&format!("{} (", std::process::id())),
+            "{stat}"
+        );
+        assert!(stat.ends_with('\n'), "the whole line: {stat}");
+        let dir = std::env::temp_dir().join(format!("rundmc-fsutil-small-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let big: Vec<u8> = (0..3 * SMALL_READ + 7).map(|i| (i % 251) as u8).collect();
+        fs::write(dir.join("big"), &big).unwrap();
+        assert_eq!(read_small(&dir.join("big")).unwrap(), big);
+        let missing = read_small(&dir.join("missing")).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
         remove_dir_all_if_exists(&dir).unwrap();
     }
 }

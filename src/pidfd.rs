@@ -32,8 +32,10 @@ impl PidFd {
     /// known to refer to the right process.
     pub fn open_verified(pid: i32, start_time: u64) -> io::Result<Self> {
         let fd = Self::open(pid)?;
-        match procstat::start_time(pid) {
-            Ok(t) if t == start_time => Ok(fd),
+        let stat =
+            crate::fsutil::read_small_string(std::path::Path::new(&format!("/proc/{pid}/stat")));
+        match stat.as_deref().map(procstat::parse_start_time) {
+            Ok(Some(t)) if t == start_time => Ok(fd),
             _ => Err(io::Error::from_raw_os_error(libc::ESRCH)),
         }
     }

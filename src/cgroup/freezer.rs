@@ -2,12 +2,12 @@
 //! is listed and signalled, thawing it, and reading its state the way the
 //! runtimes do (for the in-process `paused` status).
 
-use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::parse::{read, write};
 use super::{Cgroup, CgroupError};
+use crate::fsutil;
 
 /// The files that drive and report one freezer transition.
 struct Transition {
@@ -39,16 +39,17 @@ impl Cgroup {
     pub fn frozen(&self, self_only: bool) -> bool {
         match self {
             Cgroup::V2(dir) => {
-                fs::read_to_string(dir.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+                fsutil::read_small_string(&dir.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
             }
             Cgroup::V1(_) => {
                 let Ok(dir) = self.dir("freezer") else {
                     return false;
                 };
-                let Ok(state) = fs::read_to_string(dir.join("freezer.state")) else {
+                let Ok(state) = fsutil::read_small_string(&dir.join("freezer.state")) else {
                     return false;
                 };
-                let self_freezing = fs::read_to_string(dir.join("freezer.self_freezing")).ok();
+                let self_freezing =
+                    fsutil::read_small_string(&dir.join("freezer.self_freezing")).ok();
                 v1_frozen(&state, self_freezing.as_deref(), self_only)
             }
         }

@@ -5,6 +5,7 @@ use std::fs;
 use std::path::Path;
 
 use super::CgroupError;
+use crate::fsutil;
 
 /// The value of `key` in "key value" lines (memory.events, cpu.stat,
 /// memory.oom_control).
@@ -33,7 +34,7 @@ pub fn pids(path: &Path, text: &str) -> Result<Vec<i32>, CgroupError> {
 }
 
 pub(super) fn read(path: &Path) -> Result<String, CgroupError> {
-    fs::read_to_string(path).map_err(|source| CgroupError::Io {
+    fsutil::read_small_string(path).map_err(|source| CgroupError::Io {
         path: path.into(),
         source,
     })

@@ -19,17 +19,23 @@
 //!                   and pea.json, the image it was made from, written
 //!                   before its overlay is mounted
 //! ```
+//!
+//! Records read are kept by the version of `container.json` they came
+//! from, so a look at an unchanged record costs one `statx` (issue 19).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::api::{ContainerSpec, Handle};
 use crate::fsutil::{self, Durability, FsError};
+use crate::sync::lock;
 
 /// Depot failures.
 #[derive(Debug, Error)]
@@ -157,10 +163,36 @@ pub struct DepotEntry {
 
 pub use crate::api::spec_hash;
 
-/// The depot directory.
+/// What identifies one version of a record file without reading it. Every
+/// write replaces the file by rename (a new inode), and the depot forgets
+/// its copy of a record it writes or removes itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileVersion {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+impl FileVersion {
+    fn of(meta: &fs::Metadata) -> FileVersion {
+        FileVersion {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        }
+    }
+}
+
+/// Records parsed, by handle, with the version of the file each came from.
+type Parsed = HashMap<Handle, (FileVersion, ContainerRecord)>;
+
+/// The depot directory. Clones share what was read.
 #[derive(Debug, Clone)]
 pub struct Depot {
     root: PathBuf,
+    parsed: Arc<Mutex<Parsed>>,
 }
 
 impl Depot {
@@ -168,7 +200,10 @@ impl Depot {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, DepotError> {
         let root = root.into();
         fs::create_dir_all(&root).map_err(fsutil::at(&root))?;
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            parsed: Arc::default(),
+        })
     }
 
     /// The depot's directory.
@@ -202,6 +237,7 @@ impl Depot {
     /// reads as half-made.
     pub fn write_record(&self, record: &ContainerRecord) -> Result<(), DepotError> {
         let path = self.paths(&record.handle).record();
+        self.forget(&record.handle);
         Ok(fsutil::write_json_with(
             &path,
             record,
@@ -212,15 +248,31 @@ impl Depot {
     /// The record of `handle`; `NotFound` when the directory is absent,
     /// `Ok(None)` when it is half-made (no record, or one a machine crash
     /// left unwritten).
+    ///
+    /// A record unchanged since it was last read is not read again. The
+    /// version is taken before the read: a rename in between pairs the
+    /// older version with the newer record, which only costs a read later.
     pub fn record(&self, handle: &Handle) -> Result<Option<ContainerRecord>, DepotError> {
         let paths = self.paths(handle);
         let path = paths.record();
-        match fs::read(&path) {
-            Ok(bytes) if fsutil::is_unwritten(&bytes) => Ok(None),
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| DepotError::Corrupt { path, source }),
+        let read = fs::metadata(&path).and_then(|meta| {
+            let version = FileVersion::of(&meta);
+            match self.parsed_at(handle, version) {
+                Some(record) => Ok(Ok(record)),
+                None => fsutil::read_small(&path).map(|bytes| Err((version, bytes))),
+            }
+        });
+        match read {
+            Ok(Ok(record)) => Ok(Some(record)),
+            Ok(Err((_, bytes))) if fsutil::is_unwritten(&bytes) => Ok(None),
+            Ok(Err((version, bytes))) => {
+                let record: ContainerRecord = serde_json::from_slice(&bytes)
+                    .map_err(|source| DepotError::Corrupt { path, source })?;
+                lock(&self.parsed).insert(handle.clone(), (version, record.clone()));
+                Ok(Some(record))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.forget(handle);
                 if paths.dir.is_dir() {
                     Ok(None)
                 } else {
@@ -294,12 +346,26 @@ impl Depot {
     /// Mark the bundle half-made, so that a crash from here on leaves a
     /// directory that the next destroy or start-up finishes removing.
     pub fn unmark(&self, handle: &Handle) -> Result<(), DepotError> {
+        self.forget(handle);
         Ok(fsutil::remove_file_if_exists(&self.paths(handle).record())?)
+    }
+
+    /// The record of `handle` read before, if it was read from `version`.
+    fn parsed_at(&self, handle: &Handle, version: FileVersion) -> Option<ContainerRecord> {
+        let parsed = lock(&self.parsed);
+        let (v, record) = parsed.get(handle)?;
+        (*v == version).then(|| record.clone())
+    }
+
+    /// Forget the record of `handle` read before.
+    fn forget(&self, handle: &Handle) {
+        lock(&self.parsed).remove(handle);
     }
 
     /// Remove the bundle directory. The caller has unmounted the rootfs.
     /// Missing is success.
     pub fn remove(&self, handle: &Handle) -> Result<(), DepotError> {
+        self.forget(handle);
         Ok(fsutil::remove_dir_all_if_exists(&self.paths(handle).dir)?)
     }
 }
@@ -391,8 +457,20 @@ mod tests {
             labels: BTreeMap::new(),
         };
         depot.write_record(&record).unwrap();
-        assert_eq!(depot.record(&h).unwrap(), Some(record));
+        assert_eq!(depot.record(&h).unwrap(), Some(record.clone()));
         assert!(depot.entries().unwrap()[0].complete);
+
+        // What was read before is not what a later write or another
+        // writer left: each version is read again.
+        let mut updated = record.clone();
+        updated.labels.insert("team".into(), "web".into());
+        depot.write_record(&updated).unwrap();
+        assert_eq!(depot.record(&h).unwrap(), Some(updated.clone()));
+        let mut elsewhere = updated.clone();
+        elsewhere.created_at = "2026-01-02T00:00:00.5Z".into();
+        fsutil::write_json_with(&depot.paths(&h).record(), &elsewhere, Durability::Volatile)
+            .unwrap();
+        assert_eq!(depot.record(&h).unwrap(), Some(elsewhere));
 
         fs::write(depot.root().join(".web.tmp-1-1"), b"x").unwrap();
         assert_eq!(

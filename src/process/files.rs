@@ -10,7 +10,7 @@ use super::ProcessError;
 
 /// Reads and parses a JSON record; `None` when the file does not exist.
 pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, ProcessError> {
-    let bytes = match std::fs::read(path) {
+    let bytes = match crate::fsutil::read_small(path) {
         Ok(b) => b,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(source) => {
@@ -30,7 +30,7 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, P
 
 /// Reads the runtime's pid file; `None` when it does not exist.
 pub(crate) fn read_pid(path: &Path) -> Result<Option<i32>, ProcessError> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match crate::fsutil::read_small_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(source) => {

@@ -45,7 +45,7 @@ impl MainFile {
     /// The history of process `slot` (`main`, `init-<name>`), read from
     /// `<slot>.json` in `bundle`; absent means no run yet.
     pub fn load_slot(bundle: &Path, slot: &str) -> Self {
-        std::fs::read(bundle.join(format!("{slot}.json")))
+        fsutil::read_small(&bundle.join(format!("{slot}.json")))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default()

@@ -21,6 +21,7 @@ use std::fs;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use rundmc_shim::procstat::{self, ProcStat};
@@ -28,6 +29,7 @@ use serde::Deserialize;
 
 use super::{State, Status};
 use crate::cgroup::{Cgroup, Hierarchy};
+use crate::fsutil;
 
 /// Which runtime wrote a container's state directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,31 +229,54 @@ fn forget_runc_state(path: &Path) {
     }
 }
 
+/// Set once a crun `status` file has been found: lookups then try it
+/// first, and a crun container's look costs no failed open of a
+/// `state.json` (one runtime writes a state directory, so the order
+/// changes nothing found).
+static CRUN_SEEN: AtomicBool = AtomicBool::new(false);
+
 /// Look up container `id` under `root`.
 pub fn lookup(root: &Path, id: &str) -> Lookup {
     let dir = root.join(id);
+    let crun_first = CRUN_SEEN.load(Ordering::Relaxed);
+    if crun_first && let Some(found) = lookup_crun(&dir, id) {
+        return found;
+    }
     let state = dir.join("state.json");
     match read_runc_state(&state) {
         Ok(found) => return found,
         Err(e) if e.kind() == ErrorKind::NotFound => forget_runc_state(&state),
         Err(_) => return Lookup::Unparsable,
     }
-    match fs::read(dir.join("status")) {
-        Ok(bytes) => parse_crun_status(id, &bytes, Hierarchy::host())
-            .map_or(Lookup::Unparsable, Lookup::Found),
-        Err(e) if e.kind() == ErrorKind::NotFound => match dir.try_exists() {
-            Ok(true) => Lookup::Empty,
-            Ok(false) => Lookup::Missing,
-            Err(_) => Lookup::Unparsable,
-        },
+    if !crun_first && let Some(found) = lookup_crun(&dir, id) {
+        return found;
+    }
+    match dir.try_exists() {
+        Ok(true) => Lookup::Empty,
+        Ok(false) => Lookup::Missing,
         Err(_) => Lookup::Unparsable,
+    }
+}
+
+/// crun's `status` in `dir`; `None` when there is none.
+fn lookup_crun(dir: &Path, id: &str) -> Option<Lookup> {
+    match fsutil::read_small(&dir.join("status")) {
+        Ok(bytes) => {
+            CRUN_SEEN.store(true, Ordering::Relaxed);
+            Some(
+                parse_crun_status(id, &bytes, Hierarchy::host())
+                    .map_or(Lookup::Unparsable, Lookup::Found),
+            )
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(_) => Some(Lookup::Unparsable),
     }
 }
 
 /// Read what the kernel says about a recorded container: its init's
 /// `/proc` entry, the exec fifo, the freezer.
 pub fn observe(root: &Path, record: &Record) -> State {
-    let proc = fs::read_to_string(format!("/proc/{}/stat", record.pid))
+    let proc = fsutil::read_small_string(Path::new(&format!("/proc/{}/stat", record.pid)))
         .ok()
         .and_then(|text| procstat::parse(&text));
     let alive = record.pid > 0 && init_alive(record, proc.as_ref());
@@ -372,6 +397,32 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
         assert_eq!(lookup(&root, "x-runc"), Lookup::Missing);
         assert!(parsed().as_ref().is_none_or(|m| !m.contains_key(&state)));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn both_layouts_are_found_whichever_was_seen_first() {
+        let root = std::env::temp_dir().join(format!("rundmc-layouts-{}", std::process::id()));
+        for (dir, file, bytes) in [
+            ("a-crun", "status", CRUN_RUNNING),
+            ("b-runc", "state.json", RUNC_STATE),
+        ] {
+            fs::create_dir_all(root.join(dir)).unwrap();
+            fs::write(root.join(dir).join(file), bytes).unwrap();
+        }
+        fs::create_dir_all(root.join("c-empty")).unwrap();
+        for _ in 0..2 {
+            let layouts: Vec<_> = ["a-crun", "b-runc"]
+                .iter()
+                .map(|id| match lookup(&root, id) {
+                    Lookup::Found(r) => Some(r.layout),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(layouts, vec![Some(Layout::Crun), Some(Layout::Runc)]);
+            assert_eq!(lookup(&root, "c-empty"), Lookup::Empty);
+            assert_eq!(lookup(&root, "d-missing"), Lookup::Missing);
+        }
         fs::remove_dir_all(&root).unwrap();
     }
 
