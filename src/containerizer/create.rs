@@ -100,18 +100,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             (None, false) => vec![PathBuf::from(&spec.rootfs)],
             _ => return Err(ContainerizerError::at(handle, ErrorKind::ImageMismatch)),
         };
-        match lowers.iter().find(|l| !l.is_dir()) {
-            Some(missing) => Err(ContainerizerError::at(
-                handle,
-                ErrorKind::RootfsMissing {
-                    path: missing.clone(),
-                },
-            )),
-            None if lowers.is_empty() => {
-                Err(ContainerizerError::at(handle, ErrorKind::ImageMismatch))
-            }
-            None => Ok(lowers),
-        }
+        existing_lowers(handle, lowers)
     }
 
     /// Every bind source must exist; returns the flags each bind must keep.
@@ -353,4 +342,19 @@ struct Made<'a> {
     image: Option<&'a ImageUse>,
     /// The record's labels.
     labels: BTreeMap<String, String>,
+}
+
+/// `lowers` when there is at least one and each is a directory (a rootfs
+/// or an image's layers, for a container's overlay or a pea's).
+pub(super) fn existing_lowers(handle: &Handle, lowers: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
+    match lowers.iter().find(|l| !l.is_dir()) {
+        Some(missing) => Err(ContainerizerError::at(
+            handle,
+            ErrorKind::RootfsMissing {
+                path: missing.clone(),
+            },
+        )),
+        None if lowers.is_empty() => Err(ContainerizerError::at(handle, ErrorKind::ImageMismatch)),
+        None => Ok(lowers),
+    }
 }

@@ -155,15 +155,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             }
             _ => return Err(ContainerizerError::at(handle, ErrorKind::ImageMismatch)),
         };
-        match lowers.iter().find(|l| !l.is_dir()) {
-            Some(missing) => Err(ContainerizerError::at(
-                handle,
-                ErrorKind::RootfsMissing {
-                    path: missing.clone(),
-                },
-            )),
-            None => Ok(lowers),
-        }
+        super::create::existing_lowers(handle, lowers)
     }
 
     /// The pea's directory, record, overlay and bundle, then its init,
