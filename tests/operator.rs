@@ -586,3 +586,60 @@ fn only_the_newest_sixteen_finished_execs_are_kept() {
     let newest: Vec<String> = (4..20).map(|i: i32| i.to_string()).collect();
     assert_eq!(codes, newest, "the newest are kept, in order");
 }
+
+/// Block I/O in `stats` is what the container read from disk: a file the
+/// page cache does not hold, read by the container's process, shows in
+/// its row.
+#[test]
+fn stats_counts_what_the_container_reads_from_disk() {
+    let a = AgentEnv::new("op-blkio");
+    let _agent = a.start();
+    let data = a.env.dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let blob = data.join("blob");
+    std::fs::write(&blob, vec![7u8; 8 << 20]).unwrap();
+    let file = std::fs::File::open(&blob).unwrap();
+    file.sync_all().unwrap();
+    nix::fcntl::posix_fadvise(
+        &file,
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    )
+    .unwrap();
+    let spec = format!(
+        "  mounts: [{{source: {}, destination: /data, readOnly: true}}]\n  process:\n    args: [\"sh\", \"-c\", \"cat /data/blob >/dev/null; echo read; sleep 600\"]\n",
+        data.display()
+    );
+    a.write("blk.yaml", &manifest("blk", &spec));
+    a.wait("blk has read its file", T, || {
+        a.running("blk") && a.main_log("blk").contains("read")
+    });
+    let read = || {
+        let (code, out, err) = op::run(&a, &["stats", "--no-stream", "blk"]);
+        assert_eq!(code, 0, "{err}");
+        // The last three cells: read, "/", written.
+        let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(row[row.len() - 2], "/", "{out}");
+        parse_bytes(row[row.len() - 3]).unwrap_or_else(|| panic!("block read: {out}"))
+    };
+    let read = read();
+    assert!(
+        read >= (8 << 20) as f64 * 0.9,
+        "an 8 MiB read from disk shows in BLOCK I/O: {read}"
+    );
+}
+
+/// `8.0MiB` as bytes.
+fn parse_bytes(cell: &str) -> Option<f64> {
+    let units = [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("B", 1),
+    ];
+    let (unit, scale) = units.iter().find(|(u, _)| cell.ends_with(u))?;
+    let n: f64 = cell.strip_suffix(unit)?.parse().ok()?;
+    Some(n * *scale as f64)
+}
