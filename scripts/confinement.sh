@@ -45,8 +45,11 @@ cleanup() {
     grep " $tmp" /proc/self/mounts | awk '{print $2}' | sort -r | while read -r m; do
         umount -l "$m" 2>/dev/null || true
     done
+    # v2's one tree, or each v1 hierarchy's.
     for g in "$cgroup" "$cgroup-shims"; do
-        [ -d "/sys/fs/cgroup/$g" ] && find "/sys/fs/cgroup/$g" -depth -type d -exec rmdir {} \; 2>/dev/null
+        for d in "/sys/fs/cgroup/$g" /sys/fs/cgroup/*/"$g"; do
+            [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
+        done
     done
     rm -rf "$tmp"
 }
