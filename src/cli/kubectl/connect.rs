@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as HttpBody;
+use hyper::upgrade::Upgraded;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Node;
@@ -24,6 +25,7 @@ use super::{Access, PluginError, split_name};
 use crate::api::Container;
 use crate::cli::ops::exec::{ExecArgs, RawMode, relay, start_failure_code};
 use crate::cli::ops::logs::Output;
+use crate::cli::ops::watch::{AttachArgs, attach_query};
 use crate::server::local::console;
 use crate::server::local::wire::{ExecRequest, STREAM_PROTOCOL};
 
@@ -116,35 +118,54 @@ impl Agent {
             cols,
         })
         .unwrap_or_default();
-        let req = Request::post(format!("{}/exec", self.path))
-            .header(hyper::header::CONNECTION, "Upgrade")
-            .header(hyper::header::UPGRADE, STREAM_PROTOCOL)
-            .header(hyper::header::CONTENT_TYPE, "application/json");
-        let upgraded = match &self.route {
-            Route::Direct { .. } => {
-                let resp = self.direct(req.body(Full::new(Bytes::from(body)))).await;
-                hyper::upgrade::on(started(resp)?).await
-            }
-            Route::Proxy { .. } => {
-                let resp = self.proxied(req.body(body)).await;
-                hyper::upgrade::on(started(resp)?).await
-            }
-        };
-        let io = match upgraded {
-            Ok(io) => io,
-            Err(e) => return Err(PluginError::Protocol(e.to_string())),
-        };
+        let upgraded = self
+            .upgrade(format!("{}/exec", self.path), Bytes::from(body))
+            .await?;
         let raw = match args.tty {
             true => Some(RawMode::enter().map_err(|e| PluginError::Protocol(e.to_string()))?),
             false => None,
         };
-        let status = relay(TokioIo::new(io), args.interactive, args.tty).await;
+        let status = relay(TokioIo::new(upgraded), args.interactive, args.tty).await;
         drop(raw);
         let status = status.map_err(|e| PluginError::Protocol(e.to_string()))?;
         if let Some(m) = &status.message {
             eprintln!("kubectl-rundmc: {m}");
         }
         Ok(status.exit_code)
+    }
+
+    /// Follow (with `-i`, feed) the main process, as `rundmc attach`
+    /// does; its exit code once it ends.
+    pub async fn attach(&self, args: &AttachArgs) -> Result<i32, PluginError> {
+        let uri = format!("{}/attach{}", self.path, attach_query(args));
+        let upgraded = self.upgrade(uri, Bytes::new()).await?;
+        let status = relay(TokioIo::new(upgraded), args.stdin, false)
+            .await
+            .map_err(|e| PluginError::Protocol(e.to_string()))?;
+        if let Some(m) = &status.message {
+            eprintln!("kubectl-rundmc: {m}");
+        }
+        Ok(status.exit_code)
+    }
+
+    /// POST `uri` asking to upgrade to the stream protocol (directly or
+    /// through the node proxy); the upgraded connection.
+    async fn upgrade(&self, uri: String, body: Bytes) -> Result<Upgraded, PluginError> {
+        let req = Request::post(uri)
+            .header(hyper::header::CONNECTION, "Upgrade")
+            .header(hyper::header::UPGRADE, STREAM_PROTOCOL)
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        let upgraded = match &self.route {
+            Route::Direct { .. } => {
+                let resp = self.direct(req.body(Full::new(body))).await;
+                hyper::upgrade::on(started(resp)?).await
+            }
+            Route::Proxy { .. } => {
+                let resp = self.proxied(req.body(body.to_vec())).await;
+                hyper::upgrade::on(started(resp)?).await
+            }
+        };
+        upgraded.map_err(|e| PluginError::Protocol(format!("upgrading the connection: {e}")))
     }
 
     /// `req` on a fresh TLS connection to the node.

@@ -1,4 +1,4 @@
-//! `kubectl rundmc logs|exec` (the `kubectl-rundmc` plugin: this binary
+//! `kubectl rundmc logs|exec|attach` (the `kubectl-rundmc` plugin: this binary
 //! under that name, or `rundmc kubectl ...`): read a `Container` resource
 //! with the user's kubeconfig, find the node its agent runs on, and reach
 //! that agent's remote API, directly (the node's address, the user's
@@ -15,6 +15,7 @@ pub mod connect;
 use super::ops::client::{EXIT_FAILED, EXIT_NOT_FOUND, EXIT_PERMISSION};
 use super::ops::exec::ExecArgs;
 use super::ops::logs::LogsArgs;
+use super::ops::watch::AttachArgs;
 
 /// The remote API's port when neither `--port` nor `--address` says
 /// (the chart's default).
@@ -33,7 +34,7 @@ pub struct PluginCli {
     pub args: KubectlArgs,
 }
 
-/// `rundmc kubectl [flags] logs|exec ...`.
+/// `rundmc kubectl [flags] logs|exec|attach ...`.
 #[derive(Debug, clap::Args)]
 pub struct KubectlArgs {
     /// The verb.
@@ -87,6 +88,8 @@ pub enum Verb {
     Logs(LogsArgs),
     /// Run a command in a Container (`-it` for a shell).
     Exec(ExecArgs),
+    /// Follow a Container's main process (`-i` to feed its stdin).
+    Attach(AttachArgs),
 }
 
 /// What went wrong.
@@ -168,6 +171,7 @@ pub async fn run(args: &KubectlArgs) -> i32 {
     let result = match &args.verb {
         Verb::Logs(a) => logs(&args.how, a).await.map(|()| 0),
         Verb::Exec(a) => exec(&args.how, a).await,
+        Verb::Attach(a) => attach(&args.how, a).await,
     };
     match result {
         Ok(code) => code,
@@ -194,6 +198,11 @@ async fn exec(how: &Access, args: &ExecArgs) -> Result<i32, PluginError> {
     }
     let agent = connect::Agent::find(how, &args.name).await?;
     agent.exec(args).await
+}
+
+async fn attach(how: &Access, args: &AttachArgs) -> Result<i32, PluginError> {
+    let agent = connect::Agent::find(how, &args.name).await?;
+    agent.attach(args).await
 }
 
 #[cfg(test)]

@@ -188,12 +188,17 @@ pub async fn events(client: &Client, args: &EventsArgs) -> Result<(), ClientErro
     Ok(())
 }
 
-/// `rundmc attach`: the main process's exit code once it ends.
-pub async fn attach(client: &Client, args: &AttachArgs) -> Result<i32, ClientError> {
-    let query = match args.stdin {
+/// The attach request's query: `?stdin=true` with `-i` (pure).
+pub fn attach_query(args: &AttachArgs) -> &'static str {
+    match args.stdin {
         true => "?stdin=true",
         false => "",
-    };
+    }
+}
+
+/// `rundmc attach`: the main process's exit code once it ends.
+pub async fn attach(client: &Client, args: &AttachArgs) -> Result<i32, ClientError> {
+    let query = attach_query(args);
     let req = Request::post(format!("{}/attach{query}", container_path(&args.name)))
         .header(hyper::header::HOST, "rundmc")
         .header(hyper::header::CONNECTION, "Upgrade")

@@ -78,6 +78,9 @@ impl Req<'_> {
 
 /// Serves one request.
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    if let Some(target) = super::nodeproxy::parse(req.uri().path()) {
+        return super::nodeproxy::serve(shared, req, target).await;
+    }
     let (parts, body) = req.into_parts();
     let query = parse_query(parts.uri.query());
     let path = parts.uri.path().to_string();

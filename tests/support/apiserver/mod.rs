@@ -13,7 +13,8 @@
 //! `strategy` (registry rules on writes), `fields` (managedFields, apply),
 //! `patch` (patch bodies), `selectors`, `watch` (streams), `routes` (URL to
 //! target), `handlers` (dispatch, reads), `writes` (create, update, patch,
-//! delete), `discovery` (/version, /api, /apis, /openapi), `server`
+//! delete), `discovery` (/version, /api, /apis, /openapi), `reviews` (TokenReview,
+//! SubjectAccessReview), `nodeproxy` (nodes/proxy to a node), `server`
 //! (listener, connections, outages), `controls` (the test-facing handle
 //! methods), `kubeconfig`.
 
@@ -26,6 +27,7 @@ pub mod fields;
 pub mod handlers;
 pub mod kinds;
 pub mod kubeconfig;
+pub mod nodeproxy;
 pub mod patch;
 pub mod reviews;
 pub mod routes;
@@ -75,6 +77,8 @@ pub struct Shared {
     pub addr: SocketAddr,
     /// TokenReviews and SubjectAccessReviews: the test's decisions, what was asked.
     pub reviews: Mutex<reviews::Reviews>,
+    /// The node proxy subresource: the test's decisions, the kubelet client.
+    pub node_proxy: Mutex<nodeproxy::NodeProxy>,
 }
 
 impl Shared {
@@ -176,6 +180,7 @@ impl Builder {
             version: self.version,
             addr,
             reviews: Mutex::default(),
+            node_proxy: Mutex::default(),
         });
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
         tokio::spawn(server::accept_loop(shared.clone(), listener, ctl_rx));

@@ -80,6 +80,11 @@ pub fn answer(
     Some(json_response(201, &review))
 }
 
+/// Who `token` authenticates as (user, groups), as a TokenReview would answer.
+pub fn user_of(reviews: &Mutex<Reviews>, token: &str) -> Option<(String, Vec<String>)> {
+    lock(reviews).tokens.get(token).cloned()
+}
+
 impl FakeApiServer {
     /// A TokenReview of `token` authenticates `user` in `groups`.
     pub fn accept_token(&self, token: &str, user: &str, groups: &[&str]) {

@@ -103,7 +103,9 @@ async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
             Ok::<_, std::io::Error>(handlers::handle(shared, req).await)
         }
     });
-    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let conn = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades(); // the node proxy passes upgrades through
     tokio::select! {
         _ = conn => {}
         _ = kill.changed() => {}
