@@ -23,11 +23,10 @@ use tokio_rustls::TlsConnector;
 
 use super::{Access, PluginError, split_name};
 use crate::api::Container;
-use crate::cli::ops::exec::{ExecArgs, RawMode, relay, start_failure_code};
+use crate::cli::ops::exec::{ExecArgs, RawMode, exec_request, relay, start_failure_code};
 use crate::cli::ops::logs::Output;
 use crate::cli::ops::watch::{AttachArgs, attach_query};
-use crate::server::local::console;
-use crate::server::local::wire::{ExecRequest, STREAM_PROTOCOL};
+use crate::server::local::wire::STREAM_PROTOCOL;
 
 /// How the agent is reached.
 enum Route {
@@ -103,21 +102,7 @@ impl Agent {
 
     /// Run `args`' command; its exit code.
     pub async fn exec(&self, args: &ExecArgs) -> Result<i32, PluginError> {
-        let (rows, cols) = match args.tty {
-            true => console::size(&std::io::stdin()).unwrap_or((24, 80)),
-            false => (0, 0),
-        };
-        let body = serde_json::to_vec(&ExecRequest {
-            args: args.command.clone(),
-            tty: args.tty,
-            stdin: args.interactive,
-            user: args.user.clone(),
-            working_dir: args.workdir.clone(),
-            env: args.env.clone(),
-            rows,
-            cols,
-        })
-        .unwrap_or_default();
+        let body = serde_json::to_vec(&exec_request(args)).unwrap_or_default();
         let upgraded = self
             .upgrade(format!("{}/exec", self.path), Bytes::from(body))
             .await?;

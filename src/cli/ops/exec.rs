@@ -49,16 +49,13 @@ pub const EXIT_CANNOT_RUN: i32 = 126;
 /// Exit code: the command was not found.
 pub const EXIT_NOT_FOUND: i32 = 127;
 
-/// `rundmc exec`: the command's exit code.
-pub async fn exec(client: &Client, args: &ExecArgs) -> Result<i32, ClientError> {
-    if args.tty && !std::io::stdin().is_terminal() {
-        return Err(protocol(client, "-t needs a terminal on stdin"));
-    }
+/// The API's request for `args`, sized to this terminal with `-t`.
+pub(crate) fn exec_request(args: &ExecArgs) -> ExecRequest {
     let (rows, cols) = match args.tty {
         true => console::size(&std::io::stdin()).unwrap_or((24, 80)),
         false => (0, 0),
     };
-    let body = ExecRequest {
+    ExecRequest {
         args: args.command.clone(),
         tty: args.tty,
         stdin: args.interactive,
@@ -67,7 +64,15 @@ pub async fn exec(client: &Client, args: &ExecArgs) -> Result<i32, ClientError> 
         env: args.env.clone(),
         rows,
         cols,
-    };
+    }
+}
+
+/// `rundmc exec`: the command's exit code.
+pub async fn exec(client: &Client, args: &ExecArgs) -> Result<i32, ClientError> {
+    if args.tty && !std::io::stdin().is_terminal() {
+        return Err(protocol(client, "-t needs a terminal on stdin"));
+    }
+    let body = exec_request(args);
     let req = Request::post(format!("{}/exec", container_path(&args.name)))
         .header(hyper::header::HOST, "rundmc")
         .header(hyper::header::CONNECTION, "Upgrade")
