@@ -14,132 +14,24 @@ mod cluster;
 mod kc;
 mod support;
 
-use std::path::PathBuf;
-
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, Patch, PatchParams};
-use rundmc::api::{Container, ContainerSpec, Phase, ProcessSpec};
+use rundmc::api::ProcessSpec;
 use serde_json::{Value, json};
 
-use apiserver::FakeApiServer;
-use cluster::{Cluster, NODE};
-use support::agent::Agent;
-
-/// The user's token, and who the fake's TokenReview says it is.
-const TOKEN: &str = "alice-token";
-const USER: &str = "alice";
+use kc::{TOKEN, USER};
 
 /// A cluster whose agent serves the remote API, running `web`.
-struct Setup {
-    cluster: Cluster,
-    _agent: Agent,
-    plugin: PathBuf,
-    kubeconfig: PathBuf,
-    ca: PathBuf,
-}
+type Setup = kc::Remote;
 
-impl Setup {
-    async fn new(name: &str) -> Setup {
-        Setup::with(name, false).await
-    }
-
-    /// With `client_ca`, the test CA also signs client certificates the
-    /// agent accepts (`--remote-api-client-ca`).
-    async fn with(name: &str, client_ca: bool) -> Setup {
-        let mut cluster = Cluster::new(name, FakeApiServer::start().await).await;
-        let dir = cluster.env.env.dir.clone();
-        let (ca, cert, key) = kc::serving_certificate(&dir);
-        let listen = format!("127.0.0.1:{}", kc::free_port());
-        for (flag, value) in [
-            ("--remote-api-listen", listen),
-            ("--remote-api-tls-cert", cert.display().to_string()),
-            ("--remote-api-tls-key", key.display().to_string()),
-        ] {
-            cluster.env.extra.extend([flag.to_string(), value]);
-        }
-        if client_ca {
-            let ca = ca.display().to_string();
-            cluster
-                .env
-                .extra
-                .extend(["--remote-api-client-ca".into(), ca]);
-        }
-        // The node's address, as the kubelet reports it.
-        let nodes: Api<Node> = Api::all(cluster.client.clone());
-        let status =
-            json!({"status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}]}});
-        nodes
-            .patch_status(NODE, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-            .unwrap();
-        let spec = ContainerSpec {
-            node_name: Some(NODE.into()),
-            rootfs: support::image().display().to_string(),
-            process: Some(ProcessSpec {
-                args: ["/bin/sh", "-c", "echo hello from web; exec sleep 3600"]
-                    .map(String::from)
-                    .to_vec(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        cluster.apply(&Container::new("web", spec)).await;
-        let agent = cluster.start();
-        cluster
-            .wait("web running", "web", |c| {
-                c.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running)
-            })
-            .await;
-        let kubeconfig = dir.join("alice.kubeconfig");
-        kc::user_kubeconfig(&dir.join("kubeconfig"), TOKEN, &kubeconfig);
-        Setup {
-            plugin: kc::plugin(&dir),
-            ca,
-            kubeconfig,
-            _agent: agent,
-            cluster,
-        }
-    }
-
-    /// `kubectl rundmc ARGS... --port P --certificate-authority CA`, off the runtime.
-    async fn plugin(&self, args: &[&str]) -> (i32, String, String) {
-        let port = self.port();
-        let mut all = vec!["--port".to_string(), port, "--certificate-authority".into()];
-        all.push(self.ca.display().to_string());
-        all.extend(args.iter().map(|a| a.to_string()));
-        let (plugin, kubeconfig) = (self.plugin.clone(), self.kubeconfig.clone());
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = all.iter().map(String::as_str).collect();
-            kc::run(&plugin, &kubeconfig, &args)
-        })
-        .await
-        .unwrap()
-    }
-
-    fn port(&self) -> String {
-        let extra = &self.cluster.env.extra;
-        let i = extra
-            .iter()
-            .position(|a| a == "--remote-api-listen")
-            .unwrap();
-        extra[i + 1].rsplit_once(':').unwrap().1.to_string()
-    }
-
-    fn server(&self) -> &FakeApiServer {
-        &self.cluster.server
-    }
-}
-
-/// The resource attributes of the access reviews received, with their user.
-fn asked(s: &Setup) -> Vec<(String, Value)> {
-    s.server()
-        .access_reviews()
-        .into_iter()
-        .map(|r| {
-            let user = r["spec"]["user"].as_str().unwrap_or_default().to_string();
-            (user, r["spec"]["resourceAttributes"].clone())
-        })
-        .collect()
+/// The setup with `web` printing a line and sleeping; with `client_ca`,
+/// the agent accepts client certificates the test CA signed.
+async fn setup(name: &str, client_ca: bool) -> Setup {
+    let process = ProcessSpec {
+        args: ["/bin/sh", "-c", "echo hello from web; exec sleep 3600"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    };
+    kc::Remote::start(name, process, client_ca).await
 }
 
 fn attributes(subresource: &str, verb: &str) -> Value {
@@ -164,7 +56,7 @@ fn named(a: &Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_rundmc_reads_logs_and_execs_when_rbac_allows() {
-    let s = Setup::new("kubectl-allow").await;
+    let s = setup("kubectl-allow", false).await;
     s.server().accept_token(TOKEN, USER, &["devs"]);
     s.server().authorize(|spec| spec["user"] == USER);
 
@@ -184,7 +76,7 @@ async fn kubectl_rundmc_reads_logs_and_execs_when_rbac_allows() {
         .await;
     assert_eq!((code, out.as_str()), (3, "hi\n"), "stderr: {err}");
 
-    let reviews = asked(&s);
+    let reviews = s.asked();
     let log = reviews
         .iter()
         .find(|(_, a)| a["subresource"] == "log")
@@ -210,7 +102,7 @@ async fn kubectl_rundmc_reads_logs_and_execs_when_rbac_allows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_rundmc_is_refused_when_rbac_denies() {
-    let s = Setup::new("kubectl-deny").await;
+    let s = setup("kubectl-deny", false).await;
     s.server().accept_token(TOKEN, USER, &["devs"]);
     s.server().authorize(|_| false);
 
@@ -240,7 +132,7 @@ async fn kubectl_rundmc_is_refused_when_rbac_denies() {
         "{err}"
     );
 
-    let reviews = asked(&s);
+    let reviews = s.asked();
     let exec = reviews
         .iter()
         .find(|(_, a)| a["subresource"] == "exec")
@@ -263,7 +155,7 @@ async fn kubectl_rundmc_is_refused_when_rbac_denies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_rundmc_is_refused_when_the_token_authenticates_no_one() {
-    let s = Setup::new("kubectl-unauth").await;
+    let s = setup("kubectl-unauth", false).await;
     // The token is not one the API server knows; RBAC would allow anyone.
     s.server().authorize(|_| true);
 
@@ -279,14 +171,14 @@ async fn kubectl_rundmc_is_refused_when_the_token_authenticates_no_one() {
     assert_eq!(token_reviews.len(), 1, "{token_reviews:?}");
     assert_eq!(token_reviews[0]["spec"]["token"], TOKEN);
     assert!(
-        asked(&s).is_empty(),
+        s.asked().is_empty(),
         "no access review for an unknown caller"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_certificate_from_the_client_ca_authenticates_its_cn_and_o() {
-    let s = Setup::with("kubectl-x509", true).await;
+    let s = setup("kubectl-x509", true).await;
     s.server()
         .authorize(|spec| spec["user"] == "bob" && spec["groups"] == json!(["ops"]));
     let dir = s.cluster.env.env.dir.clone();
@@ -304,7 +196,7 @@ async fn a_client_certificate_from_the_client_ca_authenticates_its_cn_and_o() {
     }
     assert_eq!(last.0, 200, "{}", last.1);
     assert!(last.1.contains("stdout F hello from web"), "{}", last.1);
-    let reviews = asked(&s);
+    let reviews = s.asked();
     assert!(!reviews.is_empty());
     assert!(
         reviews

@@ -16,152 +16,58 @@ mod kc;
 mod support;
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, Patch, PatchParams};
-use rundmc::api::{Container, ContainerSpec, Phase, ProcessSpec};
-use serde_json::{Value, json};
+use rundmc::api::ProcessSpec;
+use serde_json::json;
 
-use apiserver::FakeApiServer;
-use cluster::{Cluster, NODE};
-use support::agent::Agent;
+use cluster::NODE;
+use kc::{TOKEN, USER};
 
-const TOKEN: &str = "alice-token";
-const USER: &str = "alice";
 /// The API server's identity towards kubelets, as kubeadm names it.
 const APISERVER: &str = "kube-apiserver-kubelet-client";
 
 /// A cluster whose agent serves the remote API (accepting client
 /// certificates from the test CA), running `web`.
-struct Setup {
-    cluster: Cluster,
-    _agent: Agent,
-    plugin: PathBuf,
-    kubeconfig: PathBuf,
-    ca: PathBuf,
+type Setup = kc::Remote;
+
+/// The setup, with the fake proxying to nodes as the API server with its
+/// kubelet client certificate, and the user's token accepted.
+async fn setup(name: &str, process: ProcessSpec) -> Setup {
+    let s = kc::Remote::start(name, process, true).await;
+    let dir = s.cluster.env.env.dir.clone();
+    let (cert, key) = kc::client_certificate(&dir, &format!("/O=system:masters/CN={APISERVER}"));
+    s.server().proxy_to_nodes(&s.ca, &cert, &key);
+    s.server().accept_token(TOKEN, USER, &["devs"]);
+    s
 }
 
-impl Setup {
-    async fn new(name: &str, process: ProcessSpec) -> Setup {
-        let mut cluster = Cluster::new(name, FakeApiServer::start().await).await;
-        let dir = cluster.env.env.dir.clone();
-        let (ca, cert, key) = kc::serving_certificate(&dir);
-        let listen = format!("127.0.0.1:{}", kc::free_port());
-        for (flag, value) in [
-            ("--remote-api-listen", listen),
-            ("--remote-api-tls-cert", cert.display().to_string()),
-            ("--remote-api-tls-key", key.display().to_string()),
-            ("--remote-api-client-ca", ca.display().to_string()),
-        ] {
-            cluster.env.extra.extend([flag.to_string(), value]);
-        }
-        // The API server's kubelet client certificate, from the client CA.
-        let (cert, key) =
-            kc::client_certificate(&dir, &format!("/O=system:masters/CN={APISERVER}"));
-        cluster.server.proxy_to_nodes(&ca, &cert, &key);
-        let nodes: Api<Node> = Api::all(cluster.client.clone());
-        let status =
-            json!({"status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}]}});
-        nodes
-            .patch_status(NODE, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-            .unwrap();
-        let spec = ContainerSpec {
-            node_name: Some(NODE.into()),
-            rootfs: support::image().display().to_string(),
-            process: Some(process),
-            ..Default::default()
-        };
-        cluster.apply(&Container::new("web", spec)).await;
-        let agent = cluster.start();
-        cluster
-            .wait("web running", "web", |c| {
-                c.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running)
-            })
-            .await;
-        let kubeconfig = dir.join("alice.kubeconfig");
-        kc::user_kubeconfig(&dir.join("kubeconfig"), TOKEN, &kubeconfig);
-        cluster.server.accept_token(TOKEN, USER, &["devs"]);
-        Setup {
-            plugin: kc::plugin(&dir),
-            ca,
-            kubeconfig,
-            _agent: agent,
-            cluster,
-        }
-    }
-
-    /// `--port P --certificate-authority CA ARGS...`.
-    fn args(&self, args: &[&str]) -> Vec<String> {
-        let extra = &self.cluster.env.extra;
-        let i = extra
-            .iter()
-            .position(|a| a == "--remote-api-listen")
-            .unwrap();
-        let port = extra[i + 1].rsplit_once(':').unwrap().1.to_string();
-        let mut all = vec!["--port".to_string(), port, "--certificate-authority".into()];
-        all.push(self.ca.display().to_string());
-        all.extend(args.iter().map(|a| a.to_string()));
-        all
-    }
-
-    /// `kubectl rundmc ARGS...` to its end, off the runtime.
-    async fn plugin(&self, args: &[&str]) -> (i32, String, String) {
-        let all = self.args(args);
-        let (plugin, kubeconfig) = (self.plugin.clone(), self.kubeconfig.clone());
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = all.iter().map(String::as_str).collect();
-            kc::run(&plugin, &kubeconfig, &args)
-        })
-        .await
-        .unwrap()
-    }
-
-    /// `kubectl rundmc ARGS...` running, stdin and stdout piped; its
-    /// stdout's lines.
-    fn spawn(&self, args: &[&str]) -> (Child, Receiver<String>) {
-        let mut child = Command::new(&self.plugin)
-            .args(self.args(args))
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env_remove("KUBECTL_RUNDMC_TOKEN")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
+/// `kubectl rundmc ARGS...` running, stdin and stdout piped; its
+/// stdout's lines.
+fn spawn(s: &Setup, args: &[&str]) -> (Child, Receiver<String>) {
+    let mut child = Command::new(&s.plugin)
+        .args(s.args(args))
+        .env("KUBECONFIG", &s.kubeconfig)
+        .env_remove("KUBECTL_RUNDMC_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
             }
-        });
-        (child, lines)
-    }
-
-    fn server(&self) -> &FakeApiServer {
-        &self.cluster.server
-    }
-
-    /// (user, resourceAttributes) of each access review the agent sent.
-    fn asked(&self) -> Vec<(String, Value)> {
-        self.server()
-            .access_reviews()
-            .into_iter()
-            .map(|r| {
-                let user = r["spec"]["user"].as_str().unwrap_or_default().to_string();
-                (user, r["spec"]["resourceAttributes"].clone())
-            })
-            .collect()
-    }
+        }
+    });
+    (child, lines)
 }
 
 fn web(args: &[&str], stdin: bool) -> ProcessSpec {
@@ -205,7 +111,7 @@ fn containers_asked(s: &Setup) -> Vec<(String, String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn via_apiserver_reads_logs_and_execs_as_the_api_server() {
-    let s = Setup::new("kubectl-proxy", sleeper()).await;
+    let s = setup("kubectl-proxy", sleeper()).await;
     s.server().authorize_node_proxy(|spec| {
         spec["user"] == USER && spec["resourceAttributes"]["subresource"] == "proxy"
     });
@@ -267,7 +173,7 @@ async fn via_apiserver_reads_logs_and_execs_as_the_api_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn via_apiserver_is_refused_when_nodes_proxy_is_denied() {
-    let s = Setup::new("kubectl-proxy-deny", sleeper()).await;
+    let s = setup("kubectl-proxy-deny", sleeper()).await;
     s.server().authorize_node_proxy(|_| false);
     s.server().authorize(|_| true);
 
@@ -298,10 +204,10 @@ const READER: [&str; 3] = ["/bin/sh", "-c", "while read l; do echo got:$l; done"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_i_feeds_the_main_process() {
-    let s = Setup::new("kubectl-attach", web(&READER, true)).await;
+    let s = setup("kubectl-attach", web(&READER, true)).await;
     s.server().authorize(|spec| spec["user"] == USER);
 
-    let (mut child, lines) = s.spawn(&["attach", "-i", "web"]);
+    let (mut child, lines) = spawn(&s, &["attach", "-i", "web"]);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"hello\n").unwrap();
     stdin.flush().unwrap();
@@ -329,7 +235,7 @@ async fn attach_i_feeds_the_main_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_is_refused_when_rbac_denies_containers_attach() {
-    let s = Setup::new("kubectl-attach-deny", web(&READER, true)).await;
+    let s = setup("kubectl-attach-deny", web(&READER, true)).await;
     s.server()
         .authorize(|spec| spec["resourceAttributes"]["subresource"] != "attach");
 

@@ -176,3 +176,125 @@ pub fn run(plugin: &Path, kubeconfig: &Path, args: &[&str]) -> (i32, String, Str
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The user's token, and who the fake's TokenReview says it is.
+pub const TOKEN: &str = "alice-token";
+pub const USER: &str = "alice";
+
+/// A cluster whose agent serves the remote API on loopback (the test CA
+/// signed its certificate), running Container `web` on the node, with
+/// the plugin installed and the user's kubeconfig.
+pub struct Remote {
+    pub cluster: crate::cluster::Cluster,
+    _agent: crate::support::agent::Agent,
+    pub plugin: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub ca: PathBuf,
+}
+
+impl Remote {
+    /// With `client_ca`, the test CA also signs client certificates the
+    /// agent accepts (`--remote-api-client-ca`).
+    pub async fn start(name: &str, process: rundmc::api::ProcessSpec, client_ca: bool) -> Remote {
+        use crate::cluster::{Cluster, NODE};
+        use kube::api::{Api, Patch, PatchParams};
+        use rundmc::api::{Container, ContainerSpec, Phase};
+        let server = crate::apiserver::FakeApiServer::start().await;
+        let mut cluster = Cluster::new(name, server).await;
+        let dir = cluster.env.env.dir.clone();
+        let (ca, cert, key) = serving_certificate(&dir);
+        let mut flags = vec![
+            ("--remote-api-listen", format!("127.0.0.1:{}", free_port())),
+            ("--remote-api-tls-cert", cert.display().to_string()),
+            ("--remote-api-tls-key", key.display().to_string()),
+        ];
+        if client_ca {
+            flags.push(("--remote-api-client-ca", ca.display().to_string()));
+        }
+        for (flag, value) in flags {
+            cluster.env.extra.extend([flag.to_string(), value]);
+        }
+        // The node's address, as the kubelet reports it.
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(cluster.client.clone());
+        let status = serde_json::json!({"status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}]}});
+        nodes
+            .patch_status(NODE, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .expect("patch the node's addresses");
+        let spec = ContainerSpec {
+            node_name: Some(NODE.into()),
+            rootfs: crate::support::image().display().to_string(),
+            process: Some(process),
+            ..Default::default()
+        };
+        cluster.apply(&Container::new("web", spec)).await;
+        let agent = cluster.start();
+        cluster
+            .wait("web running", "web", |c| {
+                c.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running)
+            })
+            .await;
+        let kubeconfig = dir.join("alice.kubeconfig");
+        user_kubeconfig(&dir.join("kubeconfig"), TOKEN, &kubeconfig);
+        Remote {
+            plugin: plugin(&dir),
+            ca,
+            kubeconfig,
+            _agent: agent,
+            cluster,
+        }
+    }
+
+    /// The remote API's port.
+    pub fn port(&self) -> String {
+        let extra = &self.cluster.env.extra;
+        let i = extra
+            .iter()
+            .position(|a| a == "--remote-api-listen")
+            .expect("the agent has --remote-api-listen");
+        let addr = &extra[i + 1];
+        addr.rsplit_once(':')
+            .map(|(_, p)| p.to_string())
+            .unwrap_or_default()
+    }
+
+    /// `--port P --certificate-authority CA ARGS...`.
+    pub fn args(&self, args: &[&str]) -> Vec<String> {
+        let mut all = vec![
+            "--port".to_string(),
+            self.port(),
+            "--certificate-authority".into(),
+        ];
+        all.push(self.ca.display().to_string());
+        all.extend(args.iter().map(|a| a.to_string()));
+        all
+    }
+
+    /// `kubectl rundmc ARGS...` to its end, off the runtime.
+    pub async fn plugin(&self, args: &[&str]) -> (i32, String, String) {
+        let all = self.args(args);
+        let (plugin, kubeconfig) = (self.plugin.clone(), self.kubeconfig.clone());
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = all.iter().map(String::as_str).collect();
+            run(&plugin, &kubeconfig, &args)
+        })
+        .await
+        .expect("the plugin's task")
+    }
+
+    pub fn server(&self) -> &crate::apiserver::FakeApiServer {
+        &self.cluster.server
+    }
+
+    /// (user, resourceAttributes) of each access review the agent sent.
+    pub fn asked(&self) -> Vec<(String, serde_json::Value)> {
+        self.server()
+            .access_reviews()
+            .into_iter()
+            .map(|r| {
+                let user = r["spec"]["user"].as_str().unwrap_or_default().to_string();
+                (user, r["spec"]["resourceAttributes"].clone())
+            })
+            .collect()
+    }
+}
