@@ -463,6 +463,7 @@ fn the_example_manifests_are_valid() {
             "from-image",
             "idle",
             "limited",
+            "pod",
             "ticker",
             "web"
         ]

@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used)] // a test: a panic is its failure
 
+#[path = "support/operator.rs"]
+mod op;
 mod support;
 
 use std::time::Duration;
@@ -246,6 +248,15 @@ fn a_sidecar_restarts_on_its_own_and_holds_ready() {
         process_field(&a, "pod", "helper", &["lastTermination", "exitCode"]).as_deref(),
         Some("137")
     );
+    // `rundmc logs --process NAME`: the sidecar's newest run, or the one
+    // before, as `kubectl logs -c NAME [--previous]`.
+    for extra in [&[][..], &["--previous"][..]] {
+        let mut args = vec!["logs", "--process", "helper"];
+        args.extend_from_slice(extra);
+        args.push("pod");
+        let (code, out, err) = op::run(&a, &args);
+        assert_eq!((code, out.as_str()), (0, "helper up\n"), "{args:?}: {err}");
+    }
 
     // A restarted agent reattaches: nothing is restarted.
     let helper = slot_pid(&a, "pod", "sidecar-helper").unwrap();

@@ -11,7 +11,7 @@ use rundmc_shim::cri::{Stream, parse_record};
 use super::client::{Client, ClientError};
 use super::{container_path, escape};
 
-/// `rundmc logs [-f] [--tail N] [--since 10m] [--timestamps] [--previous] [--process ID] NAME`.
+/// `rundmc logs [-f] [--tail N] [--since 10m] [--timestamps] [--previous] [--process ID|NAME] NAME`.
 #[derive(Debug, clap::Args)]
 pub struct LogsArgs {
     /// The container: a file-sourced container's name, or `namespace/name`.
@@ -31,7 +31,9 @@ pub struct LogsArgs {
     /// The main process's previous run (after a restart).
     #[arg(long, short)]
     pub previous: bool,
-    /// Another process of the container, by id (`describe` lists them).
+    /// Another process of the container: its id (`describe` lists them), or
+    /// a sidecar's or init process's name for its newest run (with
+    /// `--previous`, the run before).
     #[arg(long, value_name = "ID")]
     pub process: Option<String>,
 }

@@ -32,7 +32,8 @@ pub struct LogQuery {
     pub since: Option<String>,
     /// The main process's previous run.
     pub previous: bool,
-    /// Another process of the container, by id.
+    /// Another process of the container, by id, or a sidecar's or init
+    /// process's name (its newest run).
     pub process: Option<String>,
 }
 
@@ -67,7 +68,7 @@ pub fn process_dir(
     q: &LogQuery,
 ) -> Result<PathBuf, ApiError> {
     let id = match &q.process {
-        Some(id) => id.clone(),
+        Some(id) => by_name(node, handle, id, q.previous).unwrap_or_else(|| id.clone()),
         None => node.main_run(handle, q.previous).ok_or_else(|| {
             let what = if q.previous {
                 "no previous run of its main process"
@@ -86,6 +87,41 @@ pub fn process_dir(
             format!("{name} has no process {id:?}"),
         )),
     }
+}
+
+/// `process` as a name (`shipper` for a sidecar's or init process's
+/// runs, as `kubectl logs -c` takes a container's name) when no process
+/// has it as its id: the newest run of that name, or the one before with
+/// `previous`.
+fn by_name(node: &Node, handle: &Handle, process: &str, previous: bool) -> Option<String> {
+    if node.containerizer.process_dir(handle, process).is_dir() {
+        return None;
+    }
+    let dir = node.containerizer.bundle_dir(handle).join("processes");
+    let ids: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    run_of(&ids, process, previous)
+}
+
+/// Of the process ids `ids`, the newest run of sidecar or init process
+/// `name` (`sidecar-<name>-<n>`, `init-<name>-<n>`), or the one before
+/// with `previous` (pure).
+pub fn run_of(ids: &[String], name: &str, previous: bool) -> Option<String> {
+    let mut runs: Vec<(u64, &String)> = ids
+        .iter()
+        .filter_map(|id| {
+            let rest = id
+                .strip_prefix("sidecar-")
+                .or_else(|| id.strip_prefix("init-"))?;
+            let (n, number) = rest.rsplit_once('-')?;
+            (n == name).then_some((number.parse().ok()?, id))
+        })
+        .collect();
+    runs.sort();
+    let skip = usize::from(previous);
+    runs.iter().rev().nth(skip).map(|(_, id)| (*id).clone())
 }
 
 /// The response body: the records, streamed from a task of their own.
@@ -203,6 +239,35 @@ fn count_records(dir: &Path) -> usize {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_sidecars_name_is_its_newest_run() {
+        let ids: Vec<String> = [
+            "main-1",
+            "sidecar-shipper-1",
+            "sidecar-shipper-10",
+            "sidecar-shipper-9",
+            "sidecar-ship-3",
+            "init-setup-1",
+            "exec-4",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            run_of(&ids, "shipper", false).as_deref(),
+            Some("sidecar-shipper-10")
+        );
+        assert_eq!(
+            run_of(&ids, "shipper", true).as_deref(),
+            Some("sidecar-shipper-9")
+        );
+        assert_eq!(
+            run_of(&ids, "setup", false).as_deref(),
+            Some("init-setup-1")
+        );
+        assert_eq!(run_of(&ids, "setup", true), None);
+        assert_eq!(run_of(&ids, "nobody", false), None);
+    }
     use super::*;
 
     #[test]
