@@ -14,14 +14,14 @@ use std::sync::Arc;
 
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::unix::pipe;
 
 use super::node::Node;
-use super::wire::{ApiError, ErrorKind, ExitStatus, STREAM_PROTOCOL};
-use super::{Body, flag, frame, full, query};
+use super::wire::{ApiError, ErrorKind, ExitStatus};
+use super::{Body, flag, frame, query};
 use crate::process::{Exit, FollowFrom, Follower, Process, ProcessError, Stream};
 use rundmc_shim::protocol::STDIN_FIFO;
 
@@ -52,18 +52,7 @@ pub async fn attach(
             relay(process, follower, stdin, TokioIo::new(io)).await;
         }
     });
-    let mut r = Response::new(full(""));
-    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = r.headers_mut();
-    h.insert(
-        hyper::header::CONNECTION,
-        hyper::header::HeaderValue::from_static("Upgrade"),
-    );
-    h.insert(
-        hyper::header::UPGRADE,
-        hyper::header::HeaderValue::from_static(STREAM_PROTOCOL),
-    );
-    Ok(r)
+    Ok(super::exec::switching_protocols())
 }
 
 /// A writer into the main process's stdin, or why there is none: a

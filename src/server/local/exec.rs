@@ -81,6 +81,11 @@ pub async fn exec(
         }
         prune_execs(&node, &handle);
     });
+    Ok(switching_protocols())
+}
+
+/// The `101` answer that hands the connection over to the stream protocol.
+pub fn switching_protocols() -> Response<Body> {
     let mut r = Response::new(full(""));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
@@ -92,7 +97,7 @@ pub async fn exec(
         hyper::header::UPGRADE,
         hyper::header::HeaderValue::from_static(STREAM_PROTOCOL),
     );
-    Ok(r)
+    r
 }
 
 /// Exec'd processes whose records are kept per container, the newest.
