@@ -64,7 +64,9 @@ if [ -d "$state/runc" ]; then
         runc --root "$state/runc" delete --force "$id" 2>/dev/null
     done
 fi
-for m in $(awk -v d="$state/depot/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo); do
+# Rootfs mounts: in the bundles on the state directory, idmapped layers in
+# the depot.
+for m in $(awk -v d="$state/depot/" -v b="$state/run/bundles/" 'index($5, d) == 1 || index($5, b) == 1 {print $5}' /proc/self/mountinfo); do
     umount -l "$m"
 done
 for f in "$state"/depot/*/processes/*/shim.json; do

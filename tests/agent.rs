@@ -129,10 +129,11 @@ fn deleting_the_file_destroys_the_container() {
     a.wait("destroyed and reported", T, || {
         a.env.runc_status("web").is_none()
             && !a.env.depot.join("web").exists()
+            && !a.bundle("web").exists()
             && a.status("web").is_none()
             && a.events().iter().any(|e| e["reason"] == "Destroyed")
     });
-    assert!(!is_mounted(&a.env.depot.join("web/rootfs")));
+    assert!(!is_mounted(&a.bundle("web").join("rootfs")));
 }
 
 #[test]

@@ -181,7 +181,7 @@ fn only_the_agent_may_use_the_inits_socket() {
     let spec = "  process:\n    args: [\"/bin/sh\", \"-c\", \"exec sleep 100000\"]\n";
     a.write("p.yaml", &manifest("guarded", spec));
     a.wait("running", T, || a.running("guarded"));
-    let socket = a.env.depot.join("guarded").join("init.sock");
+    let socket = a.bundle("guarded").join("init.sock");
     let mode = std::fs::metadata(&socket).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
@@ -226,7 +226,7 @@ fn without_a_serving_init_probes_fall_back_to_the_runtimes_exec() {
         "{by_init:?}"
     );
     // As a container made before the init served: no socket.
-    std::fs::remove_file(a.env.depot.join("older").join("init.sock")).unwrap();
+    std::fs::remove_file(a.bundle("older").join("init.sock")).unwrap();
     a.wait("probes by the runtime's exec", T, || {
         lines(&a, "older", "/tmp/ppids")
             .iter()
@@ -235,4 +235,17 @@ fn without_a_serving_init_probes_fall_back_to_the_runtimes_exec() {
             >= 2
     });
     assert!(ready(&a, "older"));
+    // Each such probe's process directory and exec inputs (its spec and
+    // supervisor log, in the bundle) go with it: at most the one in flight.
+    let probes = |dir: std::path::PathBuf| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("probe-"))
+            .collect()
+    };
+    let inputs = probes(a.bundle("older").join("exec"));
+    assert!(inputs.len() <= 2, "{inputs:?}");
+    let dirs = probes(a.env.depot.join("older/processes"));
+    assert!(dirs.len() <= 1, "{dirs:?}");
 }

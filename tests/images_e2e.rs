@@ -87,7 +87,7 @@ fn printed(a: &AgentEnv, name: &str) -> String {
 
 /// The overlay's lowerdir option of `name`'s rootfs mount.
 fn lowerdirs(a: &AgentEnv, name: &str) -> String {
-    let target = a.env.depot.join(name).join("rootfs");
+    let target = a.bundle(name).join("rootfs");
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let line = info
         .lines()

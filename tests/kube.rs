@@ -672,7 +672,7 @@ async fn host_paths_are_admitted_only_when_allowed() {
         .await;
     k.wait("linked Ready", "linked", ready).await;
     let config: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(k.env.env.depot.join("k8s_default_linked/config.json")).unwrap(),
+        &std::fs::read(k.env.bundle("k8s_default_linked").join("config.json")).unwrap(),
     )
     .unwrap();
     let bound = config["mounts"]

@@ -74,8 +74,9 @@ fn one_container(a: &AgentEnv, name: &str) -> bool {
 fn nothing_left(a: &AgentEnv, name: &str, seen: &BTreeSet<i32>) -> bool {
     let depot = a.env.depot.join(name);
     !depot.exists()
+        && !a.bundle(name).exists()
         && cgroup_dirs(a, name).is_empty()
-        && !is_mounted(&depot.join("rootfs"))
+        && !is_mounted(&a.bundle(name).join("rootfs"))
         && seen.iter().all(|p| ended(*p))
         && a.env.runc_status(name).is_none()
 }
@@ -217,6 +218,51 @@ fn a_restarted_agent_kills_what_runs_without_runtime_state() {
     converges_then_deletes_cleanly(&a, "web", old);
 }
 
+/// What a reboot leaves of a container: its depot directory on disk, and
+/// nothing of the tmpfs (runtime state, bundle) or of the kernel (processes,
+/// mounts, cgroups).
+fn reboot(a: &AgentEnv, name: &str) {
+    let _ = a.env.runc(&["delete", "--force", name]);
+    let _ = std::fs::remove_dir_all(a.env.runc_root.join(name));
+    let _ = nix::mount::umount2(
+        &a.bundle(name).join("rootfs"),
+        nix::mount::MntFlags::MNT_DETACH,
+    );
+    std::fs::remove_dir_all(a.state.join("bundles")).unwrap();
+    for dir in cgroup_dirs(a, name) {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
+#[test]
+fn after_a_reboot_the_depot_alone_makes_the_container_again() {
+    let a = AgentEnv::new("lost-reboot");
+    let mut agent = a.start();
+    let old = run_sleeper(&a, "web");
+    let config = std::fs::read(a.bundle("web").join("config.json")).unwrap();
+    assert!(
+        !a.env.depot.join("web/config.json").exists(),
+        "the OCI bundle is on the state directory, not in the depot"
+    );
+    agent.kill9();
+    reboot(&a, "web");
+    assert!(a.env.depot.join("web/container.json").exists());
+    assert!(old.iter().all(|p| ended(*p)));
+
+    let _agent = a.start();
+    a.wait("the container made again from the depot", T, || {
+        one_container(&a, "web")
+    });
+    assert_eq!(
+        std::fs::read(a.bundle("web").join("config.json")).unwrap(),
+        config,
+        "the same bundle"
+    );
+    assert!(is_mounted(&a.bundle("web").join("rootfs")));
+    converges_then_deletes_cleanly(&a, "web", old);
+    assert!(!a.bundle("web").exists(), "the bundle directory went too");
+}
+
 #[test]
 fn a_restarted_agent_removes_a_cgroup_left_without_bundle_or_state() {
     let a = AgentEnv::new("lost-orphan");
@@ -226,7 +272,12 @@ fn a_restarted_agent_removes_a_cgroup_left_without_bundle_or_state() {
     // Runtime state, bundle and declaration gone; the processes run on.
     std::fs::remove_dir_all(a.env.runc_root.join("web")).unwrap();
     let depot = a.env.depot.join("web");
-    nix::mount::umount2(&depot.join("rootfs"), nix::mount::MntFlags::MNT_DETACH).unwrap();
+    nix::mount::umount2(
+        &a.bundle("web").join("rootfs"),
+        nix::mount::MntFlags::MNT_DETACH,
+    )
+    .unwrap();
+    std::fs::remove_dir_all(a.bundle("web")).unwrap();
     std::fs::remove_dir_all(&depot).unwrap();
     a.remove("web.yaml");
     assert!(old.iter().all(|p| !ended(*p)));

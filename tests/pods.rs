@@ -454,17 +454,20 @@ fn destroy_leaves_no_pea_container_mount_or_cgroup() {
         a.env.cgroup_parent
     ));
     assert!(cgroup.is_dir(), "{}", cgroup.display());
-    let mount = a.env.depot.join("pod/peas/web/rootfs");
+    let mount = a.bundle("pod").join("peas/web/rootfs");
     assert!(support::is_mounted(&mount));
 
     // Removed while the agent is down: the next one destroys it at start.
     agent.kill9();
     // And a pea a killed agent left half-made: its directory and overlay,
     // no runtime container yet.
+    // Its upper and work in the depot, its rootfs in the bundle.
     let ghost = a.env.depot.join("pod/peas/ghost");
-    for sub in ["rootfs", "upper", "work"] {
+    let ghost_rootfs = a.bundle("pod").join("peas/ghost/rootfs");
+    for sub in ["upper", "work"] {
         std::fs::create_dir_all(ghost.join(sub)).unwrap();
     }
+    std::fs::create_dir_all(&ghost_rootfs).unwrap();
     let options = format!(
         "lowerdir={},upperdir={},workdir={}",
         support::image().display(),
@@ -473,7 +476,7 @@ fn destroy_leaves_no_pea_container_mount_or_cgroup() {
     );
     let status = std::process::Command::new("mount")
         .args(["-t", "overlay", "overlay", "-o", &options])
-        .arg(ghost.join("rootfs"))
+        .arg(&ghost_rootfs)
         .status()
         .unwrap();
     assert!(status.success());
@@ -485,9 +488,10 @@ fn destroy_leaves_no_pea_container_mount_or_cgroup() {
     assert_eq!(a.env.runc_status(&pea), None, "no pea container");
     assert!(!support::is_mounted(&mount), "no pea mount");
     assert!(
-        !support::is_mounted(&ghost.join("rootfs")),
+        !support::is_mounted(&ghost_rootfs),
         "no mount of the half-made pea"
     );
     assert!(!cgroup.exists(), "no pea cgroup");
+    assert!(!a.bundle("pod").exists(), "no bundle directory");
     assert!(!alive(pea_init));
 }

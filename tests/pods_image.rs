@@ -150,7 +150,7 @@ fn a_pea_from_an_image_runs_its_files_and_probe_beside_the_main_process() {
     );
     // The image's User, WorkingDir and Env, as the sidecar set none.
     assert_eq!(cat(&a, pea, "/tmp/who").1, "1000 /tmp simple\n");
-    let rootfs = a.env.depot.join("pod/peas/web/rootfs");
+    let rootfs = a.bundle("pod").join("peas/web/rootfs");
     assert!(
         pea_lowers_in_store(&a, &rootfs),
         "the pea's overlay is the image's layers"
@@ -203,6 +203,7 @@ fn a_pea_from_an_image_runs_its_files_and_probe_beside_the_main_process() {
     a.wait("destroyed", T, || !a.env.depot.join("pod").exists());
     assert!(!runc_list(&a).contains("pea"), "{}", runc_list(&a));
     assert_eq!(mounts_under(&a.env.depot), Vec::<String>::new());
+    assert_eq!(mounts_under(&a.state.join("bundles")), Vec::<String>::new());
     assert!(!cgroup.exists(), "no pea cgroup");
     assert!(
         !cgroup.parent().unwrap().exists(),

@@ -90,6 +90,18 @@ fn an_exec_readiness_probe_follows_a_file_in_the_container() {
         leftovers.len() <= 1,
         "probe processes are removed: {leftovers:?}"
     );
+    // And their exec inputs in the bundle (spec and supervisor log) with them.
+    let inputs: Vec<String> = std::fs::read_dir(a.bundle("worker").join("exec"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("probe-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        inputs.len() <= 2,
+        "probe processes' exec inputs are removed: {inputs:?}"
+    );
 }
 
 #[test]

@@ -327,6 +327,9 @@ fn raise_open_files_limit() {
 fn containerizer_config(args: &AgentArgs) -> Result<Config, AgentError> {
     Ok(Config {
         depot: args.depot.clone(),
+        // OCI bundles on the state directory's tmpfs, as /run: what a
+        // reboot ends anyway, made without allocating disk inodes.
+        bundles: Some(args.state_dir.join("bundles")),
         init_binary: sibling(&args.init_binary, "rundmc-init", "--init-binary")?,
         shim_binary: sibling(&args.shim_binary, "rundmc-shim", "--shim-binary")?,
         cgroup_parent: args.cgroup_parent.clone(),

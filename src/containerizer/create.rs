@@ -219,7 +219,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             false => None,
         };
         self.runtime
-            .create(handle.as_str(), &paths.dir, listener)
+            .create(handle.as_str(), &paths.bundle, listener)
             .await
             .map_err(Self::runtime_err(handle))?;
         self.runtime

@@ -1,24 +1,44 @@
-//! The depot: one directory per container, named by its handle, holding the
-//! OCI bundle and everything else rundmc knows about the container. It is the
-//! source of truth; nothing about a container lives anywhere else.
+//! The depot: one directory per container, named by its handle, holding
+//! everything rundmc knows about the container that must outlive a reboot
+//! or is too large for memory. It is the source of truth: a container is
+//! what its depot directory says.
+//!
+//! The OCI bundle proper (`config.json`, the rootfs mount point, the init's
+//! socket) is what the runtime reads and what a reboot ends anyway. With a
+//! bundle root ([`Depot::with_bundles`], the agent's `<state-dir>/bundles`,
+//! a tmpfs as `/run`) it lives there, at `<bundles>/<handle>/`, as
+//! containerd and Podman keep theirs under `/run`: files made there cost no
+//! inode allocation on the disk, which on ext4 without a journal grows with
+//! every file deleted in the last minutes (issue 19). Without one it is in
+//! the depot directory itself.
 //!
 //! ```text
 //! <depot>/<handle>/
-//!   config.json     the OCI runtime config
 //!   container.json  the ContainerRecord: spec, its hash, labels. Written last
 //!                   by create: a directory without it (or with it empty, as
 //!                   a machine crash may leave it) is half-made.
-//!   rootfs/         the overlay mount point (lower: the image)
 //!   upper/ work/    the container's own writable layer
 //!   userns.json     its user namespace's id range (`hostUsers: false`),
 //!                   written right after the reservation, before it is used
 //!   lower/<n>/      mount points of the idmapped image layers while the
 //!                   overlay is being mounted (empty otherwise)
 //!   processes/<id>/ one directory per process (see rundmc_shim::protocol)
-//!   peas/<name>/    a pea's bundle (config.json, rootfs/, upper/, work/),
-//!                   and pea.json, the image it was made from, written
-//!                   before its overlay is mounted
+//!   peas/<name>/    a pea's upper/ and work/, and pea.json, the image it
+//!                   was made from, written before its overlay is mounted
+//! <bundles>/<handle>/ (the depot directory itself without a bundle root)
+//!   config.json     the OCI runtime config
+//!   rootfs/         the overlay mount point (lower: the image)
+//!   init.sock       the socket the container's init serves commands on
+//!   exec/<id>.json  process `<id>`'s OCI process spec (`runtime exec
+//!                   --process`), and `exec/<id>.shim.log` its supervisor's
+//!                   own log; removed with the process's directory
+//!   peas/<name>/    a pea's config.json and rootfs/
 //! ```
+//!
+//! The bundle directory is made right after the depot directory and
+//! removed right before it, so it never outlives it; a depot directory
+//! whose bundle a reboot took is destroyed and made again like any
+//! container whose runtime state is gone.
 //!
 //! Records read are kept by the version of `container.json` they came
 //! from, so a look at an unchanged record costs one `statx` (issue 19).
@@ -100,17 +120,36 @@ pub struct PeaRecord {
     pub image: Option<crate::api::ImageUse>,
 }
 
-/// Paths inside one container's depot directory.
+/// Paths of one container (or pea): its depot directory and its OCI
+/// bundle directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BundlePaths {
-    /// The bundle directory itself.
+    /// The depot directory: the record, the writable layer, the processes.
     pub dir: PathBuf,
+    /// The OCI bundle directory the runtime is given: the config, the
+    /// rootfs mount point and the init's socket. `dir` itself without a
+    /// bundle root.
+    pub bundle: PathBuf,
 }
 
 impl BundlePaths {
+    /// Paths with the bundle in the depot directory itself.
+    pub fn in_one(dir: PathBuf) -> Self {
+        BundlePaths {
+            bundle: dir.clone(),
+            dir,
+        }
+    }
+    /// The paths of pea `name` inside these.
+    pub fn pea(&self, name: &str) -> Self {
+        BundlePaths {
+            dir: self.dir.join(PEAS_DIR).join(name),
+            bundle: self.bundle.join(PEAS_DIR).join(name),
+        }
+    }
     /// The OCI config.
     pub fn config(&self) -> PathBuf {
-        self.dir.join("config.json")
+        self.bundle.join("config.json")
     }
     /// The container record.
     pub fn record(&self) -> PathBuf {
@@ -118,7 +157,7 @@ impl BundlePaths {
     }
     /// The overlay mount point.
     pub fn rootfs(&self) -> PathBuf {
-        self.dir.join("rootfs")
+        self.bundle.join("rootfs")
     }
     /// The overlay's upper directory.
     pub fn upper(&self) -> PathBuf {
@@ -131,11 +170,24 @@ impl BundlePaths {
     /// The socket the container's init serves commands on (exec probes and
     /// hooks), bound by the agent and handed to the init at create.
     pub fn init_socket(&self) -> PathBuf {
-        self.dir.join("init.sock")
+        self.bundle.join("init.sock")
     }
     /// Where process directories live.
     pub fn processes(&self) -> PathBuf {
         self.dir.join("processes")
+    }
+    /// Where the runtime's inputs for each process's exec live (in the
+    /// bundle): its OCI process spec and its supervisor's own log.
+    pub fn exec_dir(&self) -> PathBuf {
+        self.bundle.join("exec")
+    }
+    /// Process `id`'s OCI process spec, handed to `runtime exec --process`.
+    pub fn exec_spec(&self, id: &str) -> PathBuf {
+        self.exec_dir().join(format!("{id}.json"))
+    }
+    /// Process `id`'s supervisor's own stderr (diagnostics).
+    pub fn shim_log(&self, id: &str) -> PathBuf {
+        self.exec_dir().join(format!("{id}.shim.log"))
     }
     /// The user namespace's id range, recorded before it is used.
     pub fn userns(&self) -> PathBuf {
@@ -192,6 +244,8 @@ type Parsed = HashMap<Handle, (FileVersion, ContainerRecord)>;
 #[derive(Debug, Clone)]
 pub struct Depot {
     root: PathBuf,
+    /// Where OCI bundles go; `None`: in the depot directories.
+    bundles: Option<PathBuf>,
     parsed: Arc<Mutex<Parsed>>,
 }
 
@@ -202,7 +256,22 @@ impl Depot {
         fs::create_dir_all(&root).map_err(fsutil::at(&root))?;
         Ok(Self {
             root,
+            bundles: None,
             parsed: Arc::default(),
+        })
+    }
+
+    /// Open (creating if needed) the depot at `root`, keeping OCI bundles
+    /// under `bundles` (see the module's doc).
+    pub fn with_bundles(
+        root: impl Into<PathBuf>,
+        bundles: impl Into<PathBuf>,
+    ) -> Result<Self, DepotError> {
+        let bundles = bundles.into();
+        fs::create_dir_all(&bundles).map_err(fsutil::at(&bundles))?;
+        Ok(Self {
+            bundles: Some(bundles),
+            ..Self::open(root)?
         })
     }
 
@@ -213,22 +282,34 @@ impl Depot {
 
     /// Paths of `handle`'s bundle, whether or not it exists.
     pub fn paths(&self, handle: &Handle) -> BundlePaths {
-        BundlePaths {
-            dir: self.root.join(handle.as_str()),
+        let dir = self.root.join(handle.as_str());
+        match &self.bundles {
+            Some(bundles) => BundlePaths {
+                dir,
+                bundle: bundles.join(handle.as_str()),
+            },
+            None => BundlePaths::in_one(dir),
         }
     }
 
-    /// Reserve `handle` by creating its directory. `mkdir` is atomic, so of
-    /// two creates of one handle exactly one succeeds.
+    /// Reserve `handle` by creating its directory, then its bundle
+    /// directory. `mkdir` is atomic, so of two creates of one handle
+    /// exactly one succeeds. A bundle directory already there (only a
+    /// crash between the two removals of [`Depot::remove`] leaves one,
+    /// and it is empty) is taken as it is.
     pub fn reserve(&self, handle: &Handle) -> Result<BundlePaths, DepotError> {
         let paths = self.paths(handle);
         match fs::create_dir(&paths.dir) {
-            Ok(()) => Ok(paths),
+            Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                Err(DepotError::AlreadyExists(handle.clone()))
+                return Err(DepotError::AlreadyExists(handle.clone()));
             }
-            Err(e) => Err(FsError::new(&paths.dir, e).into()),
+            Err(e) => return Err(FsError::new(&paths.dir, e).into()),
         }
+        if paths.bundle != paths.dir {
+            fs::create_dir_all(&paths.bundle).map_err(fsutil::at(&paths.bundle))?;
+        }
+        Ok(paths)
     }
 
     /// Write the record, marking the bundle complete (or updating it).
@@ -335,7 +416,7 @@ impl Depot {
         let mut out = Vec::new();
         for entry in entries {
             let entry = entry.map_err(fsutil::at(&dir))?;
-            let paths = BundlePaths { dir: entry.path() };
+            let paths = BundlePaths::in_one(entry.path());
             if let Some(record) = read_pea_record(&paths)? {
                 out.push(record);
             }
@@ -362,11 +443,16 @@ impl Depot {
         lock(&self.parsed).remove(handle);
     }
 
-    /// Remove the bundle directory. The caller has unmounted the rootfs.
-    /// Missing is success.
+    /// Remove the bundle directory, then the depot directory, so that
+    /// the first never outlives the second. The caller has unmounted the
+    /// rootfs. Missing is success.
     pub fn remove(&self, handle: &Handle) -> Result<(), DepotError> {
         self.forget(handle);
-        Ok(fsutil::remove_dir_all_if_exists(&self.paths(handle).dir)?)
+        let paths = self.paths(handle);
+        if paths.bundle != paths.dir {
+            fsutil::remove_dir_all_if_exists(&paths.bundle)?;
+        }
+        Ok(fsutil::remove_dir_all_if_exists(&paths.dir)?)
     }
 }
 
@@ -398,9 +484,7 @@ mod tests {
         let depot = tmp_depot("pea-images");
         let h = Handle::new("web").unwrap();
         depot.reserve(&h).unwrap();
-        let pea = BundlePaths {
-            dir: depot.paths(&h).dir.join(PEAS_DIR).join("p"),
-        };
+        let pea = depot.paths(&h).pea("p");
         fs::create_dir_all(&pea.dir).unwrap();
         assert!(depot.images_in_use().unwrap().is_empty());
         let record = PeaRecord {
@@ -487,6 +571,51 @@ mod tests {
         depot.remove(&h).unwrap();
         assert!(matches!(depot.record(&h), Err(DepotError::NotFound(_))));
         fs::remove_dir_all(depot.root()).unwrap();
+    }
+
+    #[test]
+    fn with_a_bundle_root_the_bundle_is_made_after_and_removed_before_the_depot_directory() {
+        let depot = tmp_depot("split");
+        let bundles = depot.root().with_extension("bundles");
+        let _ = fs::remove_dir_all(&bundles);
+        let depot = Depot::with_bundles(depot.root(), &bundles).unwrap();
+        let h = Handle::new("web").unwrap();
+        let paths = depot.reserve(&h).unwrap();
+        assert_eq!(paths.dir, depot.root().join("web"));
+        assert_eq!(paths.bundle, bundles.join("web"));
+        assert!(paths.dir.is_dir() && paths.bundle.is_dir());
+        assert_eq!(paths.config(), bundles.join("web/config.json"));
+        assert_eq!(paths.rootfs(), bundles.join("web/rootfs"));
+        assert_eq!(paths.init_socket(), bundles.join("web/init.sock"));
+        assert_eq!(
+            paths.exec_spec("main-1"),
+            bundles.join("web/exec/main-1.json")
+        );
+        assert_eq!(paths.record(), depot.root().join("web/container.json"));
+        assert_eq!(paths.upper(), depot.root().join("web/upper"));
+        assert_eq!(paths.processes(), depot.root().join("web/processes"));
+        let pea = paths.pea("side");
+        assert_eq!(pea.dir, depot.root().join("web/peas/side"));
+        assert_eq!(pea.rootfs(), bundles.join("web/peas/side/rootfs"));
+        assert!(matches!(
+            depot.reserve(&h),
+            Err(DepotError::AlreadyExists(_))
+        ));
+
+        // A reboot empties the tmpfs: the depot directory is still a
+        // container, half-made, and goes whole.
+        fs::remove_dir_all(&paths.bundle).unwrap();
+        assert_eq!(depot.record(&h).unwrap(), None);
+        depot.remove(&h).unwrap();
+        assert!(!paths.dir.exists());
+
+        depot.reserve(&h).unwrap();
+        fs::write(paths.config(), b"{}").unwrap();
+        depot.remove(&h).unwrap();
+        assert!(!paths.dir.exists() && !paths.bundle.exists());
+        depot.remove(&h).unwrap();
+        fs::remove_dir_all(depot.root()).unwrap();
+        fs::remove_dir_all(&bundles).unwrap();
     }
 
     #[test]

@@ -125,7 +125,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
                 },
             },
         };
-        let _ = std::fs::remove_dir_all(self.process_dir(handle, &id));
+        self.remove_process(handle, &id);
         outcome
     }
 }

@@ -23,7 +23,7 @@ pub struct Info {
     pub status: Option<Status>,
     /// Host pid of init.
     pub init_pid: Option<i32>,
-    /// The bundle directory.
+    /// The OCI bundle directory (see [`super::depot`]).
     pub bundle: PathBuf,
     /// The image directory the rootfs is made from.
     pub rootfs: String,
@@ -51,7 +51,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             handle: handle.clone(),
             status: state.as_ref().map(|s| s.status),
             init_pid: state.as_ref().and_then(|s| s.pid),
-            bundle: self.depot.paths(handle).dir,
+            bundle: self.depot.paths(handle).bundle,
             rootfs: record.spec.rootfs.clone(),
             limits: record.spec.limits.clone(),
             properties: record.spec.properties.clone(),

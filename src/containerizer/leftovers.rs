@@ -80,7 +80,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         found
             .into_iter()
             .filter(|(handle, dirs)| {
-                self.bundle_dir(handle).exists() || dirs.iter().any(|d| looks_like_a_container(d))
+                self.depot_dir(handle).exists() || dirs.iter().any(|d| looks_like_a_container(d))
             })
             .map(|(handle, _)| handle)
             .collect()

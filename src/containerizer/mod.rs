@@ -228,6 +228,9 @@ pub type Result<T, E = ContainerizerError> = std::result::Result<T, E>;
 pub struct Config {
     /// The depot directory.
     pub depot: PathBuf,
+    /// Where OCI bundles go (a tmpfs, as `/run`); `None`: in the depot
+    /// directories (see [`depot`]).
+    pub bundles: Option<PathBuf>,
     /// Host path of `rundmc-init`.
     pub init_binary: PathBuf,
     /// The cgroup every container's cgroup goes under.
@@ -277,7 +280,10 @@ impl<R: OciRuntime> Containerizer<R, KernelMounter> {
 impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     /// A containerizer with its own mounter.
     pub fn with_mounter(config: Config, runtime: R, mounter: M) -> Result<Self> {
-        let depot = Depot::open(&config.depot)?;
+        let depot = match &config.bundles {
+            Some(bundles) => Depot::with_bundles(&config.depot, bundles)?,
+            None => Depot::open(&config.depot)?,
+        };
         let userns = Arc::new(Allocator::rebuild(&depot, userns::DEFAULT_RANGE)?);
         let hierarchy = Hierarchy::detect().map_err(ContainerizerError::CgroupSetup)?;
         let tracker = Tracker::new(&config.shim_binary);
@@ -418,8 +424,9 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         }
     }
 
-    /// The bundle directory of `handle`.
-    pub fn bundle_dir(&self, handle: &Handle) -> PathBuf {
+    /// The depot directory of `handle`: its record, its writable layer and
+    /// its processes (see [`depot`]).
+    pub fn depot_dir(&self, handle: &Handle) -> PathBuf {
         self.depot.paths(handle).dir
     }
 

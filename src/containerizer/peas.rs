@@ -64,9 +64,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
 
     /// The bundle of pea `name` of `handle`.
     pub fn pea_paths(&self, handle: &Handle, name: &str) -> BundlePaths {
-        BundlePaths {
-            dir: self.depot.paths(handle).dir.join(PEAS_DIR).join(name),
-        }
+        self.depot.paths(handle).pea(name)
     }
 
     /// The cgroup of the pea whose runtime id is `id`, in every hierarchy.
@@ -205,7 +203,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         fsutil::write_json_with(&paths.config(), &config, fsutil::Durability::Volatile)
             .map_err(|source| ContainerizerError::at(handle, ErrorKind::Fs { source }))?;
         self.runtime
-            .create(id.as_str(), &paths.dir, None)
+            .create(id.as_str(), &paths.bundle, None)
             .await
             .map_err(Self::runtime_err(handle))?;
         self.runtime
@@ -263,12 +261,16 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         }
         cgroup.remove().map_err(Self::cgroup_err(handle))?;
         self.remove_peas_cgroup_if_empty();
-        match std::fs::remove_dir_all(&paths.dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(self.pea_fs_err(handle, &paths.dir, e))
+        // The bundle first: it never outlives the pea's depot directory.
+        for dir in [&paths.bundle, &paths.dir] {
+            match std::fs::remove_dir_all(dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(self.pea_fs_err(handle, dir, e));
+                }
+                _ => {}
             }
-            _ => Ok(()),
         }
+        Ok(())
     }
 
     /// The image pea `name` of `handle` was made from, as its record says;

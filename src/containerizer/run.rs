@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::bundle::{self, ProcessInput};
+use super::depot::BundlePaths;
 use super::lifecycle::can_exec;
 use super::rootfs::Mounter;
 use super::users;
@@ -13,7 +14,7 @@ use crate::api::{ContainerSpec, EnvVar, FieldError, Handle, ValidationErrors};
 use crate::fsutil;
 use crate::process::{Launch, Process, ProcessInfo};
 use crate::runtime::OciRuntime;
-use rundmc_shim::protocol::{PID_FILE, PROCESS_JSON, RUNTIME_LOG};
+use rundmc_shim::protocol::{PID_FILE, RUNTIME_LOG};
 
 /// What to run.
 #[derive(Debug, Clone, Default)]
@@ -80,6 +81,8 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         let mut process = self.process_spec_for(handle, &target.rootfs, &target.spec, spec)?;
         let id = spec.id.clone().unwrap_or_else(generate_id);
         let dir = self.make_process_dir(handle, &paths.processes(), &id)?;
+        let exec_dir = paths.exec_dir();
+        std::fs::create_dir_all(&exec_dir).map_err(|e| self.fs_err(handle, &exec_dir, e))?;
         if let Some(t) = &spec.terminal {
             let size = oci_spec::runtime::BoxBuilder::default()
                 .height(u64::from(t.rows))
@@ -90,12 +93,12 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             process.set_console_size(size);
         }
         fsutil::write_json_with(
-            &dir.join(PROCESS_JSON),
+            &paths.exec_spec(&id),
             &process,
             fsutil::Durability::Volatile,
         )
         .map_err(|source| ContainerizerError::at(handle, ErrorKind::Fs { source }))?;
-        let launch = self.launch(&target, spec, &id, &dir);
+        let launch = self.launch(&target, spec, &id, &dir, &paths);
         self.tracker
             .spawn(launch)
             .await
@@ -187,10 +190,17 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     }
 
     /// What the supervisor of process `id` is started with.
-    fn launch(&self, target: &Target, spec: &RunSpec, id: &str, dir: &Path) -> Launch {
+    fn launch(
+        &self,
+        target: &Target,
+        spec: &RunSpec,
+        id: &str,
+        dir: &Path,
+        paths: &BundlePaths,
+    ) -> Launch {
         let mut argv = self.runtime.exec_argv(
             target.id.as_str(),
-            &dir.join(PROCESS_JSON),
+            &paths.exec_spec(id),
             &dir.join(PID_FILE),
             &dir.join(RUNTIME_LOG),
         );
@@ -200,6 +210,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             argv.splice(at..at, ["--console-socket".into(), t.socket.clone().into()]);
         }
         let mut launch = Launch::new(id, dir, argv);
+        launch.shim_log = paths.shim_log(id);
         launch.stdin = spec.stdin;
         launch.keep_stdin_open = spec.keep_stdin_open;
         launch.oom_file = target.cgroup.oom_counter_file().ok();
@@ -236,6 +247,16 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     /// The directory of process `id`.
     pub fn process_dir(&self, handle: &Handle, id: &str) -> PathBuf {
         self.depot.paths(handle).processes().join(id)
+    }
+
+    /// Remove what process `id` left: its directory (its log with it) and
+    /// its exec inputs in the bundle. Best effort: what is gone is fine.
+    pub fn remove_process(&self, handle: &Handle, id: &str) {
+        let paths = self.depot.paths(handle);
+        let _ = std::fs::remove_dir_all(paths.processes().join(id));
+        for file in [paths.exec_spec(id), paths.shim_log(id)] {
+            let _ = std::fs::remove_file(file);
+        }
     }
 
     fn fs_err(

@@ -53,6 +53,9 @@ pub struct Launch {
     /// `cgroup.procs` files the supervisor moves itself into before it
     /// starts anything, out of the agent's cgroup.
     pub join_cgroups: Vec<PathBuf>,
+    /// The supervisor's own stderr, opened by the tracker; `dir/shim.log`
+    /// by default (the containerizer keeps it in the bundle's tmpfs).
+    pub shim_log: PathBuf,
 }
 
 impl Launch {
@@ -62,9 +65,11 @@ impl Launch {
         dir: impl Into<PathBuf>,
         runtime_argv: Vec<OsString>,
     ) -> Self {
+        let dir = dir.into();
         Launch {
             id: id.into(),
-            dir: dir.into(),
+            shim_log: dir.join(SHIM_LOG),
+            dir,
             runtime_argv,
             stdin: false,
             keep_stdin_open: false,
@@ -125,7 +130,7 @@ impl Tracker {
     /// Starts the process under a supervisor and returns once it runs, or
     /// with [`ProcessError::StartFailed`] carrying the runtime's message.
     pub async fn spawn(&self, launch: Launch) -> Result<Process, ProcessError> {
-        let log_path = launch.dir.join(SHIM_LOG);
+        let log_path = launch.shim_log.clone();
         let shim_log = OpenOptions::new()
             .create(true)
             .append(true)

@@ -188,20 +188,20 @@ impl<R: OciRuntime, M: Mounter> ContainerOps for Containerizer<R, M> {
     }
 
     fn main_file(&self, handle: &Handle) -> MainFile {
-        MainFile::load(&self.bundle_dir(handle))
+        MainFile::load(&self.depot_dir(handle))
     }
 
     fn save_main_file(&self, handle: &Handle, file: &MainFile) -> Result<()> {
-        file.save(&self.bundle_dir(handle))
+        file.save(&self.depot_dir(handle))
             .map_err(|source| ContainerizerError::at(handle, ErrorKind::Fs { source }))
     }
 
     fn slot_file(&self, handle: &Handle, slot: &str) -> MainFile {
-        MainFile::load_slot(&self.bundle_dir(handle), slot)
+        MainFile::load_slot(&self.depot_dir(handle), slot)
     }
 
     fn save_slot_file(&self, handle: &Handle, slot: &str, file: &MainFile) -> Result<()> {
-        file.save_slot(&self.bundle_dir(handle), slot)
+        file.save_slot(&self.depot_dir(handle), slot)
             .map_err(|source| ContainerizerError::at(handle, ErrorKind::Fs { source }))
     }
 
@@ -210,7 +210,7 @@ impl<R: OciRuntime, M: Mounter> ContainerOps for Containerizer<R, M> {
     }
 
     fn remove_run(&self, handle: &Handle, id: &str) {
-        let _ = std::fs::remove_dir_all(self.process_dir(handle, id));
+        self.remove_process(handle, id);
     }
 
     fn run_file(&self, handle: &Handle, id: &str, name: &str) -> Option<std::path::PathBuf> {

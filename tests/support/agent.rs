@@ -37,6 +37,12 @@ impl AgentEnv {
         }
     }
 
+    /// `name`'s OCI bundle directory (config.json, the rootfs mount point,
+    /// init.sock): the agent keeps it in `<state-dir>/bundles`.
+    pub fn bundle(&self, name: &str) -> PathBuf {
+        self.state.join("bundles").join(name)
+    }
+
     /// Start `rundmc agent` on this environment.
     pub fn start(&self) -> Agent {
         let log = std::fs::OpenOptions::new()

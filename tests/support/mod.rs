@@ -54,6 +54,7 @@ impl Env {
     pub fn config(&self) -> Config {
         Config {
             depot: self.depot.clone(),
+            bundles: None,
             init_binary: binary("rundmc-init"),
             cgroup_parent: self.cgroup_parent.clone(),
             nstar_binary: binary("rundmc"),

@@ -161,6 +161,19 @@ impl AgentEnv {
     }
 
     /// The first run's directory of `name`'s main process.
+    /// `name`'s OCI bundle directory: the agent keeps it in
+    /// `<state-dir>/bundles`.
+    pub fn bundle(&self, name: &str) -> PathBuf {
+        self.state.join("bundles").join(name)
+    }
+
+    /// The files a raw baseline copies from `name`: its `config.json` and
+    /// its first main process's OCI process spec.
+    pub fn template_files(&self, name: &str) -> (PathBuf, PathBuf) {
+        let bundle = self.bundle(name);
+        (bundle.join("config.json"), bundle.join("exec/main-1.json"))
+    }
+
     pub fn main_dir(&self, name: &str) -> PathBuf {
         self.depot.join(name).join("processes/main-1")
     }

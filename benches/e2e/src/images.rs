@@ -237,7 +237,7 @@ fn drops(env: &AgentEnv, reference: &str, n: usize, r: &mut ImageResults) -> Res
 
 /// How many lower directories the overlay of `name`'s rootfs has.
 fn lowerdirs(env: &AgentEnv, name: &str) -> Result<usize> {
-    let target = env.depot.join(name).join("rootfs");
+    let target = env.bundle(name).join("rootfs");
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
     let line = info
         .lines()

@@ -26,11 +26,11 @@ pub fn describe(base: &Path, run_base: &Path) -> Vec<(String, String)> {
         ("crun".into(), first_line("crun", &["--version"])),
         ("cgroups".into(), cgroup_layout()),
         (
-            "Depots and bundles".into(),
+            "Depots (records, writable layers, logs)".into(),
             format!("{} ({})", base.display(), fs_type(base)),
         ),
         (
-            "State dirs and runtime roots".into(),
+            "State dirs, OCI bundles and runtime roots".into(),
             format!("{} ({})", run_base.display(), fs_type(run_base)),
         ),
         ("Load average at start".into(), read_trim("/proc/loadavg")),

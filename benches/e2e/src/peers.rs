@@ -572,7 +572,7 @@ fn raw_beside(run: &Run, env: &AgentEnv, marks: &Path) -> Result<Raw> {
         || env.output_landed("template") && env.all_running(&names),
     )
     .with_context(|| env.log_tail())?;
-    let raw = run.raw_from(env, "peers-raw", &env.depot.join("template"))?;
+    let raw = run.raw_from(env, "peers-raw", env.template_files("template"))?;
     env.remove_all(&names, TIMEOUT)?;
     let _ = fs::remove_file(marks.join("template"));
     Ok(raw)

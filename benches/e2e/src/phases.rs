@@ -24,9 +24,10 @@ pub struct Run {
     sizes: Sizes,
     bins: PathBuf,
     image: PathBuf,
-    /// Depots and bundles: on disk, as /var/lib is.
+    /// Depots (records, writable layers, logs): on disk, as /var/lib is.
     pub base: PathBuf,
-    /// State directories and runtime roots: on a tmpfs, as /run is.
+    /// State directories, OCI bundles and runtime roots: on a tmpfs, as
+    /// /run is.
     pub run_base: PathBuf,
     tag: String,
     cpu: CpuCgroup,
@@ -104,13 +105,13 @@ impl Run {
     pub fn raw_beside(&self, env: &AgentEnv, name: &str) -> Result<Raw> {
         let template = vec!["template".to_string()];
         env.create_all(&template, "Always", Duration::from_secs(60))?;
-        let raw = self.raw_from(env, name, &env.depot.join("template"))?;
+        let raw = self.raw_from(env, name, env.template_files("template"))?;
         env.remove_all(&template, Duration::from_secs(60))?;
         Ok(raw)
     }
 
     /// A raw baseline named `name` copying the agent's bundle at `bundle`.
-    pub fn raw_from(&self, env: &AgentEnv, name: &str, bundle: &Path) -> Result<Raw> {
+    pub fn raw_from(&self, env: &AgentEnv, name: &str, files: (PathBuf, PathBuf)) -> Result<Raw> {
         let parent = format!("{}-{name}", self.tag);
         let raw = Raw::new(
             &env.runtime,
@@ -118,7 +119,7 @@ impl Run {
             &self.run_base.join(name),
             parent.clone(),
             &self.image,
-            bundle,
+            files,
         )?;
         cleanup::register(|r| {
             r.roots.push((env.runtime.clone(), raw.root.clone()));

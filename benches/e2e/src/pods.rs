@@ -143,7 +143,11 @@ fn agent_round(env: &AgentEnv, name: &str, image: &Path) -> Result<Duration> {
 /// runc by hand on copies of the agent's bundles of a template pod.
 struct RawPod {
     root: PathBuf,
+    /// Per container: upper and work (on disk).
     bundles: PathBuf,
+    /// Per container: config.json and the rootfs mount point (tmpfs), as
+    /// the agent keeps them.
+    run_bundles: PathBuf,
     cgroup_parent: String,
     image: PathBuf,
     main_config: Value,
@@ -160,17 +164,18 @@ impl RawPod {
         env.write(template, &pod(env, template, run.image()))?;
         wait_for("the template pod", TIMEOUT, POLL, || landed(&files))
             .with_context(|| env.log_tail())?;
-        let bundle = env.depot.join(template);
+        let bundle = env.bundle(template);
         let read = |p: PathBuf| -> Result<Value> {
             let text =
                 fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
             serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
         };
-        let process = |id: &str| read(bundle.join("processes").join(id).join("process.json"));
+        let process = |id: &str| read(bundle.join("exec").join(format!("{id}.json")));
         let dir = run.base.join("pods-raw");
         let raw = RawPod {
             root: run.run_base.join("pods-raw").join("root"),
             bundles: dir.join("bundles"),
+            run_bundles: run.run_base.join("pods-raw").join("bundles"),
             cgroup_parent: format!("{}-pods-raw", env.cgroup_parent),
             image: run.image().to_owned(),
             main_config: read(bundle.join("config.json"))?,
@@ -181,8 +186,9 @@ impl RawPod {
                 process("sidecar-pea-1")?,
             ],
         };
-        fs::create_dir_all(&raw.bundles)
-            .with_context(|| format!("creating {}", raw.bundles.display()))?;
+        for dir in [&raw.bundles, &raw.run_bundles] {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
         cleanup::register(|r| {
             r.roots.push((env.runtime.clone(), raw.root.clone()));
             r.cgroup_parents.push(raw.cgroup_parent.clone());
@@ -252,24 +258,23 @@ impl RawPod {
 
     /// Bundle, overlay, create and start of `id` from `config`; its init's pid.
     fn container(&self, id: &str, config: &Value) -> Result<i32> {
-        let dir = self.bundles.join(id);
-        for sub in ["rootfs", "upper", "work"] {
-            fs::create_dir_all(dir.join(sub))
-                .with_context(|| format!("creating {}/{sub}", dir.display()))?;
+        let (dir, run) = (self.bundles.join(id), self.run_bundles.join(id));
+        for sub in [dir.join("upper"), dir.join("work"), run.join("rootfs")] {
+            fs::create_dir_all(&sub).with_context(|| format!("creating {}", sub.display()))?;
         }
         sys::mount_overlay(
             &self.image,
             &dir.join("upper"),
             &dir.join("work"),
-            &dir.join("rootfs"),
+            &run.join("rootfs"),
         )
         .with_context(|| format!("mounting the overlay of {id}"))?;
-        fs::write(dir.join("config.json"), serde_json::to_vec(config)?)?;
-        let (bundle, pid_file) = (path_str(&dir)?, path_str(&dir.join("init.pid"))?);
+        fs::write(run.join("config.json"), serde_json::to_vec(config)?)?;
+        let (bundle, pid_file) = (path_str(&run)?, path_str(&run.join("init.pid"))?);
         let create = ["create", "--bundle", &bundle, "--pid-file", &pid_file, id];
         self.run(self.command(&create), &format!("create {id}"))?;
         self.run(self.command(&["start", id]), &format!("start {id}"))?;
-        fs::read_to_string(dir.join("init.pid"))?
+        fs::read_to_string(run.join("init.pid"))?
             .trim()
             .parse()
             .with_context(|| format!("{id}'s init pid"))
@@ -302,8 +307,8 @@ impl RawPod {
 
     /// kill KILL, wait for init, delete, unmount, remove.
     fn destroy(&self, id: &str) -> Result<()> {
-        let dir = self.bundles.join(id);
-        let init = fs::read_to_string(dir.join("init.pid"))
+        let (dir, run) = (self.bundles.join(id), self.run_bundles.join(id));
+        let init = fs::read_to_string(run.join("init.pid"))
             .ok()
             .and_then(|t| t.trim().parse::<i32>().ok())
             .and_then(|pid| PidFd::open(pid).ok());
@@ -314,8 +319,11 @@ impl RawPod {
             bail!("{id}: init survived SIGKILL for {KILL_WAIT:?}");
         }
         self.run(self.command(&["delete", id]), &format!("delete {id}"))?;
-        sys::unmount(&dir.join("rootfs")).with_context(|| format!("unmounting {id}"))?;
-        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))
+        sys::unmount(&run.join("rootfs")).with_context(|| format!("unmounting {id}"))?;
+        for d in [&run, &dir] {
+            fs::remove_dir_all(d).with_context(|| format!("removing {}", d.display()))?;
+        }
+        Ok(())
     }
 }
 

@@ -197,7 +197,7 @@ fn per_probe(run: &Run, samples: usize) -> Result<ProbeResults> {
     env.create_all(std::slice::from_ref(&id), "Always", Duration::from_secs(60))?;
     let container = CpuCgroup::create(&format!("{}/{id}", env.cgroup_parent))?;
     let caller = cgroup(run, "runc-exec")?;
-    let socket = env.depot.join(&id).join("init.sock");
+    let socket = env.bundle(&id).join("init.sock");
     let request = request();
     let mut r = ProbeResults::default();
     for i in 0..WARMUP + samples {

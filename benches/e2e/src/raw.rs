@@ -1,10 +1,12 @@
 //! The raw baseline: the OCI runtime driven by hand on the agent's own
-//! bundle. Each container gets what the agent gives it — a directory, an
-//! overlay of the image, the agent's `config.json` (hostname and cgroup
-//! path made its own) — then `create`, `start` and a detached `exec` of the
-//! agent's own `process.json`, its output going to a file. Teardown is
-//! `kill KILL`, a wait for init, `delete` (never `--force` on a live
-//! container), unmount, remove.
+//! bundle. Each container gets what the agent gives it, where the agent
+//! puts it: a bundle directory on the run directory's tmpfs with the
+//! agent's `config.json` (hostname and cgroup path made its own) and the
+//! rootfs mount point, and a directory on disk with the overlay's upper and
+//! work, the process spec and the output. Then `create`, `start` and a
+//! detached `exec` of the agent's own `process.json`, its output going to a
+//! file. Teardown is `kill KILL`, a wait for init, `delete` (never
+//! `--force` on a live container), unmount, remove.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -25,7 +27,10 @@ pub struct Raw {
     pub runtime: String,
     /// Its `--root`.
     pub root: PathBuf,
+    /// Per container: upper, work, process.json, output (on disk).
     bundles: PathBuf,
+    /// Per container: config.json, the rootfs mount point (tmpfs).
+    run_bundles: PathBuf,
     cgroup_parent: String,
     image: PathBuf,
     config: Value,
@@ -36,36 +41,39 @@ pub struct Raw {
 }
 
 impl Raw {
-    /// A baseline with its bundles under `dir` and its runtime root under
-    /// `run_dir`, copying the bundle of the agent's container at
-    /// `agent_bundle` and its first main process.
+    /// A baseline with its containers' directories under `dir`, and their
+    /// bundles and its runtime root under `run_dir`, copying the agent's
+    /// `config.json` and `process.json` at `(config, process)` (see
+    /// `AgentEnv::template_files`).
     pub fn new(
         runtime: &str,
         dir: &Path,
         run_dir: &Path,
         cgroup_parent: String,
         image: &Path,
-        agent_bundle: &Path,
+        (config, process): (PathBuf, PathBuf),
     ) -> Result<Raw> {
         let read = |p: PathBuf| -> Result<Value> {
             let text =
                 fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
             serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
         };
-        let config = read(agent_bundle.join("config.json"))?;
+        let config = read(config)?;
         let idmap = idmap_of(&config);
         let raw = Raw {
             runtime: runtime.to_owned(),
             root: run_dir.join("root"),
             bundles: dir.join("bundles"),
+            run_bundles: run_dir.join("bundles"),
             cgroup_parent,
             image: image.to_owned(),
             config,
-            process: read(agent_bundle.join("processes/main-1/process.json"))?,
+            process: read(process)?,
             idmap,
         };
-        fs::create_dir_all(&raw.bundles)
-            .with_context(|| format!("creating {}", raw.bundles.display()))?;
+        for dir in [&raw.bundles, &raw.run_bundles] {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
         Ok(raw)
     }
 
@@ -83,6 +91,7 @@ impl Raw {
             runtime: self.runtime.clone(),
             root: self.root.clone(),
             bundles: self.bundles.clone(),
+            run_bundles: self.run_bundles.clone(),
             cgroup_parent: self.cgroup_parent.clone(),
             image: self.image.clone(),
             idmap: idmap_of(&config),
@@ -91,8 +100,14 @@ impl Raw {
         }
     }
 
+    /// `id`'s directory on disk.
     fn bundle(&self, id: &str) -> PathBuf {
         self.bundles.join(id)
+    }
+
+    /// `id`'s OCI bundle, on the tmpfs.
+    fn run_bundle(&self, id: &str) -> PathBuf {
+        self.run_bundles.join(id)
     }
 
     fn command(&self, id: &str, args: &[&str]) -> Result<Command> {
@@ -125,19 +140,18 @@ impl Raw {
     /// Makes the bundle and rootfs of `id`, then create, start and exec.
     /// Returns once the runtime's exec has returned.
     pub fn create_and_run(&self, id: &str) -> Result<()> {
-        let dir = self.bundle(id);
-        for sub in ["rootfs", "upper", "work"] {
-            fs::create_dir_all(dir.join(sub))
-                .with_context(|| format!("creating {}/{sub}", dir.display()))?;
+        let (dir, run) = (self.bundle(id), self.run_bundle(id));
+        for sub in [dir.join("upper"), dir.join("work"), run.join("rootfs")] {
+            fs::create_dir_all(&sub).with_context(|| format!("creating {}", sub.display()))?;
         }
-        self.mount_rootfs(&dir)
+        self.mount_rootfs(&dir, &run.join("rootfs"))
             .with_context(|| format!("mounting the overlay of {id}"))?;
         let mut config = self.config.clone();
         config["hostname"] = Value::from(id);
         config["linux"]["cgroupsPath"] = Value::from(format!("/{}/{id}", self.cgroup_parent));
-        fs::write(dir.join("config.json"), serde_json::to_vec(&config)?)?;
+        fs::write(run.join("config.json"), serde_json::to_vec(&config)?)?;
         fs::write(dir.join("process.json"), serde_json::to_vec(&self.process)?)?;
-        let (bundle, init_pid) = (path_str(&dir)?, path_str(&dir.join("init.pid"))?);
+        let (bundle, init_pid) = (path_str(&run)?, path_str(&run.join("init.pid"))?);
         let create = ["create", "--bundle", &bundle, "--pid-file", &init_pid, id];
         self.run(id, self.command(id, &create)?, "create")?;
         self.run(id, self.command(id, &["start", id])?, "start")?;
@@ -146,17 +160,17 @@ impl Raw {
 
     /// The overlay of the image; in a user namespace, over an idmapped
     /// clone of it, the upper owned by the container's root.
-    fn mount_rootfs(&self, dir: &Path) -> std::io::Result<()> {
-        let (upper, work, rootfs) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
+    fn mount_rootfs(&self, dir: &Path, rootfs: &Path) -> std::io::Result<()> {
+        let (upper, work) = (dir.join("upper"), dir.join("work"));
         let Some((host_id, size)) = self.idmap else {
-            return sys::mount_overlay(&self.image, &upper, &work, &rootfs);
+            return sys::mount_overlay(&self.image, &upper, &work, rootfs);
         };
         std::os::unix::fs::chown(&upper, Some(host_id), Some(host_id))?;
         let lower = dir.join("lower");
         fs::create_dir_all(&lower)?;
         let userns = crate::idmap::userns_fd(host_id, size)?;
         crate::idmap::mount_idmapped(&self.image, &lower, &userns)?;
-        let mounted = sys::mount_overlay(&lower, &upper, &work, &rootfs);
+        let mounted = sys::mount_overlay(&lower, &upper, &work, rootfs);
         sys::unmount(&lower)?;
         mounted
     }
@@ -190,8 +204,8 @@ impl Raw {
 
     /// kill KILL, wait for init, delete, unmount, remove.
     pub fn destroy(&self, id: &str) -> Result<()> {
-        let dir = self.bundle(id);
-        let init = fs::read_to_string(dir.join("init.pid"))
+        let (dir, run) = (self.bundle(id), self.run_bundle(id));
+        let init = fs::read_to_string(run.join("init.pid"))
             .ok()
             .and_then(|t| t.trim().parse::<i32>().ok())
             .and_then(|pid| PidFd::open(pid).ok());
@@ -202,8 +216,10 @@ impl Raw {
             bail!("{id}: init survived SIGKILL for {KILL_WAIT:?}");
         }
         self.run(id, self.command(id, &["delete", id])?, "delete")?;
-        sys::unmount(&dir.join("rootfs")).with_context(|| format!("unmounting {id}"))?;
-        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        sys::unmount(&run.join("rootfs")).with_context(|| format!("unmounting {id}"))?;
+        for d in [&run, &dir] {
+            fs::remove_dir_all(d).with_context(|| format!("removing {}", d.display()))?;
+        }
         let _ = fs::remove_file(self.bundles.join(format!("{id}.stderr")));
         Ok(())
     }

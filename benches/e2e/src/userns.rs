@@ -173,7 +173,7 @@ fn raw_from(run: &Run, env: &AgentEnv, name: &str, yaml: &str) -> Result<Raw> {
         &run.run_base.join(name),
         parent.clone(),
         run.image(),
-        &env.depot.join(&template),
+        env.template_files(&template),
     )?;
     cleanup::register(|r| {
         r.roots.push((env.runtime.clone(), raw.root.clone()));

@@ -97,7 +97,7 @@ fn by_name(node: &Node, handle: &Handle, process: &str, previous: bool) -> Optio
     if node.containerizer.process_dir(handle, process).is_dir() {
         return None;
     }
-    let dir = node.containerizer.bundle_dir(handle).join("processes");
+    let dir = node.containerizer.depot_dir(handle).join("processes");
     let ids: Vec<String> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())

@@ -148,7 +148,7 @@ impl Node {
 
     /// The id of `handle`'s current main run, or the one before it.
     pub fn main_run(&self, handle: &Handle, previous: bool) -> Option<String> {
-        let main = MainFile::load(&self.containerizer.bundle_dir(handle));
+        let main = MainFile::load(&self.containerizer.depot_dir(handle));
         match previous {
             false => main.current_id(),
             true => (main.runs > 1).then(|| run_id(main.runs - 1)),
