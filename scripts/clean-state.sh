@@ -64,10 +64,11 @@ if [ -d "$state/runc" ]; then
         runc --root "$state/runc" delete --force "$id" 2>/dev/null
     done
 fi
-# Rootfs mounts: in the bundles on the state directory, idmapped layers in
-# the depot.
-for m in $(awk -v d="$state/depot/" -v b="$state/run/bundles/" 'index($5, d) == 1 || index($5, b) == 1 {print $5}' /proc/self/mountinfo); do
-    umount -l "$m"
+# Whatever is still mounted below the state (rootfs overlays in the
+# bundles, idmapped layers in the depot, pinned network namespaces),
+# deepest first: nothing mounted may be in the way of the removal.
+for m in $(awk -v d="$state/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
+    umount -l "$m" 2>/dev/null
 done
 for f in "$state"/depot/*/processes/*/shim.json; do
     [ -f "$f" ] || continue

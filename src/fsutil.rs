@@ -101,6 +101,22 @@ pub fn read_small_string(path: &Path) -> io::Result<String> {
     String::from_utf8(read_small(path)?).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
+/// Remove the temporary files of atomic writes that a killed writer left
+/// in `dir` (`.<name>.tmp-<pid>-<n>`). Only for a directory no other
+/// process writes at the time (the agent's, under its lock, at start).
+/// Returns how many went; what cannot be listed or removed is left.
+pub fn remove_stale_temps(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(atomic::is_temp_name))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 /// Remove a file; a missing file is success.
 pub fn remove_file_if_exists(path: &Path) -> Result<(), FsError> {
     match fs::remove_file(path) {
@@ -120,6 +136,30 @@ pub fn remove_dir_all_if_exists(path: &Path) -> Result<(), FsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_temps_go_and_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("rundmc-temps-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        for name in [
+            ".web.yaml.tmp-4242-7",
+            "web.yaml",
+            ".web.yaml",
+            "a.tmp-1-2",
+            ".x.tmp-1",
+        ] {
+            fs::write(dir.join(name), b"x").unwrap();
+        }
+        assert_eq!(remove_stale_temps(&dir), 1);
+        let mut left: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".web.yaml", ".x.tmp-1", "a.tmp-1-2", "web.yaml"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {

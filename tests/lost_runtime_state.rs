@@ -264,6 +264,26 @@ fn after_a_reboot_the_depot_alone_makes_the_container_again() {
 }
 
 #[test]
+fn an_agent_on_another_state_directory_unmounts_the_bundle_the_runtime_recorded() {
+    let mut a = AgentEnv::new("lost-elsewhere");
+    let mut agent = a.start();
+    let old = run_sleeper(&a, "web");
+    let first_bundle = a.bundle("web");
+    assert!(is_mounted(&first_bundle.join("rootfs")));
+    agent.kill9();
+    // The same depot and runtime root, another state directory.
+    a.state = a.env.dir.join("state-2");
+    a.remove("web.yaml");
+    let _agent = a.start();
+    a.wait("destroyed", T, || {
+        a.env.runc_status("web").is_none() && !a.env.depot.join("web").exists()
+    });
+    assert!(!is_mounted(&first_bundle.join("rootfs")), "overlay left");
+    assert!(!first_bundle.exists(), "bundle left");
+    assert!(old.iter().all(|p| ended(*p)));
+}
+
+#[test]
 fn a_restarted_agent_removes_a_cgroup_left_without_bundle_or_state() {
     let a = AgentEnv::new("lost-orphan");
     let mut agent = a.start();

@@ -4,6 +4,7 @@
 //! the rootfs, removes the cgroup, and removes the bundle last. A crash at
 //! any step leaves a half-made bundle that the next destroy finishes.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         self.depot.unmark(handle)?;
         // Peas first: they joined the container's namespaces.
         self.destroy_peas(handle).await?;
-        self.delete_from_runtime(handle).await?;
+        let recorded = self.delete_from_runtime(handle).await?;
         // With the runtime's container gone, anything left in the cgroup is
         // a process whose state was lost: it would keep the cgroup busy.
         let leftovers = self.kill_leftovers(handle).await?;
@@ -51,8 +52,13 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         let mounter = Arc::clone(&self.mounter);
         let cgroup = self.cgroup_everywhere(handle);
         let (depot, owned) = (self.depot.clone(), handle.clone());
-        let unmounted =
-            off_the_workers(move || unmount_and_uncgroup(&*mounter, &depot, &cgroup, &owned));
+        let unmounted = off_the_workers(move || {
+            unmount_and_uncgroup(&*mounter, &depot, &cgroup, &owned)?;
+            match recorded {
+                Some(bundle) => remove_elsewhere(&*mounter, &depot, &owned, &bundle),
+                None => Ok(()),
+            }
+        });
         let (detached, unmounted) = tokio::join!(self.detach_network(handle), unmounted);
         detached?;
         unmounted?;
@@ -64,8 +70,9 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     }
 
     /// Kill init (which ends every process in the pid namespace), wait for
-    /// it, and delete the container from the runtime.
-    async fn delete_from_runtime(&self, handle: &Handle) -> Result<()> {
+    /// it, and delete the container from the runtime. Returns the bundle
+    /// directory the runtime had recorded, if it had the container.
+    async fn delete_from_runtime(&self, handle: &Handle) -> Result<Option<PathBuf>> {
         let state = self.runtime_state(handle).await?;
         let status = state.as_ref().map(|s| s.status);
         if needs_thaw(status) {
@@ -93,7 +100,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
                 }
             }
         }
-        Ok(())
+        Ok(state.map(|s| s.bundle))
     }
 
     /// SIGKILL init and wait for it to exit; false if it did not in time.
@@ -161,6 +168,36 @@ fn unmount_and_uncgroup<M: Mounter>(
     cgroup
         .remove()
         .map_err(|source| ContainerizerError::at(handle, ErrorKind::Cgroup { source }))
+}
+
+/// The bundle the runtime recorded for `handle`, when it is not where this
+/// agent keeps bundles (an agent started on another state directory than
+/// the one that made the container): its rootfs unmounted and the
+/// directory removed, so no overlay is left mounted there. Only a directory
+/// named by the handle is touched, and never one still mounted.
+fn remove_elsewhere<M: Mounter>(
+    mounter: &M,
+    depot: &Depot,
+    handle: &Handle,
+    recorded: &Path,
+) -> Result<()> {
+    let ours = depot.paths(handle);
+    let named = recorded.file_name() == Some(std::ffi::OsStr::new(handle.as_str()));
+    if recorded == ours.bundle || recorded == ours.dir || !named || recorded.as_os_str().is_empty()
+    {
+        return Ok(());
+    }
+    let rootfs_err = |source| ContainerizerError::at(handle, ErrorKind::Rootfs { source });
+    let rootfs = recorded.join("rootfs");
+    mounter.unmount(&rootfs).map_err(rootfs_err)?;
+    if mounter.is_mounted(&rootfs).map_err(rootfs_err)? {
+        return Err(rootfs_err(RootfsError::Unmount {
+            target: rootfs,
+            source: nix::Error::EBUSY,
+        }));
+    }
+    crate::fsutil::remove_dir_all_if_exists(recorded)
+        .map_err(|source| ContainerizerError::at(handle, ErrorKind::Fs { source }))
 }
 
 /// Run `work` on a blocking thread.

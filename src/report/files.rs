@@ -40,10 +40,17 @@ pub struct StatusFiles {
 }
 
 impl StatusFiles {
-    /// Status files under `dir` (created if needed).
+    /// Status files under `dir` (created if needed). The temporary files
+    /// of writes a killed agent left go: the caller holds the state
+    /// directory's lock, so no other writer is at work.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, FsError> {
         let dir = dir.into();
         std::fs::create_dir_all(dir.join("files")).map_err(fsutil::at(&dir))?;
+        let stale =
+            fsutil::remove_stale_temps(&dir) + fsutil::remove_stale_temps(&dir.join("files"));
+        if stale > 0 {
+            tracing::info!(dir = %dir.display(), count = stale, "removed temporary files a killed agent left");
+        }
         Ok(Self {
             dir,
             written: Mutex::new(HashMap::new()),

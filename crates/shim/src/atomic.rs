@@ -29,6 +29,21 @@ fn temp_path(target: &Path) -> PathBuf {
     target.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
+/// Whether `name` is what [`temp_path`] makes of some file's name: a
+/// temporary file a write in progress holds, or a killed writer left.
+pub fn is_temp_name(name: &str) -> bool {
+    let Some((head, tail)) = name.rsplit_once(".tmp-") else {
+        return false;
+    };
+    let mut parts = tail.split('-');
+    let numbers = parts.next().is_some_and(is_digits) && parts.next().is_some_and(is_digits);
+    head.starts_with('.') && numbers && parts.next().is_none()
+}
+
+fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Whether a write must survive a machine crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
