@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod containerizer;
 pub(crate) mod fsutil;
+mod heap;
 pub mod image;
 pub mod mountinfo;
 pub mod network;

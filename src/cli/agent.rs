@@ -42,6 +42,10 @@ use crate::source::kube::KubeSource;
 use k8s_openapi::api::core::v1::Secret;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+/// How long the controller must have been quiet after reconciling before
+/// the heap's free pages go back to the kernel (`crate::heap`).
+const HEAP_QUIET: Duration = Duration::from_secs(1);
+
 /// Why the agent could not start.
 #[derive(Debug, Error)]
 pub enum AgentError {
@@ -191,6 +195,11 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     let containerizer = Arc::new(containerizer);
     let store = Arc::new(Store::new());
     let metrics = AgentMetrics::default();
+    let activity = metrics.clone();
+    tokio::spawn(crate::heap::give_back_when_idle(
+        move || activity.reconciles_total(),
+        HEAP_QUIET,
+    ));
     let node = args.node_name();
     let client = match args.kube {
         true => Some(kube_client(&args).await?),

@@ -40,6 +40,16 @@ pub struct AgentMetrics {
     pub restarts: Counter,
 }
 
+impl AgentMetrics {
+    /// Reconciles so far, whatever their result.
+    pub fn reconciles_total(&self) -> u64 {
+        ["ok", "error"]
+            .iter()
+            .map(|&result| self.reconciles.get_or_create(&ResultLabel { result }).get())
+            .sum()
+    }
+}
+
 impl Default for AgentMetrics {
     fn default() -> Self {
         Self {
