@@ -284,6 +284,42 @@ fn an_agent_on_another_state_directory_unmounts_the_bundle_the_runtime_recorded(
 }
 
 #[test]
+fn an_upgraded_agent_adopts_a_bundle_kept_in_the_depot_and_restarts_nothing() {
+    let a = AgentEnv::new("lost-adopt");
+    let mut agent = a.start();
+    let old = run_sleeper(&a, "web");
+    let main = a.main_pid("web");
+    agent.kill9();
+    // The layout of an earlier version: the bundle inside the depot
+    // directory, its overlay mounted there.
+    let (dir, bundle) = (a.env.depot.join("web"), a.bundle("web"));
+    std::fs::create_dir(dir.join("rootfs")).unwrap();
+    let bound = Command::new("mount")
+        .arg("--bind")
+        .arg(bundle.join("rootfs"))
+        .arg(dir.join("rootfs"))
+        .status()
+        .unwrap();
+    assert!(bound.success());
+    nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH).unwrap();
+    std::fs::copy(bundle.join("config.json"), dir.join("config.json")).unwrap();
+    std::fs::remove_dir_all(&bundle).unwrap();
+
+    let _agent = a.start();
+    a.wait("the bundle adopted", T, || {
+        bundle.join("config.json").is_file() && is_mounted(&bundle.join("rootfs"))
+    });
+    assert!(bundle.join("rootfs/bin/sh").exists(), "the running rootfs");
+    a.wait("running as before", T, || one_container(&a, "web"));
+    assert_eq!(a.main_pid("web"), main, "nothing restarted");
+    assert_eq!(tasks(&a, "web"), old, "the same init and main process");
+    converges_then_deletes_cleanly(&a, "web", old);
+    assert!(!is_mounted(&dir.join("rootfs")), "the earlier mount left");
+    assert!(!is_mounted(&bundle.join("rootfs")), "the bind left");
+    assert!(!bundle.exists() && !dir.exists());
+}
+
+#[test]
 fn a_restarted_agent_removes_a_cgroup_left_without_bundle_or_state() {
     let a = AgentEnv::new("lost-orphan");
     let mut agent = a.start();

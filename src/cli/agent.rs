@@ -192,6 +192,12 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         .with_user_namespaces(args.userns_range, !args.host_users_default)?
         .with_runtime_version(&runtime_version(&args.runtime))
         .with_seccomp_profile_root(args.seccomp_profile_root.clone());
+    // Before anything looks at a container: an earlier version's bundles
+    // move out of the depot, their containers running on.
+    let adopted = containerizer.adopt_earlier_layout()?;
+    if adopted > 0 {
+        tracing::info!(adopted, "bundles of an earlier version adopted");
+    }
     let containerizer = Arc::new(containerizer);
     let store = Arc::new(Store::new());
     let metrics = AgentMetrics::default();

@@ -159,6 +159,17 @@ impl BundlePaths {
     pub fn rootfs(&self) -> PathBuf {
         self.bundle.join("rootfs")
     }
+    /// Every place the rootfs may be mounted, for a destroy to unmount: the
+    /// bundle's, and with a bundle root also the depot directory's own,
+    /// where versions before the bundle root mounted it (an agent upgraded
+    /// with containers running).
+    pub fn rootfs_mounts(&self) -> Vec<PathBuf> {
+        let mut points = vec![self.rootfs()];
+        if self.bundle != self.dir {
+            points.push(self.dir.join("rootfs"));
+        }
+        points
+    }
     /// The overlay's upper directory.
     pub fn upper(&self) -> PathBuf {
         self.dir.join("upper")

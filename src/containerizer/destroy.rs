@@ -155,7 +155,7 @@ fn unmount_and_uncgroup<M: Mounter>(
     let lower = std::fs::read_dir(paths.lower())
         .map(|dir| dir.flatten().map(|e| e.path()).collect::<Vec<_>>())
         .unwrap_or_default();
-    for point in lower.into_iter().chain([paths.rootfs()]) {
+    for point in lower.into_iter().chain(paths.rootfs_mounts()) {
         mounter.unmount(&point).map_err(rootfs_err)?;
         if mounter.is_mounted(&point).map_err(rootfs_err)? {
             // Never recurse into a mounted image: it would delete through it.

@@ -16,6 +16,7 @@ use crate::api::{Handle, ValidationErrors};
 use crate::fsutil::FsError;
 use crate::runtime::{OciRuntime, RuntimeError, Status};
 
+pub mod adopt;
 pub mod bundle;
 pub mod create;
 pub mod depot;

@@ -99,6 +99,8 @@ pub trait Mounter: Send + Sync + 'static {
     ) -> Result<Vec<PathBuf>, RootfsError>;
     /// Detach whatever is mounted at `target`; nothing mounted is success.
     fn unmount(&self, target: &Path) -> Result<(), RootfsError>;
+    /// Mount what is mounted at `source` at `target` too (a recursive bind).
+    fn bind(&self, source: &Path, target: &Path) -> Result<(), RootfsError>;
     /// True when something is mounted exactly at `target`.
     fn is_mounted(&self, target: &Path) -> Result<bool, RootfsError>;
 }
@@ -166,6 +168,21 @@ impl Mounter for KernelMounter {
                 source,
             }),
         }
+    }
+
+    fn bind(&self, source: &Path, target: &Path) -> Result<(), RootfsError> {
+        nix::mount::mount(
+            Some(source),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|source_err| RootfsError::Mount {
+            lower: source.into(),
+            target: target.into(),
+            source: source_err,
+        })
     }
 
     fn is_mounted(&self, target: &Path) -> Result<bool, RootfsError> {
