@@ -125,7 +125,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
                 },
             },
         };
-        self.remove_process(handle, &id);
+        let _ = self.remove_process(handle, &id);
         outcome
     }
 }

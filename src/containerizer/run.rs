@@ -249,13 +249,17 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         self.depot.paths(handle).processes().join(id)
     }
 
-    /// Remove what process `id` left: its directory (its log with it) and
-    /// its exec inputs in the bundle. Best effort: what is gone is fine.
-    pub fn remove_process(&self, handle: &Handle, id: &str) {
+    /// Remove what process `id` left: its exec inputs in the bundle, then
+    /// its directory (its log with it). What is gone already is fine; the
+    /// error is the directory's.
+    pub fn remove_process(&self, handle: &Handle, id: &str) -> std::io::Result<()> {
         let paths = self.depot.paths(handle);
-        let _ = std::fs::remove_dir_all(paths.processes().join(id));
         for file in [paths.exec_spec(id), paths.shim_log(id)] {
             let _ = std::fs::remove_file(file);
+        }
+        match std::fs::remove_dir_all(paths.processes().join(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
         }
     }
 

@@ -210,7 +210,7 @@ impl<R: OciRuntime, M: Mounter> ContainerOps for Containerizer<R, M> {
     }
 
     fn remove_run(&self, handle: &Handle, id: &str) {
-        self.remove_process(handle, id);
+        let _ = self.remove_process(handle, id);
     }
 
     fn run_file(&self, handle: &Handle, id: &str, name: &str) -> Option<std::path::PathBuf> {

@@ -117,7 +117,7 @@ fn prune_execs(node: &Node, handle: &crate::api::Handle) {
         })
         .collect();
     for p in &ended[..ended.len().saturating_sub(KEEP_EXECS)] {
-        if let Err(e) = std::fs::remove_dir_all(&p.dir) {
+        if let Err(e) = node.containerizer.remove_process(handle, &p.id) {
             tracing::warn!(%handle, process = %p.id, error = %e, "cannot remove an old exec's record");
         }
     }
