@@ -101,6 +101,36 @@ pub fn read_small_string(path: &Path) -> io::Result<String> {
     String::from_utf8(read_small(path)?).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
+/// What identifies one version of a file without reading it: device,
+/// inode, size and modification time. A file every writer replaces by
+/// rename (a new inode), as runc's `state.json` and the depot's records,
+/// is unchanged while its version is; caches of parsed files key on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileVersion {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+impl FileVersion {
+    /// The version `meta` describes.
+    pub fn of(meta: &fs::Metadata) -> FileVersion {
+        use std::os::unix::fs::MetadataExt;
+        FileVersion {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        }
+    }
+
+    /// The file's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
 /// Remove the temporary files of atomic writes that a killed writer left
 /// in `dir` (`.<name>.tmp-<pid>-<n>`). Only for a directory no other
 /// process writes at the time (the agent's, under its lock, at start).

@@ -12,6 +12,7 @@ use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use support::agent::{AgentEnv, manifest};
+use support::lines_of;
 
 const T: Duration = Duration::from_secs(60);
 
@@ -473,22 +474,6 @@ fn cp_copies_both_ways_keeping_modes_and_owners_and_symlinks_resolve_inside() {
     let (code, _, err) = op::run(&a, &["cp", "web:/no/such", &s(&here.join("x"))]);
     assert_eq!(code, 66, "{err}");
     assert!(err.contains("/no/such"), "{err}");
-}
-
-/// Lines of a spawned verb's stdout, as they come.
-fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
 }
 
 #[test]

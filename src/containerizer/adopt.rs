@@ -22,12 +22,12 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     /// Adopt every container (and pea) whose bundle is still in its depot
     /// directory; returns how many. Nothing to do without a bundle root.
     pub fn adopt_earlier_layout(&self) -> Result<usize> {
+        if !self.depot.has_bundle_root() {
+            return Ok(0);
+        }
         let mut adopted = 0;
         for entry in self.depot.entries()? {
             let paths = self.depot.paths(&entry.handle);
-            if paths.bundle == paths.dir {
-                return Ok(0);
-            }
             adopted += usize::from(self.adopt(&entry.handle, &paths)?);
             let peas = fs::read_dir(paths.dir.join(PEAS_DIR))
                 .map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()))

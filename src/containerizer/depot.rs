@@ -46,7 +46,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -54,7 +53,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::api::{ContainerSpec, Handle};
-use crate::fsutil::{self, Durability, FsError};
+use crate::fsutil::{self, Durability, FileVersion, FsError};
 use crate::sync::lock;
 
 /// Depot failures.
@@ -226,28 +225,6 @@ pub struct DepotEntry {
 
 pub use crate::api::spec_hash;
 
-/// What identifies one version of a record file without reading it. Every
-/// write replaces the file by rename (a new inode), and the depot forgets
-/// its copy of a record it writes or removes itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileVersion {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
-}
-
-impl FileVersion {
-    fn of(meta: &fs::Metadata) -> FileVersion {
-        FileVersion {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-        }
-    }
-}
-
 /// Records parsed, by handle, with the version of the file each came from.
 type Parsed = HashMap<Handle, (FileVersion, ContainerRecord)>;
 
@@ -289,6 +266,11 @@ impl Depot {
     /// The depot's directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Whether OCI bundles are kept under a bundle root of their own.
+    pub fn has_bundle_root(&self) -> bool {
+        self.bundles.is_some()
     }
 
     /// Paths of `handle`'s bundle, whether or not it exists.

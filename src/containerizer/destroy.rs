@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::depot::Depot;
 use super::lifecycle::{needs_delete, needs_kill, needs_thaw};
-use super::rootfs::{Mounter, RootfsError};
+use super::rootfs::Mounter;
 use super::{Containerizer, ContainerizerError, ErrorKind, Result};
 use crate::api::Handle;
 use crate::cgroup::Cgroup;
@@ -156,14 +156,7 @@ fn unmount_and_uncgroup<M: Mounter>(
         .map(|dir| dir.flatten().map(|e| e.path()).collect::<Vec<_>>())
         .unwrap_or_default();
     for point in lower.into_iter().chain(paths.rootfs_mounts()) {
-        mounter.unmount(&point).map_err(rootfs_err)?;
-        if mounter.is_mounted(&point).map_err(rootfs_err)? {
-            // Never recurse into a mounted image: it would delete through it.
-            return Err(rootfs_err(RootfsError::Unmount {
-                target: point,
-                source: nix::Error::EBUSY,
-            }));
-        }
+        mounter.unmount_fully(&point).map_err(rootfs_err)?;
     }
     cgroup
         .remove()
@@ -187,15 +180,9 @@ fn remove_elsewhere<M: Mounter>(
     {
         return Ok(());
     }
-    let rootfs_err = |source| ContainerizerError::at(handle, ErrorKind::Rootfs { source });
-    let rootfs = recorded.join("rootfs");
-    mounter.unmount(&rootfs).map_err(rootfs_err)?;
-    if mounter.is_mounted(&rootfs).map_err(rootfs_err)? {
-        return Err(rootfs_err(RootfsError::Unmount {
-            target: rootfs,
-            source: nix::Error::EBUSY,
-        }));
-    }
+    mounter
+        .unmount_fully(&recorded.join("rootfs"))
+        .map_err(|source| ContainerizerError::at(handle, ErrorKind::Rootfs { source }))?;
     crate::fsutil::remove_dir_all_if_exists(recorded)
         .map_err(|source| ContainerizerError::at(handle, ErrorKind::Fs { source }))
 }

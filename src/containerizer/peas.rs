@@ -242,23 +242,8 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         let paths = self.pea_paths(handle, name);
         for rootfs in paths.rootfs_mounts() {
             self.mounter
-                .unmount(&rootfs)
+                .unmount_fully(&rootfs)
                 .map_err(Self::rootfs_err(handle))?;
-            if self
-                .mounter
-                .is_mounted(&rootfs)
-                .map_err(Self::rootfs_err(handle))?
-            {
-                return Err(ContainerizerError::at(
-                    handle,
-                    ErrorKind::Rootfs {
-                        source: super::rootfs::RootfsError::Unmount {
-                            target: rootfs,
-                            source: nix::Error::EBUSY,
-                        },
-                    },
-                ));
-            }
         }
         cgroup.remove().map_err(Self::cgroup_err(handle))?;
         self.remove_peas_cgroup_if_empty();

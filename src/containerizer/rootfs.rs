@@ -103,6 +103,20 @@ pub trait Mounter: Send + Sync + 'static {
     fn bind(&self, source: &Path, target: &Path) -> Result<(), RootfsError>;
     /// True when something is mounted exactly at `target`.
     fn is_mounted(&self, target: &Path) -> Result<bool, RootfsError>;
+
+    /// [`Mounter::unmount`], then make sure nothing is left mounted at
+    /// `target` (EBUSY when something is): what must hold before a tree is
+    /// removed, which would otherwise recurse into a mounted image.
+    fn unmount_fully(&self, target: &Path) -> Result<(), RootfsError> {
+        self.unmount(target)?;
+        match self.is_mounted(target)? {
+            true => Err(RootfsError::Unmount {
+                target: target.into(),
+                source: nix::Error::EBUSY,
+            }),
+            false => Ok(()),
+        }
+    }
 }
 
 /// The real kernel.

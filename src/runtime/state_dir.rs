@@ -19,7 +19,6 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{ErrorKind, Read};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -161,26 +160,6 @@ pub fn derive_status(layout: Layout, alive: bool, exec_fifo: bool, frozen: bool)
     }
 }
 
-/// What identifies one version of a state file without reading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileKey {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
-}
-
-impl FileKey {
-    fn of(meta: &fs::Metadata) -> FileKey {
-        FileKey {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-        }
-    }
-}
-
 /// Above this many entries the cache of parsed `state.json` files starts
 /// over, so ids that are never looked up again cannot grow it for ever.
 const PARSED_MAX: usize = 16_384;
@@ -191,9 +170,9 @@ const PARSED_MAX: usize = 16_384;
 /// whole config (seccomp filters and all, tens of KiB), and parsing it was
 /// the largest user-space cost of the agent per container in a burst
 /// (issue 19): every observation of a container read it again.
-static PARSED: Mutex<Option<HashMap<PathBuf, (FileKey, Record)>>> = Mutex::new(None);
+static PARSED: Mutex<Option<HashMap<PathBuf, (fsutil::FileVersion, Record)>>> = Mutex::new(None);
 
-fn parsed() -> MutexGuard<'static, Option<HashMap<PathBuf, (FileKey, Record)>>> {
+fn parsed() -> MutexGuard<'static, Option<HashMap<PathBuf, (fsutil::FileVersion, Record)>>> {
     PARSED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -203,13 +182,13 @@ fn parsed() -> MutexGuard<'static, Option<HashMap<PathBuf, (FileKey, Record)>>> 
 /// record.
 fn read_runc_state(path: &Path) -> std::io::Result<Lookup> {
     let mut file = fs::File::open(path)?;
-    let key = FileKey::of(&file.metadata()?);
+    let key = fsutil::FileVersion::of(&file.metadata()?);
     if let Some((k, record)) = parsed().as_ref().and_then(|m| m.get(path))
         && *k == key
     {
         return Ok(Lookup::Found(record.clone()));
     }
-    let mut bytes = Vec::with_capacity(key.size as usize);
+    let mut bytes = Vec::with_capacity(key.size() as usize);
     file.read_to_end(&mut bytes)?;
     let Ok(record) = parse_runc_state(&bytes) else {
         return Ok(Lookup::Unparsable);

@@ -255,6 +255,22 @@ pub fn is_mounted(path: &Path) -> bool {
         .any(|l| l.split(' ').nth(4).map(Path::new) == Some(path))
 }
 
+/// The lines of a spawned child's stdout, as they come (taken from it).
+pub fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 /// Poll `f` until true or `timeout` (tests only; the code under test never polls).
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = std::time::Instant::now() + timeout;
