@@ -218,6 +218,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             let namespace = args.mirror_namespace.clone();
             KubeReporter::new(c, node.clone(), namespace)
         }),
+        cpu: metrics.report_cpu.clone(),
     });
     let queue = WorkQueue::new();
     let controller = Controller::new(

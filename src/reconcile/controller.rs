@@ -24,13 +24,13 @@ use super::status::{self, FailedStep, StatusInput};
 use super::store::{Desired, SOURCE_LABEL, SourceKind, Store};
 use crate::api::Reason;
 use crate::api::reference::ImageReference;
-use crate::api::{ContainerSpec, Handle, Origin};
+use crate::api::{ContainerSpec, ContainerStatus, Handle, Origin};
 use crate::containerizer::ContainerizerError;
 use crate::image::state::{ImageState, ImageWait};
 use crate::probe::{Prober, Wake};
 use crate::report::Reporters;
 use crate::report::events::EventType;
-use crate::report::metrics::{AgentMetrics, ResultLabel};
+use crate::report::metrics::{AgentMetrics, ResultLabel, charge};
 use crate::runtime::Status;
 use crate::sync::lock;
 
@@ -544,15 +544,33 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
         image_wait: Option<&ImageWait>,
     ) -> Option<Duration> {
         let spec = d.spec.as_ref().or(obs.record.as_ref().map(|r| &r.spec));
+        let previous = self.reporters.previous(d);
+        let st = charge(&self.config.metrics.report_cpu, || {
+            self.compute_status(d, obs, spec, previous.as_ref(), waiting, error, image_wait)
+        });
+        self.reporters.status(d, spec, &st).await
+    }
+
+    /// What [`Self::report`] reports.
+    #[allow(clippy::too_many_arguments)]
+    fn compute_status(
+        &self,
+        d: &Desired,
+        obs: &Observation<C::Run>,
+        spec: Option<&ContainerSpec>,
+        previous: Option<&ContainerStatus>,
+        waiting: Option<Waiting>,
+        error: Option<(FailedStep, &str)>,
+        image_wait: Option<&ImageWait>,
+    ) -> ContainerStatus {
         let invalid = d.error.as_ref().map(|e| (e.reason, e.message.as_str()));
         let observed = obs.observed();
-        let previous = self.reporters.previous(d);
         let init_terminations: Vec<_> = obs
             .inits
             .iter()
             .map(|i| i.last_termination.clone())
             .collect();
-        let st = status::compute(&StatusInput {
+        status::compute(&StatusInput {
             spec,
             generation: d.generation,
             invalid,
@@ -576,10 +594,9 @@ impl<C: ContainerOps, P: ReportOps> Controller<C, P> {
                 .and_then(|r| r.network.as_ref())
                 .map_or(&[][..], |n| n.ips.as_slice()),
             handle: d.handle.as_str(),
-            previous: previous.as_ref(),
+            previous,
             now: (self.clock)(),
-        });
-        self.reporters.status(d, spec, &st).await
+        })
     }
 
     /// Before a step makes something from an image (a create, a pea's

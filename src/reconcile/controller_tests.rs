@@ -402,6 +402,7 @@ async fn the_real_file_reporters_write_and_drop_status_files() {
         files,
         events,
         kube: None,
+        cpu: Default::default(),
     });
     let clock = tokio_clock();
     let containers = Arc::new(FakeContainers::new(Arc::default(), clock.clone()));
@@ -416,6 +417,8 @@ async fn the_real_file_reporters_write_and_drop_status_files() {
     controller.reconcile(&a).await.expect("created");
     let written = reporters.files.previous("a").and_then(|s| s.phase);
     assert_eq!(written, Some(Phase::Running));
+    // The status and event writes were charged to the report CPU counter.
+    assert!(reporters.cpu.get() > 0.0, "{}", reporters.cpu.get());
 
     store.apply(Update::Undeclared {
         kind: SourceKind::File,

@@ -20,6 +20,7 @@ pub mod recorder;
 use events::{Event, EventLog, EventType};
 use files::StatusFiles;
 use kube::{KubeReportError, KubeReporter};
+use metrics::{ReportCpu, charge};
 
 /// When to report again after a write failed.
 pub const REPORT_RETRY: Duration = Duration::from_secs(5);
@@ -32,13 +33,15 @@ pub struct Reporters {
     pub events: EventLog,
     /// The API server, when the agent runs with `--kube`.
     pub kube: Option<KubeReporter>,
+    /// Where the CPU of status and event writes is counted.
+    pub cpu: ReportCpu,
 }
 
 impl Reporters {
     /// The status last reported for `d`.
     pub fn previous(&self, d: &Desired) -> Option<ContainerStatus> {
         match &d.origin {
-            Origin::File { .. } => self.files.previous(d.handle.as_str()),
+            Origin::File { .. } => charge(&self.cpu, || self.files.previous(d.handle.as_str())),
             Origin::Kube { .. } => self.kube.as_ref().and_then(|k| k.reported(&d.handle)),
         }
     }
@@ -71,7 +74,10 @@ impl Reporters {
         let mut retry = None;
         if let Origin::File { path, document } = &d.origin {
             let source = format!("{}#{document}", path.display());
-            if let Err(e) = self.files.write(d.handle.as_str(), &source, status) {
+            let written = charge(&self.cpu, || {
+                self.files.write(d.handle.as_str(), &source, status)
+            });
+            if let Err(e) = written {
                 tracing::warn!(handle = %d.handle, error = %e, "cannot write status file");
                 retry = Some(REPORT_RETRY);
             }
@@ -101,10 +107,10 @@ impl Reporters {
         reason: Reason,
         message: String,
     ) {
-        match type_ {
+        charge(&self.cpu, || match type_ {
             EventType::Normal => tracing::info!(%handle, %reason, "{message}"),
             EventType::Warning => tracing::warn!(%handle, %reason, "{message}"),
-        }
+        });
         let is_kube = matches!(desired.map(|d| &d.origin), Some(Origin::Kube { .. }));
         if let (Some(kube), Some(d)) = (&self.kube, desired)
             && let Err(e) = kube.event(d, type_, reason, &message).await
@@ -113,7 +119,7 @@ impl Reporters {
         }
         if !is_kube {
             let ev = Event::now(handle.as_str(), type_, reason, message);
-            if let Err(e) = self.events.record(&ev) {
+            if let Err(e) = charge(&self.cpu, || self.events.record(&ev)) {
                 tracing::warn!(error = %e, "cannot record event");
             }
         }

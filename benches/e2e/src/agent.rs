@@ -43,6 +43,8 @@ pub struct Agent {
     pub pid: i32,
     /// When it was spawned.
     pub started: Instant,
+    /// Its `/metrics` endpoint, on loopback.
+    pub metrics: std::net::SocketAddr,
 }
 
 /// What a status file says, as far as the benchmarks look.
@@ -95,8 +97,10 @@ impl AgentEnv {
         &self.cpu
     }
 
-    /// Starts the agent with `extra` flags; its log goes to `agent.log`.
+    /// Starts the agent with `extra` flags, serving metrics on a free
+    /// loopback port; its log goes to `agent.log`.
     pub fn start(&self, extra: &[&str]) -> Result<Agent> {
+        let metrics = crate::metrics::free_loopback()?;
         let log_path = self.dir.join("agent.log");
         let log = fs::OpenOptions::new()
             .create(true)
@@ -121,6 +125,7 @@ impl AgentEnv {
             .args(["--runtime-root".as_ref(), self.root.as_os_str()])
             .args(["--runtime", &self.runtime])
             .args(["--cgroup-parent", &self.cgroup_parent])
+            .args(["--metrics-addr", &metrics.to_string()])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -135,6 +140,7 @@ impl AgentEnv {
             child,
             pid,
             started,
+            metrics,
         })
     }
 

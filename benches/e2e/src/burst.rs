@@ -5,6 +5,7 @@
 //! every container's directory is gone. Each container's time counts from
 //! the start of the round; rounds alternate which side goes first.
 
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -56,6 +57,13 @@ pub struct CpuSide {
     /// The agent process alone (its threads, by its CPU clock), from the manifests' writes
     /// until every status says so and the agent has settled.
     pub agent: Samples,
+    /// Of `agent`, what computing and writing statuses and events took
+    /// (the agent's `rundmc_report_cpu_seconds_total`).
+    pub report: Samples,
+    /// The harness's own threads making (or removing) the raw containers:
+    /// directories, the overlay mount, the bundle's files, spawning and
+    /// reaping the runtime. What any driver of the runtime pays.
+    pub raw_driver: Samples,
     /// The agent's cgroup: agent, runtime processes and supervisors.
     pub cgroup: Samples,
     /// The raw runtime's processes (reaped by the harness).
@@ -64,10 +72,19 @@ pub struct CpuSide {
     pub threads: std::collections::BTreeMap<String, f64>,
 }
 
+/// The agent under measurement: its pid and its metrics endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    /// Its pid.
+    pub pid: i32,
+    /// Its `/metrics`.
+    pub metrics: SocketAddr,
+}
+
 /// `rounds` rounds of `size` containers each way.
 pub fn measure(
     env: &AgentEnv,
-    agent_pid: i32,
+    agent: Measured,
     raw: &Raw,
     size: usize,
     parallelism: usize,
@@ -82,11 +99,11 @@ pub fn measure(
         let names: Vec<String> = (0..size).map(|i| format!("b{r}-{i}")).collect();
         let agent_first = r % 2 == 0;
         if agent_first {
-            agent_round(env, agent_pid, &names, &mut b, rounds)?;
+            agent_round(env, agent, &names, &mut b, rounds)?;
         }
         raw_round(env, raw, &names, parallelism, &mut b)?;
         if !agent_first {
-            agent_round(env, agent_pid, &names, &mut b, rounds)?;
+            agent_round(env, agent, &names, &mut b, rounds)?;
         }
     }
     Ok(b)
@@ -100,14 +117,23 @@ fn record(side: &mut Side, each: Vec<Duration>) {
     side.each.0.extend(Samples::from_durations(&each).0);
 }
 
+/// The agent's report CPU so far, ms; scraped outside the CPU windows,
+/// since a scrape reads every container's cgroup.
+fn report_ms(agent: Measured) -> Result<f64> {
+    Ok(crate::metrics::report_cpu_seconds(agent.metrics)? * 1e3)
+}
+
 fn agent_round(
     env: &AgentEnv,
-    pid: i32,
+    agent: Measured,
     names: &[String],
     b: &mut Bursts,
     rounds: usize,
 ) -> Result<()> {
+    let pid = agent.pid;
+    let n = names.len() as f64;
     let yamls: Vec<String> = names.iter().map(|n| env.manifest(n, "Always")).collect();
+    let report0 = report_ms(agent)?;
     let meter = Meter::start(Some(pid), env.cpu());
     let t0 = Instant::now();
     for (n, y) in names.iter().zip(&yamls) {
@@ -119,11 +145,9 @@ fn agent_round(
         env.all_running(names)
     })?;
     pause(Duration::from_millis(200))?;
-    agent_cost(
-        &mut b.cpu_up,
-        &meter.per_container(env.cpu(), names.len()),
-        rounds,
-    );
+    let cost = meter.per_container(env.cpu(), names.len());
+    let report1 = report_ms(agent)?;
+    agent_cost(&mut b.cpu_up, &cost, (report1 - report0) / n, rounds);
     let meter = Meter::start(Some(pid), env.cpu());
     let t0 = Instant::now();
     for n in names {
@@ -135,16 +159,15 @@ fn agent_round(
         names.iter().all(|n| !env.status_path(n).exists())
     })?;
     pause(Duration::from_millis(200))?;
-    agent_cost(
-        &mut b.cpu_down,
-        &meter.per_container(env.cpu(), names.len()),
-        rounds,
-    );
+    let cost = meter.per_container(env.cpu(), names.len());
+    let report2 = report_ms(agent)?;
+    agent_cost(&mut b.cpu_down, &cost, (report2 - report1) / n, rounds);
     Ok(())
 }
 
-fn agent_cost(side: &mut CpuSide, cost: &cpu::Cost, rounds: usize) {
+fn agent_cost(side: &mut CpuSide, cost: &cpu::Cost, report_ms: f64, rounds: usize) {
     side.agent.0.push(cost.agent_ms);
+    side.report.0.push(report_ms);
     side.cgroup.0.push(cost.cgroup_ms);
     cpu::add_threads(&mut side.threads, cost, rounds);
 }
@@ -180,9 +203,10 @@ fn raw_round(
     b: &mut Bursts,
 ) -> Result<()> {
     let ids: Vec<String> = names.iter().map(|n| format!("r{n}")).collect();
+    let driver = Mutex::new(0.0);
     let meter = Meter::start(None, env.cpu());
     let up = in_parallel(&ids, parallelism, |id| {
-        raw.create_and_run(id)?;
+        charge(&driver, || raw.create_and_run(id))?;
         wait_for(id, TIMEOUT, Duration::from_millis(1), || {
             raw.output_landed(id)
         })
@@ -195,15 +219,30 @@ fn raw_round(
         .raw
         .0
         .push(meter.per_container(env.cpu(), n).children_ms);
+    b.cpu_up.raw_driver.0.push(take_ms(&driver) / n as f64);
     let meter = Meter::start(None, env.cpu());
-    let down = in_parallel(&ids, parallelism, |id| raw.destroy(id))?;
+    let down = in_parallel(&ids, parallelism, |id| charge(&driver, || raw.destroy(id)))?;
     record(&mut b.raw_down, down);
     pause(Duration::from_millis(200))?;
     b.cpu_down
         .raw
         .0
         .push(meter.per_container(env.cpu(), n).children_ms);
+    b.cpu_down.raw_driver.0.push(take_ms(&driver) / n as f64);
     Ok(())
+}
+
+/// Runs `job`, adding the CPU the calling thread spent in it to `total` (s).
+fn charge<T>(total: &Mutex<f64>, job: impl FnOnce() -> T) -> T {
+    let start = crate::procfs::thread_cpu_seconds();
+    let out = job();
+    *lock(total) += crate::procfs::thread_cpu_seconds() - start;
+    out
+}
+
+/// What `total` holds, in ms, leaving it 0.
+fn take_ms(total: &Mutex<f64>) -> f64 {
+    std::mem::take(&mut *lock(total)) * 1e3
 }
 
 /// Runs `job` on every id with `parallelism` threads; returns each id's
@@ -243,9 +282,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The CPU figures of `b`, for the terminal.
 pub fn cpu_brief(b: &Bursts) -> String {
     format!(
-        "CPU ms/container: agent up {:.2} down {:.2}; agent cgroup up {:.1}; raw runtime up {:.1}; threads up: {}",
+        "CPU ms/container: agent up {:.2} (status and events {:.2}) down {:.2}; raw driver up {:.2}; agent cgroup up {:.1}; raw runtime up {:.1}; threads up: {}",
         b.cpu_up.agent.p50(),
+        b.cpu_up.report.p50(),
         b.cpu_down.agent.p50(),
+        b.cpu_up.raw_driver.p50(),
         b.cpu_up.cgroup.p50(),
         b.cpu_up.raw.p50(),
         cpu::top_threads(&b.cpu_up.threads, 6)

@@ -28,6 +28,7 @@ mod images;
 mod images_report;
 mod latency;
 mod machine;
+mod metrics;
 mod net;
 mod network;
 mod network_report;

@@ -144,11 +144,15 @@ pub fn runtime_phase(
     let latency = latency::measure(&env, &raw, s.samples, s.warmup)?;
     eprintln!("  {}", brief("drop to running, agent", &latency.agent_drop));
     eprintln!("  {}", brief("drop to running, raw", &latency.raw_drop));
-    let bursts = burst::measure(&env, agent.pid, &raw, s.burst, WORKERS, rounds)?;
+    let measured = burst::Measured {
+        pid: agent.pid,
+        metrics: agent.metrics,
+    };
+    let bursts = burst::measure(&env, measured, &raw, s.burst, WORKERS, rounds)?;
     eprintln!("  {}", brief("burst /s, agent", &bursts.agent_up.rates));
     eprintln!("  {}", brief("burst /s, raw", &bursts.raw_up.rates));
     eprintln!("  {}", burst::cpu_brief(&bursts));
-    let saturated = saturated_bursts(&env, agent.pid, &raw, s)?;
+    let saturated = saturated_bursts(&env, measured, &raw, s)?;
     let exits = match exits {
         true => Some(exit::measure(&env, s.exits)?),
         false => None,
@@ -167,7 +171,7 @@ pub fn runtime_phase(
 /// The bursts again beside [`hog::WHAT`]; `None` without stress-ng.
 fn saturated_bursts(
     env: &AgentEnv,
-    pid: i32,
+    agent: burst::Measured,
     raw: &Raw,
     s: Sizes,
 ) -> Result<Option<burst::Bursts>> {
@@ -176,7 +180,7 @@ fn saturated_bursts(
         return Ok(None);
     }
     let hog = hog::Hog::start(2)?;
-    let bursts = burst::measure(env, pid, raw, s.sat_burst, WORKERS, s.sat_rounds);
+    let bursts = burst::measure(env, agent, raw, s.sat_burst, WORKERS, s.sat_rounds);
     drop(hog);
     let bursts = bursts?;
     eprintln!(

@@ -212,6 +212,17 @@ fn parse_usage_usec(text: &str) -> Option<u64> {
         .ok()
 }
 
+/// The calling thread's own CPU so far, in seconds (its CPU clock).
+pub fn thread_cpu_seconds() -> f64 {
+    // SAFETY: an all-zero timespec is valid; clock_gettime fills it.
+    let mut t: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } != 0 {
+        return f64::NAN;
+    }
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
