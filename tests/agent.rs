@@ -303,6 +303,37 @@ fn a_container_with_an_unreadable_record_is_rebuilt() {
 }
 
 #[test]
+fn a_process_keeps_its_log_on_disk_and_everything_else_on_the_state_tmpfs() {
+    let a = AgentEnv::new("agent-split");
+    let _agent = a.start();
+    a.write("web.yaml", &manifest("web", SERVICE));
+    a.wait("web running", T, || a.running("web"));
+    let (run, logs) = (a.main_dir("web").unwrap(), a.main_log_dir("web").unwrap());
+    let names = |dir: &std::path::Path| -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    assert!(run.starts_with(&a.state), "{}", run.display());
+    assert_eq!(
+        names(&run),
+        ["control", "pid", "runtime.log", "shim.json"],
+        "the supervisor's files, on the state directory"
+    );
+    assert_eq!(names(&logs), ["output.log"], "only the log in the depot");
+    let shim: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("shim.json")).unwrap()).unwrap();
+    assert_eq!(shim["logDir"].as_str(), logs.to_str());
+    a.wait("the greeting logged", T, || {
+        a.main_log("web").contains("stdout F hello from main")
+    });
+}
+
+#[test]
 fn a_main_process_whose_supervisor_died_is_replaced_not_duplicated() {
     let a = AgentEnv::new("agent-lost");
     let _agent = a.start();
@@ -368,7 +399,7 @@ fn main_process_logs_rotate_as_the_flags_say() {
     a.wait("the last line logged", T, || {
         a.main_log("chatty").contains("stdout F last")
     });
-    let dir = a.main_dir("chatty").unwrap();
+    let dir = a.main_log_dir("chatty").unwrap();
     let mut logs: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()

@@ -93,7 +93,7 @@ fn an_exec_failing_after_it_started_the_process_leaves_one_main() {
         ("exec", "web")
     );
     // The first run did start (its pid was written) and is gone.
-    let first = a.env.depot.join("web/processes/main-1/pid");
+    let first = a.bundle("web").join("processes/main-1/pid");
     let first: i32 = std::fs::read_to_string(first)
         .unwrap()
         .trim()

@@ -303,15 +303,43 @@ fn an_upgraded_agent_adopts_a_bundle_kept_in_the_depot_and_restarts_nothing() {
     assert!(bound.success());
     nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH).unwrap();
     std::fs::copy(bundle.join("config.json"), dir.join("config.json")).unwrap();
+    // Its process directories were in the depot too, the log beside the
+    // supervisor's files. The supervisor's own control fifo cannot move
+    // off its tmpfs: a new one stands in, which nobody reads.
+    let (run_dir, old_dir) = (
+        bundle.join("processes/main-1"),
+        dir.join("processes/main-1"),
+    );
+    for file in ["pid", "runtime.log"] {
+        std::fs::copy(run_dir.join(file), old_dir.join(file)).unwrap();
+    }
+    let mut shim: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("shim.json")).unwrap()).unwrap();
+    assert!(shim["logDir"].is_string(), "{shim}");
+    shim.as_object_mut().unwrap().remove("logDir");
+    std::fs::write(old_dir.join("shim.json"), shim.to_string()).unwrap();
+    nix::unistd::mkfifo(
+        &old_dir.join("control"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
     std::fs::remove_dir_all(&bundle).unwrap();
 
     let _agent = a.start();
-    a.wait("the bundle adopted", T, || {
-        bundle.join("config.json").is_file() && is_mounted(&bundle.join("rootfs"))
+    a.wait("the bundle and its processes adopted", T, || {
+        bundle.join("config.json").is_file()
+            && is_mounted(&bundle.join("rootfs"))
+            && bundle.join("processes").is_symlink()
     });
+    let link = std::fs::read_link(bundle.join("processes")).unwrap();
+    assert_eq!(link, dir.join("processes"), "the depot's processes linked");
     assert!(bundle.join("rootfs/bin/sh").exists(), "the running rootfs");
     a.wait("running as before", T, || one_container(&a, "web"));
-    assert_eq!(a.main_pid("web"), main, "nothing restarted");
+    assert_eq!(
+        a.main_pid("web"),
+        main,
+        "nothing restarted (its pid read through the link)"
+    );
     assert_eq!(tasks(&a, "web"), old, "the same init and main process");
     converges_then_deletes_cleanly(&a, "web", old);
     assert!(!is_mounted(&dir.join("rootfs")), "the earlier mount left");

@@ -212,7 +212,7 @@ fn logs_follow_keeps_every_line_across_rotations() {
     }
     let _ = follower.kill();
     let _ = follower.wait();
-    let dir = a.main_dir("web").unwrap();
+    let dir = a.main_log_dir("web").unwrap();
     assert!(dir.join("output.log.2").exists(), "the log rotated");
 }
 

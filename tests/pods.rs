@@ -52,7 +52,8 @@ fn slot_pid(a: &AgentEnv, name: &str, slot: &str) -> Option<i32> {
         serde_json::from_slice(&std::fs::read(dir.join(format!("{slot}.json"))).ok()?).ok()?;
     let runs = file["runs"].as_u64()?;
     let pid = std::fs::read_to_string(
-        dir.join("processes")
+        a.bundle(name)
+            .join("processes")
             .join(format!("{slot}-{runs}"))
             .join("pid"),
     );

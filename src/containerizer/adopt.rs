@@ -5,8 +5,15 @@
 //! itself cannot move: its parent mount is shared) and `init.sock` linked.
 //! From then on exec, probes, copies and destroy find everything where
 //! they look for it; destroy unmounts both mount points
-//! ([`BundlePaths::rootfs_mounts`]). Owns only that; it must not touch the
-//! runtime or any process.
+//! ([`BundlePaths::rootfs_mounts`]).
+//!
+//! Process directories moved too: an earlier version kept them in the
+//! depot, where the supervisors it started still write. A bundle without a
+//! `processes` directory gets a link to the depot's, so those processes are
+//! found, signalled and logged as before, and the container's later
+//! processes live there too until it is made again.
+//!
+//! Owns only that; it must not touch the runtime or any process.
 
 use std::fs;
 use std::path::Path;
@@ -29,6 +36,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         for entry in self.depot.entries()? {
             let paths = self.depot.paths(&entry.handle);
             adopted += usize::from(self.adopt(&entry.handle, &paths)?);
+            adopted += usize::from(self.adopt_processes(&entry.handle, &paths)?);
             let peas = fs::read_dir(paths.dir.join(PEAS_DIR))
                 .map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()))
                 .into_iter()
@@ -38,6 +46,31 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             }
         }
         Ok(adopted)
+    }
+
+    /// Links the bundle's `processes` to the depot's when the bundle has
+    /// none and the depot does; false when there is nothing to link (no
+    /// bundle: a reboot took it, and the container is made again).
+    fn adopt_processes(&self, handle: &Handle, paths: &BundlePaths) -> Result<bool> {
+        let (link, old) = (paths.processes(), paths.process_logs());
+        if link == old
+            || fs::symlink_metadata(&link).is_ok()
+            || !paths.bundle.is_dir()
+            || !old.is_dir()
+        {
+            return Ok(false);
+        }
+        std::os::unix::fs::symlink(&old, &link).map_err(|e| {
+            ContainerizerError::at(
+                handle,
+                ErrorKind::Fs {
+                    source: FsError::new(&link, e),
+                },
+            )
+        })?;
+        tracing::info!(%handle, processes = %old.display(),
+            "adopted process directories an earlier version kept in the depot");
+        Ok(true)
     }
 
     /// One bundle; false when it is not of the earlier layout. Each step is

@@ -22,13 +22,16 @@
 //!                   written right after the reservation, before it is used
 //!   lower/<n>/      mount points of the idmapped image layers while the
 //!                   overlay is being mounted (empty otherwise)
-//!   processes/<id>/ one directory per process (see rundmc_shim::protocol)
+//!   processes/<id>/ each process's log, `output.log` and its rotations
 //!   peas/<name>/    a pea's upper/ and work/, and pea.json, the image it
 //!                   was made from, written before its overlay is mounted
 //! <bundles>/<handle>/ (the depot directory itself without a bundle root)
 //!   config.json     the OCI runtime config
 //!   rootfs/         the overlay mount point (lower: the image)
 //!   init.sock       the socket the container's init serves commands on
+//!   processes/<id>/ one directory per process (see rundmc_shim::protocol):
+//!                   its supervisor's record, pid, fifos and exit; its log
+//!                   is the depot's `processes/<id>/`
 //!   exec/<id>.json  process `<id>`'s OCI process spec (`runtime exec
 //!                   --process`), and `exec/<id>.shim.log` its supervisor's
 //!                   own log; removed with the process's directory
@@ -182,8 +185,15 @@ impl BundlePaths {
     pub fn init_socket(&self) -> PathBuf {
         self.bundle.join("init.sock")
     }
-    /// Where process directories live.
+    /// Where process directories live (in the bundle): each supervisor's
+    /// record, the process's pid, fifos and exit.
     pub fn processes(&self) -> PathBuf {
+        self.bundle.join("processes")
+    }
+    /// Where processes' logs live (in the depot): `<id>/output.log` and its
+    /// rotations, which outlive the process (`kubectl logs --previous`).
+    /// `processes()` itself without a bundle root.
+    pub fn process_logs(&self) -> PathBuf {
         self.dir.join("processes")
     }
     /// Where the runtime's inputs for each process's exec live (in the
@@ -586,7 +596,8 @@ mod tests {
         );
         assert_eq!(paths.record(), depot.root().join("web/container.json"));
         assert_eq!(paths.upper(), depot.root().join("web/upper"));
-        assert_eq!(paths.processes(), depot.root().join("web/processes"));
+        assert_eq!(paths.processes(), bundles.join("web/processes"));
+        assert_eq!(paths.process_logs(), depot.root().join("web/processes"));
         let pea = paths.pea("side");
         assert_eq!(pea.dir, depot.root().join("web/peas/side"));
         assert_eq!(pea.rootfs(), bundles.join("web/peas/side/rootfs"));

@@ -80,7 +80,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         let paths = self.depot.paths(handle);
         let mut process = self.process_spec_for(handle, &target.rootfs, &target.spec, spec)?;
         let id = spec.id.clone().unwrap_or_else(generate_id);
-        let dir = self.make_process_dir(handle, &paths.processes(), &id)?;
+        let dir = self.make_process_dir(handle, &paths, &id)?;
         let exec_dir = paths.exec_dir();
         std::fs::create_dir_all(&exec_dir).map_err(|e| self.fs_err(handle, &exec_dir, e))?;
         if let Some(t) = &spec.terminal {
@@ -175,17 +175,23 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         ))
     }
 
-    /// Make `processes/<id>`, refusing a bad or taken id.
-    fn make_process_dir(&self, handle: &Handle, processes: &Path, id: &str) -> Result<PathBuf> {
+    /// Make `processes/<id>` in the bundle, refusing a bad or taken id,
+    /// and its log directory in the depot.
+    fn make_process_dir(&self, handle: &Handle, paths: &BundlePaths, id: &str) -> Result<PathBuf> {
         check_process_id(handle, id)?;
+        let processes = paths.processes();
         let dir = processes.join(id);
-        std::fs::create_dir_all(processes).map_err(|e| self.fs_err(handle, processes, e))?;
+        std::fs::create_dir_all(&processes).map_err(|e| self.fs_err(handle, &processes, e))?;
         std::fs::create_dir(&dir).map_err(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => {
                 ContainerizerError::at(handle, ErrorKind::ProcessExists { id: id.into() })
             }
             _ => self.fs_err(handle, &dir, e),
         })?;
+        // The same directory without a bundle root, or through an adopted
+        // container's link.
+        let logs = paths.process_logs().join(id);
+        std::fs::create_dir_all(&logs).map_err(|e| self.fs_err(handle, &logs, e))?;
         Ok(dir)
     }
 
@@ -211,6 +217,8 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         }
         let mut launch = Launch::new(id, dir, argv);
         launch.shim_log = paths.shim_log(id);
+        let logs = paths.process_logs().join(id);
+        launch.log_dir = (logs != dir).then_some(logs);
         launch.stdin = spec.stdin;
         launch.keep_stdin_open = spec.keep_stdin_open;
         launch.oom_file = target.cgroup.oom_counter_file().ok();
@@ -250,17 +258,20 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     }
 
     /// Remove what process `id` left: its exec inputs in the bundle, then
-    /// its directory (its log with it). What is gone already is fine; the
-    /// error is the directory's.
+    /// its directory and its log's. What is gone already is fine; the error
+    /// is a directory's.
     pub fn remove_process(&self, handle: &Handle, id: &str) -> std::io::Result<()> {
         let paths = self.depot.paths(handle);
         for file in [paths.exec_spec(id), paths.shim_log(id)] {
             let _ = std::fs::remove_file(file);
         }
-        match std::fs::remove_dir_all(paths.processes().join(id)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        for dir in [paths.processes().join(id), paths.process_logs().join(id)] {
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
         }
+        Ok(())
     }
 
     fn fs_err(

@@ -57,8 +57,14 @@ impl Process {
     }
 
     /// The supervisor's pid and start time.
-    pub fn supervisor(&self) -> ShimRecord {
-        self.shim
+    pub fn supervisor(&self) -> &ShimRecord {
+        &self.shim
+    }
+
+    /// Where its `output.log` is: the log directory its supervisor
+    /// recorded, else the process directory.
+    pub fn log_dir(&self) -> &Path {
+        self.shim.log_dir.as_deref().unwrap_or(&self.dir)
     }
 
     /// The recorded exit, if the supervisor wrote one.

@@ -1,6 +1,8 @@
 //! Reading a process's `output.log` (and its rotated files, oldest first),
 //! and following it: new records are delivered as the supervisor writes
-//! them, woken by inotify on the process directory, never by sleep-polling.
+//! them, woken by inotify on the log directory and by the supervisor's
+//! pidfd, never by sleep-polling. Each reader is given the process
+//! directory; the log is where its supervisor recorded (`shim.json`).
 //! A follow ends when the process has ended and every record is delivered.
 //!
 //! Rotation: a follower finishes the file it holds before moving to the new
@@ -20,7 +22,7 @@ use rundmc_shim::protocol::{EXIT_JSON, OUTPUT_LOG};
 use tokio::sync::Notify;
 
 use super::ProcessError;
-use super::shim::{open_live, read_record};
+use super::shim::{log_dir_of, open_live, read_record};
 use crate::pidfd::PidFd;
 
 /// One record of the log.
@@ -45,7 +47,14 @@ pub enum FollowFrom {
     End,
 }
 
-/// The log files of `dir`, oldest first: `output.log.N` .. `.1`, `output.log`.
+/// The log files of the process in `dir` (in its log directory), oldest
+/// first.
+pub fn kept_files(dir: &Path) -> Result<Vec<PathBuf>, ProcessError> {
+    log_files(&log_dir_of(dir))
+}
+
+/// The log files in the log directory `dir`, oldest first: `output.log.N`
+/// .. `.1`, `output.log`.
 pub fn log_files(dir: &Path) -> Result<Vec<PathBuf>, ProcessError> {
     let entries = std::fs::read_dir(dir).map_err(ProcessError::io(dir))?;
     let mut rotated: Vec<(u32, PathBuf)> = entries
@@ -88,11 +97,12 @@ fn take_lines(buf: &mut Vec<u8>, out: &mut VecDeque<LogLine>) {
     buf.drain(..=end);
 }
 
-/// Reads every record kept now, oldest first. All files are opened before
-/// reading, so a rotation meanwhile neither loses nor repeats a file.
+/// Reads every record kept now of the process in `dir`, oldest first. All
+/// files are opened before reading, so a rotation meanwhile neither loses
+/// nor repeats a file.
 pub fn read_all(dir: &Path) -> Result<Vec<LogLine>, ProcessError> {
     let mut files = Vec::new();
-    for path in log_files(dir)? {
+    for path in log_files(&log_dir_of(dir))? {
         match File::open(&path) {
             Ok(f) => files.push((path, f)),
             Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -111,7 +121,10 @@ pub fn read_all(dir: &Path) -> Result<Vec<LogLine>, ProcessError> {
 
 /// Delivers records as they are written; see the module doc.
 pub struct Follower {
+    /// The process directory (its exit record).
     dir: PathBuf,
+    /// Its log directory.
+    logs: PathBuf,
     older: VecDeque<(PathBuf, File)>,
     current: File,
     buf: Vec<u8>,
@@ -125,6 +138,7 @@ pub struct Follower {
 impl Follower {
     /// Starts following the log of the process in `dir`.
     pub fn new(dir: &Path, from: FollowFrom) -> Result<Follower, ProcessError> {
+        let logs = log_dir_of(dir);
         let wake = Arc::new(Notify::new());
         let waker = wake.clone();
         let mut watcher =
@@ -136,18 +150,18 @@ impl Follower {
                 source,
             })?;
         watcher
-            .watch(dir, RecursiveMode::NonRecursive)
+            .watch(&logs, RecursiveMode::NonRecursive)
             .map_err(|source| ProcessError::Watch {
-                path: dir.to_owned(),
+                path: logs.clone(),
                 source,
             })?;
         let shim = read_record(dir)?.and_then(|r| open_live(&r));
-        let current_path = dir.join(OUTPUT_LOG);
+        let current_path = logs.join(OUTPUT_LOG);
         let mut current = open_log(&current_path)?;
         let mut older = VecDeque::new();
         match from {
             FollowFrom::Start => {
-                for path in log_files(dir)?.into_iter().filter(|p| *p != current_path) {
+                for path in log_files(&logs)?.into_iter().filter(|p| *p != current_path) {
                     if let Ok(f) = File::open(&path) {
                         older.push_back((path, f));
                     }
@@ -161,6 +175,7 @@ impl Follower {
         }
         Ok(Follower {
             dir: dir.to_owned(),
+            logs,
             older,
             current,
             buf: Vec::new(),
@@ -203,7 +218,7 @@ impl Follower {
         // Seen before reading, so nothing written before the exit is missed.
         let ended =
             self.dir.join(EXIT_JSON).exists() || self.shim.as_ref().is_none_or(|s| s.has_exited());
-        let path = self.dir.join(OUTPUT_LOG);
+        let path = self.logs.join(OUTPUT_LOG);
         let n = self
             .current
             .read_to_end(&mut self.buf)

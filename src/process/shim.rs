@@ -2,7 +2,7 @@
 //! from `shim.json`, verified against the recorded start time so a reused pid
 //! is never mistaken for it, and a pidfd that becomes readable when it exits.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rundmc_shim::protocol::{SHIM_JSON, ShimRecord};
 
@@ -13,6 +13,18 @@ use crate::pidfd::PidFd;
 /// Reads `dir/shim.json`; `None` when there is none.
 pub(crate) fn read_record(dir: &Path) -> Result<Option<ShimRecord>, ProcessError> {
     read_json(&dir.join(SHIM_JSON))
+}
+
+/// Where the process in `dir` logs: the log directory its supervisor
+/// recorded, else `dir` itself (no `--log-dir`, or no record yet).
+pub(crate) fn log_dir_of(dir: &Path) -> PathBuf {
+    match read_record(dir) {
+        Ok(Some(ShimRecord {
+            log_dir: Some(logs),
+            ..
+        })) => logs,
+        _ => dir.to_owned(),
+    }
 }
 
 /// Opens the supervisor `record` names, if that very process still runs and

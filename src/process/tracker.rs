@@ -33,8 +33,11 @@ pub struct Tracker {
 pub struct Launch {
     /// The process id; by convention the name of `dir`.
     pub id: String,
-    /// The process directory, `<depot>/<handle>/processes/<id>/`.
+    /// The process directory, `<bundle>/processes/<id>/` (a tmpfs).
     pub dir: PathBuf,
+    /// Where `output.log` goes when not in `dir`: `<depot>/<handle>/processes/<id>/`.
+    /// The caller makes it.
+    pub log_dir: Option<PathBuf>,
     /// The runtime's detached exec command line.
     pub runtime_argv: Vec<OsString>,
     /// Give the process a `stdin` fifo (else `/dev/null`); the first
@@ -70,6 +73,7 @@ impl Launch {
             id: id.into(),
             shim_log: dir.join(SHIM_LOG),
             dir,
+            log_dir: None,
             runtime_argv,
             stdin: false,
             keep_stdin_open: false,
@@ -101,6 +105,9 @@ impl Launch {
         }
         for procs in &self.join_cgroups {
             args.extend(["--join-cgroup".into(), procs.clone().into_os_string()]);
+        }
+        if let Some(logs) = &self.log_dir {
+            args.extend(["--log-dir".into(), logs.clone().into_os_string()]);
         }
         args.extend([
             "--dir".into(),
@@ -329,12 +336,19 @@ pub async fn cleanup(processes_dir: &Path, grace: Duration) -> Result<CleanupRep
     Ok(report)
 }
 
-/// Removes each process directory, then `processes_dir`; how many were removed.
+/// Removes each process directory, then `processes_dir` (a link to where
+/// an earlier version kept them, for an adopted container); how many were
+/// removed.
 fn remove_all(dirs: &[PathBuf], processes_dir: &Path) -> Result<usize, ProcessError> {
     for dir in dirs {
         std::fs::remove_dir_all(dir).map_err(ProcessError::io(dir))?;
     }
-    match std::fs::remove_dir(processes_dir) {
+    let linked = std::fs::symlink_metadata(processes_dir).is_ok_and(|m| m.is_symlink());
+    let removed = match linked {
+        true => std::fs::remove_file(processes_dir),
+        false => std::fs::remove_dir(processes_dir),
+    };
+    match removed {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ProcessError::Io {
             path: processes_dir.to_owned(),
             source: e,

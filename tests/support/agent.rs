@@ -158,20 +158,26 @@ impl AgentEnv {
             .collect()
     }
 
-    /// The current main process's directory of `name`.
-    pub fn main_dir(&self, name: &str) -> Option<PathBuf> {
+    /// The current main process's id, `main-<run>`.
+    fn main_id(&self, name: &str) -> Option<String> {
         let main: serde_json::Value = serde_json::from_slice(
             &std::fs::read(self.env.depot.join(name).join("main.json")).ok()?,
         )
         .ok()?;
-        let runs = main["runs"].as_u64()?;
-        Some(
-            self.env
-                .depot
-                .join(name)
-                .join("processes")
-                .join(format!("main-{runs}")),
-        )
+        Some(format!("main-{}", main["runs"].as_u64()?))
+    }
+
+    /// The current main process's directory of `name` (in the bundle, on
+    /// the state directory): its supervisor's record, pid, fifos and exit.
+    pub fn main_dir(&self, name: &str) -> Option<PathBuf> {
+        let id = self.main_id(name)?;
+        Some(self.bundle(name).join("processes").join(id))
+    }
+
+    /// The current main process's log directory (in the depot).
+    pub fn main_log_dir(&self, name: &str) -> Option<PathBuf> {
+        let id = self.main_id(name)?;
+        Some(self.env.depot.join(name).join("processes").join(id))
     }
 
     /// The main process's host pid.
@@ -186,7 +192,7 @@ impl AgentEnv {
 
     /// Its output log so far.
     pub fn main_log(&self, name: &str) -> String {
-        self.main_dir(name)
+        self.main_log_dir(name)
             .and_then(|d| std::fs::read_to_string(d.join("output.log")).ok())
             .unwrap_or_default()
     }

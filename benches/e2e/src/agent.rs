@@ -180,13 +180,20 @@ impl AgentEnv {
         (bundle.join("config.json"), bundle.join("exec/main-1.json"))
     }
 
+    /// The first main process's directory (in the bundle): its
+    /// supervisor's record, pid and exit.
     pub fn main_dir(&self, name: &str) -> PathBuf {
+        self.bundle(name).join("processes/main-1")
+    }
+
+    /// The first main process's log directory (in the depot).
+    pub fn main_log_dir(&self, name: &str) -> PathBuf {
         self.depot.join(name).join("processes/main-1")
     }
 
     /// The main process's first output line has landed in its log.
     pub fn output_landed(&self, name: &str) -> bool {
-        fs::metadata(self.main_dir(name).join("output.log")).is_ok_and(|m| m.len() > 0)
+        fs::metadata(self.main_log_dir(name).join("output.log")).is_ok_and(|m| m.len() > 0)
     }
 
     /// Nothing of `name` is left in the depot.

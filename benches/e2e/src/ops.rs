@@ -101,7 +101,7 @@ pub fn phase(run: &Run) -> Result<OpsResults> {
     }
     r.rundmc_exec = Samples::from_durations(&ours);
     r.runc_exec = Samples::from_durations(&theirs);
-    let log = write_log(&env.depot.join("ops/processes/bench-log"))?;
+    let log = write_log(&env.bundle("ops").join("processes/bench-log"))?;
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..LOG_ROUNDS {
         let mut c = Command::new(&rundmc);

@@ -145,8 +145,8 @@ struct RawPod {
     root: PathBuf,
     /// Per container: upper and work (on disk).
     bundles: PathBuf,
-    /// Per container: config.json and the rootfs mount point (tmpfs), as
-    /// the agent keeps them.
+    /// Per container: config.json, the rootfs mount point, the process
+    /// specs and pid files (tmpfs), as the agent keeps them.
     run_bundles: PathBuf,
     cgroup_parent: String,
     image: PathBuf,
@@ -280,16 +280,18 @@ impl RawPod {
             .with_context(|| format!("{id}'s init pid"))
     }
 
-    /// A detached exec of `process` in `id`, its output to a file of its own.
+    /// A detached exec of `process` in `id`, its output to a file of its
+    /// own on disk, its spec and pid file in the bundle (tmpfs), as the
+    /// agent keeps them.
     fn exec(&self, id: &str, what: &str, process: &Value) -> Result<PathBuf> {
-        let dir = self.bundles.join(id);
-        let json = dir.join(format!("{what}.json"));
+        let (dir, run) = (self.bundles.join(id), self.run_bundles.join(id));
+        let json = run.join(format!("{what}.json"));
         fs::write(&json, serde_json::to_vec(process)?)?;
         let output = dir.join(format!("{what}.log"));
         let file = fs::File::create(&output)?;
         let (json, pid) = (
             path_str(&json)?,
-            path_str(&dir.join(format!("{what}.pid")))?,
+            path_str(&run.join(format!("{what}.pid")))?,
         );
         let mut cmd = self.command(&[
             "exec",

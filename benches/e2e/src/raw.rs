@@ -1,9 +1,10 @@
 //! The raw baseline: the OCI runtime driven by hand on the agent's own
 //! bundle. Each container gets what the agent gives it, where the agent
 //! puts it: a bundle directory on the run directory's tmpfs with the
-//! agent's `config.json` (hostname and cgroup path made its own) and the
-//! rootfs mount point, and a directory on disk with the overlay's upper and
-//! work, the process spec and the output. Then `create`, `start` and a
+//! agent's `config.json` (hostname and cgroup path made its own), the
+//! rootfs mount point, the process spec, the pid files and the runtime's
+//! stderr, and a directory on disk with the overlay's upper and work and
+//! the output. Then `create`, `start` and a
 //! detached `exec` of the agent's own `process.json`, its output going to a
 //! file. Teardown is `kill KILL`, a wait for init, `delete` (never
 //! `--force` on a live container), unmount, remove.
@@ -27,9 +28,10 @@ pub struct Raw {
     pub runtime: String,
     /// Its `--root`.
     pub root: PathBuf,
-    /// Per container: upper, work, process.json, output (on disk).
+    /// Per container: upper, work, output (on disk).
     bundles: PathBuf,
-    /// Per container: config.json, the rootfs mount point (tmpfs).
+    /// Per container: config.json, the rootfs mount point, process.json,
+    /// the pid files, the runtime's stderr (tmpfs).
     run_bundles: PathBuf,
     cgroup_parent: String,
     image: PathBuf,
@@ -114,7 +116,7 @@ impl Raw {
         let errors = fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.bundles.join(format!("{id}.stderr")))
+            .open(self.run_bundles.join(format!("{id}.stderr")))
             .context("opening the runtime's stderr file")?;
         let mut cmd = Command::new(&self.runtime);
         cmd.arg("--root")
@@ -130,8 +132,8 @@ impl Raw {
         let status =
             crate::reaper::status(&mut cmd).with_context(|| format!("running {}", self.runtime))?;
         if !status.success() {
-            let stderr =
-                fs::read_to_string(self.bundles.join(format!("{id}.stderr"))).unwrap_or_default();
+            let stderr = fs::read_to_string(self.run_bundles.join(format!("{id}.stderr")))
+                .unwrap_or_default();
             bail!("{} {verb} {id}: {status}: {}", self.runtime, stderr.trim());
         }
         Ok(())
@@ -150,12 +152,12 @@ impl Raw {
         config["hostname"] = Value::from(id);
         config["linux"]["cgroupsPath"] = Value::from(format!("/{}/{id}", self.cgroup_parent));
         fs::write(run.join("config.json"), serde_json::to_vec(&config)?)?;
-        fs::write(dir.join("process.json"), serde_json::to_vec(&self.process)?)?;
+        fs::write(run.join("process.json"), serde_json::to_vec(&self.process)?)?;
         let (bundle, init_pid) = (path_str(&run)?, path_str(&run.join("init.pid"))?);
         let create = ["create", "--bundle", &bundle, "--pid-file", &init_pid, id];
         self.run(id, self.command(id, &create)?, "create")?;
         self.run(id, self.command(id, &["start", id])?, "start")?;
-        self.exec(id, &dir)
+        self.exec(id, &dir, &run)
     }
 
     /// The overlay of the image; in a user namespace, over an idmapped
@@ -175,10 +177,12 @@ impl Raw {
         mounted
     }
 
-    fn exec(&self, id: &str, dir: &Path) -> Result<()> {
+    /// The detached exec: its spec and pid file in the bundle `run`, its
+    /// output in `dir`.
+    fn exec(&self, id: &str, dir: &Path, run: &Path) -> Result<()> {
         let (process, main_pid) = (
-            path_str(&dir.join("process.json"))?,
-            path_str(&dir.join("main.pid"))?,
+            path_str(&run.join("process.json"))?,
+            path_str(&run.join("main.pid"))?,
         );
         let output = fs::File::create(dir.join("output.log"))?;
         let mut cmd = self.command(
@@ -220,7 +224,7 @@ impl Raw {
         for d in [&run, &dir] {
             fs::remove_dir_all(d).with_context(|| format!("removing {}", d.display()))?;
         }
-        let _ = fs::remove_file(self.bundles.join(format!("{id}.stderr")));
+        let _ = fs::remove_file(self.run_bundles.join(format!("{id}.stderr")));
         Ok(())
     }
 }

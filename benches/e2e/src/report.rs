@@ -147,10 +147,11 @@ its own. Manifests are written atomically (temp file, rename). The main process 
 (hostname and cgroup path made its own) and its main `process.json`: `mkdir`, overlay mount of the \
 image, `create --pid-file`, `start`, `exec --detach` with stdout to a file. Teardown: `kill KILL`, \
 wait for init on a pidfd, `delete` (never `--force`), unmount, remove.
-- **Where files live**: depots on disk (as /var/lib: records, the overlay's upper and work, process \
-directories and logs); state directories, OCI bundles (`config.json`, the rootfs mount point) and \
-runtime roots on a tmpfs (as /run, where the agent's defaults put them; this VM's /run is not a tmpfs, \
-so /dev/shm stands in), for agent and raw alike.
+- **Where files live**: depots on disk (as /var/lib: records, the overlay's upper and work, the \
+processes' logs); state directories, OCI bundles (`config.json`, the rootfs mount point, process specs, \
+pid files, the supervisors' process directories) and runtime roots on a tmpfs (as /run, where the \
+agent's defaults put them; this VM's /run is not a tmpfs, so /dev/shm stands in), for agent and raw \
+alike.
 - **Orphans**: the harness is a child subreaper and reaps at once what `exec --detach` orphans, as \
 systemd would. This VM's PID 1 reaps only every second or two, and a dying pid namespace waits for \
 every member to be reaped, which would otherwise add seconds to raw teardown.

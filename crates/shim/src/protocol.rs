@@ -1,7 +1,12 @@
-//! The process directory. One per process, at
-//! `<depot>/<handle>/processes/<id>/`. Everything an agent needs to attach to
-//! a process is in it, so a freshly started agent can rebuild its view from
-//! the files alone.
+//! The process directory. One per process: everything an agent needs to
+//! attach to a process is in it, so a freshly started agent can rebuild its
+//! view from the files alone. The agent keeps it on a tmpfs, at
+//! `<state-dir>/bundles/<handle>/processes/<id>/`: nothing in it outlives
+//! the process's supervisor in any use, and a disk's inode allocator would
+//! pay for every file made and removed (issue 19). The process's output,
+//! which outlives it (`kubectl logs --previous`), goes to a log directory of
+//! its own on disk (`--log-dir`, `<depot>/<handle>/processes/<id>/`), named
+//! in `shim.json`; without `--log-dir` it stays in the process directory.
 //!
 //! | file           | written by | holds                                                    |
 //! |----------------|------------|----------------------------------------------------------|
@@ -9,7 +14,7 @@
 //! | `shim.json`    | shim       | [`ShimRecord`]: the supervisor's pid and start time      |
 //! | `shim.log`     | agent opens, shim writes | the supervisor's own stderr (diagnostics; the agent may open it elsewhere) |
 //! | `pid`          | runtime    | the process's host pid (`runc exec --pid-file`)           |
-//! | `output.log`   | shim       | stdout and stderr in the CRI log format ([`crate::cri`]), rotated to `.1`.. |
+//! | `output.log`   | shim       | stdout and stderr in the CRI log format ([`crate::cri`]), rotated to `.1`..; in the log directory |
 //! | `stdin`        | shim       | a fifo feeding the process's stdin, with `--stdin` or `--keep-stdin-open` |
 //! | `control`      | shim       | a fifo taking [`Command`] lines from the agent           |
 //! | `runtime.log`  | runtime    | the runtime's JSON log for the exec                      |
@@ -18,7 +23,7 @@
 //! # The supervisor's life
 //!
 //! The shim is started as
-//! `rundmc-shim [--stdin] [--keep-stdin-open] [--log-max-bytes N] [--log-max-files N] [--oom-file PATH] --dir DIR -- RUNTIME-ARGV...`
+//! `rundmc-shim [--stdin] [--keep-stdin-open] [--log-max-bytes N] [--log-max-files N] [--oom-file PATH] [--log-dir DIR] --dir DIR -- RUNTIME-ARGV...`
 //! where the runtime argv is a complete *detached* exec, e.g.
 //! `runc --root R --log DIR/runtime.log --log-format json exec --detach --pid-file DIR/pid --process DIR/process.json ID`.
 //!
@@ -86,13 +91,17 @@ pub const START_ERROR_EXIT_CODE: i32 = 128;
 /// Who supervises the process. The start time (field 22 of
 /// `/proc/<pid>/stat`, in clock ticks since boot) tells a live supervisor
 /// from an unrelated process that reused its pid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ShimRecord {
     /// The supervisor's pid.
     pub pid: i32,
     /// The supervisor's start time in clock ticks since boot.
     pub start_time: u64,
+    /// Where `output.log` is, when not in the process directory
+    /// (`--log-dir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_dir: Option<std::path::PathBuf>,
 }
 
 /// The line the shim writes to its original stdout once the process runs, or

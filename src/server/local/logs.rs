@@ -173,7 +173,7 @@ fn read_kept(dir: &Path, q: &LogQuery, tx: &mpsc::Sender<Bytes>) {
 /// Every log file of `dir`, opened before any is read, so that a rotation
 /// meanwhile neither loses nor repeats one.
 fn open_all(dir: &Path) -> Result<Vec<File>, std::io::Error> {
-    let paths = crate::process::logs::log_files(dir).map_err(std::io::Error::other)?;
+    let paths = crate::process::logs::kept_files(dir).map_err(std::io::Error::other)?;
     Ok(paths.iter().filter_map(|p| File::open(p).ok()).collect())
 }
 

@@ -1,6 +1,6 @@
 //! The shim's command line, parsed by hand to keep the binary small:
 //! `rundmc-shim [--stdin] [--keep-stdin-open] [--log-max-bytes N] [--log-max-files N]
-//! [--oom-file PATH] [--join-cgroup PROCS-FILE]... --dir DIR -- RUNTIME-ARGV...`.
+//! [--oom-file PATH] [--join-cgroup PROCS-FILE]... [--log-dir DIR] --dir DIR -- RUNTIME-ARGV...`.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -12,6 +12,8 @@ use rundmc_shim::protocol::{DEFAULT_LOG_MAX_BYTES, DEFAULT_LOG_MAX_FILES};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Args {
     pub dir: PathBuf,
+    /// Where `output.log` and its rotations go, when not in `dir`.
+    pub log_dir: Option<PathBuf>,
     pub stdin: bool,
     /// The `stdin` fifo outlives its writers (implies `stdin`): the shim
     /// holds it read-write, so no writer's close is an end of file.
@@ -45,7 +47,7 @@ impl fmt::Display for ArgsError {
 }
 
 pub const USAGE: &str = "usage: rundmc-shim [--stdin] [--keep-stdin-open] [--log-max-bytes N] [--log-max-files N] \
-[--oom-file PATH] [--join-cgroup PROCS-FILE]... --dir DIR -- RUNTIME-ARGV...";
+[--oom-file PATH] [--join-cgroup PROCS-FILE]... [--log-dir DIR] --dir DIR -- RUNTIME-ARGV...";
 
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, ArgsError> {
@@ -53,6 +55,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, ArgsError
     let mut dir = None;
     let mut parsed = Args {
         dir: PathBuf::new(),
+        log_dir: None,
         stdin: false,
         keep_stdin_open: false,
         log_max_bytes: DEFAULT_LOG_MAX_BYTES,
@@ -75,6 +78,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, ArgsError
                 parsed.keep_stdin_open = true;
             }
             "--dir" => dir = Some(PathBuf::from(value()?)),
+            "--log-dir" => parsed.log_dir = Some(PathBuf::from(value()?)),
             "--oom-file" => parsed.oom_file = Some(PathBuf::from(value()?)),
             "--join-cgroup" => parsed.join_cgroups.push(PathBuf::from(value()?)),
             "--log-max-bytes" => parsed.log_max_bytes = number(&flag, value()?)?,
@@ -87,6 +91,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, ArgsError
         return Err(ArgsError::Missing("the runtime argv after --"));
     }
     Ok(parsed)
+}
+
+impl Args {
+    /// Where `output.log` goes: `--log-dir`, else `--dir`.
+    pub fn log_dir(&self) -> &std::path::Path {
+        self.log_dir.as_deref().unwrap_or(&self.dir)
+    }
 }
 
 fn number<T: std::str::FromStr + Default + PartialEq>(
@@ -103,6 +114,7 @@ fn number<T: std::str::FromStr + Default + PartialEq>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn os(args: &[&str]) -> Vec<OsString> {
         args.iter().map(OsString::from).collect()
@@ -122,6 +134,8 @@ mod tests {
             "/sys/fs/cgroup/memory/shims/cgroup.procs",
             "--join-cgroup",
             "/sys/fs/cgroup/pids/shims/cgroup.procs",
+            "--log-dir",
+            "/logs",
             "--dir",
             "/d",
             "--",
@@ -135,6 +149,7 @@ mod tests {
         assert_eq!((a.log_max_bytes, a.log_max_files), (1024, 3));
         assert_eq!(a.oom_file, Some(PathBuf::from("/cg/memory.events")));
         assert_eq!(a.dir, PathBuf::from("/d"));
+        assert_eq!(a.log_dir(), Path::new("/logs"));
         assert_eq!(
             a.join_cgroups,
             [
@@ -150,6 +165,11 @@ mod tests {
         let a = parse(os(&["--dir", "/d", "--", "runc"])).unwrap();
         assert!(!a.stdin && !a.keep_stdin_open);
         assert_eq!(a.log_max_bytes, DEFAULT_LOG_MAX_BYTES);
+        assert_eq!(
+            a.log_dir(),
+            Path::new("/d"),
+            "the log is in --dir by default"
+        );
         let open = parse(os(&["--keep-stdin-open", "--dir", "/d", "--", "runc"])).unwrap();
         assert!(open.stdin && open.keep_stdin_open, "it implies --stdin");
         assert!(a.join_cgroups.is_empty());

@@ -89,6 +89,7 @@ fn supervise(args: &Args) -> Result<(), Failure> {
     let record = ShimRecord {
         pid: std::process::id() as i32,
         start_time: procstat::own_start_time().map_err(start_err("reading /proc/self/stat"))?,
+        log_dir: args.log_dir.clone(),
     };
     write_atomic(&args.dir, SHIM_JSON, &record).map_err(start_err("writing shim.json"))?;
     let oom_before = args.oom_file.as_deref().and_then(read_oom_kills);
@@ -165,7 +166,7 @@ fn open_stdio(args: &Args) -> io::Result<(Pump, ChildStdio)> {
     } else {
         (Stdio::null(), None)
     };
-    let log = LogWriter::open(&args.dir, args.log_max_bytes, args.log_max_files)?;
+    let log = LogWriter::open(args.log_dir(), args.log_max_bytes, args.log_max_files)?;
     let pump = Pump::new(log, out_r, err_r, control, relay);
     Ok((
         pump,
