@@ -252,6 +252,10 @@ impl Depot {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, DepotError> {
         let root = root.into();
         fs::create_dir_all(&root).map_err(fsutil::at(&root))?;
+        if let Err(e) = fsutil::spread_subdirectories(&root) {
+            tracing::debug!(depot = %root.display(), error = %e,
+                "the depot's file system takes no placement hint");
+        }
         Ok(Self {
             root,
             bundles: None,

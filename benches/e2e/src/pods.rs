@@ -189,6 +189,7 @@ impl RawPod {
         for dir in [&raw.bundles, &raw.run_bundles] {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
+        sys::spread_subdirectories(&raw.bundles);
         cleanup::register(|r| {
             r.roots.push((env.runtime.clone(), raw.root.clone()));
             r.cgroup_parents.push(raw.cgroup_parent.clone());

@@ -76,6 +76,8 @@ impl Raw {
         for dir in [&raw.bundles, &raw.run_bundles] {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
+        // Placed on disk as the agent places its depot's directories.
+        sys::spread_subdirectories(&raw.bundles);
         Ok(raw)
     }
 
