@@ -151,7 +151,8 @@ wait for init on a pidfd, `delete` (never `--force`), unmount, remove.
 processes' logs); state directories, OCI bundles (`config.json`, the rootfs mount point, process specs, \
 pid files, the supervisors' process directories) and runtime roots on a tmpfs (as /run, where the \
 agent's defaults put them; this VM's /run is not a tmpfs, so /dev/shm stands in), for agent and raw \
-alike.
+alike. The agent marks its depot's root `chattr +T`, and the raw bundles' directory on disk is \
+marked the same, so ext4 spreads the containers' directories over its block groups.
 - **Orphans**: the harness is a child subreaper and reaps at once what `exec --detach` orphans, as \
 systemd would. This VM's PID 1 reaps only every second or two, and a dying pid namespace waits for \
 every member to be reaped, which would otherwise add seconds to raw teardown.
