@@ -365,9 +365,10 @@ mod tests {
     fn builds_the_supervisor_command_line() {
         let mut launch = Launch::new(
             "p1",
-            "/depot/web/processes/p1",
+            "/run/bundles/web/processes/p1",
             vec!["runc".into(), "exec".into()],
         );
+        launch.log_dir = Some("/depot/web/processes/p1".into());
         launch.stdin = true;
         launch.log_max_bytes = 1024;
         launch.log_max_files = 3;
@@ -387,8 +388,10 @@ mod tests {
                 "3",
                 "--oom-file",
                 "/sys/fs/cgroup/memory/x/memory.oom_control",
-                "--dir",
+                "--log-dir",
                 "/depot/web/processes/p1",
+                "--dir",
+                "/run/bundles/web/processes/p1",
                 "--",
                 "runc",
                 "exec",
