@@ -321,8 +321,15 @@ fn a_process_keeps_its_log_on_disk_and_everything_else_on_the_state_tmpfs() {
     assert!(run.starts_with(&a.state), "{}", run.display());
     assert_eq!(
         names(&run),
-        ["control", "pid", "runtime.log", "shim.json"],
-        "the supervisor's files, on the state directory"
+        [
+            "control",
+            "pid",
+            "process.json",
+            "runtime.log",
+            "shim.json",
+            "shim.log"
+        ],
+        "the spec and the supervisor's files, on the state directory"
     );
     assert_eq!(names(&logs), ["output.log"], "only the log in the depot");
     let shim: serde_json::Value =

@@ -235,8 +235,9 @@ fn without_a_serving_init_probes_fall_back_to_the_runtimes_exec() {
             >= 2
     });
     assert!(ready(&a, "older"));
-    // Each such probe's process directory and exec inputs (its spec and
-    // supervisor log, in the bundle) go with it: at most the one in flight.
+    // Each such probe's process directory (its spec and supervisor's
+    // files, in the bundle) and its log directory go with it: at most the
+    // one in flight.
     let probes = |dir: std::path::PathBuf| -> Vec<String> {
         std::fs::read_dir(dir)
             .unwrap()
@@ -244,8 +245,8 @@ fn without_a_serving_init_probes_fall_back_to_the_runtimes_exec() {
             .filter(|n| n.starts_with("probe-"))
             .collect()
     };
-    let inputs = probes(a.bundle("older").join("exec"));
-    assert!(inputs.len() <= 2, "{inputs:?}");
+    let inputs = probes(a.bundle("older").join("processes"));
+    assert!(inputs.len() <= 1, "{inputs:?}");
     let dirs = probes(a.env.depot.join("older/processes"));
     assert!(dirs.len() <= 1, "{dirs:?}");
 }

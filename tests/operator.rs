@@ -570,19 +570,26 @@ fn only_the_newest_sixteen_finished_execs_are_kept() {
     let codes: Vec<String> = kept().into_iter().map(|(_, code)| code).collect();
     let newest: Vec<String> = (4..20).map(|i: i32| i.to_string()).collect();
     assert_eq!(codes, newest, "the newest are kept, in order");
-    // The exec inputs in the bundle (spec and supervisor log) go with
-    // their records.
-    let inputs = std::fs::read_dir(a.bundle("web").join("exec"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("exec-"))
-        })
-        .count();
+    // The pruned execs' directories (spec, supervisor's files) and logs
+    // go with their records.
+    let execs_in = |dir: std::path::PathBuf| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("exec-"))
+            })
+            .count()
+    };
     assert_eq!(
-        inputs,
-        2 * 16,
-        "the exec inputs of the pruned execs are gone"
+        execs_in(a.bundle("web").join("processes")),
+        16,
+        "the directories of the pruned execs are gone"
+    );
+    assert_eq!(
+        execs_in(a.env.depot.join("web/processes")),
+        16,
+        "the logs of the pruned execs are gone"
     );
 }
 

@@ -35,8 +35,9 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         let mut adopted = 0;
         for entry in self.depot.entries()? {
             let paths = self.depot.paths(&entry.handle);
-            adopted += usize::from(self.adopt(&entry.handle, &paths)?);
-            adopted += usize::from(self.adopt_processes(&entry.handle, &paths)?);
+            let bundle = self.adopt(&entry.handle, &paths)?;
+            let processes = self.adopt_processes(&entry.handle, &paths)?;
+            adopted += usize::from(bundle || processes);
             let peas = fs::read_dir(paths.dir.join(PEAS_DIR))
                 .map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()))
                 .into_iter()

@@ -30,11 +30,9 @@
 //!   rootfs/         the overlay mount point (lower: the image)
 //!   init.sock       the socket the container's init serves commands on
 //!   processes/<id>/ one directory per process (see rundmc_shim::protocol):
-//!                   its supervisor's record, pid, fifos and exit; its log
-//!                   is the depot's `processes/<id>/`
-//!   exec/<id>.json  process `<id>`'s OCI process spec (`runtime exec
-//!                   --process`), and `exec/<id>.shim.log` its supervisor's
-//!                   own log; removed with the process's directory
+//!                   its OCI process spec, its supervisor's record and own
+//!                   log, pid, fifos and exit; its output is the depot's
+//!                   `processes/<id>/`
 //!   peas/<name>/    a pea's config.json and rootfs/
 //! ```
 //!
@@ -195,19 +193,6 @@ impl BundlePaths {
     /// `processes()` itself without a bundle root.
     pub fn process_logs(&self) -> PathBuf {
         self.dir.join("processes")
-    }
-    /// Where the runtime's inputs for each process's exec live (in the
-    /// bundle): its OCI process spec and its supervisor's own log.
-    pub fn exec_dir(&self) -> PathBuf {
-        self.bundle.join("exec")
-    }
-    /// Process `id`'s OCI process spec, handed to `runtime exec --process`.
-    pub fn exec_spec(&self, id: &str) -> PathBuf {
-        self.exec_dir().join(format!("{id}.json"))
-    }
-    /// Process `id`'s supervisor's own stderr (diagnostics).
-    pub fn shim_log(&self, id: &str) -> PathBuf {
-        self.exec_dir().join(format!("{id}.shim.log"))
     }
     /// The user namespace's id range, recorded before it is used.
     pub fn userns(&self) -> PathBuf {
@@ -594,10 +579,6 @@ mod tests {
         assert_eq!(paths.config(), bundles.join("web/config.json"));
         assert_eq!(paths.rootfs(), bundles.join("web/rootfs"));
         assert_eq!(paths.init_socket(), bundles.join("web/init.sock"));
-        assert_eq!(
-            paths.exec_spec("main-1"),
-            bundles.join("web/exec/main-1.json")
-        );
         assert_eq!(paths.record(), depot.root().join("web/container.json"));
         assert_eq!(paths.upper(), depot.root().join("web/upper"));
         assert_eq!(paths.processes(), bundles.join("web/processes"));

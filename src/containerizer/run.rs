@@ -14,7 +14,7 @@ use crate::api::{ContainerSpec, EnvVar, FieldError, Handle, ValidationErrors};
 use crate::fsutil;
 use crate::process::{Launch, Process, ProcessInfo};
 use crate::runtime::OciRuntime;
-use rundmc_shim::protocol::{PID_FILE, RUNTIME_LOG};
+use rundmc_shim::protocol::{PID_FILE, PROCESS_JSON, RUNTIME_LOG};
 
 /// What to run.
 #[derive(Debug, Clone, Default)]
@@ -81,8 +81,6 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         let mut process = self.process_spec_for(handle, &target.rootfs, &target.spec, spec)?;
         let id = spec.id.clone().unwrap_or_else(generate_id);
         let dir = self.make_process_dir(handle, &paths, &id)?;
-        let exec_dir = paths.exec_dir();
-        std::fs::create_dir_all(&exec_dir).map_err(|e| self.fs_err(handle, &exec_dir, e))?;
         if let Some(t) = &spec.terminal {
             let size = oci_spec::runtime::BoxBuilder::default()
                 .height(u64::from(t.rows))
@@ -93,7 +91,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             process.set_console_size(size);
         }
         fsutil::write_json_with(
-            &paths.exec_spec(&id),
+            &dir.join(PROCESS_JSON),
             &process,
             fsutil::Durability::Volatile,
         )
@@ -206,7 +204,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
     ) -> Launch {
         let mut argv = self.runtime.exec_argv(
             target.id.as_str(),
-            &paths.exec_spec(id),
+            &dir.join(PROCESS_JSON),
             &dir.join(PID_FILE),
             &dir.join(RUNTIME_LOG),
         );
@@ -216,7 +214,6 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             argv.splice(at..at, ["--console-socket".into(), t.socket.clone().into()]);
         }
         let mut launch = Launch::new(id, dir, argv);
-        launch.shim_log = paths.shim_log(id);
         let logs = paths.process_logs().join(id);
         launch.log_dir = (logs != dir).then_some(logs);
         launch.stdin = spec.stdin;
@@ -257,21 +254,12 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         self.depot.paths(handle).processes().join(id)
     }
 
-    /// Remove what process `id` left: its exec inputs in the bundle, then
-    /// its directory and its log's. What is gone already is fine; the error
-    /// is a directory's.
-    pub fn remove_process(&self, handle: &Handle, id: &str) -> std::io::Result<()> {
+    /// Remove what process `id` left: its directory, then its log's. What
+    /// is gone already is fine.
+    pub fn remove_process(&self, handle: &Handle, id: &str) -> Result<(), fsutil::FsError> {
         let paths = self.depot.paths(handle);
-        for file in [paths.exec_spec(id), paths.shim_log(id)] {
-            let _ = std::fs::remove_file(file);
-        }
-        for dir in [paths.processes().join(id), paths.process_logs().join(id)] {
-            match std::fs::remove_dir_all(&dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        Ok(())
+        fsutil::remove_dir_all_if_exists(&paths.processes().join(id))?;
+        fsutil::remove_dir_all_if_exists(&paths.process_logs().join(id))
     }
 
     fn fs_err(

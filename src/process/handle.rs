@@ -61,12 +61,6 @@ impl Process {
         &self.shim
     }
 
-    /// Where its `output.log` is: the log directory its supervisor
-    /// recorded, else the process directory.
-    pub fn log_dir(&self) -> &Path {
-        self.shim.log_dir.as_deref().unwrap_or(&self.dir)
-    }
-
     /// The recorded exit, if the supervisor wrote one.
     pub fn exit_record(&self) -> Result<Option<ExitRecord>, ProcessError> {
         read_json(&self.dir.join(EXIT_JSON))

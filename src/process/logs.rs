@@ -22,7 +22,7 @@ use rundmc_shim::protocol::{EXIT_JSON, OUTPUT_LOG};
 use tokio::sync::Notify;
 
 use super::ProcessError;
-use super::shim::{log_dir_of, open_live, read_record};
+use super::shim::{log_dir_in, log_dir_of, open_live, read_record};
 use crate::pidfd::PidFd;
 
 /// One record of the log.
@@ -102,7 +102,7 @@ fn take_lines(buf: &mut Vec<u8>, out: &mut VecDeque<LogLine>) {
 /// nor repeats a file.
 pub fn read_all(dir: &Path) -> Result<Vec<LogLine>, ProcessError> {
     let mut files = Vec::new();
-    for path in log_files(&log_dir_of(dir))? {
+    for path in kept_files(dir)? {
         match File::open(&path) {
             Ok(f) => files.push((path, f)),
             Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -138,7 +138,8 @@ pub struct Follower {
 impl Follower {
     /// Starts following the log of the process in `dir`.
     pub fn new(dir: &Path, from: FollowFrom) -> Result<Follower, ProcessError> {
-        let logs = log_dir_of(dir);
+        let record = read_record(dir)?;
+        let logs = log_dir_in(dir, record.as_ref());
         let wake = Arc::new(Notify::new());
         let waker = wake.clone();
         let mut watcher =
@@ -155,7 +156,7 @@ impl Follower {
                 path: logs.clone(),
                 source,
             })?;
-        let shim = read_record(dir)?.and_then(|r| open_live(&r));
+        let shim = record.and_then(|r| open_live(&r));
         let current_path = logs.join(OUTPUT_LOG);
         let mut current = open_log(&current_path)?;
         let mut older = VecDeque::new();

@@ -18,13 +18,14 @@ pub(crate) fn read_record(dir: &Path) -> Result<Option<ShimRecord>, ProcessError
 /// Where the process in `dir` logs: the log directory its supervisor
 /// recorded, else `dir` itself (no `--log-dir`, or no record yet).
 pub(crate) fn log_dir_of(dir: &Path) -> PathBuf {
-    match read_record(dir) {
-        Ok(Some(ShimRecord {
-            log_dir: Some(logs),
-            ..
-        })) => logs,
-        _ => dir.to_owned(),
-    }
+    log_dir_in(dir, read_record(dir).ok().flatten().as_ref())
+}
+
+/// [`log_dir_of`], with the record already read.
+pub(crate) fn log_dir_in(dir: &Path, record: Option<&ShimRecord>) -> PathBuf {
+    record
+        .and_then(|r| r.log_dir.clone())
+        .unwrap_or_else(|| dir.to_owned())
 }
 
 /// Opens the supervisor `record` names, if that very process still runs and

@@ -56,9 +56,6 @@ pub struct Launch {
     /// `cgroup.procs` files the supervisor moves itself into before it
     /// starts anything, out of the agent's cgroup.
     pub join_cgroups: Vec<PathBuf>,
-    /// The supervisor's own stderr, opened by the tracker; `dir/shim.log`
-    /// by default (the containerizer keeps it in the bundle's tmpfs).
-    pub shim_log: PathBuf,
 }
 
 impl Launch {
@@ -68,11 +65,9 @@ impl Launch {
         dir: impl Into<PathBuf>,
         runtime_argv: Vec<OsString>,
     ) -> Self {
-        let dir = dir.into();
         Launch {
             id: id.into(),
-            shim_log: dir.join(SHIM_LOG),
-            dir,
+            dir: dir.into(),
             log_dir: None,
             runtime_argv,
             stdin: false,
@@ -137,7 +132,7 @@ impl Tracker {
     /// Starts the process under a supervisor and returns once it runs, or
     /// with [`ProcessError::StartFailed`] carrying the runtime's message.
     pub async fn spawn(&self, launch: Launch) -> Result<Process, ProcessError> {
-        let log_path = launch.shim_log.clone();
+        let log_path = launch.dir.join(SHIM_LOG);
         let shim_log = OpenOptions::new()
             .create(true)
             .append(true)

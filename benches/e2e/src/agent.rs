@@ -177,7 +177,10 @@ impl AgentEnv {
     /// its first main process's OCI process spec.
     pub fn template_files(&self, name: &str) -> (PathBuf, PathBuf) {
         let bundle = self.bundle(name);
-        (bundle.join("config.json"), bundle.join("exec/main-1.json"))
+        (
+            bundle.join("config.json"),
+            bundle.join("processes/main-1/process.json"),
+        )
     }
 
     /// The first main process's directory (in the bundle): its

@@ -170,7 +170,7 @@ impl RawPod {
                 fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
             serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
         };
-        let process = |id: &str| read(bundle.join("exec").join(format!("{id}.json")));
+        let process = |id: &str| read(bundle.join("processes").join(id).join("process.json"));
         let dir = run.base.join("pods-raw");
         let raw = RawPod {
             root: run.run_base.join("pods-raw").join("root"),

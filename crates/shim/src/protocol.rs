@@ -10,9 +10,9 @@
 //!
 //! | file           | written by | holds                                                    |
 //! |----------------|------------|----------------------------------------------------------|
-//! | `process.json` | agent      | the OCI process spec handed to `runc exec --process` (the agent may keep it elsewhere: the runtime argv names it) |
+//! | `process.json` | agent      | the OCI process spec handed to `runc exec --process`     |
 //! | `shim.json`    | shim       | [`ShimRecord`]: the supervisor's pid and start time      |
-//! | `shim.log`     | agent opens, shim writes | the supervisor's own stderr (diagnostics; the agent may open it elsewhere) |
+//! | `shim.log`     | agent opens, shim writes | the supervisor's own stderr (diagnostics) |
 //! | `pid`          | runtime    | the process's host pid (`runc exec --pid-file`)           |
 //! | `output.log`   | shim       | stdout and stderr in the CRI log format ([`crate::cri`]), rotated to `.1`..; in the log directory |
 //! | `stdin`        | shim       | a fifo feeding the process's stdin, with `--stdin` or `--keep-stdin-open` |
