@@ -166,7 +166,6 @@ impl AgentEnv {
         fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))
     }
 
-    /// The first run's directory of `name`'s main process.
     /// `name`'s OCI bundle directory: the agent keeps it in
     /// `<state-dir>/bundles`.
     pub fn bundle(&self, name: &str) -> PathBuf {
