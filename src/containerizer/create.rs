@@ -177,9 +177,8 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             userns,
             ..input.clone()
         };
-        let config = bundle::canonical_json(&bundle::generate(&input));
-        fsutil::write_json_with(&paths.config(), &config, fsutil::Durability::Volatile)
-            .map_err(|source| ContainerizerError::at(handle, ErrorKind::Fs { source }))?;
+        let config = bundle::generate_without_seccomp(&input);
+        write_config(handle, &paths, &input, config)?;
         // The network is attached while the runtime makes the container:
         // both need only the pinned namespace, and the main process, the
         // first that may use the network, starts after both.
@@ -357,4 +356,21 @@ pub(super) fn existing_lowers(handle: &Handle, lowers: Vec<PathBuf>) -> Result<V
         None if lowers.is_empty() => Err(ContainerizerError::at(handle, ErrorKind::ImageMismatch)),
         None => Ok(lowers),
     }
+}
+
+/// Write the config of `input` (`config`, from
+/// [`bundle::generate_without_seccomp`]) into the bundle.
+pub(super) fn write_config(
+    handle: &Handle,
+    paths: &BundlePaths,
+    input: &BundleInput<'_>,
+    config: oci_spec::runtime::Spec,
+) -> Result<()> {
+    let path = paths.config();
+    let fs_err = |source| ContainerizerError::at(handle, ErrorKind::Fs { source });
+    let bytes = bundle::config_json(input, config).map_err(|e| {
+        let invalid = std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        fs_err(fsutil::FsError::new(&path, invalid))
+    })?;
+    fsutil::write_atomic_with(&path, &bytes, fsutil::Durability::Volatile).map_err(fs_err)
 }

@@ -197,11 +197,9 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             userns: None,
             seccomp_localhost: None,
         };
-        let mut config = bundle::generate(&input);
+        let mut config = bundle::generate_without_seccomp(&input);
         join_namespaces(&mut config, init, share_pid);
-        let config = bundle::canonical_json(&config);
-        fsutil::write_json_with(&paths.config(), &config, fsutil::Durability::Volatile)
-            .map_err(|source| ContainerizerError::at(handle, ErrorKind::Fs { source }))?;
+        super::create::write_config(handle, &paths, &input, config)?;
         self.runtime
             .create(id.as_str(), &paths.bundle, None)
             .await

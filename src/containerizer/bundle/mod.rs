@@ -12,12 +12,14 @@ use serde_json::Value;
 use crate::api::{ContainerSpec, Handle, Resources};
 
 mod caps;
+mod config;
 mod process;
 mod rules;
 mod seccomp;
 mod seccomp_table;
 
 pub use caps::CapSet;
+pub use config::{config_json, generate_without_seccomp};
 pub use process::{ExecUser, ProcessInput, process_spec};
 pub use rules::{
     DEFAULT_CAPABILITIES, DEFAULT_DEVICES, INIT_PATH, MASKED_PATHS, READONLY_PATHS, RULES,

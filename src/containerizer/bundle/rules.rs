@@ -395,8 +395,15 @@ fn cgroup_path(input: &BundleInput<'_>, spec: &mut Spec) {
 /// privileged, and `securityContext.capabilities`), within the agent's
 /// bounding set. The same set as every process's ([`wanted_capabilities`]).
 fn capabilities(input: &BundleInput<'_>, spec: &mut Spec) {
-    let (names, _) = wanted_capabilities(input.spec, input.bounding_set);
-    process(spec).set_capabilities(Some(capability_sets(&names)));
+    process(spec).set_capabilities(Some(capability_sets(&granted_capabilities(input))));
+}
+
+/// The names of the container's bounding set, as the config gives it:
+/// [`wanted_capabilities`] that the config can name.
+pub fn granted_capabilities(input: &BundleInput<'_>) -> Vec<&'static str> {
+    let (mut names, _) = wanted_capabilities(input.spec, input.bounding_set);
+    names.retain(|n| Capability::from_str(n.trim_start_matches("CAP_")).is_ok());
+    names
 }
 
 /// The capabilities `spec` asks for ([`capability::wanted`]), cut to

@@ -10,12 +10,14 @@
 
 use std::collections::HashSet;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompArgBuilder,
     LinuxSeccompFilterFlag, LinuxSeccompOperator, LinuxSyscall, Spec,
 };
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use thiserror::Error;
 
 use super::BundleInput;
@@ -307,11 +309,21 @@ fn syscall_of(rule: &SyscallRule) -> LinuxSyscall {
     out
 }
 
-/// The filter `input`'s container gets: none when privileged (as
-/// containerd) or Unconfined; its Localhost profile; the default otherwise.
-pub fn for_container(input: &BundleInput<'_>, caps: &HashSet<String>) -> Option<LinuxSeccomp> {
+/// Which filter a container gets.
+enum Choice<'a> {
+    /// None: privileged (as containerd) or Unconfined.
+    Unconfined,
+    /// The built-in default.
+    Default,
+    /// The container's Localhost profile.
+    Localhost(&'a Profile),
+}
+
+/// None when privileged or Unconfined; its Localhost profile; the
+/// default otherwise.
+fn choice<'a>(input: &'a BundleInput<'_>) -> Choice<'a> {
     if input.spec.privileged {
-        return None;
+        return Choice::Unconfined;
     }
     let wanted = input
         .spec
@@ -320,40 +332,80 @@ pub fn for_container(input: &BundleInput<'_>, caps: &HashSet<String>) -> Option<
         .and_then(|s| s.seccomp_profile.as_ref())
         .map(|p| p.type_)
         .unwrap_or_default();
-    let native = Native::host();
     match (wanted, &input.seccomp_localhost) {
-        (SeccompProfileType::Unconfined, _) => None,
-        (SeccompProfileType::Localhost, Some(profile)) => Some(evaluate(profile, caps, native)),
+        (SeccompProfileType::Unconfined, _) => Choice::Unconfined,
+        (SeccompProfileType::Localhost, Some(profile)) => Choice::Localhost(profile),
         // A Localhost profile the containerizer did not hand in (it
         // refuses to create without one): never less than the default.
         (SeccompProfileType::Localhost, None) | (SeccompProfileType::RuntimeDefault, _) => {
-            Some(evaluate(&default_profile(), caps, native))
+            Choice::Default
         }
     }
 }
 
-/// The `seccomp` rule: `linux.seccomp`, after the capabilities are set,
-/// with the capability-conditional rules following the bounding set.
+/// The built-in default profile, built once.
+fn the_default() -> &'static Profile {
+    static DEFAULT: OnceLock<Profile> = OnceLock::new();
+    DEFAULT.get_or_init(default_profile)
+}
+
+/// The filter `input`'s container gets, whose bounding set is `caps`
+/// (`CAP_` names).
+pub fn for_container(input: &BundleInput<'_>, caps: &[&str]) -> Option<LinuxSeccomp> {
+    let set = || caps.iter().map(|c| c.to_string()).collect::<HashSet<_>>();
+    match choice(input) {
+        Choice::Unconfined => None,
+        Choice::Localhost(profile) => Some(evaluate(profile, &set(), Native::host())),
+        Choice::Default => Some(evaluate(the_default(), &set(), Native::host())),
+    }
+}
+
+/// A filter as the config carries it: its JSON, made once and shared.
+pub type FilterJson = Arc<Box<RawValue>>;
+
+/// How many (capability set, filter) pairs of the default profile are
+/// kept: containers of a node share a handful of capability sets.
+const KEPT_DEFAULT_FILTERS: usize = 16;
+
+/// [`for_container`] as JSON. The default profile's filter is evaluated
+/// and serialised once per capability set: it is most of a config's bytes
+/// and most of what making one costs.
+pub fn for_container_json(
+    input: &BundleInput<'_>,
+    caps: &[&'static str],
+) -> Result<Option<FilterJson>, serde_json::Error> {
+    let serialise =
+        |filter: Option<LinuxSeccomp>| -> Result<Option<FilterJson>, serde_json::Error> {
+            filter
+                .map(|f| serde_json::value::to_raw_value(&f).map(Arc::new))
+                .transpose()
+        };
+    if !matches!(choice(input), Choice::Default) {
+        return serialise(for_container(input, caps));
+    }
+    static KEPT: Mutex<Vec<(Vec<&'static str>, FilterJson)>> = Mutex::new(Vec::new());
+    let lock = || KEPT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, json)) = lock().iter().find(|(kept, _)| kept.as_slice() == caps) {
+        return Ok(Some(json.clone()));
+    }
+    let Some(json) = serialise(for_container(input, caps))? else {
+        return Ok(None);
+    };
+    let mut kept = lock();
+    if kept.len() >= KEPT_DEFAULT_FILTERS {
+        kept.remove(0);
+    }
+    kept.push((caps.to_vec(), json.clone()));
+    Ok(Some(json))
+}
+
+/// The `seccomp` rule: `linux.seccomp`, with the capability-conditional
+/// rules following the bounding set the capabilities rule gives.
 pub fn seccomp(input: &BundleInput<'_>, spec: &mut Spec) {
-    let caps: HashSet<String> = spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.capabilities().as_ref())
-        .and_then(|c| c.bounding().as_ref())
-        .map(|set| set.iter().filter_map(cap_name).collect())
-        .unwrap_or_default();
-    let filter = for_container(input, &caps);
+    let filter = for_container(input, &super::rules::granted_capabilities(input));
     spec.linux_mut()
         .get_or_insert_with(Default::default)
         .set_seccomp(filter);
-}
-
-/// A capability's `CAP_` name, as the config writes it.
-fn cap_name(cap: &oci_spec::runtime::Capability) -> Option<String> {
-    match serde_json::to_value(cap) {
-        Ok(serde_json::Value::String(name)) => Some(name),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

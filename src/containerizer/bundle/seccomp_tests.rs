@@ -213,16 +213,26 @@ fn the_rule_follows_the_profile_type_and_the_capabilities_in_the_config() {
         None
     );
 
-    // Capabilities are read from the config the earlier rules wrote.
-    let mut spec = generate(&input(&h, &plain));
-    let mut caps = crate::containerizer::bundle::rules::capability_sets(all_capabilities());
-    caps.set_bounding(caps.bounding().clone());
-    if let Some(p) = spec.process_mut() {
-        p.set_capabilities(Some(caps));
-    }
-    seccomp(&input(&h, &plain), &mut spec);
+    // Capabilities are the container's bounding set, as the capabilities
+    // rule gives it.
+    let admin = ContainerSpec {
+        security_context: Some(SecurityContext {
+            capabilities: Some(crate::api::Capabilities {
+                add: vec!["SYS_ADMIN".into()],
+                drop: vec![],
+            }),
+            ..SecurityContext::default()
+        }),
+        ..plain.clone()
+    };
+    let spec = generate(&input(&h, &admin));
     let filter = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
     assert!(filter.is_some_and(|f| allowed(&f).contains("mount")));
+    let filter = generate(&input(&h, &plain))
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().clone());
+    assert!(filter.is_some_and(|f| !allowed(&f).contains("mount")));
 }
 
 const LOCALHOST: &str = r#"{

@@ -364,3 +364,69 @@ fn a_container_on_a_network_joins_its_pinned_namespace_and_gets_its_etc_files() 
         .unwrap();
     assert_eq!(net.path(), &None, "a fresh namespace from the runtime");
 }
+
+/// What the containerizer writes, parsed, against the config tree, for
+/// default, privileged, narrowed, Unconfined and Localhost containers,
+/// twice each (the second from the default profile's kept filters).
+#[test]
+fn written_config_is_the_generated_config() {
+    use crate::api::{Capabilities, SeccompProfile as Wanted, SeccompProfileType, SecurityContext};
+    let h = Handle::new("web").unwrap();
+    let with = |type_, caps: Option<Capabilities>| ContainerSpec {
+        security_context: Some(SecurityContext {
+            seccomp_profile: Some(Wanted {
+                type_,
+                localhost_profile: Some("p.json".into()),
+            }),
+            capabilities: caps,
+            ..Default::default()
+        }),
+        ..full_spec()
+    };
+    let narrowed = Capabilities {
+        add: vec!["SYS_ADMIN".into()],
+        drop: vec!["NET_RAW".into()],
+    };
+    let privileged = ContainerSpec {
+        privileged: true,
+        ..full_spec()
+    };
+    let specs = [
+        full_spec(),
+        privileged,
+        with(SeccompProfileType::RuntimeDefault, Some(narrowed)),
+        with(SeccompProfileType::Unconfined, None),
+        with(SeccompProfileType::Localhost, None),
+    ];
+    let localhost = SeccompProfile::parse(
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["ptrace"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    for spec in &specs {
+        let input = BundleInput {
+            seccomp_localhost: Some(localhost.clone()),
+            ..input(&h, spec, vec![vec![], vec![]])
+        };
+        let expected = canonical_json(&generate(&input));
+        for _ in 0..2 {
+            let bytes = config_json(&input, generate_without_seccomp(&input)).unwrap();
+            let mut written: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            sort_capability_sets(&mut written);
+            assert_eq!(written, expected, "{spec:?}");
+        }
+    }
+    let seccomp = |spec: &ContainerSpec| {
+        let input = input(&h, spec, vec![vec![], vec![]]);
+        let bytes = config_json(&input, generate_without_seccomp(&input)).unwrap();
+        let written: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        written
+            .pointer("/linux/seccomp/syscalls")
+            .map(|s| s.to_string())
+    };
+    assert_ne!(
+        seccomp(&specs[0]),
+        seccomp(&specs[2]),
+        "a capability set of its own gets a filter of its own"
+    );
+    assert_eq!(seccomp(&specs[1]), None, "privileged: no filter");
+}
