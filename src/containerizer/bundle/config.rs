@@ -2,13 +2,14 @@
 //! writes what [`config_json`] returns.
 //!
 //! Three things make it cheaper than serialising the [`Spec`] as a JSON
-//! tree: it is compact (the runtime never shows it to anyone); each
-//! capability set is written in one fixed order straight from its hash set
-//! (oci-spec keeps them in hash sets, whose order changes from run to run);
-//! and the seccomp filter, three quarters of a config's bytes, is spliced
-//! in as JSON made once per profile and capability set
-//! ([`super::seccomp::for_container_json`]) instead of being built and
-//! written again for every container.
+//! tree, as [`super::canonical_json`] does for the tests: it is compact
+//! (only the runtime reads it); each capability set is written in one
+//! fixed order straight from its hash set, with no tree to sort; and the
+//! seccomp filter, three quarters of a config's bytes, is spliced in as
+//! JSON made once per capability set ([`super::seccomp::for_container_json`])
+//! instead of being built and written again for every container. The
+//! config's other maps (sysctls, annotations) keep their hash order: equal
+//! as JSON, not always byte for byte.
 
 use std::collections::HashSet;
 
@@ -35,7 +36,7 @@ pub fn generate_without_seccomp(input: &BundleInput<'_>) -> Spec {
 
 /// `spec` (from [`generate_without_seccomp`]) with `input`'s seccomp
 /// filter, as compact JSON. Equal, as JSON, to [`super::generate`]'s
-/// config; the same input always gives the same bytes.
+/// config.
 pub fn config_json(input: &BundleInput<'_>, mut spec: Spec) -> Result<Vec<u8>, serde_json::Error> {
     let filter = seccomp::for_container_json(input, &granted_capabilities(input))?;
     let mut process = spec.process_mut().take();
