@@ -156,6 +156,63 @@ async fn crun_lifecycle() {
     lifecycle("crun").await;
 }
 
+/// `run --detach`: one call, and the container runs with the init on the
+/// stdin it was handed; a bundle the runtime cannot use fails in its own
+/// words under the verb `run` and leaves no container behind.
+async fn run_detached_runs_the_init_on_its_stdin(binary: &'static str) {
+    let sb = Sandbox::new(binary, "rund");
+    let rt = sb.runtime();
+    let bundle = sb.bundle("rund", &BundleSpec::default());
+    let stdin_path = sb.dir.join("init-stdin");
+    std::fs::write(&stdin_path, b"").unwrap();
+    let stdin = std::fs::File::open(&stdin_path).unwrap();
+    rt.run_detached("rund", &bundle, Some(stdin.into()))
+        .await
+        .unwrap();
+    let running = rt.state("rund").await.unwrap();
+    assert_eq!(running.status, Status::Running);
+    let pid = running.pid.expect("a running container has an init pid");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap(),
+        stdin_path
+    );
+    rt.kill("rund", 9, false).await.unwrap();
+    wait_for_status(&rt, "rund", Status::Stopped).await;
+    rt.delete("rund", false).await.unwrap();
+
+    let missing = sb.dir.join("no-such-rootfs");
+    let broken = BundleSpec {
+        rootfs: Some(missing.clone()),
+        ..BundleSpec::default()
+    };
+    let bundle = sb.bundle("broken", &broken);
+    match rt.run_detached("broken", &bundle, None).await {
+        Err(RuntimeError::Failed {
+            verb: "run",
+            message,
+            ..
+        }) => {
+            assert!(message.contains(missing.to_str().unwrap()), "{message}");
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert!(matches!(
+        rt.state("broken").await,
+        Err(RuntimeError::NotFound { .. })
+    ));
+    assert_eq!(call_logs_left(&sb.root), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn runc_run_detached_runs_the_init_on_its_stdin() {
+    run_detached_runs_the_init_on_its_stdin("runc").await;
+}
+
+#[tokio::test]
+async fn crun_run_detached_runs_the_init_on_its_stdin() {
+    run_detached_runs_the_init_on_its_stdin("crun").await;
+}
+
 async fn missing_ids_are_not_found(binary: &'static str) {
     let sb = Sandbox::new(binary, "missing");
     let rt = sb.runtime();

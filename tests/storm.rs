@@ -60,10 +60,8 @@ fn faults() -> Vec<Fault> {
     vec![
         f("exec", Mode::FailAfter, 0.25),
         f("exec", Mode::FailBefore, 0.10),
-        f("create", Mode::FailBefore, 0.10),
-        f("create", Mode::FailAfter, 0.05),
-        f("start", Mode::FailBefore, 0.10),
-        f("start", Mode::FailAfter, 0.05),
+        f("run", Mode::FailBefore, 0.15),
+        f("run", Mode::FailAfter, 0.08),
         f("delete", Mode::FailAfter, 0.10),
         f("delete", Mode::FailBefore, 0.05),
         f("kill", Mode::FailBefore, 0.10),

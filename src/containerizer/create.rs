@@ -205,8 +205,9 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         Ok(())
     }
 
-    /// `runtime create`, then `runtime start` of the init, which is handed
-    /// the listening socket it serves commands on as its stdin.
+    /// `runtime run --detach` of the init, which is handed the listening
+    /// socket it serves commands on as its stdin: create and start in one
+    /// runtime process.
     async fn create_and_start_init(
         &self,
         handle: &Handle,
@@ -218,11 +219,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
             false => None,
         };
         self.runtime
-            .create(handle.as_str(), &paths.bundle, listener)
-            .await
-            .map_err(Self::runtime_err(handle))?;
-        self.runtime
-            .start(handle.as_str())
+            .run_detached(handle.as_str(), &paths.bundle, listener)
             .await
             .map_err(Self::runtime_err(handle))
     }

@@ -201,11 +201,7 @@ impl<R: OciRuntime, M: Mounter> Containerizer<R, M> {
         join_namespaces(&mut config, init, share_pid);
         super::create::write_config(handle, &paths, &input, config)?;
         self.runtime
-            .create(id.as_str(), &paths.bundle, None)
-            .await
-            .map_err(Self::runtime_err(handle))?;
-        self.runtime
-            .start(id.as_str())
+            .run_detached(id.as_str(), &paths.bundle, None)
             .await
             .map_err(Self::runtime_err(handle))
     }

@@ -39,6 +39,18 @@ pub fn create(id: &str, bundle: &Path) -> Vec<OsString> {
     vec!["create".into(), "--bundle".into(), bundle.into(), id.into()]
 }
 
+/// `run --detach --bundle B ID`: `create` and `start` in one runtime
+/// process, which returns once the init runs.
+pub fn run_detached(id: &str, bundle: &Path) -> Vec<OsString> {
+    vec![
+        "run".into(),
+        "--detach".into(),
+        "--bundle".into(),
+        bundle.into(),
+        id.into(),
+    ]
+}
+
 /// `start ID`.
 pub fn start(id: &str) -> Vec<OsString> {
     vec!["start".into(), id.into()]
@@ -164,6 +176,20 @@ mod tests {
         assert_eq!(
             words(&create("web", Path::new("/depot/web"))),
             ["create", "--bundle", "/depot/web", "web"]
+        );
+    }
+
+    #[test]
+    fn run_detaches_and_names_bundle_then_id() {
+        assert_eq!(
+            words(&run_detached("web", Path::new("/run/rundmc/bundles/web"))),
+            [
+                "run",
+                "--detach",
+                "--bundle",
+                "/run/rundmc/bundles/web",
+                "web"
+            ]
         );
     }
 

@@ -117,6 +117,14 @@ impl<R: CommandRunner> Runc<R> {
         &self.root
     }
 
+    /// The init's stdin: `fd`, else /dev/null.
+    fn init_input(fd: Option<std::os::fd::OwnedFd>) -> Input {
+        match fd {
+            Some(fd) => Input::Fd(std::sync::Arc::new(fd)),
+            None => Input::Null,
+        }
+    }
+
     fn ensure_root(&self) -> Result<(), RuntimeError> {
         fs::DirBuilder::new()
             .recursive(true)
@@ -183,7 +191,9 @@ impl<R: CommandRunner> Runc<R> {
             .unwrap_or_else(|| {
                 format!("{} exited with {}", self.binary.display(), finished.status)
             });
-        if verb != "create" && output::says_not_found(&message, id) {
+        // What makes a container may fail for a file it cannot find; only
+        // the other verbs' "not found" is about the container.
+        if !matches!(verb, "create" | "run") && output::says_not_found(&message, id) {
             return Err(RuntimeError::NotFound { id: id.to_owned() });
         }
         Err(RuntimeError::Failed {
@@ -347,13 +357,33 @@ impl<R: CommandRunner> OciRuntime for Runc<R> {
         init_stdin: Option<std::os::fd::OwnedFd>,
     ) -> Result<(), RuntimeError> {
         let words = argv::create(id, &absolute(bundle));
-        let input = match init_stdin {
-            Some(fd) => Input::Fd(std::sync::Arc::new(fd)),
-            None => Input::Null,
-        };
-        self.call("create", id, words, input, Capture::Discard)
-            .await
-            .map(drop)
+        self.call(
+            "create",
+            id,
+            words,
+            Self::init_input(init_stdin),
+            Capture::Discard,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn run_detached(
+        &self,
+        id: &str,
+        bundle: &Path,
+        init_stdin: Option<std::os::fd::OwnedFd>,
+    ) -> Result<(), RuntimeError> {
+        let words = argv::run_detached(id, &absolute(bundle));
+        self.call(
+            "run",
+            id,
+            words,
+            Self::init_input(init_stdin),
+            Capture::Discard,
+        )
+        .await
+        .map(drop)
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
