@@ -27,7 +27,7 @@ const SETTLE: Duration = Duration::from_millis(20);
 pub struct Latencies {
     /// Agent, drop to running.
     pub agent_drop: Samples,
-    /// Raw, create + start + exec until output.
+    /// Raw, run --detach + exec until output.
     pub raw_drop: Samples,
     /// Agent, manifest removed until the depot directory is gone.
     pub agent_teardown: Samples,

@@ -257,7 +257,7 @@ impl RawPod {
         Ok(())
     }
 
-    /// Bundle, overlay, create and start of `id` from `config`; its init's pid.
+    /// Bundle, overlay and `run --detach` of `id` from `config`; its init's pid.
     fn container(&self, id: &str, config: &Value) -> Result<i32> {
         let (dir, run) = (self.bundles.join(id), self.run_bundles.join(id));
         for sub in [dir.join("upper"), dir.join("work"), run.join("rootfs")] {
@@ -272,9 +272,16 @@ impl RawPod {
         .with_context(|| format!("mounting the overlay of {id}"))?;
         fs::write(run.join("config.json"), serde_json::to_vec(config)?)?;
         let (bundle, pid_file) = (path_str(&run)?, path_str(&run.join("init.pid"))?);
-        let create = ["create", "--bundle", &bundle, "--pid-file", &pid_file, id];
-        self.run(self.command(&create), &format!("create {id}"))?;
-        self.run(self.command(&["start", id]), &format!("start {id}"))?;
+        let run_init = [
+            "run",
+            "--detach",
+            "--bundle",
+            &bundle,
+            "--pid-file",
+            &pid_file,
+            id,
+        ];
+        self.run(self.command(&run_init), &format!("run {id}"))?;
         fs::read_to_string(run.join("init.pid"))?
             .trim()
             .parse()

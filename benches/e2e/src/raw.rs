@@ -4,8 +4,8 @@
 //! agent's `config.json` (hostname and cgroup path made its own), the
 //! rootfs mount point, the process spec, the pid files and the runtime's
 //! stderr, and a directory on disk with the overlay's upper and work and
-//! the output. Then `create`, `start` and a
-//! detached `exec` of the agent's own `process.json`, its output going to a
+//! the output. Then `run --detach` (create and start in one runtime
+//! process, as the agent) and a detached `exec` of the agent's own `process.json`, its output going to a
 //! file. Teardown is `kill KILL`, a wait for init, `delete` (never
 //! `--force` on a live container), unmount, remove.
 
@@ -141,7 +141,8 @@ impl Raw {
         Ok(())
     }
 
-    /// Makes the bundle and rootfs of `id`, then create, start and exec.
+    /// Makes the bundle and rootfs of `id`, then `run --detach` (create and
+    /// start in one runtime process, as the agent) and exec.
     /// Returns once the runtime's exec has returned.
     pub fn create_and_run(&self, id: &str) -> Result<()> {
         let (dir, run) = (self.bundle(id), self.run_bundle(id));
@@ -156,9 +157,16 @@ impl Raw {
         fs::write(run.join("config.json"), serde_json::to_vec(&config)?)?;
         fs::write(run.join("process.json"), serde_json::to_vec(&self.process)?)?;
         let (bundle, init_pid) = (path_str(&run)?, path_str(&run.join("init.pid"))?);
-        let create = ["create", "--bundle", &bundle, "--pid-file", &init_pid, id];
-        self.run(id, self.command(id, &create)?, "create")?;
-        self.run(id, self.command(id, &["start", id])?, "start")?;
+        let run_init = [
+            "run",
+            "--detach",
+            "--bundle",
+            &bundle,
+            "--pid-file",
+            &init_pid,
+            id,
+        ];
+        self.run(id, self.command(id, &run_init)?, "run")?;
         self.exec(id, &dir, &run)
     }
 

@@ -145,7 +145,8 @@ its own. Manifests are written atomically (temp file, rename). The main process 
 `/bin/sh -c \"echo ready; exec sleep 100000\"`.
 - **Raw**: the same runtime binary driven by hand on a copy of the agent's own `config.json` \
 (hostname and cgroup path made its own) and its main `process.json`: `mkdir`, overlay mount of the \
-image, `create --pid-file`, `start`, `exec --detach` with stdout to a file. Teardown: `kill KILL`, \
+image, `run --detach --pid-file` (create and start in one runtime process, as the agent does), \
+`exec --detach` with stdout to a file. Teardown: `kill KILL`, \
 wait for init on a pidfd, `delete` (never `--force`), unmount, remove.
 - **Where files live**: depots on disk (as /var/lib: records, the overlay's upper and work, the \
 processes' logs); state directories, OCI bundles (`config.json`, the rootfs mount point, process specs, \

@@ -17,7 +17,7 @@ pub fn render(s: &mut String, r: &SeccompResults) {
          capabilities, {} rules naming {} syscalls, for the native architecture and those it also runs) and with `securityContext.seccompProfile.type: Unconfined`. \
          Measured as the drop to running above.\n- **Raw runc, same bundle**: the agent's own \
          `config.json` of the default container, with its `linux.seccomp`, and the same with \
-         `linux.seccomp` taken out, run by hand as the raw baseline above (create, start, exec of \
+         `linux.seccomp` taken out, run by hand as the raw baseline above (`run --detach`, exec of \
          the agent's `process.json`; runc loads the filter in init and again in the exec'd process).\n\
          - The four go in one order and the reverse on every other sample; two warm-up samples \
          are dropped; teardowns are not timed.",
