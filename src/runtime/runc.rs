@@ -117,12 +117,22 @@ impl<R: CommandRunner> Runc<R> {
         &self.root
     }
 
-    /// The init's stdin: `fd`, else /dev/null.
-    fn init_input(fd: Option<std::os::fd::OwnedFd>) -> Input {
-        match fd {
+    /// A verb that makes the init (`create`, `run`): its stdin is `fd`,
+    /// else /dev/null; its stdout and stderr are /dev/null.
+    async fn make_init(
+        &self,
+        verb: &'static str,
+        id: &str,
+        words: Vec<OsString>,
+        fd: Option<std::os::fd::OwnedFd>,
+    ) -> Result<(), RuntimeError> {
+        let input = match fd {
             Some(fd) => Input::Fd(std::sync::Arc::new(fd)),
             None => Input::Null,
-        }
+        };
+        self.call(verb, id, words, input, Capture::Discard)
+            .await
+            .map(drop)
     }
 
     fn ensure_root(&self) -> Result<(), RuntimeError> {
@@ -357,15 +367,7 @@ impl<R: CommandRunner> OciRuntime for Runc<R> {
         init_stdin: Option<std::os::fd::OwnedFd>,
     ) -> Result<(), RuntimeError> {
         let words = argv::create(id, &absolute(bundle));
-        self.call(
-            "create",
-            id,
-            words,
-            Self::init_input(init_stdin),
-            Capture::Discard,
-        )
-        .await
-        .map(drop)
+        self.make_init("create", id, words, init_stdin).await
     }
 
     async fn run_detached(
@@ -375,15 +377,7 @@ impl<R: CommandRunner> OciRuntime for Runc<R> {
         init_stdin: Option<std::os::fd::OwnedFd>,
     ) -> Result<(), RuntimeError> {
         let words = argv::run_detached(id, &absolute(bundle));
-        self.call(
-            "run",
-            id,
-            words,
-            Self::init_input(init_stdin),
-            Capture::Discard,
-        )
-        .await
-        .map(drop)
+        self.make_init("run", id, words, init_stdin).await
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {

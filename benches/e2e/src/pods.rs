@@ -18,6 +18,7 @@ use crate::agent::AgentEnv;
 use crate::cleanup;
 use crate::latency::agent_teardown;
 use crate::phases::{Run, WORKERS};
+use crate::raw::path_str;
 use crate::report::brief;
 use crate::stats::{Samples, ratio};
 use crate::sys::{self, PidFd};
@@ -271,16 +272,8 @@ impl RawPod {
         )
         .with_context(|| format!("mounting the overlay of {id}"))?;
         fs::write(run.join("config.json"), serde_json::to_vec(config)?)?;
-        let (bundle, pid_file) = (path_str(&run)?, path_str(&run.join("init.pid"))?);
-        let run_init = [
-            "run",
-            "--detach",
-            "--bundle",
-            &bundle,
-            "--pid-file",
-            &pid_file,
-            id,
-        ];
+        let run_init = crate::raw::run_init_args(&run, id)?;
+        let run_init: Vec<&str> = run_init.iter().map(String::as_str).collect();
         self.run(self.command(&run_init), &format!("run {id}"))?;
         fs::read_to_string(run.join("init.pid"))?
             .trim()
@@ -335,10 +328,4 @@ impl RawPod {
         }
         Ok(())
     }
-}
-
-fn path_str(p: &Path) -> Result<String> {
-    p.to_str()
-        .map(str::to_owned)
-        .with_context(|| format!("{} is not UTF-8", p.display()))
 }

@@ -156,16 +156,8 @@ impl Raw {
         config["linux"]["cgroupsPath"] = Value::from(format!("/{}/{id}", self.cgroup_parent));
         fs::write(run.join("config.json"), serde_json::to_vec(&config)?)?;
         fs::write(run.join("process.json"), serde_json::to_vec(&self.process)?)?;
-        let (bundle, init_pid) = (path_str(&run)?, path_str(&run.join("init.pid"))?);
-        let run_init = [
-            "run",
-            "--detach",
-            "--bundle",
-            &bundle,
-            "--pid-file",
-            &init_pid,
-            id,
-        ];
+        let run_init = run_init_args(&run, id)?;
+        let run_init: Vec<&str> = run_init.iter().map(String::as_str).collect();
         self.run(id, self.command(id, &run_init)?, "run")?;
         self.exec(id, &dir, &run)
     }
@@ -239,7 +231,19 @@ impl Raw {
     }
 }
 
-fn path_str(p: &Path) -> Result<String> {
+/// `run --detach --bundle RUN --pid-file RUN/init.pid ID`: the init of
+/// `id` from the bundle `run`, made as the agent makes it.
+pub fn run_init_args(run: &Path, id: &str) -> Result<Vec<String>> {
+    let words = ["run", "--detach", "--bundle"].map(str::to_owned);
+    Ok(words
+        .into_iter()
+        .chain([path_str(run)?, "--pid-file".to_owned()])
+        .chain([path_str(&run.join("init.pid"))?, id.to_owned()])
+        .collect())
+}
+
+/// `p` as a string, or an error naming it.
+pub fn path_str(p: &Path) -> Result<String> {
     p.to_str()
         .map(str::to_owned)
         .with_context(|| format!("{} is not UTF-8", p.display()))
