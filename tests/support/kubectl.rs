@@ -185,8 +185,10 @@ pub const USER: &str = "alice";
 /// signed its certificate), running Container `web` on the node, with
 /// the plugin installed and the user's kubeconfig.
 pub struct Remote {
-    pub cluster: crate::cluster::Cluster,
+    /// First, so it is dropped first: an agent still running while the
+    /// cluster's environment deletes its containers would make them again.
     _agent: crate::support::agent::Agent,
+    pub cluster: crate::cluster::Cluster,
     pub plugin: PathBuf,
     pub kubeconfig: PathBuf,
     pub ca: PathBuf,

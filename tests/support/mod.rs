@@ -152,14 +152,20 @@ impl Drop for Env {
                 let _ = std::fs::write(e.path().join("freezer.state"), "THAWED");
             }
         }
-        if let Ok(out) = Command::new("runc")
-            .arg("--root")
-            .arg(&self.runc_root)
-            .args(["list", "-q"])
-            .output()
-        {
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = self.runc(&["delete", "--force", id]);
+        // Each runtime lists only the containers it made (runc reads
+        // `state.json`, crun `status`): a test on crun leaves crun's.
+        for runtime in ["runc", "crun"] {
+            let on_root = |args: &[&str]| {
+                Command::new(runtime)
+                    .arg("--root")
+                    .arg(&self.runc_root)
+                    .args(args)
+                    .output()
+            };
+            if let Ok(out) = on_root(&["list", "-q"]) {
+                for id in String::from_utf8_lossy(&out.stdout).lines() {
+                    let _ = on_root(&["delete", "--force", id]);
+                }
             }
         }
         if let Ok(entries) = std::fs::read_dir(&self.depot) {
