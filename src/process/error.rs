@@ -89,10 +89,9 @@ pub enum ProcessError {
         /// The directory.
         dir: PathBuf,
     },
-    /// Its exit is recorded, or no supervisor holds its fifo open: the
-    /// process has ended (or never started), so nothing was signalled or
-    /// written.
-    #[error("process {id} is not running: its exit is recorded, or no supervisor reads {fifo}")]
+    /// No supervisor holds the process's fifo open: the process has ended
+    /// (or never started), so nothing was signalled or written.
+    #[error("process {id} is not running: no supervisor reads {fifo}")]
     NotRunning {
         /// The process id.
         id: String,

@@ -111,18 +111,11 @@ impl Process {
 
     /// Asks the supervisor to send `signal` to the process. It signals
     /// through a pidfd, so a process that has ended (even one whose pid was
-    /// reused) is never signalled; when its exit is recorded, or no
-    /// supervisor reads the control fifo, the process has ended and this is
-    /// [`ProcessError::NotRunning`] (the supervisor writes the exit before
-    /// it lets go of the fifo).
+    /// reused) is never signalled; when no supervisor reads the control
+    /// fifo the process has ended and this is [`ProcessError::NotRunning`]
+    /// (the supervisor lets go of the fifo before it records the exit).
     pub fn signal(&self, signal: i32) -> Result<(), ProcessError> {
         let path = self.dir.join(CONTROL_FIFO);
-        if self.exit_record()?.is_some() {
-            return Err(ProcessError::NotRunning {
-                id: self.id.clone(),
-                fifo: path,
-            });
-        }
         let mut fifo = self.open_fifo(&path)?;
         let mut line = serde_json::to_vec(&Command::Signal { signal }).map_err(|source| {
             ProcessError::BadRecord {

@@ -49,12 +49,13 @@
 //!    process never sees EOF while it runs.
 //! 5. When the process exits the shim reaps it, drains what output is left
 //!    (without waiting for end of file: the process's own children may hold
-//!    the pipes), writes `exit.json` atomically (temp file, rename; no fsync:
+//!    the pipes), closes `control` and `stdin`, writes `exit.json` atomically (temp file, rename; no fsync:
 //!    like the process, it cannot outlive a reboot), reaps any other child it
 //!    adopted and exits 0.
 //!
 //! The agent's side: `control` and `stdin` are opened `O_WRONLY|O_NONBLOCK`;
-//! `ENXIO` means no shim holds them open, i.e. the supervisor is gone. The
+//! `ENXIO` means no shim holds them open, i.e. the process has ended (once
+//! `exit.json` is there, `control` is always closed). The
 //! shim's liveness is its pid *and* start time from `shim.json`, checked
 //! against `/proc/<pid>/stat` ([`crate::procstat`]).
 

@@ -57,7 +57,7 @@ pub fn config_json(input: &BundleInput<'_>, mut spec: Spec) -> Result<Vec<u8>, s
         }),
         linux: linux.as_ref().map(|rest| LinuxOut {
             rest,
-            seccomp: filter.as_ref().map(|json| &***json),
+            seccomp: filter.as_deref(),
         }),
     };
     serde_json::to_vec(&config)

@@ -352,16 +352,17 @@ fn the_default() -> &'static Profile {
 /// The filter `input`'s container gets, whose bounding set is `caps`
 /// (`CAP_` names).
 pub fn for_container(input: &BundleInput<'_>, caps: &[&str]) -> Option<LinuxSeccomp> {
-    let set = || caps.iter().map(|c| c.to_string()).collect::<HashSet<_>>();
-    match choice(input) {
-        Choice::Unconfined => None,
-        Choice::Localhost(profile) => Some(evaluate(profile, &set(), Native::host())),
-        Choice::Default => Some(evaluate(the_default(), &set(), Native::host())),
-    }
+    let profile = match choice(input) {
+        Choice::Unconfined => return None,
+        Choice::Localhost(profile) => profile,
+        Choice::Default => the_default(),
+    };
+    let set: HashSet<String> = caps.iter().map(|c| c.to_string()).collect();
+    Some(evaluate(profile, &set, Native::host()))
 }
 
 /// A filter as the config carries it: its JSON, made once and shared.
-pub type FilterJson = Arc<Box<RawValue>>;
+pub type FilterJson = Arc<RawValue>;
 
 /// How many (capability set, filter) pairs of the default profile are
 /// kept: containers of a node share a handful of capability sets.
@@ -374,28 +375,36 @@ pub fn for_container_json(
     input: &BundleInput<'_>,
     caps: &[&'static str],
 ) -> Result<Option<FilterJson>, serde_json::Error> {
-    let serialise =
-        |filter: Option<LinuxSeccomp>| -> Result<Option<FilterJson>, serde_json::Error> {
-            filter
-                .map(|f| serde_json::value::to_raw_value(&f).map(Arc::new))
-                .transpose()
-        };
+    let serialise = || -> Result<Option<FilterJson>, serde_json::Error> {
+        for_container(input, caps)
+            .map(|f| serde_json::value::to_raw_value(&f).map(FilterJson::from))
+            .transpose()
+    };
     if !matches!(choice(input), Choice::Default) {
-        return serialise(for_container(input, caps));
+        return serialise();
     }
     static KEPT: Mutex<Vec<(Vec<&'static str>, FilterJson)>> = Mutex::new(Vec::new());
     let lock = || KEPT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some((_, json)) = lock().iter().find(|(kept, _)| kept.as_slice() == caps) {
-        return Ok(Some(json.clone()));
+    let kept = |list: &[(Vec<&'static str>, FilterJson)]| {
+        list.iter()
+            .find(|(kept, _)| kept.as_slice() == caps)
+            .map(|(_, json)| json.clone())
+    };
+    if let Some(json) = kept(&lock()) {
+        return Ok(Some(json));
     }
-    let Some(json) = serialise(for_container(input, caps))? else {
+    // Made outside the lock; another thread may have made it meanwhile.
+    let Some(json) = serialise()? else {
         return Ok(None);
     };
-    let mut kept = lock();
-    if kept.len() >= KEPT_DEFAULT_FILTERS {
-        kept.remove(0);
+    let mut list = lock();
+    if let Some(theirs) = kept(&list) {
+        return Ok(Some(theirs));
     }
-    kept.push((caps.to_vec(), json.clone()));
+    if list.len() >= KEPT_DEFAULT_FILTERS {
+        list.remove(0);
+    }
+    list.push((caps.to_vec(), json.clone()));
     Ok(Some(json))
 }
 

@@ -117,6 +117,10 @@ fn supervise(args: &Args) -> Result<(), Failure> {
         .map_err(Failure::Supervise)?;
     let ending = sys::wait_pidfd(pidfd.as_fd()).map_err(Failure::Supervise)?;
     pump.drain().map_err(Failure::Supervise)?;
+    // Let go of the control fifo before the exit is recorded: whoever sees
+    // the record and then signals finds no reader, and is told the process
+    // is not running.
+    drop(pump);
     let oom_after = args.oom_file.as_deref().and_then(read_oom_kills);
     let record = exit_record(ending, oom_before, oom_after);
     write_atomic(&args.dir, EXIT_JSON, &record).map_err(Failure::Supervise)
